@@ -1,0 +1,3 @@
+"""The progreg version, single-sourced for packaging and provenance."""
+
+__version__ = "0.1.0"

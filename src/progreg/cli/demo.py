@@ -1,0 +1,115 @@
+"""``progreg demo``: save a few realistic programs and show what the registry holds."""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+import click
+
+from progreg.cli.main import Context, cli
+from progreg.cli.render import format_log, format_score
+from progreg.storage import ProgramStorage
+
+_SIGNATURES = {
+    "ClassifyText": ("text", "label", ["positive", "negative", "neutral"]),
+    "RouteIntent": ("message", "intent", ["billing", "shipping", "account"]),
+    "AnswerQuestion": ("question", "answer", ["yes", "no", "it depends"]),
+}
+_OPTIMIZERS = ["MIPROv2", "BootstrapFewShot", "GEPA"]
+_WORDS = re.findall(
+    r"\w+",
+    "the customer says refund order late broken great shipping invoice account password"
+    " reset upgrade plan cancel thanks urgent question billing error",
+)
+
+
+def _sentence(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(words)).capitalize() + "."
+
+
+def demo_program(index: int) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """A DSPy ChainOfThought-shaped state, its optimization result and signature name."""
+    rng = random.Random(index)
+    signature = list(_SIGNATURES)[index % len(_SIGNATURES)]
+    field_in, field_out, labels = _SIGNATURES[signature]
+    state = {
+        "predict": {
+            "demos": [
+                {
+                    "augmented": True,
+                    field_in: _sentence(rng, 14),
+                    "reasoning": _sentence(rng, 12),
+                    field_out: rng.choice(labels),
+                }
+                for _ in range(3)
+            ],
+            "signature": {
+                "instructions": f"{signature}: {_sentence(rng, 16)}",
+                "fields": [
+                    {"prefix": f"{field_in.capitalize()}:", "description": "${" + field_in + "}"},
+                    {"prefix": "Reasoning: Let's think step by step", "description": "${why}"},
+                    {"prefix": f"{field_out.capitalize()}:", "description": ", ".join(labels)},
+                ],
+            },
+            "lm": None,
+            "traces": [],
+            "train": [],
+        }
+    }
+    score = round(0.55 + 0.4 * rng.random(), 4)
+    result = {
+        "best_score_name": "accuracy",
+        "best_score_value": score,
+        "scores": {"accuracy": score},
+        "history": {"trials": 12, "score_history": [round(score * k / 4, 4) for k in (1, 2, 3, 4)]},
+        "metadata": {"optimizer": _OPTIMIZERS[index % len(_OPTIMIZERS)], "auto": "light"},
+    }
+    return state, result, signature
+
+
+@cli.command()
+@click.option("--count", default=6, show_default=True, help="How many programs to save.")
+@click.pass_obj
+def demo(ctx: Context, count: int) -> None:
+    """Save a handful of realistic programs, then show history, best programs and the Git log.
+
+    \b
+    Example:
+      progreg --registry ./demo-registry demo --count 6
+    """
+    storage = ProgramStorage(ctx.registry or "./progreg-demo")
+    for index in range(count):
+        state, result, signature = demo_program(index)
+        saved = storage.save_program(
+            state, result, metadata={"signature_class": signature, "dataset": "demo"}
+        )
+        click.echo(
+            f"saved {saved.program_id}  {signature:<15} {format_score(saved.best_score)}"
+            f"  commit {saved.commit[:10]}"
+        )
+    history = storage.get_history()
+    summary = history.summary
+    click.echo(f"\nRegistry {storage.path}")
+    click.echo(
+        f"  {summary.total_programs} programs, average score"
+        f" {format_score(summary.avg_score)}, latest save {summary.latest_save}"
+    )
+    click.echo("\nBest program per signature:")
+    best: dict[str, Any] = {}
+    for entry in history.programs:
+        key = entry.signature_class or "-"
+        if entry.best_score is not None and (
+            key not in best or entry.best_score >= best[key].best_score
+        ):
+            best[key] = entry
+    for signature, entry in sorted(best.items()):
+        click.echo(
+            f"  {signature:<15} {entry.program_id}  {format_score(entry.best_score)}"
+            f" ({entry.optimizer})"
+        )
+    click.echo("\nGit log (newest first):")
+    for line in format_log(storage, limit=count + 2):
+        click.echo(f"  {line}")
+    click.echo(f"\nBrowse it with: git clone {storage.path} checkout && ls checkout/programs")

@@ -1,0 +1,76 @@
+"""Entry point and shared conventions of the ``progreg`` command.
+
+Errors are one line on stderr (``--debug`` shows the traceback) with exit
+code 1 for a progreg error, 2 for bad usage and 3 for "not found".
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from progreg._version import __version__
+from progreg.errors import ProgregError
+from progreg.storage import ProgramStorage
+
+EXIT_ERROR = 1
+EXIT_NOT_FOUND = 3
+
+
+class Context:
+    """What every subcommand shares: where the registry is and how to report."""
+
+    def __init__(self, registry: Path | None, debug: bool) -> None:
+        self.registry = registry
+        self.debug = debug
+
+    def storage(self) -> ProgramStorage:
+        """Open (or create) the registry named by ``--registry`` / ``PROGREG_PATH``."""
+        return ProgramStorage(self.registry)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--registry",
+    type=click.Path(path_type=Path),
+    envvar="PROGREG_PATH",
+    help="Registry directory (a bare Git repository). Default: $PROGREG_PATH, else ./dspy_storage.",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.version_option(__version__, prog_name="progreg")
+@click.pass_context
+def cli(ctx: click.Context, registry: Path | None, debug: bool) -> None:
+    """progreg: a Git-backed registry of optimized LLM programs.
+
+    \b
+    Example:
+      progreg --registry ./registry demo
+    """
+    ctx.obj = Context(registry, debug)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command line; exit with a code that tells what happened."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="progreg", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ProgregError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+# Subcommands register themselves on import.
+from progreg.cli import demo as _demo  # noqa: E402, F401

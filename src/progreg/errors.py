@@ -1,0 +1,91 @@
+"""The progreg exception hierarchy.
+
+Every error a public call raises on purpose is a :class:`ProgregError`, so a
+caller can catch one type. The subclasses say what kind of thing went wrong;
+the message says what to do about it.
+
+::
+
+    ProgregError
+    ├── InvalidInputError (also ValueError)     the caller passed something unusable
+    │   ├── InvalidProgramIdError
+    │   ├── NotJSONError                        a value that JSON cannot represent
+    │   ├── ProgramTooLargeError
+    │   ├── InvalidNameError                    tag / checkpoint / remote names
+    │   └── UnsupportedProgramError             a program object progreg cannot serialise
+    ├── ProgramNotFoundError (also KeyError)    an id that the registry has never held
+    ├── RegistryError                           the registry itself is the problem
+    │   ├── NotARegistryError                   path is a file, a work tree, foreign data
+    │   ├── UnsupportedFormatError              written by a newer progreg
+    │   ├── CorruptProgramError                 a stored program cannot be decoded
+    │   └── RegistryBusyError                   could not take the write lock in time
+    └── ConflictError                           a write that would lose data is refused
+"""
+
+from __future__ import annotations
+
+
+class ProgregError(Exception):
+    """Base class of every error progreg raises deliberately."""
+
+
+class InvalidInputError(ProgregError, ValueError):
+    """An argument of a public call is not acceptable; nothing was written."""
+
+
+class InvalidProgramIdError(InvalidInputError):
+    """A program id is not 16 lowercase hexadecimal characters."""
+
+
+class NotJSONError(InvalidInputError):
+    """A value cannot be stored as JSON (NaN, infinity, a set, an arbitrary object...).
+
+    ``path`` locates the offending value, for example ``metadata.dataset.sizes[2]``.
+    """
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ProgramTooLargeError(InvalidInputError):
+    """The encoded program document exceeds the registry's size limit."""
+
+
+class InvalidNameError(InvalidInputError):
+    """A tag, checkpoint or remote name is not a safe Git ref component."""
+
+
+class UnsupportedProgramError(InvalidInputError):
+    """A program object has no supported way to export or import its state."""
+
+
+class ProgramNotFoundError(ProgregError, KeyError):
+    """A program id is neither in the registry nor anywhere in its history."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RegistryError(ProgregError):
+    """The registry on disk cannot be used as asked."""
+
+
+class NotARegistryError(RegistryError):
+    """The storage path is not (and cannot become) a progreg registry."""
+
+
+class UnsupportedFormatError(RegistryError):
+    """The registry was written in a format this progreg version does not know."""
+
+
+class CorruptProgramError(RegistryError):
+    """A program file in the registry exists but cannot be decoded or is inconsistent."""
+
+
+class RegistryBusyError(RegistryError):
+    """The registry's write lock could not be taken before the timeout."""
+
+
+class ConflictError(ProgregError):
+    """A write was refused because it would overwrite or lose other data."""

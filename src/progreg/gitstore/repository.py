@@ -1,0 +1,198 @@
+"""A bare Git repository used as a store: reads, object writes and safe ref updates.
+
+:class:`GitRepository` opens (or creates) a bare repository and offers the
+few operations the registry needs. Ref updates go through
+:meth:`GitRepository.update_ref`: under the registry's write lock, the caller's
+plan is computed from the current tip and the ref is moved with a
+compare-and-swap, retried when another process (a plain ``git`` command, say)
+moved it in between. Each thread and each process gets its own libgit2
+handle, as libgit2 requires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pygit2
+from pygit2.enums import RepositoryOpenFlag, SortMode
+
+from progreg.errors import NotARegistryError, RegistryBusyError, RegistryError
+from progreg.gitstore.identity import Identity
+from progreg.gitstore.locking import remove_stale_ref_locks, write_lock
+from progreg.gitstore.trees import Edit, blob_at, edit_tree
+
+logger = logging.getLogger("progreg.git")
+
+
+@dataclass
+class CommitPlan:
+    """A commit to create on top of a ref's current tip."""
+
+    edits: dict[str, Edit]
+    message: str
+    author: Identity
+    committer: Identity
+    when: datetime | None = None
+    extra_parents: list[pygit2.Oid] = field(default_factory=list)
+
+
+class GitRepository:
+    """A bare Git repository at ``path``, created when ``create`` is true and it is missing."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, create: bool = True, lock_timeout: float = 30.0
+    ) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.lock_timeout = lock_timeout
+        self._local = threading.local()
+        self._open_or_create(create)
+
+    # -- opening -----------------------------------------------------------------
+
+    def _open_or_create(self, create: bool) -> None:
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise NotARegistryError(f"{path} is a file, not a registry directory")
+        if not path.exists() or not any(path.iterdir()):
+            if not create:
+                raise NotARegistryError(f"no registry at {path}")
+            try:
+                pygit2.init_repository(str(path), bare=True, initial_head="main")
+            except (pygit2.GitError, OSError) as exc:
+                raise RegistryError(f"cannot create a registry at {path}: {exc}") from exc
+        try:
+            repo = pygit2.Repository(str(path), RepositoryOpenFlag.NO_SEARCH)
+        except pygit2.GitError as exc:
+            raise NotARegistryError(
+                f"{path} exists and is not a Git repository; progreg will not write into it"
+            ) from exc
+        if not repo.is_bare:
+            raise NotARegistryError(
+                f"{path} is a Git work tree; a registry is a bare repository"
+                " (make one with: git clone --bare <this> <registry>)"
+            )
+        self._local.repo = repo
+        self._local.pid = os.getpid()
+
+    @property
+    def repo(self) -> pygit2.Repository:
+        """This thread's libgit2 handle on the repository."""
+        local = self._local
+        repo: pygit2.Repository | None = getattr(local, "repo", None)
+        if repo is None or local.pid != os.getpid():
+            repo = pygit2.Repository(str(self.path), RepositoryOpenFlag.NO_SEARCH)
+            local.repo = repo
+            local.pid = os.getpid()
+        return repo
+
+    @property
+    def config(self) -> pygit2.Config:
+        """The repository's configuration (with the user's and system's beneath it)."""
+        return self.repo.config
+
+    # -- reading -----------------------------------------------------------------
+
+    def tip(self, ref: str) -> pygit2.Commit | None:
+        """The commit ``ref`` points at, or ``None`` when the ref does not exist."""
+        reference = self.repo.references.get(ref)
+        if reference is None:
+            return None
+        commit = self.repo[reference.resolve().target]
+        if not isinstance(commit, pygit2.Commit):
+            raise RegistryError(f"{ref} does not point at a commit")
+        return commit
+
+    def read(self, tree: pygit2.Tree, path: str) -> bytes | None:
+        """The content of the file at ``path`` in ``tree``, or ``None``."""
+        blob = blob_at(self.repo, tree, path)
+        return None if blob is None else blob.data
+
+    def walk(self, ref: str) -> Iterator[pygit2.Commit]:
+        """Commits reachable from ``ref``, newest first in topological order."""
+        tip = self.tip(ref)
+        if tip is None:
+            return iter(())
+        return iter(self.repo.walk(tip.id, SortMode.TOPOLOGICAL))
+
+    # -- writing -----------------------------------------------------------------
+
+    def write_blob(self, data: bytes) -> pygit2.Oid:
+        """Store ``data`` as a blob (idempotent: same bytes, same id)."""
+        return self.repo.create_blob(data)
+
+    def update_ref(
+        self,
+        ref: str,
+        plan: Callable[[pygit2.Commit | None], CommitPlan | None],
+    ) -> pygit2.Oid | None:
+        """Commit ``plan(tip)`` on top of ``ref`` and move ``ref`` to it atomically.
+
+        ``plan`` is called with the current tip (``None`` for a new ref) and
+        returns the commit to make, or ``None`` to change nothing. It is called
+        again if the ref moved underneath, so it must not have side effects.
+        Returns the new commit id, or ``None`` when the plan was empty.
+        """
+        deadline = time.monotonic() + self.lock_timeout
+        with write_lock(self.path, self.lock_timeout) as grant:
+            if grant.previous_holder_crashed:
+                for removed in remove_stale_ref_locks(self.path, grant.previous_since):
+                    logger.warning(
+                        "removed a lock left by a killed writer: %s",
+                        removed,
+                        extra={"event": "progreg.lock.recovered", "lock_path": str(removed)},
+                    )
+            delay = 0.001
+            while True:
+                tip = self.tip(ref)
+                commit_plan = plan(tip)
+                if commit_plan is None:
+                    return None
+                new = self._create_commit(tip, commit_plan)
+                error = self._compare_and_swap(ref, tip, new)
+                if error is None:
+                    return new
+                if time.monotonic() >= deadline:
+                    raise RegistryBusyError(
+                        f"could not update {ref} in {self.path}: {error}. If no other Git"
+                        f" process is using the registry, remove {self.path / (ref + '.lock')}"
+                    )
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.05)
+
+    def _create_commit(self, tip: pygit2.Commit | None, plan: CommitPlan) -> pygit2.Oid:
+        repo = self.repo
+        tree = edit_tree(repo, tip.tree if tip is not None else None, plan.edits)
+        parents = ([tip.id] if tip is not None else []) + plan.extra_parents
+        return repo.create_commit(
+            None,
+            plan.author.signature(plan.when),
+            plan.committer.signature(plan.when),
+            plan.message,
+            tree,
+            parents,
+        )
+
+    def _compare_and_swap(
+        self, ref: str, expected: pygit2.Commit | None, new: pygit2.Oid
+    ) -> str | None:
+        """Move ``ref`` from ``expected`` to ``new``; return why not, or ``None`` on success."""
+        references = self.repo.references
+        try:
+            if expected is None:
+                references.create(ref, new)
+                return None
+            reference = references.get(ref)
+            if reference is None or reference.target != expected.id:
+                return "the ref moved"
+            reference.set_target(new)
+        except (pygit2.GitError, OSError) as exc:
+            return str(exc)
+        return None

@@ -1,0 +1,70 @@
+"""Commit messages of registry changes: a readable subject and machine-readable trailers.
+
+A save reads in ``git log --oneline`` as::
+
+    Save ClassifyText 1a2b3c4d5e6f7a8b: MIPROv2, pass_rate=0.8734
+
+and its message ends with trailers (``git log --format='%(trailers)'``)::
+
+    Program-Id: 1a2b3c4d5e6f7a8b
+    Signature: ClassifyText
+    Optimizer: MIPROv2
+    Score: 0.8734
+    Score-Name: pass_rate
+    Saved-At: 2026-11-24T10:15:02.123456+00:00
+    Progreg-Action: save
+
+A missing value is written as ``none``.
+"""
+
+from __future__ import annotations
+
+from progreg.document import ProgramDocument, format_time
+from progreg.gitstore import format_message
+
+NONE = "none"
+ACTION = "Progreg-Action"
+PROGRAM_ID = "Program-Id"
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return NONE
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def save_message(doc: ProgramDocument, action: str = "save", body: str = "") -> str:
+    """The message of a commit that writes ``doc`` (a save, or ``action`` such as restore)."""
+    verb = action.capitalize()
+    score = (
+        f"{doc.score_name or 'score'}={_value(doc.best_score)}"
+        if doc.best_score is not None
+        else "no score"
+    )
+    subject = (
+        f"{verb} {doc.signature_class or 'program'} {doc.program_id}:"
+        f" {doc.optimizer or 'no optimizer'}, {score}"
+    )
+    return format_message(
+        subject,
+        [
+            (PROGRAM_ID, doc.program_id),
+            ("Signature", _value(doc.signature_class)),
+            ("Optimizer", _value(doc.optimizer)),
+            ("Score", _value(doc.best_score)),
+            ("Score-Name", _value(doc.score_name)),
+            ("Saved-At", format_time(doc.saved_at)),
+            (ACTION, action),
+        ],
+        body,
+    )
+
+
+def delete_message(program_id: str, signature: str | None) -> str:
+    """The message of a commit that removes a program."""
+    return format_message(
+        f"Delete {signature or 'program'} {program_id}",
+        [(PROGRAM_ID, program_id), ("Signature", _value(signature)), (ACTION, "delete")],
+    )

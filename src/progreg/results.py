@@ -1,0 +1,69 @@
+"""Normalising an optimization result into the dict progreg stores.
+
+Accepted: ``None``, a dict, a pydantic model, an object with ``to_dict()`` or
+``to_h()``, or any object with the attributes of an optimization result
+(``best_score_value``, ``best_score_name``, ``scores``, ``history``,
+``metadata``). The optimized program itself (``optimized_program``) is not
+part of the stored result: it is stored as the program.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel
+
+from progreg.errors import InvalidInputError
+
+RESULT_FIELDS = ("best_score_value", "best_score_name", "scores", "history", "metadata")
+_PROGRAM_KEY = "optimized_program"
+
+
+def normalize_result(result: object) -> dict[str, Any]:
+    """The optimization result as a plain dict without the program object."""
+    if result is None:
+        data: dict[str, Any] = {}
+    elif isinstance(result, dict):
+        data = dict(result)
+    elif isinstance(result, BaseModel):
+        data = result.model_dump(mode="json", exclude={_PROGRAM_KEY})
+    elif callable(getattr(result, "to_dict", None)):
+        data = dict(result.to_dict())  # type: ignore[attr-defined]
+    elif callable(getattr(result, "to_h", None)):
+        data = dict(result.to_h())  # type: ignore[attr-defined]
+    elif any(hasattr(result, name) for name in RESULT_FIELDS):
+        data = {name: getattr(result, name) for name in RESULT_FIELDS if hasattr(result, name)}
+    else:
+        raise InvalidInputError(
+            f"optimization_result is a {type(result).__name__}; pass a dict, a pydantic model"
+            " or an object with to_dict() or best_score_value/scores/metadata attributes"
+        )
+    data.pop(_PROGRAM_KEY, None)
+    _check_fields(data)
+    return data
+
+
+def _check_fields(data: dict[str, Any]) -> None:
+    score = data.get("best_score_value")
+    if score is not None and (
+        isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score)
+    ):
+        raise InvalidInputError(
+            f"optimization_result.best_score_value must be a finite number or None, got {score!r}"
+        )
+    name = data.get("best_score_name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidInputError(
+            f"optimization_result.best_score_name must be a string or None, got {name!r}"
+        )
+    metadata = data.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidInputError(
+            f"optimization_result.metadata must be a dict or None, got {type(metadata).__name__}"
+        )
+    optimizer = (metadata or {}).get("optimizer")
+    if optimizer is not None and not isinstance(optimizer, str):
+        raise InvalidInputError(
+            f"optimization_result.metadata.optimizer must be a string, got {optimizer!r}"
+        )

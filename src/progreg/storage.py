@@ -1,0 +1,463 @@
+"""ProgramStorage: optimized programs kept in a bare Git repository.
+
+Every save is one commit on ``refs/heads/main`` that writes one canonical JSON
+file, ``programs/ab/cd/abcd....json``; every delete is a commit that removes
+it. Nothing is ever lost: history keeps every version, and
+:meth:`ProgramStorage.restore_program` brings a deleted program back.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pygit2
+
+from progreg import canonical, events
+from progreg._version import __version__
+from progreg.document import (
+    FORMAT_VERSION,
+    ProgramDocument,
+    decode_document,
+    now,
+)
+from progreg.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotARegistryError,
+    ProgramNotFoundError,
+    ProgramTooLargeError,
+    ProgregError,
+    RegistryError,
+    UnsupportedFormatError,
+    UnsupportedProgramError,
+)
+from progreg.gitstore import CommitPlan, GitRepository, Identity, resolve_identity
+from progreg.history import LogIndex
+from progreg.ids import PROGRAMS_DIR, check_program_id, new_program_id, program_id_of_path
+from progreg.ids import program_path as path_of
+from progreg.messages import delete_message, save_message
+from progreg.models import HistorySummary, ProgramHistory, ProgramSummary, SavedProgram
+from progreg.programs import ProgramTypes, export_state, load_into, signature_name
+from progreg.results import normalize_result
+
+MAIN = "refs/heads/main"
+MARKER = "progreg.json"
+DEFAULT_PATH = "./dspy_storage"
+DEFAULT_MAX_PROGRAM_BYTES = 16 * 1024 * 1024
+
+T = TypeVar("T")
+
+
+class ProgramStorage:
+    """A registry of optimized programs in the bare Git repository at ``storage_path``.
+
+    ``storage_path`` defaults to ``$PROGREG_PATH``, else ``./dspy_storage``; the
+    repository is created on first use. ``author``/``committer`` are
+    ``"Name <email>"`` strings (default: ``GIT_AUTHOR_*``/``GIT_COMMITTER_*``,
+    then ``user.name``/``user.email`` from Git config, then ``progreg``).
+    Writers wait up to ``lock_timeout`` seconds for each other.
+    """
+
+    def __init__(
+        self,
+        storage_path: str | os.PathLike[str] | None = None,
+        *,
+        author: str | None = None,
+        committer: str | None = None,
+        lock_timeout: float = 30.0,
+        max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
+    ) -> None:
+        path = storage_path if storage_path is not None else os.environ.get("PROGREG_PATH")
+        self._git = GitRepository(path or DEFAULT_PATH, lock_timeout=lock_timeout)
+        self.max_program_bytes = max_program_bytes
+        self.types = ProgramTypes()
+        self._author_arg = author
+        self._committer_arg = committer
+        self._identities: tuple[Identity, Identity] | None = None
+        self._log = LogIndex(self._git, MAIN)
+        self._check_registry()
+
+    def __repr__(self) -> str:
+        return f"ProgramStorage({str(self.path)!r})"
+
+    # -- registry ----------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The registry's directory (the bare Git repository)."""
+        return self._git.path
+
+    @property
+    def git(self) -> GitRepository:
+        """The underlying Git repository, for layers built on this one."""
+        return self._git
+
+    def _check_registry(self) -> None:
+        tip = self._git.tip(MAIN)
+        if tip is None:
+            if self._git.repo.references.get("HEAD") is not None and any(
+                name != "HEAD" for name in self._git.repo.references
+            ):
+                raise NotARegistryError(
+                    f"{self.path} is a Git repository with refs but no refs/heads/main:"
+                    " not a progreg registry"
+                )
+            return
+        marker = self._git.read(tip.tree, MARKER)
+        if marker is None:
+            raise NotARegistryError(
+                f"{self.path} is a Git repository but not a progreg registry (no {MARKER} on main)"
+            )
+        try:
+            info = canonical.decode(marker, MARKER)
+            version = info["format_version"]
+        except (ProgregError, KeyError, TypeError) as exc:
+            raise NotARegistryError(f"{self.path}: {MARKER} is damaged ({exc})") from exc
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise UnsupportedFormatError(
+                f"{self.path} has registry format {version!r}; this progreg reads up to"
+                f" {FORMAT_VERSION}: upgrade progreg"
+            )
+
+    def register_type(
+        self,
+        cls: type,
+        *,
+        name: str | None = None,
+        factory: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        """Let :meth:`load_program` rebuild programs saved as ``cls`` into new objects.
+
+        ``factory(state)`` builds the object; by default ``model_validate``
+        (pydantic), ``from_dict`` or ``cls()`` followed by ``load_state``.
+        """
+        self.types.register(cls, name=name, factory=factory)
+
+    # -- saving ------------------------------------------------------------------
+
+    def save_program(
+        self,
+        program: object,
+        optimization_result: object = None,
+        metadata: Mapping[str, Any] | None = None,
+        program_id: str | None = None,
+    ) -> SavedProgram:
+        """Save ``program`` with its optimization result as one commit; return the saved record.
+
+        A new id is generated unless ``program_id`` is given; saving under an
+        existing id records a new version of that program (the old one stays
+        in history).
+        """
+        timer = events.Timer()
+        chosen_id = check_program_id(program_id) if program_id is not None else new_program_id()
+        events.emit("progreg.storage.save_start", program_id=chosen_id)
+        try:
+            doc = self._document(program, optimization_result, metadata, chosen_id)
+            data = doc.encode()
+            self._check_size(len(data), chosen_id)
+            commit = self._commit_document(doc, data, must_be_new=program_id is None)
+        except ProgregError as exc:
+            events.emit(
+                "progreg.storage.save_error",
+                program_id=chosen_id,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                duration_ms=timer.ms,
+            )
+            raise
+        events.emit(
+            "progreg.storage.save_complete",
+            program_id=chosen_id,
+            commit=commit,
+            size_bytes=len(data),
+            duration_ms=timer.ms,
+        )
+        return self._saved(doc, program, commit)
+
+    def _document(
+        self,
+        program: object,
+        optimization_result: object,
+        metadata: Mapping[str, Any] | None,
+        program_id: str,
+    ) -> ProgramDocument:
+        try:
+            class_name, state = export_state(program)
+        except ProgregError:
+            raise
+        except Exception as exc:
+            raise UnsupportedProgramError(
+                f"exporting the state of a {type(program).__name__} failed: {exc}"
+            ) from exc
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
+        meta = dict(metadata or {})
+        if meta.get("signature_class") is None:
+            signature = signature_name(program)
+            if signature is not None:
+                meta["signature_class"] = signature
+        elif not isinstance(meta["signature_class"], str):
+            raise InvalidInputError("metadata.signature_class must be a string")
+        meta.update(
+            progreg_version=__version__,
+            python_version=platform.python_version(),
+            saved_with="progreg",
+        )
+        doc = ProgramDocument(
+            program_id=program_id,
+            saved_at=now(),
+            class_name=class_name,
+            state=state,
+            optimization_result=normalize_result(optimization_result),
+            metadata=meta,
+            extra={},
+        )
+        canonical.check_json(doc.state, "program state")
+        canonical.check_json(doc.optimization_result, "optimization_result")
+        canonical.check_json(doc.metadata, "metadata")
+        return doc
+
+    def _check_size(self, size: int, program_id: str) -> None:
+        if size > self.max_program_bytes:
+            raise ProgramTooLargeError(
+                f"program {program_id} encodes to {size} bytes, over the registry's limit of"
+                f" {self.max_program_bytes} bytes (max_program_bytes)"
+            )
+
+    def _commit_document(self, doc: ProgramDocument, data: bytes, *, must_be_new: bool) -> str:
+        path = path_of(doc.program_id)
+        blob = self._write(lambda: self._git.write_blob(data))
+        author, committer = self._identity()
+        message = save_message(doc)
+
+        def plan(tip: pygit2.Commit | None) -> CommitPlan:
+            if must_be_new and tip is not None and self._git.read(tip.tree, path) is not None:
+                raise ConflictError(
+                    f"the generated program id {doc.program_id} is already taken; save again"
+                )
+            return CommitPlan(
+                self._with_marker(tip, {path: blob}), message, author, committer, doc.saved_at
+            )
+
+        commit = self._write(lambda: self._git.update_ref(MAIN, plan))
+        assert commit is not None
+        return str(commit)
+
+    def _with_marker(
+        self, tip: pygit2.Commit | None, edits: dict[str, pygit2.Oid | None]
+    ) -> dict[str, pygit2.Oid | None]:
+        if tip is None or MARKER not in tip.tree:
+            marker = canonical.encode({"format_version": FORMAT_VERSION}, MARKER)
+            edits = {**edits, MARKER: self._git.write_blob(marker)}
+        return edits
+
+    def _identity(self) -> tuple[Identity, Identity]:
+        if self._identities is None:
+            try:
+                config = self._git.config
+                author = resolve_identity("AUTHOR", self._author_arg, config)
+                committer = resolve_identity("COMMITTER", self._committer_arg, config)
+            except ValueError as exc:
+                raise InvalidInputError(str(exc)) from exc
+            self._identities = (author, committer)
+        return self._identities
+
+    def _write(self, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except ProgregError:
+            raise
+        except (pygit2.GitError, OSError) as exc:
+            raise RegistryError(f"cannot write to the registry at {self.path}: {exc}") from exc
+
+    # -- reading -----------------------------------------------------------------
+
+    def load_program(self, program_id: str, *, into: object = None) -> SavedProgram | None:
+        """The program with ``program_id``, or ``None`` when the registry does not hold it.
+
+        ``into`` may be an object with ``load_state`` (a fresh DSPy module) or
+        a class; the state is loaded into it. Without it, a registered type is
+        rebuilt, else ``program`` is the state dict. A program file that exists
+        but cannot be decoded raises :class:`~progreg.CorruptProgramError`.
+        """
+        timer = events.Timer()
+        check_program_id(program_id)
+        events.emit("progreg.storage.load_start", program_id=program_id)
+        try:
+            tip = self._git.tip(MAIN)
+            data = None if tip is None else self._git.read(tip.tree, path_of(program_id))
+            if data is None or tip is None:
+                events.emit(
+                    "progreg.storage.load_complete",
+                    program_id=program_id,
+                    found=False,
+                    duration_ms=timer.ms,
+                )
+                return None
+            doc = decode_document(data, self._where(program_id, tip), program_id)
+            program = load_into(into, doc.state) if into is not None else None
+            if into is None:
+                program = self.types.build(doc.class_name, doc.state)
+            commit = self._log.last_change(program_id) or str(tip.id)
+        except ProgregError as exc:
+            events.emit(
+                "progreg.storage.load_error",
+                program_id=program_id,
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
+            raise
+        age_hours = (datetime.now(UTC) - doc.saved_at).total_seconds() / 3600
+        events.emit(
+            "progreg.storage.load_complete",
+            program_id=program_id,
+            found=True,
+            size_bytes=len(data),
+            age_hours=round(age_hours, 3),
+            duration_ms=timer.ms,
+        )
+        return self._saved(doc, program, commit)
+
+    def _where(self, program_id: str, commit: pygit2.Commit) -> str:
+        return f"{path_of(program_id)} (commit {str(commit.id)[:12]} of {self.path})"
+
+    @staticmethod
+    def _saved(doc: ProgramDocument, program: object, commit: str) -> SavedProgram:
+        return SavedProgram(
+            program_id=doc.program_id,
+            program=program,
+            program_type=doc.class_name,
+            state=doc.state,
+            optimization_result=doc.optimization_result,
+            metadata=doc.metadata,
+            saved_at=doc.saved_at,
+            commit=commit,
+        )
+
+    def _documents(self, tip: pygit2.Commit) -> Iterator[ProgramDocument]:
+        repo = self._git.repo
+        if PROGRAMS_DIR not in tip.tree:
+            return
+        for path, blob_id in _walk_files(repo, repo[tip.tree[PROGRAMS_DIR].id], PROGRAMS_DIR):
+            program_id = program_id_of_path(path)
+            if program_id is None:
+                continue
+            blob = repo[blob_id]
+            assert isinstance(blob, pygit2.Blob)
+            yield decode_document(blob.data, self._where(program_id, tip), program_id)
+
+    def list_programs(self) -> list[ProgramSummary]:
+        """Every program the registry holds, oldest save first."""
+        tip = self._git.tip(MAIN)
+        if tip is None:
+            return []
+        summaries = [doc.summary() for doc in self._documents(tip)]
+        summaries.sort(key=lambda s: (s.saved_at, s.program_id))
+        return summaries
+
+    def get_history(self) -> ProgramHistory:
+        """The registry's programs in the order the log recorded them, with a summary.
+
+        The order is that of the commits on ``main`` (the last commit that
+        wrote each program), which is exact even for saves in the same
+        microsecond or from machines whose clocks disagree.
+        """
+        summaries = {s.program_id: s for s in self.list_programs()}
+        position: dict[str, int] = {}
+        for index, entry in enumerate(self._log.entries()):
+            for program_id in entry.changed:
+                position[program_id] = index
+        programs = sorted(summaries.values(), key=lambda s: position.get(s.program_id, -1))
+        scores = [s.best_score for s in programs if s.best_score is not None]
+        summary = HistorySummary(
+            total_programs=len(programs),
+            avg_score=sum(scores) / len(scores) if scores else None,
+            latest_save=max((s.saved_at for s in programs), default=None),
+        )
+        return ProgramHistory(programs=programs, summary=summary)
+
+    # -- deleting and restoring --------------------------------------------------
+
+    def delete_program(self, program_id: str) -> bool:
+        """Remove a program from ``main`` (one commit); ``False`` if it was not there.
+
+        The program stays in history: :meth:`restore_program` brings it back.
+        """
+        check_program_id(program_id)
+        path = path_of(program_id)
+        author, committer = self._identity()
+
+        def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
+            data = None if tip is None else self._git.read(tip.tree, path)
+            if data is None:
+                return None
+            try:
+                signature = decode_document(data, path, program_id).signature_class
+            except ProgregError:  # deleting a damaged program must still work
+                signature = None
+            message = delete_message(program_id, signature)
+            return CommitPlan({path: None}, message, author, committer)
+
+        commit = self._write(lambda: self._git.update_ref(MAIN, plan))
+        if commit is not None:
+            events.emit("progreg.storage.delete", program_id=program_id, commit=str(commit))
+        return commit is not None
+
+    def restore_program(self, program_id: str) -> SavedProgram:
+        """Bring back the last version of a deleted program, as a new commit.
+
+        Returns the program (unchanged, with no commit, if it is already
+        present); raises :class:`~progreg.ProgramNotFoundError` if the registry
+        never held it.
+        """
+        check_program_id(program_id)
+        path = path_of(program_id)
+        found = next(
+            ((commit, commit.tree[path]) for commit in self._git.walk(MAIN) if path in commit.tree),
+            None,
+        )
+        if found is None:
+            raise ProgramNotFoundError(f"program {program_id} is not in the registry's history")
+        source, entry = found
+        blob_id = entry.id
+        blob = self._git.repo[blob_id]
+        assert isinstance(blob, pygit2.Blob)
+        doc = decode_document(blob.data, self._where(program_id, source), program_id)
+        author, committer = self._identity()
+        body = f"Restored from commit {source.id}."
+        message = save_message(doc, action="restore", body=body)
+
+        def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
+            if tip is not None and path in tip.tree:
+                return None
+            return CommitPlan(self._with_marker(tip, {path: blob_id}), message, author, committer)
+
+        commit = self._write(lambda: self._git.update_ref(MAIN, plan))
+        if commit is None:
+            loaded = self.load_program(program_id)
+            assert loaded is not None
+            return loaded
+        events.emit(
+            "progreg.storage.restore",
+            program_id=program_id,
+            commit=str(commit),
+            restored_from=str(source.id),
+        )
+        return self._saved(doc, self.types.build(doc.class_name, doc.state), str(commit))
+
+
+def _walk_files(
+    repo: pygit2.Repository, tree: pygit2.Object, prefix: str
+) -> Iterator[tuple[str, pygit2.Oid]]:
+    assert isinstance(tree, pygit2.Tree)
+    for entry in tree:
+        path = f"{prefix}/{entry.name}"
+        if entry.type_str == "tree":
+            yield from _walk_files(repo, repo[entry.id], path)
+        elif entry.type_str == "blob":
+            yield path, entry.id
