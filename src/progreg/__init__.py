@@ -6,6 +6,10 @@
 """
 
 from progreg._version import __version__
+from progreg.analytics import OptimizationHistory, OptimizerStats, ProgramRef, Trends
+from progreg.checkpoints import CheckpointInfo
+from progreg.compare import ComparedProgram, Comparison, ProgramComparison, ProgramDiff
+from progreg.config import StorageConfig
 from progreg.document import FORMAT_VERSION
 from progreg.errors import (
     ConflictError,
@@ -24,11 +28,17 @@ from progreg.errors import (
     UnsupportedProgramError,
 )
 from progreg.events import Event, subscribe
+from progreg.history import ProgramRecord
+from progreg.manager import StorageManager
 from progreg.models import HistorySummary, ProgramHistory, ProgramSummary, SavedProgram
+from progreg.results import OptimizationResult
 from progreg.storage import ProgramStorage
 
 __all__ = [
     "FORMAT_VERSION",
+    "CheckpointInfo",
+    "ComparedProgram",
+    "Comparison",
     "ConflictError",
     "CorruptProgramError",
     "Event",
@@ -38,8 +48,15 @@ __all__ = [
     "InvalidProgramIdError",
     "NotARegistryError",
     "NotJSONError",
+    "OptimizationHistory",
+    "OptimizationResult",
+    "OptimizerStats",
+    "ProgramComparison",
+    "ProgramDiff",
     "ProgramHistory",
     "ProgramNotFoundError",
+    "ProgramRecord",
+    "ProgramRef",
     "ProgramStorage",
     "ProgramSummary",
     "ProgramTooLargeError",
@@ -47,6 +64,9 @@ __all__ = [
     "RegistryBusyError",
     "RegistryError",
     "SavedProgram",
+    "StorageConfig",
+    "StorageManager",
+    "Trends",
     "UnsupportedFormatError",
     "UnsupportedProgramError",
     "__version__",

@@ -35,9 +35,15 @@ def _value(value: object) -> str:
     return str(value)
 
 
-def save_message(doc: ProgramDocument, action: str = "save", body: str = "") -> str:
+def save_message(
+    doc: ProgramDocument,
+    action: str = "save",
+    body: str = "",
+    extra: list[tuple[str, str]] | None = None,
+    verb: str | None = None,
+) -> str:
     """The message of a commit that writes ``doc`` (a save, or ``action`` such as restore)."""
-    verb = action.capitalize()
+    verb = verb or action.capitalize()
     score = (
         f"{doc.score_name or 'score'}={_value(doc.best_score)}"
         if doc.best_score is not None
@@ -56,6 +62,7 @@ def save_message(doc: ProgramDocument, action: str = "save", body: str = "") -> 
             ("Score", _value(doc.best_score)),
             ("Score-Name", _value(doc.score_name)),
             ("Saved-At", format_time(doc.saved_at)),
+            *(extra or []),
             (ACTION, action),
         ],
         body,
@@ -67,4 +74,16 @@ def delete_message(program_id: str, signature: str | None) -> str:
     return format_message(
         f"Delete {signature or 'program'} {program_id}",
         [(PROGRAM_ID, program_id), ("Signature", _value(signature)), (ACTION, "delete")],
+    )
+
+
+def cleanup_message(removed: list[str], remaining: int, keep: int) -> str:
+    """The message of a cleanup commit that removes ``removed`` in one go."""
+    body = "Removed programs (restore any with restore_program):\n" + "\n".join(
+        f"- {program_id}" for program_id in removed
+    )
+    return format_message(
+        f"Cleanup: remove {len(removed)} programs, keep {remaining}",
+        [("Removed-Count", str(len(removed))), ("Keep", str(keep)), (ACTION, "cleanup")],
+        body,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from progreg.errors import InvalidInputError
 
@@ -67,3 +67,28 @@ def _check_fields(data: dict[str, Any]) -> None:
         raise InvalidInputError(
             f"optimization_result.metadata.optimizer must be a string, got {optimizer!r}"
         )
+
+
+class OptimizationResult(BaseModel):
+    """What an optimizer produced: the optimized program and how well it scored.
+
+    Build one around any program object (a DSPy module, a dict of state, a
+    pydantic model); dicts and other objects with these fields are accepted
+    wherever an ``OptimizationResult`` is.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    optimized_program: Any = None
+    best_score_value: float | None = None
+    best_score_name: str | None = None
+    scores: dict[str, Any] = Field(default_factory=dict)
+    history: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def optimized_program_of(result: object) -> Any:
+    """The ``optimized_program`` of a result given as a model, a dict or an object."""
+    if isinstance(result, dict):
+        return result.get(_PROGRAM_KEY)
+    return getattr(result, _PROGRAM_KEY, None)

@@ -8,9 +8,10 @@ it. Nothing is ever lost: history keeps every version, and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,13 +38,14 @@ from progreg.errors import (
     UnsupportedProgramError,
 )
 from progreg.gitstore import CommitPlan, GitRepository, Identity, resolve_identity
-from progreg.history import LogIndex
+from progreg.history import LogIndex, ProgramRecord
 from progreg.ids import PROGRAMS_DIR, check_program_id, new_program_id, program_id_of_path
 from progreg.ids import program_path as path_of
 from progreg.messages import delete_message, save_message
 from progreg.models import HistorySummary, ProgramHistory, ProgramSummary, SavedProgram
 from progreg.programs import ProgramTypes, export_state, load_into, signature_name
 from progreg.results import normalize_result
+from progreg.tags import check_tags, create_tags
 
 MAIN = "refs/heads/main"
 MARKER = "progreg.json"
@@ -107,6 +109,13 @@ class ProgramStorage:
                     f"{self.path} is a Git repository with refs but no refs/heads/main:"
                     " not a progreg registry"
                 )
+            # An empty repository made elsewhere (`git init --bare`) may have HEAD
+            # on another unborn branch; a registry's HEAD names main, so that
+            # `git clone` checks it out. Nothing can be lost: there are no refs.
+            head = self._git.repo.references.get("HEAD")
+            if head is not None and head.target != MAIN:
+                with contextlib.suppress(pygit2.GitError, OSError):  # read-only: leave it
+                    self._git.repo.set_head(MAIN)
             return
         marker = self._git.read(tip.tree, MARKER)
         if marker is None:
@@ -146,21 +155,26 @@ class ProgramStorage:
         optimization_result: object = None,
         metadata: Mapping[str, Any] | None = None,
         program_id: str | None = None,
+        *,
+        tags: Iterable[str] = (),
     ) -> SavedProgram:
         """Save ``program`` with its optimization result as one commit; return the saved record.
 
         A new id is generated unless ``program_id`` is given; saving under an
         existing id records a new version of that program (the old one stays
-        in history).
+        in history). ``tags`` are created as tag refs together with the commit.
         """
         timer = events.Timer()
         chosen_id = check_program_id(program_id) if program_id is not None else new_program_id()
+        tag_names = check_tags(tags)
         events.emit("progreg.storage.save_start", program_id=chosen_id)
         try:
-            doc = self._document(program, optimization_result, metadata, chosen_id)
+            doc = self.document_for(program, optimization_result, metadata, chosen_id)
             data = doc.encode()
-            self._check_size(len(data), chosen_id)
-            commit = self._commit_document(doc, data, must_be_new=program_id is None)
+            self.check_size(len(data), chosen_id)
+            commit = self._commit_document(
+                doc, data, must_be_new=program_id is None, tags=tag_names
+            )
         except ProgregError as exc:
             events.emit(
                 "progreg.storage.save_error",
@@ -177,15 +191,16 @@ class ProgramStorage:
             size_bytes=len(data),
             duration_ms=timer.ms,
         )
-        return self._saved(doc, program, commit)
+        return self.saved_program(doc, program, commit)
 
-    def _document(
+    def document_for(
         self,
         program: object,
         optimization_result: object,
         metadata: Mapping[str, Any] | None,
         program_id: str,
     ) -> ProgramDocument:
+        """The validated document that saving ``program`` would write (nothing is written)."""
         try:
             class_name, state = export_state(program)
         except ProgregError:
@@ -222,41 +237,49 @@ class ProgramStorage:
         canonical.check_json(doc.metadata, "metadata")
         return doc
 
-    def _check_size(self, size: int, program_id: str) -> None:
+    def check_size(self, size: int, program_id: str) -> None:
+        """Raise :class:`ProgramTooLargeError` if ``size`` bytes exceed the registry's limit."""
         if size > self.max_program_bytes:
             raise ProgramTooLargeError(
                 f"program {program_id} encodes to {size} bytes, over the registry's limit of"
                 f" {self.max_program_bytes} bytes (max_program_bytes)"
             )
 
-    def _commit_document(self, doc: ProgramDocument, data: bytes, *, must_be_new: bool) -> str:
+    def _commit_document(
+        self, doc: ProgramDocument, data: bytes, *, must_be_new: bool, tags: list[str]
+    ) -> str:
         path = path_of(doc.program_id)
+        author, committer = self.identity()  # before any write: a bad identity changes nothing
         blob = self._write(lambda: self._git.write_blob(data))
-        author, committer = self._identity()
         message = save_message(doc)
 
+        def tag(commit: pygit2.Oid) -> None:
+            create_tags(self._git, doc.program_id, str(commit), tags, committer)
+
         def plan(tip: pygit2.Commit | None) -> CommitPlan:
-            if must_be_new and tip is not None and self._git.read(tip.tree, path) is not None:
+            if must_be_new and tip is not None and path in tip.tree:
                 raise ConflictError(
                     f"the generated program id {doc.program_id} is already taken; save again"
                 )
             return CommitPlan(
-                self._with_marker(tip, {path: blob}), message, author, committer, doc.saved_at
+                self.with_marker(tip, {path: blob}), message, author, committer, doc.saved_at
             )
 
-        commit = self._write(lambda: self._git.update_ref(MAIN, plan))
+        commit = self._write(lambda: self._git.update_ref(MAIN, plan, tag if tags else None))
         assert commit is not None
         return str(commit)
 
-    def _with_marker(
+    def with_marker(
         self, tip: pygit2.Commit | None, edits: dict[str, pygit2.Oid | None]
     ) -> dict[str, pygit2.Oid | None]:
+        """``edits`` plus the registry marker file when ``tip`` does not have it yet."""
         if tip is None or MARKER not in tip.tree:
             marker = canonical.encode({"format_version": FORMAT_VERSION}, MARKER)
             edits = {**edits, MARKER: self._git.write_blob(marker)}
         return edits
 
-    def _identity(self) -> tuple[Identity, Identity]:
+    def identity(self) -> tuple[Identity, Identity]:
+        """The (author, committer) this registry writes as."""
         if self._identities is None:
             try:
                 config = self._git.config
@@ -273,7 +296,17 @@ class ProgramStorage:
         except ProgregError:
             raise
         except (pygit2.GitError, OSError) as exc:
-            raise RegistryError(f"cannot write to the registry at {self.path}: {exc}") from exc
+            raise self.write_error(exc) from exc
+
+    def write_error(self, exc: Exception) -> RegistryError:
+        """The error to raise when Git failed to write (disk full, permissions...)."""
+        return RegistryError(f"cannot write to the registry at {self.path}: {exc}")
+
+    def rebuild(self, doc: ProgramDocument, into: object = None) -> Any:
+        """The program object of ``doc``: loaded ``into`` an object, a registered type, or state."""
+        if into is not None:
+            return load_into(into, doc.state)
+        return self.types.build(doc.class_name, doc.state)
 
     # -- reading -----------------------------------------------------------------
 
@@ -300,9 +333,7 @@ class ProgramStorage:
                 )
                 return None
             doc = decode_document(data, self._where(program_id, tip), program_id)
-            program = load_into(into, doc.state) if into is not None else None
-            if into is None:
-                program = self.types.build(doc.class_name, doc.state)
+            program = self.rebuild(doc, into)
             commit = self._log.last_change(program_id) or str(tip.id)
         except ProgregError as exc:
             events.emit(
@@ -321,13 +352,14 @@ class ProgramStorage:
             age_hours=round(age_hours, 3),
             duration_ms=timer.ms,
         )
-        return self._saved(doc, program, commit)
+        return self.saved_program(doc, program, commit)
 
     def _where(self, program_id: str, commit: pygit2.Commit) -> str:
         return f"{path_of(program_id)} (commit {str(commit.id)[:12]} of {self.path})"
 
     @staticmethod
-    def _saved(doc: ProgramDocument, program: object, commit: str) -> SavedProgram:
+    def saved_program(doc: ProgramDocument, program: object, commit: str) -> SavedProgram:
+        """The :class:`SavedProgram` record of ``doc`` as written by ``commit``."""
         return SavedProgram(
             program_id=doc.program_id,
             program=program,
@@ -360,6 +392,27 @@ class ProgramStorage:
         summaries.sort(key=lambda s: (s.saved_at, s.program_id))
         return summaries
 
+    def records(self) -> dict[str, ProgramRecord]:
+        """What the commit log says about each live program (no program file is read).
+
+        This is the fast path for queries: scores, optimizers, signatures,
+        save times, the commit of each program and its position in the log.
+        """
+        return self._log.records()
+
+    def summaries(self, program_ids: Iterable[str]) -> list[ProgramSummary]:
+        """Summaries of the given live programs (unknown ids are skipped), in the order given."""
+        tip = self._git.tip(MAIN)
+        if tip is None:
+            return []
+        result = []
+        for program_id in program_ids:
+            data = self._git.read(tip.tree, path_of(program_id))
+            if data is not None:
+                where = self._where(program_id, tip)
+                result.append(decode_document(data, where, program_id).summary())
+        return result
+
     def get_history(self) -> ProgramHistory:
         """The registry's programs in the order the log recorded them, with a summary.
 
@@ -377,7 +430,7 @@ class ProgramStorage:
         summary = HistorySummary(
             total_programs=len(programs),
             avg_score=sum(scores) / len(scores) if scores else None,
-            latest_save=max((s.saved_at for s in programs), default=None),
+            latest_save=programs[-1].saved_at if programs else None,
         )
         return ProgramHistory(programs=programs, summary=summary)
 
@@ -388,9 +441,10 @@ class ProgramStorage:
 
         The program stays in history: :meth:`restore_program` brings it back.
         """
+        timer = events.Timer()
         check_program_id(program_id)
         path = path_of(program_id)
-        author, committer = self._identity()
+        events.emit("progreg.storage.delete_start", program_id=program_id)
 
         def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
             data = None if tip is None else self._git.read(tip.tree, path)
@@ -403,10 +457,41 @@ class ProgramStorage:
             message = delete_message(program_id, signature)
             return CommitPlan({path: None}, message, author, committer)
 
-        commit = self._write(lambda: self._git.update_ref(MAIN, plan))
-        if commit is not None:
-            events.emit("progreg.storage.delete", program_id=program_id, commit=str(commit))
+        try:
+            author, committer = self.identity()
+            commit = self._write(lambda: self._git.update_ref(MAIN, plan))
+        except ProgregError as exc:
+            events.emit(
+                "progreg.storage.delete_error",
+                program_id=program_id,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                duration_ms=timer.ms,
+            )
+            raise
+        events.emit(
+            "progreg.storage.delete_complete",
+            program_id=program_id,
+            deleted=commit is not None,
+            commit=None if commit is None else str(commit),
+            duration_ms=timer.ms,
+        )
         return commit is not None
+
+    def delete_programs(self, program_ids: Iterable[str], message: str) -> list[str]:
+        """Remove several programs in one commit with ``message``; return those removed."""
+        ids = [check_program_id(program_id) for program_id in program_ids]
+        author, committer = self.identity()
+        removed: list[str] = []
+
+        def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
+            removed[:] = [i for i in ids if tip is not None and path_of(i) in tip.tree]
+            if not removed:
+                return None
+            return CommitPlan(dict.fromkeys(map(path_of, removed)), message, author, committer)
+
+        self._write(lambda: self._git.update_ref(MAIN, plan))
+        return list(removed)
 
     def restore_program(self, program_id: str) -> SavedProgram:
         """Bring back the last version of a deleted program, as a new commit.
@@ -428,14 +513,14 @@ class ProgramStorage:
         blob = self._git.repo[blob_id]
         assert isinstance(blob, pygit2.Blob)
         doc = decode_document(blob.data, self._where(program_id, source), program_id)
-        author, committer = self._identity()
+        author, committer = self.identity()
         body = f"Restored from commit {source.id}."
         message = save_message(doc, action="restore", body=body)
 
         def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
             if tip is not None and path in tip.tree:
                 return None
-            return CommitPlan(self._with_marker(tip, {path: blob_id}), message, author, committer)
+            return CommitPlan(self.with_marker(tip, {path: blob_id}), message, author, committer)
 
         commit = self._write(lambda: self._git.update_ref(MAIN, plan))
         if commit is None:
@@ -448,7 +533,7 @@ class ProgramStorage:
             commit=str(commit),
             restored_from=str(source.id),
         )
-        return self._saved(doc, self.types.build(doc.class_name, doc.state), str(commit))
+        return self.saved_program(doc, self.rebuild(doc), str(commit))
 
 
 def _walk_files(

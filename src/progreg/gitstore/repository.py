@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pygit2
-from pygit2.enums import RepositoryOpenFlag, SortMode
+from pygit2.enums import ObjectType, RepositoryOpenFlag, SortMode
 
 from progreg.errors import NotARegistryError, RegistryBusyError, RegistryError
 from progreg.gitstore.identity import Identity
@@ -132,12 +132,15 @@ class GitRepository:
         self,
         ref: str,
         plan: Callable[[pygit2.Commit | None], CommitPlan | None],
+        after: Callable[[pygit2.Oid], None] | None = None,
     ) -> pygit2.Oid | None:
         """Commit ``plan(tip)`` on top of ``ref`` and move ``ref`` to it atomically.
 
         ``plan`` is called with the current tip (``None`` for a new ref) and
         returns the commit to make, or ``None`` to change nothing. It is called
         again if the ref moved underneath, so it must not have side effects.
+        ``after(new)``, if given, runs while the lock is still held, for refs
+        that must be created together with the commit (tags given at save).
         Returns the new commit id, or ``None`` when the plan was empty.
         """
         deadline = time.monotonic() + self.lock_timeout
@@ -158,6 +161,8 @@ class GitRepository:
                 new = self._create_commit(tip, commit_plan)
                 error = self._compare_and_swap(ref, tip, new)
                 if error is None:
+                    if after is not None:
+                        after(new)
                     return new
                 if time.monotonic() >= deadline:
                     raise RegistryBusyError(
@@ -166,6 +171,27 @@ class GitRepository:
                     )
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.05)
+
+    def refs_under(self, prefix: str) -> list[str]:
+        """The names of all refs starting with ``prefix`` (such as ``refs/tags/``)."""
+        return [name for name in self.repo.listall_references() if name.startswith(prefix)]
+
+    def create_tag(self, name: str, target: str, tagger: Identity, message: str) -> bool:
+        """Create annotated tag ``refs/tags/<name>`` on commit ``target``; ``False`` if taken."""
+        oid = pygit2.Oid(hex=target)
+        try:
+            self.repo.create_tag(name, oid, ObjectType.COMMIT, tagger.signature(), message)
+        except pygit2.AlreadyExistsError:
+            return False
+        return True
+
+    def delete_ref(self, name: str) -> bool:
+        """Delete ref ``name``; ``False`` if it did not exist."""
+        reference = self.repo.references.get(name)
+        if reference is None:
+            return False
+        reference.delete()
+        return True
 
     def _create_commit(self, tip: pygit2.Commit | None, plan: CommitPlan) -> pygit2.Oid:
         repo = self.repo

@@ -1,0 +1,74 @@
+"""StorageConfig: how a StorageManager uses its registry.
+
+Every field can be set from the environment with a ``PROGREG_`` prefix
+(``PROGREG_STORAGE_PATH`` — or ``PROGREG_PATH`` — ``PROGREG_AUTO_SAVE``,
+``PROGREG_SAVE_INTERMEDIATE_RESULTS``, ``PROGREG_MAX_STORED_PROGRAMS``,
+``PROGREG_PROTECTED_TAGS`` as a comma-separated list). The environment
+overrides the defaults; arguments given in code override the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from progreg.errors import InvalidInputError
+
+_ENV_PREFIX = "PROGREG_"
+
+
+class StorageConfig(BaseModel):
+    """Settings of a :class:`~progreg.StorageManager` (defaults match the reference system)."""
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+    storage_path: Path = Field(
+        default=Path("./dspy_storage"), description="the registry's directory"
+    )
+    auto_save: bool = Field(
+        default=True, description="when false, save_optimization_result saves nothing"
+    )
+    save_intermediate_results: bool = Field(
+        default=False, description="also record every checkpoint as a save on main"
+    )
+    max_stored_programs: int = Field(
+        default=100, ge=0, description="unprotected programs kept by cleanup_old_programs"
+    )
+    protected_tags: list[str] = Field(
+        default_factory=lambda: ["production"],
+        description="programs with any of these tags are never removed by cleanup",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        values = dict(data)
+        for name in cls.model_fields:
+            env = os.environ.get(_ENV_PREFIX + name.upper())
+            if name == "storage_path" and env is None:
+                env = os.environ.get(_ENV_PREFIX + "PATH")
+            if name in values or env is None:
+                continue
+            values[name] = (
+                [t.strip() for t in env.split(",") if t.strip()]
+                if (name == "protected_tags")
+                else env
+            )
+        return values
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise InvalidInputError(f"invalid storage configuration: {exc}") from exc
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise InvalidInputError(f"invalid storage configuration: {exc}") from exc

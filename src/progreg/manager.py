@@ -1,0 +1,309 @@
+"""StorageManager: what optimization code calls during and after a run.
+
+It builds on :class:`~progreg.ProgramStorage` and adds discovery
+(``find_programs``, ``get_best_program``), tags (annotated Git tags),
+checkpoints (branches), analytics from the commit log, comparisons with real
+diffs and cleanup, plus a process-wide default instance.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from progreg import events
+from progreg.analytics import OptimizationHistory, cleanup_plan, optimization_history
+from progreg.checkpoints import CheckpointInfo, Checkpoints
+from progreg.compare import ProgramComparison, compare_documents
+from progreg.config import StorageConfig
+from progreg.document import decode_document
+from progreg.errors import InvalidInputError, ProgramNotFoundError
+from progreg.history import ProgramRecord
+from progreg.ids import check_program_id, program_path
+from progreg.messages import cleanup_message
+from progreg.models import ProgramSummary, SavedProgram
+from progreg.results import normalize_result, optimized_program_of
+from progreg.storage import MAIN, ProgramStorage
+from progreg.tags import all_tags, check_tags, create_tags, delete_tags
+
+
+class StorageManager:
+    """The registry as an optimization run uses it; see the module docstring."""
+
+    _instance: ClassVar[StorageManager | None] = None
+    _instance_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self, config: StorageConfig | None = None, *, storage: ProgramStorage | None = None
+    ) -> None:
+        self.config = config if config is not None else StorageConfig()
+        self.storage = storage if storage is not None else ProgramStorage(self.config.storage_path)
+        self._checkpoints = Checkpoints(self.storage)
+
+    def __repr__(self) -> str:
+        return f"StorageManager({str(self.storage.path)!r})"
+
+    # -- saving ------------------------------------------------------------------
+
+    def save_optimization_result(
+        self,
+        result: object,
+        tags: Iterable[str] | None = None,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> SavedProgram | None:
+        """Save ``result.optimized_program`` with the result, tagged with ``tags``.
+
+        Returns ``None`` (and saves nothing) when ``auto_save`` is off or the
+        result has no optimized program.
+        """
+        if not self.config.auto_save:
+            return None
+        program = optimized_program_of(result)
+        if program is None:
+            return None
+        tag_names = check_tags(tags or [])
+        if description is not None and not isinstance(description, str):
+            raise InvalidInputError("description must be a string")
+        data = normalize_result(result)
+        result_meta = data.get("metadata") or {}
+        meta: dict[str, Any] = dict(metadata or {})
+        meta.update(
+            tags=tag_names,
+            description=description,
+            optimizer_class=result_meta.get("optimizer"),
+            saved_by="progreg.StorageManager",
+        )
+        if "timestamp" in result_meta:
+            meta["optimization_timestamp"] = result_meta["timestamp"]
+        return self.storage.save_program(program, data, meta, tags=tag_names)
+
+    # -- discovery ---------------------------------------------------------------
+
+    def find_programs(
+        self,
+        optimizer: str | None = None,
+        min_score: float | None = None,
+        max_age_days: float | None = None,
+        signature_class: str | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> list[ProgramSummary]:
+        """Programs matching every given filter, oldest save first.
+
+        ``optimizer`` and ``signature_class`` match exactly; ``min_score``
+        drops programs scoring below it (no score counts as 0);
+        ``max_age_days`` drops older saves; ``tags`` keeps programs carrying
+        at least one of them.
+        """
+        matches = self._find_records(optimizer, min_score, max_age_days, signature_class, tags)
+        return self.storage.summaries(record.program_id for record in matches)
+
+    def _find_records(
+        self,
+        optimizer: str | None,
+        min_score: float | None,
+        max_age_days: float | None,
+        signature_class: str | None,
+        tags: Iterable[str] | None,
+    ) -> list[ProgramRecord]:
+        _check_number("min_score", min_score)
+        _check_number("max_age_days", max_age_days)
+        wanted_tags = set(check_tags(tags)) if tags is not None else None
+        tags_of = all_tags(self.storage.git) if wanted_tags else {}
+        oldest = (
+            datetime.now(UTC) - timedelta(days=max_age_days) if max_age_days is not None else None
+        )
+        found = []
+        for record in self.storage.records().values():
+            if optimizer is not None and record.optimizer != optimizer:
+                continue
+            if min_score is not None and (record.best_score or 0.0) < min_score:
+                continue
+            if oldest is not None and record.saved_at < oldest:
+                continue
+            if signature_class is not None and record.signature_class != signature_class:
+                continue
+            if wanted_tags is not None and not wanted_tags & tags_of.get(record.program_id, set()):
+                continue
+            found.append(record)
+        found.sort(key=lambda record: record.position)
+        return found
+
+    def get_best_program(self, signature_class: str) -> SavedProgram | None:
+        """The highest-scoring program for ``signature_class`` (ties go to the newest)."""
+        candidates = [
+            record
+            for record in self._find_records(None, None, None, signature_class, None)
+            if record.best_score is not None
+        ]
+        if not candidates:
+            return None
+        best = max(candidates, key=lambda record: (record.best_score, record.position))
+        return self.storage.load_program(best.program_id)
+
+    # -- tags --------------------------------------------------------------------
+
+    def tag_program(self, program_id: str, *tags: str) -> list[str]:
+        """Tag a live program; returns the tags newly created (existing ones are kept)."""
+        names = check_tags(tags)
+        record = self._record(program_id)
+        _, committer = self.storage.identity()
+        created = create_tags(self.storage.git, program_id, record.commit, names, committer)
+        events.emit("progreg.tag.add", program_id=program_id, tags=created)
+        return created
+
+    def untag_program(self, program_id: str, *tags: str) -> list[str]:
+        """Remove tags from a program; returns the tags that were removed."""
+        check_program_id(program_id)
+        removed = delete_tags(self.storage.git, program_id, check_tags(tags))
+        events.emit("progreg.tag.remove", program_id=program_id, tags=removed)
+        return removed
+
+    def get_tags(self, program_id: str) -> list[str]:
+        """The program's tags, sorted."""
+        check_program_id(program_id)
+        return sorted(all_tags(self.storage.git).get(program_id, set()))
+
+    def _record(self, program_id: str) -> ProgramRecord:
+        check_program_id(program_id)
+        record = self.storage.records().get(program_id)
+        if record is None:
+            raise ProgramNotFoundError(f"program {program_id} is not in the registry")
+        return record
+
+    # -- checkpoints -------------------------------------------------------------
+
+    def create_checkpoint(
+        self, result: object, name: str, metadata: Mapping[str, Any] | None = None
+    ) -> SavedProgram:
+        """Record ``result.optimized_program`` as the newest checkpoint of run ``name``.
+
+        With ``save_intermediate_results`` the checkpoint is also saved on ``main``.
+        """
+        program = optimized_program_of(result)
+        if program is None:
+            raise InvalidInputError("the result has no optimized_program to checkpoint")
+        data = normalize_result(result)
+        saved = self._checkpoints.create(program, data, name, metadata)
+        if self.config.save_intermediate_results:
+            meta = {**(metadata or {}), "checkpoint": name}
+            self.storage.save_program(program, data, meta)
+        return saved
+
+    def restore_checkpoint(self, name: str, *, into: object = None) -> SavedProgram | None:
+        """The newest checkpoint of ``name`` (or ``name~N``, N steps older); ``None`` if none."""
+        return self._checkpoints.restore(name, into=into)
+
+    def list_checkpoints(self) -> list[CheckpointInfo]:
+        """The newest checkpoint of every run."""
+        return self._checkpoints.latest()
+
+    def checkpoint_history(self, name: str) -> list[CheckpointInfo]:
+        """Every checkpoint of run ``name``, newest first."""
+        return self._checkpoints.history(name)
+
+    def delete_checkpoint(self, name: str) -> bool:
+        """Delete run ``name``'s checkpoint branch; ``False`` if it did not exist."""
+        return self._checkpoints.delete(name)
+
+    # -- analytics, comparison, cleanup -------------------------------------------
+
+    def get_optimization_history(self) -> OptimizationHistory:
+        """Summary, per-optimizer statistics and trends, computed from the commit log."""
+        return optimization_history(list(self.storage.records().values()))
+
+    def compare_programs(self, program_id_1: str, program_id_2: str) -> ProgramComparison:
+        """Compare two live programs: scores, ages, a structural summary and a unified diff."""
+        docs = []
+        tip = self.storage.git.tip(MAIN)
+        for program_id in (program_id_1, program_id_2):
+            check_program_id(program_id)
+            data = (
+                None if tip is None else self.storage.git.read(tip.tree, program_path(program_id))
+            )
+            if data is None:
+                raise ProgramNotFoundError(f"program {program_id} is not in the registry")
+            docs.append((decode_document(data, program_path(program_id), program_id), data))
+        comparison = compare_documents(docs[0][0], docs[0][1], docs[1][0], docs[1][1])
+        events.emit(
+            "progreg.compare",
+            program_id_1=program_id_1,
+            program_id_2=program_id_2,
+            added_lines=comparison.diff.added_lines,
+            removed_lines=comparison.diff.removed_lines,
+        )
+        return comparison
+
+    def cleanup_old_programs(self) -> int:
+        """Keep the ``max_stored_programs`` best unprotected programs; remove the rest.
+
+        Programs are ranked by 70% normalised score and 30% normalised recency;
+        programs tagged with a ``protected_tags`` tag are always kept. Removal is
+        one commit; removed programs stay in history and can be restored.
+        Returns how many were removed.
+        """
+        records = list(self.storage.records().values())
+        protected_tags = set(self.config.protected_tags)
+        protected = {
+            program_id
+            for program_id, tags in all_tags(self.storage.git).items()
+            if tags & protected_tags
+        }
+        keep = self.config.max_stored_programs
+        doomed = cleanup_plan(records, keep, protected)
+        removed: list[str] = []
+        if doomed:
+            message = cleanup_message(doomed, len(records) - len(doomed), keep)
+            removed = self.storage.delete_programs(doomed, message)
+        events.emit(
+            "progreg.storage.cleanup", removed=len(removed), remaining=len(records) - len(removed)
+        )
+        return len(removed)
+
+    # -- the process-wide instance -------------------------------------------------
+
+    @classmethod
+    def instance(cls) -> StorageManager:
+        """The process-wide manager, created from ``StorageConfig()`` on first use."""
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    @classmethod
+    def configure(cls, config: StorageConfig) -> StorageManager:
+        """Replace the process-wide manager with one using ``config``."""
+        manager = cls(config)
+        with cls._instance_lock:
+            cls._instance = manager
+        return manager
+
+    @classmethod
+    def save(cls, result: object, metadata: Mapping[str, Any] | None = None) -> SavedProgram | None:
+        """``instance().save_optimization_result(result, metadata=metadata)``."""
+        return cls.instance().save_optimization_result(result, metadata=metadata)
+
+    @classmethod
+    def load(cls, program_id: str) -> SavedProgram | None:
+        """``instance().storage.load_program(program_id)``."""
+        return cls.instance().storage.load_program(program_id)
+
+    @classmethod
+    def best(cls, signature_class: str) -> SavedProgram | None:
+        """``instance().get_best_program(signature_class)``."""
+        return cls.instance().get_best_program(signature_class)
+
+
+def _check_number(name: str, value: object) -> None:
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or (name == "max_age_days" and value < 0)
+    ):
+        raise InvalidInputError(f"{name} must be a finite number (>= 0 for ages), got {value!r}")

@@ -1,0 +1,35 @@
+"""Names people give to tags, checkpoints and remotes, kept safely inside their ref namespace.
+
+A name is one ref component: it starts with a letter or digit and continues
+with letters, digits, ``.``, ``_`` or ``-`` (at most 100 characters), and it
+cannot contain ``..`` or end in ``.lock``. That rules out everything that
+could escape a namespace (``/``, ``..``), be misread by Git's revision syntax
+(``~ ^ : ? * [ @{``) or by a shell, and every control or non-ASCII character.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pygit2
+
+from progreg.errors import InvalidNameError
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(kind: str, name: object, namespace: str) -> str:
+    """Return ``name`` if it is a safe ``kind`` name under ``namespace``, else raise."""
+    if not isinstance(name, str):
+        raise InvalidNameError(f"{kind} name must be a string, got {type(name).__name__}")
+    if (
+        _NAME.fullmatch(name) is None
+        or ".." in name
+        or name.endswith(".lock")
+        or not pygit2.reference_is_valid_name(f"{namespace}{name}")
+    ):
+        raise InvalidNameError(
+            f"invalid {kind} name {name!r}: use 1-100 letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit (no '/', '..' or trailing '.lock')"
+        )
+    return name

@@ -1,0 +1,61 @@
+"""Tags: labels on programs, stored as annotated Git tags ``refs/tags/<tag>/<program_id>``.
+
+Each tag ref points at an annotated tag object (tagger and time record who
+labelled what, when) whose target is the commit that recorded the tagged
+version of the program. Tags are immutable: tagging again is a no-op, and
+``untag`` deletes the ref. ``git tag -l`` lists them as ``<tag>/<program_id>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from progreg.gitstore import GitRepository, Identity
+from progreg.ids import is_program_id
+from progreg.names import check_name
+
+TAGS_PREFIX = "refs/tags/"
+
+
+def check_tags(tags: Iterable[str]) -> list[str]:
+    """Validated, de-duplicated tag names, in the order given."""
+    if isinstance(tags, str):
+        tags = [tags]
+    unique: list[str] = []
+    for tag in tags:
+        check_name("tag", tag, TAGS_PREFIX)
+        if tag not in unique:
+            unique.append(tag)
+    return unique
+
+
+def tag_ref(tag: str, program_id: str) -> str:
+    """The ref of ``tag`` on ``program_id``."""
+    return f"{TAGS_PREFIX}{tag}/{program_id}"
+
+
+def create_tags(
+    git: GitRepository, program_id: str, commit: str, tags: Iterable[str], tagger: Identity
+) -> list[str]:
+    """Tag ``commit`` (which records ``program_id``) with ``tags``; return the tags created."""
+    created = []
+    for tag in tags:
+        message = f"Tag program {program_id} as {tag}\n"
+        if git.create_tag(f"{tag}/{program_id}", commit, tagger, message):
+            created.append(tag)
+    return created
+
+
+def delete_tags(git: GitRepository, program_id: str, tags: Iterable[str]) -> list[str]:
+    """Remove ``tags`` from ``program_id``; return the tags that were there."""
+    return [tag for tag in tags if git.delete_ref(tag_ref(tag, program_id))]
+
+
+def all_tags(git: GitRepository) -> dict[str, set[str]]:
+    """Every program's tags: ``{program_id: {tag, ...}}``."""
+    tags: dict[str, set[str]] = {}
+    for name in git.refs_under(TAGS_PREFIX):
+        tag, _, program_id = name[len(TAGS_PREFIX) :].rpartition("/")
+        if tag and is_program_id(program_id):
+            tags.setdefault(program_id, set()).add(tag)
+    return tags
