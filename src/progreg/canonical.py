@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 from progreg.errors import CorruptProgramError, NotJSONError
 
@@ -32,6 +33,32 @@ def check_json(value: Any, where: str = "value") -> None:
     _check(value, where, 0)
 
 
+def dump_model(model: BaseModel, where: str, exclude: set[str] | None = None) -> dict[str, Any]:
+    """``model.model_dump(mode="json")``, raising :class:`NotJSONError` for NaN and infinities.
+
+    Pydantic's JSON mode silently writes a non-finite float held in an ``Any``
+    field (``dict[str, Any]`` scores, say) as ``null``; progreg refuses it, as
+    it does in a plain dict, rather than store something else.
+    """
+    _check_finite(model.model_dump(exclude=exclude), where, 0)
+    return model.model_dump(mode="json", exclude=exclude)
+
+
+def _check_finite(value: Any, where: str, depth: int) -> None:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise NotJSONError(
+                f"{where}: {value!r} is not a JSON number; use null or a finite value", where
+            )
+    elif depth < MAX_DEPTH:  # deeper nesting is refused by check_json
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_finite(item, f"{where}.{key}", depth + 1)
+        elif isinstance(value, list | tuple | set | frozenset):
+            for index, item in enumerate(value):
+                _check_finite(item, f"{where}[{index}]", depth + 1)
+
+
 def _check(value: Any, where: str, depth: int) -> None:
     # Ordered by frequency in real program documents.
     if isinstance(value, str) or value is None or isinstance(value, bool):
@@ -42,8 +69,8 @@ def _check(value: Any, where: str, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise NotJSONError(
-                    f"{where}: key {key!r} is a {type(key).__name__}; JSON object keys must be"
-                    " strings",
+                    f"{where}: key {key!r} is of type {type(key).__name__};"
+                    " JSON object keys must be strings",
                     where,
                 )
             _check(item, f"{where}.{key}", depth + 1)
@@ -73,7 +100,9 @@ def _check(value: Any, where: str, depth: int) -> None:
         hint = "; convert it to a sorted list"
     elif hasattr(value, "isoformat"):
         hint = "; convert it with .isoformat()"
-    raise NotJSONError(f"{where}: a {type(value).__name__} cannot be stored as JSON{hint}", where)
+    raise NotJSONError(
+        f"{where}: a value of type {type(value).__name__} cannot be stored as JSON{hint}", where
+    )
 
 
 def encode(value: Any, where: str = "value") -> bytes:

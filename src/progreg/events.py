@@ -66,15 +66,25 @@ def subscribe(callback: Subscriber) -> Callable[[], None]:
     return unsubscribe
 
 
-def emit(name: str, **fields: Any) -> None:
-    """Emit event ``name`` with ``fields`` to subscribers and to the logger."""
+def emit(name: str, level: int | None = None, **fields: Any) -> None:
+    """Emit event ``name`` with ``fields`` to subscribers and to the logger.
+
+    The log level is ERROR for ``*_error`` events and INFO otherwise, unless
+    ``level`` says otherwise (WARNING for recoveries, say).
+    """
     event = Event(name, fields)
-    level = logging.ERROR if event.is_error else logging.INFO
+    if level is None:
+        level = logging.ERROR if event.is_error else logging.INFO
     for callback in tuple(_subscribers):
         try:
             callback(event)
         except Exception:
-            logger.exception("event subscriber %r failed on %s", callback, name)
+            logger.exception(
+                "event subscriber %r failed on %s",
+                callback,
+                name,
+                extra={"event": "progreg.events.subscriber_error"},
+            )
     if logger.isEnabledFor(level):
         extra = {("field_" + k if k in _RESERVED else k): v for k, v in fields.items()}
         extra["event"] = name

@@ -23,7 +23,7 @@ from pygit2.enums import DeltaStatus, SortMode
 from progreg.document import decode_document
 from progreg.errors import ProgregError
 from progreg.gitstore import GitRepository, parse_trailers
-from progreg.ids import PROGRAMS_DIR, program_id_of_path, program_path
+from progreg.ids import PROGRAMS_DIR, is_program_id, program_id_of_path, program_path
 from progreg.messages import NONE
 
 _WRITES = ("save", "restore")
@@ -183,10 +183,37 @@ def _score(value: str) -> float | None:
 
 
 def _entry(repo: pygit2.Repository, commit: pygit2.Commit) -> LogEntry:
-    parent_tree = commit.parents[0].tree if commit.parents else None
-    written, removed = _changed_programs(repo, parent_tree, commit.tree)
+    trailers = parse_trailers(commit.message)
     moment = datetime.fromtimestamp(commit.commit_time, UTC)
-    return LogEntry(str(commit.id), moment, parse_trailers(commit.message), written, removed)
+    claimed = _claimed_change(commit, trailers)
+    if claimed is not None:
+        written, removed = claimed
+    else:
+        parent_tree = commit.parents[0].tree if commit.parents else None
+        written, removed = _changed_programs(repo, parent_tree, commit.tree)
+    return LogEntry(str(commit.id), moment, trailers, written, removed)
+
+
+def _claimed_change(
+    commit: pygit2.Commit, trailers: dict[str, str]
+) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """What a single-program progreg commit says it did, if its tree confirms it.
+
+    progreg's save, restore and delete commits change exactly the program
+    their ``Program-Id`` trailer names; checking that the path is present
+    (or absent) spares a tree diff per commit. Anything else, such as merges
+    and commits made by hand, is diffed.
+    """
+    program_id = trailers.get("Program-Id")
+    action = trailers.get("Progreg-Action")
+    if program_id is None or len(commit.parent_ids) > 1 or not is_program_id(program_id):
+        return None
+    present = program_path(program_id) in commit.tree
+    if action in _WRITES and present:
+        return (program_id,), ()
+    if action == "delete" and not present:
+        return (), (program_id,)
+    return None
 
 
 def _changed_programs(

@@ -84,6 +84,10 @@ def cleanup_message(removed: list[str], remaining: int, keep: int) -> str:
     )
     return format_message(
         f"Cleanup: remove {len(removed)} programs, keep {remaining}",
-        [("Removed-Count", str(len(removed))), ("Keep", str(keep)), (ACTION, "cleanup")],
+        [
+            ("Removed-Count", str(len(removed))),
+            ("Max-Stored-Programs", str(keep)),
+            (ACTION, "cleanup"),
+        ],
         body,
     )

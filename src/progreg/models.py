@@ -65,7 +65,9 @@ class SavedProgram(BaseModel):
     def best_score(self) -> float | None:
         """``optimization_result["best_score_value"]``."""
         value = self.optimization_result.get("best_score_value")
-        return float(value) if isinstance(value, int | float) else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value)
 
     @property
     def signature_class(self) -> str | None:

@@ -24,7 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from progreg.errors import CorruptProgramError, UnsupportedProgramError
+from progreg import canonical
+from progreg.errors import UnsupportedProgramError
 
 Factory = Callable[[dict[str, Any]], Any]
 
@@ -40,7 +41,7 @@ def export_state(program: object) -> tuple[str | None, dict[str, Any]]:
     if isinstance(program, dict):
         return None, program
     if isinstance(program, BaseModel):
-        return type_name(program), program.model_dump(mode="json")
+        return type_name(program), canonical.dump_model(program, "program state")
     for method in ("dump_state", "to_dict"):
         exporter = getattr(program, method, None)
         if callable(exporter):
@@ -95,15 +96,26 @@ def _factory_for(cls: type) -> Factory:
 def load_into(target: object, state: dict[str, Any]) -> Any:
     """Load ``state`` into ``target``: an instance (``load_state``) or a class."""
     if isinstance(target, type):
-        return _factory_for(target)(state)
+        return _call(_factory_for(target), state, target.__qualname__)
     loader = getattr(target, "load_state", None)
     if not callable(loader):
         raise UnsupportedProgramError(
             f"into= got a {type_name(target)}, which has no load_state(); pass an instance"
             " with load_state() or a class"
         )
-    loader(state)
+    _call(loader, state, type_name(target))
     return target
+
+
+def _call(factory: Callable[[dict[str, Any]], Any], state: dict[str, Any], name: str) -> Any:
+    """Run user code that builds a program from stored state, wrapping its failures."""
+    try:
+        return factory(state)
+    except Exception as exc:
+        raise UnsupportedProgramError(
+            f"{name} could not load the stored state ({type(exc).__name__}: {exc}); the"
+            " program is intact in the registry: load it without into= to get its state"
+        ) from exc
 
 
 class ProgramTypes:
@@ -127,9 +139,4 @@ class ProgramTypes:
         factory = self._factories.get(name) if name else None
         if factory is None:
             return state
-        try:
-            return factory(state)
-        except Exception as exc:
-            raise CorruptProgramError(
-                f"the registered type {name} could not load the stored state: {exc}"
-            ) from exc
+        return _call(factory, state, f"the registered type {name}")

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from progreg import canonical
 from progreg.errors import InvalidInputError
 
 RESULT_FIELDS = ("best_score_value", "best_score_name", "scores", "history", "metadata")
@@ -27,21 +28,34 @@ def normalize_result(result: object) -> dict[str, Any]:
     elif isinstance(result, dict):
         data = dict(result)
     elif isinstance(result, BaseModel):
-        data = result.model_dump(mode="json", exclude={_PROGRAM_KEY})
-    elif callable(getattr(result, "to_dict", None)):
-        data = dict(result.to_dict())  # type: ignore[attr-defined]
-    elif callable(getattr(result, "to_h", None)):
-        data = dict(result.to_h())  # type: ignore[attr-defined]
+        data = canonical.dump_model(result, "optimization_result", exclude={_PROGRAM_KEY})
+    elif callable(getattr(result, "to_dict", None)) or callable(getattr(result, "to_h", None)):
+        data = _exported(result)
     elif any(hasattr(result, name) for name in RESULT_FIELDS):
         data = {name: getattr(result, name) for name in RESULT_FIELDS if hasattr(result, name)}
     else:
         raise InvalidInputError(
-            f"optimization_result is a {type(result).__name__}; pass a dict, a pydantic model"
+            f"optimization_result is of type {type(result).__name__}; pass a dict, a pydantic model"
             " or an object with to_dict() or best_score_value/scores/metadata attributes"
         )
     data.pop(_PROGRAM_KEY, None)
     _check_fields(data)
     return data
+
+
+def _exported(result: object) -> dict[str, Any]:
+    method = "to_dict" if callable(getattr(result, "to_dict", None)) else "to_h"
+    try:
+        data = getattr(result, method)()
+    except Exception as exc:
+        raise InvalidInputError(
+            f"optimization_result.{method}() failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise InvalidInputError(
+            f"optimization_result.{method}() returned a {type(data).__name__}, not a dict"
+        )
+    return dict(data)
 
 
 def _check_fields(data: dict[str, Any]) -> None:

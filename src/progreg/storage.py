@@ -100,34 +100,37 @@ class ProgramStorage:
         return self._git
 
     def _check_registry(self) -> None:
-        tip = self._git.tip(MAIN)
-        if tip is None:
-            if self._git.repo.references.get("HEAD") is not None and any(
-                name != "HEAD" for name in self._git.repo.references
-            ):
-                raise NotARegistryError(
-                    f"{self.path} is a Git repository with refs but no refs/heads/main:"
-                    " not a progreg registry"
-                )
+        repo = self._git.repo
+        ref = MAIN if self._git.tip(MAIN) is not None else None
+        if ref is None:
+            ref = next((name for name in sorted(repo.references) if name.startswith("refs/")), None)
+        if ref is None:
             # An empty repository made elsewhere (`git init --bare`) may have HEAD
             # on another unborn branch; a registry's HEAD names main, so that
             # `git clone` checks it out. Nothing can be lost: there are no refs.
-            head = self._git.repo.references.get("HEAD")
+            head = repo.references.get("HEAD")
             if head is not None and head.target != MAIN:
                 with contextlib.suppress(pygit2.GitError, OSError):  # read-only: leave it
-                    self._git.repo.set_head(MAIN)
+                    repo.set_head(MAIN)
             return
-        marker = self._git.read(tip.tree, MARKER)
+        try:
+            commit = repo[repo.references[ref].resolve().target].peel(pygit2.Commit)
+        except (pygit2.GitError, ValueError, KeyError) as exc:
+            raise NotARegistryError(f"{self.path}: {ref} does not lead to a commit") from exc
+        marker = self._git.read(commit.tree, MARKER)
         if marker is None:
             raise NotARegistryError(
-                f"{self.path} is a Git repository but not a progreg registry (no {MARKER} on main)"
+                f"{self.path} is a Git repository but not a progreg registry (no {MARKER} on {ref})"
             )
         try:
-            info = canonical.decode(marker, MARKER)
-            version = info["format_version"]
+            version = canonical.decode(marker, MARKER)["format_version"]
         except (ProgregError, KeyError, TypeError) as exc:
             raise NotARegistryError(f"{self.path}: {MARKER} is damaged ({exc})") from exc
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise NotARegistryError(
+                f"{self.path}: {MARKER} has an invalid format_version {version!r}"
+            )
+        if version > FORMAT_VERSION:
             raise UnsupportedFormatError(
                 f"{self.path} has registry format {version!r}; this progreg reads up to"
                 f" {FORMAT_VERSION}: upgrade progreg"
@@ -323,8 +326,8 @@ class ProgramStorage:
         events.emit("progreg.storage.load_start", program_id=program_id)
         try:
             tip = self._git.tip(MAIN)
-            data = None if tip is None else self._git.read(tip.tree, path_of(program_id))
-            if data is None or tip is None:
+            blob = None if tip is None else self._git.blob(tip.tree, path_of(program_id))
+            if blob is None or tip is None:
                 events.emit(
                     "progreg.storage.load_complete",
                     program_id=program_id,
@@ -332,9 +335,10 @@ class ProgramStorage:
                     duration_ms=timer.ms,
                 )
                 return None
+            data = blob.data
             doc = decode_document(data, self._where(program_id, tip), program_id)
             program = self.rebuild(doc, into)
-            commit = self._log.last_change(program_id) or str(tip.id)
+            commit = self._commit_of(program_id, blob.id, tip)
         except ProgregError as exc:
             events.emit(
                 "progreg.storage.load_error",
@@ -353,6 +357,19 @@ class ProgramStorage:
             duration_ms=timer.ms,
         )
         return self.saved_program(doc, program, commit)
+
+    def _commit_of(self, program_id: str, blob_id: pygit2.Oid, tip: pygit2.Commit) -> str:
+        """The commit that wrote this version (blob) of a program, as seen from ``tip``."""
+        indexed = self._log.last_change(program_id)
+        if indexed is not None:
+            commit = self._git.repo[indexed]
+            assert isinstance(commit, pygit2.Commit)
+            found = self._git.blob(commit.tree, path_of(program_id))
+            if found is not None and found.id == blob_id:
+                return indexed
+        # Another writer moved main between our reads: walk back from our tip.
+        first = self._git.introducing_commit(path_of(program_id), blob_id, tip)
+        return str(first.id if first is not None else tip.id)
 
     def _where(self, program_id: str, commit: pygit2.Commit) -> str:
         return f"{path_of(program_id)} (commit {str(commit.id)[:12]} of {self.path})"

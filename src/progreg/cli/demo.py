@@ -10,7 +10,9 @@ import click
 
 from progreg.cli.main import Context, cli
 from progreg.cli.render import format_log, format_score
-from progreg.storage import ProgramStorage
+from progreg.config import StorageConfig
+from progreg.manager import StorageManager
+from progreg.results import OptimizationResult
 
 _SIGNATURES = {
     "ClassifyText": ("text", "label", ["positive", "negative", "neutral"]),
@@ -79,12 +81,16 @@ def demo(ctx: Context, count: int) -> None:
     Example:
       progreg --registry ./demo-registry demo --count 6
     """
-    storage = ProgramStorage(ctx.registry or "./progreg-demo")
+    manager = StorageManager(StorageConfig(storage_path=ctx.registry or "./progreg-demo"))
+    storage = manager.storage
     for index in range(count):
         state, result, signature = demo_program(index)
-        saved = storage.save_program(
-            state, result, metadata={"signature_class": signature, "dataset": "demo"}
+        saved = manager.save_optimization_result(
+            OptimizationResult(optimized_program=state, **result),
+            tags=["demo"],
+            metadata={"signature_class": signature, "dataset": "demo"},
         )
+        assert saved is not None
         click.echo(
             f"saved {saved.program_id}  {signature:<15} {format_score(saved.best_score)}"
             f"  commit {saved.commit[:10]}"
@@ -97,18 +103,13 @@ def demo(ctx: Context, count: int) -> None:
         f" {format_score(summary.avg_score)}, latest save {summary.latest_save}"
     )
     click.echo("\nBest program per signature:")
-    best: dict[str, Any] = {}
-    for entry in history.programs:
-        key = entry.signature_class or "-"
-        if entry.best_score is not None and (
-            key not in best or entry.best_score >= best[key].best_score
-        ):
-            best[key] = entry
-    for signature, entry in sorted(best.items()):
-        click.echo(
-            f"  {signature:<15} {entry.program_id}  {format_score(entry.best_score)}"
-            f" ({entry.optimizer})"
-        )
+    for signature in sorted({p.signature_class for p in history.programs if p.signature_class}):
+        best = manager.get_best_program(signature)
+        if best is not None:
+            click.echo(
+                f"  {signature:<15} {best.program_id}  {format_score(best.best_score)}"
+                f" ({best.optimizer}, commit {best.commit[:10]})"
+            )
     click.echo("\nGit log (newest first):")
     for line in format_log(storage, limit=count + 2):
         click.echo(f"  {line}")

@@ -24,12 +24,11 @@ from pathlib import Path
 import pygit2
 from pygit2.enums import ObjectType, RepositoryOpenFlag, SortMode
 
+from progreg import events
 from progreg.errors import NotARegistryError, RegistryBusyError, RegistryError
 from progreg.gitstore.identity import Identity
 from progreg.gitstore.locking import remove_stale_ref_locks, write_lock
 from progreg.gitstore.trees import Edit, blob_at, edit_tree
-
-logger = logging.getLogger("progreg.git")
 
 
 @dataclass
@@ -110,9 +109,26 @@ class GitRepository:
             raise RegistryError(f"{ref} does not point at a commit")
         return commit
 
+    def blob(self, tree: pygit2.Tree, path: str) -> pygit2.Blob | None:
+        """The blob at ``path`` in ``tree``, or ``None``."""
+        return blob_at(tree, path)
+
+    def introducing_commit(
+        self, path: str, blob_id: pygit2.Oid, start: pygit2.Commit
+    ) -> pygit2.Commit | None:
+        """The commit, back along first parents from ``start``, that put ``blob_id`` at ``path``."""
+        commit = start
+        while True:
+            parent = commit.parents[0] if commit.parents else None
+            previous = blob_at(parent.tree, path) if parent is not None else None
+            if parent is None or previous is None or previous.id != blob_id:
+                current = blob_at(commit.tree, path)
+                return commit if current is not None and current.id == blob_id else None
+            commit = parent
+
     def read(self, tree: pygit2.Tree, path: str) -> bytes | None:
         """The content of the file at ``path`` in ``tree``, or ``None``."""
-        blob = blob_at(self.repo, tree, path)
+        blob = blob_at(tree, path)
         return None if blob is None else blob.data
 
     def walk(self, ref: str) -> Iterator[pygit2.Commit]:
@@ -147,10 +163,8 @@ class GitRepository:
         with write_lock(self.path, self.lock_timeout) as grant:
             if grant.previous_holder_crashed:
                 for removed in remove_stale_ref_locks(self.path, grant.previous_since):
-                    logger.warning(
-                        "removed a lock left by a killed writer: %s",
-                        removed,
-                        extra={"event": "progreg.lock.recovered", "lock_path": str(removed)},
+                    events.emit(
+                        "progreg.lock.recovered", level=logging.WARNING, lock_path=str(removed)
                     )
             delay = 0.001
             while True:

@@ -81,11 +81,10 @@ def _has_entries(
     return any(builder.get(name) is not None for name in names if name is not None)
 
 
-def blob_at(repo: pygit2.Repository, tree: pygit2.Tree, path: str) -> pygit2.Blob | None:
+def blob_at(tree: pygit2.Tree, path: str) -> pygit2.Blob | None:
     """The blob at ``path`` in ``tree``, or ``None`` when there is none."""
     try:
-        entry = tree[path]
+        obj = tree[path]
     except KeyError:
         return None
-    obj = repo[entry.id]
     return obj if isinstance(obj, pygit2.Blob) else None
