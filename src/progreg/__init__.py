@@ -12,6 +12,8 @@ from progreg.compare import ComparedProgram, Comparison, ProgramComparison, Prog
 from progreg.config import StorageConfig
 from progreg.document import FORMAT_VERSION
 from progreg.errors import (
+    AuthenticationError,
+    BundleError,
     ConflictError,
     CorruptProgramError,
     InvalidInputError,
@@ -22,8 +24,11 @@ from progreg.errors import (
     ProgramNotFoundError,
     ProgramTooLargeError,
     ProgregError,
+    PushRejectedError,
     RegistryBusyError,
     RegistryError,
+    RemoteError,
+    SigningError,
     UnsupportedFormatError,
     UnsupportedProgramError,
 )
@@ -36,6 +41,8 @@ from progreg.storage import ProgramStorage
 
 __all__ = [
     "FORMAT_VERSION",
+    "AuthenticationError",
+    "BundleError",
     "CheckpointInfo",
     "ComparedProgram",
     "Comparison",
@@ -61,9 +68,12 @@ __all__ = [
     "ProgramSummary",
     "ProgramTooLargeError",
     "ProgregError",
+    "PushRejectedError",
     "RegistryBusyError",
     "RegistryError",
+    "RemoteError",
     "SavedProgram",
+    "SigningError",
     "StorageConfig",
     "StorageManager",
     "Trends",

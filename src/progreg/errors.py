@@ -19,6 +19,11 @@ the message says what to do about it.
     │   ├── UnsupportedFormatError              written by a newer progreg
     │   ├── CorruptProgramError                 a stored program cannot be decoded
     │   └── RegistryBusyError                   could not take the write lock in time
+    ├── BundleError (also ValueError)           a bundle or export file cannot be imported
+    ├── RemoteError                             talking to a remote failed
+    │   ├── AuthenticationError                 the remote refused the credentials
+    │   └── PushRejectedError                   the remote refused the push (reason inside)
+    ├── SigningError                            a commit could not be signed
     └── ConflictError                           a write that would lose data is refused
 """
 
@@ -85,6 +90,30 @@ class CorruptProgramError(RegistryError):
 
 class RegistryBusyError(RegistryError):
     """The registry's write lock could not be taken before the timeout."""
+
+
+class BundleError(ProgregError, ValueError):
+    """A bundle (or a reference-format export) is malformed, incomplete or unsafe to import."""
+
+
+class RemoteError(ProgregError):
+    """A remote could not be reached or did not answer as Git remotes do."""
+
+
+class AuthenticationError(RemoteError):
+    """The remote refused the credentials (or none were available)."""
+
+
+class PushRejectedError(RemoteError):
+    """The remote refused a push; ``reasons`` maps each refused ref to the server's words."""
+
+    def __init__(self, message: str, reasons: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = dict(reasons or {})
+
+
+class SigningError(ProgregError):
+    """Signing a commit or tag failed (no key, the signing program failed...)."""
 
 
 class ConflictError(ProgregError):

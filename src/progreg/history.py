@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pygit2
-from pygit2.enums import DeltaStatus, SortMode
+from pygit2.enums import DeltaStatus
 
 from progreg.document import decode_document
 from progreg.errors import ProgregError
@@ -107,12 +107,12 @@ class LogIndex:
         if tip.id == self._head:
             return
         repo = self._git.repo
-        if self._head is not None and not repo.descendant_of(tip.id, self._head):
+        new = self._first_parent_chain(tip)
+        if new is None:
             self._reset()
-        walker = repo.walk(tip.id, SortMode.TOPOLOGICAL | SortMode.REVERSE)
-        if self._head is not None:
-            walker.hide(self._head)
-        for commit in walker:
+            new = self._first_parent_chain(tip)
+            assert new is not None
+        for commit in reversed(new):
             entry = _entry(repo, commit)
             position = len(self._entries)
             self._entries.append(entry)
@@ -122,6 +122,23 @@ class LogIndex:
                 self._live.pop(program_id, None)
                 self._records.pop(program_id, None)
         self._head = tip.id
+
+    def _first_parent_chain(self, tip: pygit2.Commit) -> list[pygit2.Commit] | None:
+        """Commits from ``tip`` back along first parents to the indexed head, newest first.
+
+        ``None`` when the indexed head is not on that chain (the ref was
+        rewritten, or replaced by a merge whose first parent is not our head).
+        The log of a registry is its first-parent history: a merge counts as
+        one change, what it brought is its diff against its first parent.
+        """
+        chain = []
+        commit: pygit2.Commit | None = tip
+        while commit is not None and commit.id != self._head:
+            chain.append(commit)
+            commit = commit.parents[0] if commit.parents else None
+        if commit is None and self._head is not None:
+            return None
+        return chain
 
     def _reset(self) -> None:
         self._head = None

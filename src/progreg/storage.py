@@ -14,7 +14,7 @@ import platform
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pygit2
 
@@ -46,6 +46,11 @@ from progreg.models import HistorySummary, ProgramHistory, ProgramSummary, Saved
 from progreg.programs import ProgramTypes, export_state, load_into, signature_name
 from progreg.results import normalize_result
 from progreg.tags import check_tags, create_tags
+
+if TYPE_CHECKING:
+    from progreg.remotes import PullResult, PushResult, RemoteInfo, SyncResult
+    from progreg.signing import VerifyReport
+    from progreg.transfer import ExportResult, ImportResult
 
 MAIN = "refs/heads/main"
 MARKER = "progreg.json"
@@ -551,6 +556,70 @@ class ProgramStorage:
             restored_from=str(source.id),
         )
         return self.saved_program(doc, self.rebuild(doc), str(commit))
+
+    # -- sharing -----------------------------------------------------------------
+
+    def export_programs(
+        self, program_ids: Iterable[str], path: str | os.PathLike[str]
+    ) -> ExportResult:
+        """Write a Git bundle at ``path`` holding exactly these programs (see transfer)."""
+        from progreg.transfer import export_programs
+
+        return export_programs(self, program_ids, path)
+
+    def export_registry(
+        self, path: str | os.PathLike[str], since: str | None = None
+    ) -> ExportResult:
+        """Bundle the whole registry (main, tags, checkpoints), or only what is new since ``since``.
+
+        ``since`` is a previous export's bundle file or a commit; the new bundle
+        then lists what it builds on as prerequisites.
+        """
+        from progreg.transfer import export_registry
+
+        return export_registry(self, path, since)
+
+    def import_programs(self, path: str | os.PathLike[str]) -> ImportResult:
+        """Import a Git bundle, a reference-format JSON export or a ``dspy_storage/`` folder."""
+        from progreg.transfer import import_programs
+
+        return import_programs(self, path)
+
+    def add_remote(self, name: str, url: str) -> RemoteInfo:
+        """Add a Git remote (credentials are never stored: see remotes)."""
+        from progreg.remotes import add_remote
+
+        return add_remote(self, name, url)
+
+    def remotes(self) -> list[RemoteInfo]:
+        """The configured remotes."""
+        from progreg.remotes import list_remotes
+
+        return list_remotes(self)
+
+    def push(self, remote: str = "origin", *, credentials: object = None) -> PushResult:
+        """Push ``main``, tags and checkpoints; a refusal raises :class:`PushRejectedError`."""
+        from progreg.remotes import push
+
+        return push(self, remote, credentials)
+
+    def pull(self, remote: str = "origin", *, credentials: object = None) -> PullResult:
+        """Fetch ``remote`` and merge its programs, tags and checkpoints into this registry."""
+        from progreg.remotes import pull
+
+        return pull(self, remote, credentials)
+
+    def sync(self, remote: str = "origin", *, credentials: object = None) -> SyncResult:
+        """Pull, then push."""
+        from progreg.remotes import sync
+
+        return sync(self, remote, credentials)
+
+    def verify(self) -> VerifyReport:
+        """Check every program and object; report which commits are signed and by whom."""
+        from progreg.signing import verify
+
+        return verify(self)
 
 
 def _walk_files(

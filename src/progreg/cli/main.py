@@ -74,3 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 # Subcommands register themselves on import.
 from progreg.cli import demo as _demo  # noqa: E402, F401
+from progreg.cli import hooks as _hooks  # noqa: E402, F401
+from progreg.cli import remotes as _remotes  # noqa: E402, F401
+from progreg.cli import transfer as _transfer  # noqa: E402, F401
+from progreg.cli import verify as _verify  # noqa: E402, F401

@@ -186,6 +186,21 @@ class GitRepository:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.05)
 
+    def fast_forward(self, ref: str, target: pygit2.Oid) -> pygit2.Oid | None:
+        """Move ``ref`` to ``target`` if its tip is an ancestor of it; return the new tip.
+
+        Returns ``None`` (and changes nothing) when the ref has moved so that it
+        is no longer an ancestor of ``target``.
+        """
+        with write_lock(self.path, self.lock_timeout):
+            tip = self.tip(ref)
+            if tip is not None and not self.repo.descendant_of(target, tip.id):
+                return None
+            error = self._compare_and_swap(ref, tip, target)
+            if error is not None:
+                raise RegistryBusyError(f"could not fast-forward {ref}: {error}")
+            return target
+
     def refs_under(self, prefix: str) -> list[str]:
         """The names of all refs starting with ``prefix`` (such as ``refs/tags/``)."""
         return [name for name in self.repo.listall_references() if name.startswith(prefix)]

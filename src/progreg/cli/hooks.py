@@ -1,0 +1,1 @@
+"""``progreg hooks install`` and ``progreg validate``."""

@@ -1,0 +1,1 @@
+"""``progreg remote``, ``push``, ``pull`` and ``sync``."""

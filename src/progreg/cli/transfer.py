@@ -1,0 +1,1 @@
+"""``progreg export`` and ``progreg import``."""

@@ -1,0 +1,266 @@
+"""Merging another registry's history into ``main``: imports and pulls.
+
+A merge works file by file on program files, never inside one: a program
+changed on one side only takes that side's version; changed on both sides
+to the same bytes it is identical; changed on both sides differently it is a
+conflict, and nothing is merged (a JSON document is never line-merged). With
+no common history (an import from an unrelated registry), every program of
+the other side is "changed" on that side, so programs already present with
+identical content are skipped and differing ones are conflicts.
+
+Every program file the other side brings is checked (canonical JSON, a valid
+document whose id matches its path, within the size limit) before anything
+is written. The merge is recorded as one commit with two parents, so the
+other side's commits (their authors, times and trailers) stay in history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pygit2
+from pydantic import BaseModel, ConfigDict, Field
+from pygit2.enums import DeltaStatus
+
+from progreg import canonical, events
+from progreg.document import decode_document
+from progreg.errors import ConflictError, CorruptProgramError
+from progreg.gitstore import CommitPlan, format_message
+from progreg.ids import PROGRAMS_DIR, program_id_of_path
+from progreg.storage import MAIN, ProgramStorage
+
+
+@dataclass
+class MergePlan:
+    """What merging ``theirs`` into ``ours`` would change."""
+
+    edits: dict[str, pygit2.Oid | None] = field(default_factory=dict)
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    identical: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    up_to_date: bool = False
+
+    @property
+    def changes(self) -> bool:
+        """True when the merge would change ``main``'s tree."""
+        return bool(self.edits)
+
+
+def _program_files(
+    repo: pygit2.Repository, tree: pygit2.Tree | None
+) -> Iterator[tuple[str, pygit2.Oid]]:
+    if tree is None or PROGRAMS_DIR not in tree:
+        return
+    stack = [(PROGRAMS_DIR, repo[tree[PROGRAMS_DIR].id])]
+    while stack:
+        prefix, node = stack.pop()
+        assert isinstance(node, pygit2.Tree)
+        for entry in node:
+            path = f"{prefix}/{entry.name}"
+            if entry.type_str == "tree":
+                stack.append((path, repo[entry.id]))
+            else:
+                yield path, entry.id
+
+
+def _changes(
+    repo: pygit2.Repository, base: pygit2.Tree | None, side: pygit2.Tree
+) -> dict[str, pygit2.Oid | None]:
+    """Program paths that ``side`` changed since ``base``: new blob id, or None if removed."""
+    if base is None:
+        return dict(_program_files(repo, side))
+    changes: dict[str, pygit2.Oid | None] = {}
+    for delta in base.diff_to_tree(side).deltas:
+        if delta.status == DeltaStatus.DELETED:
+            changes[delta.old_file.path] = None
+        else:
+            changes[delta.new_file.path] = delta.new_file.id
+    return {p: v for p, v in changes.items() if p.startswith(PROGRAMS_DIR + "/")}
+
+
+def plan_merge(
+    repo: pygit2.Repository,
+    ours: pygit2.Commit | None,
+    theirs: pygit2.Commit,
+    max_program_bytes: int,
+) -> MergePlan:
+    """Plan merging ``theirs`` into ``ours`` (``None`` for an empty registry)."""
+    plan = MergePlan()
+    base_id = repo.merge_base(ours.id, theirs.id) if ours is not None else None
+    if base_id is not None and base_id == theirs.id:
+        plan.up_to_date = True
+        return plan
+    base = repo[base_id].peel(pygit2.Tree) if base_id is not None else None
+    their_changes = _changes(repo, base, theirs.tree)
+    our_changes = _changes(repo, base, ours.tree) if ours is not None else {}
+    our_files = dict(_program_files(repo, ours.tree)) if ours is not None and base is None else {}
+    for path, blob_id in sorted(their_changes.items()):
+        program_id = program_id_of_path(path)
+        if program_id is None:
+            raise CorruptProgramError(
+                f"the other side has a file at {path}, which is not a program path"
+                " (programs/ab/cd/<16 hex>.json)"
+            )
+        mine = our_changes[path] if path in our_changes else our_files.get(path, ...)
+        if mine is not ...:
+            if mine == blob_id:
+                plan.identical.append(program_id)
+            else:
+                plan.conflicts.append(program_id)
+            continue
+        if blob_id is None:
+            plan.removed.append(program_id)
+        else:
+            _check_program(repo, blob_id, path, program_id, max_program_bytes)
+            existed = ours is not None and path in ours.tree
+            (plan.updated if existed else plan.added).append(program_id)
+        plan.edits[path] = blob_id
+    return plan
+
+
+def _check_program(
+    repo: pygit2.Repository, blob_id: pygit2.Oid, path: str, program_id: str, limit: int
+) -> None:
+    blob = repo[blob_id]
+    if not isinstance(blob, pygit2.Blob):
+        raise CorruptProgramError(f"{path} on the other side is not a file")
+    if blob.size > limit:
+        raise CorruptProgramError(
+            f"{path} on the other side is {blob.size} bytes, over the limit of {limit}"
+        )
+    data = blob.data
+    decode_document(data, f"{path} on the other side", program_id)
+    if not canonical.is_canonical(data):
+        raise CorruptProgramError(
+            f"{path} on the other side is not canonical JSON (sorted keys, 2-space indent,"
+            " trailing newline)"
+        )
+
+
+def raise_conflicts(plan: MergePlan, source: str, theirs: str) -> None:
+    """Raise :class:`ConflictError` naming every conflicting program, if there are any."""
+    if plan.conflicts:
+        shown = ", ".join(plan.conflicts[:10]) + (" ..." if len(plan.conflicts) > 10 else "")
+        raise ConflictError(
+            f"{len(plan.conflicts)} program(s) differ between this registry and {source}"
+            f" (commit {theirs[:12]}): {shown}. Nothing was merged; both versions stay"
+            " reachable. Compare them, keep one (save it again, or delete it on one side)"
+            " and retry."
+        )
+
+
+def _some(ids: list[str], shown: int = 50) -> str:
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
+
+
+def merge_message(plan: MergePlan, action: str, source: str, theirs: str) -> str:
+    """The message of the merge commit recording an import or a pull."""
+    verb = "Import" if action == "import" else "Merge"
+    subject = (
+        f"{verb} {source}: {len(plan.added)} added, {len(plan.updated)} updated,"
+        f" {len(plan.removed)} removed"
+    )
+    body_lines = [
+        f"{kind}: {', '.join(ids)}"
+        for kind, ids in (
+            ("Added", plan.added),
+            ("Updated", plan.updated),
+            ("Removed", plan.removed),
+        )
+        if ids
+    ]
+    return format_message(
+        subject,
+        [
+            ("Source", source),
+            ("Source-Commit", theirs),
+            ("Added-Count", str(len(plan.added))),
+            ("Updated-Count", str(len(plan.updated))),
+            ("Removed-Count", str(len(plan.removed))),
+            ("Identical-Count", str(len(plan.identical))),
+            ("Progreg-Action", action),
+        ],
+        "\n".join(body_lines),
+    )
+
+
+class MergeResult(BaseModel):
+    """What an import or a pull did to ``main``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    commit: str | None = Field(description="the new tip of main, or None when unchanged")
+    fast_forward: bool = Field(description="main moved to the other side's commit as it was")
+    added: list[str]
+    updated: list[str]
+    removed: list[str]
+    identical: list[str] = Field(description="programs both sides already had, byte for byte")
+
+
+def merge_into_main(
+    storage: ProgramStorage,
+    theirs: str,
+    *,
+    action: str,
+    source: str,
+    fast_forward: bool = False,
+) -> MergeResult:
+    """Merge commit ``theirs`` (already in the object store) into ``main``.
+
+    Raises :class:`~progreg.ConflictError` (nothing written) when a program
+    differs on both sides. With ``fast_forward``, a ``main`` that is an
+    ancestor of ``theirs`` simply moves to it; otherwise a merge commit whose
+    trailers name ``action`` and ``source`` records the change.
+    """
+    git = storage.git
+    repo = git.repo
+    their_commit = repo[theirs]
+    if not isinstance(their_commit, pygit2.Commit):
+        raise CorruptProgramError(f"{source}: {theirs} is not a commit")
+    author, committer = storage.identity()
+    outcome: list[MergePlan] = []
+    moved: list[bool] = []
+
+    def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
+        merge = plan_merge(repo, tip, their_commit, storage.max_program_bytes)
+        raise_conflicts(merge, source, theirs)
+        outcome[:] = [merge]
+        moved[:] = []
+        if merge.up_to_date or not merge.changes:
+            return None
+        if fast_forward and tip is not None and repo.merge_base(tip.id, their_commit.id) == tip.id:
+            moved.append(True)
+            return None
+        message = merge_message(merge, action, source, theirs)
+        edits = storage.with_marker(tip, merge.edits)
+        return CommitPlan(edits, message, author, committer, extra_parents=[their_commit.id])
+
+    try:
+        commit = git.update_ref(MAIN, plan)
+        if moved:
+            commit = git.fast_forward(MAIN, their_commit.id)
+    except (pygit2.GitError, OSError) as exc:
+        raise storage.write_error(exc) from exc
+    merge = outcome[0]
+    result = MergeResult(
+        commit=str(commit) if commit is not None else None,
+        fast_forward=bool(moved),
+        added=merge.added,
+        updated=merge.updated,
+        removed=merge.removed,
+        identical=merge.identical,
+    )
+    events.emit(
+        f"progreg.{action}",
+        source=source,
+        commit=result.commit,
+        added=len(result.added),
+        updated=len(result.updated),
+        removed=len(result.removed),
+        identical=len(result.identical),
+    )
+    return result
