@@ -11,6 +11,7 @@ import pytest
 
 from conftest import assert_fsck_clean, commit_file, git, registry_state
 from progreg import (
+    Event,
     InvalidInputError,
     InvalidNameError,
     OptimizationResult,
@@ -18,6 +19,7 @@ from progreg import (
     ProgramStorage,
     StorageConfig,
     StorageManager,
+    subscribe,
 )
 from progreg.ids import program_path
 
@@ -404,3 +406,44 @@ def test_programs_removed_or_moved_by_hand_are_not_found(manager: StorageManager
     best = manager.get_best_program("ClassifyText")
     assert best is not None
     assert best.program_id == removed
+
+
+def test_invalid_configuration_and_results_raise_progreg_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(InvalidInputError, match="tag"):
+        StorageConfig(protected_tags=["../escape"])
+    monkeypatch.setenv("PROGREG_MAX_STORED_PROGRAMS", "many")
+    with pytest.raises(InvalidInputError, match="PROGREG_MAX_STORED_PROGRAMS"):
+        StorageConfig()
+    with pytest.raises(InvalidInputError, match="best_score_value"):
+        OptimizationResult(best_score_value="high")
+    assert OptimizationResult(history=[{"trial": 1}]).history == [{"trial": 1}]
+
+
+def test_intermediate_results_share_the_checkpoint_id_and_respect_auto_save(
+    registry_path: Path,
+) -> None:
+    config = StorageConfig(storage_path=registry_path, save_intermediate_results=True)
+    manager = StorageManager(config)
+    saved = manager.create_checkpoint(result_for(0), "run")
+    assert [p.program_id for p in manager.storage.list_programs()] == [saved.program_id]
+    manager.config.auto_save = False
+    manager.create_checkpoint(result_for(1), "run")
+    assert len(manager.storage.list_programs()) == 1
+    assert len(manager.checkpoint_history("run")) == 2
+
+
+def test_tag_events_are_emitted_for_save_time_tags_only_when_created(
+    manager: StorageManager,
+) -> None:
+    seen: list[Event] = []
+    unsubscribe = subscribe(seen.append)
+    try:
+        program_id = save(manager, 0, tags=["production"])
+        manager.tag_program(program_id, "production")
+        manager.untag_program(program_id, "absent")
+    finally:
+        unsubscribe()
+    tag_events = [(e.name, e.fields["tags"]) for e in seen if e.name.startswith("progreg.tag")]
+    assert tag_events == [("progreg.tag.add", ["production"])]

@@ -13,9 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from progreg.errors import InvalidInputError
+from progreg.tags import check_tags
 
 _ENV_PREFIX = "PROGREG_"
 
@@ -61,11 +62,22 @@ class StorageConfig(BaseModel):
             )
         return values
 
+    @field_validator("protected_tags")
+    @classmethod
+    def _valid_tags(cls, tags: list[str]) -> list[str]:
+        return check_tags(tags)
+
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise InvalidInputError(f"invalid storage configuration: {exc}") from exc
+            sources = sorted(
+                _ENV_PREFIX + str(error["loc"][0]).upper()
+                for error in exc.errors()
+                if error["loc"] and error["loc"][0] not in values
+            )
+            hint = f" (check the environment: {', '.join(sources)})" if sources else ""
+            raise InvalidInputError(f"invalid storage configuration{hint}: {exc}") from exc
 
     def __setattr__(self, name: str, value: Any) -> None:
         try:

@@ -91,7 +91,10 @@ class StorageManager:
         signature_class: str | None = None,
         tags: Iterable[str] | None = None,
     ) -> list[ProgramSummary]:
-        """Programs matching every given filter, oldest save first.
+        """Programs matching every given filter, in the order ``main`` recorded them.
+
+        A program's place is that of the commit that wrote its current version
+        (a restored program counts from its restore).
 
         ``optimizer`` and ``signature_class`` match exactly; ``min_score``
         drops programs scoring below it (no score counts as 0);
@@ -152,14 +155,16 @@ class StorageManager:
         record = self._record(program_id)
         _, committer = self.storage.identity()
         created = create_tags(self.storage.git, program_id, record.commit, names, committer)
-        events.emit("progreg.tag.add", program_id=program_id, tags=created)
+        if created:
+            events.emit("progreg.tag.add", program_id=program_id, tags=created)
         return created
 
     def untag_program(self, program_id: str, *tags: str) -> list[str]:
         """Remove tags from a program; returns the tags that were removed."""
         check_program_id(program_id)
         removed = delete_tags(self.storage.git, program_id, check_tags(tags))
-        events.emit("progreg.tag.remove", program_id=program_id, tags=removed)
+        if removed:
+            events.emit("progreg.tag.remove", program_id=program_id, tags=removed)
         return removed
 
     def get_tags(self, program_id: str) -> list[str]:
@@ -181,16 +186,17 @@ class StorageManager:
     ) -> SavedProgram:
         """Record ``result.optimized_program`` as the newest checkpoint of run ``name``.
 
-        With ``save_intermediate_results`` the checkpoint is also saved on ``main``.
+        With ``save_intermediate_results`` (and ``auto_save``) the checkpoint is
+        also saved on ``main``, under the same program id.
         """
         program = optimized_program_of(result)
         if program is None:
             raise InvalidInputError("the result has no optimized_program to checkpoint")
         data = normalize_result(result)
         saved = self._checkpoints.create(program, data, name, metadata)
-        if self.config.save_intermediate_results:
+        if self.config.save_intermediate_results and self.config.auto_save:
             meta = {**(metadata or {}), "checkpoint": name}
-            self.storage.save_program(program, data, meta)
+            self.storage.save_program(program, data, meta, program_id=saved.program_id)
         return saved
 
     def restore_checkpoint(self, name: str, *, into: object = None) -> SavedProgram | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from progreg import canonical
 from progreg.errors import InvalidInputError
@@ -97,8 +97,14 @@ class OptimizationResult(BaseModel):
     best_score_value: float | None = None
     best_score_name: str | None = None
     scores: dict[str, Any] = Field(default_factory=dict)
-    history: dict[str, Any] = Field(default_factory=dict)
+    history: dict[str, Any] | list[Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise InvalidInputError(f"invalid OptimizationResult: {exc}") from exc
 
 
 def optimized_program_of(result: object) -> Any:

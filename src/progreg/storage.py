@@ -262,7 +262,9 @@ class ProgramStorage:
         message = save_message(doc)
 
         def tag(commit: pygit2.Oid) -> None:
-            create_tags(self._git, doc.program_id, str(commit), tags, committer)
+            created = create_tags(self._git, doc.program_id, str(commit), tags, committer)
+            if created:
+                events.emit("progreg.tag.add", program_id=doc.program_id, tags=created)
 
         def plan(tip: pygit2.Commit | None) -> CommitPlan:
             if must_be_new and tip is not None and path in tip.tree:
