@@ -1,21 +1,239 @@
-"""Signed commits and the registry's verification report."""
+"""The registry's verification report: programs intact, commits and tags signed by whom.
+
+Signing itself is configured as in Git (``commit.gpgSign``, ``tag.gpgSign``,
+``gpg.format``, ``user.signingKey``; see :mod:`progreg.gitstore.signing`):
+once on, every save, delete, merge, checkpoint and tag progreg writes is
+signed. :func:`verify` reads every program on ``main`` and every commit and
+tag of the registry, and reports what it found; ``git verify-commit`` and
+``git verify-tag`` agree with its verdicts because the same programs check
+the same signatures.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict
+import pygit2
+from pydantic import BaseModel, ConfigDict, Field
+
+from progreg import canonical, events
+from progreg.document import decode_document
+from progreg.errors import ProgregError
+from progreg.gitstore.signing import check_signature, tag_signature
+from progreg.ids import PROGRAMS_DIR, program_id_of_path
 
 if TYPE_CHECKING:
     from progreg.storage import ProgramStorage
 
+MAIN = "refs/heads/main"
 
-class VerifyReport(BaseModel):
-    """What ``verify`` found."""
+
+class ProgramProblem(BaseModel):
+    """A program file on ``main`` that is not what the format requires."""
 
     model_config = ConfigDict(frozen=True)
 
+    path: str
+    program_id: str | None
+    message: str
+
+
+class SignatureRecord(BaseModel):
+    """Whether one commit or tag is signed, by whom, and whether the signature holds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["commit", "tag"]
+    id: str = Field(description="hex id of the commit or tag object")
+    ref: str = Field(description="a ref it was reached from")
+    subject: str
+    signed: bool
+    format: str | None = Field(description="ssh, openpgp or x509")
+    signer: str | None = Field(description="SSH principal, or OpenPGP key id and user id")
+    valid: bool | None = Field(description="None when it could not be checked (see reason)")
+    reason: str
+
+
+class VerifyReport(BaseModel):
+    """What :func:`verify` found."""
+
+    model_config = ConfigDict(frozen=True)
+
+    programs_checked: int
+    problems: list[ProgramProblem]
+    signatures: list[SignatureRecord]
+
+    @property
+    def signed(self) -> int:
+        """How many commits and tags carry a signature."""
+        return sum(record.signed for record in self.signatures)
+
+    @property
+    def unsigned(self) -> int:
+        """How many commits and tags carry none."""
+        return sum(not record.signed for record in self.signatures)
+
+    @property
+    def bad_signatures(self) -> list[SignatureRecord]:
+        """Signatures that were checked and do not hold."""
+        return [record for record in self.signatures if record.valid is False]
+
+    @property
+    def ok(self) -> bool:
+        """No damaged program and no bad signature (unsigned objects are allowed)."""
+        return not self.problems and not self.bad_signatures
+
 
 def verify(storage: ProgramStorage) -> VerifyReport:
-    """Check every program and report which commits are signed and by whom."""
-    raise NotImplementedError
+    """Check every program on ``main`` and every signature in the registry."""
+    git = storage.git
+    repo = git.repo
+    problems, checked = _check_programs(storage)
+    config = repo.config
+    records: list[SignatureRecord] = []
+    seen: set[pygit2.Oid] = set()
+    refs = sorted(name for name in repo.references if name.startswith("refs/heads/"))
+    for ref in refs:
+        tip = git.tip(ref)
+        if tip is None:
+            continue
+        walker = repo.walk(tip.id)
+        for commit in walker:
+            if commit.id in seen:
+                continue
+            seen.add(commit.id)
+            records.append(_commit_record(commit, ref, config))
+    for ref in sorted(git.refs_under("refs/tags/")):
+        target = repo.references[ref].target
+        obj = repo[target]
+        if isinstance(obj, pygit2.Tag):
+            records.append(_tag_record(repo, obj, ref, config))
+    report = VerifyReport(programs_checked=checked, problems=problems, signatures=records)
+    events.emit(
+        "progreg.verify",
+        programs=checked,
+        problems=len(problems),
+        signed=report.signed,
+        unsigned=report.unsigned,
+        bad_signatures=len(report.bad_signatures),
+    )
+    return report
+
+
+def _check_programs(storage: ProgramStorage) -> tuple[list[ProgramProblem], int]:
+    git = storage.git
+    repo = git.repo
+    tip = git.tip(MAIN)
+    problems: list[ProgramProblem] = []
+    if tip is None or PROGRAMS_DIR not in tip.tree:
+        return problems, 0
+    checked = 0
+    stack: list[tuple[str, pygit2.Oid]] = [(PROGRAMS_DIR, tip.tree[PROGRAMS_DIR].id)]
+    while stack:
+        prefix, tree_id = stack.pop()
+        try:
+            tree = repo[tree_id]
+        except (pygit2.GitError, KeyError, ValueError) as exc:
+            problems.append(ProgramProblem(path=prefix, program_id=None, message=str(exc)))
+            continue
+        assert isinstance(tree, pygit2.Tree)
+        for entry in tree:
+            path = f"{prefix}/{entry.name}"
+            if entry.type_str == "tree":
+                stack.append((path, entry.id))
+                continue
+            checked += 1
+            problem = _check_program(repo, path, entry.id, storage.max_program_bytes)
+            if problem is not None:
+                problems.append(problem)
+    problems.sort(key=lambda problem: problem.path)
+    return problems, checked
+
+
+def _check_program(
+    repo: pygit2.Repository, path: str, blob_id: pygit2.Oid, limit: int
+) -> ProgramProblem | None:
+    program_id = program_id_of_path(path)
+    if program_id is None:
+        return ProgramProblem(path=path, program_id=None, message="not a program path")
+    try:
+        blob = repo[blob_id]
+        data = blob.data if isinstance(blob, pygit2.Blob) else None
+    except (pygit2.GitError, KeyError, ValueError) as exc:
+        return ProgramProblem(
+            path=path, program_id=program_id, message=f"object {blob_id} unreadable: {exc}"
+        )
+    if data is None:
+        return ProgramProblem(path=path, program_id=program_id, message="not a file")
+    if len(data) > limit:
+        return ProgramProblem(
+            path=path, program_id=program_id, message=f"{len(data)} bytes, over {limit}"
+        )
+    try:
+        decode_document(data, path, program_id)
+    except ProgregError as exc:
+        return ProgramProblem(path=path, program_id=program_id, message=str(exc))
+    if not canonical.is_canonical(data):
+        return ProgramProblem(path=path, program_id=program_id, message="not canonical JSON")
+    return None
+
+
+def _commit_record(commit: pygit2.Commit, ref: str, config: pygit2.Config) -> SignatureRecord:
+    signature, payload = commit.gpg_signature
+    subject = commit.message.splitlines()[0] if commit.message else ""
+    if signature is None or payload is None:
+        return SignatureRecord(
+            kind="commit",
+            id=str(commit.id),
+            ref=ref,
+            subject=subject,
+            signed=False,
+            format=None,
+            signer=None,
+            valid=None,
+            reason="unsigned",
+        )
+    check = check_signature(signature, payload, config)
+    return SignatureRecord(
+        kind="commit",
+        id=str(commit.id),
+        ref=ref,
+        subject=subject,
+        signed=True,
+        format=check.format,
+        signer=check.signer,
+        valid=check.valid,
+        reason=check.reason,
+    )
+
+
+def _tag_record(
+    repo: pygit2.Repository, tag: pygit2.Tag, ref: str, config: pygit2.Config
+) -> SignatureRecord:
+    raw = repo.odb.read(tag.id)[1]
+    split = tag_signature(raw)
+    subject = (tag.message or "").splitlines()[0] if tag.message else ""
+    if split is None:
+        return SignatureRecord(
+            kind="tag",
+            id=str(tag.id),
+            ref=ref,
+            subject=subject,
+            signed=False,
+            format=None,
+            signer=None,
+            valid=None,
+            reason="unsigned",
+        )
+    check = check_signature(split[0], split[1], config)
+    return SignatureRecord(
+        kind="tag",
+        id=str(tag.id),
+        ref=ref,
+        subject=subject,
+        signed=True,
+        format=check.format,
+        signer=check.signer,
+        valid=check.valid,
+        reason=check.reason,
+    )

@@ -33,6 +33,12 @@ class Identity:
     def __str__(self) -> str:
         return f"{self.name} <{self.email}>"
 
+    def raw(self, signature: pygit2.Signature) -> str:
+        """``signature`` as Git writes it in objects: ``Name <email> 1700000000 +0100``."""
+        sign = "-" if signature.offset < 0 else "+"
+        hours, minutes = divmod(abs(signature.offset), 60)
+        return f"{self.name} <{self.email}> {signature.time} {sign}{hours:02d}{minutes:02d}"
+
     def signature(self, when: datetime | None = None) -> pygit2.Signature:
         """A pygit2 signature at ``when`` (now by default), in the local UTC offset."""
         moment = when.timestamp() if when is not None else time.time()
