@@ -19,7 +19,7 @@ import pygit2
 from pydantic import BaseModel, ConfigDict
 
 from progreg import canonical, events
-from progreg.document import decode_document, format_time
+from progreg.document import ProgramDocument, decode_document, format_time
 from progreg.errors import CorruptProgramError, InvalidNameError, ProgregError
 from progreg.gitstore import CommitPlan
 from progreg.ids import check_program_id, new_program_id, program_path
@@ -156,41 +156,38 @@ class Checkpoints:
         name, _, commit = self._resolve(spec)
         if commit is None:
             return None
-        manifest = self._manifest(commit)
-        if manifest is None:
-            raise CorruptProgramError(f"checkpoint commit {commit.id} has no {MANIFEST}")
-        program_id = manifest["program_id"]
-        data = self._git.read(commit.tree, program_path(program_id))
-        if data is None:
-            raise CorruptProgramError(
-                f"checkpoint {spec} (commit {commit.id}) lacks its program {program_id}"
-            )
-        doc = decode_document(data, f"checkpoint {spec} (commit {commit.id})", program_id)
+        _, doc = self._load(commit, spec)
         program = self._storage.rebuild(doc, into)
         events.emit(
             "progreg.checkpoint.restore",
             checkpoint=name,
             revision=spec,
-            program_id=program_id,
+            program_id=doc.program_id,
             commit=str(commit.id),
         )
         return self._storage.saved_program(doc, program, str(commit.id))
 
-    def _info(self, name: str, back: int, commit: pygit2.Commit) -> CheckpointInfo:
+    def _load(self, commit: pygit2.Commit, revision: str) -> tuple[dict[str, Any], ProgramDocument]:
+        """The manifest and program document of checkpoint commit ``commit``."""
+        where = f"checkpoint {revision} (commit {commit.id})"
         manifest = self._manifest(commit)
         if manifest is None:
-            raise CorruptProgramError(f"checkpoint commit {commit.id} has no {MANIFEST}")
+            raise CorruptProgramError(f"{where} has no {MANIFEST}")
         program_id = manifest["program_id"]
         data = self._git.read(commit.tree, program_path(program_id))
         if data is None:
-            raise CorruptProgramError(f"checkpoint commit {commit.id} lacks {program_id}")
-        doc = decode_document(data, f"checkpoint {name}~{back}", program_id)
+            raise CorruptProgramError(f"{where} lacks its program {program_id}")
+        return manifest, decode_document(data, where, program_id)
+
+    def _info(self, name: str, back: int, commit: pygit2.Commit) -> CheckpointInfo:
+        revision = name if back == 0 else f"{name}~{back}"
+        manifest, doc = self._load(commit, revision)
         meta = manifest.get("metadata")
         return CheckpointInfo(
             name=name,
-            revision=name if back == 0 else f"{name}~{back}",
+            revision=revision,
             commit=str(commit.id),
-            program_id=program_id,
+            program_id=doc.program_id,
             created_at=doc.saved_at,
             best_score=doc.best_score,
             optimizer=doc.optimizer,

@@ -16,7 +16,6 @@ Unknown top-level keys written by a later minor version are kept as they are.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +24,7 @@ from progreg import canonical
 from progreg.errors import CorruptProgramError, UnsupportedFormatError
 from progreg.ids import is_program_id
 from progreg.models import ProgramSummary
+from progreg.results import best_score_of, optimizer_of, score_name_of, signature_class_of
 
 FORMAT_VERSION = 1
 _REQUIRED = ("program_id", "saved_at", "program_data", "optimization_result", "metadata")
@@ -71,29 +71,22 @@ class ProgramDocument:
     @property
     def best_score(self) -> float | None:
         """The result's ``best_score_value`` as a float, if it is a finite number."""
-        value = self.optimization_result.get("best_score_value")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        return float(value) if math.isfinite(value) else None
+        return best_score_of(self.optimization_result)
 
     @property
     def score_name(self) -> str | None:
         """The result's ``best_score_name``."""
-        value = self.optimization_result.get("best_score_name")
-        return value if isinstance(value, str) else None
+        return score_name_of(self.optimization_result)
 
     @property
     def optimizer(self) -> str | None:
         """The result's ``metadata.optimizer``."""
-        meta = self.optimization_result.get("metadata")
-        value = meta.get("optimizer") if isinstance(meta, dict) else None
-        return value if isinstance(value, str) else None
+        return optimizer_of(self.optimization_result)
 
     @property
     def signature_class(self) -> str | None:
         """``metadata.signature_class``."""
-        value = self.metadata.get("signature_class")
-        return value if isinstance(value, str) else None
+        return signature_class_of(self.metadata)
 
     def summary(self) -> ProgramSummary:
         """The listing record of this program."""

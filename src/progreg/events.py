@@ -16,12 +16,15 @@ Every event is emitted twice over:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from progreg.errors import ProgregError
 
 logger = logging.getLogger("progreg.events")
 logging.getLogger("progreg").addHandler(logging.NullHandler())
@@ -90,6 +93,28 @@ def emit(name: str, level: int | None = None, **fields: Any) -> None:
         extra["event"] = name
         details = " ".join(f"{k}={v}" for k, v in fields.items())
         logger.log(level, "%s %s", name, details, extra=extra)
+
+
+@contextlib.contextmanager
+def operation(prefix: str, **fields: Any) -> Iterator[Timer]:
+    """Emit ``<prefix>_start`` now and ``<prefix>_error`` if a progreg error escapes.
+
+    Yields a :class:`Timer`; the caller emits ``<prefix>_complete`` with what
+    only it knows (sizes, commit ids). The error is re-raised unchanged.
+    """
+    timer = Timer()
+    emit(f"{prefix}_start", **fields)
+    try:
+        yield timer
+    except ProgregError as exc:
+        emit(
+            f"{prefix}_error",
+            **fields,
+            error=str(exc),
+            error_type=type(exc).__name__,
+            duration_ms=timer.ms,
+        )
+        raise
 
 
 class Timer:

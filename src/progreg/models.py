@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from progreg.results import best_score_of, optimizer_of, signature_class_of
+
 
 class ProgramSummary(BaseModel):
     """One program as listed: what ``list_programs`` and histories return."""
@@ -63,21 +65,15 @@ class SavedProgram(BaseModel):
 
     @property
     def best_score(self) -> float | None:
-        """``optimization_result["best_score_value"]``."""
-        value = self.optimization_result.get("best_score_value")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        return float(value)
+        """``optimization_result["best_score_value"]``, if it is a finite number."""
+        return best_score_of(self.optimization_result)
 
     @property
     def signature_class(self) -> str | None:
         """``metadata["signature_class"]``."""
-        value = self.metadata.get("signature_class")
-        return value if isinstance(value, str) else None
+        return signature_class_of(self.metadata)
 
     @property
     def optimizer(self) -> str | None:
         """``optimization_result["metadata"]["optimizer"]``."""
-        meta = self.optimization_result.get("metadata")
-        value = meta.get("optimizer") if isinstance(meta, dict) else None
-        return value if isinstance(value, str) else None
+        return optimizer_of(self.optimization_result)

@@ -43,6 +43,33 @@ def normalize_result(result: object) -> dict[str, Any]:
     return data
 
 
+def best_score_of(result: dict[str, Any]) -> float | None:
+    """A stored result's ``best_score_value`` as a float, if it is a finite number."""
+    value = result.get("best_score_value")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def score_name_of(result: dict[str, Any]) -> str | None:
+    """A stored result's ``best_score_name``."""
+    value = result.get("best_score_name")
+    return value if isinstance(value, str) else None
+
+
+def optimizer_of(result: dict[str, Any]) -> str | None:
+    """A stored result's ``metadata.optimizer``."""
+    meta = result.get("metadata")
+    value = meta.get("optimizer") if isinstance(meta, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def signature_class_of(metadata: dict[str, Any]) -> str | None:
+    """Stored metadata's ``signature_class``."""
+    value = metadata.get("signature_class")
+    return value if isinstance(value, str) else None
+
+
 def _exported(result: object) -> dict[str, Any]:
     method = "to_dict" if callable(getattr(result, "to_dict", None)) else "to_h"
     try:

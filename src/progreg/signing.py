@@ -178,45 +178,20 @@ def _check_program(
     return None
 
 
-def _commit_record(commit: pygit2.Commit, ref: str, config: pygit2.Config) -> SignatureRecord:
-    signature, payload = commit.gpg_signature
-    subject = commit.message.splitlines()[0] if commit.message else ""
-    if signature is None or payload is None:
-        return SignatureRecord(
-            kind="commit",
-            id=str(commit.id),
-            ref=ref,
-            subject=subject,
-            signed=False,
-            format=None,
-            signer=None,
-            valid=None,
-            reason="unsigned",
-        )
-    check = check_signature(signature, payload, config)
-    return SignatureRecord(
-        kind="commit",
-        id=str(commit.id),
-        ref=ref,
-        subject=subject,
-        signed=True,
-        format=check.format,
-        signer=check.signer,
-        valid=check.valid,
-        reason=check.reason,
-    )
-
-
-def _tag_record(
-    repo: pygit2.Repository, tag: pygit2.Tag, ref: str, config: pygit2.Config
+def _record(
+    kind: Literal["commit", "tag"],
+    object_id: pygit2.Oid,
+    ref: str,
+    message: str,
+    split: tuple[bytes, bytes] | None,
+    config: pygit2.Config,
 ) -> SignatureRecord:
-    raw = repo.odb.read(tag.id)[1]
-    split = tag_signature(raw)
-    subject = (tag.message or "").splitlines()[0] if tag.message else ""
+    """The signature record of one object; ``split`` is (signature, signed payload)."""
+    subject = message.splitlines()[0] if message else ""
     if split is None:
         return SignatureRecord(
-            kind="tag",
-            id=str(tag.id),
+            kind=kind,
+            id=str(object_id),
             ref=ref,
             subject=subject,
             signed=False,
@@ -227,8 +202,8 @@ def _tag_record(
         )
     check = check_signature(split[0], split[1], config)
     return SignatureRecord(
-        kind="tag",
-        id=str(tag.id),
+        kind=kind,
+        id=str(object_id),
         ref=ref,
         subject=subject,
         signed=True,
@@ -237,3 +212,16 @@ def _tag_record(
         valid=check.valid,
         reason=check.reason,
     )
+
+
+def _commit_record(commit: pygit2.Commit, ref: str, config: pygit2.Config) -> SignatureRecord:
+    signature, payload = commit.gpg_signature
+    split = None if signature is None or payload is None else (signature, payload)
+    return _record("commit", commit.id, ref, commit.message, split, config)
+
+
+def _tag_record(
+    repo: pygit2.Repository, tag: pygit2.Tag, ref: str, config: pygit2.Config
+) -> SignatureRecord:
+    split = tag_signature(repo.odb.read(tag.id)[1])
+    return _record("tag", tag.id, ref, tag.message or "", split, config)

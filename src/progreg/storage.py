@@ -172,26 +172,15 @@ class ProgramStorage:
         existing id records a new version of that program (the old one stays
         in history). ``tags`` are created as tag refs together with the commit.
         """
-        timer = events.Timer()
         chosen_id = check_program_id(program_id) if program_id is not None else new_program_id()
         tag_names = check_tags(tags)
-        events.emit("progreg.storage.save_start", program_id=chosen_id)
-        try:
+        with events.operation("progreg.storage.save", program_id=chosen_id) as timer:
             doc = self.document_for(program, optimization_result, metadata, chosen_id)
             data = doc.encode()
             self.check_size(len(data), chosen_id)
             commit = self._commit_document(
                 doc, data, must_be_new=program_id is None, tags=tag_names
             )
-        except ProgregError as exc:
-            events.emit(
-                "progreg.storage.save_error",
-                program_id=chosen_id,
-                error=str(exc),
-                error_type=type(exc).__name__,
-                duration_ms=timer.ms,
-            )
-            raise
         events.emit(
             "progreg.storage.save_complete",
             program_id=chosen_id,
@@ -328,10 +317,8 @@ class ProgramStorage:
         rebuilt, else ``program`` is the state dict. A program file that exists
         but cannot be decoded raises :class:`~progreg.CorruptProgramError`.
         """
-        timer = events.Timer()
         check_program_id(program_id)
-        events.emit("progreg.storage.load_start", program_id=program_id)
-        try:
+        with events.operation("progreg.storage.load", program_id=program_id) as timer:
             tip = self._git.tip(MAIN)
             blob = None if tip is None else self._git.blob(tip.tree, path_of(program_id))
             if blob is None or tip is None:
@@ -346,14 +333,6 @@ class ProgramStorage:
             doc = decode_document(data, self._where(program_id, tip), program_id)
             program = self.rebuild(doc, into)
             commit = self._commit_of(program_id, blob.id, tip)
-        except ProgregError as exc:
-            events.emit(
-                "progreg.storage.load_error",
-                program_id=program_id,
-                error=str(exc),
-                error_type=type(exc).__name__,
-            )
-            raise
         age_hours = (datetime.now(UTC) - doc.saved_at).total_seconds() / 3600
         events.emit(
             "progreg.storage.load_complete",
@@ -465,10 +444,8 @@ class ProgramStorage:
 
         The program stays in history: :meth:`restore_program` brings it back.
         """
-        timer = events.Timer()
         check_program_id(program_id)
         path = path_of(program_id)
-        events.emit("progreg.storage.delete_start", program_id=program_id)
 
         def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
             data = None if tip is None else self._git.read(tip.tree, path)
@@ -481,18 +458,9 @@ class ProgramStorage:
             message = delete_message(program_id, signature)
             return CommitPlan({path: None}, message, author, committer)
 
-        try:
+        with events.operation("progreg.storage.delete", program_id=program_id) as timer:
             author, committer = self.identity()
             commit = self._write(lambda: self._git.update_ref(MAIN, plan))
-        except ProgregError as exc:
-            events.emit(
-                "progreg.storage.delete_error",
-                program_id=program_id,
-                error=str(exc),
-                error_type=type(exc).__name__,
-                duration_ms=timer.ms,
-            )
-            raise
         events.emit(
             "progreg.storage.delete_complete",
             program_id=program_id,
