@@ -1,1 +1,97 @@
 """``progreg hooks install`` and ``progreg validate``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from progreg.cli.main import EXIT_ERROR, cli
+from progreg.hooks import install
+from progreg.worktree import Report, validate_paths, validate_range
+
+
+@cli.group()
+def hooks() -> None:
+    """Server-side Git hooks that keep pushed registries sound.
+
+    \b
+    Example:
+      progreg hooks install /srv/git/registry.git
+    """
+
+
+@hooks.command("install")
+@click.argument("repo", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--force", is_flag=True, help="Replace a different existing pre-receive hook.")
+def install_command(repo: Path, force: bool) -> None:
+    """Install the pre-receive hook in the bare repository REPO that receives pushes.
+
+    The hook refuses pushes with invalid or non-canonical program files, paths
+    that do not match program ids, rewritten or deleted main, moved or deleted
+    tags and refs outside the registry's namespaces. It runs this Python, so
+    the progreg installed here checks the pushes.
+
+    \b
+    Example:
+      progreg hooks install /srv/git/registry.git
+    """
+    path = install(repo, force=force)
+    click.echo(f"installed {path}")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--fix", is_flag=True, help="Rewrite files whose only problem is non-canonical JSON.")
+@click.option(
+    "--range",
+    "revisions",
+    metavar="A..B",
+    help="Also check these commits as the server's hook would (e.g. origin/main..HEAD).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def validate(paths: tuple[Path, ...], fix: bool, revisions: str | None, as_json: bool) -> None:
+    """Check a registry checkout edited by hand: program files, progreg.json, stray files.
+
+    PATHS are files or directories of the checkout (default: the whole
+    checkout containing the current directory, unless --range is given),
+    or a bare registry (its main is checked). Exit code 1 when a problem is
+    left.
+
+    \b
+    Example:
+      progreg validate --fix
+      progreg validate programs/1a/2b/1a2b3c4d5e6f7a8b.json
+      progreg validate --range origin/main..HEAD
+    """
+    report = Report() if revisions is not None and not paths else validate_paths(paths, fix=fix)
+    if revisions is not None:
+        commits = validate_range(revisions)
+        report.problems += commits.problems
+        report.checked += commits.checked
+    _show(report, as_json)
+    if not report.ok:
+        sys.exit(EXIT_ERROR)
+
+
+def _show(report: Report, as_json: bool) -> None:
+    if as_json:
+        document = {
+            "ok": report.ok,
+            "checked": report.checked,
+            "fixed": report.fixed,
+            "problems": [problem.to_json() for problem in report.problems],
+        }
+        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        return
+    for path in report.fixed:
+        click.echo(f"fixed {path}: rewritten as canonical JSON")
+    for problem in report.problems:
+        click.echo(str(problem), err=True)
+    if report.ok:
+        click.echo(f"ok: {report.checked} checked, no problem")
+    else:
+        count = len(report.problems)
+        click.echo(f"error: {count} problem{'s' if count != 1 else ''}", err=True)
