@@ -179,10 +179,11 @@ def test_verify_reports_damaged_programs_by_path(tmp_path: Path) -> None:
     commit_file(registry, "programs/zz/not-a-program.json", b"{}\n", "Stray file")
     report = storage.verify()
     assert report.programs_checked == 3
-    assert {(p.path, p.message) for p in report.problems} == {
-        (path, "not canonical JSON"),
-        ("programs/zz/not-a-program.json", "not a program path"),
-    }
+    problems = {p.path: p.message for p in report.problems}
+    assert set(problems) == {path, "programs/zz/not-a-program.json"}
+    assert "is not canonical JSON" in problems[path]
+    assert "progreg validate --fix" in problems[path]
+    assert "is not a program file" in problems["programs/zz/not-a-program.json"]
     assert not report.ok
     result = CliRunner().invoke(cli, ["--registry", str(registry), "verify", "--json"])
     assert result.exit_code == 1

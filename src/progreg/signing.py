@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Literal
 import pygit2
 from pydantic import BaseModel, ConfigDict, Field
 
-from progreg import canonical, events
-from progreg.document import decode_document
-from progreg.errors import ProgregError
+from progreg import events
 from progreg.gitstore.signing import check_signature, tag_signature
 from progreg.ids import PROGRAMS_DIR, program_id_of_path
+from progreg.validation import check_file
 
 if TYPE_CHECKING:
     from progreg.storage import ProgramStorage
@@ -154,28 +153,18 @@ def _check_program(
     repo: pygit2.Repository, path: str, blob_id: pygit2.Oid, limit: int
 ) -> ProgramProblem | None:
     program_id = program_id_of_path(path)
-    if program_id is None:
-        return ProgramProblem(path=path, program_id=None, message="not a program path")
     try:
         blob = repo[blob_id]
-        data = blob.data if isinstance(blob, pygit2.Blob) else None
     except (pygit2.GitError, KeyError, ValueError) as exc:
         return ProgramProblem(
             path=path, program_id=program_id, message=f"object {blob_id} unreadable: {exc}"
         )
-    if data is None:
+    if not isinstance(blob, pygit2.Blob):
         return ProgramProblem(path=path, program_id=program_id, message="not a file")
-    if len(data) > limit:
-        return ProgramProblem(
-            path=path, program_id=program_id, message=f"{len(data)} bytes, over {limit}"
-        )
-    try:
-        decode_document(data, path, program_id)
-    except ProgregError as exc:
-        return ProgramProblem(path=path, program_id=program_id, message=str(exc))
-    if not canonical.is_canonical(data):
-        return ProgramProblem(path=path, program_id=program_id, message="not canonical JSON")
-    return None
+    verdict = check_file(path, blob.data, max_program_bytes=limit)
+    if not verdict.problems:
+        return None
+    return ProgramProblem(path=path, program_id=program_id, message="; ".join(verdict.problems))
 
 
 def _record(
