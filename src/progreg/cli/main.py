@@ -56,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the command line; exit with a code that tells what happened."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="progreg", standalone_mode=False)
+        # Without standalone mode, click returns a subcommand's exit code (ctx.exit).
+        code = cli.main(args=argv, prog_name="progreg", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(EXIT_ERROR)
@@ -70,11 +71,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_ERROR)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 # Subcommands register themselves on import.
+from progreg.cli import analysis as _analysis  # noqa: E402, F401
+from progreg.cli import checkpoints as _checkpoints  # noqa: E402, F401
+from progreg.cli import completion as _completion  # noqa: E402, F401
 from progreg.cli import demo as _demo  # noqa: E402, F401
+from progreg.cli import diffs as _diffs  # noqa: E402, F401
 from progreg.cli import hooks as _hooks  # noqa: E402, F401
+from progreg.cli import programs as _programs  # noqa: E402, F401
 from progreg.cli import remotes as _remotes  # noqa: E402, F401
+from progreg.cli import tags as _tags  # noqa: E402, F401
 from progreg.cli import transfer as _transfer  # noqa: E402, F401
 from progreg.cli import verify as _verify  # noqa: E402, F401

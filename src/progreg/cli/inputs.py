@@ -1,0 +1,107 @@
+"""Reading a program to save from a JSON file or stdin, and the options that amend it.
+
+The JSON is either a *wrapper*, an object whose keys are ``program`` and
+optionally ``optimization_result`` and ``metadata`` (and nothing else)::
+
+    {"program": {...state...}, "optimization_result": {...}, "metadata": {...}}
+
+or, anything else, a bare program state (a DSPy ``dump_state()``). A state
+whose only key happens to be ``program`` must be wrapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any, TypeVar
+
+import click
+import orjson
+
+from progreg.cli.params import SIGNATURE
+from progreg.errors import InvalidInputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+WRAPPER_KEYS = frozenset({"program", "optimization_result", "metadata"})
+
+
+@dataclass(frozen=True)
+class ProgramInput:
+    """A program to save: its state, its optimization result and the caller's metadata."""
+
+    program: dict[str, Any]
+    optimization_result: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _object(value: object, what: str, source: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{source}: {what} must be a JSON object")
+    return value
+
+
+def parse_program(data: bytes, source: str) -> ProgramInput:
+    """The program described by the JSON ``data`` read from ``source`` (see module doc)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(f"{source} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{source} must hold a JSON object, not {type(value).__name__}")
+    if "program" in value and value.keys() <= WRAPPER_KEYS:
+        program = value["program"]
+        if not isinstance(program, dict):
+            raise InvalidInputError(f"{source}: program must be a JSON object (the state)")
+        return ProgramInput(
+            program,
+            _object(value.get("optimization_result"), "optimization_result", source),
+            _object(value.get("metadata"), "metadata", source),
+        )
+    return ProgramInput(value)
+
+
+def read_program(stream: IO[bytes]) -> ProgramInput:
+    """Read and parse a program from an opened ``click.File("rb")`` (``-`` is stdin)."""
+    name = getattr(stream, "name", "-")
+    source = "stdin" if name in ("-", "<stdin>") else str(name)
+    return parse_program(stream.read(), source)
+
+
+def amended(
+    given: ProgramInput,
+    score: float | None,
+    score_name: str | None,
+    optimizer: str | None,
+    signature: str | None,
+) -> ProgramInput:
+    """``given`` with the values of the command-line options put in (they win)."""
+    result = dict(given.optimization_result)
+    if score is not None:
+        result["best_score_value"] = score
+    if score_name is not None:
+        result["best_score_name"] = score_name
+    if optimizer is not None:
+        meta = result.get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            raise InvalidInputError("optimization_result.metadata must be a JSON object")
+        result["metadata"] = {**(meta or {}), "optimizer": optimizer}
+    metadata = dict(given.metadata)
+    if signature is not None:
+        metadata["signature_class"] = signature
+    return ProgramInput(given.program, result, metadata)
+
+
+def result_options(func: F) -> F:
+    """The options that amend a program read from a file: score, optimizer, signature."""
+    options = [
+        click.option("--score", type=float, help="The best score (best_score_value)."),
+        click.option("--score-name", help="What the score measures (best_score_name)."),
+        click.option("--optimizer", help="The optimizer that produced it (MIPROv2...)."),
+        click.option("--signature", type=SIGNATURE, help="The DSPy signature it solves."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func

@@ -1,0 +1,237 @@
+"""Conventions every subcommand shares: errors, exit codes, JSON, colour, progress, tables.
+
+Subcommands are :class:`ProgregCommand` (groups :class:`ProgregGroup`), which
+turn a :class:`~progreg.ProgregError` into one line ``error: ...`` on stderr
+with exit code 1, or 3 (:data:`~progreg.cli.main.EXIT_NOT_FOUND`) for a
+program that is not there; ``--debug`` lets the original exception (and its
+traceback) through. Usage errors (a bad option value, a missing argument) are
+one line too, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import click
+
+from progreg.cli.main import EXIT_ERROR, EXIT_NOT_FOUND, Context
+from progreg.config import StorageConfig
+from progreg.errors import ProgramNotFoundError, ProgregError
+from progreg.manager import StorageManager
+from progreg.storage import DEFAULT_PATH, ProgramStorage
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+def one_line(message: str) -> str:
+    """``message`` with its lines joined by ``; `` (pydantic errors span several)."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+class Failure(click.ClickException):
+    """An error shown as one line ``error: <message>`` on stderr; exit code 1."""
+
+    exit_code = EXIT_ERROR
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        """Print ``error: <message>`` on stderr (or ``file``), on one line."""
+        click.echo(f"error: {one_line(self.format_message())}", file=file, err=file is None)
+
+
+class NotFound(Failure):
+    """What was asked for is not there (a program, a checkpoint...); exit code 3."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as one line, with where to find help; exit code 2."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        """Print ``error: <message> (see '<command> --help')`` on stderr."""
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        message = one_line(self.format_message()).rstrip(".")
+        click.echo(f"error: {message}{hint}", file=file, err=file is None)
+
+
+@contextmanager
+def _usage_errors_on_one_line() -> Iterator[None]:
+    try:
+        yield
+    except (OneLineUsageError, click.exceptions.NoArgsIsHelpError):
+        raise
+    except click.UsageError as exc:
+        raise OneLineUsageError(exc.format_message(), exc.ctx) from exc
+
+
+@contextmanager
+def _reported(ctx: click.Context) -> Iterator[None]:
+    """Turn progreg errors into one-line failures (not with ``--debug``)."""
+    with _usage_errors_on_one_line():
+        try:
+            yield
+        except ProgregError as exc:
+            obj = ctx.find_object(Context)
+            if obj is not None and obj.debug:
+                raise
+            failure = NotFound if isinstance(exc, ProgramNotFoundError) else Failure
+            raise failure(str(exc)) from exc
+
+
+class ProgregCommand(click.Command):
+    """A subcommand that follows the error conventions of the module docstring."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the arguments; a usage error is reported on one line."""
+        with _usage_errors_on_one_line():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; progreg errors become one-line failures."""
+        with _reported(ctx):
+            return super().invoke(ctx)
+
+
+class ProgregGroup(click.Group):
+    """A group of subcommands that follow the error conventions."""
+
+    command_class = ProgregCommand
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the arguments; a usage error is reported on one line."""
+        with _usage_errors_on_one_line():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; progreg errors become one-line failures."""
+        with _reported(ctx):
+            return super().invoke(ctx)
+
+
+# -- opening the registry -------------------------------------------------------------
+
+
+def registry_path(ctx: Context) -> Path:
+    """The registry named by ``--registry``, ``PROGREG_PATH`` or the default."""
+    if ctx.registry is not None:
+        return Path(ctx.registry)
+    return Path(os.environ.get("PROGREG_PATH") or DEFAULT_PATH)
+
+
+def open_storage(ctx: Context, *, create: bool = False) -> ProgramStorage:
+    """The registry; without ``create``, a missing one is an error rather than made."""
+    path = registry_path(ctx)
+    if not create and (not path.exists() or (path.is_dir() and not any(path.iterdir()))):
+        raise Failure(
+            f"no registry at {path}: create one with 'progreg init {path}',"
+            " or name another with --registry or PROGREG_PATH"
+        )
+    return ProgramStorage(path)
+
+
+def open_manager(ctx: Context, *, create: bool = False, **settings: Any) -> StorageManager:
+    """A manager on the registry; ``settings`` override the ``StorageConfig`` (and env)."""
+    storage = open_storage(ctx, create=create)
+    return StorageManager(StorageConfig(storage_path=storage.path, **settings), storage=storage)
+
+
+# -- output ---------------------------------------------------------------------------
+
+
+def echo_json(data: object) -> None:
+    """Print ``data`` as indented JSON on stdout."""
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def info(message: str) -> None:
+    """A message for the person at the terminal, on stderr (stdout stays data)."""
+    click.echo(message, err=True)
+
+
+def format_time(moment: datetime | None) -> str:
+    """A time for tables: ``2026-01-02 10:15:02`` (UTC), or ``-``."""
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    styles: Mapping[int, Callable[[str], str]] | None = None,
+) -> list[str]:
+    """Rows aligned in columns under ``headers`` (trailing spaces removed).
+
+    ``styles`` maps a column index to a function (``click.style`` with
+    arguments, say) applied to that column's padded cells, headers excepted.
+    """
+    widths = [len(header) for header in headers]
+    for row in rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        cells[-1] = cells[-1].rstrip()
+        for index, style in (styles or {}).items():
+            cells[index] = style(cells[index])
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def color_option(func: F) -> F:
+    """Add ``--color/--no-color`` (default: colour only when stdout is a terminal)."""
+    option = click.option(
+        "--color/--no-color",
+        "color",
+        default=None,
+        help="Force colour on or off (default: only on a terminal, never with NO_COLOR set).",
+    )
+    return option(func)
+
+
+def use_color(flag: bool | None) -> bool:
+    """Whether to colour stdout: the flag, else not with ``NO_COLOR``, else if a terminal."""
+    if flag is not None:
+        return flag
+    if os.environ.get("NO_COLOR"):
+        return False
+    return sys.stdout.isatty()
+
+
+def json_option(func: F) -> F:
+    """Add ``--json`` (stored in the ``as_json`` parameter)."""
+    option = click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON for scripts (shape described above)."
+    )
+    return option(func)
+
+
+@contextmanager
+def progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr, only when stderr is a terminal; yields ``advance(steps)``."""
+    stream = sys.stderr
+    if not stream.isatty():
+        yield lambda steps: None
+        return
+    with click.progressbar(length=length, label=label, file=stream) as bar:
+        yield bar.update
