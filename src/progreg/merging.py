@@ -208,6 +208,8 @@ def merge_into_main(
     action: str,
     source: str,
     fast_forward: bool = False,
+    planned: tuple[str | None, MergePlan] | None = None,
+    emit: bool = True,
 ) -> MergeResult:
     """Merge commit ``theirs`` (already in the object store) into ``main``.
 
@@ -215,6 +217,11 @@ def merge_into_main(
     differs on both sides. With ``fast_forward``, a ``main`` that is an
     ancestor of ``theirs`` simply moves to it; otherwise a merge commit whose
     trailers name ``action`` and ``source`` records the change.
+
+    ``planned`` is a plan the caller already made (and checked) against the
+    tip it names; it is reused when ``main`` has not moved since, which saves
+    reading every incoming program twice. ``emit=False`` leaves the event to
+    the caller.
     """
     git = storage.git
     repo = git.repo
@@ -226,7 +233,11 @@ def merge_into_main(
     moved: list[bool] = []
 
     def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
-        merge = plan_merge(repo, tip, their_commit, storage.max_program_bytes)
+        tip_id = str(tip.id) if tip is not None else None
+        if planned is not None and planned[0] == tip_id:
+            merge = planned[1]
+        else:
+            merge = plan_merge(repo, tip, their_commit, storage.max_program_bytes)
         raise_conflicts(merge, source, theirs)
         outcome[:] = [merge]
         moved[:] = []
@@ -254,6 +265,8 @@ def merge_into_main(
         removed=merge.removed,
         identical=merge.identical,
     )
+    if not emit:
+        return result
     events.emit(
         f"progreg.{action}",
         source=source,

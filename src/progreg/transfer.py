@@ -1,16 +1,65 @@
-"""Export and import: real Git bundles, and the reference system's own formats."""
+"""Export and import: real Git bundles, and the reference system's own formats.
+
+Exports are Git bundles (``git bundle verify`` accepts them, ``git clone`` and
+``git fetch`` read them):
+
+* :func:`export_programs` bundles one new, parentless commit whose tree holds
+  exactly the chosen programs (their current files) and ``progreg.json``, as
+  ``refs/heads/main`` (and ``HEAD``);
+* :func:`export_registry` bundles ``main``, every tag and every checkpoint
+  branch, or, with ``since``, only what is new since a previous bundle or a
+  commit (an incremental bundle whose prerequisites are what it builds on).
+
+:func:`import_programs` reads such bundles, bundles made by ``git bundle
+create`` (v2 and v3, thin packs included), the reference system's JSON
+export file, and its ``dspy_storage/`` folder. A bundle is checked in full
+(header, references, pack, every program file, conflicts) before anything is
+written; see :mod:`progreg.gitstore.bundle` for the quarantine.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict
+import pygit2
+from pydantic import BaseModel, ConfigDict, Field
+
+from progreg import canonical, events
+from progreg.checkpoints import CHECKPOINTS_PREFIX
+from progreg.document import FORMAT_VERSION, ProgramDocument
+from progreg.errors import (
+    BundleError,
+    ConflictError,
+    InvalidInputError,
+    InvalidNameError,
+    ProgramNotFoundError,
+    ProgregError,
+    UnsupportedFormatError,
+)
+from progreg.gitstore import CommitPlan, Identity, format_message, objects, unbundle
+from progreg.gitstore import bundle as bundles
+from progreg.ids import check_program_id, is_program_id, program_path
+from progreg.merging import MergePlan, merge_into_main, plan_merge, raise_conflicts
+from progreg.migration import (
+    ReferenceSource,
+    is_storage_folder,
+    read_export_file,
+    read_storage_folder,
+)
+from progreg.names import check_name
+from progreg.storage import MAIN, MARKER
+from progreg.tags import TAGS_PREFIX
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from progreg.storage import ProgramStorage
+
+HEAD = "HEAD"
+SourceKind = Literal["bundle", "json-export", "dspy-storage"]
+_LISTED = 50
 
 
 class ExportResult(BaseModel):
@@ -18,27 +67,625 @@ class ExportResult(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    path: str = Field(description="the bundle file written")
+    kind: Literal["programs", "registry"]
+    bundle_version: int = Field(description="2, or 3 for a v3 bundle")
+    refs: dict[str, str] = Field(description="the bundle's references: refname -> object id")
+    prerequisites: list[str] = Field(
+        description="commits the reader must already have (empty for a full bundle)"
+    )
+    program_ids: list[str] = Field(description="the programs on the bundle's main")
+    commit: str = Field(description="the commit the bundle's main points at")
+    object_count: int
+    size_bytes: int
+    duration_ms: float
+
 
 class ImportResult(BaseModel):
     """What an import did."""
 
     model_config = ConfigDict(frozen=True)
 
+    source: str = Field(description="the file or folder imported")
+    source_kind: SourceKind
+    commit: str | None = Field(description="the new tip of main, or None when unchanged")
+    imported: list[str] = Field(description="programs added to main")
+    updated: list[str] = Field(default_factory=list, description="programs given a new version")
+    removed: list[str] = Field(default_factory=list, description="programs the bundle deleted")
+    identical: list[str] = Field(description="programs already present byte for byte (skipped)")
+    tags_created: list[str] = Field(default_factory=list, description="tag refs created")
+    tags_kept: list[str] = Field(
+        default_factory=list,
+        description="tag refs that exist here pointing elsewhere: ours were kept",
+    )
+    checkpoints_created: list[str] = Field(default_factory=list)
+    checkpoints_updated: list[str] = Field(
+        default_factory=list, description="checkpoint branches fast-forwarded"
+    )
+    history_missing: list[str] = Field(
+        default_factory=list, description="ids in history.json without a program file"
+    )
+    history_unlisted: list[str] = Field(
+        default_factory=list, description="program files not listed in history.json"
+    )
+    warnings: list[str] = Field(default_factory=list)
+    object_count: int = 0
+    size_bytes: int = 0
+    duration_ms: float = 0.0
+
+
+# -- export -----------------------------------------------------------------------
+
+
+def _signature_line(who: Identity, moment: float) -> bytes:
+    offset = who.signature(None).offset
+    hours, minutes = divmod(abs(offset), 60)
+    zone = f"{'-' if offset < 0 else '+'}{hours:02d}{minutes:02d}"
+    return f"{who.name} <{who.email}> {int(moment)} {zone}".encode()
+
+
+def _export_commit(
+    storage: ProgramStorage, blobs: dict[str, pygit2.Oid], marker: pygit2.Oid, message: str
+) -> tuple[bytes, dict[bytes, objects.RawObject]]:
+    """Build (in memory, nothing written) the tree and commit of an export."""
+    extra: dict[bytes, objects.RawObject] = {}
+    nested: dict[str, dict[str, dict[str, list[tuple[bytes, bytes, bytes]]]]] = {}
+    for program_id, blob in blobs.items():
+        leaf = nested.setdefault(program_id[:2], {}).setdefault(program_id[2:4], {})
+        leaf.setdefault("", []).append((b"100644", f"{program_id}.json".encode(), blob.raw))
+
+    def tree(entries: list[tuple[bytes, bytes, bytes]]) -> bytes:
+        data = objects.encode_tree(entries)
+        oid = objects.object_id(objects.OBJ_TREE, data)
+        extra[oid] = (objects.OBJ_TREE, data)
+        return oid
+
+    top = []
+    for first, seconds in nested.items():
+        middle = [
+            (objects.TREE_MODE, second.encode(), tree(files[""]))
+            for second, files in seconds.items()
+        ]
+        top.append((objects.TREE_MODE, first.encode(), tree(middle)))
+    root = tree(
+        [(objects.TREE_MODE, b"programs", tree(top)), (b"100644", MARKER.encode(), marker.raw)]
+    )
+    author, committer = storage.identity()
+    moment = time.time()
+    data = (
+        b"tree " + root.hex().encode() + b"\n"
+        b"author " + _signature_line(author, moment) + b"\n"
+        b"committer " + _signature_line(committer, moment) + b"\n\n" + message.encode()
+    )
+    commit = objects.object_id(objects.OBJ_COMMIT, data)
+    extra[commit] = (objects.OBJ_COMMIT, data)
+    return commit, extra
+
+
+def _ids(program_ids: Iterable[str]) -> list[str]:
+    if isinstance(program_ids, str):
+        program_ids = [program_ids]
+    ids: list[str] = []
+    for program_id in program_ids:
+        check_program_id(program_id)
+        if program_id not in ids:
+            ids.append(program_id)
+    if not ids:
+        raise InvalidInputError(
+            "no program ids to export; pass at least one (or export the registry)"
+        )
+    return ids
+
 
 def export_programs(
     storage: ProgramStorage, program_ids: Iterable[str], path: str | os.PathLike[str]
 ) -> ExportResult:
-    """Write a bundle holding exactly ``program_ids``."""
-    raise NotImplementedError
+    """Write a bundle holding exactly ``program_ids`` (their current versions).
+
+    The bundle's ``main`` is one new parentless commit (not on the registry's
+    ``main``) whose tree holds those programs and ``progreg.json``; its
+    trailers say what was exported from where. Unknown ids raise
+    :class:`~progreg.ProgramNotFoundError` and nothing is written.
+    """
+    timer = events.Timer()
+    ids = _ids(program_ids)
+    git = storage.git
+    tip = git.tip(MAIN)
+    blobs: dict[str, pygit2.Oid] = {}
+    for program_id in ids:
+        blob = git.blob(tip.tree, program_path(program_id)) if tip is not None else None
+        if blob is not None:
+            blobs[program_id] = blob.id
+    missing = [program_id for program_id in ids if program_id not in blobs]
+    if missing or tip is None:
+        raise ProgramNotFoundError(
+            f"the registry at {storage.path} holds no program {', '.join(missing)};"
+            " nothing was exported"
+        )
+    marker = tip.tree[MARKER].id
+    shown = ", ".join(ids[:_LISTED]) + (
+        f" and {len(ids) - _LISTED} more" if len(ids) > _LISTED else ""
+    )
+    message = format_message(
+        f"Export {len(ids)} program{'s' if len(ids) != 1 else ''} from {storage.path.name}",
+        [
+            ("Exported-Count", str(len(ids))),
+            ("Source", str(storage.path)),
+            ("Source-Commit", str(tip.id)),
+            ("Progreg-Action", "export"),
+        ],
+        f"Programs: {shown}",
+    )
+    commit, extra = _export_commit(storage, blobs, marker, message)
+    refs = [(HEAD, commit.hex()), (MAIN, commit.hex())]
+    written = _write(storage, path, refs, extra=extra)
+    return _exported(storage, written, "programs", ids, commit.hex(), timer)
+
+
+def _write(
+    storage: ProgramStorage,
+    path: str | os.PathLike[str],
+    refs: list[tuple[str, str]],
+    *,
+    exclude: Iterable[str] = (),
+    extra: dict[bytes, objects.RawObject] | None = None,
+) -> bundles.WrittenBundle:
+    target = Path(path)
+    if target.is_dir():
+        raise InvalidInputError(f"{target} is a directory; give the bundle file to write")
+    try:
+        return bundles.write_bundle(storage.git.repo, target, refs, exclude=exclude, extra=extra)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write the bundle {target}: {exc}") from exc
+
+
+def _exported(
+    storage: ProgramStorage,
+    written: bundles.WrittenBundle,
+    kind: Literal["programs", "registry"],
+    ids: list[str],
+    commit: str,
+    timer: events.Timer,
+) -> ExportResult:
+    result = ExportResult(
+        path=str(written.path),
+        kind=kind,
+        bundle_version=written.version,
+        refs=dict(written.references),
+        prerequisites=written.prerequisites,
+        program_ids=ids,
+        commit=commit,
+        object_count=written.object_count,
+        size_bytes=written.size,
+        duration_ms=timer.ms,
+    )
+    events.emit(
+        "progreg.export",
+        path=result.path,
+        kind=kind,
+        registry=str(storage.path),
+        programs=len(ids),
+        refs=len(result.refs),
+        prerequisites=len(result.prerequisites),
+        objects=result.object_count,
+        size_bytes=result.size_bytes,
+        duration_ms=result.duration_ms,
+    )
+    return result
+
+
+def _registry_refs(storage: ProgramStorage) -> list[tuple[str, str]]:
+    """main, HEAD, every valid tag and checkpoint ref, as ``(refname, object id)``."""
+    repo = storage.git.repo
+    tip = storage.git.tip(MAIN)
+    if tip is None:
+        raise InvalidInputError(f"the registry at {storage.path} is empty: nothing to export")
+    refs = [(HEAD, str(tip.id)), (MAIN, str(tip.id))]
+    for name in sorted(repo.listall_references()):
+        if name != MAIN and _allowed_ref(name):
+            refs.append((name, str(repo.references[name].target)))
+    return refs
+
+
+def _since(storage: ProgramStorage, since: str) -> list[str]:
+    """The objects an incremental export may assume: a bundle's refs, or one commit."""
+    repo = storage.git.repo
+    if os.path.isfile(since) and bundles.is_bundle(since):
+        header = bundles.read_header(since)
+        known = [oid for _, oid in header.references if repo.get(oid) is not None]
+        return known + [oid for oid, _ in header.prerequisites if repo.get(oid) is not None]
+    try:
+        found = repo.revparse_single(since).peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError) as exc:
+        raise InvalidInputError(
+            f"since={since!r} is neither a bundle file nor a commit of the registry"
+        ) from exc
+    return [str(found.id)]
 
 
 def export_registry(
     storage: ProgramStorage, path: str | os.PathLike[str], since: str | None = None
 ) -> ExportResult:
-    """Write a bundle of the whole registry, or of what is new since ``since``."""
-    raise NotImplementedError
+    """Write a bundle of the whole registry, or of what is new since ``since``.
+
+    ``since`` is a previous export's bundle file (its references become what
+    the new bundle builds on) or a commit id or revision of the registry.
+    """
+    timer = events.Timer()
+    refs = _registry_refs(storage)
+    exclude = _since(storage, since) if since is not None else []
+    written = _write(storage, path, refs, exclude=exclude)
+    tip = storage.git.tip(MAIN)
+    assert tip is not None
+    ids = sorted(_program_ids(storage.git.repo, tip))
+    return _exported(storage, written, "registry", ids, str(tip.id), timer)
+
+
+def _program_ids(repo: pygit2.Repository, commit: pygit2.Commit) -> list[str]:
+    from progreg.merging import _program_files  # noqa: PLC0415 - shared walker
+
+    ids = []
+    for path, _ in _program_files(repo, commit.tree):
+        name = path.rsplit("/", 1)[-1]
+        if name.endswith(".json") and is_program_id(name[:-5]) and program_path(name[:-5]) == path:
+            ids.append(name[:-5])
+    return ids
+
+
+# -- import: bundles --------------------------------------------------------------
+
+
+def _allowed_ref(name: str) -> bool:
+    """True for the refs a registry bundle may carry."""
+    if name in (HEAD, MAIN):
+        return True
+    try:
+        if name.startswith(CHECKPOINTS_PREFIX):
+            check_name("checkpoint", name[len(CHECKPOINTS_PREFIX) :], CHECKPOINTS_PREFIX)
+            return True
+        if name.startswith(TAGS_PREFIX):
+            tag, slash, program_id = name[len(TAGS_PREFIX) :].partition("/")
+            check_name("tag", tag, TAGS_PREFIX)
+            return bool(slash) and is_program_id(program_id)
+    except InvalidNameError:
+        return False
+    return False
+
+
+def _check_header(header: bundles.BundleHeader, where: str) -> None:
+    refused = [name for name, _ in header.references if not _allowed_ref(name)]
+    if refused:
+        raise BundleError(
+            f"{where} has refs outside the registry's namespaces (refs/heads/main,"
+            f" refs/heads/checkpoints/<name>, refs/tags/<tag>/<program id>, HEAD):"
+            f" {', '.join(refused[:10])}; nothing was imported"
+        )
+    if not any(name != HEAD for name, _ in header.references):
+        raise BundleError(f"{where} has no refs a registry could import")
+
+
+def _check_marker(repo: pygit2.Repository, commit: pygit2.Commit, where: str) -> None:
+    if MARKER not in commit.tree:
+        raise BundleError(
+            f"{where}: its main (commit {str(commit.id)[:12]}) is not a progreg registry"
+            f" (no {MARKER})"
+        )
+    blob = repo[commit.tree[MARKER].id]
+    if not isinstance(blob, pygit2.Blob):
+        raise BundleError(f"{where}: its {MARKER} is not a file")
+    try:
+        version = canonical.decode(blob.data, MARKER)["format_version"]
+    except (ProgregError, KeyError, TypeError) as exc:
+        raise BundleError(f"{where}: its {MARKER} is damaged") from exc
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BundleError(f"{where}: its {MARKER} has an invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise UnsupportedFormatError(
+            f"{where} holds registry format {version}; this progreg reads up to"
+            f" {FORMAT_VERSION}: upgrade progreg"
+        )
+
+
+class _BundleImport:
+    """The checks and writes of one bundle import."""
+
+    def __init__(self, storage: ProgramStorage, path: Path) -> None:
+        self.storage = storage
+        self.path = path
+        self.where = str(path)
+        self.source = path.name
+        self.header = bundles.read_header(path)
+        _check_header(self.header, self.where)
+        self.tags_created: list[str] = []
+        self.tags_kept: list[str] = []
+        self.checkpoints_created: list[str] = []
+        self.checkpoints_updated: list[str] = []
+        self._tags: list[tuple[str, str]] = []
+        self.merge_plan: tuple[str | None, MergePlan] | None = None
+        self._checkpoints: list[tuple[str, str]] = []
+
+    def _commit(self, repo: pygit2.Repository, oid: str, name: str) -> pygit2.Commit:
+        try:
+            return repo[oid].peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            raise BundleError(f"{self.where}: {name} does not lead to a commit") from exc
+
+    def plan(self, repo: pygit2.Repository) -> tuple[str | None, bool]:
+        """Check everything against ``repo`` (which sees the quarantine); write nothing.
+
+        Returns their main's commit (or None) and whether merging it changes main.
+        """
+        refs = self.header.refs
+        ours = self.storage.git.tip(MAIN)
+        theirs = refs.get(MAIN)
+        changes = False
+        if theirs is not None:
+            their_commit = self._commit(repo, theirs, MAIN)
+            _check_marker(repo, their_commit, self.where)
+            our_commit = repo[ours.id] if ours is not None else None
+            assert our_commit is None or isinstance(our_commit, pygit2.Commit)
+            merge = plan_merge(repo, our_commit, their_commit, self.storage.max_program_bytes)
+            raise_conflicts(merge, self.source, theirs)
+            changes = not merge.up_to_date and merge.changes
+            self.merge_plan = (str(ours.id) if ours is not None else None, merge)
+        diverged = []
+        for name, oid in self.header.references:
+            if name.startswith(TAGS_PREFIX):
+                self._commit(repo, oid, name)
+                current = repo.references.get(name)
+                if current is None:
+                    self._tags.append((name, oid))
+                elif str(current.target) != oid:
+                    self.tags_kept.append(name)
+            elif name.startswith(CHECKPOINTS_PREFIX):
+                commit = self._commit(repo, oid, name)
+                current = repo.references.get(name)
+                if current is None:
+                    self._checkpoints.append((name, oid))
+                elif current.target != commit.id:
+                    if repo.descendant_of(commit.id, current.target):
+                        self._checkpoints.append((name, oid))
+                    elif not repo.descendant_of(current.target, commit.id):
+                        diverged.append(name)
+        if diverged:
+            raise ConflictError(
+                f"{self.where}: checkpoint branch(es) {', '.join(diverged)} diverged from this"
+                " registry's (neither contains the other); nothing was imported. Rename or"
+                " delete one side's checkpoint and retry."
+            )
+        return theirs, changes
+
+    def write_refs(self) -> None:
+        """Create missing tags, create or fast-forward checkpoint branches."""
+        git = self.storage.git
+        repo = git.repo
+        for name, oid in self._tags:
+            try:
+                repo.references.create(name, pygit2.Oid(hex=oid))
+                self.tags_created.append(name)
+            except pygit2.AlreadyExistsError:
+                self.tags_kept.append(name)
+        for name, oid in self._checkpoints:
+            existed = repo.references.get(name) is not None
+            moved = git.fast_forward(name, pygit2.Oid(hex=oid))
+            if moved is None:
+                continue
+            (self.checkpoints_updated if existed else self.checkpoints_created).append(name)
+
+
+def _import_bundle(storage: ProgramStorage, path: Path, timer: events.Timer) -> ImportResult:
+    job = _BundleImport(storage, path)
+    max_size = max(storage.max_program_bytes, 16 * 1024 * 1024)
+    with unbundle.unpack(storage.git.repo, path, job.header, max_object_size=max_size) as incoming:
+        theirs, changes = job.plan(incoming.repository())
+        try:
+            incoming.migrate()
+        except OSError as exc:
+            raise storage.write_error(exc) from exc
+    merged = None
+    if theirs is not None and changes:
+        merged = merge_into_main(
+            storage,
+            theirs,
+            action="import",
+            source=job.source,
+            planned=job.merge_plan,
+            emit=False,
+        )
+    try:
+        job.write_refs()
+    except (pygit2.GitError, OSError) as exc:
+        raise storage.write_error(exc) from exc
+    identical = merged.identical if merged is not None else []
+    if merged is None and theirs is not None:
+        repo = storage.git.repo
+        identical = sorted(_program_ids(repo, repo[theirs].peel(pygit2.Commit)))
+    return ImportResult(
+        source=str(path),
+        source_kind="bundle",
+        commit=merged.commit if merged is not None else None,
+        imported=merged.added if merged is not None else [],
+        updated=merged.updated if merged is not None else [],
+        removed=merged.removed if merged is not None else [],
+        identical=identical,
+        tags_created=job.tags_created,
+        tags_kept=sorted(job.tags_kept),
+        checkpoints_created=job.checkpoints_created,
+        checkpoints_updated=job.checkpoints_updated,
+        object_count=incoming.object_count,
+        size_bytes=path.stat().st_size,
+        duration_ms=timer.ms,
+    )
+
+
+# -- import: reference formats ----------------------------------------------------
+
+
+def _reference_message(source: ReferenceSource, name: str, added: list[str], identical: int) -> str:
+    shown = ", ".join(added[:_LISTED]) + (
+        f" and {len(added) - _LISTED} more" if len(added) > _LISTED else ""
+    )
+    return format_message(
+        f"Import {len(added)} program{'s' if len(added) != 1 else ''} from {name}",
+        [
+            ("Source", name),
+            ("Source-Kind", source.kind),
+            ("Imported-Count", str(len(added))),
+            ("Identical-Count", str(identical)),
+            ("Progreg-Action", "import"),
+        ],
+        f"Imported: {shown}",
+    )
+
+
+def _import_reference(
+    storage: ProgramStorage, path: Path, source: ReferenceSource, timer: events.Timer
+) -> ImportResult:
+    encoded: dict[str, tuple[ProgramDocument, bytes]] = {}
+    for document in source.documents:
+        try:
+            data = document.encode()
+        except ProgregError as exc:
+            raise BundleError(f"{path}: program {document.program_id}: {exc}") from exc
+        storage.check_size(len(data), document.program_id)
+        previous = encoded.get(document.program_id)
+        if previous is not None and previous[1] != data:
+            raise BundleError(
+                f"{path} holds program {document.program_id} twice with different content;"
+                " nothing was imported"
+            )
+        encoded[document.program_id] = (document, data)
+    hashes = {pid: pygit2.hash(data) for pid, (_, data) in encoded.items()}
+
+    def sort(tip: pygit2.Commit | None) -> tuple[list[str], list[str], list[str]]:
+        added, identical, conflicts = [], [], []
+        for program_id in sorted(encoded):
+            existing = None
+            if tip is not None:
+                blob = storage.git.blob(tip.tree, program_path(program_id))
+                existing = blob.id if blob is not None else None
+            if existing is None:
+                added.append(program_id)
+            elif existing == hashes[program_id]:
+                identical.append(program_id)
+            else:
+                conflicts.append(program_id)
+        if conflicts:
+            shown = ", ".join(conflicts[:10]) + (" ..." if len(conflicts) > 10 else "")
+            raise ConflictError(
+                f"{len(conflicts)} program(s) in {path} exist in the registry with different"
+                f" content: {shown}. Nothing was imported; delete or re-save one side and retry."
+            )
+        return added, identical, conflicts
+
+    added, identical, _ = sort(storage.git.tip(MAIN))
+    author, committer = storage.identity()
+    commit = None
+    if added:
+        try:
+            blobs = {pid: storage.git.write_blob(encoded[pid][1]) for pid in added}
+        except (pygit2.GitError, OSError) as exc:
+            raise storage.write_error(exc) from exc
+        outcome: list[tuple[list[str], list[str]]] = []
+
+        def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
+            now_added, now_identical, _ = sort(tip)
+            outcome[:] = [(now_added, now_identical)]
+            if not now_added:
+                return None
+            edits: dict[str, pygit2.Oid | None] = {program_path(p): blobs[p] for p in now_added}
+            message = _reference_message(source, path.name, now_added, len(now_identical))
+            return CommitPlan(storage.with_marker(tip, edits), message, author, committer)
+
+        try:
+            made = storage.git.update_ref(MAIN, plan)
+        except (pygit2.GitError, OSError) as exc:
+            raise storage.write_error(exc) from exc
+        added, identical = outcome[0]
+        commit = str(made) if made is not None else None
+    return ImportResult(
+        source=str(path),
+        source_kind=source.kind,
+        commit=commit,
+        imported=added,
+        identical=identical,
+        history_missing=source.history_missing,
+        history_unlisted=source.history_unlisted,
+        warnings=source.warnings,
+        object_count=len(added),
+        size_bytes=sum(len(encoded[p][1]) for p in added),
+        duration_ms=timer.ms,
+    )
+
+
+# -- import: dispatch -------------------------------------------------------------
+
+
+def _kind(path: Path) -> SourceKind:
+    if path.is_dir():
+        if is_storage_folder(path):
+            return "dspy-storage"
+        raise BundleError(
+            f"{path} is a folder but not a reference storage folder (no programs/ or history.json)"
+        )
+    if not path.is_file():
+        raise BundleError(f"{path} does not exist (or is not a file or folder)")
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(64)
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc}") from exc
+    if start.startswith(b"# v2 git bundle\n") or start.startswith(b"# v3 git bundle\n"):
+        return "bundle"
+    if start.startswith(b"# v"):
+        first = start.split(b"\n", 1)[0]
+        raise BundleError(f"{path} is a Git bundle of an unsupported version ({first!r})")
+    if start.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        return "json-export"
+    raise BundleError(
+        f"{path} is neither a Git bundle, a reference JSON export nor a dspy_storage folder"
+    )
 
 
 def import_programs(storage: ProgramStorage, path: str | os.PathLike[str]) -> ImportResult:
-    """Import a bundle, a reference-format export file or a ``dspy_storage/`` folder."""
-    raise NotImplementedError
+    """Import a bundle, a reference-format export file or a ``dspy_storage/`` folder.
+
+    Everything is checked before anything is written: a refused import
+    (:class:`~progreg.BundleError`, :class:`~progreg.ConflictError`...)
+    leaves the registry exactly as it was.
+    """
+    timer = events.Timer()
+    source_path = Path(path)
+    kind = _kind(source_path)
+    events.emit("progreg.import_start", source=str(source_path), source_kind=kind)
+    try:
+        if kind == "bundle":
+            result = _import_bundle(storage, source_path, timer)
+        else:
+            reader = read_export_file if kind == "json-export" else read_storage_folder
+            result = _import_reference(storage, source_path, reader(source_path), timer)
+    except ProgregError as exc:
+        events.emit(
+            "progreg.import_error",
+            source=str(source_path),
+            source_kind=kind,
+            error=str(exc),
+            error_type=type(exc).__name__,
+            duration_ms=timer.ms,
+        )
+        raise
+    events.emit(
+        "progreg.import",
+        source=result.source,
+        source_kind=result.source_kind,
+        commit=result.commit,
+        imported=len(result.imported),
+        updated=len(result.updated),
+        identical=len(result.identical),
+        tags=len(result.tags_created),
+        checkpoints=len(result.checkpoints_created) + len(result.checkpoints_updated),
+        objects=result.object_count,
+        size_bytes=result.size_bytes,
+        duration_ms=result.duration_ms,
+    )
+    return result

@@ -1,1 +1,138 @@
-"""``progreg export`` and ``progreg import``."""
+"""``progreg export`` and ``progreg import``: Git bundles and the reference formats.
+
+JSON shape of ``export --json``: the :class:`~progreg.transfer.ExportResult`
+fields (``path``, ``kind``, ``bundle_version``, ``refs``, ``prerequisites``,
+``program_ids``, ``commit``, ``object_count``, ``size_bytes``,
+``duration_ms``); of ``import --json``: the
+:class:`~progreg.transfer.ImportResult` fields (``source``, ``source_kind``,
+``commit``, ``imported``, ``updated``, ``removed``, ``identical``,
+``tags_created``, ``tags_kept``, ``checkpoints_created``,
+``checkpoints_updated``, ``history_missing``, ``history_unlisted``,
+``warnings``, ``object_count``, ``size_bytes``, ``duration_ms``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from progreg.cli.main import Context, cli
+from progreg.cli.output import (
+    OneLineUsageError,
+    ProgregCommand,
+    echo_json,
+    info,
+    json_option,
+    open_storage,
+)
+from progreg.cli.params import PROGRAM_ID
+
+
+def _size(size: int) -> str:
+    """A byte count for people: ``512 B``, ``4.2 KB``, ``21.9 MB``."""
+    if size < 1024:
+        return f"{size} B"
+    scaled = float(size)
+    for unit in ("KB", "MB", "GB"):
+        scaled /= 1024
+        if scaled < 1024 or unit == "GB":
+            break
+    return f"{scaled:.1f} {unit}"
+
+
+@cli.command("export", cls=ProgregCommand)
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("program_ids", nargs=-1, type=PROGRAM_ID, metavar="[IDS]...")
+@click.option("--all", "everything", is_flag=True, help="Bundle the whole registry.")
+@click.option(
+    "--since",
+    metavar="BUNDLE_OR_COMMIT",
+    help="Only what is new since a previous bundle file or a commit (implies --all).",
+)
+@json_option
+@click.pass_obj
+def export_command(
+    ctx: Context,
+    path: Path,
+    program_ids: tuple[str, ...],
+    everything: bool,
+    since: str | None,
+    as_json: bool,
+) -> None:
+    """Write a Git bundle: the programs IDS, or the whole registry with --all.
+
+    With IDS, the bundle holds one new commit with exactly those programs
+    (their current versions). With --all it holds main, every tag and every
+    checkpoint branch; --since makes it incremental. Git reads the bundle:
+    'git bundle verify PATH', 'git clone PATH'.
+
+    \b
+    Examples:
+      progreg export picked.bundle 1a2b3c4d5e6f7a8b 00ff00ff00ff00ff
+      progreg export registry.bundle --all
+      progreg export weekly.bundle --since registry.bundle --json
+    """
+    if program_ids and (everything or since is not None):
+        raise OneLineUsageError("give program IDS or --all/--since, not both")
+    if not program_ids and not everything and since is None:
+        raise OneLineUsageError("give the program IDS to export, or --all")
+    storage = open_storage(ctx)
+    if program_ids:
+        result = storage.export_programs(program_ids, path)
+    else:
+        result = storage.export_registry(path, since=since)
+    if as_json:
+        echo_json(result.model_dump(mode="json"))
+        return
+    what = (
+        f"{len(result.program_ids)} program(s)"
+        if result.kind == "programs"
+        else f"the registry ({len(result.program_ids)} programs, {len(result.refs)} refs)"
+    )
+    click.echo(
+        f"exported {what} to {result.path}: {result.object_count} objects,"
+        f" {_size(result.size_bytes)}"
+    )
+    if result.prerequisites:
+        info(f"incremental: the reader needs {len(result.prerequisites)} commit(s) it already has")
+    info(f"check it with: git bundle verify {result.path}")
+
+
+@cli.command("import", cls=ProgregCommand)
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@json_option
+@click.pass_obj
+def import_command(ctx: Context, path: Path, as_json: bool) -> None:
+    """Import a Git bundle, a reference JSON export or a dspy_storage/ folder.
+
+    Programs already present with identical content are skipped; a program
+    that exists with different content is refused, and so is anything
+    malformed: nothing is written then. The registry is created if needed.
+
+    \b
+    Examples:
+      progreg import registry.bundle
+      progreg --registry ./registry import ./dspy_storage --json
+    """
+    storage = open_storage(ctx, create=True)
+    result = storage.import_programs(path)
+    if as_json:
+        echo_json(result.model_dump(mode="json"))
+        return
+    click.echo(
+        f"imported {len(result.imported)} program(s) from {path}"
+        f" ({result.source_kind}): {len(result.updated)} updated,"
+        f" {len(result.identical)} identical (skipped)"
+        + (f", commit {result.commit[:10]}" if result.commit else ", registry unchanged")
+    )
+    for label, refs in (
+        ("tags created", result.tags_created),
+        ("tags kept (ours differ)", result.tags_kept),
+        ("checkpoints created", result.checkpoints_created),
+        ("checkpoints updated", result.checkpoints_updated),
+    ):
+        if refs:
+            click.echo(f"{label}: {', '.join(refs)}")
+    for warning in result.warnings:
+        info(f"warning: {warning}")

@@ -1,0 +1,215 @@
+"""Unpacking a bundle safely: check everything in a quarantine, then make it visible.
+
+:func:`unpack` reads a bundle's pack, indexes it (every object inflated,
+every delta resolved, thin bases taken from the repository, every id
+computed), checks that it is complete (every object its objects and
+references refer to is in the pack or the repository) and writes it, with
+an index, into a *quarantine*: a temporary object directory inside the
+repository that Git and libgit2 do not look at. Nothing is visible until
+:meth:`IncomingPack.migrate` moves the pack into ``objects/pack``; leaving the
+``with`` block removes the quarantine. So a bundle refused at any step leaves
+the repository exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import pygit2
+
+from progreg.errors import BundleError
+from progreg.gitstore import objects
+from progreg.gitstore import pack as packs
+from progreg.gitstore.bundle import BundleHeader
+from progreg.gitstore.objects import OBJ_BLOB, RawObject
+from progreg.gitstore.pack import IndexEntry
+
+
+@dataclass
+class _Check:
+    """Facts gathered while indexing: ids in the pack and the ids they refer to."""
+
+    present: set[bytes] = field(default_factory=set)
+    referenced: set[bytes] = field(default_factory=set)
+
+    def visit(self, oid: bytes, kind: int, data: bytes) -> None:
+        self.present.add(oid)
+        if kind != OBJ_BLOB:
+            objects.add_references(kind, data, self.referenced)
+
+
+class IncomingPack:
+    """A bundle's objects, checked and held in a quarantine until :meth:`migrate`.
+
+    Use it as a context manager: on exit the quarantine is removed, so objects
+    that were not migrated leave no trace in the repository.
+    """
+
+    def __init__(
+        self,
+        repo_path: Path,
+        header: BundleHeader,
+        quarantine: Path,
+        files: list[Path],
+        object_count: int,
+        new_objects: bool,
+        size: int,
+    ) -> None:
+        self.repo_path = repo_path
+        self.header = header
+        self.quarantine = quarantine
+        self.object_count = object_count
+        #: False when the repository already held every object of the bundle.
+        self.new_objects = new_objects
+        self.size = size
+        self._files = files
+        self._migrated = False
+
+    def repository(self) -> pygit2.Repository:
+        """A new handle on the repository that also sees the quarantined objects."""
+        repo = pygit2.Repository(str(self.repo_path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
+        repo.odb.add_disk_alternate(str(self.quarantine))
+        return repo
+
+    def migrate(self) -> None:
+        """Move the checked pack into the repository's object store (pack first, index last)."""
+        if self._migrated:
+            return
+        target = self.repo_path / "objects" / "pack"
+        target.mkdir(parents=True, exist_ok=True)
+        for file in self._files:
+            final = target / file.name
+            if final.exists():
+                continue  # the same pack (same checksum) is already there
+            os.replace(file, final)
+        self._migrated = True
+
+    def close(self) -> None:
+        """Remove the quarantine (and whatever was not migrated)."""
+        shutil.rmtree(self.quarantine, ignore_errors=True)
+
+    def __enter__(self) -> IncomingPack:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def missing_prerequisites(repo: pygit2.Repository, header: BundleHeader) -> list[str]:
+    """The prerequisite commits of ``header`` that ``repo`` lacks."""
+    missing = []
+    for oid, _comment in header.prerequisites:
+        found = repo.get(oid)
+        if not isinstance(found, pygit2.Commit):
+            missing.append(oid)
+    return missing
+
+
+def unpack(
+    repo: pygit2.Repository,
+    path: str | os.PathLike[str],
+    header: BundleHeader,
+    *,
+    max_object_size: int,
+    accept_ref: Callable[[str], bool] | None = None,
+) -> IncomingPack:
+    """Check the bundle's pack completely and hold it in a quarantine; see :class:`IncomingPack`.
+
+    Refused with :class:`BundleError`, leaving the repository untouched: a
+    reference ``accept_ref`` rejects, missing prerequisites, a pack that is
+    truncated or corrupt (checksum, zlib, deltas, sizes), objects over
+    ``max_object_size`` bytes, or objects reachable from the bundle's
+    references that are neither in the pack nor in the repository.
+    """
+    where = str(path)
+    if accept_ref is not None:
+        refused = [name for name, _ in header.references if not accept_ref(name)]
+        if refused:
+            raise BundleError(f"{where}: refusing references {', '.join(refused[:10])}")
+    missing = missing_prerequisites(repo, header)
+    if missing:
+        raise BundleError(
+            f"{where} builds on {len(missing)} commit(s) this repository lacks:"
+            f" {', '.join(m[:12] for m in missing[:10])}. Import the bundle it continues first."
+        )
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise BundleError(f"cannot read the bundle {where}: {exc}") from exc
+    pack_data = memoryview(data)[header.pack_offset :]
+    odb = repo.odb
+    prerequisites = {bytes.fromhex(oid) for oid, _ in header.prerequisites}
+
+    def external(oid: bytes) -> RawObject | None:
+        key = pygit2.Oid(raw=oid)
+        if key not in odb:
+            return None
+        kind, raw = odb.read(key)
+        return int(kind), raw
+
+    check = _Check()
+    try:
+        indexed = packs.index_pack(
+            pack_data, external=external, visit=check.visit, max_object_size=max_object_size
+        )
+    except BundleError as exc:
+        raise BundleError(f"{where}: {exc}") from exc
+    check.referenced.discard(b"")
+    wanted = check.referenced | {bytes.fromhex(oid) for _, oid in header.references}
+    absent = [
+        oid
+        for oid in wanted - check.present - indexed.external.keys() - prerequisites
+        if pygit2.Oid(raw=oid) not in odb
+    ]
+    if absent:
+        raise BundleError(
+            f"{where} is incomplete: {len(absent)} object(s) it refers to are neither in the"
+            f" bundle nor in the repository (such as {absent[0].hex()})"
+        )
+    new_objects = any(pygit2.Oid(raw=oid) not in odb for oid in check.present)
+    repo_path = Path(repo.path)
+    quarantine = repo_path / "objects" / f"incoming-{secrets.token_hex(6)}"
+    try:
+        files = _write_pack(quarantine / "pack", bytes(pack_data), indexed) if new_objects else []
+    except OSError as exc:
+        shutil.rmtree(quarantine, ignore_errors=True)
+        raise BundleError(f"cannot write the bundle's objects into {repo_path}: {exc}") from exc
+    if not files:
+        quarantine.mkdir(parents=True, exist_ok=True)
+    return IncomingPack(
+        repo_path,
+        header,
+        quarantine,
+        files,
+        len(check.present),
+        new_objects,
+        len(pack_data),
+    )
+
+
+def _write_pack(directory: Path, pack_data: bytes, indexed: packs.IndexedPack) -> list[Path]:
+    complete, added = packs.complete_thin(pack_data, indexed.external)
+    entries: list[IndexEntry] = indexed.entries + added
+    checksum = complete[-20:]
+    directory.mkdir(parents=True)
+    name = f"pack-{checksum.hex()}"
+    pack_path = directory / f"{name}.pack"
+    index_path = directory / f"{name}.idx"
+    pack_path.write_bytes(complete)
+    with open(index_path, "wb") as out:
+        packs.write_index(out, entries, checksum)
+    for file in (pack_path, index_path):
+        file.chmod(0o444)
+    return [pack_path, index_path]

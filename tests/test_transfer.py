@@ -1,0 +1,935 @@
+"""Export and import: Git bundles checked against the real git command line, and migration
+from the reference system's JSON export and ``dspy_storage/`` folder.
+
+Programs come from ``../shared/bench/workload.py``; reference folders are made
+with ``../shared/bench/files_store.py``, the reference design's own store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pygit2
+import pytest
+from click.testing import CliRunner
+
+from conftest import (
+    CLI_IDENTITY,
+    assert_fsck_clean,
+    commit_file,
+    git,
+    git_status,
+    registry_state,
+)
+from progreg import (
+    BundleError,
+    ConflictError,
+    InvalidProgramIdError,
+    ProgramNotFoundError,
+    ProgramStorage,
+    UnsupportedFormatError,
+    subscribe,
+)
+from progreg.checkpoints import Checkpoints
+from progreg.cli import cli
+from progreg.events import Event
+from progreg.gitstore import bundle as bundles
+from progreg.gitstore import delta as deltas
+from progreg.gitstore import objects, unbundle
+from progreg.gitstore import pack as packs
+from progreg.transfer import ImportResult
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared" / "bench"))
+import files_store
+import workload
+
+IDENTITY = "Ada Lovelace <ada@example.com>"
+
+
+def program_file(program_id: str) -> str:
+    return f"programs/{program_id[:2]}/{program_id[2:4]}/{program_id}.json"
+
+
+def new_storage(path: Path) -> ProgramStorage:
+    return ProgramStorage(path, author=IDENTITY, committer=IDENTITY)
+
+
+def save(storage: ProgramStorage, i: int, **kwargs: Any) -> str:
+    return storage.save_program(
+        workload.program_state(i),
+        workload.optimization_result(i),
+        {"signature_class": workload.signature_of(i)},
+        **kwargs,
+    ).program_id
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> tuple[ProgramStorage, list[str]]:
+    """A registry with five programs, two tags and a checkpoint run of two steps."""
+    storage = new_storage(tmp_path / "source")
+    ids = [save(storage, i, tags=["prod"] if i in (1, 3) else ()) for i in range(5)]
+    checkpoints = Checkpoints(storage)
+    checkpoints.create(workload.program_state(10), workload.optimization_result(10), "run-1")
+    checkpoints.create(workload.program_state(11), workload.optimization_result(11), "run-1")
+    return storage, ids
+
+
+def refs_of(repo: Path) -> dict[str, str]:
+    lines = git(repo, "for-each-ref", "--format=%(refname) %(objectname)").splitlines()
+    return dict(tuple(line.split(" ", 1)) for line in lines)  # type: ignore[misc]
+
+
+def blob_bytes(repo: Path, revision: str, path: str) -> bytes:
+    return subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "blob", f"{revision}:{path}"],
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+def trailers(repo: Path, revision: str = "main") -> dict[str, str]:
+    text = git(repo, "log", "-1", "--format=%(trailers:only,unfold)", revision)
+    return dict(line.split(": ", 1) for line in text.splitlines() if line)
+
+
+# -- export_programs ------------------------------------------------------------------
+
+
+def test_export_programs_is_a_bundle_git_verifies_and_clones(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    before = registry_state(storage.path)
+    bundle = tmp_path / "picked.bundle"
+    result = storage.export_programs([ids[0], ids[2]], bundle)
+    assert registry_state(storage.path) == before  # an export writes nothing into the registry
+    assert result.kind == "programs"
+    assert result.program_ids == [ids[0], ids[2]]
+    assert result.prerequisites == []
+    assert result.refs == {"HEAD": result.commit, "refs/heads/main": result.commit}
+    assert result.size_bytes == bundle.stat().st_size
+    assert (
+        "is okay"
+        in subprocess.run(
+            ["git", "-C", str(storage.path), "bundle", "verify", str(bundle)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
+    )
+
+    subprocess.run(["git", "clone", "-q", str(bundle), str(tmp_path / "co")], check=True)
+    checkout = tmp_path / "co"
+    assert sorted(git(checkout, "ls-files").splitlines()) == sorted(
+        [program_file(ids[0]), program_file(ids[2]), "progreg.json"]
+    )
+    for program_id in (ids[0], ids[2]):
+        assert (checkout / program_file(program_id)).read_bytes() == blob_bytes(
+            storage.path, "main", program_file(program_id)
+        )
+    assert git(checkout, "rev-list", "--count", "HEAD") == "1\n"  # parentless
+    assert git(checkout, "log", "-1", "--format=%s") == "Export 2 programs from source\n"
+    assert git(checkout, "log", "-1", "--format=%an <%ae>") == f"{IDENTITY}\n"
+    found = trailers(checkout, "HEAD")
+    assert found == {
+        "Exported-Count": "2",
+        "Source": str(storage.path),
+        "Source-Commit": git(storage.path, "rev-parse", "main").strip(),
+        "Progreg-Action": "export",
+    }
+    assert_fsck_clean(checkout)
+
+
+def test_export_programs_refuses_unknown_and_invalid_ids(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    bundle = tmp_path / "x.bundle"
+    with pytest.raises(ProgramNotFoundError, match="0123456789abcdef"):
+        storage.export_programs([ids[0], "0123456789abcdef"], bundle)
+    with pytest.raises(InvalidProgramIdError):
+        storage.export_programs(["../etc/passwd"], bundle)
+    assert not bundle.exists()
+    assert list(tmp_path.glob("*.bundle*")) == []
+
+
+# -- export_registry ------------------------------------------------------------------
+
+
+def test_export_registry_bundles_every_ref_and_git_fetches_it(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    bundle = tmp_path / "all.bundle"
+    result = storage.export_registry(bundle)
+    ours = refs_of(storage.path)
+    assert {name: oid for name, oid in result.refs.items() if name != "HEAD"} == ours
+    assert result.refs["HEAD"] == ours["refs/heads/main"]
+    assert sorted(result.program_ids) == sorted(ids)
+    assert git_status(storage.path, "bundle", "verify", str(bundle)) == 0
+
+    empty = tmp_path / "empty.git"
+    git(tmp_path, "init", "-q", "--bare", str(empty))
+    git(empty, "fetch", "-q", str(bundle), "refs/*:refs/*")
+    assert refs_of(empty) == ours
+    assert_fsck_clean(empty)
+
+
+def test_incremental_export_needs_its_prerequisites(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, _ = source
+    full = storage.export_registry(tmp_path / "full.bundle")
+    added = save(storage, 40)
+    by_bundle = storage.export_registry(
+        tmp_path / "inc.bundle", since=str(tmp_path / "full.bundle")
+    )
+    by_commit = storage.export_registry(tmp_path / "inc2.bundle", since=full.commit)
+    for inc in (by_bundle, by_commit):
+        assert full.commit in inc.prerequisites
+        assert inc.object_count < full.object_count
+        assert added in inc.program_ids
+
+    empty = tmp_path / "empty.git"
+    git(tmp_path, "init", "-q", "--bare", str(empty))
+    assert git_status(empty, "bundle", "verify", str(tmp_path / "inc.bundle")) != 0
+    git(empty, "fetch", "-q", str(tmp_path / "full.bundle"), "refs/*:refs/*")
+    assert git_status(empty, "bundle", "verify", str(tmp_path / "inc.bundle")) == 0
+    git(empty, "fetch", "-q", str(tmp_path / "inc.bundle"), "refs/heads/main:refs/heads/main")
+    assert git(empty, "rev-parse", "main") == git(storage.path, "rev-parse", "main")
+    assert_fsck_clean(empty)
+
+
+# -- round trips ----------------------------------------------------------------------
+
+
+def test_round_trip_keeps_ids_tags_checkpoints_and_bytes(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    storage.export_registry(tmp_path / "all.bundle")
+    target = new_storage(tmp_path / "target")
+    result = target.import_programs(tmp_path / "all.bundle")
+
+    assert result.source_kind == "bundle"
+    assert sorted(result.imported) == sorted(ids)
+    assert result.identical == []
+    ours = refs_of(storage.path)
+    theirs = refs_of(target.path)
+    assert {n: o for n, o in theirs.items() if n != "refs/heads/main"} == {
+        n: o for n, o in ours.items() if n != "refs/heads/main"
+    }
+    assert sorted(result.tags_created) == sorted(n for n in ours if n.startswith("refs/tags/"))
+    assert result.checkpoints_created == ["refs/heads/checkpoints/run-1"]
+    for program_id in ids:
+        assert blob_bytes(target.path, "main", program_file(program_id)) == blob_bytes(
+            storage.path, "main", program_file(program_id)
+        )
+        loaded = target.load_program(program_id)
+        original = storage.load_program(program_id)
+        assert loaded is not None and original is not None
+        assert loaded.saved_at == original.saved_at
+    assert target.list_programs() == storage.list_programs()
+    # The import is a commit on main whose parent (the target was empty) is the exported main.
+    assert git(target.path, "rev-parse", "main^@") == git(storage.path, "rev-parse", "main")
+    found = trailers(target.path)
+    assert found["Progreg-Action"] == "import"
+    assert found["Source"] == "all.bundle"
+    assert found["Added-Count"] == str(len(ids))
+    restored = Checkpoints(target).restore("run-1~1")
+    assert restored is not None and restored.state == workload.program_state(10)
+    assert_fsck_clean(target.path)
+
+
+def test_identical_reimport_is_a_no_op(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    storage.export_registry(tmp_path / "all.bundle")
+    target = new_storage(tmp_path / "target")
+    target.import_programs(tmp_path / "all.bundle")
+    before = registry_state(target.path)
+    again = target.import_programs(tmp_path / "all.bundle")
+    assert again.commit is None
+    assert again.imported == []
+    assert sorted(again.identical) == sorted(ids)
+    assert again.tags_created == again.checkpoints_created == again.checkpoints_updated == []
+    assert registry_state(target.path) == before
+
+
+def test_incremental_bundles_follow_each_other(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    storage.export_registry(tmp_path / "full.bundle")
+    target = new_storage(tmp_path / "target")
+    target.import_programs(tmp_path / "full.bundle")
+
+    new = save(storage, 50, tags=["prod"])
+    Checkpoints(storage).create(workload.program_state(12), None, "run-1")
+    storage.export_registry(tmp_path / "inc.bundle", since=str(tmp_path / "full.bundle"))
+    result = target.import_programs(tmp_path / "inc.bundle")
+    assert result.imported == [new]
+    assert result.tags_created == [f"refs/tags/prod/{new}"]
+    assert result.checkpoints_updated == ["refs/heads/checkpoints/run-1"]
+    assert git(target.path, "rev-parse", "checkpoints/run-1") == git(
+        storage.path, "rev-parse", "checkpoints/run-1"
+    )
+    assert {p.program_id for p in target.list_programs()} == {*ids, new}
+    assert_fsck_clean(target.path)
+
+
+def test_exported_programs_import_into_another_registry(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    storage.export_programs(ids[:2], tmp_path / "two.bundle")
+    target = new_storage(tmp_path / "target")
+    mine = save(target, 30)
+    result = target.import_programs(tmp_path / "two.bundle")
+    assert sorted(result.imported) == sorted(ids[:2])
+    assert {p.program_id for p in target.list_programs()} == {mine, *ids[:2]}
+    assert_fsck_clean(target.path)
+
+
+# -- bundles made by git ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["2", "3"])
+def test_imports_bundles_made_by_git(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path, version: str
+) -> None:
+    storage, ids = source
+    bundle = tmp_path / "git.bundle"
+    git(storage.path, "bundle", "create", "-q", f"--version={version}", str(bundle), "--all")
+    assert bundle.read_bytes().startswith(f"# v{version} git bundle\n".encode())
+    target = new_storage(tmp_path / "target")
+    result = target.import_programs(bundle)
+    assert sorted(result.imported) == sorted(ids)
+    assert len(result.tags_created) == 2
+    assert result.checkpoints_created == ["refs/heads/checkpoints/run-1"]
+    assert_fsck_clean(target.path)
+
+
+def test_imports_an_incremental_thin_bundle_made_by_git(tmp_path: Path) -> None:
+    storage = new_storage(tmp_path / "source")
+    state = workload.program_state(1, demos=40)  # large enough for git to delta it
+    program_id = storage.save_program(state, {"best_score_value": 0.5}).program_id
+    for i in range(3):
+        save(storage, i)
+    old = git(storage.path, "rev-parse", "main").strip()
+    git(storage.path, "bundle", "create", "-q", str(tmp_path / "base.bundle"), "main")
+    state["predict"]["signature"]["instructions"] += " Be brief."
+    storage.save_program(state, {"best_score_value": 0.6}, program_id=program_id)
+    git(storage.path, "bundle", "create", "-q", str(tmp_path / "inc.bundle"), "main", f"^{old}")
+
+    target = new_storage(tmp_path / "target")
+    target.import_programs(tmp_path / "base.bundle")
+    header = bundles.read_header(tmp_path / "inc.bundle")
+    assert [oid for oid, _ in header.prerequisites] == [old]
+    # The pack is thin: a delta's base is the previous version, which only the target has.
+    pack = memoryview((tmp_path / "inc.bundle").read_bytes())[header.pack_offset :]
+    repo = target.git.repo
+
+    def external(oid: bytes) -> tuple[int, bytes] | None:
+        if pygit2.Oid(raw=oid) not in repo.odb:
+            return None
+        kind, data = repo.odb.read(pygit2.Oid(raw=oid))
+        return int(kind), data
+
+    indexed = packs.index_pack(
+        pack, external=external, visit=lambda *_: None, max_object_size=1 << 24
+    )
+    assert indexed.external, "git made no thin delta; the test lost its point"
+
+    result = target.import_programs(tmp_path / "inc.bundle")
+    assert result.updated == [program_id]
+    loaded = target.load_program(program_id)
+    assert loaded is not None and loaded.state == state
+    assert_fsck_clean(target.path)
+
+
+# -- refusals: nothing written ----------------------------------------------------------
+
+
+def test_conflicting_program_is_refused_with_nothing_written(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    storage.export_registry(tmp_path / "all.bundle")
+    target = new_storage(tmp_path / "target")
+    target.save_program({"different": True}, None, program_id=ids[2])
+    before = registry_state(target.path)
+    with pytest.raises(ConflictError, match=ids[2]):
+        target.import_programs(tmp_path / "all.bundle")
+    assert registry_state(target.path) == before
+
+
+def test_diverged_checkpoint_is_refused_and_other_tags_kept(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    storage.export_registry(tmp_path / "all.bundle")
+    target = new_storage(tmp_path / "target")
+    Checkpoints(target).create({"mine": 1}, None, "run-1")
+    before = registry_state(target.path)
+    with pytest.raises(ConflictError, match="run-1"):
+        target.import_programs(tmp_path / "all.bundle")
+    assert registry_state(target.path) == before
+
+    other = new_storage(tmp_path / "other")
+    mine = save(other, 0)  # the same program, saved by someone else: a different commit
+    git(other.path, "tag", "-m", "x", f"prod/{ids[1]}", "main", env=CLI_IDENTITY)
+    del mine
+    result = other.import_programs(tmp_path / "all.bundle")
+    assert result.tags_kept == [f"refs/tags/prod/{ids[1]}"]
+    assert f"refs/tags/prod/{ids[3]}" in result.tags_created
+
+
+def _corrupt_copies(bundle: Path, tmp_path: Path) -> dict[str, Path]:
+    data = bundle.read_bytes()
+    header = bundles.read_header(bundle)
+    middle = header.pack_offset + (len(data) - header.pack_offset) // 2
+    flipped = bytearray(data)
+    flipped[middle] ^= 0xFF
+    variants = {
+        "truncated-pack": data[:middle],
+        "truncated-trailer": data[:-7],
+        "truncated-header": data[: header.pack_offset - 3],
+        "flipped-byte": bytes(flipped),
+        "no-pack": data[: header.pack_offset],
+    }
+    paths = {}
+    for name, content in variants.items():
+        path = tmp_path / f"{name}.bundle"
+        path.write_bytes(content)
+        paths[name] = path
+    return paths
+
+
+def test_truncated_or_corrupt_bundles_change_nothing(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, _ = source
+    storage.export_registry(tmp_path / "all.bundle")
+    target = new_storage(tmp_path / "target")
+    save(target, 20)
+    before = registry_state(target.path)
+    for name, path in _corrupt_copies(tmp_path / "all.bundle", tmp_path).items():
+        with pytest.raises(BundleError) as caught:
+            target.import_programs(path)
+        assert str(path) in str(caught.value) or name == "truncated-header"
+        assert registry_state(target.path) == before, name
+
+
+def test_corrupt_git_made_bundle_changes_nothing(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, _ = source
+    git(storage.path, "bundle", "create", "-q", str(tmp_path / "git.bundle"), "--all")
+    target = new_storage(tmp_path / "target")
+    before = registry_state(target.path)
+    for name, path in _corrupt_copies(tmp_path / "git.bundle", tmp_path).items():
+        with pytest.raises(BundleError):
+            target.import_programs(path)
+        assert registry_state(target.path) == before, name
+
+
+def test_missing_prerequisites_are_refused(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, _ = source
+    full = storage.export_registry(tmp_path / "full.bundle")
+    save(storage, 60)
+    storage.export_registry(tmp_path / "inc.bundle", since=full.commit)
+    target = new_storage(tmp_path / "target")
+    save(target, 61)
+    before = registry_state(target.path)
+    with pytest.raises(BundleError, match="lacks"):
+        target.import_programs(tmp_path / "inc.bundle")
+    assert registry_state(target.path) == before
+
+
+def _bundle_with_refs(storage: ProgramStorage, path: Path, refs: list[str]) -> Path:
+    """A valid bundle of main whose header lists ``refs`` (all pointing at main)."""
+    tip = git(storage.path, "rev-parse", "main").strip()
+    good = path.with_suffix(".good")
+    git(storage.path, "bundle", "create", "-q", str(good), "main")
+    header = bundles.read_header(good)
+    pack = good.read_bytes()[header.pack_offset :]
+    lines = "".join(f"{tip} {name}\n" for name in refs)
+    path.write_bytes(f"# v2 git bundle\n{lines}\n".encode() + pack)
+    return path
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "refs/heads/evil",
+        "refs/tags/x/../../y",
+        "refs/tags/prod",
+        "refs/tags/prod/not-an-id",
+        "refs/heads/checkpoints/a/b",
+        "refs/remotes/origin/main",
+        "refs/heads/main.lock",
+    ],
+)
+def test_refs_outside_the_namespaces_are_refused(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path, ref: str
+) -> None:
+    storage, _ = source
+    bundle = _bundle_with_refs(storage, tmp_path / "evil.bundle", ["refs/heads/main", ref])
+    target = new_storage(tmp_path / "target")
+    before = registry_state(target.path)
+    with pytest.raises(BundleError):
+        target.import_programs(bundle)
+    assert registry_state(target.path) == before
+
+
+def test_git_bundle_with_a_foreign_branch_is_refused(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, _ = source
+    git(storage.path, "branch", "evil", "main")
+    git(storage.path, "bundle", "create", "-q", str(tmp_path / "b.bundle"), "--all")
+    target = new_storage(tmp_path / "target")
+    before = registry_state(target.path)
+    with pytest.raises(BundleError, match="refs/heads/evil"):
+        target.import_programs(tmp_path / "b.bundle")
+    assert registry_state(target.path) == before
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (b"# v4 git bundle\n", "unsupported version"),
+        (b"# v2 git bundle\nnot a line\n\n", "malformed reference"),
+        (b"# v2 git bundle\n-xyz comment\n\n", "malformed prerequisite"),
+        (b"# v2 git bundle\n" + b"a" * 40 + b" refs/heads/main", "truncated"),
+        (b"# v3 git bundle\n@object-format=sha256\n\n", "SHA-1"),
+        (b"# v3 git bundle\n@filter=blob:none\n\n", "partial"),
+        (b"# v3 git bundle\n@frobnicate\n\n", "unknown"),
+        (b"# v2 git bundle\n@object-format=sha1\n\n", "not allowed"),
+        (b"# v2 git bundle\n" + b"a" * 40 + b" refs/heads/main\x01\n\n", "control"),
+    ],
+)
+def test_malformed_headers_are_refused_clearly(
+    tmp_path: Path, storage: ProgramStorage, header: bytes, message: str
+) -> None:
+    path = tmp_path / "bad.bundle"
+    path.write_bytes(header + b"PACK")
+    before = registry_state(storage.path)
+    with pytest.raises(BundleError, match=message):
+        storage.import_programs(path)
+    assert registry_state(storage.path) == before
+
+
+def test_huge_header_is_refused(
+    tmp_path: Path, storage: ProgramStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bundles, "MAX_HEADER_BYTES", 4096)
+    path = tmp_path / "huge.bundle"
+    line = b"a" * 40 + b" refs/heads/main\n"
+    path.write_bytes(b"# v2 git bundle\n" + line * 1000)
+    with pytest.raises(BundleError, match="larger than"):
+        storage.import_programs(path)
+
+
+def test_oversized_objects_are_refused(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, _ = source
+    storage.export_registry(tmp_path / "all.bundle")
+    target = ProgramStorage(tmp_path / "target", max_program_bytes=1024)
+    header = bundles.read_header(tmp_path / "all.bundle")
+    with pytest.raises(BundleError, match="over the limit"):
+        unbundle.unpack(target.git.repo, tmp_path / "all.bundle", header, max_object_size=1024)
+    assert list((target.path / "objects").glob("incoming-*")) == []
+
+
+def test_bundle_whose_main_is_not_a_registry_is_refused(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    git(tmp_path, "init", "-q", "-b", "main", str(work))
+    (work / "README.md").write_text("hello\n")
+    git(work, "add", "README.md")
+    git(work, "-c", "user.name=A", "-c", "user.email=a@x", "commit", "-q", "-m", "init")
+    git(work, "bundle", "create", "-q", str(tmp_path / "plain.bundle"), "main")
+    target = new_storage(tmp_path / "target")
+    before = registry_state(target.path)
+    with pytest.raises(BundleError, match="not a progreg registry"):
+        target.import_programs(tmp_path / "plain.bundle")
+    assert registry_state(target.path) == before
+
+
+def test_newer_registry_format_is_refused(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, _ = source
+    commit_file(storage.path, "progreg.json", b'{\n  "format_version": 9\n}\n')
+    git(storage.path, "bundle", "create", "-q", str(tmp_path / "new.bundle"), "main")
+    target = new_storage(tmp_path / "target")
+    before = registry_state(target.path)
+    with pytest.raises(UnsupportedFormatError):
+        target.import_programs(tmp_path / "new.bundle")
+    assert registry_state(target.path) == before
+
+
+# -- the reference formats ---------------------------------------------------------------
+
+
+def reference_document(program_id: str, i: int, saved_at: str) -> dict[str, Any]:
+    """A document as the reference system writes it."""
+    return {
+        "program_id": program_id,
+        "saved_at": saved_at,
+        "program_data": {"class_name": "DSPy::ChainOfThought", "state": workload.program_state(i)},
+        "optimization_result": workload.optimization_result(i),
+        "metadata": {
+            "signature_class": workload.signature_of(i),
+            "tags": ["prod"],
+            "saved_with": "dspy.rb",
+            "language_version": "3.3.0",
+        },
+    }
+
+
+def test_reference_json_export_keeps_ids_and_saved_at(tmp_path: Path) -> None:
+    export = tmp_path / "export_backup.json"
+    docs = [
+        reference_document("00000000000000a1", 1, "2025-03-01T10:00:00Z"),
+        reference_document("00000000000000b2", 2, "2025-03-02T11:30:15+02:00"),
+        reference_document("00000000000000c3", 3, "2025-03-03T09:15:00.123456+00:00"),
+    ]
+    export.write_text(
+        json.dumps({"exported_at": "2025-03-04T00:00:00Z", "programs": docs}, indent=2)
+    )
+    storage = new_storage(tmp_path / "registry")
+    result = storage.import_programs(export)
+    assert result.source_kind == "json-export"
+    assert result.imported == ["00000000000000a1", "00000000000000b2", "00000000000000c3"]
+    for doc in docs:
+        loaded = storage.load_program(doc["program_id"])
+        assert loaded is not None
+        expected = datetime.fromisoformat(doc["saved_at"].replace("Z", "+00:00"))
+        assert loaded.saved_at == expected
+        assert loaded.state == doc["program_data"]["state"]
+        assert loaded.program_type == "DSPy::ChainOfThought"
+        assert loaded.optimization_result == doc["optimization_result"]
+        assert loaded.metadata == doc["metadata"]  # provenance kept as the source wrote it
+    assert git(storage.path, "rev-list", "--count", "main") == "1\n"
+    assert git(storage.path, "log", "-1", "--format=%s") == (
+        "Import 3 programs from export_backup.json\n"
+    )
+    assert trailers(storage.path) == {
+        "Source": "export_backup.json",
+        "Source-Kind": "json-export",
+        "Imported-Count": "3",
+        "Identical-Count": "0",
+        "Progreg-Action": "import",
+    }
+    before = registry_state(storage.path)
+    again = storage.import_programs(export)
+    assert again.commit is None and again.imported == []
+    assert len(again.identical) == 3
+    assert registry_state(storage.path) == before
+    assert_fsck_clean(storage.path)
+
+
+def make_reference_folder(root: Path, count: int) -> tuple[Path, list[str], dict[str, str]]:
+    """A dspy_storage/ folder written by the reference design's store."""
+    store = files_store.FilesStore(str(root))
+    ids = []
+    for i in range(count):
+        program = {"class_name": "DSPy::Predict", "state": workload.program_state(i)}
+        ids.append(
+            store.save_program(
+                program,
+                workload.optimization_result(i),
+                {"signature_class": workload.signature_of(i)},
+            )
+        )
+    saved_at = {pid: store.load_program(pid)["saved_at"] for pid in ids}
+    return root, ids, saved_at
+
+
+def test_reference_folder_migrates_and_reports_history_drift(tmp_path: Path) -> None:
+    folder, ids, saved_at = make_reference_folder(tmp_path / "dspy_storage", 4)
+    # The reference lets the index and the files drift apart: one file lost, one not indexed.
+    (folder / "programs" / f"{ids[0]}.json").unlink()
+    extra = reference_document("0123456789abcdef", 9, "2025-01-01T00:00:00+00:00")
+    (folder / "programs" / "0123456789abcdef.json").write_text(json.dumps(extra, indent=2))
+
+    storage = new_storage(tmp_path / "registry")
+    result = storage.import_programs(folder)
+    assert result.source_kind == "dspy-storage"
+    assert sorted(result.imported) == sorted([*ids[1:], "0123456789abcdef"])
+    assert result.history_missing == [ids[0]]
+    assert result.history_unlisted == ["0123456789abcdef"]
+    assert any("no file" in warning for warning in result.warnings)
+    for program_id in ids[1:]:
+        loaded = storage.load_program(program_id)
+        assert loaded is not None
+        assert loaded.saved_at == datetime.fromisoformat(saved_at[program_id])
+        assert loaded.state == workload.program_state(ids.index(program_id))
+    assert trailers(storage.path)["Imported-Count"] == "4"
+    assert_fsck_clean(storage.path)
+
+
+@pytest.mark.parametrize("hostile", ["../x", "../../etc/passwd", "ABCDEF0123456789", "", None, 7])
+def test_hostile_ids_in_an_export_file_are_refused(tmp_path: Path, hostile: object) -> None:
+    export = tmp_path / "export.json"
+    good = reference_document("00000000000000a1", 1, "2025-03-01T10:00:00Z")
+    bad = {
+        **reference_document("00000000000000a2", 2, "2025-03-01T10:00:00Z"),
+        "program_id": hostile,
+    }
+    export.write_text(json.dumps({"exported_at": "x", "programs": [good, bad]}))
+    storage = new_storage(tmp_path / "registry")
+    before = registry_state(storage.path)
+    with pytest.raises(BundleError, match="program_id"):
+        storage.import_programs(export)
+    assert registry_state(storage.path) == before
+    assert not (tmp_path / "x").exists()
+
+
+def test_hostile_files_in_a_folder_are_refused(tmp_path: Path) -> None:
+    folder, ids, _ = make_reference_folder(tmp_path / "dspy_storage", 2)
+    storage = new_storage(tmp_path / "registry")
+    save(storage, 7)
+    before = registry_state(storage.path)
+
+    evil = reference_document("../../evil", 1, "2025-01-01T00:00:00Z")
+    (folder / "programs" / "evil.json").write_text(json.dumps(evil))
+    with pytest.raises(BundleError, match="evil"):
+        storage.import_programs(folder)
+    (folder / "programs" / "evil.json").unlink()
+
+    misplaced = reference_document(ids[0], 1, "2025-01-01T00:00:00Z")
+    (folder / "programs" / "00000000000000ff.json").write_text(json.dumps(misplaced))
+    with pytest.raises(BundleError, match="inconsistent"):
+        storage.import_programs(folder)
+    (folder / "programs" / "00000000000000ff.json").unlink()
+
+    (folder / "programs" / "aaaaaaaaaaaaaaaa.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        storage.import_programs(folder)
+    assert registry_state(storage.path) == before
+
+
+def test_reference_conflicts_and_duplicates_are_refused(tmp_path: Path) -> None:
+    storage = new_storage(tmp_path / "registry")
+    storage.save_program({"mine": True}, None, program_id="00000000000000a1")
+    before = registry_state(storage.path)
+    export = tmp_path / "export.json"
+    export.write_text(
+        json.dumps(
+            {"programs": [reference_document("00000000000000a1", 1, "2025-03-01T10:00:00Z")]}
+        )
+    )
+    with pytest.raises(ConflictError, match="00000000000000a1"):
+        storage.import_programs(export)
+    twice = [
+        reference_document("00000000000000b1", 1, "2025-03-01T10:00:00Z"),
+        reference_document("00000000000000b1", 2, "2025-03-01T10:00:00Z"),
+    ]
+    export.write_text(json.dumps({"programs": twice}))
+    with pytest.raises(BundleError, match="twice"):
+        storage.import_programs(export)
+    assert registry_state(storage.path) == before
+
+
+def test_unknown_sources_are_refused(tmp_path: Path, storage: ProgramStorage) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "array.json").write_text("[1, 2]")
+    for path, message in (
+        (tmp_path / "notes.txt", "neither"),
+        (tmp_path / "folder", "not a reference storage folder"),
+        (tmp_path / "missing.bundle", "does not exist"),
+        (tmp_path / "array.json", "neither"),
+    ):
+        with pytest.raises(BundleError, match=message):
+            storage.import_programs(path)
+
+
+# -- events, command line, no git binary -----------------------------------------------------
+
+
+def test_events_report_counts_and_sizes(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    seen: list[Event] = []
+    unsubscribe = subscribe(seen.append)
+    try:
+        exported = storage.export_registry(tmp_path / "all.bundle")
+        new_storage(tmp_path / "target").import_programs(tmp_path / "all.bundle")
+    finally:
+        unsubscribe()
+    export = next(e for e in seen if e.name == "progreg.export")
+    assert export.fields["objects"] == exported.object_count
+    assert export.fields["size_bytes"] == exported.size_bytes
+    assert export.fields["programs"] == len(ids)
+    done = [e for e in seen if e.name == "progreg.import" and "source_kind" in e.fields]
+    assert len(done) == 1
+    assert done[0].fields["imported"] == len(ids)
+    assert done[0].fields["size_bytes"] == exported.size_bytes
+
+
+def test_command_line_export_and_import(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    runner = CliRunner()
+    bundle = tmp_path / "cli.bundle"
+    done = runner.invoke(
+        cli, ["--registry", str(storage.path), "export", str(bundle), ids[0], "--json"]
+    )
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["program_ids"] == [ids[0]]
+    done = runner.invoke(cli, ["--registry", str(storage.path), "export", str(bundle), "--all"])
+    assert done.exit_code == 0, done.output
+    assert "exported the registry" in done.output
+    done = runner.invoke(cli, ["--registry", str(storage.path), "export", str(bundle)])
+    assert done.exit_code == 2
+    done = runner.invoke(
+        cli, ["--registry", str(tmp_path / "target"), "import", str(bundle), "--json"]
+    )
+    assert done.exit_code == 0, done.output
+    result = ImportResult.model_validate_json(done.output)
+    assert sorted(result.imported) == sorted(ids)
+    done = runner.invoke(cli, ["--registry", str(tmp_path / "target"), "import", str(bundle)])
+    assert done.exit_code == 0
+    assert "registry unchanged" in done.output
+    garbage = tmp_path / "garbage.bundle"
+    garbage.write_bytes(b"# v2 git bundle\nnonsense\n\n")
+    done = runner.invoke(cli, ["--registry", str(tmp_path / "target"), "import", str(garbage)])
+    assert done.exit_code == 1
+    assert done.output.startswith("error: ") and done.output.count("\n") == 1
+    for command in ("export", "import"):
+        done = runner.invoke(cli, [command, "--help"])
+        assert "Example" in done.output
+
+
+def test_export_and_import_work_without_the_git_binary(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path, python: str
+) -> None:
+    storage, ids = source
+    script = (
+        "import shutil, sys\n"
+        "from progreg import ProgramStorage\n"
+        "assert shutil.which('git') is None\n"
+        "s = ProgramStorage(sys.argv[1])\n"
+        "s.export_registry(sys.argv[2])\n"
+        "r = ProgramStorage(sys.argv[3]).import_programs(sys.argv[2])\n"
+        "print(len(r.imported))\n"
+    )
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    done = subprocess.run(
+        [python, "-c", script, str(storage.path), str(tmp_path / "b.bundle"), str(tmp_path / "t")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": str(empty_bin)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(len(ids))
+    assert_fsck_clean(tmp_path / "t")
+
+
+# -- the pack layer --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base", "target"),
+    [
+        (b"", b"abc"),
+        (b"abc", b""),
+        (b"hello world", b"hello there world"),
+        (b"x" * 100_000, b"x" * 50_000 + b"y" * 300 + b"x" * 50_000),
+        (bytes(range(256)) * 10, bytes(range(256)) * 9 + b"tail"),
+    ],
+)
+def test_deltas_round_trip(base: bytes, target: bytes) -> None:
+    delta = deltas.make_delta(base, target)
+    if delta is not None:
+        assert deltas.apply_delta(base, delta, len(target)) == target
+
+
+def test_written_pack_and_index_are_read_by_git(tmp_path: Path) -> None:
+    repo = tmp_path / "repo.git"
+    git(tmp_path, "init", "-q", "--bare", str(repo))
+    blobs = [b"first\n" * 100, b"first\n" * 100 + b"second\n", b"other\n"]
+    pack_path = tmp_path / "p.pack"
+    with open(pack_path, "w+b") as out:
+        writer = packs.PackWriter(out)
+        oids = [objects.object_id(objects.OBJ_BLOB, data) for data in blobs]
+        writer.add(oids[0], objects.OBJ_BLOB, blobs[0])
+        delta = deltas.make_delta(blobs[0], blobs[1])
+        assert delta is not None
+        writer.add_delta(oids[1], oids[0], delta)
+        writer.add(oids[2], objects.OBJ_BLOB, blobs[2])
+        checksum = writer.finish()
+    data = pack_path.read_bytes()
+    indexed = packs.index_pack(
+        memoryview(data), external=lambda _: None, visit=lambda *_: None, max_object_size=1 << 20
+    )
+    assert indexed.checksum == checksum
+    target = repo / "objects" / "pack" / f"pack-{checksum.hex()}"
+    target.with_suffix(".pack").write_bytes(data)
+    with open(target.with_suffix(".idx"), "wb") as out:
+        packs.write_index(out, indexed.entries, checksum)
+    git(repo, "verify-pack", str(target.with_suffix(".idx")))
+    for oid, blob in zip(oids, blobs, strict=True):
+        shown = subprocess.run(
+            ["git", "-C", str(repo), "cat-file", "blob", oid.hex()], capture_output=True, check=True
+        ).stdout
+        assert shown == blob
+
+
+def test_export_of_a_gc_packed_registry_reuses_its_pack(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    git(storage.path, "gc", "-q")
+    pack = next((storage.path / "objects" / "pack").glob("*.pack"))
+    result = storage.export_registry(tmp_path / "all.bundle")
+    data = (tmp_path / "all.bundle").read_bytes()
+    assert data.endswith(pack.read_bytes())  # the pack as it is, after the header
+    assert git_status(storage.path, "bundle", "verify", str(tmp_path / "all.bundle")) == 0
+    target = new_storage(tmp_path / "target")
+    imported = target.import_programs(tmp_path / "all.bundle")
+    assert sorted(imported.imported) == sorted(ids)
+    assert result.object_count == imported.object_count
+    assert_fsck_clean(target.path)
+
+    git(storage.path, "branch", "elsewhere", "main")  # a foreign ref: walk instead of copying
+    again = storage.export_registry(tmp_path / "walked.bundle")
+    assert "refs/heads/elsewhere" not in again.refs
+    assert not (tmp_path / "walked.bundle").read_bytes().endswith(pack.read_bytes())
+    assert git_status(storage.path, "bundle", "verify", str(tmp_path / "walked.bundle")) == 0
+
+
+def test_the_bundle_layer_writes_v3_bundles(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, _ = source
+    tip = git(storage.path, "rev-parse", "main").strip()
+    written = bundles.write_bundle(
+        storage.git.repo, tmp_path / "v3.bundle", [("refs/heads/main", tip)], version=3
+    )
+    assert written.version == 3
+    assert (
+        (tmp_path / "v3.bundle").read_bytes().startswith(b"# v3 git bundle\n@object-format=sha1\n")
+    )
+    header = bundles.read_header(tmp_path / "v3.bundle")
+    assert header.capabilities == {"object-format": "sha1"}
+    assert header.refs == {"refs/heads/main": tip}
+    assert git_status(storage.path, "bundle", "verify", str(tmp_path / "v3.bundle")) == 0
