@@ -28,6 +28,7 @@ from progreg.errors import (
     RegistryBusyError,
     RegistryError,
     RemoteError,
+    SecretDetectedError,
     SigningError,
     UnsupportedFormatError,
     UnsupportedProgramError,
@@ -35,9 +36,13 @@ from progreg.errors import (
 from progreg.events import Event, subscribe
 from progreg.history import ProgramRecord
 from progreg.manager import StorageManager
+from progreg.merging import MergeResult
 from progreg.models import HistorySummary, ProgramHistory, ProgramSummary, SavedProgram
+from progreg.remotes import PullResult, PushResult, RemoteInfo, SyncResult
 from progreg.results import OptimizationResult
+from progreg.signing import VerifyReport
 from progreg.storage import ProgramStorage
+from progreg.transfer import ExportResult, ImportResult
 
 __all__ = [
     "FORMAT_VERSION",
@@ -49,10 +54,13 @@ __all__ = [
     "ConflictError",
     "CorruptProgramError",
     "Event",
+    "ExportResult",
     "HistorySummary",
+    "ImportResult",
     "InvalidInputError",
     "InvalidNameError",
     "InvalidProgramIdError",
+    "MergeResult",
     "NotARegistryError",
     "NotJSONError",
     "OptimizationHistory",
@@ -68,17 +76,23 @@ __all__ = [
     "ProgramSummary",
     "ProgramTooLargeError",
     "ProgregError",
+    "PullResult",
     "PushRejectedError",
+    "PushResult",
     "RegistryBusyError",
     "RegistryError",
     "RemoteError",
+    "RemoteInfo",
     "SavedProgram",
+    "SecretDetectedError",
     "SigningError",
     "StorageConfig",
     "StorageManager",
+    "SyncResult",
     "Trends",
     "UnsupportedFormatError",
     "UnsupportedProgramError",
+    "VerifyReport",
     "__version__",
     "subscribe",
 ]

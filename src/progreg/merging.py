@@ -16,7 +16,6 @@ other side's commits (their authors, times and trailers) stay in history.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pygit2
@@ -27,8 +26,9 @@ from progreg import canonical, events
 from progreg.document import decode_document
 from progreg.errors import ConflictError, CorruptProgramError
 from progreg.gitstore import CommitPlan, format_message
-from progreg.ids import PROGRAMS_DIR, program_id_of_path
+from progreg.ids import program_id_of_path
 from progreg.storage import MAIN, ProgramStorage
+from progreg.validation import kind_of_path, tree_files
 
 
 @dataclass
@@ -49,36 +49,19 @@ class MergePlan:
         return bool(self.edits)
 
 
-def _program_files(
-    repo: pygit2.Repository, tree: pygit2.Tree | None
-) -> Iterator[tuple[str, pygit2.Oid]]:
-    if tree is None or PROGRAMS_DIR not in tree:
-        return
-    stack = [(PROGRAMS_DIR, repo[tree[PROGRAMS_DIR].id])]
-    while stack:
-        prefix, node = stack.pop()
-        assert isinstance(node, pygit2.Tree)
-        for entry in node:
-            path = f"{prefix}/{entry.name}"
-            if entry.type_str == "tree":
-                stack.append((path, repo[entry.id]))
-            else:
-                yield path, entry.id
-
-
 def _changes(
     repo: pygit2.Repository, base: pygit2.Tree | None, side: pygit2.Tree
 ) -> dict[str, pygit2.Oid | None]:
-    """Program paths that ``side`` changed since ``base``: new blob id, or None if removed."""
+    """Paths that ``side`` changed since ``base``: new blob id, or None if removed."""
     if base is None:
-        return dict(_program_files(repo, side))
+        return {path: oid for path, _, oid in tree_files(repo, side)}
     changes: dict[str, pygit2.Oid | None] = {}
     for delta in base.diff_to_tree(side).deltas:
         if delta.status == DeltaStatus.DELETED:
             changes[delta.old_file.path] = None
         else:
             changes[delta.new_file.path] = delta.new_file.id
-    return {p: v for p, v in changes.items() if p.startswith(PROGRAMS_DIR + "/")}
+    return changes
 
 
 def plan_merge(
@@ -96,20 +79,29 @@ def plan_merge(
     base = repo[base_id].peel(pygit2.Tree) if base_id is not None else None
     their_changes = _changes(repo, base, theirs.tree)
     our_changes = _changes(repo, base, ours.tree) if ours is not None else {}
-    our_files = dict(_program_files(repo, ours.tree)) if ours is not None and base is None else {}
+    our_files = (
+        {path: oid for path, _, oid in tree_files(repo, ours.tree)}
+        if ours is not None and base is None
+        else {}
+    )
     for path, blob_id in sorted(their_changes.items()):
         program_id = program_id_of_path(path)
-        if program_id is None:
+        kind = kind_of_path(path)
+        if program_id is None and kind not in ("harmless", "marker"):
             raise CorruptProgramError(
-                f"the other side has a file at {path}, which is not a program path"
-                " (programs/ab/cd/<16 hex>.json)"
+                f"the other side has a file at {path}, which a registry's main may not hold"
+                " (programs/ab/cd/<16 hex>.json, progreg.json and files such as README.md)"
             )
         mine = our_changes[path] if path in our_changes else our_files.get(path, ...)
         if mine is not ...:
             if mine == blob_id:
-                plan.identical.append(program_id)
+                if program_id is not None:
+                    plan.identical.append(program_id)
             else:
-                plan.conflicts.append(program_id)
+                plan.conflicts.append(program_id or path)
+            continue
+        if program_id is None:  # a README or the like: carried over as it is
+            plan.edits[path] = blob_id
             continue
         if blob_id is None:
             plan.removed.append(program_id)
@@ -210,6 +202,7 @@ def merge_into_main(
     fast_forward: bool = False,
     planned: tuple[str | None, MergePlan] | None = None,
     emit: bool = True,
+    join: bool = True,
 ) -> MergeResult:
     """Merge commit ``theirs`` (already in the object store) into ``main``.
 
@@ -218,7 +211,10 @@ def merge_into_main(
     ancestor of ``theirs`` simply moves to it; otherwise a merge commit whose
     trailers name ``action`` and ``source`` records the change.
 
-    ``planned`` is a plan the caller already made (and checked) against the
+    With ``join`` (the default), ``theirs`` always becomes part of ``main``'s
+    history, even when it changes no file here, so that ``main`` can later be
+    pushed where ``theirs`` came from; ``join=False`` (imports) writes nothing
+    then. ``planned`` is a plan the caller already made (and checked) against the
     tip it names; it is reused when ``main`` has not moved since, which saves
     reading every incoming program twice. ``emit=False`` leaves the event to
     the caller.
@@ -241,9 +237,9 @@ def merge_into_main(
         raise_conflicts(merge, source, theirs)
         outcome[:] = [merge]
         moved[:] = []
-        if merge.up_to_date or not merge.changes:
+        if merge.up_to_date or (not merge.changes and not join):
             return None
-        if fast_forward and tip is not None and repo.merge_base(tip.id, their_commit.id) == tip.id:
+        if fast_forward and (tip is None or repo.merge_base(tip.id, their_commit.id) == tip.id):
             moved.append(True)
             return None
         message = merge_message(merge, action, source, theirs)

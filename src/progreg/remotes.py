@@ -1,17 +1,59 @@
-"""Remotes: push, pull and sync a registry with any Git remote."""
+"""Remotes: push, pull and sync a registry with any Git remote.
+
+A remote is configured as Git configures one (``remote.<name>.url`` and
+fetch refspecs in the registry's ``config``), so ``git fetch <name>`` works
+on the registry too. Its refs are fetched into ``refs/remotes/<name>/``:
+``main``, ``checkpoints/<run>`` and ``tags/<tag>/<program id>``.
+
+* :func:`push` sends ``main``, every tag and every checkpoint branch. It
+  never forces: a ref the remote has moved on (``fetch first``,
+  ``non-fast-forward``), a tag that would move, or a refusal by the server
+  (a hook) raises :class:`~progreg.PushRejectedError` with the reasons.
+* :func:`pull` fetches, then merges the remote's ``main`` into ours with
+  :func:`~progreg.merging.merge_into_main` (fast-forward when ours is
+  behind; a merge commit when both sides saved; a program changed
+  differently on both sides is a :class:`~progreg.ConflictError` naming the
+  ids, with ours on ``main`` and theirs on ``refs/remotes/<name>/main``).
+  Missing tags are created (a tag that differs keeps ours); checkpoint
+  branches fast-forward (a diverged one keeps ours and is reported).
+* :func:`sync` pulls, then pushes everything but the checkpoints that
+  diverged and the tags that differ (the pull reported them).
+
+Credentials come from the ``credentials`` argument, the environment or the
+SSH agent (:mod:`progreg.gitstore.credentials`); they are never written to
+the registry, and URLs are shown without user information.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import pygit2
+from pydantic import BaseModel, ConfigDict, Field
 
-from pydantic import BaseModel, ConfigDict
+from progreg import canonical, events
+from progreg.checkpoints import CHECKPOINTS_PREFIX
+from progreg.document import FORMAT_VERSION
+from progreg.errors import (
+    ConflictError,
+    InvalidInputError,
+    InvalidNameError,
+    ProgregError,
+    RegistryError,
+    RemoteError,
+    UnsupportedFormatError,
+)
+from progreg.gitstore import remote as gitremote
+from progreg.gitstore.urls import check_url, redact_url
+from progreg.ids import is_program_id
+from progreg.merging import MergeResult, merge_into_main
+from progreg.names import check_name
+from progreg.storage import MAIN, MARKER, ProgramStorage
+from progreg.tags import TAGS_PREFIX
 
-if TYPE_CHECKING:
-    from progreg.storage import ProgramStorage
+REMOTES_PREFIX = "refs/remotes/"
 
 
 class RemoteInfo(BaseModel):
-    """A configured remote."""
+    """A configured remote (its URL shown without user name or password)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -24,11 +66,38 @@ class PushResult(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    remote: str
+    url: str = Field(description="the remote's URL, without user information")
+    updated: list[str] = Field(description="refs created or moved on the remote")
+    created: list[str] = Field(description="the refs of `updated` that the remote lacked")
+    up_to_date: int = Field(description="how many refs the remote already had as they are")
+    skipped: list[str] = Field(
+        default_factory=list,
+        description="refs sync did not push: diverged checkpoints, tags that differ",
+    )
+    main: str | None = Field(description="the commit of main on the remote after the push")
+
 
 class PullResult(BaseModel):
     """What a pull brought into the registry."""
 
     model_config = ConfigDict(frozen=True)
+
+    remote: str
+    url: str = Field(description="the remote's URL, without user information")
+    commit: str | None = Field(description="the new tip of main, or None when unchanged")
+    fast_forward: bool = Field(description="main moved to the remote's main as it was")
+    added: list[str] = Field(description="program ids new to this registry")
+    updated: list[str] = Field(description="program ids whose newer version came in")
+    removed: list[str] = Field(description="program ids deleted on the remote")
+    identical: list[str] = Field(description="program ids both sides changed the same way")
+    tags_created: list[str] = Field(description="tags created here, as '<tag>/<program id>'")
+    tags_kept: list[str] = Field(description="tags that differ on the remote; ours were kept")
+    checkpoints_updated: list[str] = Field(description="checkpoint runs created or advanced")
+    checkpoints_diverged: list[str] = Field(
+        description="checkpoint runs that diverged; ours were kept (rename or delete one side)"
+    )
+    ignored: list[str] = Field(description="remote refs that are not progreg tags or checkpoints")
 
 
 class SyncResult(BaseModel):
@@ -40,28 +109,306 @@ class SyncResult(BaseModel):
     pushed: PushResult
 
 
+def tracking_prefix(name: str) -> str:
+    """Where the refs of remote ``name`` are fetched to."""
+    return f"{REMOTES_PREFIX}{name}/"
+
+
+def fetch_refspecs(name: str) -> list[str]:
+    """The fetch refspecs of remote ``name``: main, checkpoints and tags."""
+    into = tracking_prefix(name)
+    return [
+        f"+{MAIN}:{into}main",
+        f"+{CHECKPOINTS_PREFIX}*:{into}checkpoints/*",
+        f"+{TAGS_PREFIX}*:{into}tags/*",
+    ]
+
+
 def add_remote(storage: ProgramStorage, name: str, url: str) -> RemoteInfo:
-    """Add remote ``name`` at ``url``."""
-    raise NotImplementedError
+    """Add remote ``name`` at ``url`` (a Git URL or the path of another registry).
+
+    A URL carrying a password or token is refused (credentials belong in the
+    environment); a local path is stored as an absolute path. Raises
+    :class:`~progreg.ConflictError` when ``name`` is taken.
+    """
+    check_name("remote", name, REMOTES_PREFIX)
+    stored = check_url(url)
+    repo = storage.git.repo
+    shown = redact_url(stored)
+    if name in set(repo.remotes.names()):
+        existing = redact_url(repo.remotes[name].url or "")
+        raise ConflictError(f"a remote named {name!r} already exists ({existing})")
+    first, *others = fetch_refspecs(name)
+    try:
+        repo.remotes.create(name, stored, first)
+        for refspec in others:
+            repo.remotes.add_fetch(name, refspec)
+        repo.config[f"remote.{name}.tagOpt"] = "--no-tags"
+    except pygit2.AlreadyExistsError:
+        raise ConflictError(f"a remote named {name!r} already exists") from None
+    except (pygit2.GitError, OSError) as exc:
+        raise RegistryError(f"cannot add remote {name!r} to {storage.path}: {exc}") from exc
+    events.emit("progreg.remote.add", remote=name, url=shown)
+    return RemoteInfo(name=name, url=shown)
 
 
 def list_remotes(storage: ProgramStorage) -> list[RemoteInfo]:
-    """The configured remotes."""
-    raise NotImplementedError
+    """The configured remotes, by name."""
+    repo = storage.git.repo
+    infos = []
+    for name in sorted(n for n in repo.remotes.names() if n):
+        infos.append(RemoteInfo(name=name, url=redact_url(repo.remotes[name].url or "")))
+    return infos
+
+
+def _remote(storage: ProgramStorage, remote: str, *, push: bool = False) -> tuple[str, str]:
+    """Check that ``remote`` is configured with a safe URL; return its name and shown URL."""
+    name = check_name("remote", remote, REMOTES_PREFIX)
+    if name not in set(storage.git.repo.remotes.names()):
+        raise RemoteError(
+            f"no remote named {name!r} in {storage.path}: add one with"
+            f" storage.add_remote({name!r}, URL) or `progreg remote add {name} URL`"
+        )
+    url = gitremote.remote_url(storage.git, name, push=push)
+    try:
+        check_url(url)
+    except InvalidInputError as exc:
+        raise RemoteError(
+            f"remote {name!r} is configured with an unusable URL (fix remote.{name}.url in"
+            f" {storage.path / 'config'}): {exc}"
+        ) from None
+    return name, redact_url(url)
+
+
+# -- push ------------------------------------------------------------------------
+
+
+def _refs_to_push(storage: ProgramStorage, name: str) -> list[str]:
+    """main, the checkpoint branches, and the tags the remote is not known to have.
+
+    A tag whose remote-tracking ref (``refs/remotes/<name>/tags/...``, set by
+    the last pull or push) already has the same value is left out: tags never
+    move, and naming thousands of unchanged refs in every push would make each
+    push cost time in proportion to the number of tags times the remote's refs.
+    """
+    values = {ref.name: ref.target for ref in storage.git.repo.references.iterator()}
+    tracking = tracking_prefix(name) + "tags/"
+    tags = [
+        ref
+        for ref, target in values.items()
+        if ref.startswith(TAGS_PREFIX) and values.get(tracking + ref[len(TAGS_PREFIX) :]) != target
+    ]
+    checkpoints = [ref for ref in values if ref.startswith(CHECKPOINTS_PREFIX)]
+    return ([MAIN] if MAIN in values else []) + sorted(tags) + sorted(checkpoints)
 
 
 def push(storage: ProgramStorage, remote: str, credentials: object = None) -> PushResult:
-    """Push main, tags and checkpoints to ``remote``."""
-    raise NotImplementedError
+    """Push main, tags and checkpoints to ``remote``.
+
+    Raises :class:`~progreg.PushRejectedError` (with the server's reasons)
+    when the remote refuses any ref: pull first when it has moved on.
+    """
+    return _push(storage, remote, credentials, skip=frozenset())
+
+
+def _push(
+    storage: ProgramStorage, remote: str, credentials: object, skip: frozenset[str]
+) -> PushResult:
+    name, shown = _remote(storage, remote, push=True)
+    timer = events.Timer()
+    refs = [ref for ref in _refs_to_push(storage, name) if ref not in skip]
+    main = storage.git.tip(MAIN) if MAIN in refs else None
+    try:
+        outcome = gitremote.push(storage.git, name, refs, credentials)
+    except ProgregError as exc:
+        events.emit(
+            "progreg.push_error",
+            remote=name,
+            url=shown,
+            error=str(exc),
+            error_type=type(exc).__name__,
+            rejected=len(getattr(exc, "reasons", {})),
+            duration_ms=timer.ms,
+        )
+        raise
+    result = PushResult(
+        remote=name,
+        url=shown,
+        updated=[u.ref for u in outcome.updated],
+        created=[u.ref for u in outcome.updated if u.old is None],
+        up_to_date=len(outcome.up_to_date),
+        skipped=sorted(skip),
+        main=str(main.id) if main is not None else None,
+    )
+    events.emit(
+        "progreg.push",
+        remote=name,
+        url=shown,
+        updated=len(result.updated),
+        created=len(result.created),
+        up_to_date=result.up_to_date,
+        skipped=len(result.skipped),
+        main=result.main,
+        duration_ms=timer.ms,
+    )
+    return result
+
+
+# -- pull ------------------------------------------------------------------------
+
+
+def _check_their_main(commit: pygit2.Commit, source: str) -> None:
+    """Refuse to merge a ``main`` that is not a registry this progreg can read."""
+    blob = commit.tree[MARKER] if MARKER in commit.tree else None  # noqa: SIM401
+    if not isinstance(blob, pygit2.Blob):
+        raise RemoteError(f"{source}: its main (commit {str(commit.id)[:12]}) is not a registry")
+    try:
+        version = canonical.decode(blob.data, MARKER)["format_version"]
+    except (ProgregError, KeyError, TypeError) as exc:
+        raise RemoteError(f"{source}: its {MARKER} is damaged ({exc})") from None
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise UnsupportedFormatError(
+            f"{source} has registry format {version}; this progreg reads up to"
+            f" {FORMAT_VERSION}: upgrade progreg, then pull again"
+        )
+
+
+def _pull_main(storage: ProgramStorage, name: str, source: str) -> MergeResult | None:
+    git = storage.git
+    theirs = git.tip(tracking_prefix(name) + "main")
+    if theirs is None:
+        return None
+    _check_their_main(theirs, source)
+    try:
+        result = merge_into_main(
+            storage, str(theirs.id), action="merge", source=source, fast_forward=True
+        )
+    except ConflictError as exc:
+        raise ConflictError(
+            f"{exc} Ours is on main, theirs on {tracking_prefix(name)}main."
+        ) from None
+    return result
+
+
+def _pull_tags(storage: ProgramStorage, name: str) -> tuple[list[str], list[str], list[str]]:
+    """Create the remote's tags missing here: (created, kept ours, ignored)."""
+    repo = storage.git.repo
+    prefix = tracking_prefix(name) + "tags/"
+    created, kept, ignored = [], [], []
+    for ref in sorted(storage.git.refs_under(prefix)):
+        label = ref[len(prefix) :]
+        tag, _, program_id = label.rpartition("/")
+        theirs = repo.references[ref].target
+        try:
+            check_name("tag", tag, TAGS_PREFIX)
+            valid = is_program_id(program_id) and repo[theirs].peel(pygit2.Commit) is not None
+        except (InvalidNameError, pygit2.GitError, ValueError, KeyError):
+            valid = False
+        if not valid:
+            ignored.append(f"{TAGS_PREFIX}{label}")
+            continue
+        local = TAGS_PREFIX + label
+        try:
+            repo.references.create(local, theirs)
+            created.append(label)
+            continue
+        except pygit2.AlreadyExistsError:
+            pass
+        if repo.references[local].target != theirs:
+            kept.append(label)
+    return created, kept, ignored
+
+
+def _pull_checkpoints(storage: ProgramStorage, name: str) -> tuple[list[str], list[str], list[str]]:
+    """Fast-forward checkpoint branches: (created or advanced, diverged, ignored)."""
+    git, repo = storage.git, storage.git.repo
+    prefix = tracking_prefix(name) + "checkpoints/"
+    advanced, diverged, ignored = [], [], []
+    for ref in sorted(git.refs_under(prefix)):
+        run = ref[len(prefix) :]
+        try:
+            check_name("checkpoint", run, CHECKPOINTS_PREFIX)
+            theirs = git.tip(ref)
+        except (InvalidNameError, RegistryError):
+            ignored.append(CHECKPOINTS_PREFIX + run)
+            continue
+        if theirs is None:
+            continue
+        local = CHECKPOINTS_PREFIX + run
+        mine = git.tip(local)
+        if mine is not None and (mine.id == theirs.id or repo.descendant_of(mine.id, theirs.id)):
+            continue
+        ahead = mine is None or repo.descendant_of(theirs.id, mine.id)
+        if ahead and git.fast_forward(local, theirs.id) is not None:
+            advanced.append(run)
+        else:
+            diverged.append(run)
+    return advanced, diverged, ignored
 
 
 def pull(storage: ProgramStorage, remote: str, credentials: object = None) -> PullResult:
-    """Fetch ``remote`` and merge its main, tags and checkpoints."""
-    raise NotImplementedError
+    """Fetch ``remote`` and merge its main, tags and checkpoints.
+
+    Raises :class:`~progreg.ConflictError` (main unchanged, tags and
+    checkpoints untouched) when a program differs on both sides.
+    """
+    name, shown = _remote(storage, remote)
+    source = f"{name} ({shown})"
+    timer = events.Timer()
+    try:
+        gitremote.fetch(storage.git, name, fetch_refspecs(name), credentials)
+        merge = _pull_main(storage, name, source)
+        tags_created, tags_kept, tags_ignored = _pull_tags(storage, name)
+        advanced, diverged, runs_ignored = _pull_checkpoints(storage, name)
+    except ProgregError as exc:
+        events.emit(
+            "progreg.pull_error",
+            remote=name,
+            url=shown,
+            error=str(exc),
+            error_type=type(exc).__name__,
+            duration_ms=timer.ms,
+        )
+        raise
+    result = PullResult(
+        remote=name,
+        url=shown,
+        commit=merge.commit if merge is not None else None,
+        fast_forward=merge.fast_forward if merge is not None else False,
+        added=merge.added if merge is not None else [],
+        updated=merge.updated if merge is not None else [],
+        removed=merge.removed if merge is not None else [],
+        identical=merge.identical if merge is not None else [],
+        tags_created=tags_created,
+        tags_kept=tags_kept,
+        checkpoints_updated=advanced,
+        checkpoints_diverged=diverged,
+        ignored=tags_ignored + runs_ignored,
+    )
+    events.emit(
+        "progreg.pull",
+        remote=name,
+        url=shown,
+        commit=result.commit,
+        fast_forward=result.fast_forward,
+        added=len(result.added),
+        updated=len(result.updated),
+        removed=len(result.removed),
+        identical=len(result.identical),
+        tags_created=len(result.tags_created),
+        tags_kept=len(result.tags_kept),
+        checkpoints_updated=len(result.checkpoints_updated),
+        checkpoints_diverged=len(result.checkpoints_diverged),
+        duration_ms=timer.ms,
+    )
+    return result
 
 
 def sync(storage: ProgramStorage, remote: str, credentials: object = None) -> SyncResult:
-    """Pull then push."""
-    return SyncResult(
-        pulled=pull(storage, remote, credentials), pushed=push(storage, remote, credentials)
+    """Pull, then push all but what the pull reported as differing: diverged runs, kept tags."""
+    pulled = pull(storage, remote, credentials)
+    skip = frozenset(
+        [CHECKPOINTS_PREFIX + run for run in pulled.checkpoints_diverged]
+        + [TAGS_PREFIX + label for label in pulled.tags_kept]
     )
+    return SyncResult(pulled=pulled, pushed=_push(storage, remote, credentials, skip))

@@ -42,7 +42,7 @@ from progreg.errors import (
 )
 from progreg.gitstore import CommitPlan, Identity, format_message, objects, unbundle
 from progreg.gitstore import bundle as bundles
-from progreg.ids import check_program_id, is_program_id, program_path
+from progreg.ids import check_program_id, is_program_id, program_id_of_path, program_path
 from progreg.merging import MergePlan, merge_into_main, plan_merge, raise_conflicts
 from progreg.migration import (
     ReferenceSource,
@@ -53,6 +53,7 @@ from progreg.migration import (
 from progreg.names import check_name
 from progreg.storage import MAIN, MARKER
 from progreg.tags import TAGS_PREFIX
+from progreg.validation import tree_files
 
 if TYPE_CHECKING:
     from progreg.storage import ProgramStorage
@@ -322,14 +323,8 @@ def export_registry(
 
 
 def _program_ids(repo: pygit2.Repository, commit: pygit2.Commit) -> list[str]:
-    from progreg.merging import _program_files  # noqa: PLC0415 - shared walker
-
-    ids = []
-    for path, _ in _program_files(repo, commit.tree):
-        name = path.rsplit("/", 1)[-1]
-        if name.endswith(".json") and is_program_id(name[:-5]) and program_path(name[:-5]) == path:
-            ids.append(name[:-5])
-    return ids
+    ids = (program_id_of_path(path) for path, _, _ in tree_files(repo, commit.tree))
+    return [program_id for program_id in ids if program_id is not None]
 
 
 # -- import: bundles --------------------------------------------------------------
@@ -491,6 +486,7 @@ def _import_bundle(storage: ProgramStorage, path: Path, timer: events.Timer) -> 
             source=job.source,
             planned=job.merge_plan,
             emit=False,
+            join=False,
         )
     try:
         job.write_refs()

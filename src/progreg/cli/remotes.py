@@ -1,1 +1,199 @@
-"""``progreg remote``, ``push``, ``pull`` and ``sync``."""
+"""``progreg remote``, ``push``, ``pull`` and ``sync``.
+
+Credentials come from the environment (``PROGREG_GIT_USERNAME`` with
+``PROGREG_GIT_PASSWORD`` or ``PROGREG_GIT_TOKEN`` for HTTP(S);
+``PROGREG_GIT_SSH_KEY`` or the SSH agent for SSH); they are never stored
+and never printed. Messages for the person at the terminal (warnings about
+diverged checkpoints and differing tags) go to stderr; stdout stays data.
+
+JSON shapes (``--json``): ``remote list``: ``[{"name", "url"}]``; ``push``:
+:class:`~progreg.remotes.PushResult`; ``pull``: :class:`~progreg.remotes.PullResult`;
+``sync``: ``{"pulled": PullResult, "pushed": PushResult}``.
+"""
+
+from __future__ import annotations
+
+import click
+from pydantic import BaseModel
+
+from progreg.cli.main import Context, cli
+from progreg.cli.output import (
+    ProgregCommand,
+    ProgregGroup,
+    echo_json,
+    info,
+    json_option,
+    open_storage,
+)
+from progreg.remotes import PullResult, PushResult
+
+
+def _echo_model(model: BaseModel) -> None:
+    echo_json(model.model_dump(mode="json"))
+
+
+def _warn(message: str) -> None:
+    info(f"warning: {message}")
+
+
+@cli.group(cls=ProgregGroup)
+def remote() -> None:
+    """Add and list the remotes a registry pushes to and pulls from.
+
+    \b
+    Example:
+      progreg remote add origin https://git.example.com/team/programs.git
+      progreg remote list
+    """
+
+
+@remote.command("add", cls=ProgregCommand)
+@click.argument("name")
+@click.argument("url")
+@click.pass_obj
+def remote_add(ctx: Context, name: str, url: str) -> None:
+    """Add remote NAME at URL (a Git URL, or the path of another registry).
+
+    A URL with a password or token in it is refused: credentials belong in
+    the environment. A path is stored as an absolute path.
+
+    \b
+    Example:
+      progreg remote add origin git@github.com:team/programs.git
+      progreg remote add shared /mnt/team/registry
+    """
+    added = open_storage(ctx, create=True).add_remote(name, url)
+    click.echo(f"added remote {added.name}: {added.url}")
+
+
+@remote.command("list", cls=ProgregCommand)
+@json_option
+@click.pass_obj
+def remote_list(ctx: Context, as_json: bool) -> None:
+    """List the remotes, one per line: NAME URL (URLs without user names or passwords).
+
+    JSON: a list of {"name", "url"}.
+
+    \b
+    Example:
+      progreg remote list --json
+    """
+    remotes = open_storage(ctx).remotes()
+    if as_json:
+        echo_json([r.model_dump(mode="json") for r in remotes])
+        return
+    for configured in remotes:
+        click.echo(f"{configured.name}\t{configured.url}")
+
+
+def _show_push(result: PushResult) -> None:
+    if not result.updated:
+        click.echo(f"{result.remote} ({result.url}) is up to date ({result.up_to_date} refs)")
+    else:
+        click.echo(
+            f"pushed to {result.remote} ({result.url}): {len(result.updated)} ref(s) updated"
+            f" ({len(result.created)} new), {result.up_to_date} up to date"
+        )
+        for ref in result.updated:
+            click.echo(f"  {'new' if ref in result.created else 'updated'} {ref}")
+    for ref in result.skipped:
+        _warn(f"not pushed: {ref} (differs from the remote's)")
+
+
+def _show_pull(result: PullResult) -> None:
+    if result.commit is None:
+        main = "main unchanged"
+    elif result.fast_forward:
+        main = f"main fast-forwarded to {result.commit[:12]}"
+    else:
+        main = f"main merged (commit {result.commit[:12]})"
+    click.echo(
+        f"pulled from {result.remote} ({result.url}): {main}; {len(result.added)} added,"
+        f" {len(result.updated)} updated, {len(result.removed)} removed;"
+        f" {len(result.tags_created)} tag(s) and {len(result.checkpoints_updated)}"
+        " checkpoint run(s) brought in"
+    )
+    for label in result.tags_kept:
+        _warn(f"tag {label} differs on {result.remote}; kept ours")
+    for run in result.checkpoints_diverged:
+        _warn(
+            f"checkpoint run {run} diverged from {result.remote}'s; kept ours"
+            " (rename or delete one side to share both)"
+        )
+
+
+@cli.command(cls=ProgregCommand)
+@click.argument("remote", default="origin")
+@json_option
+@click.pass_obj
+def push(ctx: Context, remote: str, as_json: bool) -> None:
+    """Push main, tags and checkpoints to REMOTE (default: origin).
+
+    Nothing is ever forced: when the remote has moved on, the push is
+    refused with the reason (pull first). JSON: {"remote", "url", "updated",
+    "created", "up_to_date", "skipped", "main"}.
+
+    Credentials: PROGREG_GIT_USERNAME + PROGREG_GIT_PASSWORD (or PROGREG_GIT_TOKEN)
+    for http(s); PROGREG_GIT_SSH_KEY or the SSH agent for ssh. Never stored.
+
+    \b
+    Example:
+      progreg push origin
+    """
+    result = open_storage(ctx).push(remote)
+    if as_json:
+        _echo_model(result)
+    else:
+        _show_push(result)
+
+
+@cli.command(cls=ProgregCommand)
+@click.argument("remote", default="origin")
+@json_option
+@click.pass_obj
+def pull(ctx: Context, remote: str, as_json: bool) -> None:
+    """Fetch REMOTE (default: origin) and merge its programs, tags and checkpoints.
+
+    Diverged histories are merged with a merge commit; a program changed
+    differently on both sides is an error naming it (both versions stay).
+    JSON: {"remote", "url", "commit", "fast_forward", "added", "updated",
+    "removed", "identical", "tags_created", "tags_kept", "checkpoints_updated",
+    "checkpoints_diverged", "ignored"}.
+
+    Credentials: PROGREG_GIT_USERNAME + PROGREG_GIT_PASSWORD (or PROGREG_GIT_TOKEN)
+    for http(s); PROGREG_GIT_SSH_KEY or the SSH agent for ssh. Never stored.
+
+    \b
+    Example:
+      progreg pull origin
+    """
+    result = open_storage(ctx).pull(remote)
+    if as_json:
+        _echo_model(result)
+    else:
+        _show_pull(result)
+
+
+@cli.command(cls=ProgregCommand)
+@click.argument("remote", default="origin")
+@json_option
+@click.pass_obj
+def sync(ctx: Context, remote: str, as_json: bool) -> None:
+    """Pull from REMOTE (default: origin), then push to it.
+
+    Checkpoint runs that diverged and tags that differ are kept as they are
+    on each side (and reported). JSON: {"pulled": <pull's>, "pushed": <push's>}.
+
+    Credentials: PROGREG_GIT_USERNAME + PROGREG_GIT_PASSWORD (or PROGREG_GIT_TOKEN)
+    for http(s); PROGREG_GIT_SSH_KEY or the SSH agent for ssh. Never stored.
+
+    \b
+    Example:
+      PROGREG_GIT_TOKEN=... progreg sync origin
+    """
+    result = open_storage(ctx).sync(remote)
+    if as_json:
+        _echo_model(result)
+        return
+    _show_pull(result.pulled)
+    _show_push(result.pushed)

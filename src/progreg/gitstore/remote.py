@@ -1,0 +1,262 @@
+"""Git-level remote operations: fetch and push, with refusals and failures made exceptions.
+
+Network remotes (``git://``, ``http(s)://``, ``ssh://`` and ``host:path``)
+go through libgit2, with callbacks (:class:`Callbacks`) that
+
+* judge every ref update before anything is sent (``push_negotiation``
+  sees the remote's current value of each ref): a branch that would not
+  fast-forward or a tag that would move is refused with the reason Git
+  gives (``fetch first``, ``non-fast-forward``), and nothing is pushed;
+* capture the server's verdict on each ref (``push_update_reference``:
+  libgit2 reports a refusal there and returns success) and what the
+  server printed (``sideband_progress``: a hook's reasons), and turn any
+  refusal into :class:`~progreg.PushRejectedError` with ``reasons``;
+* connect only to verified hosts (a valid TLS certificate; an SSH host key
+  listed in ``~/.ssh/known_hosts``, which pygit2 would otherwise skip);
+* answer credential requests from :mod:`progreg.gitstore.credentials`,
+  raising :class:`~progreg.AuthenticationError` on the second request
+  instead of letting libgit2 retry rejected credentials for ever.
+
+Local remotes (a path or ``file://`` URL) are fetched through libgit2 too,
+which is read-only on the remote side and safe. They are *pushed* by
+:func:`progreg.gitstore.localpush.push_local`, because libgit2's local
+transport updates the target's refs blindly and runs none of its checks:
+progreg copies the missing objects into the target itself and moves the
+target's refs under the target registry's own write lock with a
+compare-and-swap, refusing non-fast-forward updates and moved tags exactly
+as a server with ``receive.denyNonFastForwards`` does (see that module).
+
+URLs in every message are shown without user information, and messages
+from libgit2 are scrubbed of URLs' user information and of the secrets
+handed out (:func:`progreg.gitstore.urls.scrub`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pygit2
+from pygit2.enums import CredentialType, FetchPrune
+from pygit2.ffi import C
+from pygit2.remotes import PushUpdate
+
+from progreg.errors import (
+    AuthenticationError,
+    ProgregError,
+    PushRejectedError,
+    RemoteError,
+)
+from progreg.gitstore.credentials import Credential, CredentialSource
+from progreg.gitstore.localpush import push_local
+from progreg.gitstore.refupdates import (
+    ZERO,
+    PushOutcome,
+    RefUpdate,
+    refusal,
+    rejected,
+    remote_lines,
+)
+from progreg.gitstore.repository import GitRepository
+from progreg.gitstore.urls import (
+    CREDENTIALS_HELP,
+    is_local,
+    local_path,
+    redact_url,
+    scrub,
+)
+
+#: Fetch only what the refspecs name (no tag auto-following).
+_DOWNLOAD_TAGS_NONE: int = C.GIT_REMOTE_DOWNLOAD_TAGS_NONE
+#: A refspec that maps the remote's refs to local ones.
+_DIRECTION_FETCH: int = C.GIT_DIRECTION_FETCH
+#: Hints appended to a server's own refusal messages.
+_HINTS = {
+    "failed to update ref": "another push moved it first; pull, then push again",
+    "failed to lock": "another push moved it first; pull, then push again",
+    "non-fast-forward": "pull, then push again",
+    "fetch first": "pull, then push again",
+}
+_MAX_SIDEBAND = 64 * 1024
+
+
+class Callbacks(pygit2.RemoteCallbacks):
+    """libgit2 callbacks for one fetch or push that record what the remote said."""
+
+    def __init__(self, repo: pygit2.Repository, url: str, credentials: object = None) -> None:
+        super().__init__()
+        self.repo = repo
+        self.url = redact_url(url)
+        self.source = CredentialSource(url, credentials)
+        self.statuses: dict[str, str | None] = {}
+        self.negotiated: list[RefUpdate] = []
+        self.up_to_date: list[str] = []
+        self.tips: list[RefUpdate] = []
+        self._sideband: list[str] = []
+        self._sideband_size = 0
+        self._fetch_options: Any = None
+
+    # libgit2 would also follow tags pointing into fetched history, writing
+    # them straight to refs/tags/; progreg fetches exactly its refspecs.
+    @property
+    def fetch_options(self) -> Any:
+        """The fetch options pygit2 fills in (tag auto-following turned off here)."""
+        return self._fetch_options
+
+    @fetch_options.setter
+    def fetch_options(self, options: Any) -> None:
+        if options is not None:
+            options.download_tags = _DOWNLOAD_TAGS_NONE
+        self._fetch_options = options
+
+    def credentials(
+        self, url: str, username_from_url: str | None, allowed_types: CredentialType
+    ) -> Credential:
+        """Credentials for ``url`` (see :mod:`progreg.gitstore.credentials`)."""
+        return self.source(url, username_from_url, allowed_types)
+
+    def certificate_check(self, certificate: None, valid: bool, host: bytes) -> bool:
+        """Connect only to hosts libgit2 verified.
+
+        That is a valid TLS certificate, or an SSH host key listed in
+        ``~/.ssh/known_hosts`` (pygit2 alone would accept any SSH host key).
+        """
+        return valid
+
+    def sideband_progress(self, string: str) -> None:
+        """Keep what the remote prints (a hook's reasons), up to a limit."""
+        if self._sideband_size < _MAX_SIDEBAND:
+            self._sideband.append(string)
+            self._sideband_size += len(string)
+
+    def push_negotiation(self, updates: list[PushUpdate]) -> None:
+        """Refuse the whole push, before anything is sent, if any ref may not move."""
+        reasons: dict[str, str] = {}
+        for update in updates:
+            old = None if str(update.src) == ZERO else str(update.src)
+            new = str(update.dst)
+            if old == new:
+                self.up_to_date.append(update.dst_refname)
+                continue
+            reason = refusal(self.repo, update.dst_refname, old, new)
+            if reason is not None:
+                reasons[update.dst_refname] = reason
+            else:
+                self.negotiated.append(RefUpdate(update.dst_refname, old, new))
+        if reasons:
+            raise rejected(self.url, reasons, self.said())
+
+    def push_update_reference(self, refname: str, message: str | None) -> None:
+        """Record the server's verdict on ``refname`` (``None`` means accepted)."""
+        self.statuses[refname] = message
+
+    def update_tips(self, refname: str, old: pygit2.Oid, new: pygit2.Oid) -> None:
+        """Record a local ref (remote-tracking) that a fetch moved."""
+        before = None if str(old) == ZERO else str(old)
+        self.tips.append(RefUpdate(refname, before, str(new)))
+
+    def said(self) -> list[str]:
+        """What the remote printed, scrubbed, line by line."""
+        return [
+            scrub(line, self.source.secrets()) for line in remote_lines("".join(self._sideband))
+        ]
+
+    def failure(self, action: str, exc: Exception) -> RemoteError:
+        """The progreg error for a libgit2 failure of ``action`` (``fetch``/``push``)."""
+        message = scrub(str(exc), self.source.secrets())
+        if isinstance(exc, pygit2.AuthError) or any(
+            code in message for code in ("status code: 401", "status code: 403")
+        ):
+            return AuthenticationError(
+                f"{self.url} refused to authenticate the {action}: {message}. {CREDENTIALS_HELP}"
+            )
+        where = "from" if action == "fetch" else "to"
+        return RemoteError(f"{action} {where} {self.url} failed: {message}")
+
+
+def remote_url(git: GitRepository, name: str, *, push: bool = False) -> str:
+    """The URL of remote ``name`` (its push URL for ``push`` when one is set)."""
+    try:
+        remote = git.repo.remotes[name]
+    except (KeyError, pygit2.GitError, ValueError):
+        raise RemoteError(f"no remote named {name!r} (add it with add_remote)") from None
+    url = (remote.push_url if push else None) or remote.url
+    if not url:
+        raise RemoteError(f"remote {name!r} has no URL")
+    return url
+
+
+def fetch(
+    git: GitRepository, name: str, refspecs: Sequence[str], credentials: object = None
+) -> list[RefUpdate]:
+    """Fetch ``refspecs`` from remote ``name`` (pruning stale ones); return the refs moved."""
+    url = remote_url(git, name)
+    repo = git.repo
+    callbacks = Callbacks(repo, url, credentials)
+    try:
+        repo.remotes[name].fetch(list(refspecs), callbacks=callbacks, prune=FetchPrune.PRUNE)
+    except ProgregError:
+        raise
+    except (pygit2.GitError, OSError) as exc:
+        raise callbacks.failure("fetch", exc) from None
+    return callbacks.tips
+
+
+def push(
+    git: GitRepository, name: str, refs: Sequence[str], credentials: object = None
+) -> PushOutcome:
+    """Push each of ``refs`` to the same name on remote ``name``, never forcing.
+
+    Raises :class:`~progreg.PushRejectedError` when the remote (or the
+    fast-forward rules, judged first) refuses any ref, with the remote's
+    reasons; :class:`~progreg.AuthenticationError` when it refuses the
+    credentials; :class:`~progreg.RemoteError` when it cannot be reached.
+    """
+    url = remote_url(git, name, push=True)
+    repo = git.repo
+    if not refs:
+        return PushOutcome()
+    if is_local(url):
+        outcome = push_local(repo, local_path(url), refs, lock_timeout=git.lock_timeout)
+        _track(repo, name, outcome.updated)
+        return outcome
+    callbacks = Callbacks(repo, url, credentials)
+    try:
+        repo.remotes[name].push([f"{ref}:{ref}" for ref in refs], callbacks=callbacks)
+    except ProgregError:
+        raise
+    except (pygit2.GitError, OSError) as exc:
+        raise callbacks.failure("push", exc) from None
+    refused = {
+        ref: _hinted(scrub(message, callbacks.source.secrets()))
+        for ref, message in callbacks.statuses.items()
+        if message
+    }
+    accepted = [u for u in callbacks.negotiated if u.ref not in refused]
+    if refused:
+        raise rejected(callbacks.url, refused, callbacks.said(), accepted)
+    return PushOutcome(accepted, callbacks.up_to_date)
+
+
+def _hinted(message: str) -> str:
+    for marker, hint in _HINTS.items():
+        if marker in message and hint not in message:
+            return f"{message}: {hint}"
+    return message
+
+
+def _track(repo: pygit2.Repository, name: str, updated: Sequence[RefUpdate]) -> None:
+    """Move remote-tracking refs after a local push, as libgit2 does after a network one."""
+    remote = repo.remotes[name]
+    for index in range(remote.refspec_count):
+        spec = remote.get_refspec(index)
+        if spec.direction != _DIRECTION_FETCH:
+            continue
+        for update in updated:
+            if spec.src_matches(update.ref):
+                repo.references.create(
+                    spec.transform(update.ref), pygit2.Oid(hex=update.new), force=True
+                )
+
+
+__all__ = ["Callbacks", "PushOutcome", "PushRejectedError", "RefUpdate", "fetch", "push"]
