@@ -12,6 +12,7 @@ the message says what to do about it.
     │   ├── NotJSONError                        a value that JSON cannot represent
     │   ├── ProgramTooLargeError
     │   ├── InvalidNameError                    tag / checkpoint / remote names
+    │   ├── SecretDetectedError                 an API key or token in a program
     │   └── UnsupportedProgramError             a program object progreg cannot serialise
     ├── ProgramNotFoundError (also KeyError)    an id that the registry has never held
     ├── RegistryError                           the registry itself is the problem
@@ -59,6 +60,18 @@ class ProgramTooLargeError(InvalidInputError):
 
 class InvalidNameError(InvalidInputError):
     """A tag, checkpoint or remote name is not a safe Git ref component."""
+
+
+class SecretDetectedError(InvalidInputError):
+    """A program's state holds API keys or other credentials; nothing was written.
+
+    ``paths`` lists the offending fields (``predict.lm.api_key``...); the
+    secret values themselves appear nowhere in the error.
+    """
+
+    def __init__(self, message: str, paths: list[str]) -> None:
+        super().__init__(message)
+        self.paths = list(paths)
 
 
 class UnsupportedProgramError(InvalidInputError):

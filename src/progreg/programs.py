@@ -8,6 +8,11 @@ A program is stored as its *state* (a JSON object) plus its *type name*
 * an object following DSPy's convention, ``dump_state()`` / ``load_state(state)``;
 * an object with ``to_dict()`` (and, to load, a ``from_dict(state)`` class method).
 
+A real ``dspy.Module`` (detected only when the process has imported DSPy) and a
+:class:`~progreg.dspy_adapter.DSPyProgram` go through :mod:`progreg.dspy_adapter`:
+its checks apply (credentials refused or redacted, JSON checked) and DSPy's
+dependency versions are recorded in the state.
+
 On load, progreg never imports a module or looks up a class named by stored
 data. It rebuilds an object only from what the caller provides: an instance
 passed as ``into=`` (its ``load_state`` is called), a class passed as
@@ -24,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from progreg import canonical
+from progreg import canonical, dspy_adapter
 from progreg.errors import UnsupportedProgramError
 
 Factory = Callable[[dict[str, Any]], Any]
@@ -40,6 +45,8 @@ def export_state(program: object) -> tuple[str | None, dict[str, Any]]:
     """Return ``(type name, state)`` for a program object."""
     if isinstance(program, dict):
         return None, program
+    if dspy_adapter.handles(program):
+        return dspy_adapter.export(program)
     if isinstance(program, BaseModel):
         return type_name(program), canonical.dump_model(program, "program state")
     for method in ("dump_state", "to_dict"):
@@ -59,6 +66,8 @@ def export_state(program: object) -> tuple[str | None, dict[str, Any]]:
 
 def signature_name(program: object) -> str | None:
     """The DSPy signature name of a program (a predictor, a ChainOfThought, a module)."""
+    if dspy_adapter.handles(program):
+        return dspy_adapter.signature_class(program)
     candidates: list[object] = [program, getattr(program, "predict", None)]
     named_predictors = getattr(program, "named_predictors", None)
     if callable(named_predictors):
@@ -83,6 +92,8 @@ def _factory_for(cls: type) -> Factory:
 
         def build(state: dict[str, Any]) -> Any:
             instance: Any = cls()
+            if dspy_adapter.is_dspy_module(instance):
+                return dspy_adapter.load_state(instance, state)
             result = instance.load_state(state)
             return instance if result is None else result
 
@@ -103,7 +114,10 @@ def load_into(target: object, state: dict[str, Any]) -> Any:
             f"into= got a {type_name(target)}, which has no load_state(); pass an instance"
             " with load_state() or a class"
         )
-    _call(loader, state, type_name(target))
+    if dspy_adapter.is_dspy_module(target):
+        _call(lambda data: dspy_adapter.load_state(target, data), state, type_name(target))
+    else:
+        _call(loader, state, type_name(target))
     return target
 
 
