@@ -804,7 +804,7 @@ def test_pulling_something_that_is_not_a_registry_is_refused(
     git(work, "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "code")
     git(work, "push", "-q", "origin", "HEAD:main")
     storage = clone(tmp_path, "alice", git_daemon.url("registry.git"))
-    with pytest.raises(RemoteError, match="is not a registry"):
+    with pytest.raises(RemoteError, match="is not a progreg registry"):
         storage.pull()
     assert rev(tmp_path / "alice") == ""
     assert rev(served) != ""

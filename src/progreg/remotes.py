@@ -29,9 +29,8 @@ from __future__ import annotations
 import pygit2
 from pydantic import BaseModel, ConfigDict, Field
 
-from progreg import canonical, events
+from progreg import events
 from progreg.checkpoints import CHECKPOINTS_PREFIX
-from progreg.document import FORMAT_VERSION
 from progreg.errors import (
     ConflictError,
     InvalidInputError,
@@ -39,14 +38,13 @@ from progreg.errors import (
     ProgregError,
     RegistryError,
     RemoteError,
-    UnsupportedFormatError,
 )
 from progreg.gitstore import remote as gitremote
 from progreg.gitstore.urls import check_url, redact_url
 from progreg.ids import is_program_id
 from progreg.merging import MergeResult, merge_into_main
 from progreg.names import check_name
-from progreg.storage import MAIN, MARKER, ProgramStorage
+from progreg.storage import MAIN, ProgramStorage, check_marker
 from progreg.tags import TAGS_PREFIX
 
 REMOTES_PREFIX = "refs/remotes/"
@@ -259,18 +257,8 @@ def _push(
 
 def _check_their_main(commit: pygit2.Commit, source: str) -> None:
     """Refuse to merge a ``main`` that is not a registry this progreg can read."""
-    blob = commit.tree[MARKER] if MARKER in commit.tree else None  # noqa: SIM401
-    if not isinstance(blob, pygit2.Blob):
-        raise RemoteError(f"{source}: its main (commit {str(commit.id)[:12]}) is not a registry")
-    try:
-        version = canonical.decode(blob.data, MARKER)["format_version"]
-    except (ProgregError, KeyError, TypeError) as exc:
-        raise RemoteError(f"{source}: its {MARKER} is damaged ({exc})") from None
-    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-        raise UnsupportedFormatError(
-            f"{source} has registry format {version}; this progreg reads up to"
-            f" {FORMAT_VERSION}: upgrade progreg, then pull again"
-        )
+    where = f"{source}: its main (commit {str(commit.id)[:12]}) is"
+    check_marker(commit.tree, where, MAIN, RemoteError)
 
 
 def _pull_main(storage: ProgramStorage, name: str, source: str) -> MergeResult | None:

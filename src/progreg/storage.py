@@ -38,6 +38,7 @@ from progreg.errors import (
     UnsupportedProgramError,
 )
 from progreg.gitstore import CommitPlan, GitRepository, Identity, resolve_identity
+from progreg.gitstore.trees import blob_at
 from progreg.history import LogIndex, ProgramRecord
 from progreg.ids import PROGRAMS_DIR, check_program_id, new_program_id, program_id_of_path
 from progreg.ids import program_path as path_of
@@ -122,24 +123,7 @@ class ProgramStorage:
             commit = repo[repo.references[ref].resolve().target].peel(pygit2.Commit)
         except (pygit2.GitError, ValueError, KeyError) as exc:
             raise NotARegistryError(f"{self.path}: {ref} does not lead to a commit") from exc
-        marker = self._git.read(commit.tree, MARKER)
-        if marker is None:
-            raise NotARegistryError(
-                f"{self.path} is a Git repository but not a progreg registry (no {MARKER} on {ref})"
-            )
-        try:
-            version = canonical.decode(marker, MARKER)["format_version"]
-        except (ProgregError, KeyError, TypeError) as exc:
-            raise NotARegistryError(f"{self.path}: {MARKER} is damaged ({exc})") from exc
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise NotARegistryError(
-                f"{self.path}: {MARKER} has an invalid format_version {version!r}"
-            )
-        if version > FORMAT_VERSION:
-            raise UnsupportedFormatError(
-                f"{self.path} has registry format {version!r}; this progreg reads up to"
-                f" {FORMAT_VERSION}: upgrade progreg"
-            )
+        check_marker(commit.tree, f"{self.path} is a Git repository but", ref, NotARegistryError)
 
     def register_type(
         self,
@@ -590,6 +574,29 @@ class ProgramStorage:
         from progreg.signing import verify
 
         return verify(self)
+
+
+def check_marker(tree: pygit2.Tree, where: str, ref: str, error: type[ProgregError]) -> int:
+    """The registry format of ``tree`` (the tip of ``ref``), from its ``progreg.json``.
+
+    Raises ``error`` (phrased after ``where``) when the tree is not a
+    registry's, and :class:`UnsupportedFormatError` when a newer progreg wrote it.
+    """
+    marker = blob_at(tree, MARKER)
+    if marker is None:
+        raise error(f"{where} not a progreg registry (no {MARKER} on {ref})")
+    try:
+        version = canonical.decode(marker.data, MARKER)["format_version"]
+    except (ProgregError, KeyError, TypeError) as exc:
+        raise error(f"{where} its {MARKER} is damaged (on {ref}: {exc})") from exc
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise error(f"{where} its {MARKER} has an invalid format_version {version!r} (on {ref})")
+    if version > FORMAT_VERSION:
+        raise UnsupportedFormatError(
+            f"{where} written in registry format {version} (on {ref}); this progreg reads up"
+            f" to {FORMAT_VERSION}: upgrade progreg"
+        )
+    return version
 
 
 def _walk_files(

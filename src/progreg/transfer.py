@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Literal
 import pygit2
 from pydantic import BaseModel, ConfigDict, Field
 
-from progreg import canonical, events
+from progreg import events
 from progreg.checkpoints import CHECKPOINTS_PREFIX
-from progreg.document import FORMAT_VERSION, ProgramDocument
+from progreg.document import ProgramDocument
 from progreg.errors import (
     BundleError,
     ConflictError,
@@ -38,7 +38,6 @@ from progreg.errors import (
     InvalidNameError,
     ProgramNotFoundError,
     ProgregError,
-    UnsupportedFormatError,
 )
 from progreg.gitstore import CommitPlan, Identity, format_message, objects, unbundle
 from progreg.gitstore import bundle as bundles
@@ -51,7 +50,7 @@ from progreg.migration import (
     read_storage_folder,
 )
 from progreg.names import check_name
-from progreg.storage import MAIN, MARKER
+from progreg.storage import MAIN, MARKER, check_marker
 from progreg.tags import TAGS_PREFIX
 from progreg.validation import tree_files
 
@@ -359,28 +358,6 @@ def _check_header(header: bundles.BundleHeader, where: str) -> None:
         raise BundleError(f"{where} has no refs a registry could import")
 
 
-def _check_marker(repo: pygit2.Repository, commit: pygit2.Commit, where: str) -> None:
-    if MARKER not in commit.tree:
-        raise BundleError(
-            f"{where}: its main (commit {str(commit.id)[:12]}) is not a progreg registry"
-            f" (no {MARKER})"
-        )
-    blob = repo[commit.tree[MARKER].id]
-    if not isinstance(blob, pygit2.Blob):
-        raise BundleError(f"{where}: its {MARKER} is not a file")
-    try:
-        version = canonical.decode(blob.data, MARKER)["format_version"]
-    except (ProgregError, KeyError, TypeError) as exc:
-        raise BundleError(f"{where}: its {MARKER} is damaged") from exc
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise BundleError(f"{where}: its {MARKER} has an invalid format_version {version!r}")
-    if version > FORMAT_VERSION:
-        raise UnsupportedFormatError(
-            f"{where} holds registry format {version}; this progreg reads up to"
-            f" {FORMAT_VERSION}: upgrade progreg"
-        )
-
-
 class _BundleImport:
     """The checks and writes of one bundle import."""
 
@@ -416,7 +393,8 @@ class _BundleImport:
         changes = False
         if theirs is not None:
             their_commit = self._commit(repo, theirs, MAIN)
-            _check_marker(repo, their_commit, self.where)
+            where = f"{self.where}: its main (commit {theirs[:12]}) is"
+            check_marker(their_commit.tree, where, MAIN, BundleError)
             our_commit = repo[ours.id] if ours is not None else None
             assert our_commit is None or isinstance(our_commit, pygit2.Commit)
             merge = plan_merge(repo, our_commit, their_commit, self.storage.max_program_bytes)
