@@ -139,8 +139,9 @@ def raise_conflicts(plan: MergePlan, source: str, theirs: str) -> None:
         raise ConflictError(
             f"{len(plan.conflicts)} program(s) differ between this registry and {source}"
             f" (commit {theirs[:12]}): {shown}. Nothing was merged; both versions stay"
-            " reachable. Compare them, keep one (save it again, or delete it on one side)"
-            " and retry."
+            " reachable. To settle it, merge the two histories in a Git checkout, keep the"
+            " version you want of each file, and push or import that result (see"
+            " docs/sharing.md)."
         )
 
 
