@@ -933,3 +933,17 @@ def test_the_bundle_layer_writes_v3_bundles(
     assert header.capabilities == {"object-format": "sha1"}
     assert header.refs == {"refs/heads/main": tip}
     assert git_status(storage.path, "bundle", "verify", str(tmp_path / "v3.bundle")) == 0
+
+
+def test_importing_only_identical_programs_writes_nothing(tmp_path: Path) -> None:
+    """An export of programs the registry already has (another history) changes nothing."""
+    storage = ProgramStorage(tmp_path / "registry")
+    ids = [storage.save_program({"instructions": f"v{i}"}).program_id for i in range(3)]
+    bundle = tmp_path / "same.bundle"
+    storage.export_programs(ids, bundle)  # a new, parentless commit: unrelated history
+    before = registry_state(storage.path)
+    result = storage.import_programs(bundle)
+    assert result.commit is None
+    assert result.imported == []
+    assert sorted(result.identical) == sorted(ids)
+    assert registry_state(storage.path) == before  # not even the bundle's objects

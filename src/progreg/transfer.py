@@ -428,6 +428,11 @@ class _BundleImport:
             )
         return theirs, changes
 
+    @property
+    def has_refs_to_write(self) -> bool:
+        """Whether the bundle brings tags or checkpoint moves this registry lacks."""
+        return bool(self._tags or self._checkpoints)
+
     def write_refs(self) -> None:
         """Create missing tags, create or fast-forward checkpoint branches."""
         git = self.storage.git
@@ -451,10 +456,11 @@ def _import_bundle(storage: ProgramStorage, path: Path, timer: events.Timer) -> 
     max_size = max(storage.max_program_bytes, 16 * 1024 * 1024)
     with unbundle.unpack(storage.git.repo, path, job.header, max_object_size=max_size) as incoming:
         theirs, changes = job.plan(incoming.repository())
-        try:
-            incoming.migrate()
-        except OSError as exc:
-            raise storage.write_error(exc) from exc
+        if changes or job.has_refs_to_write:  # else the quarantine is simply dropped
+            try:
+                incoming.migrate()
+            except OSError as exc:
+                raise storage.write_error(exc) from exc
     merged = None
     if theirs is not None and changes:
         merged = merge_into_main(
@@ -472,8 +478,12 @@ def _import_bundle(storage: ProgramStorage, path: Path, timer: events.Timer) -> 
         raise storage.write_error(exc) from exc
     identical = merged.identical if merged is not None else []
     if merged is None and theirs is not None:
-        repo = storage.git.repo
-        identical = sorted(_program_ids(repo, repo[theirs].peel(pygit2.Commit)))
+        plan = job.merge_plan[1] if job.merge_plan is not None else None
+        if plan is not None and not plan.up_to_date:  # nothing new: objects were not kept
+            identical = sorted(plan.identical)
+        else:  # their main is already in our history
+            repo = storage.git.repo
+            identical = sorted(_program_ids(repo, repo[theirs].peel(pygit2.Commit)))
     return ImportResult(
         source=str(path),
         source_kind="bundle",
