@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -752,12 +753,31 @@ MY_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("command", MY_COMMANDS, ids=" ".join)
+def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command and subcommand of the progreg command line."""
+    found = []
+    for name, command in sorted(group.commands.items()):
+        found.append([*prefix, name])
+        if isinstance(command, click.Group):
+            found += all_commands(command, (*prefix, name))
+    return found
+
+
+def test_the_command_list_covers_these_commands() -> None:
+    assert {" ".join(c) for c in MY_COMMANDS} <= {" ".join(c) for c in all_commands()}
+
+
+@pytest.mark.parametrize("command", all_commands(), ids=" ".join)
 def test_every_command_has_help_with_an_example(registry_path: Path, command: list[str]) -> None:
     text = ok(run(registry_path, *command, "--help")).stdout
-    assert "Example:\n" in text
-    example = text.split("Example:\n", 1)[1].splitlines()[0]
-    assert example.startswith(f"    progreg {command[0]}") or example.startswith("    eval ")
+    heading = "Examples:\n" if "Examples:\n" in text else "Example:\n"
+    assert heading in text
+    example = text.split(heading, 1)[1].splitlines()[0].split()
+    if example[0] != "eval":  # completion's example installs the script
+        words = example[example.index("progreg") + 1 :]
+        # the command words, in order, possibly after global options
+        positions = [words.index(word) for word in command]
+        assert positions == sorted(positions)
     assert not registry_path.exists()
 
 
