@@ -108,26 +108,10 @@ class ProgregCommand(click.Command):
             return super().invoke(ctx)
 
 
-class ProgregGroup(click.Group):
-    """A group of subcommands that follow the error conventions."""
+class ProgregGroup(ProgregCommand, click.Group):
+    """A group of subcommands that follow the error conventions (the same methods)."""
 
     command_class = ProgregCommand
-
-    def make_context(
-        self,
-        info_name: str | None,
-        args: list[str],
-        parent: click.Context | None = None,
-        **extra: Any,
-    ) -> click.Context:
-        """Parse the arguments; a usage error is reported on one line."""
-        with _usage_errors_on_one_line():
-            return super().make_context(info_name, args, parent, **extra)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        """Run the subcommand; progreg errors become one-line failures."""
-        with _reported(ctx):
-            return super().invoke(ctx)
 
 
 # -- opening the registry -------------------------------------------------------------

@@ -24,9 +24,10 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pygit2
 
@@ -460,28 +461,35 @@ def _whole_pack(repo: pygit2.Repository, references: Sequence[tuple[str, str]]) 
     return packs_found[0]
 
 
+@contextlib.contextmanager
+def _atomic_file(destination: Path) -> Iterator[BinaryIO]:
+    """A file that appears at ``destination`` whole when the block succeeds, or not at all."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
+    try:
+        with os.fdopen(descriptor, "w+b") as handle:
+            yield handle
+        os.replace(temporary, destination)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
 def _copy_pack(
     pack: Path, destination: Path, references: Sequence[tuple[str, str]], version: int
 ) -> WrittenBundle:
     header = _signature_lines(version) + b"".join(
         f"{oid} {name}\n".encode() for name, oid in references
     )
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as out, open(pack, "rb") as source:
-            out.write(header + b"\n")
-            start = source.read(12)
-            if len(start) != 12 or start[:4] != b"PACK":
-                raise OSError(f"{pack} is not a pack")
-            out.write(start)
-            shutil.copyfileobj(source, out, 1 << 20)
-            size = out.tell()
-        os.replace(temporary, destination)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    with _atomic_file(destination) as out, open(pack, "rb") as source:
+        out.write(header + b"\n")
+        start = source.read(12)
+        if len(start) != 12 or start[:4] != b"PACK":
+            raise OSError(f"{pack} is not a pack")
+        out.write(start)
+        shutil.copyfileobj(source, out, 1 << 20)
+        size = out.tell()
     return WrittenBundle(
         path=destination,
         version=version,
@@ -525,20 +533,12 @@ def write_bundle(
     lines += [f"{oid} {name}\n".encode() for name, oid in references]
     lines.append(b"\n")
     destination = Path(path)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
-    try:
-        with os.fdopen(descriptor, "w+b") as handle:
-            handle.write(b"".join(lines))
-            writer = PackWriter(handle, level)
-            _write_objects(source, plan, writer)
-            writer.finish()
-            size = handle.tell()
-        os.replace(temporary, destination)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    with _atomic_file(destination) as handle:
+        handle.write(b"".join(lines))
+        writer = PackWriter(handle, level)
+        _write_objects(source, plan, writer)
+        writer.finish()
+        size = handle.tell()
     return WrittenBundle(
         path=destination,
         version=version,
