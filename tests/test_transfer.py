@@ -7,8 +7,10 @@ with ``../shared/bench/files_store.py``, the reference design's own store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import subprocess
 import sys
 from datetime import datetime
@@ -947,3 +949,48 @@ def test_importing_only_identical_programs_writes_nothing(tmp_path: Path) -> Non
     assert result.imported == []
     assert sorted(result.identical) == sorted(ids)
     assert registry_state(storage.path) == before  # not even the bundle's objects
+
+
+def test_export_and_import_report_progress(tmp_path: Path) -> None:
+    storage = ProgramStorage(tmp_path / "registry")
+    for i in range(5):
+        storage.save_program({"instructions": f"v{i}"})
+    bundle = tmp_path / "all.bundle"
+    exported: list[tuple[int, int]] = []
+    storage.export_registry(bundle, progress=lambda done, total: exported.append((done, total)))
+    assert exported
+    assert exported[-1][0] == exported[-1][1] == 5  # one step per commit
+    imported: list[tuple[int, int]] = []
+    target = ProgramStorage(tmp_path / "target")
+    target.import_programs(bundle, progress=lambda done, total: imported.append((done, total)))
+    assert imported
+    assert [done for done, _ in imported] == sorted(done for done, _ in imported)
+    assert imported[-1][0] == imported[-1][1]  # every object of the pack was checked
+
+
+def test_the_cli_draws_a_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
+    storage = ProgramStorage(tmp_path / "registry")
+    storage.save_program({"instructions": "hello"})
+    executable = Path(sys.executable).with_name("progreg")
+    env = {**os.environ, "PROGREG_PATH": str(storage.path)}
+    command = [str(executable), "export", str(tmp_path / "a.bundle"), "--all"]
+    piped = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    assert "exporting" not in piped.stderr
+    main, secondary = pty.openpty()
+    try:
+        done = subprocess.run(
+            [*command[:2], str(tmp_path / "b.bundle"), "--all"],
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            env=env,
+            check=True,
+        )
+        os.close(secondary)
+        drawn = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(main, 4096):
+                drawn += chunk
+    finally:
+        os.close(main)
+    assert b"exporting" in drawn
+    assert done.returncode == 0

@@ -514,30 +514,50 @@ class ProgramStorage:
     # -- sharing -----------------------------------------------------------------
 
     def export_programs(
-        self, program_ids: Iterable[str], path: str | os.PathLike[str]
+        self,
+        program_ids: Iterable[str],
+        path: str | os.PathLike[str],
+        *,
+        progress: Callable[[int, int], None] | None = None,
     ) -> ExportResult:
-        """Write a Git bundle at ``path`` holding exactly these programs (see transfer)."""
+        """Write a Git bundle at ``path`` holding exactly these programs (see transfer).
+
+        ``progress(done, total)``, if given, is called as the bundle is written.
+        """
         from progreg.transfer import export_programs
 
-        return export_programs(self, program_ids, path)
+        return export_programs(self, program_ids, path, progress)
 
     def export_registry(
-        self, path: str | os.PathLike[str], since: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        since: str | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
     ) -> ExportResult:
         """Bundle the whole registry (main, tags, checkpoints), or only what is new since ``since``.
 
         ``since`` is a previous export's bundle file or a commit; the new bundle
-        then lists what it builds on as prerequisites.
+        then lists what it builds on as prerequisites. ``progress(done, total)``,
+        if given, is called as the bundle is written.
         """
         from progreg.transfer import export_registry
 
-        return export_registry(self, path, since)
+        return export_registry(self, path, since, progress)
 
-    def import_programs(self, path: str | os.PathLike[str]) -> ImportResult:
-        """Import a Git bundle, a reference-format JSON export or a ``dspy_storage/`` folder."""
+    def import_programs(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ImportResult:
+        """Import a Git bundle, a reference-format JSON export or a ``dspy_storage/`` folder.
+
+        ``progress(done, total)``, if given, is called as a bundle's objects are checked.
+        """
         from progreg.transfer import import_programs
 
-        return import_programs(self, path)
+        return import_programs(self, path, progress)
 
     def add_remote(self, name: str, url: str) -> RemoteInfo:
         """Add a Git remote (credentials are never stored: see remotes)."""

@@ -41,6 +41,7 @@ from progreg.errors import (
 )
 from progreg.gitstore import CommitPlan, Identity, format_message, objects, unbundle
 from progreg.gitstore import bundle as bundles
+from progreg.gitstore.pack import Progress
 from progreg.ids import check_program_id, is_program_id, program_id_of_path, program_path
 from progreg.merging import MergePlan, merge_into_main, plan_merge, raise_conflicts
 from progreg.migration import (
@@ -178,7 +179,10 @@ def _ids(program_ids: Iterable[str]) -> list[str]:
 
 
 def export_programs(
-    storage: ProgramStorage, program_ids: Iterable[str], path: str | os.PathLike[str]
+    storage: ProgramStorage,
+    program_ids: Iterable[str],
+    path: str | os.PathLike[str],
+    progress: Progress | None = None,
 ) -> ExportResult:
     """Write a bundle holding exactly ``program_ids`` (their current versions).
 
@@ -218,7 +222,7 @@ def export_programs(
     )
     commit, extra = _export_commit(storage, blobs, marker, message)
     refs = [(HEAD, commit.hex()), (MAIN, commit.hex())]
-    written = _write(storage, path, refs, extra=extra)
+    written = _write(storage, path, refs, extra=extra, progress=progress)
     return _exported(storage, written, "programs", ids, commit.hex(), timer)
 
 
@@ -229,12 +233,15 @@ def _write(
     *,
     exclude: Iterable[str] = (),
     extra: dict[bytes, objects.RawObject] | None = None,
+    progress: Progress | None = None,
 ) -> bundles.WrittenBundle:
     target = Path(path)
     if target.is_dir():
         raise InvalidInputError(f"{target} is a directory; give the bundle file to write")
     try:
-        return bundles.write_bundle(storage.git.repo, target, refs, exclude=exclude, extra=extra)
+        return bundles.write_bundle(
+            storage.git.repo, target, refs, exclude=exclude, extra=extra, progress=progress
+        )
     except OSError as exc:
         raise InvalidInputError(f"cannot write the bundle {target}: {exc}") from exc
 
@@ -304,7 +311,10 @@ def _since(storage: ProgramStorage, since: str) -> list[str]:
 
 
 def export_registry(
-    storage: ProgramStorage, path: str | os.PathLike[str], since: str | None = None
+    storage: ProgramStorage,
+    path: str | os.PathLike[str],
+    since: str | None = None,
+    progress: Progress | None = None,
 ) -> ExportResult:
     """Write a bundle of the whole registry, or of what is new since ``since``.
 
@@ -314,7 +324,7 @@ def export_registry(
     timer = events.Timer()
     refs = _registry_refs(storage)
     exclude = _since(storage, since) if since is not None else []
-    written = _write(storage, path, refs, exclude=exclude)
+    written = _write(storage, path, refs, exclude=exclude, progress=progress)
     tip = storage.git.tip(MAIN)
     assert tip is not None
     ids = sorted(_program_ids(storage.git.repo, tip))
@@ -451,10 +461,14 @@ class _BundleImport:
             (self.checkpoints_updated if existed else self.checkpoints_created).append(name)
 
 
-def _import_bundle(storage: ProgramStorage, path: Path, timer: events.Timer) -> ImportResult:
+def _import_bundle(
+    storage: ProgramStorage, path: Path, timer: events.Timer, progress: Progress | None
+) -> ImportResult:
     job = _BundleImport(storage, path)
     max_size = max(storage.max_program_bytes, 16 * 1024 * 1024)
-    with unbundle.unpack(storage.git.repo, path, job.header, max_object_size=max_size) as incoming:
+    with unbundle.unpack(
+        storage.git.repo, path, job.header, max_object_size=max_size, progress=progress
+    ) as incoming:
         theirs, changes = job.plan(incoming.repository())
         if changes or job.has_refs_to_write:  # else the quarantine is simply dropped
             try:
@@ -631,7 +645,9 @@ def _kind(path: Path) -> SourceKind:
     )
 
 
-def import_programs(storage: ProgramStorage, path: str | os.PathLike[str]) -> ImportResult:
+def import_programs(
+    storage: ProgramStorage, path: str | os.PathLike[str], progress: Progress | None = None
+) -> ImportResult:
     """Import a bundle, a reference-format export file or a ``dspy_storage/`` folder.
 
     Everything is checked before anything is written: a refused import
@@ -644,7 +660,7 @@ def import_programs(storage: ProgramStorage, path: str | os.PathLike[str]) -> Im
     events.emit("progreg.import_start", source=str(source_path), source_kind=kind)
     try:
         if kind == "bundle":
-            result = _import_bundle(storage, source_path, timer)
+            result = _import_bundle(storage, source_path, timer, progress)
         else:
             reader = read_export_file if kind == "json-export" else read_storage_folder
             result = _import_reference(storage, source_path, reader(source_path), timer)

@@ -10,6 +10,7 @@ one line too, with exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -208,6 +209,30 @@ def json_option(func: F) -> F:
         "--json", "as_json", is_flag=True, help="Print JSON for scripts (shape described above)."
     )
     return option(func)
+
+
+@contextmanager
+def progress_reporter(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback for the library, drawing a bar on a terminal.
+
+    The bar appears on stderr at the first report (when the total is known),
+    and only when stderr is a terminal.
+    """
+    stream = sys.stderr
+    if not stream.isatty():
+        yield lambda done, total: None
+        return
+    with contextlib.ExitStack() as stack:
+        bars: list[Any] = []
+
+        def report(done: int, total: int) -> None:
+            if not bars:
+                bars.append(
+                    stack.enter_context(click.progressbar(length=total, label=label, file=stream))
+                )
+            bars[0].update(done - bars[0].pos)
+
+        yield report
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from progreg.cli.output import (
     info,
     json_option,
     open_storage,
+    progress_reporter,
 )
 from progreg.cli.params import PROGRAM_ID
 
@@ -79,9 +80,11 @@ def export_command(
         raise OneLineUsageError("give the program IDS to export, or --all")
     storage = open_storage(ctx)
     if program_ids:
-        result = storage.export_programs(program_ids, path)
+        with progress_reporter("exporting") as progress:
+            result = storage.export_programs(program_ids, path, progress=progress)
     else:
-        result = storage.export_registry(path, since=since)
+        with progress_reporter("exporting") as progress:
+            result = storage.export_registry(path, since=since, progress=progress)
     if as_json:
         echo_json(result.model_dump(mode="json"))
         return
@@ -116,7 +119,8 @@ def import_command(ctx: Context, path: Path, as_json: bool) -> None:
       progreg --registry ./registry import ./dspy_storage --json
     """
     storage = open_storage(ctx, create=True)
-    result = storage.import_programs(path)
+    with progress_reporter("importing") as progress:
+        result = storage.import_programs(path, progress=progress)
     if as_json:
         echo_json(result.model_dump(mode="json"))
         return

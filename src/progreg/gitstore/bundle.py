@@ -43,7 +43,7 @@ from progreg.gitstore.objects import (
     TREE_MODE,
     RawObject,
 )
-from progreg.gitstore.pack import PackWriter
+from progreg.gitstore.pack import PackWriter, Progress
 
 SIGNATURES = {b"# v2 git bundle\n": 2, b"# v3 git bundle\n": 3}
 #: Largest header accepted (refs and prerequisites); a registry with a million
@@ -413,13 +413,18 @@ def _plan(source: _Source, references: Sequence[tuple[str, str]], exclude: Itera
     return _Plan(commits, trees, tags, others, prerequisites)
 
 
-def _write_objects(source: _Source, plan: _Plan, writer: PackWriter) -> None:
+def _write_objects(
+    source: _Source, plan: _Plan, writer: PackWriter, progress: Progress | None = None
+) -> None:
     collector = _Collector(source, writer)
+    total = len(plan.commits)
     for oid, _tree, _parents, data in plan.commits:
         collector.emit(oid, OBJ_COMMIT, data)
     for oid, data in plan.tags:
         collector.emit(oid, OBJ_TAG, data)
-    for _oid, tree, parents, _data in plan.commits:
+    for done, (_oid, tree, parents, _data) in enumerate(plan.commits, 1):
+        if progress is not None and (done % 256 == 0 or done == total):
+            progress(done, total)
         base = None
         if parents:
             base = plan.trees.get(parents[0])
@@ -509,6 +514,7 @@ def write_bundle(
     extra: Mapping[bytes, RawObject] | None = None,
     version: int = 2,
     level: int = packs.DEFAULT_LEVEL,
+    progress: Progress | None = None,
 ) -> WrittenBundle:
     """Write a bundle of ``references`` (``(refname, object id)``) to ``path``, atomically.
 
@@ -516,6 +522,7 @@ def write_bundle(
     excluded commits the bundle builds on are listed as its prerequisites.
     ``extra`` holds objects that are not in the repository (``{raw id: (type,
     data)}``). ``version`` is 2 or 3 (v3 adds ``@object-format=sha1``).
+    ``progress(done, total)`` is told how many commits have been written.
     """
     if version not in (2, 3):
         raise ValueError(f"bundle version must be 2 or 3, not {version}")
@@ -536,7 +543,7 @@ def write_bundle(
     with _atomic_file(destination) as handle:
         handle.write(b"".join(lines))
         writer = PackWriter(handle, level)
-        _write_objects(source, plan, writer)
+        _write_objects(source, plan, writer, progress)
         writer.finish()
         size = handle.tell()
     return WrittenBundle(

@@ -156,6 +156,8 @@ class IndexedPack:
 ExternalReader = Callable[[bytes], tuple[int, bytes] | None]
 #: ``visit(oid, type, data)`` is called once for every object of the pack.
 Visitor = Callable[[bytes, int, bytes], None]
+#: ``progress(done, total)``: how far a long pack operation is, in its own units.
+Progress = Callable[[int, int], None]
 
 
 @dataclass

@@ -123,6 +123,7 @@ def unpack(
     *,
     max_object_size: int,
     accept_ref: Callable[[str], bool] | None = None,
+    progress: packs.Progress | None = None,
 ) -> IncomingPack:
     """Check the bundle's pack completely and hold it in a quarantine; see :class:`IncomingPack`.
 
@@ -131,6 +132,7 @@ def unpack(
     truncated or corrupt (checksum, zlib, deltas, sizes), objects over
     ``max_object_size`` bytes, or objects reachable from the bundle's
     references that are neither in the pack nor in the repository.
+    ``progress(done, total)`` is told how many of the pack's objects are checked.
     """
     where = str(path)
     if accept_ref is not None:
@@ -160,9 +162,19 @@ def unpack(
         return int(kind), raw
 
     check = _Check()
+    total = int.from_bytes(pack_data[8:12], "big") if len(pack_data) >= 12 else 0
+    seen = 0
+
+    def visit(oid: bytes, kind: int, raw: bytes) -> None:
+        nonlocal seen
+        check.visit(oid, kind, raw)
+        seen += 1
+        if progress is not None and (seen % 1024 == 0 or seen == total):
+            progress(seen, total)
+
     try:
         indexed = packs.index_pack(
-            pack_data, external=external, visit=check.visit, max_object_size=max_object_size
+            pack_data, external=external, visit=visit, max_object_size=max_object_size
         )
     except BundleError as exc:
         raise BundleError(f"{where}: {exc}") from exc
