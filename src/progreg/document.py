@@ -27,6 +27,8 @@ from progreg.models import ProgramSummary
 from progreg.results import best_score_of, optimizer_of, score_name_of, signature_class_of
 
 FORMAT_VERSION = 1
+#: The largest program document a registry accepts unless configured otherwise.
+DEFAULT_MAX_PROGRAM_BYTES = 16 * 1024 * 1024
 _REQUIRED = ("program_id", "saved_at", "program_data", "optimization_result", "metadata")
 
 

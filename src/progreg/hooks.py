@@ -34,11 +34,11 @@ from typing import IO
 import pygit2
 from pygit2.enums import RepositoryOpenFlag
 
+from progreg.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.errors import ConflictError, InvalidInputError, NotARegistryError
+from progreg.storage import MARKER
 from progreg.validation import (
-    DEFAULT_MAX_PROGRAM_BYTES,
     MAIN,
-    MARKER,
     Problem,
     parse_updates,
     validate_push,

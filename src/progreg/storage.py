@@ -21,6 +21,7 @@ import pygit2
 from progreg import canonical, events
 from progreg._version import __version__
 from progreg.document import (
+    DEFAULT_MAX_PROGRAM_BYTES,
     FORMAT_VERSION,
     ProgramDocument,
     decode_document,
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 MAIN = "refs/heads/main"
 MARKER = "progreg.json"
 DEFAULT_PATH = "./dspy_storage"
-DEFAULT_MAX_PROGRAM_BYTES = 16 * 1024 * 1024
 
 T = TypeVar("T")
 

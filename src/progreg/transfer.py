@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from progreg import events
 from progreg.checkpoints import CHECKPOINTS_PREFIX
-from progreg.document import ProgramDocument
+from progreg.document import DEFAULT_MAX_PROGRAM_BYTES, ProgramDocument
 from progreg.errors import (
     BundleError,
     ConflictError,
@@ -465,7 +465,7 @@ def _import_bundle(
     storage: ProgramStorage, path: Path, timer: events.Timer, progress: Progress | None
 ) -> ImportResult:
     job = _BundleImport(storage, path)
-    max_size = max(storage.max_program_bytes, 16 * 1024 * 1024)
+    max_size = max(storage.max_program_bytes, DEFAULT_MAX_PROGRAM_BYTES)
     with unbundle.unpack(
         storage.git.repo, path, job.header, max_object_size=max_size, progress=progress
     ) as incoming:

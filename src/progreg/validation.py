@@ -64,20 +64,22 @@ import pygit2
 from pygit2.enums import DeltaStatus, FileMode, SortMode
 
 from progreg import canonical
-from progreg.document import FORMAT_VERSION, ProgramDocument, decode_document
+from progreg.checkpoints import CHECKPOINTS_PREFIX, MANIFEST
+from progreg.document import (
+    DEFAULT_MAX_PROGRAM_BYTES,
+    FORMAT_VERSION,
+    ProgramDocument,
+    decode_document,
+)
 from progreg.errors import NotJSONError, ProgregError, UnsupportedFormatError
 from progreg.gitstore import parse_trailers
 from progreg.ids import PROGRAMS_DIR, is_program_id, program_id_of_path, program_path
 from progreg.messages import ACTION, PROGRAM_ID, save_message
 from progreg.names import check_name
+from progreg.storage import MARKER
 
 MAIN = "refs/heads/main"
 TAGS_PREFIX = "refs/tags/"
-CHECKPOINTS_PREFIX = "refs/heads/checkpoints/"
-MARKER = "progreg.json"
-MANIFEST = "checkpoint.json"
-#: The size limit of a program file unless the caller passes another.
-DEFAULT_MAX_PROGRAM_BYTES = 16 * 1024 * 1024
 
 #: A ref update stops being checked once this many problems were found.
 MAX_PROBLEMS_PER_REF = 200

@@ -21,10 +21,10 @@ from pathlib import Path
 import pygit2
 from pygit2.enums import FileMode, SortMode
 
+from progreg.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.errors import InvalidInputError
+from progreg.storage import MARKER
 from progreg.validation import (
-    DEFAULT_MAX_PROGRAM_BYTES,
-    MARKER,
     Problem,
     check_file,
     validate_commit,
