@@ -8,6 +8,12 @@ commit last wrote each, and a :class:`ProgramRecord` per live program built
 from the save's trailers (or, for commits without them, from the file). It
 lives in memory and is rebuilt from scratch when the ref was rewritten (its
 last indexed commit is no longer an ancestor of the tip).
+
+What it derived is also persisted between processes (:mod:`progreg.logcache`):
+on first use the index loads the cache, keeps it only if the commit it was
+built from is on the ref's first-parent chain, and walks only the commits
+added since. The cache is written back by queries, never by saves, once at
+least :attr:`LogIndex.persist_after` commits were indexed beyond it.
 """
 
 from __future__ import annotations
@@ -16,10 +22,13 @@ import math
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pygit2
 from pygit2.enums import DeltaStatus
 
+from progreg import logcache
 from progreg.document import decode_document
 from progreg.errors import ProgregError
 from progreg.gitstore import GitRepository, parse_trailers
@@ -65,9 +74,17 @@ class ProgramRecord:
 
 
 class LogIndex:
-    """An incrementally maintained index of a ref's log."""
+    """An incrementally maintained index of a ref's log.
 
-    def __init__(self, git: GitRepository, ref: str) -> None:
+    ``cache`` is the file that persists the index between processes (default:
+    :func:`progreg.logcache.cache_path` in the repository; ``None``: no cache).
+    """
+
+    #: Write the cache once a query has indexed this many commits beyond it.
+    #: A fresh process walks at most about this many commits after loading it.
+    persist_after = 128
+
+    def __init__(self, git: GitRepository, ref: str, *, cache: Path | bool | None = True) -> None:
         self._git = git
         self._ref = ref
         self._lock = threading.Lock()
@@ -75,17 +92,25 @@ class LogIndex:
         self._entries: list[LogEntry] = []
         self._live: dict[str, int] = {}
         self._records: dict[str, ProgramRecord] = {}
+        if cache is True:
+            self._cache: Path | None = logcache.cache_path(git.path, ref)
+        else:
+            self._cache = cache if isinstance(cache, Path) else None
+        self._cache_loaded = False
+        self._unsaved = 0  # commits indexed beyond the cache file's head
 
     def entries(self) -> list[LogEntry]:
         """Every commit of the ref, oldest first (topological order)."""
         with self._lock:
             self._refresh()
+            self._persist()
             return list(self._entries)
 
     def last_change(self, program_id: str) -> str | None:
         """The commit that wrote the live version of ``program_id``, or ``None``."""
         with self._lock:
             self._refresh()
+            self._persist()
             position = self._live.get(program_id)
             return None if position is None else self._entries[position].commit
 
@@ -97,6 +122,7 @@ class LogIndex:
                 record = self._records.get(program_id)
                 if record is None or record.position != position:
                     self._records[program_id] = self._record(program_id, position)
+            self._persist()
             return dict(self._records)
 
     def _refresh(self) -> None:
@@ -106,12 +132,14 @@ class LogIndex:
             return
         if tip.id == self._head:
             return
+        if not self._cache_loaded:
+            self._cache_loaded = True
+            self._load()
         repo = self._git.repo
-        new = self._first_parent_chain(tip)
-        if new is None:
-            self._reset()
-            new = self._first_parent_chain(tip)
-            assert new is not None
+        new, found = self._first_parent_chain(tip)
+        if not found:
+            self._reset()  # ``new`` is then the whole chain
+        self._unsaved += len(new)
         for commit in reversed(new):
             entry = _entry(repo, commit)
             position = len(self._entries)
@@ -123,11 +151,12 @@ class LogIndex:
                 self._records.pop(program_id, None)
         self._head = tip.id
 
-    def _first_parent_chain(self, tip: pygit2.Commit) -> list[pygit2.Commit] | None:
+    def _first_parent_chain(self, tip: pygit2.Commit) -> tuple[list[pygit2.Commit], bool]:
         """Commits from ``tip`` back along first parents to the indexed head, newest first.
 
-        ``None`` when the indexed head is not on that chain (the ref was
-        rewritten, or replaced by a merge whose first parent is not our head).
+        The flag is false when the indexed head is not on that chain (the ref
+        was rewritten, or replaced by a merge whose first parent is not our
+        head); the commits are then the whole chain, down to the root.
         The log of a registry is its first-parent history: a merge counts as
         one change, what it brought is its diff against its first parent.
         """
@@ -136,15 +165,41 @@ class LogIndex:
         while commit is not None and commit.id != self._head:
             chain.append(commit)
             commit = commit.parents[0] if commit.parents else None
-        if commit is None and self._head is not None:
-            return None
-        return chain
+        return chain, commit is not None or self._head is None
 
     def _reset(self) -> None:
         self._head = None
         self._entries = []
         self._live = {}
         self._records = {}
+        self._unsaved = 0
+
+    def _load(self) -> None:
+        """Start from the cache file, if there is a trustworthy one (else stay empty)."""
+        if self._cache is None:
+            return
+        data = logcache.read(self._cache)
+        if data is None:
+            return
+        try:
+            state = _decode(data, self._ref)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError):
+            state = None
+        if state is None:
+            return
+        head, entries, live, records = state
+        self._head = head
+        self._entries = entries
+        self._live = live
+        self._records = records
+        self._unsaved = 0
+
+    def _persist(self) -> None:
+        """Write the cache when enough commits were indexed since it was last written."""
+        if self._cache is None or self._head is None or self._unsaved < self.persist_after:
+            return
+        self._unsaved = 0  # written or not (read-only registry), try again only later
+        logcache.write(self._cache, _encode(self._ref, self._head, self._entries, self._records))
 
     def _record(self, program_id: str, position: int) -> ProgramRecord:
         entry = self._entries[position]
@@ -186,6 +241,73 @@ class LogIndex:
             optimizer=doc.optimizer if doc is not None else None,
             signature_class=doc.signature_class if doc is not None else None,
         )
+
+
+def _encode(
+    ref: str, head: pygit2.Oid, entries: list[LogEntry], records: dict[str, ProgramRecord]
+) -> dict[str, Any]:
+    return {
+        "ref": ref,
+        "head": str(head),
+        "entries": [
+            [e.commit, int(e.time.timestamp()), e.trailers, e.written, e.removed] for e in entries
+        ],
+        "records": [
+            [
+                r.program_id,
+                r.position,
+                r.saved_at.isoformat(),
+                r.best_score,
+                r.score_name,
+                r.optimizer,
+                r.signature_class,
+            ]
+            for r in records.values()
+        ],
+    }
+
+
+def _decode(
+    data: dict[str, Any], ref: str
+) -> tuple[pygit2.Oid, list[LogEntry], dict[str, int], dict[str, ProgramRecord]] | None:
+    """The state a cache body describes, or ``None`` if it does not hold together.
+
+    Raises ``KeyError``, ``TypeError``, ``ValueError``... on a malformed body.
+    """
+    if data["ref"] != ref:
+        return None
+    head = pygit2.Oid(hex=data["head"])
+    entries: list[LogEntry] = []
+    live: dict[str, int] = {}
+    from_timestamp = datetime.fromtimestamp
+    for position, (commit, time, trailers, written, removed) in enumerate(data["entries"]):
+        if not isinstance(trailers, dict):
+            return None
+        entry = LogEntry(
+            commit, from_timestamp(time, UTC), trailers, tuple(written), tuple(removed)
+        )
+        entries.append(entry)
+        for program_id in entry.written:
+            live[program_id] = position
+        for program_id in entry.removed:
+            live.pop(program_id, None)
+    if not entries or entries[-1].commit != str(head):
+        return None
+    records: dict[str, ProgramRecord] = {}
+    for program_id, position, saved_at, score, score_name, optimizer, signature in data["records"]:
+        if live.get(program_id) != position:
+            continue  # stale: recomputed when asked for
+        records[program_id] = ProgramRecord(
+            program_id=program_id,
+            commit=entries[position].commit,
+            position=position,
+            saved_at=datetime.fromisoformat(saved_at),
+            best_score=score,
+            score_name=score_name,
+            optimizer=optimizer,
+            signature_class=signature,
+        )
+    return head, entries, live, records
 
 
 def _text(value: str) -> str | None:
