@@ -39,6 +39,7 @@ from progreg.errors import (
     UnsupportedProgramError,
 )
 from progreg.gitstore import CommitPlan, GitRepository, Identity, resolve_identity
+from progreg.gitstore.maintenance import auto_maintenance
 from progreg.gitstore.trees import blob_at
 from progreg.history import LogIndex, ProgramRecord
 from progreg.ids import PROGRAMS_DIR, check_program_id, new_program_id, program_id_of_path
@@ -250,6 +251,7 @@ class ProgramStorage:
 
         commit = self._write(lambda: self._git.update_ref(MAIN, plan, tag if tags else None))
         assert commit is not None
+        auto_maintenance(self._git.repo)
         return str(commit)
 
     def with_marker(

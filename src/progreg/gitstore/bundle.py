@@ -229,11 +229,18 @@ class _Collector:
     smaller (at most ``MAX_DELTA_DEPTH`` deltas deep), so a registry's history,
     where each commit changes one file, packs small. Trees are compared as
     sets of raw entries, so only the entries that changed are looked at.
+
+    With ``wanted`` (maintenance packing), only those objects are written, and
+    deltas only against bases already in this pack, so the pack is
+    self-contained (never thin) and can sit in ``objects/pack``.
     """
 
-    def __init__(self, source: _Source, writer: PackWriter) -> None:
+    def __init__(
+        self, source: _Source, writer: PackWriter, wanted: set[bytes] | None = None
+    ) -> None:
         self.source = source
         self.writer = writer
+        self.wanted = wanted
         self.seen: set[bytes] = set()
         self.depth: dict[bytes, int] = {}
         self._trees: dict[bytes, tuple[bytes, _Entries]] = {}
@@ -255,10 +262,10 @@ class _Collector:
 
     def emit(self, oid: bytes, kind: int, data: bytes, base: bytes | None = None) -> None:
         """Write an object once, as a delta against ``base`` when that pays."""
-        if oid in self.seen:
+        if oid in self.seen or (self.wanted is not None and oid not in self.wanted):
             return
         self.seen.add(oid)
-        if base is not None:
+        if base is not None and (self.wanted is None or base in self.writer.offsets):
             depth = self.depth.get(base, 0) + 1
             if depth <= packs.MAX_DELTA_DEPTH:
                 base_kind, base_data = self._base_data(base)
@@ -280,6 +287,8 @@ class _Collector:
         """Emit tree ``new`` and what it holds that ``old`` (same path, parent) does not."""
         if new == old or new in self.seen:
             return
+        if self.wanted is not None and new not in self.wanted:
+            return  # already packed; what it holds was packed with it
         data, entries = self._tree(new)
         self.emit(new, OBJ_TREE, data, old)
         previous: dict[bytes, tuple[bytes, bytes]] = {}
@@ -437,6 +446,66 @@ def _write_objects(
             collector.tree(oid, None)
         else:
             collector.emit(oid, kind, source.read(oid)[1])
+
+
+def _commits_parents_first(source: _Source, commits: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
+    """``[(id, tree)]`` of ``commits`` ordered so that parents among them come first."""
+    wanted = set(commits)
+    info: dict[bytes, tuple[bytes, list[bytes]]] = {}
+    for oid in wanted:
+        data = source.read(oid)[1]
+        info[oid] = (objects.commit_tree(data), objects.commit_parents(data))
+    order: list[tuple[bytes, bytes]] = []
+    done: set[bytes] = set()
+    for start in sorted(wanted):
+        if start in done:
+            continue
+        stack = [(start, 0)]
+        done.add(start)
+        while stack:
+            oid, index = stack.pop()
+            parents = info[oid][1]
+            if index < len(parents):
+                stack.append((oid, index + 1))
+                parent = parents[index]
+                if parent in wanted and parent not in done:
+                    done.add(parent)
+                    stack.append((parent, 0))
+                continue
+            order.append((oid, info[oid][0]))
+    return order
+
+
+def write_objects(
+    repo: pygit2.Repository, wanted: set[bytes], commits: Iterable[bytes], writer: PackWriter
+) -> None:
+    """Write exactly the objects ``wanted`` into ``writer``, with deltas between versions.
+
+    ``commits`` are the commits among them. Trees and blobs reached by
+    comparing each commit's tree with its first parent's are written as
+    deltas against their previous version when that version is in this pack
+    too (the same machinery as bundles); every other wanted object is then
+    written whole. The pack is self-contained: it can go into ``objects/pack``.
+    """
+    source = _Source(repo, {})
+    collector = _Collector(source, writer, wanted)
+    order = _commits_parents_first(source, commits)
+    trees = dict(order)
+    for oid, _tree in order:
+        collector.emit(oid, OBJ_COMMIT, source.read(oid)[1])
+    for oid, tree in order:
+        parents = objects.commit_parents(source.read(oid)[1])
+        base = None
+        if parents:
+            base = trees.get(parents[0])
+            if base is None:
+                with contextlib.suppress(KeyError):
+                    base = objects.commit_tree(source.read(parents[0])[1])
+        collector.tree(tree, base)
+        collector.next_commit()
+    for oid in sorted(wanted - collector.seen):
+        kind, data = source.read(oid)
+        collector.emit(oid, kind, data)
 
 
 def _signature_lines(version: int) -> bytes:
