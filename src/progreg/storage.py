@@ -39,7 +39,7 @@ from progreg.errors import (
     UnsupportedProgramError,
 )
 from progreg.gitstore import CommitPlan, GitRepository, Identity, resolve_identity
-from progreg.gitstore.maintenance import auto_maintenance
+from progreg.gitstore.maintenance import PackReport, auto_maintenance, pack_loose_objects
 from progreg.gitstore.trees import blob_at
 from progreg.history import LogIndex, ProgramRecord
 from progreg.ids import PROGRAMS_DIR, check_program_id, new_program_id, program_id_of_path
@@ -590,6 +590,10 @@ class ProgramStorage:
         from progreg.remotes import sync
 
         return sync(self, remote, credentials)
+
+    def gc(self) -> PackReport:
+        """Pack every loose object into one pack (``progreg gc``); see docs/format.md."""
+        return pack_loose_objects(self.path)
 
     def verify(self) -> VerifyReport:
         """Check every program and object; report which commits are signed and by whom."""
