@@ -60,26 +60,32 @@ class StorageManager:
         Returns ``None`` (and saves nothing) when ``auto_save`` is off or the
         result has no optimized program.
         """
-        if not self.config.auto_save:
-            return None
-        program = optimized_program_of(result)
-        if program is None:
+        if not self.config.auto_save or optimized_program_of(result) is None:
             return None
         tag_names = check_tags(tags or [])
-        if description is not None and not isinstance(description, str):
-            raise InvalidInputError("description must be a string")
-        data = normalize_result(result)
-        result_meta = data.get("metadata") or {}
-        meta: dict[str, Any] = dict(metadata or {})
-        meta.update(
-            tags=tag_names,
-            description=description,
-            optimizer_class=result_meta.get("optimizer"),
-            saved_by="progreg.StorageManager",
+        item = _result_item(result, tag_names, description, metadata)
+        if item is None:
+            return None
+        return self.storage.save_program(*item, tags=tag_names)
+
+    def save_optimization_results(
+        self,
+        results: Iterable[object],
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[SavedProgram]:
+        """Save many results (intermediate ones, say) as one commit, as :meth:`save_programs`.
+
+        Results without an optimized program are skipped; returns ``[]`` (and
+        saves nothing) when ``auto_save`` is off.
+        """
+        if not self.config.auto_save:
+            return []
+        tag_names = check_tags(tags or [])
+        items = [_result_item(result, tag_names, None, metadata) for result in results]
+        return self.storage.save_programs(
+            [item for item in items if item is not None], tags=tag_names
         )
-        if "timestamp" in result_meta:
-            meta["optimization_timestamp"] = result_meta["timestamp"]
-        return self.storage.save_program(program, data, meta, tags=tag_names)
 
     # -- discovery ---------------------------------------------------------------
 
@@ -301,6 +307,32 @@ class StorageManager:
     def best(cls, signature_class: str) -> SavedProgram | None:
         """``instance().get_best_program(signature_class)``."""
         return cls.instance().get_best_program(signature_class)
+
+
+def _result_item(
+    result: object,
+    tag_names: list[str],
+    description: str | None,
+    metadata: Mapping[str, Any] | None,
+) -> tuple[object, dict[str, Any], dict[str, Any]] | None:
+    """``(program, optimization_result, metadata)`` to save for ``result``, if it has a program."""
+    program = optimized_program_of(result)
+    if program is None:
+        return None
+    if description is not None and not isinstance(description, str):
+        raise InvalidInputError("description must be a string")
+    data = normalize_result(result)
+    result_meta = data.get("metadata") or {}
+    meta: dict[str, Any] = dict(metadata or {})
+    meta.update(
+        tags=tag_names,
+        description=description,
+        optimizer_class=result_meta.get("optimizer"),
+        saved_by="progreg.StorageManager",
+    )
+    if "timestamp" in result_meta:
+        meta["optimization_timestamp"] = result_meta["timestamp"]
+    return program, data, meta
 
 
 def _check_number(name: str, value: object) -> None:

@@ -15,9 +15,20 @@ and its message ends with trailers (``git log --format='%(trailers)'``)::
     Progreg-Action: save
 
 A missing value is written as ``none``.
+
+A batch save (:meth:`~progreg.ProgramStorage.save_programs`) is one commit
+for many programs; it names no single program, so its trailers are only::
+
+    Saved-Count: 250
+    Progreg-Action: save-batch
+
+and the log index learns which programs it wrote from its tree diff.
 """
 
 from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
 
 from progreg.document import ProgramDocument, format_time
 from progreg.gitstore import format_message
@@ -25,6 +36,11 @@ from progreg.gitstore import format_message
 NONE = "none"
 ACTION = "Progreg-Action"
 PROGRAM_ID = "Program-Id"
+SAVED_COUNT = "Saved-Count"
+SAVE_BATCH = "save-batch"
+
+#: A batch commit's body lists at most this many program ids.
+MAX_LISTED_IDS = 100
 
 
 def _value(value: object) -> str:
@@ -67,6 +83,19 @@ def save_message(
         ],
         body,
     )
+
+
+def batch_message(docs: Sequence[ProgramDocument]) -> str:
+    """The message of a commit that writes all of ``docs`` (a batch save)."""
+    kinds = Counter(doc.signature_class or "program" for doc in docs)
+    subject = f"Save {len(docs)} program{'s' if len(docs) != 1 else ''}: " + ", ".join(
+        f"{name} x{count}" for name, count in sorted(kinds.items())
+    )
+    listed = [f"- {doc.program_id}" for doc in docs[:MAX_LISTED_IDS]]
+    if len(docs) > MAX_LISTED_IDS:
+        listed.append(f"... and {len(docs) - MAX_LISTED_IDS} more")
+    body = "Saved programs:\n" + "\n".join(listed)
+    return format_message(subject, [(SAVED_COUNT, str(len(docs))), (ACTION, SAVE_BATCH)], body)
 
 
 def delete_message(program_id: str, signature: str | None) -> str:

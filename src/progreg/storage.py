@@ -44,7 +44,7 @@ from progreg.gitstore.trees import blob_at
 from progreg.history import LogIndex, ProgramRecord
 from progreg.ids import PROGRAMS_DIR, check_program_id, new_program_id, program_id_of_path
 from progreg.ids import program_path as path_of
-from progreg.messages import delete_message, save_message
+from progreg.messages import batch_message, delete_message, save_message
 from progreg.models import HistorySummary, ProgramHistory, ProgramSummary, SavedProgram
 from progreg.programs import ProgramTypes, export_state, load_into, signature_name
 from progreg.results import normalize_result
@@ -60,6 +60,11 @@ MARKER = "progreg.json"
 DEFAULT_PATH = "./dspy_storage"
 
 T = TypeVar("T")
+
+#: One program of :meth:`ProgramStorage.save_programs`: a
+#: ``(program, optimization_result, metadata[, program_id])`` tuple or a mapping.
+BatchItem = tuple[Any, ...] | Mapping[str, Any]
+_ITEM_KEYS = frozenset({"program", "optimization_result", "metadata", "program_id"})
 
 
 class ProgramStorage:
@@ -174,6 +179,96 @@ class ProgramStorage:
             duration_ms=timer.ms,
         )
         return self.saved_program(doc, program, commit)
+
+    def save_programs(
+        self, items: Iterable[BatchItem], *, tags: Iterable[str] = ()
+    ) -> list[SavedProgram]:
+        """Save many programs as ONE commit; return their records, in the order given.
+
+        Each item is a ``(program, optimization_result, metadata)`` tuple (a
+        fourth element is a ``program_id``) or a mapping with those keys
+        (``program_id`` optional). Every document is built and checked before
+        anything is written: an invalid item, or an id given twice, raises
+        and leaves the registry unchanged. ``tags`` are put on every program,
+        created together with the commit. No items: no commit, ``[]``.
+        """
+        tag_names = check_tags(tags)
+        given = list(items)
+        if not given:
+            return []
+        with events.operation("progreg.storage.save_batch", count=len(given)) as timer:
+            requested = [_batch_item(item, n) for n, item in enumerate(given)]
+            ids = [
+                check_program_id(pid) if pid is not None else new_program_id()
+                for *_, pid in requested
+            ]
+            seen: set[str] = set()
+            for program_id in ids:
+                if program_id in seen:
+                    raise InvalidInputError(
+                        f"program id {program_id} appears more than once in one batch:"
+                        " save each program once (or in separate calls)"
+                    )
+                seen.add(program_id)
+            docs: list[ProgramDocument] = []
+            encoded: list[bytes] = []
+            for (program, result, metadata, _), program_id in zip(requested, ids, strict=True):
+                doc = self.document_for(program, result, metadata, program_id)
+                data = doc.encode()
+                self.check_size(len(data), program_id)
+                docs.append(doc)
+                encoded.append(data)
+            generated = [i for i, (*_, pid) in zip(ids, requested, strict=True) if pid is None]
+            commit = self._commit_batch(docs, encoded, generated, tag_names)
+        size = sum(map(len, encoded))
+        events.emit(
+            "progreg.storage.save_batch_complete",
+            count=len(docs),
+            commit=commit,
+            size_bytes=size,
+            duration_ms=timer.ms,
+        )
+        return [
+            self.saved_program(doc, item[0], commit)
+            for doc, item in zip(docs, requested, strict=True)
+        ]
+
+    def _commit_batch(
+        self,
+        docs: list[ProgramDocument],
+        encoded: list[bytes],
+        generated: list[str],
+        tags: list[str],
+    ) -> str:
+        author, committer = self.identity()  # before any write: a bad identity changes nothing
+        write_blob = self._git.write_blob
+        blobs = self._write(lambda: [write_blob(data) for data in encoded])
+        edits: dict[str, pygit2.Oid | None] = {
+            path_of(doc.program_id): blob for doc, blob in zip(docs, blobs, strict=True)
+        }
+        message = batch_message(docs)
+        when = max(doc.saved_at for doc in docs)
+
+        def tag(commit: pygit2.Oid) -> None:
+            for doc in docs:
+                created = create_tags(self._git, doc.program_id, str(commit), tags, committer)
+                if created:
+                    events.emit("progreg.tag.add", program_id=doc.program_id, tags=created)
+
+        def plan(tip: pygit2.Commit | None) -> CommitPlan:
+            if tip is not None:
+                taken = _present(self._git.repo, tip.tree, map(path_of, generated))
+                if taken:
+                    raise ConflictError(
+                        f"the generated program id {program_id_of_path(taken[0])} is already"
+                        " taken; save again"
+                    )
+            return CommitPlan(self.with_marker(tip, edits), message, author, committer, when)
+
+        commit = self._write(lambda: self._git.update_ref(MAIN, plan, tag if tags else None))
+        assert commit is not None
+        auto_maintenance(self._git.repo)
+        return str(commit)
 
     def document_for(
         self,
@@ -623,6 +718,57 @@ def check_marker(tree: pygit2.Tree, where: str, ref: str, error: type[ProgregErr
             f" to {FORMAT_VERSION}: upgrade progreg"
         )
     return version
+
+
+def _present(repo: pygit2.Repository, tree: pygit2.Tree, paths: Iterable[str]) -> list[str]:
+    """Those of ``paths`` that ``tree`` holds (each directory is read once)."""
+    directories: dict[str, pygit2.Tree | None] = {"": tree}
+
+    def directory(path: str) -> pygit2.Tree | None:
+        if path not in directories:
+            parent, _, name = path.rpartition("/")
+            above = directory(parent)
+            found = None
+            if above is not None and name in above:
+                obj = repo[above[name].id]
+                found = obj if isinstance(obj, pygit2.Tree) else None
+            directories[path] = found
+        return directories[path]
+
+    present = []
+    for path in paths:
+        parent, _, name = path.rpartition("/")
+        found = directory(parent)
+        if found is not None and name in found:
+            present.append(path)
+    return present
+
+
+def _batch_item(item: object, index: int) -> tuple[object, object, Any, str | None]:
+    """``(program, optimization_result, metadata, program_id)`` of one batch item."""
+    if isinstance(item, Mapping):
+        unknown = set(item) - _ITEM_KEYS
+        if unknown or "program" not in item:
+            problem = f"unknown keys {sorted(map(str, unknown))}" if unknown else "no 'program'"
+            raise InvalidInputError(
+                f"batch item {index}: {problem}; expected the keys program,"
+                " optimization_result, metadata and optionally program_id"
+            )
+        fields = (
+            item["program"],
+            item.get("optimization_result"),
+            item.get("metadata"),
+            item.get("program_id"),
+        )
+    elif isinstance(item, tuple) and len(item) in (3, 4):
+        fields = (*item, None) if len(item) == 3 else item
+    else:
+        raise InvalidInputError(
+            f"batch item {index} is a {type(item).__name__}: give a (program,"
+            " optimization_result, metadata) tuple or a dict with those keys"
+        )
+    program, result, metadata, program_id = fields
+    return program, result, metadata, program_id
 
 
 def _walk_files(

@@ -33,7 +33,8 @@ what they say, because progreg trusts them to index history: ``save`` and
 ``Signature``, ``Optimizer``, ``Score``, ``Score-Name`` and ``Saved-At``
 agree with its document), ``delete`` removes exactly that program,
 ``checkpoint`` writes it, ``cleanup`` removes ``Removed-Count`` programs and
-writes none.
+writes none, ``save-batch`` writes ``Saved-Count`` programs, removes none and
+names no single program.
 
 **Ref updates** (what a server receives):
 
@@ -74,7 +75,7 @@ from progreg.document import (
 from progreg.errors import NotJSONError, ProgregError, UnsupportedFormatError
 from progreg.gitstore import parse_trailers
 from progreg.ids import PROGRAMS_DIR, is_program_id, program_id_of_path, program_path
-from progreg.messages import ACTION, PROGRAM_ID, save_message
+from progreg.messages import ACTION, PROGRAM_ID, SAVE_BATCH, SAVED_COUNT, save_message
 from progreg.names import check_name
 from progreg.storage import MARKER
 
@@ -111,7 +112,7 @@ HARMLESS_DIRS = frozenset({".github", ".gitlab"})
 TreeKind = Literal["main", "checkpoint", "checkout"]
 
 _SCORED = ("save", "restore", "checkpoint")
-_CLAIMS = (*_SCORED, "delete", "cleanup")
+_CLAIMS = (*_SCORED, "delete", "cleanup", SAVE_BATCH)
 _DOCUMENT_TRAILERS = ("Signature", "Optimizer", "Score", "Score-Name", "Saved-At")
 _FIX = "run `progreg validate --fix` in your checkout, or re-save it with progreg"
 
@@ -615,6 +616,14 @@ def _trailer_problems(
         count = trailers.get("Removed-Count")
         if written or count != str(len(removed)):
             return [f"{claim} with Removed-Count {count}, but {did}: {fix}"]
+        return []
+    if action == SAVE_BATCH:
+        count = trailers.get(SAVED_COUNT)
+        if removed or not written or count != str(len(written)):
+            did = f"it writes {len(written)} program(s) and removes {len(removed)}"
+            return [f"{claim} with {SAVED_COUNT} {count}, but {did}: {fix}"]
+        if PROGRAM_ID in trailers:
+            return [f"{claim}, which names no single program, but it has a {PROGRAM_ID}: {fix}"]
         return []
     program_id = trailers.get(PROGRAM_ID)
     if program_id is None or not is_program_id(program_id):
