@@ -654,26 +654,14 @@ def import_programs(
     (:class:`~progreg.BundleError`, :class:`~progreg.ConflictError`...)
     leaves the registry exactly as it was.
     """
-    timer = events.Timer()
     source_path = Path(path)
     kind = _kind(source_path)
-    events.emit("progreg.import_start", source=str(source_path), source_kind=kind)
-    try:
+    with events.operation("progreg.import", source=str(source_path), source_kind=kind) as timer:
         if kind == "bundle":
             result = _import_bundle(storage, source_path, timer, progress)
         else:
             reader = read_export_file if kind == "json-export" else read_storage_folder
             result = _import_reference(storage, source_path, reader(source_path), timer)
-    except ProgregError as exc:
-        events.emit(
-            "progreg.import_error",
-            source=str(source_path),
-            source_kind=kind,
-            error=str(exc),
-            error_type=type(exc).__name__,
-            duration_ms=timer.ms,
-        )
-        raise
     events.emit(
         "progreg.import",
         source=result.source,
