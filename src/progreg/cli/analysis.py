@@ -34,7 +34,7 @@ from progreg.cli.output import (
 )
 from progreg.cli.params import TAG
 from progreg.cli.plot import render_report, score_series
-from progreg.cli.render import format_score
+from progreg.cli.render import format_score, optimizer_rows
 from progreg.config import StorageConfig
 from progreg.storage import MAIN
 from progreg.tags import all_tags, check_tags
@@ -67,16 +67,7 @@ def history_lines(history: OptimizationHistory) -> list[str]:
         f" latest save {format_time(summary.latest_save)} UTC"
     ]
     if history.optimizer_stats:
-        rows = [
-            [
-                name,
-                str(stats.count),
-                format_score(stats.avg_score),
-                format_score(stats.best_score),
-                stats.latest.program_id,
-            ]
-            for name, stats in history.optimizer_stats.items()
-        ]
+        rows = optimizer_rows(history)
         lines.append("")
         lines.extend(table(["OPTIMIZER", "PROGRAMS", "AVG", "BEST", "LATEST"], rows))
     trends = history.trends

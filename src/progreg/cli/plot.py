@@ -15,7 +15,7 @@ from html import escape
 
 from progreg.analytics import OptimizationHistory
 from progreg.cli.gitlog import LogRecord
-from progreg.cli.render import format_score
+from progreg.cli.render import format_score, optimizer_rows
 
 WIDTH, HEIGHT = 880, 440
 LEFT, RIGHT, TOP, BOTTOM = 64, 40, 24, 56
@@ -198,16 +198,7 @@ def render_report(
     summary = history.summary
     trends = history.trends
     improvement = trends.improvement_percentage
-    optimizer_rows = [
-        [
-            name,
-            str(stats.count),
-            format_score(stats.avg_score),
-            format_score(stats.best_score),
-            stats.latest.program_id,
-        ]
-        for name, stats in history.optimizer_stats.items()
-    ]
+    rows = optimizer_rows(history)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -237,7 +228,7 @@ def render_report(
             ],
         ),
         "<h2>Per optimizer</h2>",
-        _table(["optimizer", "programs", "average", "best", "latest program"], optimizer_rows),
+        _table(["optimizer", "programs", "average", "best", "latest program"], rows),
         "<h2>Trend</h2>",
         _table(
             ["recent average", "older average", "improvement", "recent / older programs"],

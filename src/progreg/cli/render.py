@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from progreg.analytics import OptimizationHistory
 from progreg.models import ProgramSummary, SavedProgram
 from progreg.storage import MAIN, ProgramStorage
 
@@ -90,3 +91,17 @@ def summary_rows(
         for p in programs
     ]
     return headers, rows
+
+
+def optimizer_rows(history: OptimizationHistory) -> list[list[str]]:
+    """One row per optimizer: name, programs, average, best, latest program id."""
+    return [
+        [
+            name,
+            str(stats.count),
+            format_score(stats.avg_score),
+            format_score(stats.best_score),
+            stats.latest.program_id,
+        ]
+        for name, stats in history.optimizer_stats.items()
+    ]
