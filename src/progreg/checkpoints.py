@@ -22,6 +22,8 @@ from progreg import canonical, events
 from progreg.document import ProgramDocument, decode_document, format_time
 from progreg.errors import CorruptProgramError, InvalidNameError, ProgregError
 from progreg.gitstore import CommitPlan
+from progreg.gitstore.maintenance import auto_maintenance
+from progreg.gitstore.trees import Edit
 from progreg.ids import check_program_id, new_program_id, program_path
 from progreg.messages import save_message
 from progreg.models import SavedProgram
@@ -100,14 +102,9 @@ class Checkpoints:
             doc, action="checkpoint", extra=[("Checkpoint", name)], verb=f"Checkpoint {name}:"
         )
         try:
-            blob = self._git.write_blob(data)
-            manifest_blob = self._git.write_blob(manifest)
 
             def plan(tip: pygit2.Commit | None) -> CommitPlan:
-                edits: dict[str, pygit2.Oid | None] = {
-                    program_path(doc.program_id): blob,
-                    MANIFEST: manifest_blob,
-                }
+                edits: dict[str, Edit] = {program_path(doc.program_id): data, MANIFEST: manifest}
                 previous = self._manifest(tip) if tip is not None else None
                 if previous is not None and previous["program_id"] != doc.program_id:
                     edits[program_path(previous["program_id"])] = None
@@ -120,6 +117,7 @@ class Checkpoints:
         except (pygit2.GitError, OSError) as exc:
             raise self._storage.write_error(exc) from exc
         assert commit is not None
+        auto_maintenance(self._git)
         events.emit(
             "progreg.checkpoint.create",
             checkpoint=name,

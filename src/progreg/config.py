@@ -3,8 +3,14 @@
 Every field can be set from the environment with a ``PROGREG_`` prefix
 (``PROGREG_STORAGE_PATH`` — or ``PROGREG_PATH`` — ``PROGREG_AUTO_SAVE``,
 ``PROGREG_SAVE_INTERMEDIATE_RESULTS``, ``PROGREG_MAX_STORED_PROGRAMS``,
-``PROGREG_PROTECTED_TAGS`` as a comma-separated list). The environment
-overrides the defaults; arguments given in code override the environment.
+``PROGREG_PROTECTED_TAGS`` as a comma-separated list, ``PROGREG_DURABLE``).
+The environment overrides the defaults; arguments given in code override the
+environment.
+
+Durability has one rule everywhere (:func:`resolve_durable`): an explicit
+setting (argument, ``StorageConfig.durable``, ``progreg --durable`` /
+``--no-durable``), else ``PROGREG_DURABLE``, else the registry's Git config
+``progreg.durable``, else on.
 """
 
 from __future__ import annotations
@@ -13,12 +19,46 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pygit2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from progreg.errors import InvalidInputError
 from progreg.tags import check_tags
 
 _ENV_PREFIX = "PROGREG_"
+DURABLE_ENV = "PROGREG_DURABLE"
+DURABLE_CONFIG = "progreg.durable"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def parse_flag(value: str, where: str) -> bool:
+    """A yes/no setting written as Git writes booleans (``true``/``false``, ``1``/``0``, ...)."""
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise InvalidInputError(f"{where} must be true or false (1/0, yes/no, on/off), got {value!r}")
+
+
+def resolve_durable(explicit: bool | None, git_config: pygit2.Config | None) -> bool:
+    """Whether writes are flushed to the disk: ``explicit``, else ``PROGREG_DURABLE``,
+    else ``progreg.durable`` in ``git_config``, else ``True``."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(DURABLE_ENV)
+    if env is not None and env.strip():
+        return parse_flag(env, DURABLE_ENV)
+    if git_config is not None:
+        try:
+            found = DURABLE_CONFIG in git_config
+            value = str(git_config[DURABLE_CONFIG]) if found else None
+        except pygit2.GitError as exc:
+            raise InvalidInputError(f"cannot read {DURABLE_CONFIG} from Git config: {exc}") from exc
+        if value is not None:
+            return parse_flag(value, f"Git config {DURABLE_CONFIG}")
+    return True
 
 
 class StorageConfig(BaseModel):
@@ -41,6 +81,11 @@ class StorageConfig(BaseModel):
     protected_tags: list[str] = Field(
         default_factory=lambda: ["production"],
         description="programs with any of these tags are never removed by cleanup",
+    )
+    durable: bool | None = Field(
+        default=None,
+        description="flush every write to the disk before returning (None: PROGREG_DURABLE,"
+        " else the registry's progreg.durable Git config, else on)",
     )
 
     @model_validator(mode="before")

@@ -40,7 +40,9 @@ class StorageManager:
         self, config: StorageConfig | None = None, *, storage: ProgramStorage | None = None
     ) -> None:
         self.config = config if config is not None else StorageConfig()
-        self.storage = storage if storage is not None else ProgramStorage(self.config.storage_path)
+        if storage is None:
+            storage = ProgramStorage(self.config.storage_path, durable=self.config.durable)
+        self.storage = storage
         self._checkpoints = Checkpoints(self.storage)
 
     def __repr__(self) -> str:

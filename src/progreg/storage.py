@@ -20,6 +20,7 @@ import pygit2
 
 from progreg import canonical, events
 from progreg._version import __version__
+from progreg.config import resolve_durable
 from progreg.document import (
     DEFAULT_MAX_PROGRAM_BYTES,
     FORMAT_VERSION,
@@ -40,7 +41,7 @@ from progreg.errors import (
 )
 from progreg.gitstore import CommitPlan, GitRepository, Identity, resolve_identity
 from progreg.gitstore.maintenance import PackReport, auto_maintenance, pack_loose_objects
-from progreg.gitstore.trees import blob_at
+from progreg.gitstore.trees import Edit, blob_at
 from progreg.history import LogIndex, ProgramRecord
 from progreg.ids import PROGRAMS_DIR, check_program_id, new_program_id, program_id_of_path
 from progreg.ids import program_path as path_of
@@ -74,7 +75,10 @@ class ProgramStorage:
     repository is created on first use. ``author``/``committer`` are
     ``"Name <email>"`` strings (default: ``GIT_AUTHOR_*``/``GIT_COMMITTER_*``,
     then ``user.name``/``user.email`` from Git config, then ``progreg``).
-    Writers wait up to ``lock_timeout`` seconds for each other.
+    Writers wait up to ``lock_timeout`` seconds for each other. With
+    ``durable`` (the default: see :func:`~progreg.config.resolve_durable` for
+    ``PROGREG_DURABLE`` and the ``progreg.durable`` Git config), every write is
+    on the disk (``fsync``) before the call returns, so it survives power loss.
     """
 
     def __init__(
@@ -85,9 +89,11 @@ class ProgramStorage:
         committer: str | None = None,
         lock_timeout: float = 30.0,
         max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
+        durable: bool | None = None,
     ) -> None:
         path = storage_path if storage_path is not None else os.environ.get("PROGREG_PATH")
         self._git = GitRepository(path or DEFAULT_PATH, lock_timeout=lock_timeout)
+        self._git.durable = resolve_durable(durable, self._git.config)
         self.max_program_bytes = max_program_bytes
         self.types = ProgramTypes()
         self._author_arg = author
@@ -241,10 +247,8 @@ class ProgramStorage:
         tags: list[str],
     ) -> str:
         author, committer = self.identity()  # before any write: a bad identity changes nothing
-        write_blob = self._git.write_blob
-        blobs = self._write(lambda: [write_blob(data) for data in encoded])
-        edits: dict[str, pygit2.Oid | None] = {
-            path_of(doc.program_id): blob for doc, blob in zip(docs, blobs, strict=True)
+        edits: dict[str, Edit] = {
+            path_of(doc.program_id): data for doc, data in zip(docs, encoded, strict=True)
         }
         message = batch_message(docs)
         when = max(doc.saved_at for doc in docs)
@@ -267,7 +271,7 @@ class ProgramStorage:
 
         commit = self._write(lambda: self._git.update_ref(MAIN, plan, tag if tags else None))
         assert commit is not None
-        auto_maintenance(self._git.repo)
+        auto_maintenance(self._git)
         return str(commit)
 
     def document_for(
@@ -327,7 +331,6 @@ class ProgramStorage:
     ) -> str:
         path = path_of(doc.program_id)
         author, committer = self.identity()  # before any write: a bad identity changes nothing
-        blob = self._write(lambda: self._git.write_blob(data))
         message = save_message(doc)
 
         def tag(commit: pygit2.Oid) -> None:
@@ -336,27 +339,25 @@ class ProgramStorage:
                 events.emit("progreg.tag.add", program_id=doc.program_id, tags=created)
 
         def plan(tip: pygit2.Commit | None) -> CommitPlan:
-            if must_be_new and tip is not None and path in tip.tree:
+            if must_be_new and tip is not None and self._git.has_path(tip, path):
                 raise ConflictError(
                     f"the generated program id {doc.program_id} is already taken; save again"
                 )
             return CommitPlan(
-                self.with_marker(tip, {path: blob}), message, author, committer, doc.saved_at
+                self.with_marker(tip, {path: data}), message, author, committer, doc.saved_at
             )
 
         commit = self._write(lambda: self._git.update_ref(MAIN, plan, tag if tags else None))
         assert commit is not None
-        auto_maintenance(self._git.repo)
+        auto_maintenance(self._git)
         return str(commit)
 
-    def with_marker(
-        self, tip: pygit2.Commit | None, edits: dict[str, pygit2.Oid | None]
-    ) -> dict[str, pygit2.Oid | None]:
+    def with_marker(self, tip: pygit2.Commit | None, edits: Mapping[str, Edit]) -> dict[str, Edit]:
         """``edits`` plus the registry marker file when ``tip`` does not have it yet."""
-        if tip is None or MARKER not in tip.tree:
+        if tip is None or not self._git.has_path(tip, MARKER):
             marker = canonical.encode({"format_version": FORMAT_VERSION}, MARKER)
-            edits = {**edits, MARKER: self._git.write_blob(marker)}
-        return edits
+            return {**edits, MARKER: marker}
+        return dict(edits)
 
     def identity(self) -> tuple[Identity, Identity]:
         """The (author, committer) this registry writes as."""
@@ -542,6 +543,7 @@ class ProgramStorage:
         with events.operation("progreg.storage.delete", program_id=program_id) as timer:
             author, committer = self.identity()
             commit = self._write(lambda: self._git.update_ref(MAIN, plan))
+        auto_maintenance(self._git)
         events.emit(
             "progreg.storage.delete_complete",
             program_id=program_id,
@@ -564,6 +566,7 @@ class ProgramStorage:
             return CommitPlan(dict.fromkeys(map(path_of, removed)), message, author, committer)
 
         self._write(lambda: self._git.update_ref(MAIN, plan))
+        auto_maintenance(self._git)
         return list(removed)
 
     def restore_program(self, program_id: str) -> SavedProgram:
@@ -596,6 +599,7 @@ class ProgramStorage:
             return CommitPlan(self.with_marker(tip, {path: blob_id}), message, author, committer)
 
         commit = self._write(lambda: self._git.update_ref(MAIN, plan))
+        auto_maintenance(self._git)
         if commit is None:
             loaded = self.load_program(program_id)
             assert loaded is not None
@@ -687,8 +691,8 @@ class ProgramStorage:
         return sync(self, remote, credentials)
 
     def gc(self) -> PackReport:
-        """Pack every loose object into one pack (``progreg gc``); see docs/format.md."""
-        return pack_loose_objects(self.path)
+        """Pack loose objects and merge every pack into one (``progreg gc``); see docs/format.md."""
+        return pack_loose_objects(self._git, lock_timeout=self._git.lock_timeout)
 
     def verify(self) -> VerifyReport:
         """Check every program and object; report which commits are signed and by whom."""

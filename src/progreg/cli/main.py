@@ -23,13 +23,15 @@ EXIT_NOT_FOUND = 3
 class Context:
     """What every subcommand shares: where the registry is and how to report."""
 
-    def __init__(self, registry: Path | None, debug: bool) -> None:
+    def __init__(self, registry: Path | None, debug: bool, durable: bool | None = None) -> None:
         self.registry = registry
         self.debug = debug
+        #: ``--durable`` / ``--no-durable``; ``None`` leaves it to PROGREG_DURABLE and Git config.
+        self.durable = durable
 
     def storage(self) -> ProgramStorage:
         """Open (or create) the registry named by ``--registry`` / ``PROGREG_PATH``."""
-        return ProgramStorage(self.registry)
+        return ProgramStorage(self.registry, durable=self.durable)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,17 +41,23 @@ class Context:
     envvar="PROGREG_PATH",
     help="Registry directory (a bare Git repository). Default: $PROGREG_PATH, else ./dspy_storage.",
 )
+@click.option(
+    "--durable/--no-durable",
+    default=None,
+    help="Flush every write to the disk before returning (the default), or not. Default:"
+    " $PROGREG_DURABLE, else the registry's progreg.durable Git config, else on.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 @click.version_option(__version__, prog_name="progreg")
 @click.pass_context
-def cli(ctx: click.Context, registry: Path | None, debug: bool) -> None:
+def cli(ctx: click.Context, registry: Path | None, durable: bool | None, debug: bool) -> None:
     """progreg: a Git-backed registry of optimized LLM programs.
 
     \b
     Example:
       progreg --registry ./registry demo
     """
-    ctx.obj = Context(registry, debug)
+    ctx.obj = Context(registry, debug, durable)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

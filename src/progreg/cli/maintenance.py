@@ -1,4 +1,4 @@
-"""``progreg gc``: pack the registry's loose objects by hand."""
+"""``progreg gc``: pack the registry's loose objects and merge its packs, by hand."""
 
 from __future__ import annotations
 
@@ -20,17 +20,18 @@ def _mb(size: int) -> str:
     "--pack-limit",
     type=click.IntRange(min=0),
     default=None,
-    help="Consolidate the packs into one when there are more than this many"
-    " (default: gc.autoPackLimit, else 50; 0 never).",
+    help="Merge the packs into one when there are more than this many (default 1: always;"
+    " 0 never).",
 )
 @json_option
 @click.pass_obj
 def gc(ctx: Context, pack_limit: int | None, as_json: bool) -> None:
-    """Pack every loose object into one pack (with deltas) and remove the loose files.
+    """Pack every loose object, then merge every pack into one (with deltas), like git gc.
 
-    Progreg also does this on its own after saves once enough loose objects
-    have piled up (gc.auto in the registry's Git config, default 6700; 0
-    turns that off). No git binary is needed. --json prints {objects_packed,
+    Saves write packs, and progreg merges small packs on its own after saves
+    (and packs loose objects once enough have piled up: gc.auto in the
+    registry's Git config, default 6700; 0 turns all automatic maintenance
+    off). No git binary is needed. --json prints {objects_packed,
     loose_removed, packs_before, packs_after, packs_consolidated, size_before,
     size_after, seconds, pack}, sizes in bytes under objects/.
 
@@ -41,7 +42,7 @@ def gc(ctx: Context, pack_limit: int | None, as_json: bool) -> None:
     """
     storage = open_storage(ctx)
     report = pack_loose_objects(
-        storage.path, lock_timeout=storage.git.lock_timeout, pack_limit=pack_limit
+        storage.git, lock_timeout=storage.git.lock_timeout, pack_limit=pack_limit
     )
     if as_json:
         echo_json(dataclasses.asdict(report))
@@ -51,7 +52,7 @@ def gc(ctx: Context, pack_limit: int | None, as_json: bool) -> None:
         f" in {report.seconds:.2f} s"
     )
     if report.packs_consolidated:
-        click.echo(f"consolidated {report.packs_consolidated} packs into one")
+        click.echo(f"merged {report.packs_consolidated} packs into one")
     click.echo(
         f"objects: {_mb(report.size_before)} before, {_mb(report.size_after)} after;"
         f" {report.packs_after} pack(s)"

@@ -133,7 +133,7 @@ def open_storage(ctx: Context, *, create: bool = False) -> ProgramStorage:
             f"no registry at {path}: create one with 'progreg init {path}',"
             " or name another with --registry or PROGREG_PATH"
         )
-    return ProgramStorage(path)
+    return ProgramStorage(path, durable=ctx.durable)
 
 
 def open_manager(ctx: Context, *, create: bool = False, **settings: Any) -> StorageManager:

@@ -1,56 +1,85 @@
-"""Repository maintenance: pack loose objects, like ``git gc``, without the ``git`` binary.
+"""Repository maintenance without the ``git`` binary: few packs, no loose objects.
 
-libgit2 writes every object as a loose file and never packs on its own, so a
-registry that saves often piles up files (about 6 per save). This module:
+A save writes its objects as one small pack (see
+:mod:`progreg.gitstore.packstore`); other writers (libgit2 for tags, plain
+``git``) write loose objects. This module keeps both in check:
 
-- :func:`pack_loose_objects` writes every loose object into one new pack
-  (with deltas between consecutive versions of a tree or file, by the bundle
-  writer's machinery), moves it into ``objects/pack`` atomically (temporary
-  name, fsync, rename, index last), checks that libgit2 reads every object
-  from it, and only then deletes the loose copies it packed; when there are
-  more than ``gc.autoPackLimit`` packs it consolidates them into one;
-- :func:`loose_object_estimate` counts loose objects the way
-  ``git gc --auto`` does (one fan-out directory, times 256);
-- :func:`auto_maintenance` is what the storage layer calls after a save: it
-  looks at the disk at most once every :data:`CHECK_EVERY` saves of a process
-  and packs when the estimate exceeds ``gc.auto`` (default 6700, 0 disables).
+- :func:`merge_small_packs` merges packs of similar size, size-tiered: packs
+  have a *level* by object count (below :data:`LEVEL_BASE` objects level 0,
+  then one level per factor :data:`LEVEL_FACTOR`); when level 0 holds
+  :data:`SMALL_PACKS` packs, or a higher level :data:`LEVEL_FACTOR`, they
+  are merged (with every smaller pack) by :func:`~progreg.gitstore.repack.merge_packs`,
+  so each object is copied about once per level and the number of packs
+  stays small. Automatic merges stop at :data:`AUTO_MERGE_LIMIT` objects, to
+  bound the pause; ``progreg gc`` merges everything;
+- :func:`pack_loose_objects` (``progreg gc``) writes every loose object into
+  one new pack (moved into ``objects/pack`` atomically: temporary name,
+  fsync, rename, index last), checks that libgit2 reads every object from
+  it, deletes the loose copies only then, and merges all packs into one;
+- :func:`auto_maintenance` is what the storage layer calls after a save,
+  once the write lock is released: at most one merge of small packs, and,
+  once every :data:`CHECK_EVERY` saves, packing of loose objects when their
+  estimate passes ``gc.auto`` (default 6700, 0 disables both).
 
-Concurrency: it runs under the registry's write lock, so commits and ref
-updates wait for it, but blobs can still be written loose by other processes
-meanwhile. Only the loose files seen by the initial scan are ever deleted,
-and only once the same object is readable from a pack; objects are immutable
-and content-addressed, so a reader that misses a loose file finds the packed
-copy (libgit2 re-scans ``objects/pack`` on a miss).
+Concurrency: merges hold ``progreg-maintenance.lock`` (an ``flock``; an
+automatic merge that finds it taken does nothing), never the write lock, so
+saves go on meanwhile. A merge only deletes packs after the pack replacing
+them is in place and checked; objects are immutable and content-addressed,
+so a reader that misses an object in a deleted pack finds it in the new one
+(libgit2 and Git look for new packs on a miss). Packing loose objects runs
+under the write lock; only the loose files seen by its initial scan are ever
+deleted, and only once the same object reads back from a pack.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import shutil
 import struct
 import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pygit2
 
 from progreg import events
+from progreg.errors import RegistryBusyError, RegistryError
 from progreg.gitstore import bundle
 from progreg.gitstore import pack as packs
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.objects import OBJ_COMMIT, TYPE_NAMES, object_id
+from progreg.gitstore.repack import MergeResult, PackInfo, index_count, merge_packs
+from progreg.gitstore.repository import GitRepository
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 #: ``git gc --auto``'s default threshold of loose objects (``gc.auto``).
 DEFAULT_AUTO_THRESHOLD = 6700
-#: ``git gc --auto``'s default number of packs above which they are consolidated.
-DEFAULT_PACK_LIMIT = 50
-#: Automatic maintenance looks at the disk on the first save of a process and
-#: then once every this many saves.
+#: Automatic maintenance looks for loose objects on the first save of a process
+#: and then once every this many saves.
 CHECK_EVERY = 256
+#: Packs of fewer objects than this are level 0 (a save's own pack has about 6).
+LEVEL_BASE = 64
+#: Each level holds packs this many times larger than the level below; this
+#: many packs of one level are merged into one of the next.
+LEVEL_FACTOR = 8
+#: Level-0 packs are merged once there are this many.
+SMALL_PACKS = 16
+#: Automatic merges of more objects than this are left to ``progreg gc``.
+AUTO_MERGE_LIMIT = 200_000
+#: The file whose ``flock`` merges hold, next to ``progreg.lock``.
+MAINTENANCE_LOCK = "progreg-maintenance.lock"
+#: Temporary and orphaned files of ``objects/pack`` older than this are removed.
+GARBAGE_AGE = 3600.0
 #: The fan-out directory sampled by :func:`loose_object_estimate` (as Git does).
 _SAMPLE_DIR = "17"
 _KIND_BY_NAME = {name: kind for kind, name in TYPE_NAMES.items()}
@@ -249,42 +278,270 @@ def _config_int(repo: pygit2.Repository, key: str, default: int) -> int:
         return default
 
 
+@contextlib.contextmanager
+def maintenance_lock(gitdir: Path, timeout: float | None) -> Iterator[bool]:
+    """Hold ``progreg-maintenance.lock``; yield whether it was taken.
+
+    ``timeout=None`` does not wait: the block runs with ``False`` when another
+    process (or thread) holds the lock.
+    """
+    path = gitdir / MAINTENANCE_LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RegistryError(f"cannot open the maintenance lock {path}: {exc}") from exc
+    try:
+        taken = _take(fd, path, timeout)
+        try:
+            yield taken
+        finally:
+            if taken and fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _take(fd: int, path: Path, timeout: float | None) -> bool:
+    if fcntl is None:  # pragma: no cover - Windows: merges are left to `progreg gc`
+        return timeout is not None
+    deadline = time.monotonic() + (timeout or 0.0)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if timeout is None:
+                return False
+            if time.monotonic() >= deadline:
+                raise RegistryBusyError(
+                    f"another process has been maintaining the registry ({path}) for more than"
+                    f" {timeout:g} s; retry later"
+                ) from None
+            time.sleep(0.05)
+
+
+def list_packs(objects_dir: Path, known: dict[str, PackInfo] | None = None) -> list[PackInfo]:
+    """The packs that may be merged (those with an index and no ``.keep``), with their sizes.
+
+    ``known`` caches what was learnt of each pack by name (packs never change).
+    """
+    pack_dir = os.path.join(objects_dir, "pack")
+    try:
+        names = set(os.listdir(pack_dir))
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        if not name.startswith("pack-") or not name.endswith(".idx"):
+            continue
+        stem = name[:-4]
+        if stem + ".pack" not in names or stem + ".keep" in names:
+            continue
+        info = known.get(stem) if known is not None else None
+        if info is None:
+            try:
+                info = PackInfo(Path(pack_dir, stem + ".pack"), index_count(Path(pack_dir, name)))
+            except OSError:
+                continue  # removed meanwhile, or not an index we read
+            if known is not None:
+                known[stem] = info
+        found.append(info)
+    if known is not None and len(known) > 4 * len(found) + 64:
+        for stem in [stem for stem in known if stem + ".idx" not in names]:
+            del known[stem]
+    return found
+
+
+def level(objects: int) -> int:
+    """The level of a pack of ``objects`` objects (see the module)."""
+    result = 0
+    size = LEVEL_BASE
+    while objects >= size:
+        result += 1
+        size *= LEVEL_FACTOR
+    return result
+
+
+def choose_merge(
+    packs_found: list[PackInfo], limit: int | None = AUTO_MERGE_LIMIT
+) -> list[PackInfo]:
+    """The packs the next automatic merge takes, or ``[]``.
+
+    The lowest level that is full (:data:`SMALL_PACKS` packs at level 0,
+    :data:`LEVEL_FACTOR` above) is merged together with every smaller pack,
+    unless that is more than ``limit`` objects.
+    """
+    by_level: dict[int, list[PackInfo]] = {}
+    for info in packs_found:
+        by_level.setdefault(level(info.objects), []).append(info)
+    chosen: list[PackInfo] = []
+    for current in sorted(by_level):
+        chosen += by_level[current]
+        if len(by_level[current]) >= (SMALL_PACKS if current == 0 else LEVEL_FACTOR):
+            total = sum(info.objects for info in chosen)
+            return chosen if limit is None or total <= limit else []
+    return []
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    """What one merge of packs did."""
+
+    packs_merged: int
+    objects: int
+    deltas_made: int
+    packs_after: int
+    seconds: float
+    pack: str
+
+
+def merge_small_packs(
+    git: GitRepository, *, limit: int | None = AUTO_MERGE_LIMIT
+) -> MergeReport | None:
+    """Merge the packs :func:`choose_merge` picks, if another process is not already at it.
+
+    Uses the delta hints ``git`` gathered while writing, flushes the new pack
+    unless every merged pack is one this handle wrote without flushing, and
+    emits ``progreg.maintenance.merge``. ``None`` when there was nothing to do.
+    """
+    objects_dir = git.path / "objects"
+
+    def candidates() -> list[PackInfo]:
+        open_pack = git.tail.name  # still growing: merged once it is full
+        return [
+            info
+            for info in list_packs(objects_dir, _counts(git.path))
+            if info.path.name != open_pack
+        ]
+
+    if len(choose_merge(candidates(), limit)) < 2:
+        return None  # the usual case: one directory listing
+    with maintenance_lock(git.path, None) as taken:
+        if not taken:
+            return None
+        start = time.perf_counter()
+        chosen = choose_merge(candidates(), limit)
+        if len(chosen) < 2:
+            return None
+        result = _merge(git, [info.path for info in chosen], walk_all=False)
+        report = MergeReport(
+            packs_merged=len(chosen),
+            objects=result.objects,
+            deltas_made=len(result.redeltified),
+            packs_after=len(list_packs(objects_dir, _counts(git.path))),
+            seconds=time.perf_counter() - start,
+            pack=result.pack.name,
+        )
+    events.emit(
+        "progreg.maintenance.merge",
+        packs_merged=report.packs_merged,
+        objects=report.objects,
+        deltas_made=report.deltas_made,
+        packs_after=report.packs_after,
+        seconds=round(report.seconds, 4),
+    )
+    return report
+
+
+def _merge(git: GitRepository, paths: list[Path], *, walk_all: bool) -> MergeResult:
+    """Merge ``paths`` with ``git``'s hints; keep the hints that are still useful."""
+    with git.hints_lock:
+        volatile = set(git.volatile_packs)
+    durable = git.durable or any(path.name not in volatile for path in paths)
+
+    def hints(oids: Iterable[bytes]) -> dict[bytes, bytes]:
+        with git.hints_lock:
+            known = git.delta_hints
+            return {oid: known[oid] for oid in oids if oid in known}
+
+    try:
+        result = merge_packs(git.repo, paths, hints=hints, walk_all=walk_all, durable=durable)
+    finally:
+        git.forget_packs(len(paths))
+    with git.hints_lock:
+        for oid in result.settled:  # made a delta, or never will be against that version
+            git.delta_hints.pop(oid, None)
+        git.volatile_packs.difference_update(path.name for path in paths)
+        if not durable:
+            git.volatile_packs.add(result.pack.name)
+    return result
+
+
+_known_packs: dict[Path, dict[str, PackInfo]] = {}
+
+
+def _counts(gitdir: Path) -> dict[str, PackInfo]:
+    """What is known of ``gitdir``'s packs, by name (names are content hashes)."""
+    with _saves_lock:
+        return _known_packs.setdefault(gitdir, {})
+
+
+def remove_garbage(objects_dir: Path, age: float = GARBAGE_AGE) -> int:
+    """Remove temporary files, and packs without an index, older than ``age`` seconds."""
+    pack_dir = objects_dir / "pack"
+    try:
+        entries = list(os.scandir(pack_dir))
+    except FileNotFoundError:
+        return 0
+    names = {entry.name for entry in entries}
+    cutoff = time.time() - age
+    removed = 0
+    for entry in entries:
+        name = entry.name
+        orphan = name.startswith("pack-") and name.endswith(".pack")
+        orphan = orphan and name[:-5] + ".idx" not in names
+        if not (name.startswith("tmp_") or orphan):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
 def pack_loose_objects(
-    repo_path: str | os.PathLike[str],
+    repo_path: str | os.PathLike[str] | GitRepository,
     *,
     lock_timeout: float = 30.0,
     pack_limit: int | None = None,
 ) -> PackReport:
-    """Pack every loose object into one new pack and delete the loose copies; see the module.
+    """Pack every loose object into one new pack, delete the loose copies, merge the packs.
 
-    When, afterwards, there are more than ``pack_limit`` packs (default:
-    ``gc.autoPackLimit``, else 50; 0 never consolidates) they are rewritten
-    as one.
+    This is ``progreg gc``. When, afterwards, there are more than
+    ``pack_limit`` packs (default 1; 0 never merges) they are merged into
+    one, comparing every commit with its parent for the best deltas.
     """
     start = time.perf_counter()
-    gitdir = Path(repo_path)
+    git = repo_path if isinstance(repo_path, GitRepository) else None
+    gitdir = git.path if git is not None else Path(repo_path)  # type: ignore[arg-type]
     objects_dir = _objects_dir(gitdir)
-    with write_lock(gitdir, lock_timeout):
-        repo = pygit2.Repository(str(gitdir), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
-        if pack_limit is None:
-            pack_limit = _config_int(repo, "gc.autoPackLimit", DEFAULT_PACK_LIMIT)
-        size_before = _size(objects_dir)
-        packs_before = len(_pack_files(objects_dir))
-        loose = _loose_files(objects_dir)
-        packed_odb = _packed_odb(objects_dir)
-        already = {oid for oid in loose if pygit2.Oid(raw=oid) in packed_odb}
-        wanted = set(loose) - already
-        commits = [oid for oid in wanted if _loose_kind(loose[oid]) == OBJ_COMMIT]
-        new_pack: Path | None = None
-        count = 0
-        if wanted:
-            new_pack, count = _write_pack(repo, objects_dir / "pack", wanted, commits)
-        _verify(objects_dir, loose)
-        removed = _remove_loose(loose.values())
+    limit = 1 if pack_limit is None else pack_limit
+    with maintenance_lock(gitdir, lock_timeout):
+        with write_lock(gitdir, lock_timeout):
+            repo = pygit2.Repository(str(gitdir), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
+            size_before = _size(objects_dir)
+            packs_before = len(_pack_files(objects_dir))
+            loose = _loose_files(objects_dir)
+            packed_odb = _packed_odb(objects_dir)
+            already = {oid for oid in loose if pygit2.Oid(raw=oid) in packed_odb}
+            wanted = set(loose) - already
+            commits = [oid for oid in wanted if _loose_kind(loose[oid]) == OBJ_COMMIT]
+            new_pack: Path | None = None
+            count = 0
+            if wanted:
+                new_pack, count = _write_pack(repo, objects_dir / "pack", wanted, commits)
+            _verify(objects_dir, loose)
+            removed = _remove_loose(loose.values())
         consolidated = 0
-        existing = _pack_files(objects_dir)
-        if pack_limit > 0 and len(existing) > pack_limit:
-            new_pack, consolidated = _consolidate(repo, objects_dir, existing)
+        existing = list_packs(objects_dir)
+        if limit > 0 and len(existing) > limit:
+            handle = git if git is not None else GitRepository(gitdir, create=False)
+            result = _merge(handle, [info.path for info in existing], walk_all=True)
+            new_pack, consolidated = result.pack, len(existing)
+        remove_garbage(objects_dir)
         report = PackReport(
             objects_packed=count,
             loose_removed=removed,
@@ -306,29 +563,10 @@ def pack_loose_objects(
     return report
 
 
-def _consolidate(
-    repo: pygit2.Repository, objects_dir: Path, old: list[Path]
-) -> tuple[Path | None, int]:
-    """Rewrite the packs ``old`` as one (with deltas across all of history); delete them."""
-    wanted: set[bytes] = set()
-    for pack_path in old:
-        wanted.update(_idx_ids(pack_path.with_suffix(".idx")))
-    odb = repo.odb
-    commits = [oid for oid in wanted if odb.read_header(pygit2.Oid(raw=oid))[0] == OBJ_COMMIT]
-    new_pack, _count = _write_pack(repo, objects_dir / "pack", wanted, commits)
-    _verify(objects_dir, wanted)
-    for pack_path in old:
-        if pack_path == new_pack:
-            continue
-        for suffix in (".idx", ".rev", ".bitmap", ".pack"):
-            with contextlib.suppress(FileNotFoundError):
-                pack_path.with_suffix(suffix).unlink()
-    return new_pack, len(old)
-
-
 # -- automatic maintenance ------------------------------------------------------------
 
 _saves: dict[Path, int] = {}
+_enabled: dict[Path, bool] = {}
 _saves_lock = threading.Lock()
 
 
@@ -337,27 +575,27 @@ def auto_threshold(repo: pygit2.Repository) -> int:
     return _config_int(repo, "gc.auto", DEFAULT_AUTO_THRESHOLD)
 
 
-def auto_maintenance(repo: pygit2.Repository, *, every: int | None = None) -> PackReport | None:
-    """Call after a save: pack loose objects when enough have piled up.
+def auto_maintenance(git: GitRepository, *, every: int | None = None) -> None:
+    """Call after a save, once the write lock is released; see the module.
 
-    Cheap when nothing is due: nothing at all but a counter on most saves;
-    on the first save of a process and then every ``every`` (default
+    Cheap when nothing is due: one listing of ``objects/pack``, and on the
+    first save of a process and then every ``every`` (default
     :data:`CHECK_EVERY`) saves, one configuration read and one listing of one
     fan-out directory. Never raises: a failed run is reported as an event and
-    leaves the loose objects in place.
+    leaves the objects as they were.
     """
-    gitdir = Path(repo.path)
+    gitdir = git.path
     interval = CHECK_EVERY if every is None else every
     with _saves_lock:
         count = _saves.get(gitdir, 0)
         _saves[gitdir] = count + 1
-    if interval <= 0 or count % interval:
-        return None
     try:
-        threshold = auto_threshold(repo)
-        if threshold <= 0 or loose_object_estimate(gitdir) <= threshold:
-            return None
-        return pack_loose_objects(gitdir)
+        if count == 0 or (interval > 0 and count % interval == 0):
+            threshold = auto_threshold(git.repo)
+            _enabled[gitdir] = threshold > 0
+            if threshold > 0 and loose_object_estimate(gitdir) > threshold:
+                pack_loose_objects(git, lock_timeout=git.lock_timeout, pack_limit=0)
+        if _enabled.get(gitdir, True):
+            merge_small_packs(git)
     except Exception as exc:  # maintenance must never fail a save that succeeded
-        events.emit("progreg.gc.failed", error=str(exc))
-        return None
+        events.emit("progreg.gc.failed", level=logging.WARNING, error=str(exc))

@@ -124,3 +124,26 @@ def encode_tree(entries: Iterable[tuple[bytes, bytes, bytes]]) -> bytes:
     return b"".join(
         mode + b" " + name + b"\x00" + oid for mode, name, oid in sorted(entries, key=key)
     )
+
+
+def encode_commit(
+    tree: bytes, parents: Iterable[bytes], author: bytes, committer: bytes, message: bytes
+) -> bytes:
+    """A commit's raw data, as Git (and libgit2) writes it: ids are raw, people are
+    ``Name <email> <seconds> <+hhmm>``."""
+    lines = [b"tree " + tree.hex().encode()]
+    lines += [b"parent " + parent.hex().encode() for parent in parents]
+    lines += [b"author " + author, b"committer " + committer]
+    return b"\n".join(lines) + b"\n\n" + message
+
+
+def with_signature(content: bytes, signature: bytes, field: bytes = b"gpgsig") -> bytes:
+    """``content`` (a commit's raw data) with ``signature`` as a header after the others.
+
+    Continuation lines start with a space, as ``git commit -S`` writes them.
+    """
+    header, separator, message = content.partition(b"\n\n")
+    if not separator:
+        raise ValueError("not a commit: no blank line after the header")
+    value = signature.replace(b"\n", b"\n ")
+    return header + b"\n" + field + b" " + value + b"\n\n" + message

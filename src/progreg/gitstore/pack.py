@@ -49,7 +49,7 @@ def entry_header(kind: int, size: int) -> bytes:
     return bytes(out)
 
 
-def _offset_encoding(distance: int) -> bytes:
+def offset_encoding(distance: int) -> bytes:
     """Git's encoding of an ``OFS_DELTA`` base distance."""
     out = bytearray([distance & 0x7F])
     distance >>= 7
@@ -96,7 +96,7 @@ class PackWriter:
         self.offsets[oid] = start
         base_offset = self.offsets.get(base)
         if base_offset is not None:
-            head = entry_header(OFS_DELTA, len(delta)) + _offset_encoding(start - base_offset)
+            head = entry_header(OFS_DELTA, len(delta)) + offset_encoding(start - base_offset)
         else:
             head = entry_header(REF_DELTA, len(delta)) + base
         self._write(head + zlib.compress(delta, self._level))
@@ -128,6 +128,41 @@ class PackWriter:
     def size(self) -> int:
         """Bytes written so far."""
         return self._position
+
+
+def compress(data: bytes, level: int = DEFAULT_LEVEL) -> bytes:
+    """``data`` as a zlib stream, with a window and memory sized to it.
+
+    ``zlib.compress`` sets up 256 KB of state for any input, which costs more
+    than compressing an object of a few hundred bytes; any zlib stream is
+    valid in a pack or a loose object.
+    """
+    window = max(9, min(15, (len(data) - 1).bit_length()))
+    deflate = zlib.compressobj(level, zlib.DEFLATED, window, max(1, min(8, window - 6)))
+    return deflate.compress(data) + deflate.flush()
+
+
+def pack_bytes(
+    objects: Iterable[tuple[bytes, int, bytes]], level: int = DEFAULT_LEVEL
+) -> tuple[bytes, list[IndexEntry]]:
+    """A whole pack of ``(id, type, data)`` objects, each stored whole, and its index entries.
+
+    For the few objects of one commit, built in memory; an id given twice is
+    stored once. The pack's checksum is its last 20 bytes.
+    """
+    body = bytearray(b"PACK\x00\x00\x00\x02\x00\x00\x00\x00")
+    entries: list[IndexEntry] = []
+    seen: set[bytes] = set()
+    for oid, kind, data in objects:
+        if oid in seen:
+            continue
+        seen.add(oid)
+        entry = entry_header(kind, len(data)) + compress(data, level)
+        entries.append(IndexEntry(oid, len(body), zlib.crc32(entry)))
+        body += entry
+    body[8:12] = struct.pack(">I", len(entries))
+    body += hashlib.sha1(body).digest()
+    return bytes(body), entries
 
 
 # -- reading --------------------------------------------------------------------

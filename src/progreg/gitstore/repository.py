@@ -11,6 +11,7 @@ handle, as libgit2 requires.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -20,22 +21,39 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import cast
 
 import pygit2
 from pygit2.enums import ObjectType, RepositoryOpenFlag, SortMode
 
 from progreg import events
-from progreg.errors import NotARegistryError, RegistryBusyError, RegistryError
+from progreg.errors import NotARegistryError, ProgregError, RegistryBusyError, RegistryError
+from progreg.gitstore import objects
+from progreg.gitstore.durability import fsync_dir, fsync_file
 from progreg.gitstore.identity import Identity
 from progreg.gitstore.locking import remove_stale_ref_locks, write_lock
+from progreg.gitstore.packstore import NewObject, store_objects
+from progreg.gitstore.refwrite import NeedsLibgit2, swap_ref
 from progreg.gitstore.signing import Signer
-from progreg.gitstore.trees import Edit, blob_at, edit_tree
+from progreg.gitstore.tailpack import TailPack
+from progreg.gitstore.trees import EMPTY_TREE, Edit, NewTrees, RawTree, blob_at, edit_tree
+
+#: How many trees (by id) a repository handle keeps parsed for the next commits.
+TREE_CACHE_SIZE = 512
+#: How many delta hints (object written -> earlier version) a handle keeps at most.
+MAX_DELTA_HINTS = 1 << 20
+#: How often (seconds) a libgit2 handle checks whether packs were added or removed.
+PACKS_CHECK_SECONDS = 1.0
+#: Handles are reopened once this many packs they may know were deleted.
+STALE_PACKS = 32
 
 
 @dataclass
 class CommitPlan:
-    """A commit to create on top of a ref's current tip."""
+    """A commit to create on top of a ref's current tip.
+
+    ``edits`` map paths to a blob id, to the content of a new blob (``bytes``,
+    written with the commit), or to ``None`` (remove the path).
+    """
 
     edits: dict[str, Edit]
     message: str
@@ -46,14 +64,38 @@ class CommitPlan:
 
 
 class GitRepository:
-    """A bare Git repository at ``path``, created when ``create`` is true and it is missing."""
+    """A bare Git repository at ``path``, created when ``create`` is true and it is missing.
+
+    With ``durable``, every write is flushed to the disk (``fsync``) before the
+    call that made it returns: objects before the ref that points at them, then
+    the ref file and its directory (see docs/format.md, "Durability").
+    """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, create: bool = True, lock_timeout: float = 30.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        lock_timeout: float = 30.0,
+        durable: bool = False,
     ) -> None:
         self.path = Path(path).expanduser().absolute()
         self.lock_timeout = lock_timeout
+        self.durable = durable
         self._local = threading.local()
+        self._trees: dict[bytes, RawTree] = {}
+        self._trees_lock = threading.Lock()
+        self._synced_packs: set[str] = set()
+        #: ``{id: id of the earlier version at the same path}`` of the objects this
+        #: handle wrote, for maintenance to store them as deltas (see repack).
+        self.delta_hints: dict[bytes, bytes] = {}
+        #: Packs this handle wrote without flushing them (``durable`` off).
+        self.volatile_packs: set[str] = set()
+        self.hints_lock = threading.Lock()
+        self._reflog_config: tuple[tuple[int, int], bool] | None = None
+        self._generation = 0
+        self._deleted_packs = 0
+        self.tail = TailPack(self.path / "objects" / "pack")
         self._open_or_create(create)
 
     # -- opening -----------------------------------------------------------------
@@ -80,19 +122,59 @@ class GitRepository:
                 f"{path} is a Git work tree; a registry is a bare repository"
                 " (make one with: git clone --bare <this> <registry>)"
             )
-        self._local.repo = repo
-        self._local.pid = os.getpid()
+        self._adopt(repo)
 
     @property
     def repo(self) -> pygit2.Repository:
-        """This thread's libgit2 handle on the repository."""
+        """This thread's libgit2 handle on the repository.
+
+        libgit2 keeps every pack it has seen in its list for as long as the
+        handle lives, and looks through all of them when an object is
+        missing; packs are merged and deleted all the time (see maintenance),
+        so a handle is reopened after a merge here and, at most once every
+        :data:`PACKS_CHECK_SECONDS`, when ``objects/pack`` has changed.
+        """
         local = self._local
         repo: pygit2.Repository | None = getattr(local, "repo", None)
-        if repo is None or local.pid != os.getpid():
-            repo = pygit2.Repository(str(self.path), RepositoryOpenFlag.NO_SEARCH)
-            local.repo = repo
-            local.pid = os.getpid()
+        if repo is None or local.pid != os.getpid() or local.generation != self._generation:
+            return self._reopen()
+        now = time.monotonic()
+        if now >= local.next_check:
+            local.next_check = now + PACKS_CHECK_SECONDS
+            if self._packs_stamp() != local.packs_stamp:
+                return self._reopen()
         return repo
+
+    def _reopen(self) -> pygit2.Repository:
+        repo = pygit2.Repository(str(self.path), RepositoryOpenFlag.NO_SEARCH)
+        self._adopt(repo)
+        return repo
+
+    def _adopt(self, repo: pygit2.Repository) -> None:
+        """Make ``repo`` this thread's handle."""
+        local = self._local
+        local.packs_stamp = self._packs_stamp()
+        local.next_check = time.monotonic() + PACKS_CHECK_SECONDS
+        local.generation = self._generation
+        local.repo = repo
+        local.pid = os.getpid()
+
+    def _packs_stamp(self) -> int:
+        try:
+            return os.stat(self.path / "objects" / "pack").st_mtime_ns
+        except OSError:
+            return 0
+
+    def forget_packs(self, deleted: int | None = None) -> None:
+        """Say that packs were deleted: handles are reopened at their next use.
+
+        With a count, only once :data:`STALE_PACKS` deleted packs have added up
+        (each costs a lookup that misses a little time; a reopen costs more).
+        """
+        self._deleted_packs += STALE_PACKS if deleted is None else deleted
+        if self._deleted_packs >= STALE_PACKS:
+            self._deleted_packs = 0
+            self._generation += 1
 
     @property
     def config(self) -> pygit2.Config:
@@ -110,6 +192,22 @@ class GitRepository:
         if not isinstance(commit, pygit2.Commit):
             raise RegistryError(f"{ref} does not point at a commit")
         return commit
+
+    def has_path(self, commit: pygit2.Commit, path: str) -> bool:
+        """Whether ``commit``'s tree holds ``path`` (a file or a directory).
+
+        Reads the trees through this handle's cache of parsed trees, which
+        holds those of the commits it just wrote: a writer's checks cost no
+        object read.
+        """
+        tree = self._read_tree(commit.tree_id.raw)
+        *directories, name = path.encode().split(b"/")
+        for part in directories:
+            entry = tree.find(part)
+            if entry is None or entry[0] != objects.TREE_MODE:
+                return False
+            tree = self._read_tree(entry[2])
+        return tree.find(name) is not None
 
     def blob(self, tree: pygit2.Tree, path: str) -> pygit2.Blob | None:
         """The blob at ``path`` in ``tree``, or ``None``."""
@@ -144,7 +242,10 @@ class GitRepository:
 
     def write_blob(self, data: bytes) -> pygit2.Oid:
         """Store ``data`` as a blob (idempotent: same bytes, same id)."""
-        return self.repo.create_blob(data)
+        oid = self.repo.create_blob(data)
+        if self.durable:
+            self._sync_loose(oid)
+        return oid
 
     def update_ref(
         self,
@@ -174,7 +275,7 @@ class GitRepository:
                 commit_plan = plan(tip)
                 if commit_plan is None:
                     return None
-                new = self._create_commit(tip, commit_plan)
+                new = self._write_commit(tip, commit_plan)
                 error = self._compare_and_swap(ref, tip, new)
                 if error is None:
                     if after is not None:
@@ -198,6 +299,8 @@ class GitRepository:
             tip = self.tip(ref)
             if tip is not None and not self.repo.descendant_of(target, tip.id):
                 return None
+            if self.durable:
+                self.sync_object_store()
             error = self._compare_and_swap(ref, tip, target)
             if error is not None:
                 raise RegistryBusyError(f"could not fast-forward {ref}: {error}")
@@ -214,19 +317,22 @@ class GitRepository:
         signer = Signer.from_config(repo.config, "tag")
         try:
             if signer is None:
-                repo.create_tag(name, oid, ObjectType.COMMIT, tagger.signature(), message)
-                return True
-            if repo.references.get(f"refs/tags/{name}") is not None:
-                return False
-            payload = (
-                f"object {oid}\ntype commit\ntag {name}\n"
-                f"tagger {tagger.raw(tagger.signature())}\n\n{message}"
-            ).encode()
-            signed = payload + signer.sign(payload).encode()
-            tag_id = repo.odb.write(ObjectType.TAG, signed)
-            repo.references.create(f"refs/tags/{name}", tag_id)
+                tag_id = repo.create_tag(name, oid, ObjectType.COMMIT, tagger.signature(), message)
+            else:
+                if repo.references.get(f"refs/tags/{name}") is not None:
+                    return False
+                payload = (
+                    f"object {oid}\ntype commit\ntag {name}\n"
+                    f"tagger {tagger.raw(tagger.signature())}\n\n{message}"
+                ).encode()
+                signed = payload + signer.sign(payload).encode()
+                tag_id = repo.odb.write(ObjectType.TAG, signed)
+                repo.references.create(f"refs/tags/{name}", tag_id)
         except pygit2.AlreadyExistsError:
             return False
+        if self.durable:
+            self._sync_loose(tag_id)
+            self._sync_ref(f"refs/tags/{name}")
         return True
 
     def delete_ref(self, name: str) -> bool:
@@ -235,37 +341,209 @@ class GitRepository:
         if reference is None:
             return False
         reference.delete()
+        if self.durable:
+            self._sync_deleted_ref(name)
         return True
 
-    def _create_commit(self, tip: pygit2.Commit | None, plan: CommitPlan) -> pygit2.Oid:
-        repo = self.repo
-        tree = edit_tree(repo, tip.tree if tip is not None else None, plan.edits)
-        parents: list[str | pygit2.Oid] = [*([tip.id] if tip is not None else [])]
-        parents += plan.extra_parents
-        author = plan.author.signature(plan.when)
-        committer = plan.committer.signature(plan.when)
-        signer = Signer.from_config(repo.config, "commit")
-        if signer is None:
-            return repo.create_commit(None, author, committer, plan.message, tree, parents)
-        # pygit2's stub says Oid; the call returns the commit's text (checked in tests).
-        content = cast(
-            str, repo.create_commit_string(author, committer, plan.message, tree, parents)
-        )
-        return repo.create_commit_with_signature(content, signer.sign(content.encode()))
+    def _write_commit(self, tip: pygit2.Commit | None, plan: CommitPlan) -> pygit2.Oid:
+        """Write the commit of ``plan`` on ``tip`` with its new blobs and trees, as one pack."""
+        new: list[NewObject] = []
+        edits: dict[str, bytes | None] = {}
+        outside = bool(plan.extra_parents)  # refers to objects this handle did not write
+        for path, value in plan.edits.items():
+            if isinstance(value, bytes):
+                blob = objects.object_id(objects.OBJ_BLOB, value)
+                new.append((blob, objects.OBJ_BLOB, value))
+                edits[path] = blob
+            elif value is None:
+                edits[path] = None
+            else:
+                edits[path] = value.raw
+                outside = True
+        trees: NewTrees = []
+        previous: dict[bytes, bytes] = {}
+        base = tip.tree_id.raw if tip is not None else None
+        root = edit_tree(self._read_tree, base, edits, trees, previous)
+        if root is None:
+            root = EMPTY_TREE.raw
+            new.append((root, objects.OBJ_TREE, b""))
+        new += [(oid, objects.OBJ_TREE, data) for oid, data, _ in trees]
+        parents = ([tip.id.raw] if tip is not None else []) + [p.raw for p in plan.extra_parents]
+        commit, content = self._commit_object(root, parents, plan)
+        new.append((commit, objects.OBJ_COMMIT, content))
+        if outside and self.durable:
+            self.sync_object_store()
+        self._store(new, previous)
+        self._remember(trees)
+        return pygit2.Oid(raw=commit)
+
+    def _commit_object(
+        self, tree: bytes, parents: list[bytes], plan: CommitPlan
+    ) -> tuple[bytes, bytes]:
+        """``(id, raw data)`` of the commit of ``plan``, signed when the config asks for it."""
+        author = _person(plan.author.signature(plan.when))
+        committer = _person(plan.committer.signature(plan.when))
+        content = objects.encode_commit(tree, parents, author, committer, plan.message.encode())
+        signer = Signer.from_config(self.repo.config, "commit")
+        if signer is not None:
+            content = objects.with_signature(content, signer.sign(content).encode())
+        return objects.object_id(objects.OBJ_COMMIT, content), content
+
+    def _store(self, new: list[NewObject], previous: dict[bytes, bytes]) -> None:
+        """Write ``new`` into the open pack (or a pack of their own when they are many)."""
+        replaced = None
+        written: Path | None
+        if self.tail.fits(new):
+            written, replaced = self.tail.write(new, previous, durable=self.durable)
+        else:
+            written = store_objects(self.path / "objects", new, durable=self.durable)
+        with self.hints_lock:
+            if replaced is not None:
+                self.volatile_packs.discard(replaced.name)
+                self.forget_packs(1)
+            if written is not None and self.durable:
+                self._synced_packs.update((written.name, written.with_suffix(".idx").name))
+            elif written is not None:
+                self.volatile_packs.add(written.name)
+            hints = self.delta_hints
+            hints.update(previous)
+            while len(hints) > MAX_DELTA_HINTS:
+                del hints[next(iter(hints))]
+
+    def _read_tree(self, oid: bytes) -> RawTree:
+        cached = self._trees.get(oid)
+        if cached is not None:
+            return cached
+        try:
+            kind, data = self.repo.odb.read(pygit2.Oid(raw=oid))
+        except KeyError as exc:
+            raise RegistryError(f"tree {oid.hex()} is missing from {self.path}") from exc
+        if int(kind) != objects.OBJ_TREE:
+            raise RegistryError(f"object {oid.hex()} in {self.path} is not a tree")
+        try:
+            tree = RawTree.of(objects.parse_tree(data))
+        except ProgregError as exc:
+            raise RegistryError(f"tree {oid.hex()} in {self.path} is damaged: {exc}") from exc
+        self._remember([(oid, data, tree)])
+        return tree
+
+    def _remember(self, trees: NewTrees) -> None:
+        """Keep the parsed trees just read or written: the next commit starts from them."""
+        with self._trees_lock:
+            cache = self._trees
+            for oid, _data, tree in trees:
+                cache[oid] = tree
+            while len(cache) > TREE_CACHE_SIZE:
+                del cache[next(iter(cache))]
 
     def _compare_and_swap(
         self, ref: str, expected: pygit2.Commit | None, new: pygit2.Oid
     ) -> str | None:
         """Move ``ref`` from ``expected`` to ``new``; return why not, or ``None`` on success."""
+        if not self._wants_reflog(ref):
+            old = str(expected.id) if expected is not None else None
+            try:
+                return swap_ref(self.path, ref, old, str(new), durable=self.durable)
+            except NeedsLibgit2:
+                pass
         references = self.repo.references
         try:
             if expected is None:
                 references.create(ref, new)
-                return None
-            reference = references.get(ref)
-            if reference is None or reference.target != expected.id:
-                return "the ref moved"
-            reference.set_target(new)
+            else:
+                reference = references.get(ref)
+                if reference is None or reference.target != expected.id:
+                    return "the ref moved"
+                reference.set_target(new)
         except (pygit2.GitError, OSError) as exc:
             return str(exc)
+        if self.durable:
+            self._sync_ref(ref)
         return None
+
+    def _wants_reflog(self, ref: str) -> bool:
+        """Whether Git would append to a reflog for ``ref`` (then libgit2 moves it)."""
+        if (self.path / "logs" / ref).exists():
+            return True
+        try:
+            stat = (self.path / "config").stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            stamp = (0, 0)
+        if self._reflog_config is None or self._reflog_config[0] != stamp:
+            config = self.config
+            key = "core.logAllRefUpdates"
+            value = str(config[key]).strip().lower() if key in config else "false"
+            wanted = value in ("true", "yes", "on", "1", "always")
+            self._reflog_config = (stamp, wanted)
+        return self._reflog_config[1]
+
+    # -- durability ----------------------------------------------------------------
+
+    def sync_object_store(self) -> None:
+        """Flush every pack of the object store this handle has not flushed yet.
+
+        Durable writers call it before moving a ref to objects that another
+        writer brought in (an imported bundle, a fetch).
+        """
+        pack_dir = self.path / "objects" / "pack"
+        try:
+            names = os.listdir(pack_dir)
+        except FileNotFoundError:
+            return
+        fresh = [
+            name
+            for name in names
+            if name.startswith("pack-")
+            and name.endswith((".pack", ".idx"))
+            and name not in self._synced_packs
+        ]
+        for name in fresh:
+            with contextlib.suppress(FileNotFoundError):  # merged away meanwhile
+                fsync_file(pack_dir / name)
+        if fresh:
+            fsync_dir(pack_dir)
+            self._synced_packs.update(fresh)
+
+    def _sync_loose(self, oid: pygit2.Oid) -> None:
+        """Flush a loose object just written (nothing when it was already in a pack)."""
+        text = str(oid)
+        directory = self.path / "objects" / text[:2]
+        try:
+            fsync_file(directory / text[2:])
+        except FileNotFoundError:
+            return
+        fsync_dir(directory)
+        fsync_dir(directory.parent)
+
+    def _sync_ref(self, ref: str) -> None:
+        """Flush a ref libgit2 just wrote, the directories above it, and its reflog."""
+        for path in (self.path / ref, self.path / "logs" / ref):
+            with contextlib.suppress(FileNotFoundError):
+                fsync_file(path)
+                directory = path.parent
+                while directory != self.path:
+                    fsync_dir(directory)
+                    directory = directory.parent
+
+    def _sync_deleted_ref(self, ref: str) -> None:
+        """Flush the removal of a ref (its directory, and ``packed-refs`` if rewritten)."""
+        with contextlib.suppress(FileNotFoundError):
+            fsync_dir((self.path / ref).parent)
+        with contextlib.suppress(FileNotFoundError):
+            fsync_file(self.path / "packed-refs")
+        fsync_dir(self.path)
+
+
+def _person(signature: pygit2.Signature) -> bytes:
+    """A signature as Git writes it in objects: ``Name <email> 1700000000 +0100``."""
+    sign = b"-" if signature.offset < 0 else b"+"
+    hours, minutes = divmod(abs(signature.offset), 60)
+    return b"%s <%s> %d %s%02d%02d" % (
+        signature.raw_name,
+        signature.raw_email,
+        signature.time,
+        sign,
+        hours,
+        minutes,
+    )

@@ -1,84 +1,143 @@
-"""Editing nested trees: write a new root tree from a base tree and path edits.
+"""Editing nested trees: the new trees of a commit, from a base tree and path edits.
 
 Only the trees on the edited paths are read and rewritten, so the cost of an
 edit depends on the depth and fan-out of those paths, not on the size of the
-whole tree. Directories left empty by a removal disappear, as in Git.
+whole tree. Directories left empty by a removal disappear, as in Git. Trees
+are built as raw Git objects in memory (:func:`edit_tree`), so that a commit's
+new objects can be written together (see :mod:`progreg.gitstore.packstore`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import bisect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import pygit2
-from pygit2.enums import FileMode
+
+from progreg.gitstore.objects import OBJ_TREE, TREE_MODE, object_id
 
 EMPTY_TREE = pygit2.Oid(hex="4b825dc642cb6eb9a060e54bf8d69288fbee4904")
+BLOB_MODE = b"100644"
 
-#: An edit: the blob id to place at a path, or ``None`` to remove the path.
-Edit = pygit2.Oid | None
+#: An edit: the blob id to place at a path, its content (a new blob), or ``None`` to remove it.
+Edit = pygit2.Oid | bytes | None
+
+
+@dataclass(frozen=True)
+class RawTree:
+    """A tree's entries ``(mode, name, raw id)`` in Git's order, with their sort keys."""
+
+    entries: tuple[tuple[bytes, bytes, bytes], ...]
+    keys: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, entries: list[tuple[bytes, bytes, bytes]]) -> RawTree:
+        """The tree of ``entries``, which must already be in Git's order."""
+        return cls(tuple(entries), tuple(_key(mode, name) for mode, name, _ in entries))
+
+    def encode(self) -> bytes:
+        """The tree object's raw data."""
+        return b"".join(mode + b" " + name + b"\x00" + oid for mode, name, oid in self.entries)
+
+    def find(self, name: bytes) -> tuple[bytes, bytes, bytes] | None:
+        """The entry called ``name`` (a file or a directory), or ``None``."""
+        keys = self.keys
+        for key in (name, name + b"/"):
+            index = bisect.bisect_left(keys, key)
+            if index < len(keys) and keys[index] == key:
+                return self.entries[index]
+        return None
+
+
+#: ``read(raw id)`` returns the tree with that id.
+TreeReader = Callable[[bytes], RawTree]
+#: New trees, as ``edit_tree`` makes them: ``(raw id, raw data, tree)``.
+NewTrees = list[tuple[bytes, bytes, RawTree]]
+
+
+def _key(mode: bytes, name: bytes) -> bytes:
+    """Git's sort key of a tree entry: directories sort as if their name ended with ``/``."""
+    return name + b"/" if mode == TREE_MODE else name
 
 
 def edit_tree(
-    repo: pygit2.Repository, base: pygit2.Tree | None, edits: Mapping[str, Edit]
-) -> pygit2.Oid:
-    """Apply ``edits`` (``"a/b/c.json" -> blob id or None``) to ``base``; return the new tree id.
+    read: TreeReader,
+    base: bytes | None,
+    edits: Mapping[str, bytes | None],
+    new: NewTrees,
+    previous: dict[bytes, bytes] | None = None,
+) -> bytes | None:
+    """Apply ``edits`` (``"a/b/c.json" -> raw blob id or None``) to tree ``base``.
 
-    The result may be :data:`EMPTY_TREE` when everything was removed.
+    Returns the new root tree's raw id, or ``None`` when nothing is left
+    (everything removed). Each tree written is appended to ``new``; nothing
+    is stored. ``previous``, if given, receives ``{new id: id it replaces at
+    the same path}`` for the new trees and files (what their deltas can be
+    made against). Raises ``ValueError`` for an invalid path.
     """
-    return _edit(repo, base, edits) or EMPTY_TREE
-
-
-def _edit(
-    repo: pygit2.Repository, base: pygit2.Tree | None, edits: Mapping[str, Edit]
-) -> pygit2.Oid | None:
-    """Like :func:`edit_tree`, but ``None`` (and nothing written) for an empty result."""
-    grouped: dict[str, dict[str, Edit]] = {}
-    leaves: dict[str, Edit] = {}
+    grouped: dict[bytes, dict[str, bytes | None]] = {}
+    leaves: dict[bytes, bytes | None] = {}
     for path, value in edits.items():
         head, sep, rest = path.partition("/")
-        if not head or head in (".", ".."):
+        name = head.encode()
+        if not head or head in (".", "..") or head.lower() == ".git" or b"\x00" in name:
             raise ValueError(f"invalid path {path!r}")
         if sep:
-            grouped.setdefault(head, {})[rest] = value
+            grouped.setdefault(name, {})[rest] = value
         else:
-            leaves[head] = value
-    builder = repo.TreeBuilder(base) if base is not None else repo.TreeBuilder()
-    removed = False
+            leaves[name] = value
+    tree = read(base) if base is not None else RawTree((), ())
+    entries = list(tree.entries)
+    keys = list(tree.keys)
     for name, value in leaves.items():
-        if value is None:
-            if builder.get(name) is not None:
-                builder.remove(name)
-                removed = True
-        else:
-            builder.insert(name, value, FileMode.BLOB)
+        replaced = _remove(entries, keys, name)
+        if value is not None:
+            _insert(entries, keys, BLOB_MODE, name, value)
+            if previous is not None and replaced is not None and replaced[0] == BLOB_MODE:
+                previous.setdefault(value, replaced[2])
     for name, sub_edits in grouped.items():
-        existing = builder.get(name)
-        sub_base: pygit2.Tree | None = None
-        if existing is not None and existing.filemode == FileMode.TREE:
-            found = repo[existing.id]
-            assert isinstance(found, pygit2.Tree)
-            sub_base = found
-        sub_tree = _edit(repo, sub_base, sub_edits)
-        if sub_tree is None:
-            if existing is not None:
-                builder.remove(name)
-                removed = True
-        else:
-            builder.insert(name, sub_tree, FileMode.TREE)
-    if removed and not _has_entries(builder, base, leaves, grouped):
+        existing = _remove(entries, keys, name)
+        sub_base = existing[2] if existing is not None and existing[0] == TREE_MODE else None
+        sub_tree = edit_tree(read, sub_base, sub_edits, new, previous)
+        if sub_tree is not None:
+            _insert(entries, keys, TREE_MODE, name, sub_tree)
+        elif existing is not None and existing[0] != TREE_MODE:
+            _insert(entries, keys, *existing)  # removing below a file: the file stays
+    if not entries:
         return None
-    return builder.write()
+    result = RawTree(tuple(entries), tuple(keys))
+    data = result.encode()
+    oid = object_id(OBJ_TREE, data)
+    new.append((oid, data, result))
+    if previous is not None and base is not None and base != oid:
+        previous.setdefault(oid, base)
+    return oid
 
 
-def _has_entries(
-    builder: pygit2.TreeBuilder,
-    base: pygit2.Tree | None,
-    leaves: Mapping[str, Edit],
-    grouped: Mapping[str, object],
-) -> bool:
-    names = {entry.name for entry in base} if base is not None else set()
-    names |= set(leaves) | set(grouped)
-    return any(builder.get(name) is not None for name in names if name is not None)
+def _remove(
+    entries: list[tuple[bytes, bytes, bytes]], keys: list[bytes], name: bytes
+) -> tuple[bytes, bytes, bytes] | None:
+    """Remove the entry called ``name`` (file or directory); return it, or ``None``."""
+    for key in (name, name + b"/"):
+        index = bisect.bisect_left(keys, key)
+        if index < len(keys) and keys[index] == key:
+            del keys[index]
+            return entries.pop(index)
+    return None
+
+
+def _insert(
+    entries: list[tuple[bytes, bytes, bytes]],
+    keys: list[bytes],
+    mode: bytes,
+    name: bytes,
+    oid: bytes,
+) -> None:
+    key = _key(mode, name)
+    index = bisect.bisect_left(keys, key)
+    keys.insert(index, key)
+    entries.insert(index, (mode, name, oid))
 
 
 def blob_at(tree: pygit2.Tree, path: str) -> pygit2.Blob | None:

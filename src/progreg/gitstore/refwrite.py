@@ -1,0 +1,92 @@
+"""Compare-and-swap of a loose ref with Git's own lock-file protocol.
+
+This is what ``git update-ref <ref> <new> <old>`` does: create
+``<ref>.lock`` exclusively (a concurrent ``git`` or libgit2 writer holding it
+makes the swap fail, never wait), check under it that the ref still holds
+the expected value (a loose file first, else ``packed-refs``), write the new
+value into the lock file and rename it over the ref. With ``durable`` the new
+ref file and the directories that got new entries are flushed before
+returning. Refs that need more (a symbolic ref, a reflog to append to) are
+left to libgit2: :func:`swap_ref` says so by raising :class:`NeedsLibgit2`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from progreg.gitstore.durability import fsync_dir, fsync_dirs, make_dirs
+
+_HEX = frozenset("0123456789abcdef")
+
+
+class NeedsLibgit2(Exception):
+    """The ref is not a plain loose or packed ref: update it through libgit2."""
+
+
+def read_ref(gitdir: Path, ref: str) -> str | None:
+    """The id ``ref`` holds (loose file, else ``packed-refs``), or ``None`` when it is absent."""
+    try:
+        with open(gitdir / ref, "rb") as handle:
+            content = handle.read(256).decode("ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return _packed(gitdir, ref)
+    except IsADirectoryError:
+        return None
+    if len(content) != 40 or not _HEX.issuperset(content):
+        raise NeedsLibgit2(f"{ref} is not a plain ref ({content[:60]!r})")
+    return content
+
+
+def _packed(gitdir: Path, ref: str) -> str | None:
+    suffix = " " + ref
+    try:
+        with open(gitdir / "packed-refs", encoding="utf-8", errors="replace") as handle:
+            for raw in handle:
+                line = raw.rstrip("\n")
+                if line.endswith(suffix) and len(line) == 40 + len(suffix):
+                    return line[:40]
+    except FileNotFoundError:
+        return None
+    return None
+
+
+def swap_ref(
+    gitdir: Path, ref: str, expected: str | None, new: str, *, durable: bool
+) -> str | None:
+    """Move ``ref`` from ``expected`` (``None``: absent) to ``new``; return why not, or ``None``."""
+    path = gitdir / ref
+    lock = path.with_name(path.name + ".lock")
+    changed: list[Path] = []
+    try:
+        if not path.parent.is_dir():
+            changed = make_dirs(path.parent, gitdir)
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return f"{lock} exists: another Git process is updating {ref}"
+    except OSError as exc:
+        return f"cannot lock {ref}: {exc}"
+    renamed = False
+    try:
+        try:
+            current = read_ref(gitdir, ref)
+            if current != expected:
+                return "the ref moved"
+            os.write(fd, f"{new}\n".encode())
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(lock, path)
+        renamed = True
+    except OSError as exc:
+        return f"cannot update {ref}: {exc}"
+    finally:
+        if not renamed:  # after the rename, a lock file there is another writer's
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+    if durable:
+        fsync_dir(path.parent)
+        fsync_dirs(changed)
+    return None
