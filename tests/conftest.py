@@ -37,6 +37,7 @@ _LEAKY_VARIABLES = (
     "GIT_CEILING_DIRECTORIES",
     "EMAIL",
     "PROGREG_PATH",
+    "PROGREG_DURABLE",
 )
 
 #: The identity used for commits the tests make with the git command line.

@@ -3,12 +3,12 @@
 libgit2 writes every object as its own loose file (a commit that changes one
 file of a tree three directories deep writes six). :func:`store_objects`
 writes them instead as one pack and its ``.idx`` v2 under ``objects/pack``,
-exactly as ``git`` names and installs packs: each file is written under a
-``tmp_`` name and renamed, the pack first and the index last, so a reader
-sees either no pack or a whole one (readers only look at packs that have an
-index). libgit2 and ``git`` look for new packs when an object is missing, so
-the objects are readable as soon as the function returns. Automatic
-maintenance (:mod:`progreg.gitstore.maintenance`) merges small packs.
+named as ``git`` names packs: the pack under its final name first, then the
+index under a ``tmp_`` name renamed into place, so a reader sees no pack or
+a whole one (readers only use packs that have an index). libgit2 and ``git``
+look for new packs when an object is missing, so the objects are readable
+as soon as the function returns. Automatic maintenance
+(:mod:`progreg.gitstore.maintenance`) merges small packs.
 """
 
 from __future__ import annotations
@@ -57,12 +57,17 @@ def install_pack(
     stem = os.path.join(directory, f"{PACK_PREFIX}{checksum.hex()}")
     final, final_index = stem + ".pack", stem + ".idx"
     try:
-        _write(final, data, durable, exclusive=True)
+        _write(final, data, durable)
     except FileExistsError:
         if os.path.exists(final_index):
             return Path(final)  # the very same pack is already installed
         _replace(directory, final, data, durable)
-    _replace(directory, final_index, index, durable)
+    try:
+        _replace(directory, final_index, index, durable)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(final)  # a pack without its index: nobody can be using it
+        raise
     if durable:
         fsync_dir(pack_dir)
         fsync_dirs(changed)
@@ -72,7 +77,7 @@ def install_pack(
 def _replace(directory: str, final: str, content: bytes, durable: bool) -> None:
     """Write ``content`` to a temporary file of ``directory`` and rename it to ``final``."""
     temporary = os.path.join(directory, f"tmp_pack_{secrets.token_hex(8)}")
-    _write(temporary, content, durable, exclusive=True)
+    _write(temporary, content, durable)
     try:
         os.replace(temporary, final)
     except BaseException:
@@ -81,9 +86,9 @@ def _replace(directory: str, final: str, content: bytes, durable: bool) -> None:
         raise
 
 
-def _write(path: str, content: bytes, durable: bool, *, exclusive: bool) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    fd = os.open(path, flags, 0o444)
+def _write(path: str, content: bytes, durable: bool) -> None:
+    """Create ``path`` (it must not exist) with ``content``, read-only as Git makes packs."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
         view = memoryview(content)
         while view:
