@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import threading
@@ -183,8 +184,25 @@ def test_merged_packs_are_compact_and_normal(registry_path: Path, tmp_path: Path
     storage = ProgramStorage(registry_path)
     _each_save_its_own_pack(storage)
     git(registry_path, "config", "gc.auto", "0")
-    ids = [_save(storage, i, None) for i in range(10)]
-    ids += [_save(storage, i, ids[i % 10]) for i in range(10, 30)]
+
+    words = [
+        "answer",
+        "the",
+        "question",
+        "about",
+        "refunds",
+        "orders",
+        "accounts",
+        "billing",
+        "shipping",
+    ]
+
+    def save(i: int) -> str:
+        pick = random.Random(i).choice
+        text = " ".join(pick(words) for _ in range(300))
+        return storage.save_program({"instructions": text}, {"score": i}).program_id
+
+    ids = [save(i) for i in range(30)]
     packs = _packs(registry_path)
     assert len(packs) == 30
     size_before = sum(p.stat().st_size for p in packs)
@@ -195,10 +213,9 @@ def test_merged_packs_are_compact_and_normal(registry_path: Path, tmp_path: Path
     result = repack.merge_packs(storage.git.repo, packs, walk_all=True)
     assert _packs(registry_path) == [result.pack]
     assert result.objects == _count_objects(registry_path)["in-pack"]
-    assert result.pack.stat().st_size < size_before * 0.8
-    # git also finds deltas between different files (these programs are near copies).
-    assert result.pack.stat().st_size < by_git.stat().st_size * 2
-    assert len(result.redeltified) > 30  # trees and re-saved programs became deltas
+    assert result.pack.stat().st_size < size_before
+    assert result.pack.stat().st_size < by_git.stat().st_size * 1.3
+    assert len(result.redeltified) >= 20  # the trees of programs/ became deltas
     git(registry_path, "verify-pack", str(result.pack.with_suffix(".idx")))
     assert_fsck_clean(registry_path)
     fresh = ProgramStorage(registry_path)

@@ -30,6 +30,8 @@ REF_DELTA = 7
 
 #: Longest delta chain the writer makes (``pack.depth`` in Git defaults to 50).
 MAX_DELTA_DEPTH = 50
+#: Objects smaller than this are stored whole: a delta would save little.
+MIN_DELTA_SIZE = 256
 #: zlib level of written entries (Git's default ``core.compression`` is 6, but
 #: level 1 is 2-3x faster on program documents for a few percent more bytes).
 DEFAULT_LEVEL = 1

@@ -65,6 +65,7 @@ class _Entry:
     end: int
     crc: int
     kind: int  # as stored: 1-4 whole, 6 OFS_DELTA, 7 REF_DELTA
+    size: int  # of the object, or of the delta
     size_end: int  # end of the type-and-size header
     body: int  # start of the zlib data
     base: int | None  # OFS_DELTA: offset of the base in the same pack
@@ -72,28 +73,62 @@ class _Entry:
 
 
 class _Source:
-    """A pack being merged: its bytes (mapped) and its entries in pack order."""
+    """A pack being merged: its bytes (mapped) and its entries in pack order.
+
+    The index gives every entry's id, offset, end and CRC-32; entry headers
+    are parsed only when needed (a pack copied as one block never is).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         ids, crcs, offsets = read_index(path.with_suffix(".idx"))
         with open(path, "rb") as handle:
             self.data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        end = len(self.data) - 20
+        self.mtime = path.stat().st_mtime
         order = sorted(range(len(ids)), key=offsets.__getitem__)
-        self.entries: list[_Entry] = []
-        self.by_offset: dict[int, _Entry] = {}
-        self.by_oid = set(ids)
-        for position, index in enumerate(order):
-            start = offsets[index]
-            stop = offsets[order[position + 1]] if position + 1 < len(order) else end
-            entry = _parse(self.data, ids[index], start, stop, crcs[index])
-            self.entries.append(entry)
-            self.by_offset[start] = entry
-        for entry in self.entries:
-            if entry.base is not None and entry.base not in self.by_offset:
-                raise OSError(f"{path}: the delta at offset {entry.offset} has no base entry")
+        self.ids = [ids[i] for i in order]
+        self.offsets = [offsets[i] for i in order]
+        self.crcs = [crcs[i] for i in order]
+        self.ends = [*self.offsets[1:], len(self.data) - 20]
+        self.by_oid = dict(zip(self.ids, range(len(order)), strict=True))
+        self._position = {offset: n for n, offset in enumerate(self.offsets)}
+        self._parsed: dict[int, _Entry] = {}
         self._heights: dict[int, int] | None = None
+
+    def entry(self, position: int) -> _Entry:
+        """The entry at ``position`` (in pack order), parsed once."""
+        found = self._parsed.get(position)
+        if found is None:
+            found = _parse(
+                self.data,
+                self.ids[position],
+                self.offsets[position],
+                self.ends[position],
+                self.crcs[position],
+            )
+            if found.base is not None and found.base not in self._position:
+                raise OSError(f"{self.path}: the delta at offset {found.offset} has no base entry")
+            self._parsed[position] = found
+        return found
+
+    @property
+    def entries(self) -> list[_Entry]:
+        """Every entry, parsed, in pack order."""
+        return [self.entry(position) for position in range(len(self.ids))]
+
+    def base_of(self, entry: _Entry) -> _Entry:
+        """The entry an ``OFS_DELTA`` entry is a delta against."""
+        assert entry.base is not None
+        return self.entry(self._position[entry.base])
+
+    def depth(self, position: int) -> int:
+        """How many deltas deep the entry at ``position`` is, in this pack."""
+        depth = 0
+        entry = self.entry(position)
+        while entry.base is not None:
+            depth += 1
+            entry = self.base_of(entry)
+        return depth
 
     def height(self, entry: _Entry) -> int:
         """The longest chain of deltas built on ``entry`` in this pack."""
@@ -151,9 +186,13 @@ def _parse(data: mmap.mmap, oid: bytes, start: int, stop: int, crc: int) -> _Ent
     byte = data[pos]
     pos += 1
     kind = (byte >> 4) & 7
+    size = byte & 0x0F
+    shift = 4
     while byte & 0x80:
         byte = data[pos]
         pos += 1
+        size |= (byte & 0x7F) << shift
+        shift += 7
     size_end = pos
     base: int | None = None
     base_oid: bytes | None = None
@@ -171,7 +210,7 @@ def _parse(data: mmap.mmap, oid: bytes, start: int, stop: int, crc: int) -> _Ent
         pos += 20
     if pos > stop:
         raise OSError(f"a pack entry at offset {start} is truncated")
-    return _Entry(oid, start, stop, crc, kind, size_end, pos, base, base_oid)
+    return _Entry(oid, start, stop, crc, kind, size, size_end, pos, base, base_oid)
 
 
 # -- finding earlier versions -----------------------------------------------------------
@@ -182,17 +221,16 @@ class _Reader:
 
     def __init__(self, sources: list[_Source], odb: pygit2.Odb) -> None:
         self._odb = odb
-        self._whole: dict[bytes, tuple[_Source, _Entry]] = {}
-        for source in sources:
-            for entry in source.entries:
-                if entry.kind in objects.TYPE_NAMES:
-                    self._whole.setdefault(entry.oid, (source, entry))
+        self._sources = sources
 
     def read(self, oid: bytes) -> tuple[int, bytes]:
-        found = self._whole.get(oid)
-        if found is not None:
-            source, entry = found
-            return entry.kind, source.inflate(entry)
+        for source in self._sources:
+            position = source.by_oid.get(oid)
+            if position is not None:
+                entry = source.entry(position)
+                if entry.kind in objects.TYPE_NAMES:
+                    return entry.kind, source.inflate(entry)
+                break
         kind, data = self._odb.read(pygit2.Oid(raw=oid))
         return int(kind), data
 
@@ -304,10 +342,11 @@ class _Output:
         self.position = 0
         self._buffer = bytearray()
         self.offsets: dict[bytes, int] = {}
-        self.depths: dict[bytes, int] = {}
+        self._depths: dict[bytes, int] = {}
+        self._copied: dict[bytes, tuple[_Source, int]] = {}  # depth unknown until asked
         self.index: list[packs.IndexEntry] = []
         self.redeltified: set[bytes] = set()
-        #: ``{id: id of its base}`` of every delta written with a base offset.
+        #: ``{id: id of its base}`` of every delta written with a new base offset.
         self.bases: dict[bytes, bytes] = {}
 
     def emit(self, data: bytes) -> None:
@@ -321,71 +360,88 @@ class _Output:
         self.digest.update(self._buffer)
         self._buffer.clear()
 
-    def block(self, source: _Source) -> None:
-        """Copy every entry of ``source`` as one block: offsets move, distances do not."""
-        self.flush()
-        end = len(source.data) - 20
-        shift = self.position - 12
-        block = source.data[12:end]
-        self.handle.write(block)
-        self.digest.update(block)
-        self.position += len(block)
-        offsets, depths, index = self.offsets, self.depths, self.index
-        by_offset = source.by_offset
-        for entry in source.entries:
-            oid = entry.oid
-            offsets[oid] = entry.offset + shift
-            if entry.base is not None:
-                depths[oid] = depths[by_offset[entry.base].oid] + 1
-            elif entry.base_oid is not None:
-                depths[oid] = depths.get(entry.base_oid, 0) + 1
-            else:
-                depths[oid] = 0
-            index.append(packs.IndexEntry(oid, entry.offset + shift, entry.crc))
+    def depth(self, oid: bytes) -> int:
+        """How many deltas deep ``oid`` is in the new pack."""
+        found = self._depths.get(oid)
+        if found is None:
+            source, position = self._copied[oid]
+            found = self._depths[oid] = source.depth(position)
+        return found
 
-    def write(self, oid: bytes, depth: int, parts: list[bytes], crc: int | None) -> None:
-        """Write one entry (in ``parts``) for ``oid``; ``crc`` is computed when ``None``."""
+    def copy(self, source: _Source, first: int, stop: int) -> None:
+        """Copy the entries ``first`` to ``stop - 1`` of ``source`` as they are, as one block.
+
+        Distances between them do not change, so neither do their bytes.
+        """
+        if first >= stop:
+            return
+        start = source.offsets[first]
+        shift = self.position - start
+        self.emit(source.data[start : source.ends[stop - 1]])
+        offsets, copied, index = self.offsets, self._copied, self.index
+        for position in range(first, stop):
+            oid = source.ids[position]
+            offset = source.offsets[position] + shift
+            offsets[oid] = offset
+            copied[oid] = (source, position)
+            index.append(packs.IndexEntry(oid, offset, source.crcs[position]))
+
+    def write(self, oid: bytes, depth: int, parts: list[bytes]) -> None:
+        """Write one entry (in ``parts``) for ``oid``, made here (its CRC-32 is computed)."""
         start = self.position
-        if crc is None:
-            crc = 0
-            for part in parts:
-                crc = zlib.crc32(part, crc)
+        crc = 0
         for part in parts:
+            crc = zlib.crc32(part, crc)
             self.emit(part)
         self.offsets[oid] = start
-        self.depths[oid] = depth
+        self._depths[oid] = depth
         self.index.append(packs.IndexEntry(oid, start, crc))
-
-
-def _sources_in_order(sources: list[_Source], commit_order: dict[bytes, int]) -> list[_Source]:
-    """Packs ordered by their oldest commit (packs without commits first), so bases come first."""
-
-    def key(source: _Source) -> int:
-        positions = [commit_order[e.oid] for e in source.entries if e.oid in commit_order]
-        return min(positions, default=-1)
-
-    return sorted(sources, key=key)
 
 
 def _kinds(sources: list[_Source], odb: pygit2.Odb) -> dict[bytes, int]:
     """The object type of every entry (a delta has its base's type)."""
     kinds: dict[bytes, int] = {}
-    pending: list[tuple[_Source, _Entry]] = []
+    pending: list[_Entry] = []
     for source in sources:
         for entry in source.entries:
             if entry.kind in objects.TYPE_NAMES:
                 kinds[entry.oid] = entry.kind
             elif entry.base is not None:
-                kinds[entry.oid] = kinds[source.by_offset[entry.base].oid]
+                kinds[entry.oid] = kinds[source.base_of(entry).oid]
             else:
-                pending.append((source, entry))
-    for _source, entry in pending:
+                pending.append(entry)
+    for entry in pending:
         assert entry.base_oid is not None
         kind = kinds.get(entry.base_oid)
         if kind is None:
             kind = int(odb.read_header(pygit2.Oid(raw=entry.base_oid))[0])
         kinds[entry.oid] = kind
     return kinds
+
+
+def _walk(
+    sources: list[_Source], reader: _Reader, odb: pygit2.Odb
+) -> tuple[dict[bytes, bytes], list[_Source]]:
+    """Earlier versions found by comparing every merged commit with its parent, and the
+    packs ordered by their oldest commit (packs without commits first)."""
+    kinds = _kinds(sources, odb)
+    commits: dict[bytes, bytes] = {}
+    whole: set[bytes] = set()
+    for source in sources:
+        for entry in source.entries:
+            if entry.kind in objects.TYPE_NAMES:
+                whole.add(entry.oid)
+                if entry.kind == OBJ_COMMIT:
+                    commits[entry.oid] = source.inflate(entry)
+            elif kinds[entry.oid] == OBJ_COMMIT:
+                commits[entry.oid] = odb.read(pygit2.Oid(raw=entry.oid))[1]
+    found = earlier_versions(reader, commits, set(commits), set(kinds), whole)
+    order = {oid: n for n, oid in enumerate(_parents_first(commits))}
+
+    def oldest(source: _Source) -> int:
+        return min((order[oid] for oid in source.ids if oid in order), default=-1)
+
+    return found, sorted(sources, key=oldest)
 
 
 @dataclass(frozen=True)
@@ -411,42 +467,26 @@ def merge_packs(
 
     Earlier versions of whole objects come from ``hints`` (``hints(ids)``
     returns ``{id: id of the earlier version at the same path}`` for those of
-    ``ids`` the writer of the objects knew), and from comparing trees: for every merged commit with
-    ``walk_all``, else for the merged commits whose tree is stored whole and
-    has no hint. The merged packs are deleted once the new one is in place
-    and checked. ``durable`` flushes the new pack to the disk first.
+    ``ids`` the writer of the objects knew) and, with ``walk_all``, from
+    comparing every merged commit's tree with its parent's (slower; what
+    ``progreg gc`` does). The packs are written oldest first (by commit with
+    ``walk_all``, else by modification time), so that earlier versions come
+    before the deltas on them. The merged packs are deleted once the new one
+    is in place and checked. ``durable`` flushes the new pack to the disk first.
     """
     pack_dir = Path(repo.path) / "objects" / "pack"
     sources = [_Source(path) for path in pack_paths]
     try:
         odb = repo.odb
-        kinds = _kinds(sources, odb)
-        commits: dict[bytes, bytes] = {}
-        whole: set[bytes] = set()
-        for source in sources:
-            for entry in source.entries:
-                if entry.kind in objects.TYPE_NAMES:
-                    whole.add(entry.oid)
-                    if entry.kind == OBJ_COMMIT:
-                        commits[entry.oid] = source.inflate(entry)
-                elif kinds[entry.oid] == OBJ_COMMIT:
-                    commits[entry.oid] = odb.read(pygit2.Oid(raw=entry.oid))[1]
-        members = set(kinds)
-        known = hints(whole) if hints is not None else {}
-        previous = {oid: base for oid, base in known.items() if base in members}
-        walked = set(commits)
-        if not walk_all:
-            walked = {
-                oid
-                for oid, data in commits.items()
-                if (tree := objects.commit_tree(data)) in whole and tree not in known
-            }
+        members = {oid for source in sources for oid in source.ids}
+        known = hints(members) if hints is not None else {}
+        previous = {oid: base for oid, base in known.items() if base in members and base != oid}
         reader = _Reader(sources, odb)
-        if walked:
-            found = earlier_versions(reader, commits, walked, members, whole)
+        if walk_all:
+            found, ordered = _walk(sources, reader, odb)
             previous = {**found, **previous}
-        order = {oid: n for n, oid in enumerate(_parents_first(commits))}
-        ordered = _sources_in_order(sources, order)
+        else:
+            ordered = sorted(sources, key=lambda source: source.mtime)  # older objects first
         final, out = _write(pack_dir, ordered, len(members), previous, reader, durable)
     finally:
         for source in sources:
@@ -507,34 +547,55 @@ def _write(
 
 
 def _copy(source: _Source, out: _Output, previous: dict[bytes, bytes], reader: _Reader) -> None:
-    """Copy ``source`` into ``out``: as one block if nothing in it changes, else by entry."""
-    ids = [entry.oid for entry in source.entries]
+    """Copy ``source`` into ``out``, in runs of entries that stay as they are.
+
+    An entry changes when it becomes a delta (``previous`` names its earlier
+    version, already written) or when it is a delta whose base moved
+    relative to it (a changed entry lies between them); an entry already
+    written (the same object in an earlier pack) is left out. Everything
+    else is copied byte for byte, many entries at a time.
+    """
     written = out.offsets
+    ids = source.ids
     if written.keys().isdisjoint(ids) and not any(
-        previous.get(oid) in written or previous.get(oid) in source.by_oid for oid in ids
+        base in written or base in source.by_oid
+        for base in (previous.get(oid) for oid in ids)
+        if base is not None
     ):
-        out.block(source)
+        out.copy(source, 0, len(ids))  # nothing changes: one block
         return
-    data = source.data
-    for entry in source.entries:
-        oid = entry.oid
-        if oid in out.offsets:
-            continue  # the same object from an earlier pack
-        if entry.kind in objects.TYPE_NAMES:
-            base = previous.get(oid)
-            if base is not None and _redelta(source, entry, base, out, reader):
+    run = 0  # the first entry not written yet
+    changed = -1  # source offset of the last entry left out or rewritten (none yet)
+    for position, oid in enumerate(ids):
+        if oid in written:
+            out.copy(source, run, position)  # the same object from an earlier pack
+            run, changed = position + 1, source.offsets[position]
+            continue
+        base = previous.get(oid)
+        if base is not None and base in written:
+            entry = source.entry(position)
+            if entry.kind in objects.TYPE_NAMES and entry.size >= packs.MIN_DELTA_SIZE:
+                out.copy(source, run, position)
+                run = position + 1
+                if _redelta(source, entry, base, out, reader):
+                    changed = entry.offset
+                else:
+                    out.copy(source, position, position + 1)
                 continue
-            out.write(oid, 0, [data[entry.offset : entry.end]], entry.crc)
-        elif entry.base is not None:
-            base = source.by_offset[entry.base].oid
-            distance = out.position - out.offsets[base]
-            head = data[entry.offset : entry.size_end] + packs.offset_encoding(distance)
-            out.bases[oid] = base
-            out.write(oid, out.depths[base] + 1, [head, data[entry.body : entry.end]], None)
-        else:
-            assert entry.base_oid is not None
-            depth = out.depths.get(entry.base_oid, 0) + 1
-            out.write(oid, depth, [data[entry.offset : entry.end]], entry.crc)
+        if changed < 0:
+            continue  # nothing before it changed: copied as it is
+        entry = source.entry(position)
+        if entry.base is None or entry.base > changed:
+            continue  # a whole object, or a delta whose base moved along with it
+        base_oid = source.base_of(entry).oid
+        out.copy(source, run, position)
+        run, changed = position + 1, entry.offset
+        head = source.data[entry.offset : entry.size_end] + packs.offset_encoding(
+            out.position - written[base_oid]
+        )
+        out.bases[oid] = base_oid
+        out.write(oid, out.depth(base_oid) + 1, [head, source.data[entry.body : entry.end]])
+    out.copy(source, run, len(ids))
 
 
 def _redelta(source: _Source, entry: _Entry, base: bytes, out: _Output, reader: _Reader) -> bool:
@@ -542,7 +603,7 @@ def _redelta(source: _Source, entry: _Entry, base: bytes, out: _Output, reader: 
     where = out.offsets.get(base)
     if where is None:
         return False
-    depth = out.depths[base] + 1
+    depth = out.depth(base) + 1
     if depth + source.height(entry) > packs.MAX_DELTA_DEPTH:
         return False
     target = source.inflate(entry)
@@ -558,7 +619,7 @@ def _redelta(source: _Source, entry: _Entry, base: bytes, out: _Output, reader: 
         out.position - where
     )
     out.bases[entry.oid] = base
-    out.write(entry.oid, depth, [head, packs.compress(delta)], None)
+    out.write(entry.oid, depth, [head, packs.compress(delta)])
     out.redeltified.add(entry.oid)
     return True
 

@@ -31,6 +31,7 @@ from progreg.gitstore import objects
 from progreg.gitstore.durability import fsync_dir, fsync_file
 from progreg.gitstore.identity import Identity
 from progreg.gitstore.locking import remove_stale_ref_locks, write_lock
+from progreg.gitstore.pack import MIN_DELTA_SIZE
 from progreg.gitstore.packstore import NewObject, store_objects
 from progreg.gitstore.refwrite import NeedsLibgit2, swap_ref
 from progreg.gitstore.signing import Signer
@@ -406,7 +407,8 @@ class GitRepository:
             elif written is not None:
                 self.volatile_packs.add(written.name)
             hints = self.delta_hints
-            hints.update(previous)
+            large = {oid for oid, _, data in new if len(data) >= MIN_DELTA_SIZE}
+            hints.update((oid, base) for oid, base in previous.items() if oid in large)
             while len(hints) > MAX_DELTA_HINTS:
                 del hints[next(iter(hints))]
 

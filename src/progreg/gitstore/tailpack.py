@@ -35,8 +35,6 @@ from progreg.gitstore.packstore import NewObject, install_pack
 MAX_OBJECTS = 256
 #: ... or this many bytes.
 MAX_BYTES = 256 * 1024
-#: Trees smaller than this are stored whole: a delta would not be much smaller.
-MIN_DELTA_SIZE = 256
 
 
 class TailPack:
@@ -116,7 +114,7 @@ class TailPack:
         base_data = self._trees.get(base) if base is not None else None
         if kind == OBJ_TREE and base is not None and base_data is not None:
             depth = self._depths[base] + 1
-            if len(data) >= MIN_DELTA_SIZE and depth <= packs.MAX_DELTA_DEPTH:
+            if len(data) >= packs.MIN_DELTA_SIZE and depth <= packs.MAX_DELTA_DEPTH:
                 delta = make_delta(base_data, data)
                 if delta is not None:
                     distance = offset - self._entries[base][0]
