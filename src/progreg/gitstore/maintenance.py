@@ -74,6 +74,9 @@ LEVEL_BASE = 64
 LEVEL_FACTOR = 8
 #: Level-0 packs are merged once there are this many.
 SMALL_PACKS = 16
+#: Saves look at the packs when theirs left one behind, and once every this many saves
+#: (for the packs of other writers).
+LOOK_EVERY = 16
 #: Automatic merges of more objects than this are left to ``progreg gc``.
 AUTO_MERGE_LIMIT = 200_000
 #: The file whose ``flock`` merges hold, next to ``progreg.lock``.
@@ -320,10 +323,13 @@ def _take(fd: int, path: Path, timeout: float | None) -> bool:
             time.sleep(0.05)
 
 
-def list_packs(objects_dir: Path, known: dict[str, PackInfo] | None = None) -> list[PackInfo]:
+def list_packs(
+    objects_dir: Path, known: dict[str, PackInfo] | None = None, skip: str | None = None
+) -> list[PackInfo]:
     """The packs that may be merged (those with an index and no ``.keep``), with their sizes.
 
-    ``known`` caches what was learnt of each pack by name (packs never change).
+    ``known`` caches what was learnt of each pack by name (packs never change);
+    the pack named ``skip`` (a writer's open pack) is left out.
     """
     pack_dir = os.path.join(objects_dir, "pack")
     try:
@@ -335,7 +341,7 @@ def list_packs(objects_dir: Path, known: dict[str, PackInfo] | None = None) -> l
         if not name.startswith("pack-") or not name.endswith(".idx"):
             continue
         stem = name[:-4]
-        if stem + ".pack" not in names or stem + ".keep" in names:
+        if stem + ".pack" not in names or stem + ".keep" in names or stem + ".pack" == skip:
             continue
         info = known.get(stem) if known is not None else None
         if info is None:
@@ -407,12 +413,8 @@ def merge_small_packs(
     objects_dir = git.path / "objects"
 
     def candidates() -> list[PackInfo]:
-        open_pack = git.tail.name  # still growing: merged once it is full
-        return [
-            info
-            for info in list_packs(objects_dir, _counts(git.path))
-            if info.path.name != open_pack
-        ]
+        # The open pack is still growing: it is merged once it is full.
+        return list_packs(objects_dir, _counts(git.path), skip=git.tail.name)
 
     if len(choose_merge(candidates(), limit)) < 2:
         return None  # the usual case: one directory listing
@@ -578,7 +580,8 @@ def auto_threshold(repo: pygit2.Repository) -> int:
 def auto_maintenance(git: GitRepository, *, every: int | None = None) -> None:
     """Call after a save, once the write lock is released; see the module.
 
-    Cheap when nothing is due: one listing of ``objects/pack``, and on the
+    Cheap when nothing is due: a listing of ``objects/pack`` when the save
+    left a pack behind or once every :data:`LOOK_EVERY` saves, and on the
     first save of a process and then every ``every`` (default
     :data:`CHECK_EVERY`) saves, one configuration read and one listing of one
     fan-out directory. Never raises: a failed run is reported as an event and
@@ -595,7 +598,9 @@ def auto_maintenance(git: GitRepository, *, every: int | None = None) -> None:
             _enabled[gitdir] = threshold > 0
             if threshold > 0 and loose_object_estimate(gitdir) > threshold:
                 pack_loose_objects(git, lock_timeout=git.lock_timeout, pack_limit=0)
-        if _enabled.get(gitdir, True):
+        left = git.packs_left
+        if _enabled.get(gitdir, True) and (git.packs_looked != left or count % LOOK_EVERY == 0):
+            git.packs_looked = left
             merge_small_packs(git)
     except Exception as exc:  # maintenance must never fail a save that succeeded
         events.emit("progreg.gc.failed", level=logging.WARNING, error=str(exc))

@@ -39,7 +39,7 @@ from progreg.gitstore.tailpack import TailPack
 from progreg.gitstore.trees import EMPTY_TREE, Edit, NewTrees, RawTree, blob_at, edit_tree
 
 #: How many trees (by id) a repository handle keeps parsed for the next commits.
-TREE_CACHE_SIZE = 512
+TREE_CACHE_SIZE = 4096
 #: How many delta hints (object written -> earlier version) a handle keeps at most.
 MAX_DELTA_HINTS = 1 << 20
 #: How often (seconds) a libgit2 handle checks whether packs were added or removed.
@@ -96,6 +96,10 @@ class GitRepository:
         self._reflog_config: tuple[tuple[int, int], bool] | None = None
         self._generation = 0
         self._deleted_packs = 0
+        #: How many packs this handle wrote that no later write replaced, and how
+        #: many of them automatic maintenance has looked at.
+        self.packs_left = 0
+        self.packs_looked = 0
         self.tail = TailPack(self.path / "objects" / "pack")
         self._open_or_create(create)
 
@@ -402,6 +406,8 @@ class GitRepository:
             if replaced is not None:
                 self.volatile_packs.discard(replaced.name)
                 self.forget_packs(1)
+            elif written is not None:
+                self.packs_left += 1  # a pack that stays: maintenance has work to look at
             if written is not None and self.durable:
                 self._synced_packs.update((written.name, written.with_suffix(".idx").name))
             elif written is not None:
@@ -415,6 +421,9 @@ class GitRepository:
     def _read_tree(self, oid: bytes) -> RawTree:
         cached = self._trees.get(oid)
         if cached is not None:
+            with self._trees_lock:  # most recently used last: evicted last
+                self._trees.pop(oid, None)
+                self._trees[oid] = cached
             return cached
         try:
             kind, data = self.repo.odb.read(pygit2.Oid(raw=oid))

@@ -26,19 +26,24 @@ Edit = pygit2.Oid | bytes | None
 
 @dataclass(frozen=True)
 class RawTree:
-    """A tree's entries ``(mode, name, raw id)`` in Git's order, with their sort keys."""
+    """A tree's entries ``(mode, name, raw id)`` in Git's order, their sort keys and raw bytes."""
 
     entries: tuple[tuple[bytes, bytes, bytes], ...]
     keys: tuple[bytes, ...]
+    raws: tuple[bytes, ...]
 
     @classmethod
     def of(cls, entries: list[tuple[bytes, bytes, bytes]]) -> RawTree:
         """The tree of ``entries``, which must already be in Git's order."""
-        return cls(tuple(entries), tuple(_key(mode, name) for mode, name, _ in entries))
+        return cls(
+            tuple(entries),
+            tuple(_key(mode, name) for mode, name, _ in entries),
+            tuple(_raw(*entry) for entry in entries),
+        )
 
     def encode(self) -> bytes:
         """The tree object's raw data."""
-        return b"".join(mode + b" " + name + b"\x00" + oid for mode, name, oid in self.entries)
+        return b"".join(self.raws)
 
     def find(self, name: bytes) -> tuple[bytes, bytes, bytes] | None:
         """The entry called ``name`` (a file or a directory), or ``None``."""
@@ -54,6 +59,11 @@ class RawTree:
 TreeReader = Callable[[bytes], RawTree]
 #: New trees, as ``edit_tree`` makes them: ``(raw id, raw data, tree)``.
 NewTrees = list[tuple[bytes, bytes, RawTree]]
+
+
+def _raw(mode: bytes, name: bytes, oid: bytes) -> bytes:
+    """A tree entry as Git stores it: ``mode SP name NUL id``."""
+    return mode + b" " + name + b"\x00" + oid
 
 
 def _key(mode: bytes, name: bytes) -> bytes:
@@ -87,26 +97,24 @@ def edit_tree(
             grouped.setdefault(name, {})[rest] = value
         else:
             leaves[name] = value
-    tree = read(base) if base is not None else RawTree((), ())
-    entries = list(tree.entries)
-    keys = list(tree.keys)
+    tree = _Editing(read(base) if base is not None else RawTree((), (), ()))
     for name, value in leaves.items():
-        replaced = _remove(entries, keys, name)
+        replaced = tree.remove(name)
         if value is not None:
-            _insert(entries, keys, BLOB_MODE, name, value)
+            tree.insert(BLOB_MODE, name, value)
             if previous is not None and replaced is not None and replaced[0] == BLOB_MODE:
                 previous.setdefault(value, replaced[2])
     for name, sub_edits in grouped.items():
-        existing = _remove(entries, keys, name)
+        existing = tree.remove(name)
         sub_base = existing[2] if existing is not None and existing[0] == TREE_MODE else None
         sub_tree = edit_tree(read, sub_base, sub_edits, new, previous)
         if sub_tree is not None:
-            _insert(entries, keys, TREE_MODE, name, sub_tree)
+            tree.insert(TREE_MODE, name, sub_tree)
         elif existing is not None and existing[0] != TREE_MODE:
-            _insert(entries, keys, *existing)  # removing below a file: the file stays
-    if not entries:
+            tree.insert(*existing)  # removing below a file: the file stays
+    if not tree.entries:
         return None
-    result = RawTree(tuple(entries), tuple(keys))
+    result = RawTree(tuple(tree.entries), tuple(tree.keys), tuple(tree.raws))
     data = result.encode()
     oid = object_id(OBJ_TREE, data)
     new.append((oid, data, result))
@@ -115,29 +123,31 @@ def edit_tree(
     return oid
 
 
-def _remove(
-    entries: list[tuple[bytes, bytes, bytes]], keys: list[bytes], name: bytes
-) -> tuple[bytes, bytes, bytes] | None:
-    """Remove the entry called ``name`` (file or directory); return it, or ``None``."""
-    for key in (name, name + b"/"):
-        index = bisect.bisect_left(keys, key)
-        if index < len(keys) and keys[index] == key:
-            del keys[index]
-            return entries.pop(index)
-    return None
+class _Editing:
+    """A tree being edited: the lists of a :class:`RawTree`, kept in Git's order."""
 
+    def __init__(self, tree: RawTree) -> None:
+        self.entries = list(tree.entries)
+        self.keys = list(tree.keys)
+        self.raws = list(tree.raws)
 
-def _insert(
-    entries: list[tuple[bytes, bytes, bytes]],
-    keys: list[bytes],
-    mode: bytes,
-    name: bytes,
-    oid: bytes,
-) -> None:
-    key = _key(mode, name)
-    index = bisect.bisect_left(keys, key)
-    keys.insert(index, key)
-    entries.insert(index, (mode, name, oid))
+    def remove(self, name: bytes) -> tuple[bytes, bytes, bytes] | None:
+        """Remove the entry called ``name`` (file or directory); return it, or ``None``."""
+        keys = self.keys
+        for key in (name, name + b"/"):
+            index = bisect.bisect_left(keys, key)
+            if index < len(keys) and keys[index] == key:
+                del keys[index]
+                del self.raws[index]
+                return self.entries.pop(index)
+        return None
+
+    def insert(self, mode: bytes, name: bytes, oid: bytes) -> None:
+        key = _key(mode, name)
+        index = bisect.bisect_left(self.keys, key)
+        self.keys.insert(index, key)
+        self.entries.insert(index, (mode, name, oid))
+        self.raws.insert(index, _raw(mode, name, oid))
 
 
 def blob_at(tree: pygit2.Tree, path: str) -> pygit2.Blob | None:
