@@ -1,16 +1,18 @@
 """Merging packs into one new pack, reusing what they hold.
 
-:func:`merge_packs` is what keeps the many small packs of single commits
-(see :mod:`progreg.gitstore.packstore`) few and compact. It copies every
-entry of the packs it merges as it is (a whole object, or a delta whose base
-is in the same pack, with its base offset re-encoded), so the cost is
-mostly copying bytes. Objects stored whole although an earlier version of the
-same path is among the merged objects (the trees and files a commit changed,
-stored whole in its own small pack) are stored again as deltas against that
-version: the history of each path is a delta chain (at most
+:func:`merge_packs` is what keeps the packs writers leave behind (see
+:mod:`progreg.gitstore.tailpack`) few and compact. It copies the entries of
+the packs it merges as they are, in runs: a whole object, or a delta whose
+base is in the same pack, keeps its bytes as long as nothing between it and
+its base changed; otherwise only its base offset is encoded anew. So the cost
+is mostly copying bytes. Objects stored whole although an earlier version of
+the same path is among the merged objects (the first version of a path in
+the pack of a writer) are stored again as deltas against that version: the
+history of each path is a delta chain (at most
 :data:`~progreg.gitstore.pack.MAX_DELTA_DEPTH` deep), as ``git gc`` makes.
-Earlier versions are found by comparing each merged commit's tree with its
-first parent's, along the changed paths only.
+Earlier versions come from the writer's hints (what each object it wrote
+replaced) and, for ``progreg gc``, from comparing every merged commit's tree
+with its first parent's, along the changed paths only.
 
 The new pack is written under a temporary name, flushed to the disk,
 renamed into place (pack first, index last) and checked, and only then are
