@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from progreg.gitstore import GitRepository, Identity
+from progreg.gitstore.reflist import names_under
 from progreg.ids import is_program_id
 from progreg.names import check_name
 
@@ -54,8 +55,20 @@ def delete_tags(git: GitRepository, program_id: str, tags: Iterable[str]) -> lis
 def all_tags(git: GitRepository) -> dict[str, set[str]]:
     """Every program's tags: ``{program_id: {tag, ...}}``."""
     tags: dict[str, set[str]] = {}
-    for name in git.refs_under(TAGS_PREFIX):
-        tag, _, program_id = name[len(TAGS_PREFIX) :].rpartition("/")
+    for name in names_under(git.path, TAGS_PREFIX):
+        tag, _, program_id = name.rpartition("/")
         if tag and is_program_id(program_id):
             tags.setdefault(program_id, set()).add(tag)
     return tags
+
+
+def tagged(git: GitRepository, tags: Iterable[str]) -> set[str]:
+    """The ids of the programs carrying at least one of ``tags`` (validated names).
+
+    Reads only the refs under ``refs/tags/<tag>/`` of each tag, whatever the
+    number of other tags in the registry.
+    """
+    found: set[str] = set()
+    for tag in tags:
+        found.update(filter(is_program_id, names_under(git.path, f"{TAGS_PREFIX}{tag}/")))
+    return found
