@@ -125,19 +125,17 @@ class StorageManager:
         oldest = (
             datetime.now(UTC) - timedelta(days=max_age_days) if max_age_days is not None else None
         )
-        found = []
-        for record in self.storage.records().values():
-            if optimizer is not None and record.optimizer != optimizer:
-                continue
-            if min_score is not None and (record.best_score or 0.0) < min_score:
-                continue
-            if oldest is not None and record.saved_at < oldest:
-                continue
-            if signature_class is not None and record.signature_class != signature_class:
-                continue
-            if wanted is not None and record.program_id not in wanted:
-                continue
-            found.append(record)
+        found = list(self.storage.records().values())
+        if wanted is not None:
+            found = [record for record in found if record.program_id in wanted]
+        if optimizer is not None:
+            found = [record for record in found if record.optimizer == optimizer]
+        if signature_class is not None:
+            found = [record for record in found if record.signature_class == signature_class]
+        if min_score is not None:
+            found = [record for record in found if (record.best_score or 0.0) >= min_score]
+        if oldest is not None:
+            found = [record for record in found if record.saved_at >= oldest]
         found.sort(key=attrgetter("position"))
         return found
 

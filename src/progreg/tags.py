@@ -8,6 +8,7 @@ version of the program. Tags are immutable: tagging again is a no-op, and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from progreg.gitstore import GitRepository, Identity
@@ -16,6 +17,7 @@ from progreg.ids import is_program_id
 from progreg.names import check_name
 
 TAGS_PREFIX = "refs/tags/"
+_HEX = re.compile(r"[0-9a-f]*")
 
 
 def check_tags(tags: Iterable[str]) -> list[str]:
@@ -70,5 +72,12 @@ def tagged(git: GitRepository, tags: Iterable[str]) -> set[str]:
     """
     found: set[str] = set()
     for tag in tags:
-        found.update(filter(is_program_id, names_under(git.path, f"{TAGS_PREFIX}{tag}/")))
+        found.update(names_under(git.path, f"{TAGS_PREFIX}{tag}/"))
+    if not _all_program_ids(found):
+        found = set(filter(is_program_id, found))
     return found
+
+
+def _all_program_ids(names: set[str]) -> bool:
+    """True when every name is a program id (one check over them all)."""
+    return set(map(len, names)) <= {16} and _HEX.fullmatch("".join(names)) is not None

@@ -45,16 +45,18 @@ def _loose_names(gitdir: Path, prefix: str) -> set[str]:
     pending = [""]
     while pending:
         directory = pending.pop()
+        files = []
         with (
             contextlib.suppress(FileNotFoundError, NotADirectoryError),
             os.scandir(gitdir / prefix / directory) as entries,
         ):
             for entry in entries:
-                name = directory + entry.name
                 if entry.is_dir(follow_symlinks=False):
-                    pending.append(name + "/")
-                elif not entry.name.endswith(".lock"):
-                    names.add(name)
+                    pending.append(f"{directory}{entry.name}/")
+                else:
+                    files.append(entry.name)
+        kept = (name for name in files if not name.endswith(".lock"))
+        names.update(map(directory.__add__, kept) if directory else kept)
     return names
 
 
