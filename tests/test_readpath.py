@@ -29,10 +29,11 @@ from progreg import (
     ProgramStorage,
     ProgramSummary,
     StorageManager,
+    history,
     logcache,
 )
 from progreg.history import LogIndex
-from progreg.summaries import trusted_summary
+from progreg.summaries import SummaryCache, trusted_summary
 
 MAIN = "refs/heads/main"
 
@@ -413,3 +414,42 @@ def test_processes_saving_and_querying_at_once(registry_path: Path) -> None:
     assert logcache.read(logcache.cache_path(registry_path, MAIN)) is not None
     assert_queries_match_git(ProgramStorage(registry_path))
     assert_fsck_clean(registry_path)
+
+
+def test_an_index_interrupted_while_walking_starts_over(
+    registry_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = ProgramStorage(registry_path)
+    save(storage, 0)
+    storage.records()
+    for i in range(1, 4):
+        save(storage, i)
+    calls = []
+    original = history._entry
+
+    def failing(repo: object, commit: object) -> object:
+        calls.append(commit)
+        if len(calls) == 2:
+            raise OSError("disk read error")
+        return original(repo, commit)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(history, "_entry", failing)
+    with pytest.raises(OSError, match="disk read error"):
+        storage.records()
+    monkeypatch.setattr(history, "_entry", original)
+    assert_queries_match_git(storage)  # not counted twice
+
+
+def test_summaries_of_blobs_no_longer_live_can_be_forgotten() -> None:
+    cache = SummaryCache()
+    fields = (datetime(2026, 1, 1, tzinfo=UTC), None, None, None, None)
+    cache.add("a" * 40, trusted_summary("0123456789abcdef", fields, {}))
+    cache.add_rows(
+        {"b" * 40: ("0123456789abcdee", fields, {}), "c" * 40: ("0123456789abcded", fields, {})}
+    )
+    assert len(cache) == 3
+    cache.keep({"a" * 40, "c" * 40})
+    assert len(cache) == 2
+    assert cache.get("b" * 40) is None
+    summary = cache.get("c" * 40)
+    assert summary is not None and summary.program_id == "0123456789abcded"

@@ -234,8 +234,13 @@ class LogIndex:
         if not found:
             self._reset()  # ``new`` is then the whole chain
         self._unsaved += len(new)
-        for repo, commit in self._commits(reversed(new), len(new)):
-            self._apply(_entry(repo, commit))
+        try:
+            for repo, commit in self._commits(reversed(new), len(new)):
+                self._apply(_entry(repo, commit))
+        except BaseException:
+            self._reset()  # half-applied: start over (from the cache) next time
+            self._cache_loaded = False
+            raise
         self._head = tip.id
 
     def _commits(
@@ -348,6 +353,8 @@ class LogIndex:
             return summary
         doc = self._decode(program_id, live.blob)
         summary = doc.summary()
+        if len(self._summaries) > 2 * len(self._live) + 1024:
+            self._summaries.keep({where.blob for where in self._live.values()})
         self._summaries.add(live.blob, summary)
         self._unsaved += 1
         return summary

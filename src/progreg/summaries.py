@@ -48,6 +48,14 @@ class SummaryCache:
             self._built[blob] = summary
         return summary
 
+    def __len__(self) -> int:
+        return len(self._built) + len(self._rows)
+
+    def keep(self, blobs: set[str]) -> None:
+        """Forget the summaries of every blob not in ``blobs``."""
+        self._built = {blob: s for blob, s in self._built.items() if blob in blobs}
+        self._rows = {blob: row for blob, row in self._rows.items() if blob in blobs}
+
     def add(self, blob: str, summary: ProgramSummary) -> None:
         """Remember the summary of the file with blob id ``blob``."""
         self._built[blob] = summary
