@@ -12,6 +12,7 @@ import math
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, ClassVar
 
 from progreg import events
@@ -27,7 +28,7 @@ from progreg.messages import cleanup_message
 from progreg.models import ProgramSummary, SavedProgram
 from progreg.results import normalize_result, optimized_program_of
 from progreg.storage import MAIN, ProgramStorage
-from progreg.tags import all_tags, check_tags, create_tags, delete_tags
+from progreg.tags import all_tags, check_tags, create_tags, delete_tags, tagged
 
 
 class StorageManager:
@@ -120,25 +121,22 @@ class StorageManager:
     ) -> list[ProgramRecord]:
         _check_number("min_score", min_score)
         _check_number("max_age_days", max_age_days)
-        wanted_tags = set(check_tags(tags)) if tags is not None else None
-        tags_of = all_tags(self.storage.git) if wanted_tags else {}
+        wanted = tagged(self.storage.git, check_tags(tags)) if tags is not None else None
         oldest = (
             datetime.now(UTC) - timedelta(days=max_age_days) if max_age_days is not None else None
         )
-        found = []
-        for record in self.storage.records().values():
-            if optimizer is not None and record.optimizer != optimizer:
-                continue
-            if min_score is not None and (record.best_score or 0.0) < min_score:
-                continue
-            if oldest is not None and record.saved_at < oldest:
-                continue
-            if signature_class is not None and record.signature_class != signature_class:
-                continue
-            if wanted_tags is not None and not wanted_tags & tags_of.get(record.program_id, set()):
-                continue
-            found.append(record)
-        found.sort(key=lambda record: record.position)
+        found = list(self.storage.records().values())
+        if wanted is not None:
+            found = [record for record in found if record.program_id in wanted]
+        if optimizer is not None:
+            found = [record for record in found if record.optimizer == optimizer]
+        if signature_class is not None:
+            found = [record for record in found if record.signature_class == signature_class]
+        if min_score is not None:
+            found = [record for record in found if (record.best_score or 0.0) >= min_score]
+        if oldest is not None:
+            found = [record for record in found if record.saved_at >= oldest]
+        found.sort(key=attrgetter("position"))
         return found
 
     def get_best_program(self, signature_class: str) -> SavedProgram | None:

@@ -42,7 +42,7 @@ from progreg.gitstore import CommitPlan, GitRepository, Identity, resolve_identi
 from progreg.gitstore.maintenance import PackReport, auto_maintenance, pack_loose_objects
 from progreg.gitstore.trees import blob_at
 from progreg.history import LogIndex, ProgramRecord
-from progreg.ids import PROGRAMS_DIR, check_program_id, new_program_id, program_id_of_path
+from progreg.ids import check_program_id, new_program_id, program_id_of_path
 from progreg.ids import program_path as path_of
 from progreg.messages import batch_message, delete_message, save_message
 from progreg.models import HistorySummary, ProgramHistory, ProgramSummary, SavedProgram
@@ -400,9 +400,8 @@ class ProgramStorage:
         """
         check_program_id(program_id)
         with events.operation("progreg.storage.load", program_id=program_id) as timer:
-            tip = self._git.tip(MAIN)
-            blob = None if tip is None else self._git.blob(tip.tree, path_of(program_id))
-            if blob is None or tip is None:
+            found = self._locate(program_id)
+            if found is None:
                 events.emit(
                     "progreg.storage.load_complete",
                     program_id=program_id,
@@ -410,10 +409,9 @@ class ProgramStorage:
                     duration_ms=timer.ms,
                 )
                 return None
-            data = blob.data
-            doc = decode_document(data, self._where(program_id, tip), program_id)
+            data, where, commit = found
+            doc = decode_document(data, where, program_id)
             program = self.rebuild(doc, into)
-            commit = self._commit_of(program_id, blob.id, tip)
         age_hours = (datetime.now(UTC) - doc.saved_at).total_seconds() / 3600
         events.emit(
             "progreg.storage.load_complete",
@@ -425,16 +423,28 @@ class ProgramStorage:
         )
         return self.saved_program(doc, program, commit)
 
+    def _locate(self, program_id: str) -> tuple[bytes, str, str] | None:
+        """``(file content, where it is, commit that wrote it)`` of a live program, or ``None``.
+
+        The log index knows the blob and the commit of every live program at
+        the tip it was refreshed to: one object read. The tree of the tip is
+        consulted only when the index does not list the program.
+        """
+        located = self._log.locate(program_id)
+        if located is not None:
+            tip_id, live = located
+            data = self._log.blob(live.blob)
+            if data is not None:
+                where = f"{path_of(program_id)} (commit {str(tip_id)[:12]} of {self.path})"
+                return data, where, live.commit
+        tip = self._git.tip(MAIN)
+        found = None if tip is None else self._git.blob(tip.tree, path_of(program_id))
+        if found is None or tip is None:
+            return None
+        return found.data, self._where(program_id, tip), self._commit_of(program_id, found.id, tip)
+
     def _commit_of(self, program_id: str, blob_id: pygit2.Oid, tip: pygit2.Commit) -> str:
-        """The commit that wrote this version (blob) of a program, as seen from ``tip``."""
-        indexed = self._log.last_change(program_id)
-        if indexed is not None:
-            commit = self._git.repo[indexed]
-            assert isinstance(commit, pygit2.Commit)
-            found = self._git.blob(commit.tree, path_of(program_id))
-            if found is not None and found.id == blob_id:
-                return indexed
-        # Another writer moved main between our reads: walk back from our tip.
+        """The commit, back along first parents from ``tip``, that wrote this blob of a program."""
         first = self._git.introducing_commit(path_of(program_id), blob_id, tip)
         return str(first.id if first is not None else tip.id)
 
@@ -455,26 +465,9 @@ class ProgramStorage:
             commit=commit,
         )
 
-    def _documents(self, tip: pygit2.Commit) -> Iterator[ProgramDocument]:
-        repo = self._git.repo
-        if PROGRAMS_DIR not in tip.tree:
-            return
-        for path, blob_id in _walk_files(repo, repo[tip.tree[PROGRAMS_DIR].id], PROGRAMS_DIR):
-            program_id = program_id_of_path(path)
-            if program_id is None:
-                continue
-            blob = repo[blob_id]
-            assert isinstance(blob, pygit2.Blob)
-            yield decode_document(blob.data, self._where(program_id, tip), program_id)
-
     def list_programs(self) -> list[ProgramSummary]:
         """Every program the registry holds, oldest save first."""
-        tip = self._git.tip(MAIN)
-        if tip is None:
-            return []
-        summaries = [doc.summary() for doc in self._documents(tip)]
-        summaries.sort(key=lambda s: (s.saved_at, s.program_id))
-        return summaries
+        return self._log.by_time()
 
     def records(self) -> dict[str, ProgramRecord]:
         """What the commit log says about each live program (no program file is read).
@@ -486,16 +479,7 @@ class ProgramStorage:
 
     def summaries(self, program_ids: Iterable[str]) -> list[ProgramSummary]:
         """Summaries of the given live programs (unknown ids are skipped), in the order given."""
-        tip = self._git.tip(MAIN)
-        if tip is None:
-            return []
-        result = []
-        for program_id in program_ids:
-            data = self._git.read(tip.tree, path_of(program_id))
-            if data is not None:
-                where = self._where(program_id, tip)
-                result.append(decode_document(data, where, program_id).summary())
-        return result
+        return self._log.summaries(program_ids)
 
     def get_history(self) -> ProgramHistory:
         """The registry's programs in the order the log recorded them, with a summary.
@@ -504,12 +488,7 @@ class ProgramStorage:
         wrote each program), which is exact even for saves in the same
         microsecond or from machines whose clocks disagree.
         """
-        summaries = {s.program_id: s for s in self.list_programs()}
-        position: dict[str, int] = {}
-        for index, entry in enumerate(self._log.entries()):
-            for program_id in entry.changed:
-                position[program_id] = index
-        programs = sorted(summaries.values(), key=lambda s: position.get(s.program_id, -1))
+        programs = self._log.by_position()
         scores = [s.best_score for s in programs if s.best_score is not None]
         summary = HistorySummary(
             total_programs=len(programs),

@@ -39,7 +39,7 @@ from pathlib import Path
 import pygit2
 
 from progreg import events
-from progreg.gitstore import bundle
+from progreg.gitstore import bundle, refpack
 from progreg.gitstore import pack as packs
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.objects import OBJ_COMMIT, TYPE_NAMES, object_id
@@ -281,6 +281,7 @@ def pack_loose_objects(
             new_pack, count = _write_pack(repo, objects_dir / "pack", wanted, commits)
         _verify(objects_dir, loose)
         removed = _remove_loose(loose.values())
+        refpack.pack_refs(gitdir)
         consolidated = 0
         existing = _pack_files(objects_dir)
         if pack_limit > 0 and len(existing) > pack_limit:
@@ -353,6 +354,7 @@ def auto_maintenance(repo: pygit2.Repository, *, every: int | None = None) -> Pa
         _saves[gitdir] = count + 1
     if interval <= 0 or count % interval:
         return None
+    refpack.pack_refs_when_due(gitdir)
     try:
         threshold = auto_threshold(repo)
         if threshold <= 0 or loose_object_estimate(gitdir) <= threshold:
