@@ -1,15 +1,14 @@
-"""Many writers at once, writers killed mid-save, and the locks they leave behind.
+"""Many writers at once, and the locks that killed writers leave behind.
 
 Writers are real processes (``python -c`` children) and threads, all saving
-into one registry; the result is checked with the git command line.
+into one registry; the result is checked with the git command line. Writers
+killed at random moments are in ``test_crash.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
-import signal
 import subprocess
 import sys
 import threading
@@ -212,62 +211,6 @@ def test_processes_and_threads_saving_at_once(registry_path: Path) -> None:
     assert_linear(registry_path)
     assert_fsck_clean(registry_path)
     assert storage.get_history().summary.total_programs == total
-
-
-# -- writers killed mid-save -----------------------------------------------------------------
-
-
-def kill_writer(registry: Path, seed: int) -> tuple[list[str], bool]:
-    """Start a writer on ``registry``, SIGKILL it mid-stream, check what it left.
-
-    Returns the ids it printed and whether it died holding the write lock.
-    """
-    rng = random.Random(seed)
-    child = start_writer(registry, 10_000 * seed, 10**9, f"doomed-{seed}", "run")
-    time.sleep(rng.uniform(0.0, 0.1))
-    os.kill(child.pid, signal.SIGKILL)
-    out, _ = child.communicate(timeout=60)
-    assert child.returncode == -signal.SIGKILL
-    printed = complete_ids(out)
-    lock_record = registry / "progreg.lock"
-    died_holding = lock_record.exists() and lock_record.read_bytes().startswith(b"held")
-
-    # the registry opens, is sound, and holds every save that returned
-    storage = ProgramStorage(registry, lock_timeout=10)
-    assert_fsck_clean(registry)
-    on_main = {s.program_id for s in storage.list_programs()}
-    assert set(printed) <= on_main
-    for program_id in printed:
-        check_program(storage, program_id)
-    # and the next writer is not blocked by whatever the killed one left behind
-    after = storage.save_program({"after_kill": seed}, metadata={"index": 0})
-    assert git(registry, "rev-parse", "refs/heads/main").strip() == after.commit
-    assert list((registry / "refs").rglob("*.lock")) == []
-    assert storage.delete_program(after.program_id)
-    assert_linear(registry)
-    assert_fsck_clean(registry)
-    return printed, died_holding
-
-
-def test_killed_writer(tmp_path: Path) -> None:
-    registry = tmp_path / "registry"
-    ProgramStorage(registry)
-    printed: list[str] = []
-    for seed in range(1, 6):  # one registry: each round starts from the previous wreck
-        printed += kill_writer(registry, seed)[0]
-    storage = ProgramStorage(registry)
-    assert set(printed) <= {s.program_id for s in storage.list_programs()}
-
-
-@pytest.mark.slow
-def test_killed_writer_many_times(tmp_path: Path) -> None:
-    crashes_in_critical_section = 0
-    for seed in range(100):  # a fresh registry each time keeps every round equally cheap
-        registry = tmp_path / f"registry-{seed}"
-        ProgramStorage(registry)
-        crashes_in_critical_section += kill_writer(registry, seed)[1]
-    # the point of the test: some writers really died inside their critical section
-    assert crashes_in_critical_section > 0
 
 
 # -- stale and live locks ----------------------------------------------------------------------
