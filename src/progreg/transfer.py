@@ -41,6 +41,7 @@ from progreg.errors import (
 )
 from progreg.gitstore import CommitPlan, Identity, format_message, objects, unbundle
 from progreg.gitstore import bundle as bundles
+from progreg.gitstore.locking import write_lock
 from progreg.gitstore.pack import Progress
 from progreg.ids import check_program_id, is_program_id, program_id_of_path, program_path
 from progreg.merging import MergePlan, merge_into_main, plan_merge, raise_conflicts
@@ -487,7 +488,8 @@ def _import_bundle(
             join=False,
         )
     try:
-        job.write_refs()
+        with write_lock(storage.path, storage.git.lock_timeout):  # a crash here is recovered
+            job.write_refs()
     except (pygit2.GitError, OSError) as exc:
         raise storage.write_error(exc) from exc
     identical = merged.identical if merged is not None else []

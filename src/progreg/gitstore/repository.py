@@ -11,6 +11,7 @@ handle, as libgit2 requires.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -28,7 +29,7 @@ from pygit2.enums import ObjectType, RepositoryOpenFlag, SortMode
 from progreg import events
 from progreg.errors import NotARegistryError, RegistryBusyError, RegistryError
 from progreg.gitstore.identity import Identity
-from progreg.gitstore.locking import remove_stale_ref_locks, write_lock
+from progreg.gitstore.locking import ref_locked_error, remove_stale_ref_locks, write_lock
 from progreg.gitstore.signing import Signer
 from progreg.gitstore.trees import Edit, blob_at, edit_tree
 
@@ -181,10 +182,7 @@ class GitRepository:
                         after(new)
                     return new
                 if time.monotonic() >= deadline:
-                    raise RegistryBusyError(
-                        f"could not update {ref} in {self.path}: {error}. If no other Git"
-                        f" process is using the registry, remove {self.path / (ref + '.lock')}"
-                    )
+                    raise ref_locked_error(self.path, ref, error)
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.05)
 
@@ -212,6 +210,18 @@ class GitRepository:
         oid = pygit2.Oid(hex=target)
         repo = self.repo
         signer = Signer.from_config(repo.config, "tag")
+        with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(f"refs/tags/{name}"):
+            return self._create_tag(repo, name, oid, signer, tagger, message)
+
+    def _create_tag(
+        self,
+        repo: pygit2.Repository,
+        name: str,
+        oid: pygit2.Oid,
+        signer: Signer | None,
+        tagger: Identity,
+        message: str,
+    ) -> bool:
         try:
             if signer is None:
                 repo.create_tag(name, oid, ObjectType.COMMIT, tagger.signature(), message)
@@ -231,11 +241,22 @@ class GitRepository:
 
     def delete_ref(self, name: str) -> bool:
         """Delete ref ``name``; ``False`` if it did not exist."""
-        reference = self.repo.references.get(name)
-        if reference is None:
-            return False
-        reference.delete()
-        return True
+        with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(name):
+            reference = self.repo.references.get(name)
+            if reference is None:
+                return False
+            reference.delete()
+            return True
+
+    @contextlib.contextmanager
+    def _ref_lock_errors(self, ref: str) -> Iterator[None]:
+        """Turn libgit2's failure to take ``<ref>.lock`` into a :class:`RegistryBusyError`."""
+        try:
+            yield
+        except (pygit2.GitError, OSError) as exc:
+            if "failed to lock" not in str(exc):
+                raise
+            raise ref_locked_error(self.path, ref, str(exc).rstrip(": ")) from exc
 
     def _create_commit(self, tip: pygit2.Commit | None, plan: CommitPlan) -> pygit2.Oid:
         repo = self.repo
