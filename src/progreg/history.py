@@ -192,10 +192,15 @@ class LogIndex:
         with self._lock:
             self._refresh()
             found = []
+            where = self._live.get
+            known = self._summaries.known
             for program_id in program_ids:
-                live = self._live.get(program_id)
+                live = where(program_id)
                 if live is not None:
-                    found.append(self._summary(program_id, live))
+                    summary = known(live.blob)
+                    if summary is None or summary.program_id != program_id:
+                        summary = self._summary(program_id, live)
+                    found.append(summary)
             self._persist()
             return found
 

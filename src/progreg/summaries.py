@@ -36,6 +36,8 @@ class SummaryCache:
     def __init__(self) -> None:
         self._built: dict[str, ProgramSummary] = {}
         self._rows: dict[str, tuple[str, Fields, dict[str, Any]]] = {}
+        #: The summary of a blob if it is already built (``None`` otherwise): a fast path.
+        self.known = self._built.get
 
     def get(self, blob: str) -> ProgramSummary | None:
         """The summary of the file with blob id ``blob``, if it is known."""
@@ -54,6 +56,7 @@ class SummaryCache:
     def keep(self, blobs: set[str]) -> None:
         """Forget the summaries of every blob not in ``blobs``."""
         self._built = {blob: s for blob, s in self._built.items() if blob in blobs}
+        self.known = self._built.get
         self._rows = {blob: row for blob, row in self._rows.items() if blob in blobs}
 
     def add(self, blob: str, summary: ProgramSummary) -> None:

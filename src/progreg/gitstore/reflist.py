@@ -69,9 +69,18 @@ def _packed_names(path: Path, prefix: str) -> list[str]:
                 text = _block(data, prefix.encode()).decode("utf-8", "replace")
     except FileNotFoundError:
         return []
+    lines = text.split("\n")
+    # Every ref line is "<id> <name>" with ids of one length: slice them all at once.
+    width = lines[0].find(" ")
+    cut = width + 1 + len(prefix)
+    marker = " " + prefix
+    names = [line[cut:] for line in lines if line[width:cut] == marker]
+    peeled = text.count("\n^") + text.startswith("^")
+    if width > 0 and len(names) == len(lines) - peeled - lines.count(""):
+        return names
     skip = len(prefix)
     names = []
-    for line in text.split("\n"):
+    for line in lines:  # names of other prefixes (an unsorted file), or an odd line
         _, space, name = line.partition(" ")
         if space and name.startswith(prefix) and line[0] != "^":
             names.append(name[skip:])
