@@ -39,6 +39,7 @@ from progreg.errors import (
     UnsupportedProgramError,
 )
 from progreg.gitstore import CommitPlan, GitRepository, Identity, resolve_identity
+from progreg.gitstore.failures import read_failure, write_failure
 from progreg.gitstore.maintenance import PackReport, auto_maintenance, pack_loose_objects
 from progreg.gitstore.trees import blob_at
 from progreg.history import LogIndex, ProgramRecord
@@ -113,7 +114,8 @@ class ProgramStorage:
 
     def _check_registry(self) -> None:
         repo = self._git.repo
-        ref = MAIN if self._git.tip(MAIN) is not None else None
+        with self.reading("the tip of main"):
+            ref = MAIN if self._git.tip(MAIN) is not None else None
         if ref is None:
             ref = next((name for name in sorted(repo.references) if name.startswith("refs/")), None)
         if ref is None:
@@ -380,7 +382,17 @@ class ProgramStorage:
 
     def write_error(self, exc: Exception) -> RegistryError:
         """The error to raise when Git failed to write (disk full, permissions...)."""
-        return RegistryError(f"cannot write to the registry at {self.path}: {exc}")
+        return write_failure(self.path, exc)
+
+    @contextlib.contextmanager
+    def reading(self, what: str) -> Iterator[None]:
+        """Raise :class:`~progreg.DamagedObjectError` when Git finds an object damaged or gone."""
+        try:
+            yield
+        except ProgregError:
+            raise
+        except (pygit2.GitError, KeyError) as exc:
+            raise read_failure(self.path, what, exc) from exc
 
     def rebuild(self, doc: ProgramDocument, into: object = None) -> Any:
         """The program object of ``doc``: loaded ``into`` an object, a registered type, or state."""
@@ -400,8 +412,10 @@ class ProgramStorage:
         """
         check_program_id(program_id)
         with events.operation("progreg.storage.load", program_id=program_id) as timer:
-            tip = self._git.tip(MAIN)
-            blob = None if tip is None else self._git.blob(tip.tree, path_of(program_id))
+            with self.reading(f"program {program_id}"):
+                tip = self._git.tip(MAIN)
+                blob = None if tip is None else self._git.blob(tip.tree, path_of(program_id))
+                data = b"" if blob is None else blob.data
             if blob is None or tip is None:
                 events.emit(
                     "progreg.storage.load_complete",
@@ -410,10 +424,10 @@ class ProgramStorage:
                     duration_ms=timer.ms,
                 )
                 return None
-            data = blob.data
             doc = decode_document(data, self._where(program_id, tip), program_id)
             program = self.rebuild(doc, into)
-            commit = self._commit_of(program_id, blob.id, tip)
+            with self.reading(f"the commit of program {program_id}"):
+                commit = self._commit_of(program_id, blob.id, tip)
         age_hours = (datetime.now(UTC) - doc.saved_at).total_seconds() / 3600
         events.emit(
             "progreg.storage.load_complete",
@@ -469,10 +483,11 @@ class ProgramStorage:
 
     def list_programs(self) -> list[ProgramSummary]:
         """Every program the registry holds, oldest save first."""
-        tip = self._git.tip(MAIN)
-        if tip is None:
-            return []
-        summaries = [doc.summary() for doc in self._documents(tip)]
+        with self.reading("the list of programs"):
+            tip = self._git.tip(MAIN)
+            if tip is None:
+                return []
+            summaries = [doc.summary() for doc in self._documents(tip)]
         summaries.sort(key=lambda s: (s.saved_at, s.program_id))
         return summaries
 
@@ -482,16 +497,18 @@ class ProgramStorage:
         This is the fast path for queries: scores, optimizers, signatures,
         save times, the commit of each program and its position in the log.
         """
-        return self._log.records()
+        with self.reading("the log of main"):
+            return self._log.records()
 
     def summaries(self, program_ids: Iterable[str]) -> list[ProgramSummary]:
         """Summaries of the given live programs (unknown ids are skipped), in the order given."""
-        tip = self._git.tip(MAIN)
-        if tip is None:
-            return []
         result = []
         for program_id in program_ids:
-            data = self._git.read(tip.tree, path_of(program_id))
+            with self.reading(f"program {program_id}"):
+                tip = self._git.tip(MAIN)
+                if tip is None:
+                    return []
+                data = self._git.read(tip.tree, path_of(program_id))
             if data is not None:
                 where = self._where(program_id, tip)
                 result.append(decode_document(data, where, program_id).summary())
@@ -506,7 +523,9 @@ class ProgramStorage:
         """
         summaries = {s.program_id: s for s in self.list_programs()}
         position: dict[str, int] = {}
-        for index, entry in enumerate(self._log.entries()):
+        with self.reading("the log of main"):
+            entries = self._log.entries()
+        for index, entry in enumerate(entries):
             for program_id in entry.changed:
                 position[program_id] = index
         programs = sorted(summaries.values(), key=lambda s: position.get(s.program_id, -1))
@@ -529,12 +548,12 @@ class ProgramStorage:
         path = path_of(program_id)
 
         def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
-            data = None if tip is None else self._git.read(tip.tree, path)
-            if data is None:
+            if tip is None or path not in tip.tree:
                 return None
             try:
+                data = self._git.read(tip.tree, path) or b""
                 signature = decode_document(data, path, program_id).signature_class
-            except ProgregError:  # deleting a damaged program must still work
+            except (ProgregError, pygit2.GitError, KeyError):  # a damaged program can go too
                 signature = None
             message = delete_message(program_id, signature)
             return CommitPlan({path: None}, message, author, committer)
@@ -575,16 +594,22 @@ class ProgramStorage:
         """
         check_program_id(program_id)
         path = path_of(program_id)
-        found = next(
-            ((commit, commit.tree[path]) for commit in self._git.walk(MAIN) if path in commit.tree),
-            None,
-        )
-        if found is None:
-            raise ProgramNotFoundError(f"program {program_id} is not in the registry's history")
-        source, entry = found
-        blob_id = entry.id
-        blob = self._git.repo[blob_id]
-        assert isinstance(blob, pygit2.Blob)
+        with self.reading(f"the history of program {program_id}"):
+            found = next(
+                (
+                    (commit, commit.tree[path])
+                    for commit in self._git.walk(MAIN)
+                    if path in commit.tree
+                ),
+                None,
+            )
+            if found is None:
+                raise ProgramNotFoundError(f"program {program_id} is not in the registry's history")
+            source, entry = found
+            blob_id = entry.id
+            blob = self._git.repo[blob_id]
+            assert isinstance(blob, pygit2.Blob)
+            blob.data  # noqa: B018 - read it now: a damaged blob fails here
         doc = decode_document(blob.data, self._where(program_id, source), program_id)
         author, committer = self.identity()
         body = f"Restored from commit {source.id}."
@@ -688,7 +713,7 @@ class ProgramStorage:
 
     def gc(self) -> PackReport:
         """Pack every loose object into one pack (``progreg gc``); see docs/format.md."""
-        return pack_loose_objects(self.path)
+        return self._write(lambda: pack_loose_objects(self.path))
 
     def verify(self) -> VerifyReport:
         """Check every program and object; report which commits are signed and by whom."""
