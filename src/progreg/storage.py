@@ -39,6 +39,7 @@ from progreg.errors import (
     UnsupportedProgramError,
 )
 from progreg.gitstore import CommitPlan, GitRepository, Identity, resolve_identity
+from progreg.gitstore.failures import read_failure, write_failure
 from progreg.gitstore.maintenance import PackReport, auto_maintenance, pack_loose_objects
 from progreg.gitstore.trees import blob_at
 from progreg.history import LogIndex, ProgramRecord
@@ -113,7 +114,8 @@ class ProgramStorage:
 
     def _check_registry(self) -> None:
         repo = self._git.repo
-        ref = MAIN if self._git.tip(MAIN) is not None else None
+        with self.reading("the tip of main"):
+            ref = MAIN if self._git.tip(MAIN) is not None else None
         if ref is None:
             ref = next((name for name in sorted(repo.references) if name.startswith("refs/")), None)
         if ref is None:
@@ -380,7 +382,17 @@ class ProgramStorage:
 
     def write_error(self, exc: Exception) -> RegistryError:
         """The error to raise when Git failed to write (disk full, permissions...)."""
-        return RegistryError(f"cannot write to the registry at {self.path}: {exc}")
+        return write_failure(self.path, exc)
+
+    @contextlib.contextmanager
+    def reading(self, what: str) -> Iterator[None]:
+        """Raise :class:`~progreg.DamagedObjectError` when Git finds an object damaged or gone."""
+        try:
+            yield
+        except ProgregError:
+            raise
+        except (pygit2.GitError, KeyError) as exc:
+            raise read_failure(self.path, what, exc) from exc
 
     def rebuild(self, doc: ProgramDocument, into: object = None) -> Any:
         """The program object of ``doc``: loaded ``into`` an object, a registered type, or state."""
@@ -400,7 +412,8 @@ class ProgramStorage:
         """
         check_program_id(program_id)
         with events.operation("progreg.storage.load", program_id=program_id) as timer:
-            found = self._locate(program_id)
+            with self.reading(f"program {program_id}"):
+                found = self._locate(program_id)
             if found is None:
                 events.emit(
                     "progreg.storage.load_complete",
@@ -467,7 +480,8 @@ class ProgramStorage:
 
     def list_programs(self) -> list[ProgramSummary]:
         """Every program the registry holds, oldest save first."""
-        return self._log.by_time()
+        with self.reading("the list of programs"):
+            return self._log.by_time()
 
     def records(self) -> dict[str, ProgramRecord]:
         """What the commit log says about each live program (no program file is read).
@@ -475,11 +489,13 @@ class ProgramStorage:
         This is the fast path for queries: scores, optimizers, signatures,
         save times, the commit of each program and its position in the log.
         """
-        return self._log.records()
+        with self.reading("the log of main"):
+            return self._log.records()
 
     def summaries(self, program_ids: Iterable[str]) -> list[ProgramSummary]:
         """Summaries of the given live programs (unknown ids are skipped), in the order given."""
-        return self._log.summaries(program_ids)
+        with self.reading("the programs' summaries"):
+            return self._log.summaries(program_ids)
 
     def get_history(self) -> ProgramHistory:
         """The registry's programs in the order the log recorded them, with a summary.
@@ -488,7 +504,8 @@ class ProgramStorage:
         wrote each program), which is exact even for saves in the same
         microsecond or from machines whose clocks disagree.
         """
-        programs = self._log.by_position()
+        with self.reading("the log of main"):
+            programs = self._log.by_position()
         scores = [s.best_score for s in programs if s.best_score is not None]
         summary = HistorySummary(
             total_programs=len(programs),
@@ -508,12 +525,12 @@ class ProgramStorage:
         path = path_of(program_id)
 
         def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
-            data = None if tip is None else self._git.read(tip.tree, path)
-            if data is None:
+            if tip is None or path not in tip.tree:
                 return None
             try:
+                data = self._git.read(tip.tree, path) or b""
                 signature = decode_document(data, path, program_id).signature_class
-            except ProgregError:  # deleting a damaged program must still work
+            except (ProgregError, pygit2.GitError, KeyError):  # a damaged program can go too
                 signature = None
             message = delete_message(program_id, signature)
             return CommitPlan({path: None}, message, author, committer)
@@ -554,16 +571,22 @@ class ProgramStorage:
         """
         check_program_id(program_id)
         path = path_of(program_id)
-        found = next(
-            ((commit, commit.tree[path]) for commit in self._git.walk(MAIN) if path in commit.tree),
-            None,
-        )
-        if found is None:
-            raise ProgramNotFoundError(f"program {program_id} is not in the registry's history")
-        source, entry = found
-        blob_id = entry.id
-        blob = self._git.repo[blob_id]
-        assert isinstance(blob, pygit2.Blob)
+        with self.reading(f"the history of program {program_id}"):
+            found = next(
+                (
+                    (commit, commit.tree[path])
+                    for commit in self._git.walk(MAIN)
+                    if path in commit.tree
+                ),
+                None,
+            )
+            if found is None:
+                raise ProgramNotFoundError(f"program {program_id} is not in the registry's history")
+            source, entry = found
+            blob_id = entry.id
+            blob = self._git.repo[blob_id]
+            assert isinstance(blob, pygit2.Blob)
+            blob.data  # noqa: B018 - read it now: a damaged blob fails here
         doc = decode_document(blob.data, self._where(program_id, source), program_id)
         author, committer = self.identity()
         body = f"Restored from commit {source.id}."
@@ -667,7 +690,7 @@ class ProgramStorage:
 
     def gc(self) -> PackReport:
         """Pack every loose object into one pack (``progreg gc``); see docs/format.md."""
-        return pack_loose_objects(self.path)
+        return self._write(lambda: pack_loose_objects(self.path))
 
     def verify(self) -> VerifyReport:
         """Check every program and object; report which commits are signed and by whom."""
@@ -748,15 +771,3 @@ def _batch_item(item: object, index: int) -> tuple[object, object, Any, str | No
         )
     program, result, metadata, program_id = fields
     return program, result, metadata, program_id
-
-
-def _walk_files(
-    repo: pygit2.Repository, tree: pygit2.Object, prefix: str
-) -> Iterator[tuple[str, pygit2.Oid]]:
-    assert isinstance(tree, pygit2.Tree)
-    for entry in tree:
-        path = f"{prefix}/{entry.name}"
-        if entry.type_str == "tree":
-            yield from _walk_files(repo, repo[entry.id], path)
-        elif entry.type_str == "blob":
-            yield path, entry.id

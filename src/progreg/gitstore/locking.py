@@ -19,7 +19,6 @@ compare-and-swap on refs alone keeps writers correct.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import random
@@ -30,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from progreg import events
-from progreg.errors import RegistryBusyError, RegistryError
+from progreg.errors import RegistryBusyError
+from progreg.gitstore.failures import write_failure
 
 try:
     import fcntl
@@ -125,28 +125,12 @@ def lock_is_free(gitdir: Path) -> bool | None:
     return True
 
 
-def os_error_message(exc: OSError, what: str) -> str:
-    """``what`` failed because of ``exc``, phrased for the common causes a person can fix."""
-    reason = {
-        errno.ENOSPC: "the disk is full",
-        errno.EDQUOT: "the disk quota is exceeded",
-        errno.EROFS: "the file system is read-only",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "permission denied",
-    }.get(exc.errno or 0)
-    name = exc.filename or ""
-    where = f" ({name})" if name else ""
-    return f"{what}: {reason or exc.strerror or exc}{where}"
-
-
 def _open(gitdir: Path) -> int:
     path = gitdir / LOCK_FILE
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise RegistryError(
-            os_error_message(exc, f"cannot write to the registry at {gitdir}")
-        ) from exc
+        raise write_failure(gitdir, exc) from exc
 
 
 def _held_keys() -> set[tuple[int, int, int]]:
@@ -198,9 +182,7 @@ def _take(fd: int, gitdir: Path) -> LockGrant:
         if len(previous) > RECORD_SIZE:  # a longer record of another layout
             os.ftruncate(fd, RECORD_SIZE)
     except OSError as exc:
-        raise RegistryError(
-            os_error_message(exc, f"cannot write the lock record {gitdir / LOCK_FILE}")
-        ) from exc
+        raise write_failure(gitdir, exc, f"write the lock record {gitdir / LOCK_FILE}") from exc
     return LockGrant(crashed, since)
 
 

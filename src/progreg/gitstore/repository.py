@@ -28,6 +28,7 @@ from pygit2.enums import ObjectType, RepositoryOpenFlag, SortMode
 
 from progreg import events
 from progreg.errors import NotARegistryError, RegistryBusyError, RegistryError
+from progreg.gitstore.failures import write_failure
 from progreg.gitstore.identity import Identity
 from progreg.gitstore.locking import ref_locked_error, remove_stale_ref_locks, write_lock
 from progreg.gitstore.signing import Signer
@@ -66,6 +67,9 @@ class GitRepository:
         if not path.exists() or not any(path.iterdir()):
             if not create:
                 raise NotARegistryError(f"no registry at {path}")
+            blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+            if blocking is not None:
+                raise NotARegistryError(f"cannot create a registry at {path}: {blocking} is a file")
             try:
                 pygit2.init_repository(str(path), bare=True, initial_head="main")
             except (pygit2.GitError, OSError) as exc:
@@ -181,6 +185,8 @@ class GitRepository:
                     if after is not None:
                         after(new)
                     return new
+                if "doesn't exist" in error:  # the commit was not written (disk full...)
+                    raise write_failure(self.path, OSError(error), f"update {ref} in {self.path}")
                 if time.monotonic() >= deadline:
                     raise ref_locked_error(self.path, ref, error)
                 time.sleep(delay * (0.5 + random.random()))
@@ -250,12 +256,12 @@ class GitRepository:
 
     @contextlib.contextmanager
     def _ref_lock_errors(self, ref: str) -> Iterator[None]:
-        """Turn libgit2's failure to take ``<ref>.lock`` into a :class:`RegistryBusyError`."""
+        """Turn libgit2's failures to write ``ref`` into progreg errors (a held lock: busy)."""
         try:
             yield
         except (pygit2.GitError, OSError) as exc:
             if "failed to lock" not in str(exc):
-                raise
+                raise write_failure(self.path, exc, f"write {ref} in {self.path}") from exc
             raise ref_locked_error(self.path, ref, str(exc).rstrip(": ")) from exc
 
     def _create_commit(self, tip: pygit2.Commit | None, plan: CommitPlan) -> pygit2.Oid:

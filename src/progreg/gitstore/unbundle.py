@@ -27,6 +27,7 @@ from progreg.errors import BundleError
 from progreg.gitstore import objects
 from progreg.gitstore import pack as packs
 from progreg.gitstore.bundle import BundleHeader
+from progreg.gitstore.failures import write_failure
 from progreg.gitstore.objects import OBJ_BLOB, RawObject
 from progreg.gitstore.pack import IndexEntry
 
@@ -197,7 +198,7 @@ def unpack(
         files = _write_pack(quarantine / "pack", bytes(pack_data), indexed) if new_objects else []
     except OSError as exc:
         shutil.rmtree(quarantine, ignore_errors=True)
-        raise BundleError(f"cannot write the bundle's objects into {repo_path}: {exc}") from exc
+        raise write_failure(repo_path, exc, f"write the bundle's objects into {repo_path}") from exc
     if not files:
         quarantine.mkdir(parents=True, exist_ok=True)
     return IncomingPack(
