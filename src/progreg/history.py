@@ -40,6 +40,7 @@ from progreg import logcache
 from progreg.document import ProgramDocument, decode_document
 from progreg.errors import CorruptProgramError, ProgregError
 from progreg.gitstore import GitRepository, parse_trailers
+from progreg.gitstore.failures import read_failure
 from progreg.gitstore.objectread import BlobReader
 from progreg.ids import PROGRAMS_DIR, is_program_id, program_id_of_path, program_path
 from progreg.messages import NONE
@@ -378,8 +379,8 @@ class LogIndex:
         where = f"{path} (commit {str(self._head)[:12]} of {self._git.path})"
         try:
             data = self.blob(blob_id)
-        except pygit2.GitError as exc:
-            raise CorruptProgramError(f"{where}: its blob {blob_id} cannot be read: {exc}") from exc
+        except (pygit2.GitError, KeyError) as exc:
+            raise read_failure(self._git.path, f"program {program_id} ({where})", exc) from exc
         if data is None:
             raise CorruptProgramError(f"{where}: its blob {blob_id} is missing")
         return decode_document(data, where, program_id)

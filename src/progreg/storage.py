@@ -131,7 +131,9 @@ class ProgramStorage:
             commit = repo[repo.references[ref].resolve().target].peel(pygit2.Commit)
         except (pygit2.GitError, ValueError, KeyError) as exc:
             raise NotARegistryError(f"{self.path}: {ref} does not lead to a commit") from exc
-        check_marker(commit.tree, f"{self.path} is a Git repository but", ref, NotARegistryError)
+        with self.reading(f"the tree of {ref}"):
+            tree = commit.tree
+            check_marker(tree, f"{self.path} is a Git repository but", ref, NotARegistryError)
 
     def register_type(
         self,
