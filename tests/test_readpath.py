@@ -453,3 +453,22 @@ def test_summaries_of_blobs_no_longer_live_can_be_forgotten() -> None:
     assert cache.get("b" * 40) is None
     summary = cache.get("c" * 40)
     assert summary is not None and summary.program_id == "0123456789abcded"
+
+
+def test_optimization_history_is_recomputed_when_main_moves(registry_path: Path) -> None:
+    storage = ProgramStorage(registry_path)
+    manager = StorageManager(storage=storage)
+    for i in range(3):
+        save(storage, i)
+    first = manager.get_optimization_history()
+    again = manager.get_optimization_history()
+    assert again == first
+    again.optimizer_stats.clear()  # what a caller does to its copy stays there
+    assert manager.get_optimization_history() == first
+    save(storage, 3)
+    moved = manager.get_optimization_history()
+    assert moved.summary.total_programs == 4
+    commit_file(registry_path, path_of(save(ProgramStorage(registry_path), 4)), None)
+    other = StorageManager(storage=ProgramStorage(registry_path))
+    assert manager.get_optimization_history() == other.get_optimization_history()
+    assert manager.get_optimization_history().summary.total_programs == 4

@@ -44,6 +44,7 @@ class StorageManager:
         self.config = config if config is not None else StorageConfig()
         self.storage = storage if storage is not None else ProgramStorage(self.config.storage_path)
         self._checkpoints = Checkpoints(self.storage)
+        self._history: tuple[str, OptimizationHistory] | None = None
 
     def __repr__(self) -> str:
         return f"StorageManager({str(self.storage.path)!r})"
@@ -224,8 +225,23 @@ class StorageManager:
     # -- analytics, comparison, cleanup -------------------------------------------
 
     def get_optimization_history(self) -> OptimizationHistory:
-        """Summary, per-optimizer statistics and trends, computed from the commit log."""
-        return optimization_history(list(self.storage.records().values()))
+        """Summary, per-optimizer statistics and trends, computed from the commit log.
+
+        The records are a function of the commit ``main`` points at, and so is
+        the history: it is computed again only when ``main`` moved.
+        """
+        tip = self._main_id()
+        known = self._history
+        if known is not None and tip is not None and known[0] == tip:
+            return known[1].model_copy(deep=True)
+        history = optimization_history(list(self.storage.records().values()))
+        if tip is not None and self._main_id() == tip:  # not moved while computing
+            self._history = (tip, history.model_copy(deep=True))
+        return history
+
+    def _main_id(self) -> str | None:
+        reference = self.storage.git.repo.references.get(MAIN)
+        return None if reference is None else str(reference.resolve().target)
 
     def compare_programs(self, program_id_1: str, program_id_2: str) -> ProgramComparison:
         """Compare two live programs: scores, ages, a structural summary and a unified diff."""
