@@ -31,6 +31,7 @@ import pytest
 from conftest import assert_fsck_clean, git
 from crash_driver import digest
 from progreg import ProgramStorage, StorageConfig, StorageManager
+from progreg.doctor import diagnose
 from progreg.gitstore.locking import read_record, ref_lock_files
 
 DRIVER = Path(__file__).with_name("crash_driver.py")
@@ -64,6 +65,7 @@ class Tally:
     in_flight: dict[str, int] = field(default_factory=dict)
     died_holding_lock: int = 0
     locks_left: int = 0
+    temp_files: int = 0
 
 
 class Zygote:
@@ -301,10 +303,17 @@ def run_kills(
         expected = Expected()
         for k in range(kills_each):
             kill_round(zygote, registry, base_seed + 1000 * r + k, expected, bundles, tally)
+        report = diagnose(registry, fix=True, grace=0.0)  # what the kills left, and the fix
+        assert report.ok, report.problems
+        tally.temp_files += sum(t.removed for t in report.temp_files)
+        assert not [t for t in report.temp_files if not t.removed]
+        assert_fsck_clean(registry)
+        assert actual_programs(ProgramStorage(registry)) == expected.present
     print(
         f"\ncrash harness: {tally.kills} kills survived, {tally.calls_returned} calls returned"
         f" and checked; died holding the write lock: {tally.died_holding_lock}; left a ref lock"
-        f" behind: {tally.locks_left}; call in flight: {dict(sorted(tally.in_flight.items()))}"
+        f" behind: {tally.locks_left}; temporary files doctor --fix removed: {tally.temp_files};"
+        f" call in flight: {dict(sorted(tally.in_flight.items()))}"
     )
     return tally
 
