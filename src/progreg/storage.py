@@ -667,14 +667,17 @@ class ProgramStorage:
         path: str | os.PathLike[str],
         *,
         progress: Callable[[int, int], None] | None = None,
+        secrets: SecretsPolicy = "refuse",
     ) -> ImportResult:
         """Import a Git bundle, a reference-format JSON export or a ``dspy_storage/`` folder.
 
         ``progress(done, total)``, if given, is called as a bundle's objects are checked.
+        ``secrets="redact"`` redacts credentials in a reference export's programs
+        instead of refusing them (see :mod:`progreg.secrets`).
         """
         from progreg.transfer import import_programs
 
-        return import_programs(self, path, progress)
+        return import_programs(self, path, progress, secrets)
 
     def add_remote(self, name: str, url: str) -> RemoteInfo:
         """Add a Git remote (credentials are never stored: see remotes)."""
