@@ -200,3 +200,22 @@ def storage(registry_path: Path) -> ProgramStorage:
 def python() -> str:
     """The interpreter running the tests, for child processes."""
     return sys.executable
+
+
+# -- hypothesis ---------------------------------------------------------------------------
+#
+# Property and fuzz tests run bounded by default ("ci": a few hundred inputs in all,
+# seconds); PROGREG_HYPOTHESIS_PROFILE=thorough runs a hundred times as many examples
+# per test. Deadlines are off: a registry save is I/O whose time varies with the machine;
+# the fuzz tests bound the time of each input themselves.
+from hypothesis import HealthCheck  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+_HYPOTHESIS_BASE = hypothesis_settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+hypothesis_settings.register_profile("ci", parent=_HYPOTHESIS_BASE, max_examples=60)
+hypothesis_settings.register_profile("thorough", parent=_HYPOTHESIS_BASE, max_examples=4000)
+hypothesis_settings.load_profile(os.environ.get("PROGREG_HYPOTHESIS_PROFILE", "ci"))

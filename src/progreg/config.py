@@ -3,7 +3,7 @@
 Every field can be set from the environment with a ``PROGREG_`` prefix
 (``PROGREG_STORAGE_PATH`` — or ``PROGREG_PATH`` — ``PROGREG_AUTO_SAVE``,
 ``PROGREG_SAVE_INTERMEDIATE_RESULTS``, ``PROGREG_MAX_STORED_PROGRAMS``,
-``PROGREG_PROTECTED_TAGS`` as a comma-separated list). The environment
+``PROGREG_PROTECTED_TAGS`` as a comma-separated list, ``PROGREG_SECRETS``). The environment
 overrides the defaults; arguments given in code override the environment.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from progreg.errors import InvalidInputError
+from progreg.secrets import SecretsPolicy
 from progreg.tags import check_tags
 
 _ENV_PREFIX = "PROGREG_"
@@ -41,6 +42,11 @@ class StorageConfig(BaseModel):
     protected_tags: list[str] = Field(
         default_factory=lambda: ["production"],
         description="programs with any of these tags are never removed by cleanup",
+    )
+    secrets: SecretsPolicy = Field(
+        default="refuse",
+        description="a program holding credentials is refused ('refuse') or saved with them"
+        " replaced by [REDACTED] ('redact')",
     )
 
     @model_validator(mode="before")

@@ -66,10 +66,11 @@ class InvalidNameError(InvalidInputError):
 
 
 class SecretDetectedError(InvalidInputError):
-    """A program's state holds API keys or other credentials; nothing was written.
+    """A program holds API keys or other credentials; nothing was written.
 
-    ``paths`` lists the offending fields (``predict.lm.api_key``...); the
-    secret values themselves appear nowhere in the error.
+    ``paths`` lists the offending fields (``state.predict.lm.api_key``, or
+    ``predict.lm.api_key`` from the DSPy adapter, which names state fields);
+    the secret values themselves appear nowhere in the error.
     """
 
     def __init__(self, message: str, paths: list[str]) -> None:

@@ -69,7 +69,7 @@ class StorageManager:
         item = _result_item(result, tag_names, description, metadata)
         if item is None:
             return None
-        return self.storage.save_program(*item, tags=tag_names)
+        return self.storage.save_program(*item, tags=tag_names, secrets=self.config.secrets)
 
     def save_optimization_results(
         self,
@@ -87,7 +87,9 @@ class StorageManager:
         tag_names = check_tags(tags or [])
         items = [_result_item(result, tag_names, None, metadata) for result in results]
         return self.storage.save_programs(
-            [item for item in items if item is not None], tags=tag_names
+            [item for item in items if item is not None],
+            tags=tag_names,
+            secrets=self.config.secrets,
         )
 
     # -- discovery ---------------------------------------------------------------
@@ -200,10 +202,13 @@ class StorageManager:
         if program is None:
             raise InvalidInputError("the result has no optimized_program to checkpoint")
         data = normalize_result(result)
-        saved = self._checkpoints.create(program, data, name, metadata)
+        secrets = self.config.secrets
+        saved = self._checkpoints.create(program, data, name, metadata, secrets=secrets)
         if self.config.save_intermediate_results and self.config.auto_save:
             meta = {**(metadata or {}), "checkpoint": name}
-            self.storage.save_program(program, data, meta, program_id=saved.program_id)
+            self.storage.save_program(
+                program, data, meta, program_id=saved.program_id, secrets=secrets
+            )
         return saved
 
     def restore_checkpoint(self, name: str, *, into: object = None) -> SavedProgram | None:

@@ -27,6 +27,7 @@ from progreg.document import (
     decode_document,
     now,
 )
+from progreg.dspy_adapter import DSPyProgram, is_dspy_module
 from progreg.errors import (
     ConflictError,
     InvalidInputError,
@@ -49,6 +50,7 @@ from progreg.messages import batch_message, delete_message, save_message
 from progreg.models import HistorySummary, ProgramHistory, ProgramSummary, SavedProgram
 from progreg.programs import ProgramTypes, export_state, load_into, signature_name
 from progreg.results import normalize_result
+from progreg.secrets import SecretsPolicy, check_policy, screen_document
 from progreg.tags import check_tags, create_tags
 
 if TYPE_CHECKING:
@@ -159,17 +161,23 @@ class ProgramStorage:
         program_id: str | None = None,
         *,
         tags: Iterable[str] = (),
+        secrets: SecretsPolicy = "refuse",
     ) -> SavedProgram:
         """Save ``program`` with its optimization result as one commit; return the saved record.
 
         A new id is generated unless ``program_id`` is given; saving under an
         existing id records a new version of that program (the old one stays
         in history). ``tags`` are created as tag refs together with the commit.
+        A program holding a credential is refused with a ``SecretDetectedError``
+        error unless ``secrets="redact"`` is given: each credential is then
+        replaced by ``[REDACTED]`` in what is saved.
         """
         chosen_id = check_program_id(program_id) if program_id is not None else new_program_id()
         tag_names = check_tags(tags)
         with events.operation("progreg.storage.save", program_id=chosen_id) as timer:
-            doc = self.document_for(program, optimization_result, metadata, chosen_id)
+            doc = self.document_for(
+                program, optimization_result, metadata, chosen_id, secrets=secrets
+            )
             data = doc.encode()
             self.check_size(len(data), chosen_id)
             commit = self._commit_document(
@@ -185,7 +193,11 @@ class ProgramStorage:
         return self.saved_program(doc, program, commit)
 
     def save_programs(
-        self, items: Iterable[BatchItem], *, tags: Iterable[str] = ()
+        self,
+        items: Iterable[BatchItem],
+        *,
+        tags: Iterable[str] = (),
+        secrets: SecretsPolicy = "refuse",
     ) -> list[SavedProgram]:
         """Save many programs as ONE commit; return their records, in the order given.
 
@@ -195,6 +207,7 @@ class ProgramStorage:
         anything is written: an invalid item, or an id given twice, raises
         and leaves the registry unchanged. ``tags`` are put on every program,
         created together with the commit. No items: no commit, ``[]``.
+        ``secrets`` is as for :meth:`save_program`.
         """
         tag_names = check_tags(tags)
         given = list(items)
@@ -217,7 +230,7 @@ class ProgramStorage:
             docs: list[ProgramDocument] = []
             encoded: list[bytes] = []
             for (program, result, metadata, _), program_id in zip(requested, ids, strict=True):
-                doc = self.document_for(program, result, metadata, program_id)
+                doc = self.document_for(program, result, metadata, program_id, secrets=secrets)
                 data = doc.encode()
                 self.check_size(len(data), program_id)
                 docs.append(doc)
@@ -280,8 +293,18 @@ class ProgramStorage:
         optimization_result: object,
         metadata: Mapping[str, Any] | None,
         program_id: str,
+        *,
+        secrets: SecretsPolicy = "refuse",
     ) -> ProgramDocument:
-        """The validated document that saving ``program`` would write (nothing is written)."""
+        """The validated document that saving ``program`` would write (nothing is written).
+
+        It is encoded once here (which checks it is JSON) and screened for
+        credentials: refused, or redacted with ``secrets="redact"`` (see
+        :mod:`progreg.secrets`).
+        """
+        policy = check_policy(secrets)
+        if policy == "redact" and is_dspy_module(program):
+            program = DSPyProgram(program, redact=True)
         try:
             class_name, state = export_state(program)
         except ProgregError:
@@ -313,10 +336,7 @@ class ProgramStorage:
             metadata=meta,
             extra={},
         )
-        canonical.check_json(doc.state, "program state")
-        canonical.check_json(doc.optimization_result, "optimization_result")
-        canonical.check_json(doc.metadata, "metadata")
-        return doc
+        return screen_document(doc, policy)
 
     def check_size(self, size: int, program_id: str) -> None:
         """Raise :class:`ProgramTooLargeError` if ``size`` bytes exceed the registry's limit."""
@@ -651,14 +671,17 @@ class ProgramStorage:
         path: str | os.PathLike[str],
         *,
         progress: Callable[[int, int], None] | None = None,
+        secrets: SecretsPolicy = "refuse",
     ) -> ImportResult:
         """Import a Git bundle, a reference-format JSON export or a ``dspy_storage/`` folder.
 
         ``progress(done, total)``, if given, is called as a bundle's objects are checked.
+        ``secrets="redact"`` redacts credentials in a reference export's programs
+        instead of refusing them (see :mod:`progreg.secrets`).
         """
         from progreg.transfer import import_programs
 
-        return import_programs(self, path, progress)
+        return import_programs(self, path, progress, secrets)
 
     def add_remote(self, name: str, url: str) -> RemoteInfo:
         """Add a Git remote (credentials are never stored: see remotes)."""
