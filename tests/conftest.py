@@ -219,3 +219,13 @@ _HYPOTHESIS_BASE = hypothesis_settings(
 hypothesis_settings.register_profile("ci", parent=_HYPOTHESIS_BASE, max_examples=60)
 hypothesis_settings.register_profile("thorough", parent=_HYPOTHESIS_BASE, max_examples=4000)
 hypothesis_settings.load_profile(os.environ.get("PROGREG_HYPOTHESIS_PROFILE", "ci"))
+
+
+def delta_varint(value: int) -> bytes:
+    """A size as a Git delta header writes it (7 bits a byte, low first), for crafted deltas."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)

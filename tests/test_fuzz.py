@@ -32,7 +32,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from conftest import git
+from conftest import delta_varint, git
 from progreg import BundleError, ProgramStorage, ProgregError
 from progreg.canonical import decode
 from progreg.checkpoints import Checkpoints
@@ -314,23 +314,14 @@ def mutated_delta(draw: st.DrawFn, base: bytes, delta: bytes) -> bytes:
     if change == "sizes":
         source = draw(st.sampled_from([len(base), len(base) + 1, 0, 2**63]))
         target = draw(st.sampled_from([0, 1, MAX_OBJECT, MAX_OBJECT + 1, 2**62]))
-        rest = delta[len(_varint(len(base))) :]
-        rest = rest[len(_varint(_read_target(delta, base))) :]
-        return _varint(source) + _varint(target) + rest
+        rest = delta[len(delta_varint(len(base))) :]
+        rest = rest[len(delta_varint(_read_target(delta, base))) :]
+        return delta_varint(source) + delta_varint(target) + rest
     return delta + b"\x00"
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def _read_target(delta: bytes, base: bytes) -> int:
-    pos = len(_varint(len(base)))
+    pos = len(delta_varint(len(base)))
     value = shift = 0
     while True:
         byte = delta[pos]

@@ -21,7 +21,14 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
-from conftest import CLI_IDENTITY, assert_fsck_clean, commit_file, git, registry_state
+from conftest import (
+    CLI_IDENTITY,
+    assert_fsck_clean,
+    commit_file,
+    delta_varint,
+    git,
+    registry_state,
+)
 from progreg import (
     BundleError,
     CorruptProgramError,
@@ -345,7 +352,7 @@ def _zero_blob_pack(path: Path, count: int, size: int, with_ref_delta: bool) -> 
 def test_a_delta_cannot_build_more_than_it_announces() -> None:
     base = bytes(1 << 20)
     copy_whole_base = bytes([0x80 | 0x10 | 0x20 | 0x40, 0x00, 0x00, 0x10])
-    bomb = _varint(len(base)) + _varint(len(base)) + copy_whole_base * 100  # 406 bytes
+    bomb = delta_varint(len(base)) + delta_varint(len(base)) + copy_whole_base * 100  # 406 bytes
     tracemalloc.start()
     with pytest.raises(BundleError, match="more than its announced size"):
         apply_delta(base, bomb, 16 << 20)
@@ -383,15 +390,6 @@ def test_a_pack_that_expands_too_much_is_refused(
             visit=lambda *_: None,
             max_object_size=2 << 20,
         )
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 # -- the tree diff behind the hostile checks ------------------------------------------------
