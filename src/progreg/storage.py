@@ -470,21 +470,22 @@ class ProgramStorage:
             tip_id, live = located
             data = self._log.blob(live.blob)
             if data is not None:
-                where = f"{path_of(program_id)} (commit {str(tip_id)[:12]} of {self.path})"
-                return data, where, live.commit
+                return data, self._where(program_id, tip_id), live.commit
         tip = self._git.tip(MAIN)
         found = None if tip is None else self._git.blob(tip.tree, path_of(program_id))
         if found is None or tip is None:
             return None
-        return found.data, self._where(program_id, tip), self._commit_of(program_id, found.id, tip)
+        commit = self._commit_of(program_id, found.id, tip)
+        return found.data, self._where(program_id, tip.id), commit
 
     def _commit_of(self, program_id: str, blob_id: pygit2.Oid, tip: pygit2.Commit) -> str:
         """The commit, back along first parents from ``tip``, that wrote this blob of a program."""
         first = self._git.introducing_commit(path_of(program_id), blob_id, tip)
         return str(first.id if first is not None else tip.id)
 
-    def _where(self, program_id: str, commit: pygit2.Commit) -> str:
-        return f"{path_of(program_id)} (commit {str(commit.id)[:12]} of {self.path})"
+    def _where(self, program_id: str, commit: pygit2.Oid | str) -> str:
+        """How errors name a program's file: its path, the commit it was read at, the registry."""
+        return f"{path_of(program_id)} (commit {str(commit)[:12]} of {self.path})"
 
     @staticmethod
     def saved_program(doc: ProgramDocument, program: object, commit: str) -> SavedProgram:
@@ -609,7 +610,7 @@ class ProgramStorage:
             blob = self._git.repo[blob_id]
             assert isinstance(blob, pygit2.Blob)
             blob.data  # noqa: B018 - read it now: a damaged blob fails here
-        doc = decode_document(blob.data, self._where(program_id, source), program_id)
+        doc = decode_document(blob.data, self._where(program_id, source.id), program_id)
         author, committer = self.identity()
         body = f"Restored from commit {source.id}."
         message = save_message(doc, action="restore", body=body)
