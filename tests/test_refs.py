@@ -7,16 +7,19 @@ writers (progreg and git processes).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from conftest import CLI_IDENTITY, assert_fsck_clean, git
 from progreg import ProgramStorage, StorageManager
-from progreg.gitstore import maintenance, refpack
+from progreg.gitstore import maintenance, reflist, refpack
 from progreg.gitstore.reflist import names_under
 from progreg.tags import all_tags, tagged
 
@@ -262,3 +265,49 @@ def test_packing_while_others_tag_loses_nothing(registry_path: Path) -> None:
         cli_tags
     )
     assert_fsck_clean(registry_path)
+
+
+def age(registry: Path) -> None:
+    """Date packed-refs and every refs directory a minute back, as if written long ago."""
+    old = time.time() - 60
+    for path in [registry / PACKED, registry / "refs", *(registry / "refs").rglob("*")]:
+        if path.is_dir() or path.name == PACKED:
+            os.utime(path, (old, old))
+
+
+def test_a_remembered_listing_is_used_only_while_its_files_are_unchanged(
+    tagged_registry: tuple[StorageManager, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager, ids = tagged_registry
+    registry = manager.storage.path
+    scans: list[str] = []
+    scan = reflist._loose_names
+
+    def spy(gitdir: Path, prefix: str) -> object:
+        scans.append(prefix)
+        return scan(gitdir, prefix)
+
+    monkeypatch.setattr(reflist, "_loose_names", spy)
+    git(registry, "pack-refs", "--all")
+    manager.tag_program(ids[0], "a")  # one loose ref beside the packed ones
+    names_under(registry, "refs/tags/a/")
+    names_under(registry, "refs/tags/a/")
+    assert scans == ["refs/tags/a/"] * 2  # just written: not remembered
+    age(registry)
+    steps: list[Callable[[], object]] = [
+        lambda: manager.tag_program(ids[1], "a"),  # a new loose file
+        lambda: manager.untag_program(ids[0], "a"),  # a loose file removed
+        lambda: git(registry, "tag", "-d", f"a/{ids[5]}"),  # packed-refs rewritten
+        lambda: git(registry, "pack-refs", "--all"),
+        lambda: manager.tag_program(ids[2], "new"),  # a directory that did not exist
+    ]
+    for step in steps:
+        scans.clear()
+        for prefix in ("refs/tags/a/", "refs/tags/new/"):
+            assert names_under(registry, prefix) == refs(registry, prefix)
+            assert names_under(registry, prefix) == refs(registry, prefix)
+        assert scans == ["refs/tags/a/", "refs/tags/new/"]  # the second listings were remembered
+        step()
+        for prefix in ("refs/tags/a/", "refs/tags/new/"):
+            assert names_under(registry, prefix) == refs(registry, prefix)
+        age(registry)
