@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from conftest import CLI_IDENTITY, assert_fsck_clean, git
 from progreg import ProgramStorage, StorageManager
 from progreg.gitstore import maintenance, reflist, refpack
+from progreg.gitstore.locking import write_lock
 from progreg.gitstore.reflist import names_under
 from progreg.tags import all_tags, tagged
 
@@ -214,19 +216,24 @@ from progreg import ProgramStorage, StorageManager
 manager = StorageManager(storage=ProgramStorage(sys.argv[1]))
 for i in range(int(sys.argv[2])):
     saved = manager.storage.save_program({"w": sys.argv[3], "i": i}, tags=["t" + sys.argv[3]])
-    manager.tag_program(saved.program_id, "shared")
+    manager.tag_program(saved.program_id, "shared", "gone")
+    manager.untag_program(saved.program_id, "gone")
     print(saved.program_id, flush=True)
 """
 
 PACKER = """
 import sys, time
+from pathlib import Path
 from progreg.gitstore import refpack
+from progreg.gitstore.locking import write_lock
 
 deadline = time.monotonic() + float(sys.argv[2])
 runs = 0
 while time.monotonic() < deadline:
-    if refpack.pack_refs(sys.argv[1]) is not None:
-        runs += 1
+    with write_lock(Path(sys.argv[1]), 30):  # as maintenance does
+        if refpack.pack_refs(sys.argv[1]) is not None:
+            runs += 1
+    time.sleep(0.01)
 print(runs)
 """
 
@@ -261,6 +268,7 @@ def test_packing_while_others_tag_loses_nothing(registry_path: Path) -> None:
     for writer, program_ids in saved.items():
         assert refs(registry_path, f"refs/tags/t{writer}/") == set(program_ids)
     assert refs(registry_path, "refs/tags/shared/") == {p for ids in saved.values() for p in ids}
+    assert refs(registry_path, "refs/tags/gone/") == set()
     assert {f"refs/tags/cli/{name}" for name in refs(registry_path, "refs/tags/cli/")} == set(
         cli_tags
     )
@@ -311,3 +319,25 @@ def test_a_remembered_listing_is_used_only_while_its_files_are_unchanged(
         for prefix in ("refs/tags/a/", "refs/tags/new/"):
             assert names_under(registry, prefix) == refs(registry, prefix)
         age(registry)
+
+
+def test_untagging_waits_for_the_write_lock_packing_holds(
+    tagged_registry: tuple[StorageManager, list[str]],
+) -> None:
+    """libgit2 deletes the loose file before packed-refs: a pack in between would revive it."""
+    manager, ids = tagged_registry
+    registry = manager.storage.path
+    done = threading.Event()
+
+    def untag() -> None:
+        manager.untag_program(ids[0], "a")
+        done.set()
+
+    with write_lock(registry, 30):
+        worker = threading.Thread(target=untag)
+        worker.start()
+        assert not done.wait(0.5)
+        assert f"a/{ids[0]}" in refs(registry, "refs/tags/")
+    worker.join(30)
+    assert done.is_set()
+    assert f"a/{ids[0]}" not in refs(registry, "refs/tags/")

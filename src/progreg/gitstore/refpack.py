@@ -92,6 +92,11 @@ def packing_due(gitdir: Path) -> bool:
 def pack_refs(gitdir: str | os.PathLike[str]) -> int | None:
     """Pack every loose ref of the repository at ``gitdir`` (see the module).
 
+    Call it holding the registry's write lock: progreg deletes refs under
+    that lock, and libgit2 deletes a ref's loose file before it rewrites
+    ``packed-refs``, so a pack in between would bring the deleted ref back.
+    (``git`` deletes under ``packed-refs.lock``, which this holds.)
+
     Returns how many loose files were removed, or ``None`` when another
     process holds ``packed-refs.lock`` (nothing was changed). Raises
     :class:`OSError` when the files cannot be read or written; the refs are
