@@ -151,7 +151,10 @@ def test_packing_writes_what_git_pack_refs_writes(
     assert ref_values(registry) == before
     loose = [p for p in (registry / "refs").rglob("*") if p.is_file()]
     assert loose == [registry / "refs" / "heads" / "alias"]  # a symbolic ref stays loose
-    assert refpack.pack_refs(registry) == 0  # nothing left to pack
+    written = (registry / PACKED).stat()
+    assert refpack.pack_refs(registry) == 0  # nothing left to pack: not rewritten
+    assert (registry / PACKED).stat().st_ino == written.st_ino
+    assert not (registry / f"{PACKED}.lock").exists()
     manager.tag_program(ids[3], "after")
     assert refpack.pack_refs(registry) == 1
     assert ref_values(registry) != before

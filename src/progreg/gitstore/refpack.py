@@ -113,6 +113,9 @@ def pack_refs(gitdir: str | os.PathLike[str]) -> int | None:
             repo = pygit2.Repository(str(path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
             packed, fully_peeled = _read_packed(path / PACKED_REFS)
             loose = _read_loose(path, repo.odb)
+            if not loose and fully_peeled:
+                os.unlink(lock)  # nothing to pack: packed-refs stays as it is
+                return 0
             refs = _merged(repo.odb, packed, fully_peeled, loose)
             out.write(_HEADER)
             for name in sorted(refs, key=str.encode):
