@@ -7,16 +7,21 @@ writers (progreg and git processes).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from conftest import CLI_IDENTITY, assert_fsck_clean, git
 from progreg import ProgramStorage, StorageManager
-from progreg.gitstore import maintenance, refpack
+from progreg.gitstore import maintenance, reflist, refpack
+from progreg.gitstore.locking import write_lock
 from progreg.gitstore.reflist import names_under
 from progreg.tags import all_tags, tagged
 
@@ -146,7 +151,10 @@ def test_packing_writes_what_git_pack_refs_writes(
     assert ref_values(registry) == before
     loose = [p for p in (registry / "refs").rglob("*") if p.is_file()]
     assert loose == [registry / "refs" / "heads" / "alias"]  # a symbolic ref stays loose
-    assert refpack.pack_refs(registry) == 0  # nothing left to pack
+    written = (registry / PACKED).stat()
+    assert refpack.pack_refs(registry) == 0  # nothing left to pack: not rewritten
+    assert (registry / PACKED).stat().st_ino == written.st_ino
+    assert not (registry / f"{PACKED}.lock").exists()
     manager.tag_program(ids[3], "after")
     assert refpack.pack_refs(registry) == 1
     assert ref_values(registry) != before
@@ -211,19 +219,24 @@ from progreg import ProgramStorage, StorageManager
 manager = StorageManager(storage=ProgramStorage(sys.argv[1]))
 for i in range(int(sys.argv[2])):
     saved = manager.storage.save_program({"w": sys.argv[3], "i": i}, tags=["t" + sys.argv[3]])
-    manager.tag_program(saved.program_id, "shared")
+    manager.tag_program(saved.program_id, "shared", "gone")
+    manager.untag_program(saved.program_id, "gone")
     print(saved.program_id, flush=True)
 """
 
 PACKER = """
 import sys, time
+from pathlib import Path
 from progreg.gitstore import refpack
+from progreg.gitstore.locking import write_lock
 
 deadline = time.monotonic() + float(sys.argv[2])
 runs = 0
 while time.monotonic() < deadline:
-    if refpack.pack_refs(sys.argv[1]) is not None:
-        runs += 1
+    with write_lock(Path(sys.argv[1]), 30):  # as maintenance does
+        if refpack.pack_refs(sys.argv[1]) is not None:
+            runs += 1
+    time.sleep(0.01)
 print(runs)
 """
 
@@ -258,7 +271,76 @@ def test_packing_while_others_tag_loses_nothing(registry_path: Path) -> None:
     for writer, program_ids in saved.items():
         assert refs(registry_path, f"refs/tags/t{writer}/") == set(program_ids)
     assert refs(registry_path, "refs/tags/shared/") == {p for ids in saved.values() for p in ids}
+    assert refs(registry_path, "refs/tags/gone/") == set()
     assert {f"refs/tags/cli/{name}" for name in refs(registry_path, "refs/tags/cli/")} == set(
         cli_tags
     )
     assert_fsck_clean(registry_path)
+
+
+def age(registry: Path) -> None:
+    """Date packed-refs and every refs directory a minute back, as if written long ago."""
+    old = time.time() - 60
+    for path in [registry / PACKED, registry / "refs", *(registry / "refs").rglob("*")]:
+        if path.is_dir() or path.name == PACKED:
+            os.utime(path, (old, old))
+
+
+def test_a_remembered_listing_is_used_only_while_its_files_are_unchanged(
+    tagged_registry: tuple[StorageManager, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager, ids = tagged_registry
+    registry = manager.storage.path
+    scans: list[str] = []
+    scan = reflist._loose_names
+
+    def spy(gitdir: Path, prefix: str) -> object:
+        scans.append(prefix)
+        return scan(gitdir, prefix)
+
+    monkeypatch.setattr(reflist, "_loose_names", spy)
+    git(registry, "pack-refs", "--all")
+    manager.tag_program(ids[0], "a")  # one loose ref beside the packed ones
+    names_under(registry, "refs/tags/a/")
+    names_under(registry, "refs/tags/a/")
+    assert scans == ["refs/tags/a/"] * 2  # just written: not remembered
+    age(registry)
+    steps: list[Callable[[], object]] = [
+        lambda: manager.tag_program(ids[1], "a"),  # a new loose file
+        lambda: manager.untag_program(ids[0], "a"),  # a loose file removed
+        lambda: git(registry, "tag", "-d", f"a/{ids[5]}"),  # packed-refs rewritten
+        lambda: git(registry, "pack-refs", "--all"),
+        lambda: manager.tag_program(ids[2], "new"),  # a directory that did not exist
+    ]
+    for step in steps:
+        scans.clear()
+        for prefix in ("refs/tags/a/", "refs/tags/new/"):
+            assert names_under(registry, prefix) == refs(registry, prefix)
+            assert names_under(registry, prefix) == refs(registry, prefix)
+        assert scans == ["refs/tags/a/", "refs/tags/new/"]  # the second listings were remembered
+        step()
+        for prefix in ("refs/tags/a/", "refs/tags/new/"):
+            assert names_under(registry, prefix) == refs(registry, prefix)
+        age(registry)
+
+
+def test_untagging_waits_for_the_write_lock_packing_holds(
+    tagged_registry: tuple[StorageManager, list[str]],
+) -> None:
+    """libgit2 deletes the loose file before packed-refs: a pack in between would revive it."""
+    manager, ids = tagged_registry
+    registry = manager.storage.path
+    done = threading.Event()
+
+    def untag() -> None:
+        manager.untag_program(ids[0], "a")
+        done.set()
+
+    with write_lock(registry, 30):
+        worker = threading.Thread(target=untag)
+        worker.start()
+        assert not done.wait(0.5)
+        assert f"a/{ids[0]}" in refs(registry, "refs/tags/")
+    worker.join(30)
+    assert done.is_set()
+    assert f"a/{ids[0]}" not in refs(registry, "refs/tags/")

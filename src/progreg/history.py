@@ -336,11 +336,12 @@ class LogIndex:
 
     def _record_from_file(self, program_id: str) -> ProgramRecord:
         live = self._live[program_id]
-        moment = self._pending.pop(program_id)
+        moment = self._pending[program_id]
         try:
             summary: ProgramSummary | None = self._summary(program_id, live)
         except ProgregError:
             summary = None
+        del self._pending[program_id]
         return ProgramRecord(
             program_id=program_id,
             commit=live.commit,

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 
 from progreg.gitstore import GitRepository, Identity
+from progreg.gitstore.locking import write_lock
 from progreg.gitstore.reflist import names_under
 from progreg.ids import is_program_id
 from progreg.names import check_name
@@ -50,8 +51,13 @@ def create_tags(
 
 
 def delete_tags(git: GitRepository, program_id: str, tags: Iterable[str]) -> list[str]:
-    """Remove ``tags`` from ``program_id``; return the tags that were there."""
-    return [tag for tag in tags if git.delete_ref(tag_ref(tag, program_id))]
+    """Remove ``tags`` from ``program_id``; return the tags that were there.
+
+    Under the registry's write lock: deleting a packed ref rewrites
+    ``packed-refs``, which maintenance packs under the same lock.
+    """
+    with write_lock(git.path, git.lock_timeout):
+        return [tag for tag in tags if git.delete_ref(tag_ref(tag, program_id))]
 
 
 def all_tags(git: GitRepository) -> dict[str, set[str]]:

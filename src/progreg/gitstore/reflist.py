@@ -13,7 +13,17 @@ places the files backend keeps refs:
 Loose refs are listed before ``packed-refs`` is read, as Git does: ``git
 pack-refs`` writes ``packed-refs`` before it deletes the loose files it
 packed, so a ref being packed meanwhile is seen in one place or the other.
-Nothing is cached: every call reads the files as they are.
+
+A listing is remembered with a stamp of what it was read from: the inode,
+size and modification time of ``packed-refs`` and of every directory it
+listed (or, for a prefix without a directory, of its nearest existing
+parent). Adding, removing or renaming a ref file changes its directory's
+modification time, and ``packed-refs`` is only ever replaced, so the stamp
+changes whenever the names could have. A time stamp only tells changes
+apart if they happen at different times: as in Git's "racy" index check, a
+listing is kept only when everything it stamps was last modified at least
+:data:`SETTLED` seconds before the listing began, so any later change gets
+a later time (file systems stamp at most a clock tick behind).
 """
 
 from __future__ import annotations
@@ -21,10 +31,20 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import threading
+import time
 from pathlib import Path
 
 PACKED_REFS = "packed-refs"
+#: A listing is remembered only if what it read was this many seconds old.
+SETTLED = 2.0
 _HEADER = b"# pack-refs with:"
+_MAX_REMEMBERED = 64
+
+#: ``(path, inode, size, mtime_ns)`` of each file a listing read (``None``s if missing).
+Stamp = tuple[tuple[str, int | None, int | None, int | None], ...]
+_remembered: dict[tuple[str, str], tuple[Stamp, frozenset[str]]] = {}
+_remembered_lock = threading.Lock()
 
 
 def names_under(gitdir: Path, prefix: str) -> set[str]:
@@ -35,20 +55,56 @@ def names_under(gitdir: Path, prefix: str) -> set[str]:
     """
     if not prefix.startswith("refs/") or not prefix.endswith("/"):
         raise ValueError(f"ref prefix {prefix!r} must start with 'refs/' and end with '/'")
-    names = _loose_names(gitdir, prefix)
+    key = (str(gitdir), prefix)
+    with _remembered_lock:
+        known = _remembered.get(key)
+    if known is not None and _restamp(known[0]) == known[0]:
+        return set(known[1])
+    began = time.time()
+    names, directories = _loose_names(gitdir, prefix)
+    packed = _stat(gitdir / PACKED_REFS)  # before reading it
     names.update(_packed_names(gitdir / PACKED_REFS, prefix))
+    stamp = (*directories, packed)
+    if all(mtime is None or mtime <= (began - SETTLED) * 1e9 for *_, mtime in stamp):
+        with _remembered_lock:
+            if len(_remembered) >= _MAX_REMEMBERED:
+                _remembered.clear()
+            _remembered[key] = (stamp, frozenset(names))
     return names
 
 
-def _loose_names(gitdir: Path, prefix: str) -> set[str]:
+def _stat(path: Path | str) -> tuple[str, int | None, int | None, int | None]:
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return (str(path), None, None, None)
+    return (str(path), info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _restamp(stamp: Stamp) -> Stamp:
+    return tuple(_stat(path) for path, *_ in stamp)
+
+
+def _loose_names(gitdir: Path, prefix: str) -> tuple[set[str], Stamp]:
+    """The loose names under ``prefix`` and the stamps of the directories listed."""
     names: set[str] = set()
+    stamps = []
+    top = gitdir / prefix
+    parent = top
+    while True:  # a missing directory appears in its parent: stamp up to an existing one
+        stamps.append(_stat(parent))
+        if stamps[-1][1] is not None or parent == gitdir:
+            break
+        parent = parent.parent
     pending = [""]
     while pending:
         directory = pending.pop()
         files = []
+        if directory:
+            stamps.append(_stat(top / directory))  # before listing it
         with (
             contextlib.suppress(FileNotFoundError, NotADirectoryError),
-            os.scandir(gitdir / prefix / directory) as entries,
+            os.scandir(top / directory) as entries,
         ):
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
@@ -57,7 +113,7 @@ def _loose_names(gitdir: Path, prefix: str) -> set[str]:
                     files.append(entry.name)
         kept = (name for name in files if not name.endswith(".lock"))
         names.update(map(directory.__add__, kept) if directory else kept)
-    return names
+    return names, tuple(stamps)
 
 
 def _packed_names(path: Path, prefix: str) -> list[str]:

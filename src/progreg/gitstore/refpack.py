@@ -92,6 +92,11 @@ def packing_due(gitdir: Path) -> bool:
 def pack_refs(gitdir: str | os.PathLike[str]) -> int | None:
     """Pack every loose ref of the repository at ``gitdir`` (see the module).
 
+    Call it holding the registry's write lock: progreg deletes refs under
+    that lock, and libgit2 deletes a ref's loose file before it rewrites
+    ``packed-refs``, so a pack in between would bring the deleted ref back.
+    (``git`` deletes under ``packed-refs.lock``, which this holds.)
+
     Returns how many loose files were removed, or ``None`` when another
     process holds ``packed-refs.lock`` (nothing was changed). Raises
     :class:`OSError` when the files cannot be read or written; the refs are
@@ -108,6 +113,9 @@ def pack_refs(gitdir: str | os.PathLike[str]) -> int | None:
             repo = pygit2.Repository(str(path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
             packed, fully_peeled = _read_packed(path / PACKED_REFS)
             loose = _read_loose(path, repo.odb)
+            if not loose and fully_peeled:
+                os.unlink(lock)  # nothing to pack: packed-refs stays as it is
+                return 0
             refs = _merged(repo.odb, packed, fully_peeled, loose)
             out.write(_HEADER)
             for name in sorted(refs, key=str.encode):
