@@ -13,6 +13,7 @@ Jobs (``job["kind"]``):
   ``source`` onto it, fill the disk but for that much, make the call, copy
   the registry out to ``<out>/<call>-<leave>`` for the test to inspect, then
   free the space, make the call again and copy the result to ``...-retry``;
+  last, ``progreg gc`` on a full disk (``cli-gc``);
 - ``read-only``: bind-mount ``source`` read-only onto itself, make each
   call, and also run the command line (``progreg list`` and ``progreg save``).
 """
@@ -118,7 +119,22 @@ def disk_full(job: dict[str, Any]) -> dict[str, Any]:
             shutil.copytree(registry, out / f"{name}-{leave}-retry", symlinks=True)
             shutil.rmtree(registry)
             results[f"{name}-{leave}"] = result
+    registry = mount / "registry"
+    shutil.copytree(job["source"], registry, symlinks=True)
+    fill(mount, 0)
+    results["cli-gc"] = command_line(registry, ["gc"])
     return results
+
+
+def command_line(registry: Path, args: list[str]) -> dict[str, Any]:
+    """Run ``progreg --registry REGISTRY ARGS``: exit code and output."""
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, "--registry", str(registry), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return {"exit": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
 
 
 def read_only(job: dict[str, Any]) -> dict[str, Any]:
@@ -127,13 +143,7 @@ def read_only(job: dict[str, Any]) -> dict[str, Any]:
     subprocess.run(["mount", "-o", "remount,bind,ro", source, source], check=True)
     results = {name: attempt(Path(source), call) for name, call in calls(job).items()}
     for name, args in (("cli-list", ["list"]), ("cli-gc", ["gc"])):
-        done = subprocess.run(
-            [sys.executable, "-c", CLI, "--registry", source, *args],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        results[name] = {"exit": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+        results[name] = command_line(Path(source), args)
     return results
 
 

@@ -157,6 +157,9 @@ def test_a_full_disk_fails_each_write_cleanly_and_nothing_is_lost(tmp_path: Path
             "leave": leave,
         },
     )
+    cli_gc = results.pop("cli-gc")
+    assert cli_gc["exit"] == 1 and cli_gc["stderr"].startswith("error: "), cli_gc
+    assert "is full" in cli_gc["stderr"]
     failures = {name for name, result in results.items() if "error" in result}
     print(f"\nfull disk: {len(results)} calls, {len(failures)} failed: {sorted(failures)}")
     for name in WRITES:
