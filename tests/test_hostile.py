@@ -295,6 +295,18 @@ def test_a_checkpoint_branch_with_a_stray_program_is_refused(
     refused(target, bundle, BundleError, "holds only the program")
 
 
+def test_main_passed_off_as_a_checkpoint_branch_is_refused_without_reading_it(
+    source: ProgramStorage, target: ProgramStorage, tmp_path: Path
+) -> None:
+    for n in range(3):
+        source.save_program({"n": n})
+    ref = "refs/heads/checkpoints/run"
+    git(source.path, "update-ref", ref, "main")
+    refused(
+        target, bundle_of(source.path, tmp_path / "x.bundle", "main", ref), BundleError, "missing"
+    )
+
+
 def test_a_lightweight_tag_is_refused(
     source: ProgramStorage, target: ProgramStorage, tmp_path: Path
 ) -> None:

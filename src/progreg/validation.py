@@ -591,17 +591,24 @@ def validate_commit(
 
     For a checkpoint commit (``kind="checkpoint"``) the whole tree is always
     checked (it is small) and ``checkpoint.json`` must name ``checkpoint``
-    when it is given. Checking many commits of one history, pass them one
+    when it is given; a tree that is not a checkpoint's (no manifest, other
+    programs) is refused for that without reading its files. Checking many
+    commits of one history, pass them one
     :class:`~progreg.gitstore.treediff.TreeDiffer`: it remembers their trees.
     """
     sha = str(commit.id)
     full = full or kind == "checkpoint"
+    structure: list[Problem] = []
+    if kind == "checkpoint":
+        structure = _checkpoint_structure(repo, commit.tree, checkpoint, sha)
+        if structure:  # not a checkpoint's tree: its files are not worth reading
+            missing = [] if MARKER in commit.tree else [_missing_marker(sha)]
+            return missing + structure
     changes = _changes(repo, commit, full, differ)
     problems, documents = _check_entries(repo, changes.files, kind, max_program_bytes, sha)
     if MARKER not in commit.tree:
         problems.insert(0, _missing_marker(sha))
-    if kind == "checkpoint":
-        problems += _checkpoint_structure(repo, commit.tree, checkpoint, sha)
+    problems += structure
     problems += [
         Problem(message, commit=sha) for message in _trailer_problems(commit, changes, documents)
     ]
