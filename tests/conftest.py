@@ -140,6 +140,19 @@ def registry_state(registry: str | os.PathLike[str]) -> tuple[str, str, str, lis
     return refs, head, loose, files
 
 
+def unpack_to_loose(registry: str | os.PathLike[str]) -> None:
+    """Turn every pack into loose objects, as plain `git` or an older progreg leaves them.
+
+    Open handles keep the packs they mapped: open the registry again afterwards.
+    """
+    root = Path(registry)
+    for pack in sorted((root / "objects" / "pack").glob("pack-*.pack")):
+        data = pack.read_bytes()
+        for leftover in pack.parent.glob(pack.stem + ".*"):
+            leftover.unlink()
+        subprocess.run(["git", "-C", str(root), "unpack-objects", "-q"], input=data, check=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _git_on_path() -> None:
     """Fail the whole session clearly when the git command line is missing."""
@@ -201,3 +214,32 @@ def storage(registry_path: Path) -> ProgramStorage:
 def python() -> str:
     """The interpreter running the tests, for child processes."""
     return sys.executable
+
+
+# -- hypothesis ---------------------------------------------------------------------------
+#
+# Property and fuzz tests run bounded by default ("ci": a few hundred inputs in all,
+# seconds); PROGREG_HYPOTHESIS_PROFILE=thorough runs a hundred times as many examples
+# per test. Deadlines are off: a registry save is I/O whose time varies with the machine;
+# the fuzz tests bound the time of each input themselves.
+from hypothesis import HealthCheck  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+_HYPOTHESIS_BASE = hypothesis_settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+hypothesis_settings.register_profile("ci", parent=_HYPOTHESIS_BASE, max_examples=60)
+hypothesis_settings.register_profile("thorough", parent=_HYPOTHESIS_BASE, max_examples=4000)
+hypothesis_settings.load_profile(os.environ.get("PROGREG_HYPOTHESIS_PROFILE", "ci"))
+
+
+def delta_varint(value: int) -> bytes:
+    """A size as a Git delta header writes it (7 bits a byte, low first), for crafted deltas."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)

@@ -1,15 +1,14 @@
-"""Many writers at once, writers killed mid-save, and the locks they leave behind.
+"""Many writers at once, and the locks that killed writers leave behind.
 
 Writers are real processes (``python -c`` children) and threads, all saving
-into one registry; the result is checked with the git command line.
+into one registry; the result is checked with the git command line. Writers
+killed at random moments are in ``test_crash.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
-import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +21,16 @@ from typing import Any
 import pytest
 
 from conftest import assert_fsck_clean, git
-from progreg import ProgramStorage, RegistryBusyError
+from progreg import ProgramStorage, RegistryBusyError, StorageConfig, StorageManager
+from progreg.gitstore.locking import (
+    RECORD_SIZE,
+    LockGrant,
+    LockRecord,
+    lock_is_free,
+    parse_record,
+    read_record,
+    write_lock,
+)
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
 sys.path.insert(0, str(BENCH))
@@ -205,62 +213,6 @@ def test_processes_and_threads_saving_at_once(registry_path: Path) -> None:
     assert storage.get_history().summary.total_programs == total
 
 
-# -- writers killed mid-save -----------------------------------------------------------------
-
-
-def kill_writer(registry: Path, seed: int) -> tuple[list[str], bool]:
-    """Start a writer on ``registry``, SIGKILL it mid-stream, check what it left.
-
-    Returns the ids it printed and whether it died holding the write lock.
-    """
-    rng = random.Random(seed)
-    child = start_writer(registry, 10_000 * seed, 10**9, f"doomed-{seed}", "run")
-    time.sleep(rng.uniform(0.0, 0.1))
-    os.kill(child.pid, signal.SIGKILL)
-    out, _ = child.communicate(timeout=60)
-    assert child.returncode == -signal.SIGKILL
-    printed = complete_ids(out)
-    lock_record = registry / "progreg.lock"
-    died_holding = lock_record.exists() and lock_record.read_bytes().startswith(b"held")
-
-    # the registry opens, is sound, and holds every save that returned
-    storage = ProgramStorage(registry, lock_timeout=10)
-    assert_fsck_clean(registry)
-    on_main = {s.program_id for s in storage.list_programs()}
-    assert set(printed) <= on_main
-    for program_id in printed:
-        check_program(storage, program_id)
-    # and the next writer is not blocked by whatever the killed one left behind
-    after = storage.save_program({"after_kill": seed}, metadata={"index": 0})
-    assert git(registry, "rev-parse", "refs/heads/main").strip() == after.commit
-    assert list((registry / "refs").rglob("*.lock")) == []
-    assert storage.delete_program(after.program_id)
-    assert_linear(registry)
-    assert_fsck_clean(registry)
-    return printed, died_holding
-
-
-def test_killed_writer(tmp_path: Path) -> None:
-    registry = tmp_path / "registry"
-    ProgramStorage(registry)
-    printed: list[str] = []
-    for seed in range(1, 6):  # one registry: each round starts from the previous wreck
-        printed += kill_writer(registry, seed)[0]
-    storage = ProgramStorage(registry)
-    assert set(printed) <= {s.program_id for s in storage.list_programs()}
-
-
-@pytest.mark.slow
-def test_killed_writer_many_times(tmp_path: Path) -> None:
-    crashes_in_critical_section = 0
-    for seed in range(100):  # a fresh registry each time keeps every round equally cheap
-        registry = tmp_path / f"registry-{seed}"
-        ProgramStorage(registry)
-        crashes_in_critical_section += kill_writer(registry, seed)[1]
-    # the point of the test: some writers really died inside their critical section
-    assert crashes_in_critical_section > 0
-
-
 # -- stale and live locks ----------------------------------------------------------------------
 
 
@@ -300,7 +252,7 @@ def test_stale_ref_lock_of_a_killed_writer_is_removed(
     assert not lock.exists()
     assert git(registry_path, "rev-parse", "refs/heads/main").strip() == saved.commit
     assert git(registry_path, "log", "-1", "--format=%P", saved.commit).strip() == first.commit
-    assert (registry_path / "progreg.lock").read_text() == "released\n"
+    assert (registry_path / "progreg.lock").read_text() == "released".ljust(63) + "\n"
     recovered = [r for r in records if r.event == "progreg.lock.recovered"]  # type: ignore[attr-defined]
     assert [r.lock_path for r in recovered] == [str(lock)]  # type: ignore[attr-defined]
     assert recovered[0].levelno == logging.WARNING
@@ -369,3 +321,117 @@ def test_a_writer_holding_the_registry_lock_makes_others_wait(
     thread.join(timeout=30)
     assert len(done) == 1
     assert waiting.load_program(done[0].program_id) is not None
+
+
+# -- the lock record ---------------------------------------------------------------------------
+
+
+def test_the_lock_record_is_one_fixed_size_line(
+    storage: ProgramStorage, registry_path: Path
+) -> None:
+    lock_file = registry_path / "progreg.lock"
+    storage.save_program({"a": 1})
+    assert lock_file.read_bytes() == b"released".ljust(63) + b"\n"
+    with write_lock(registry_path, 5):
+        held = lock_file.read_bytes()
+        assert len(held) == RECORD_SIZE
+        record = read_record(registry_path)
+        assert (record.state, record.pid) == ("held", os.getpid())
+        assert record.since is not None and abs(record.since - time.time()) < 60
+    assert read_record(registry_path) == LockRecord("released")
+    assert lock_file.stat().st_size == RECORD_SIZE
+
+
+def test_records_of_other_layouts_are_read_and_replaced(
+    storage: ProgramStorage, registry_path: Path
+) -> None:
+    lock_file = registry_path / "progreg.lock"
+    since = round(time.time() - 5, 6)
+    lock_file.write_text(f"held pid=4242 since={since:.6f}\n" + "x" * 100)  # longer than a record
+    assert read_record(registry_path) == LockRecord("held", 4242, since)
+    with write_lock(registry_path, 5) as grant:
+        assert grant == LockGrant(True, since)
+        assert lock_file.stat().st_size == RECORD_SIZE
+    lock_file.write_text("")  # an empty file: nobody held it
+    with write_lock(registry_path, 5) as grant:
+        assert not grant.previous_holder_crashed
+    assert parse_record(b"released\n") == LockRecord("released")
+    assert parse_record(b"something else") == LockRecord("unknown")
+
+
+def test_the_lock_is_reentrant_within_a_thread_only(
+    storage: ProgramStorage, registry_path: Path
+) -> None:
+    outcome: list[BaseException | None] = []
+
+    def other_thread() -> None:
+        try:
+            with write_lock(registry_path, 0.2):
+                outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with write_lock(registry_path, 5):
+        with write_lock(registry_path, 5) as inner:
+            assert not inner.previous_holder_crashed
+            assert read_record(registry_path).state == "held"
+        assert read_record(registry_path).state == "held"  # the inner exit released nothing
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join(timeout=30)
+        assert lock_is_free(registry_path) is False
+    assert len(outcome) == 1 and isinstance(outcome[0], RegistryBusyError)
+    assert lock_is_free(registry_path) is True
+    assert read_record(registry_path).state == "released"
+
+
+# -- tag locks ---------------------------------------------------------------------------------
+
+
+def test_a_tag_lock_left_by_a_killed_writer_is_removed(
+    storage: ProgramStorage, registry_path: Path
+) -> None:
+    manager = StorageManager(StorageConfig(storage_path=registry_path), storage=storage)
+    saved = storage.save_program({"a": 1})
+    since = time.time() - 2
+    lock = registry_path / "refs" / "tags" / "best" / f"{saved.program_id}.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    (registry_path / "progreg.lock").write_text(f"held pid=99999 since={since:.6f}\n")
+    assert manager.tag_program(saved.program_id, "best") == ["best"]
+    assert not lock.exists()
+    assert git(registry_path, "for-each-ref", "--format=%(refname)", "refs/tags/").split() == [
+        f"refs/tags/best/{saved.program_id}"
+    ]
+    assert_fsck_clean(registry_path)
+
+
+def test_a_tag_lock_of_another_git_process_is_refused_pointing_at_doctor(
+    storage: ProgramStorage, registry_path: Path
+) -> None:
+    manager = StorageManager(
+        StorageConfig(storage_path=registry_path),
+        storage=ProgramStorage(registry_path, lock_timeout=0.5),
+    )
+    saved = storage.save_program({"a": 1})
+    manager.tag_program(saved.program_id, "old")
+    refs_before = git(registry_path, "for-each-ref")
+    locks = [
+        registry_path / "refs" / "tags" / tag / f"{saved.program_id}.lock" for tag in ("new", "old")
+    ]
+    for lock in locks:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.write_text("")
+    with pytest.raises(RegistryBusyError) as tagging:
+        manager.tag_program(saved.program_id, "new")
+    with pytest.raises(RegistryBusyError) as untagging:
+        manager.untag_program(saved.program_id, "old")
+    for lock, raised in zip(locks, (tagging, untagging), strict=True):
+        message = str(raised.value)
+        assert str(lock) in message and "progreg doctor" in message
+        assert lock.exists()
+    assert git(registry_path, "for-each-ref") == refs_before
+    for lock in locks:
+        lock.unlink()
+    assert manager.tag_program(saved.program_id, "new") == ["new"]
+    assert manager.untag_program(saved.program_id, "old") == ["old"]

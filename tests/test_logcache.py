@@ -201,7 +201,7 @@ def test_main_replaced_by_an_unrelated_history_rebuilds(
         lambda data: b"",
         lambda data: os.urandom(len(data)),
         lambda data: data[:-5] + b"xxxxx",
-        lambda data: data.replace(b'"version": 1', b'"version": 99', 1),
+        lambda data: data.replace(b'"version": %d' % logcache.VERSION, b'"version": 99', 1),
         lambda data: b'{"format":"progreg-log-index"}\n{"ref":',
     ],
     ids=["truncated", "empty", "random", "body-changed", "unknown-version", "bad-header"],
@@ -227,9 +227,26 @@ def test_a_well_formed_cache_that_does_not_hold_together_is_ignored(
     path = cache_file(storage.path)
     data = logcache.read(path)
     assert data is not None
-    data["entries"] = data["entries"][:-1]  # head no longer the last entry
-    assert logcache.write(path, data)
-    assert ProgramStorage(storage.path).records() == storage.records()
+    assert logcache.decode(data, MAIN) is not None
+    ids, positions, commits = data["programs"], data["positions"], data["commits"]
+    broken = [
+        {**data, "positions": [data["count"], *positions[1:]]},  # past the end of the log
+        {**data, "programs": [*ids[:-1], ids[0]]},  # a program listed twice
+        {**data, "commits": [commits[0] + "0", *commits[1:]]},  # not a commit id
+        {**data, "count": 0},
+        {**data, "saved_at": ["yesterday", *data["saved_at"][1:]]},
+        {**data, "scores": ["high", *data["scores"][1:]]},
+        {**data, "optimizers": [7, *data["optimizers"][1:]]},
+        {**data, "summaries": [len(data["metadata"]), *data["summaries"][1:]]},  # no such metadata
+        {**data, "pending": {ids[0]: 1_700_000_000}},  # a program whose record is known
+        {**data, "by_time": [0] * len(ids)},  # not an order of the programs
+        {**data, "blobs": data["blobs"][1:]},  # a column too short
+    ]
+    assert all(logcache.decode(body, MAIN) is None for body in broken)
+    for body in broken:
+        assert logcache.write(path, body)
+        assert ProgramStorage(storage.path).records() == storage.records()
+        assert_matches_rebuild(ProgramStorage(storage.path))
     data = {"ref": MAIN, "head": "zz", "entries": "nope", "records": []}
     assert logcache.write(path, data)
     assert ProgramStorage(storage.path).records() == storage.records()

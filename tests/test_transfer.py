@@ -519,6 +519,16 @@ def test_git_bundle_with_a_foreign_branch_is_refused(
         (b"# v3 git bundle\n@frobnicate\n\n", "unknown"),
         (b"# v2 git bundle\n@object-format=sha1\n\n", "not allowed"),
         (b"# v2 git bundle\n" + b"a" * 40 + b" refs/heads/main\x01\n\n", "control"),
+        (
+            b"# v2 git bundle\n"
+            + b"a" * 40
+            + b" refs/heads/main\n"
+            + b"b" * 40
+            + b" refs/tags/x\n"
+            + b"c" * 40
+            + b" refs/heads/main\n\n",
+            "refs/heads/main is listed twice",
+        ),
     ],
 )
 def test_malformed_headers_are_refused_clearly(

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -148,13 +149,12 @@ class OptimizationHistory(BaseModel):
     trends: Trends
 
 
+_ORDER = attrgetter("position", "saved_at", "program_id")
+
+
 def ordered(records: Iterable[ProgramRecord]) -> list[ProgramRecord]:
     """The records oldest first: by ``(position, saved_at, program_id)``."""
-    return sorted(records, key=_order)
-
-
-def _order(record: ProgramRecord) -> tuple[int, datetime, str]:
-    return (record.position, record.saved_at, record.program_id)
+    return sorted(records, key=_ORDER)
 
 
 def mean_score(records: Iterable[ProgramRecord]) -> float | None:
@@ -165,7 +165,10 @@ def mean_score(records: Iterable[ProgramRecord]) -> float | None:
 
 def history_summary(records: Iterable[ProgramRecord]) -> HistorySummary:
     """Totals: program count, mean non-null score, ``saved_at`` of the newest program."""
-    programs = ordered(records)
+    return _history_summary(ordered(records))
+
+
+def _history_summary(programs: Sequence[ProgramRecord]) -> HistorySummary:
     return HistorySummary(
         total_programs=len(programs),
         avg_score=mean_score(programs),
@@ -175,8 +178,12 @@ def history_summary(records: Iterable[ProgramRecord]) -> HistorySummary:
 
 def optimizer_stats(records: Iterable[ProgramRecord]) -> dict[str, OptimizerStats]:
     """Statistics per optimizer (``"unknown"`` for none), keyed and listed by name."""
+    return _optimizer_stats(ordered(records))
+
+
+def _optimizer_stats(programs: Sequence[ProgramRecord]) -> dict[str, OptimizerStats]:
     groups: dict[str, list[ProgramRecord]] = {}
-    for record in ordered(records):
+    for record in programs:
         groups.setdefault(record.optimizer or UNKNOWN_OPTIMIZER, []).append(record)
     stats: dict[str, OptimizerStats] = {}
     for name in sorted(groups):
@@ -195,12 +202,17 @@ def trend_windows(
     records: Iterable[ProgramRecord],
 ) -> tuple[list[ProgramRecord], list[ProgramRecord]]:
     """``(older, recent)``: the recent window is the newest ``min(10, n // 2)`` programs."""
-    programs = ordered(records)
+    return _trend_windows(ordered(records))
+
+
+def _trend_windows(
+    programs: Sequence[ProgramRecord],
+) -> tuple[list[ProgramRecord], list[ProgramRecord]]:
     size = min(RECENT_WINDOW, len(programs) // 2)
     if size == 0:
         return [], []
     split = len(programs) - size
-    return programs[:split], programs[split:]
+    return list(programs[:split]), list(programs[split:])
 
 
 def improvement_percentage(recent: float | None, older: float | None) -> float | None:
@@ -212,7 +224,11 @@ def improvement_percentage(recent: float | None, older: float | None) -> float |
 
 def trends(records: Iterable[ProgramRecord]) -> Trends:
     """Mean scores of the recent and older windows and the improvement between them."""
-    older, recent = trend_windows(records)
+    return _trends(ordered(records))
+
+
+def _trends(programs: Sequence[ProgramRecord]) -> Trends:
+    older, recent = _trend_windows(programs)
     recent_avg = mean_score(recent)
     older_avg = mean_score(older)
     return Trends(
@@ -228,9 +244,9 @@ def optimization_history(records: Iterable[ProgramRecord]) -> OptimizationHistor
     """Summary, per-optimizer statistics and trends of the given live programs."""
     programs = ordered(records)
     return OptimizationHistory(
-        summary=history_summary(programs),
-        optimizer_stats=optimizer_stats(programs),
-        trends=trends(programs),
+        summary=_history_summary(programs),
+        optimizer_stats=_optimizer_stats(programs),
+        trends=_trends(programs),
     )
 
 

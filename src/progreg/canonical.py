@@ -5,20 +5,34 @@ newline, so that the same document always has the same bytes (and the same
 Git blob id) and ``git diff`` between two versions is stable line by line.
 
 Only what JSON can represent exactly is accepted: dicts with string keys,
-lists (tuples are stored as lists), strings, booleans, ``None``, integers in
-the signed/unsigned 64-bit range and finite floats. Anything else raises
-:class:`~progreg.errors.NotJSONError` naming where the value is.
+lists (tuples are stored as lists), strings of valid Unicode (no lone
+surrogate), booleans, ``None``, integers in the signed/unsigned 64-bit range
+and finite floats, nested at most :data:`MAX_DEPTH` levels. Anything else
+raises :class:`~progreg.errors.NotJSONError` naming where the value is.
+
+:func:`encode` validates and encodes in one pass: orjson does the work, and
+the few things orjson lets through (NaN and infinities, which it writes as
+``null``; nesting between :data:`MAX_DEPTH` and its own limit; ``UUID`` and
+``Enum`` values) are caught by reading the result back. Only a document with
+a problem is walked in Python, to name where the problem is.
+
+:func:`decode` reads JSON strictly: bytes that are not canonical (written by
+hand or by another tool) are also checked for what orjson would silently
+accept: a key repeated in one object (orjson keeps the last), an integer
+beyond 64 bits (orjson turns it into a float) and nesting deeper than
+:data:`MAX_DEPTH`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import orjson
 from pydantic import BaseModel
 
-from progreg.errors import CorruptProgramError, NotJSONError
+from progreg.errors import CorruptProgramError, NotJSONError, ProgregError
 
 #: Deepest nesting of containers accepted in a stored document.
 MAX_DEPTH = 100
@@ -26,11 +40,15 @@ MAX_DEPTH = 100
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+#: orjson writes dataclasses and datetimes natively; progreg refuses them (see _check).
+_ENCODE_OPTIONS = _OPTIONS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+#: In canonical bytes a value ``d`` levels deep is indented ``2 * d`` spaces.
+_TOO_DEEP = b"\n" + b" " * (2 * MAX_DEPTH)
 
 
 def check_json(value: Any, where: str = "value") -> None:
     """Raise :class:`NotJSONError` unless ``value`` is exactly representable as JSON."""
-    _check(value, where, 0)
+    encode(value, where)
 
 
 def dump_model(model: BaseModel, where: str, exclude: set[str] | None = None) -> dict[str, Any]:
@@ -60,8 +78,11 @@ def _check_finite(value: Any, where: str, depth: int) -> None:
 
 
 def _check(value: Any, where: str, depth: int) -> None:
-    # Ordered by frequency in real program documents.
-    if isinstance(value, str) or value is None or isinstance(value, bool):
+    """Walk ``value`` and raise :class:`NotJSONError` at its first problem (the slow path)."""
+    if isinstance(value, str):
+        _check_text(value, where)
+        return
+    if value is None or isinstance(value, bool):
         return
     if isinstance(value, dict):
         if depth >= MAX_DEPTH:
@@ -73,6 +94,7 @@ def _check(value: Any, where: str, depth: int) -> None:
                     " JSON object keys must be strings",
                     where,
                 )
+            _check_text(key, where, "a key")
             _check(item, f"{where}.{key}", depth + 1)
         return
     if isinstance(value, list | tuple):
@@ -98,6 +120,8 @@ def _check(value: Any, where: str, depth: int) -> None:
     hint = ""
     if isinstance(value, set | frozenset):
         hint = "; convert it to a sorted list"
+    elif isinstance(value, bytes | bytearray | memoryview):
+        hint = "; decode text to str, or store binary data as base64 text"
     elif hasattr(value, "isoformat"):
         hint = "; convert it with .isoformat()"
     raise NotJSONError(
@@ -105,36 +129,116 @@ def _check(value: Any, where: str, depth: int) -> None:
     )
 
 
-def encode(value: Any, where: str = "value") -> bytes:
-    """Return the canonical JSON bytes of ``value`` (validated first)."""
-    check_json(value, where)
+def _check_text(text: str, where: str, what: str = "a string") -> None:
+    """Refuse a string holding a lone surrogate (not Unicode text: it has no UTF-8 form)."""
     try:
-        return orjson.dumps(value, option=_OPTIONS) + b"\n"
-    except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate in a string
-        raise NotJSONError(f"{where}: cannot be encoded as UTF-8 JSON ({exc})", where) from exc
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise NotJSONError(
+            f"{where}: {what} holds the lone surrogate U+{ord(text[exc.start]):04X} at"
+            f" position {exc.start}, which UTF-8 cannot encode (bytes decoded with"
+            " errors='surrogateescape'?); store valid text, or binary data as base64",
+            where,
+        ) from None
+
+
+def encode(value: Any, where: str = "value") -> bytes:
+    """Return the canonical JSON bytes of ``value``, validated in the same pass."""
+    try:
+        data = orjson.dumps(value, option=_ENCODE_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        _check(value, where, 0)  # names the offending value
+        raise NotJSONError(f"{where}: cannot be encoded as JSON ({exc})", where) from exc
+    if _TOO_DEEP in data or orjson.loads(data) != value:
+        # NaN, infinities, UUIDs, enums... written as something else; or tuples (fine).
+        _check(value, where, 0)
+    return data + b"\n"
 
 
 def decode(data: bytes, where: str = "document") -> Any:
-    """Parse JSON bytes, raising :class:`CorruptProgramError` when they are not JSON."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise CorruptProgramError(f"{where} is not valid JSON: {exc}") from exc
+    """Parse JSON bytes strictly; raise :class:`CorruptProgramError` when they are unusable."""
+    return loads(data, where, CorruptProgramError)
 
 
-def is_canonical(data: bytes) -> bool:
-    """True when ``data`` is exactly the canonical encoding of the JSON it holds.
+def loads(data: bytes, where: str, error: type[ProgregError]) -> Any:
+    """Parse JSON read from outside, raising ``error`` for anything progreg would not store.
 
-    Whatever ``orjson.loads`` returns is JSON :func:`check_json` accepts (64-bit
-    integers, finite floats, valid strings), except possibly for its depth; in
-    canonical bytes a value ``d`` levels deep is indented ``2 * d`` spaces, so
-    when no line is indented 200 spaces or more nothing is nested deeper than
-    :data:`MAX_DEPTH` and the slow validating walk can be skipped.
+    Canonical bytes are checked by re-encoding them (fast); other bytes are
+    also parsed for repeated keys and out-of-range integers.
     """
     try:
         value = orjson.loads(data)
-        if b"\n" + b" " * (2 * MAX_DEPTH) in data:
-            return encode(value) == data
+    except orjson.JSONDecodeError as exc:
+        raise error(f"{where} is not valid JSON: {exc}") from exc
+    try:
+        if _same_bytes(value, data):
+            if _TOO_DEEP in data:
+                _check(value, "$", 0)
+            return value
+        _check(value, "$", 0)  # nesting first: the scan below recurses
+    except NotJSONError as exc:
+        raise error(f"{where}: {exc}") from exc
+    _scan_external(data, where, error)
+    return value
+
+
+def _scan_external(data: bytes, where: str, error: type[ProgregError]) -> None:
+    """Refuse repeated keys and integers beyond 64 bits, which orjson lets through."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        found = dict(items)
+        if len(found) != len(items):
+            seen: set[str] = set()
+            for key, _ in items:
+                if key in seen:
+                    raise error(
+                        f"{where} repeats the key {key!r} in one object; JSON readers disagree"
+                        " on which value wins, so progreg refuses it: keep one of each"
+                    )
+                seen.add(key)
+        return found
+
+    def integer(text: str) -> int:
+        number = int(text)
+        if not _INT_MIN <= number <= _INT_MAX:
+            raise error(
+                f"{where}: the integer {text[:40]} is outside the 64-bit range JSON tools"
+                " agree on; store it as a string"
+            )
+        return number
+
+    try:
+        json.loads(data, object_pairs_hook=pairs, parse_int=integer)
+    except ProgregError:
+        raise
+    except (ValueError, RecursionError) as exc:  # orjson read it: this cannot happen
+        raise error(f"{where} is not valid JSON: {exc}") from exc
+
+
+def _same_bytes(value: Any, data: bytes) -> bool:
+    """True when ``data`` is the canonical encoding of ``value`` (parsed from it)."""
+    try:
         return orjson.dumps(value, option=_OPTIONS) + b"\n" == data
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError, NotJSONError):
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads deeper)
+        return False
+
+
+def is_canonical_value(value: Any, data: bytes) -> bool:
+    """True when ``data`` (which parses to ``value``) is its canonical encoding, within limits.
+
+    Whatever ``orjson.loads`` returns is JSON :func:`encode` accepts (64-bit
+    integers, finite floats, valid strings) but for its depth, which the
+    indentation of canonical bytes shows.
+    """
+    return _TOO_DEEP not in data and _same_bytes(value, data)
+
+
+def is_canonical(data: bytes) -> bool:
+    """True when ``data`` is exactly the canonical encoding of the JSON it holds."""
+    try:
+        value = orjson.loads(data)
+        if _TOO_DEEP in data:
+            return encode(value) == data
+        return _same_bytes(value, data)
+    except (orjson.JSONDecodeError, NotJSONError):
         return False

@@ -28,6 +28,7 @@ from progreg.ids import check_program_id, new_program_id, program_path
 from progreg.messages import save_message
 from progreg.models import SavedProgram
 from progreg.names import check_name
+from progreg.secrets import SecretsPolicy
 from progreg.storage import ProgramStorage
 
 CHECKPOINTS_PREFIX = "refs/heads/checkpoints/"
@@ -78,13 +79,22 @@ class Checkpoints:
         optimization_result: object,
         name: str,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        secrets: SecretsPolicy = "refuse",
     ) -> SavedProgram:
-        """Record ``program`` as the newest checkpoint of run ``name``."""
+        """Record ``program`` as the newest checkpoint of run ``name``.
+
+        ``secrets`` is as for :meth:`~progreg.ProgramStorage.save_program`.
+        """
         ref = checkpoint_ref(name)
         meta = dict(metadata or {})
         canonical.check_json(meta, "checkpoint metadata")
         doc = self._storage.document_for(
-            program, optimization_result, {**meta, "checkpoint": name}, new_program_id()
+            program,
+            optimization_result,
+            {**meta, "checkpoint": name},
+            new_program_id(),
+            secrets=secrets,
         )
         data = doc.encode()
         self._storage.check_size(len(data), doc.program_id)

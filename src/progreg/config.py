@@ -3,9 +3,9 @@
 Every field can be set from the environment with a ``PROGREG_`` prefix
 (``PROGREG_STORAGE_PATH`` — or ``PROGREG_PATH`` — ``PROGREG_AUTO_SAVE``,
 ``PROGREG_SAVE_INTERMEDIATE_RESULTS``, ``PROGREG_MAX_STORED_PROGRAMS``,
-``PROGREG_PROTECTED_TAGS`` as a comma-separated list, ``PROGREG_DURABLE``).
-The environment overrides the defaults; arguments given in code override the
-environment.
+``PROGREG_PROTECTED_TAGS`` as a comma-separated list, ``PROGREG_SECRETS``,
+``PROGREG_DURABLE``). The environment overrides the defaults; arguments given
+in code override the environment.
 
 Durability has one rule everywhere (:func:`resolve_durable`): an explicit
 setting (argument, ``StorageConfig.durable``, ``progreg --durable`` /
@@ -23,6 +23,7 @@ import pygit2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from progreg.errors import InvalidInputError
+from progreg.secrets import SecretsPolicy
 from progreg.tags import check_tags
 
 _ENV_PREFIX = "PROGREG_"
@@ -86,6 +87,11 @@ class StorageConfig(BaseModel):
         default=None,
         description="flush every write to the disk before returning (None: PROGREG_DURABLE,"
         " else the registry's progreg.durable Git config, else on)",
+    )
+    secrets: SecretsPolicy = Field(
+        default="refuse",
+        description="a program holding credentials is refused ('refuse') or saved with them"
+        " replaced by [REDACTED] ('redact')",
     )
 
     @model_validator(mode="before")

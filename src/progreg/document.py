@@ -16,12 +16,14 @@ Unknown top-level keys written by a later minor version are kept as they are.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from progreg import canonical
-from progreg.errors import CorruptProgramError, UnsupportedFormatError
+from progreg.errors import CorruptProgramError, NotJSONError, UnsupportedFormatError
 from progreg.ids import is_program_id
 from progreg.models import ProgramSummary
 from progreg.results import best_score_of, optimizer_of, score_name_of, signature_class_of
@@ -30,6 +32,8 @@ FORMAT_VERSION = 1
 #: The largest program document a registry accepts unless configured otherwise.
 DEFAULT_MAX_PROGRAM_BYTES = 16 * 1024 * 1024
 _REQUIRED = ("program_id", "saved_at", "program_data", "optimization_result", "metadata")
+#: Per thread, the last document encoded and its bytes (see ProgramDocument.encode).
+_LAST = threading.local()
 
 
 def now() -> datetime:
@@ -67,8 +71,27 @@ class ProgramDocument:
         }
 
     def encode(self) -> bytes:
-        """Canonical JSON bytes of the document."""
-        return canonical.encode(self.to_json(), where="program")
+        """Canonical JSON bytes of the document, validated in the same pass.
+
+        A value JSON cannot hold raises :class:`~progreg.NotJSONError` whose
+        path starts with the part it is in: ``program state``,
+        ``optimization_result`` or ``metadata``. Encoding the same document
+        again in the same thread (a save encodes it to screen it, then to
+        write it) returns the bytes of the first time.
+        """
+        last: tuple[weakref.ref[ProgramDocument], bytes] | None = getattr(_LAST, "encoded", None)
+        if last is not None and last[0]() is self:
+            return last[1]
+        try:
+            data = canonical.encode(self.to_json(), where="program")
+        except NotJSONError:
+            # Name the part the problem is in, as the caller gave it.
+            canonical.check_json(self.state, "program state")
+            canonical.check_json(self.optimization_result, "optimization_result")
+            canonical.check_json(self.metadata, "metadata")
+            raise
+        _LAST.encoded = (weakref.ref(self), data)
+        return data
 
     @property
     def best_score(self) -> float | None:
@@ -104,8 +127,16 @@ class ProgramDocument:
 
 
 def decode_document(data: bytes, where: str, expected_id: str | None = None) -> ProgramDocument:
-    """Decode and check a stored document; raise :class:`CorruptProgramError` if it is bad."""
-    raw = canonical.decode(data, where)
+    """Decode and check a stored document; raise :class:`CorruptProgramError` if it is bad.
+
+    The JSON is read strictly (:func:`progreg.canonical.decode`): a key given
+    twice, an integer beyond 64 bits or nesting deeper than the limit is refused.
+    """
+    return document_from(canonical.decode(data, where), where, expected_id)
+
+
+def document_from(raw: object, where: str, expected_id: str | None = None) -> ProgramDocument:
+    """The document held by parsed JSON ``raw``; raise :class:`CorruptProgramError` if bad."""
     if not isinstance(raw, dict):
         raise CorruptProgramError(f"{where} is not a JSON object")
     version = raw.get("format_version", FORMAT_VERSION)
@@ -157,4 +188,15 @@ def _parse_time(value: object, where: str) -> datetime:
         raise CorruptProgramError(f"{where}: saved_at {value!r} is not ISO 8601") from exc
     if moment.tzinfo is None:
         raise CorruptProgramError(f"{where}: saved_at {value!r} has no time zone")
+    if not in_utc_range(moment):
+        raise CorruptProgramError(f"{where}: saved_at {value!r} is out of range in UTC")
     return moment
+
+
+def in_utc_range(moment: datetime) -> bool:
+    """True when ``moment`` (with a time zone) is a date in UTC too (year 1 to 9999)."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True

@@ -17,20 +17,10 @@ Secrets are never stored. DSPy keeps each predictor's LM settings in its
 state (``"lm"``); DSPy 3.4 leaves out ``api_key`` but keeps everything else
 (``extra_headers`` with an ``Authorization`` header, ``aws_secret_access_key``,
 an ``api_base`` with credentials in it...), and DSPy 3.0 kept ``api_key``
-too. :func:`find_secrets` applies these rules:
-
-* inside LM settings (any object under an ``"lm"`` key), a non-empty value
-  whose **key name** says it is a credential: it contains ``secret``,
-  ``password``/``passwd``/``passphrase``, ``credential(s)``, ``auth``/
-  ``authorization``, ``cookie``, ``bearer``, the word ``token`` (not
-  ``tokens``: ``max_tokens`` is fine), or ``api key``/``access key``/
-  ``private key``/``session key``/``subscription key`` in any spelling
-  (``api_key``, ``apiKey``, ``x-api-key``...);
-* anywhere in the state (LM settings, demos, instructions...), a string that
-  **looks like** a credential: ``sk-...`` keys (OpenAI, Anthropic...), GitHub,
-  Hugging Face, Groq, Slack, Stripe and Google API keys, AWS access key ids,
-  JSON Web Tokens, ``Bearer``/``Basic`` authorization values, PEM private
-  keys, a URL with ``user:password@`` or a ``?key=``/``token=``... query.
+too. :func:`~progreg.secrets.find_secrets` (the rules are in
+:mod:`progreg.secrets`) finds them in LM settings by their key names, and
+anywhere in the state by their formats (``sk-...`` keys, tokens, JSON Web
+Tokens, private keys, URLs with a password...).
 
 By default a program holding one is refused with :class:`SecretDetectedError`
 naming each field (never the value). ``DSPyProgram(module, redact=True)``
@@ -48,13 +38,10 @@ from __future__ import annotations
 
 import copy
 import inspect
-import itertools
 import logging
 import math
-import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,8 +50,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from progreg import canonical
 from progreg.errors import InvalidInputError, SecretDetectedError, UnsupportedProgramError
 from progreg.results import OptimizationResult
+from progreg.secrets import (
+    LM_KEY,
+    REDACTED,
+    SecretFinding,
+    find_secrets,
+    redact_secrets,
+    secret_error,
+    secret_key_reason,
+)
 
 __all__ = [
+    "LM_KEY",
+    "REDACTED",
     "DSPyProgram",
     "DSPyProgramInfo",
     "SecretDetectedError",
@@ -78,6 +76,7 @@ __all__ = [
     "optimization_result_from",
     "program_state",
     "redact_secrets",
+    "secret_key_reason",
     "signature_class",
     "signature_names",
 ]
@@ -86,10 +85,6 @@ logger = logging.getLogger("progreg.dspy")
 
 #: The key under which DSPy's ``Module.save()`` (and progreg) record provenance in a state.
 METADATA_KEY = "metadata"
-#: The key of a predictor's LM settings in its state.
-LM_KEY = "lm"
-#: What replaces a credential-looking text outside LM settings when redacting.
-REDACTED = "[REDACTED]"
 #: The name DSPy gives every signature made from a string or derived from another one.
 GENERIC_SIGNATURE = "StringSignature"
 
@@ -113,15 +108,6 @@ class DSPyProgramInfo(BaseModel):
     redacted: list[str] = Field(
         default_factory=list, description="the state fields removed or masked as secrets"
     )
-
-
-@dataclass(frozen=True)
-class SecretFinding:
-    """One credential found in a program state: where, and by which rule (never the value)."""
-
-    path: str
-    reason: str
-    in_lm_settings: bool
 
 
 class DSPyProgram:
@@ -292,252 +278,12 @@ def program_state(
 
 
 def _secret_error(findings: list[SecretFinding]) -> SecretDetectedError:
-    listed = "; ".join(f"{finding.path} ({finding.reason})" for finding in findings)
-    return SecretDetectedError(
-        f"refusing to store credentials found in the DSPy program's state: {listed}. progreg"
-        " never stores secrets: give them to the LM through the environment (OPENAI_API_KEY...)"
-        " rather than in its settings, or save DSPyProgram(program, redact=True) to store the"
-        " program without them",
-        [finding.path for finding in findings],
+    return secret_error(
+        findings,
+        "the DSPy program's state",
+        "save DSPyProgram(program, redact=True) (or save_program(..., secrets='redact')) to"
+        " store the program without them",
     )
-
-
-# -- secrets -----------------------------------------------------------------------------
-
-#: Single words (of a key name split on case and punctuation) that name a credential.
-_SECRET_WORDS = frozenset(
-    {
-        "secret",
-        "secrets",
-        "password",
-        "passwd",
-        "passphrase",
-        "pwd",
-        "credential",
-        "credentials",
-        "auth",
-        "authorization",
-        "authentication",
-        "cookie",
-        "bearer",
-        "token",
-        "apikey",
-        "privatekey",
-        "accesskey",
-        "secretkey",
-    }
-)
-#: Pairs of consecutive words that name a credential (``api_key``, ``x-api-key``...).
-_SECRET_PAIRS = frozenset(
-    {
-        ("api", "key"),
-        ("access", "key"),
-        ("private", "key"),
-        ("session", "key"),
-        ("subscription", "key"),
-        ("client", "secret"),
-    }
-)
-#: Words that make ``token`` a count rather than a credential (``token_limit``).
-_TOKEN_COUNT_WORDS = frozenset({"max", "min", "limit", "count", "num", "budget", "usage"})
-
-_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
-
-
-@dataclass(frozen=True)
-class _Pattern:
-    """A credential format: ``pattern`` is tried only on texts holding one of ``hints``."""
-
-    reason: str
-    pattern: re.Pattern[str]
-    hints: tuple[str, ...]
-    lowercase: bool = False  # look for the hints in the lowercased text
-
-
-#: Texts that look like credentials, with what they look like. The literal hints
-#: keep the scan of a large state (thousands of demos) fast.
-_SECRET_PATTERNS: tuple[_Pattern, ...] = (
-    _Pattern(
-        "looks like an sk-... API key",
-        re.compile(r"\bsk-(?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{20,}"),
-        ("sk-",),
-    ),
-    _Pattern(
-        "looks like a GitHub token",
-        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"),
-        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-    ),
-    _Pattern("looks like a Hugging Face token", re.compile(r"\bhf_[A-Za-z0-9]{30,}"), ("hf_",)),
-    _Pattern("looks like a Groq API key", re.compile(r"\bgsk_[A-Za-z0-9]{20,}"), ("gsk_",)),
-    _Pattern("looks like a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), ("xox",)),
-    _Pattern(
-        "looks like a Stripe key",
-        re.compile(r"\b[rs]k_(?:live|test)_[0-9A-Za-z]{16,}"),
-        ("k_live_", "k_test_"),
-    ),
-    _Pattern("looks like a Google API key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), ("AIza",)),
-    _Pattern(
-        "looks like an AWS access key id",
-        re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-        ("AKIA", "ASIA"),
-    ),
-    _Pattern(
-        "looks like a JSON Web Token",
-        re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
-        ("eyJ",),
-    ),
-    _Pattern(
-        "looks like a bearer token",
-        re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{16,}=*"),
-        ("bearer",),
-        lowercase=True,
-    ),
-    _Pattern(
-        "looks like basic-auth credentials",
-        re.compile(r"(?i)\bbasic\s+[A-Za-z0-9+/]{16,}=*"),
-        ("basic",),
-        lowercase=True,
-    ),
-    _Pattern(
-        "holds a private key",
-        re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"),
-        ("PRIVATE KEY",),
-    ),
-    _Pattern(
-        "a URL with a user and password in it",
-        re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"),
-        ("://",),
-    ),
-    _Pattern(
-        "a URL with a credential in its query",
-        re.compile(
-            r"(?i)[?&](?:api[-_]?key|key|token|access[-_]?token|auth|password|secret|sig|signature)"
-            r"=[^&#\s]+"
-        ),
-        ("=",),
-    ),
-)
-
-
-def _matching(text: str) -> list[_Pattern]:
-    """The credential formats found in ``text``."""
-    lowered: str | None = None
-    found = []
-    for entry in _SECRET_PATTERNS:
-        haystack = text
-        if entry.lowercase:
-            lowered = text.lower() if lowered is None else lowered
-            haystack = lowered
-        if any(hint in haystack for hint in entry.hints) and entry.pattern.search(text):
-            found.append(entry)
-    return found
-
-
-def _key_words(key: str) -> list[str]:
-    return [word.lower() for word in _WORDS.findall(key)]
-
-
-def secret_key_reason(key: str) -> str | None:
-    """Why a settings key names a credential (``"its name says api key"``), or ``None``."""
-    words = _key_words(key)
-    pairs = set(itertools.pairwise(words)) & _SECRET_PAIRS
-    if pairs:
-        return f"its name says {' '.join(min(pairs))}"
-    for word in words:
-        if word == "token" and _TOKEN_COUNT_WORDS.intersection(words):
-            continue
-        if word in _SECRET_WORDS:
-            return f"its name says {word}"
-    return None
-
-
-def _pattern_reason(text: str) -> str | None:
-    found = _matching(text)
-    return found[0].reason if found else None
-
-
-def _is_empty(value: object) -> bool:
-    return value is None or isinstance(value, bool) or value in ("", [], {})
-
-
-def find_secrets(state: object) -> list[SecretFinding]:
-    """The credentials in a program state, by path (``predict.lm.api_key``), in state order.
-
-    See the module docstring for the rules. Values JSON cannot hold are not
-    looked into (storing them fails anyway).
-    """
-    findings: list[SecretFinding] = []
-
-    def walk(value: object, path: str, in_lm: bool, depth: int) -> None:
-        if depth > canonical.MAX_DEPTH:
-            return
-        if isinstance(value, str):
-            reason = _pattern_reason(value)
-            if reason is not None:
-                findings.append(SecretFinding(path, reason, in_lm))
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    continue
-                where = f"{path}.{key}" if path else key
-                reason = secret_key_reason(key) if in_lm else None
-                if reason is not None and not _is_empty(item):
-                    findings.append(SecretFinding(where, reason, True))
-                    continue
-                walk(item, where, in_lm or (key == LM_KEY and isinstance(item, dict)), depth + 1)
-        elif isinstance(value, list | tuple):
-            for index, item in enumerate(value):
-                walk(item, f"{path}[{index}]", in_lm, depth + 1)
-
-    walk(state, "", False, 0)
-    return findings
-
-
-def redact_secrets(
-    state: dict[str, Any], findings: list[SecretFinding] | None = None
-) -> tuple[dict[str, Any], list[str]]:
-    """A copy of ``state`` without its credentials, and the paths that were redacted.
-
-    In LM settings a credential is removed with its key (a credential-looking
-    item of a list is masked); elsewhere the credential-looking text is
-    replaced by ``[REDACTED]``, so that a demo keeps its fields. ``state``
-    itself is not changed.
-    """
-    found = find_secrets(state) if findings is None else findings
-    wanted = {finding.path: finding for finding in found}
-    redacted: list[str] = []
-
-    def scrub(value: Any, path: str, parent_is_dict: bool) -> Any:
-        finding = wanted.get(path)
-        if finding is not None:
-            redacted.append(path)
-            if finding.in_lm_settings and parent_is_dict:
-                return _REMOVE
-            return _mask(value) if isinstance(value, str) else REDACTED
-        if isinstance(value, dict):
-            out: dict[Any, Any] = {}
-            for key, item in value.items():
-                where = f"{path}.{key}" if path else str(key)
-                cleaned = scrub(item, where, True)
-                if cleaned is not _REMOVE:
-                    out[key] = cleaned
-            return out
-        if isinstance(value, list | tuple):
-            return [scrub(item, f"{path}[{i}]", False) for i, item in enumerate(value)]
-        return value
-
-    cleaned = scrub(state, "", False)
-    assert isinstance(cleaned, dict)
-    return cleaned, redacted
-
-
-_REMOVE = object()
-
-
-def _mask(text: str) -> str:
-    for entry in _matching(text):
-        text = entry.pattern.sub(REDACTED, text)
-    return text
 
 
 # -- signatures --------------------------------------------------------------------------

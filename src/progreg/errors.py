@@ -19,7 +19,10 @@ the message says what to do about it.
     │   ├── NotARegistryError                   path is a file, a work tree, foreign data
     │   ├── UnsupportedFormatError              written by a newer progreg
     │   ├── CorruptProgramError                 a stored program cannot be decoded
-    │   └── RegistryBusyError                   could not take the write lock in time
+    │   │   └── DamagedObjectError              a Git object is damaged or missing
+    │   ├── RegistryBusyError                   could not take the write lock in time
+    │   ├── DiskFullError                       no space left where the registry lives
+    │   └── ReadOnlyRegistryError               read-only file system, or no permission
     ├── BundleError (also ValueError)           a bundle or export file cannot be imported
     ├── RemoteError                             talking to a remote failed
     │   ├── AuthenticationError                 the remote refused the credentials
@@ -63,10 +66,11 @@ class InvalidNameError(InvalidInputError):
 
 
 class SecretDetectedError(InvalidInputError):
-    """A program's state holds API keys or other credentials; nothing was written.
+    """A program holds API keys or other credentials; nothing was written.
 
-    ``paths`` lists the offending fields (``predict.lm.api_key``...); the
-    secret values themselves appear nowhere in the error.
+    ``paths`` lists the offending fields (``state.predict.lm.api_key``, or
+    ``predict.lm.api_key`` from the DSPy adapter, which names state fields);
+    the secret values themselves appear nowhere in the error.
     """
 
     def __init__(self, message: str, paths: list[str]) -> None:
@@ -131,3 +135,23 @@ class SigningError(ProgregError):
 
 class ConflictError(ProgregError):
     """A write was refused because it would overwrite or lose other data."""
+
+
+class DamagedObjectError(CorruptProgramError):
+    """A Git object of the registry cannot be read: its file under ``objects/`` is damaged or gone.
+
+    ``object_id`` names it when known; ``progreg verify`` lists every damaged
+    object and the programs that need it.
+    """
+
+    def __init__(self, message: str, object_id: str | None = None) -> None:
+        super().__init__(message)
+        self.object_id = object_id
+
+
+class DiskFullError(RegistryError):
+    """The file system holding the registry has no space left (or the quota is used up)."""
+
+
+class ReadOnlyRegistryError(RegistryError):
+    """The registry cannot be written: a read-only file system, or no permission."""

@@ -12,6 +12,8 @@ import math
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from itertools import compress, repeat
+from operator import attrgetter, eq
 from typing import Any, ClassVar
 
 from progreg import events
@@ -27,7 +29,7 @@ from progreg.messages import cleanup_message
 from progreg.models import ProgramSummary, SavedProgram
 from progreg.results import normalize_result, optimized_program_of
 from progreg.storage import MAIN, ProgramStorage
-from progreg.tags import all_tags, check_tags, create_tags, delete_tags
+from progreg.tags import all_tags, check_tags, create_tags, delete_tags, tagged
 
 
 class StorageManager:
@@ -44,6 +46,7 @@ class StorageManager:
             storage = ProgramStorage(self.config.storage_path, durable=self.config.durable)
         self.storage = storage
         self._checkpoints = Checkpoints(self.storage)
+        self._history: tuple[str, OptimizationHistory] | None = None
 
     def __repr__(self) -> str:
         return f"StorageManager({str(self.storage.path)!r})"
@@ -68,7 +71,7 @@ class StorageManager:
         item = _result_item(result, tag_names, description, metadata)
         if item is None:
             return None
-        return self.storage.save_program(*item, tags=tag_names)
+        return self.storage.save_program(*item, tags=tag_names, secrets=self.config.secrets)
 
     def save_optimization_results(
         self,
@@ -86,7 +89,9 @@ class StorageManager:
         tag_names = check_tags(tags or [])
         items = [_result_item(result, tag_names, None, metadata) for result in results]
         return self.storage.save_programs(
-            [item for item in items if item is not None], tags=tag_names
+            [item for item in items if item is not None],
+            tags=tag_names,
+            secrets=self.config.secrets,
         )
 
     # -- discovery ---------------------------------------------------------------
@@ -122,25 +127,23 @@ class StorageManager:
     ) -> list[ProgramRecord]:
         _check_number("min_score", min_score)
         _check_number("max_age_days", max_age_days)
-        wanted_tags = set(check_tags(tags)) if tags is not None else None
-        tags_of = all_tags(self.storage.git) if wanted_tags else {}
+        wanted = tagged(self.storage.git, check_tags(tags)) if tags is not None else None
         oldest = (
             datetime.now(UTC) - timedelta(days=max_age_days) if max_age_days is not None else None
         )
-        found = []
-        for record in self.storage.records().values():
-            if optimizer is not None and record.optimizer != optimizer:
-                continue
-            if min_score is not None and (record.best_score or 0.0) < min_score:
-                continue
-            if oldest is not None and record.saved_at < oldest:
-                continue
-            if signature_class is not None and record.signature_class != signature_class:
-                continue
-            if wanted_tags is not None and not wanted_tags & tags_of.get(record.program_id, set()):
-                continue
-            found.append(record)
-        found.sort(key=lambda record: record.position)
+        records = self.storage.records()
+        found = list(records.values())
+        if wanted is not None:
+            found = list(compress(found, map(wanted.__contains__, records)))
+        if optimizer is not None:
+            found = _equal(found, "optimizer", optimizer)
+        if signature_class is not None:
+            found = _equal(found, "signature_class", signature_class)
+        if min_score is not None:
+            found = [record for record in found if (record.best_score or 0.0) >= min_score]
+        if oldest is not None:
+            found = [record for record in found if record.saved_at >= oldest]
+        found.sort(key=attrgetter("position"))
         return found
 
     def get_best_program(self, signature_class: str) -> SavedProgram | None:
@@ -201,10 +204,13 @@ class StorageManager:
         if program is None:
             raise InvalidInputError("the result has no optimized_program to checkpoint")
         data = normalize_result(result)
-        saved = self._checkpoints.create(program, data, name, metadata)
+        secrets = self.config.secrets
+        saved = self._checkpoints.create(program, data, name, metadata, secrets=secrets)
         if self.config.save_intermediate_results and self.config.auto_save:
             meta = {**(metadata or {}), "checkpoint": name}
-            self.storage.save_program(program, data, meta, program_id=saved.program_id)
+            self.storage.save_program(
+                program, data, meta, program_id=saved.program_id, secrets=secrets
+            )
         return saved
 
     def restore_checkpoint(self, name: str, *, into: object = None) -> SavedProgram | None:
@@ -226,18 +232,34 @@ class StorageManager:
     # -- analytics, comparison, cleanup -------------------------------------------
 
     def get_optimization_history(self) -> OptimizationHistory:
-        """Summary, per-optimizer statistics and trends, computed from the commit log."""
-        return optimization_history(list(self.storage.records().values()))
+        """Summary, per-optimizer statistics and trends, computed from the commit log.
+
+        The records are a function of the commit ``main`` points at, and so is
+        the history: it is computed again only when ``main`` moved.
+        """
+        tip = self._main_id()
+        known = self._history
+        if known is not None and tip is not None and known[0] == tip:
+            return known[1].model_copy(deep=True)
+        history = optimization_history(list(self.storage.records().values()))
+        if tip is not None and self._main_id() == tip:  # not moved while computing
+            self._history = (tip, history.model_copy(deep=True))
+        return history
+
+    def _main_id(self) -> str | None:
+        reference = self.storage.git.repo.references.get(MAIN)
+        return None if reference is None else str(reference.resolve().target)
 
     def compare_programs(self, program_id_1: str, program_id_2: str) -> ProgramComparison:
         """Compare two live programs: scores, ages, a structural summary and a unified diff."""
         docs = []
-        tip = self.storage.git.tip(MAIN)
+        with self.storage.reading("the tip of main"):
+            tip = self.storage.git.tip(MAIN)
         for program_id in (program_id_1, program_id_2):
             check_program_id(program_id)
-            data = (
-                None if tip is None else self.storage.git.read(tip.tree, program_path(program_id))
-            )
+            with self.storage.reading(f"program {program_id}"):
+                path = program_path(program_id)
+                data = None if tip is None else self.storage.git.read(tip.tree, path)
             if data is None:
                 raise ProgramNotFoundError(f"program {program_id} is not in the registry")
             docs.append((decode_document(data, program_path(program_id), program_id), data))
@@ -335,6 +357,11 @@ def _result_item(
     if "timestamp" in result_meta:
         meta["optimization_timestamp"] = result_meta["timestamp"]
     return program, data, meta
+
+
+def _equal(records: list[ProgramRecord], field: str, value: str) -> list[ProgramRecord]:
+    """The records whose ``field`` equals ``value``, in order (compared in C)."""
+    return list(compress(records, map(eq, map(attrgetter(field), records), repeat(value))))
 
 
 def _check_number(name: str, value: object) -> None:

@@ -23,9 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
-
-from progreg.document import ProgramDocument
+from progreg import canonical
+from progreg.document import ProgramDocument, in_utc_range
 from progreg.errors import BundleError, ProgregError
 from progreg.ids import is_program_id
 from progreg.results import normalize_result
@@ -49,10 +48,8 @@ class ReferenceSource:
 
 
 def _loads(data: bytes, where: str) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BundleError(f"{where} is not valid JSON: {exc}") from exc
+    # Strictly: a key given twice or a 65-bit integer is refused, not silently changed.
+    return canonical.loads(data, where, BundleError)
 
 
 def _read(path: Path) -> bytes:
@@ -76,6 +73,8 @@ def _time(value: object, where: str) -> datetime:
         raise BundleError(f"{where}: saved_at {value!r} is not an ISO 8601 time") from exc
     if moment.tzinfo is None:  # the reference always writes an offset; assume UTC if not
         moment = moment.replace(tzinfo=UTC)
+    if not in_utc_range(moment):
+        raise BundleError(f"{where}: saved_at {value!r} is out of range in UTC")
     return moment
 
 

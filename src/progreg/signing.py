@@ -3,25 +3,30 @@
 Signing itself is configured as in Git (``commit.gpgSign``, ``tag.gpgSign``,
 ``gpg.format``, ``user.signingKey``; see :mod:`progreg.gitstore.signing`):
 once on, every save, delete, merge, checkpoint and tag progreg writes is
-signed. :func:`verify` reads every program on ``main`` and every commit and
-tag of the registry, and reports what it found; ``git verify-commit`` and
-``git verify-tag`` agree with its verdicts because the same programs check
-the same signatures.
+signed. :func:`verify` reads every object the registry's refs reach (see
+:mod:`progreg.gitstore.integrity`), every program on ``main`` and every
+commit and tag, and reports what it found: damaged or missing objects with
+the programs that need them, damaged program files, signatures; ``git
+verify-commit`` and ``git verify-tag`` agree with its verdicts because the
+same programs check the same signatures.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 
 import pygit2
 from pydantic import BaseModel, ConfigDict, Field
 
 from progreg import events
+from progreg.gitstore import integrity
 from progreg.gitstore.signing import check_signature, tag_signature
 from progreg.ids import PROGRAMS_DIR, program_id_of_path
 from progreg.validation import check_file
 
 if TYPE_CHECKING:
+    from progreg.gitstore import GitRepository
     from progreg.storage import ProgramStorage
 
 MAIN = "refs/heads/main"
@@ -53,6 +58,22 @@ class SignatureRecord(BaseModel):
     reason: str
 
 
+class DamagedObject(BaseModel):
+    """An object (or a whole pack) of the registry that cannot be read, and what needs it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    object_id: str | None = Field(description="hex id; None for a damaged pack as a whole")
+    kind: str | None = Field(description="commit, tree, blob or tag, when known")
+    file: str | None = Field(
+        description="the damaged file, relative to the registry; None when no file holds it"
+    )
+    message: str
+    refs: list[str] = Field(description="refs that reach it (none: nothing uses it)")
+    paths: list[str] = Field(description="where it sits in the trees that hold it")
+    programs: list[str] = Field(description="the programs whose files those paths are")
+
+
 class VerifyReport(BaseModel):
     """What :func:`verify` found."""
 
@@ -61,6 +82,7 @@ class VerifyReport(BaseModel):
     programs_checked: int
     problems: list[ProgramProblem]
     signatures: list[SignatureRecord]
+    damaged_objects: list[DamagedObject] = Field(default_factory=list)
 
     @property
     def signed(self) -> int:
@@ -79,35 +101,39 @@ class VerifyReport(BaseModel):
 
     @property
     def ok(self) -> bool:
-        """No damaged program and no bad signature (unsigned objects are allowed)."""
-        return not self.problems and not self.bad_signatures
+        """No damaged object or program and no bad signature (unsigned objects are allowed)."""
+        return not self.problems and not self.bad_signatures and not self.damaged_objects
 
 
 def verify(storage: ProgramStorage) -> VerifyReport:
-    """Check every program on ``main`` and every signature in the registry."""
-    git = storage.git
+    """Check every object, every program on ``main`` and every signature in the registry."""
+    return verify_repository(storage.git, storage.max_program_bytes)
+
+
+def verify_repository(git: GitRepository, max_program_bytes: int) -> VerifyReport:
+    """:func:`verify` on a repository that may be too damaged to open as a registry."""
     repo = git.repo
-    problems, checked = _check_programs(storage)
-    config = repo.config
-    records: list[SignatureRecord] = []
-    seen: set[pygit2.Oid] = set()
-    refs = sorted(name for name in repo.references if name.startswith("refs/heads/"))
-    for ref in refs:
-        tip = git.tip(ref)
-        if tip is None:
-            continue
-        walker = repo.walk(tip.id)
-        for commit in walker:
-            if commit.id in seen:
-                continue
-            seen.add(commit.id)
-            records.append(_commit_record(commit, ref, config))
-    for ref in sorted(git.refs_under("refs/tags/")):
-        target = repo.references[ref].target
-        obj = repo[target]
-        if isinstance(obj, pygit2.Tag):
-            records.append(_tag_record(repo, obj, ref, config))
-    report = VerifyReport(programs_checked=checked, problems=problems, signatures=records)
+    skip = integrity.check_loose(git.path)
+    refs = [
+        (name, reference.target)
+        for name in sorted(repo.references)
+        if name.startswith("refs/")
+        and isinstance((reference := repo.references[name]).target, pygit2.Oid)
+    ]
+    walked = integrity.walk(repo, refs, skip)
+    damaged = {d.object_id or "": d for d in walked.damaged}
+    unreachable = [d for oid, d in skip.items() if oid not in damaged]
+    found = walked.damaged + unreachable + integrity.check_packs(git.path)
+    problems, checked = _check_programs(git, max_program_bytes, {**skip, **damaged})
+    records = _signatures(git, walked.commits if found else None, set(damaged))
+    report = VerifyReport(
+        programs_checked=checked,
+        problems=problems,
+        signatures=records,
+        damaged_objects=sorted(
+            (_damaged_object(d, walked.blob_paths) for d in found), key=_damage_order
+        ),
+    )
     events.emit(
         "progreg.verify",
         programs=checked,
@@ -115,22 +141,87 @@ def verify(storage: ProgramStorage) -> VerifyReport:
         signed=report.signed,
         unsigned=report.unsigned,
         bad_signatures=len(report.bad_signatures),
+        damaged_objects=len(report.damaged_objects),
     )
     return report
 
 
-def _check_programs(storage: ProgramStorage) -> tuple[list[ProgramProblem], int]:
-    git = storage.git
+def _damaged_object(damage: integrity.Damage, blob_paths: set[str]) -> DamagedObject:
+    """The report of one damage; a tree's programs are those found below it in other commits."""
+    programs = {pid for path in damage.paths if (pid := program_id_of_path(path))}
+    if damage.kind == "tree" and damage.paths:
+        below = tuple(f"{path}/" for path in damage.paths)
+        programs.update(
+            pid
+            for path in blob_paths
+            if path.startswith(below) and (pid := program_id_of_path(path))
+        )
+    return DamagedObject(
+        object_id=damage.object_id,
+        kind=damage.kind,
+        file=damage.file,
+        message=damage.message,
+        refs=sorted(damage.refs),
+        paths=sorted(damage.paths),
+        programs=sorted(programs),
+    )
+
+
+def _damage_order(damage: DamagedObject) -> tuple[bool, str, str]:
+    return (not damage.refs, damage.file or "", damage.object_id or "")
+
+
+def _signatures(
+    git: GitRepository, readable: list[tuple[pygit2.Commit, str]] | None, damaged: set[str]
+) -> list[SignatureRecord]:
+    """The signature record of every commit and tag (``readable``: the commits, when damaged)."""
     repo = git.repo
+    config = repo.config
+    records: list[SignatureRecord] = []
+    if readable is not None:  # some objects are damaged: only what could be read
+        branches = [(c, ref) for c, ref in readable if ref.startswith("refs/heads/")]
+        records += [_commit_record(commit, ref, config) for commit, ref in branches]
+    else:
+        seen: set[pygit2.Oid] = set()
+        refs = sorted(name for name in repo.references if name.startswith("refs/heads/"))
+        for ref in refs:
+            tip = git.tip(ref)
+            if tip is None:
+                continue
+            for commit in repo.walk(tip.id):
+                if commit.id in seen:
+                    continue
+                seen.add(commit.id)
+                records.append(_commit_record(commit, ref, config))
+    for ref in sorted(git.refs_under("refs/tags/")):
+        target = repo.references[ref].target
+        if str(target) in damaged:
+            continue
+        obj = repo[target]
+        if isinstance(obj, pygit2.Tag):
+            records.append(_tag_record(repo, obj, ref, config))
+    return records
+
+
+def _check_programs(
+    git: GitRepository, limit: int, damaged: Mapping[str, integrity.Damage]
+) -> tuple[list[ProgramProblem], int]:
+    repo = git.repo
+    main = repo.references.get(MAIN)
+    if main is None or str(main.target) in damaged:
+        return [], 0
     tip = git.tip(MAIN)
     problems: list[ProgramProblem] = []
-    if tip is None or PROGRAMS_DIR not in tip.tree:
+    if tip is None or str(tip.tree_id) in damaged or PROGRAMS_DIR not in tip.tree:
         return problems, 0
     checked = 0
     stack: list[tuple[str, pygit2.Oid]] = [(PROGRAMS_DIR, tip.tree[PROGRAMS_DIR].id)]
     while stack:
         prefix, tree_id = stack.pop()
+        known = damaged.get(str(tree_id))
         try:
+            if known is not None:
+                raise ValueError(f"tree {tree_id} is damaged: {known.message}")
             tree = repo[tree_id]
         except (pygit2.GitError, KeyError, ValueError) as exc:
             problems.append(ProgramProblem(path=prefix, program_id=None, message=str(exc)))
@@ -142,7 +233,16 @@ def _check_programs(storage: ProgramStorage) -> tuple[list[ProgramProblem], int]
                 stack.append((path, entry.id))
                 continue
             checked += 1
-            problem = _check_program(repo, path, entry.id, storage.max_program_bytes)
+            known = damaged.get(str(entry.id))
+            problem = (
+                ProgramProblem(
+                    path=path,
+                    program_id=program_id_of_path(path),
+                    message=f"object {entry.id} is damaged: {known.message}",
+                )
+                if known is not None
+                else _check_program(repo, path, entry.id, limit)
+            )
             if problem is not None:
                 problems.append(problem)
     problems.sort(key=lambda problem: problem.path)

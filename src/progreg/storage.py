@@ -28,6 +28,7 @@ from progreg.document import (
     decode_document,
     now,
 )
+from progreg.dspy_adapter import DSPyProgram, is_dspy_module
 from progreg.errors import (
     ConflictError,
     InvalidInputError,
@@ -40,15 +41,17 @@ from progreg.errors import (
     UnsupportedProgramError,
 )
 from progreg.gitstore import CommitPlan, GitRepository, Identity, resolve_identity
+from progreg.gitstore.failures import read_failure, write_failure
 from progreg.gitstore.maintenance import PackReport, auto_maintenance, pack_loose_objects
 from progreg.gitstore.trees import Edit, blob_at
 from progreg.history import LogIndex, ProgramRecord
-from progreg.ids import PROGRAMS_DIR, check_program_id, new_program_id, program_id_of_path
+from progreg.ids import check_program_id, new_program_id, program_id_of_path
 from progreg.ids import program_path as path_of
 from progreg.messages import batch_message, delete_message, save_message
 from progreg.models import HistorySummary, ProgramHistory, ProgramSummary, SavedProgram
 from progreg.programs import ProgramTypes, export_state, load_into, signature_name
 from progreg.results import normalize_result
+from progreg.secrets import SecretsPolicy, check_policy, screen_document
 from progreg.tags import check_tags, create_tags
 
 if TYPE_CHECKING:
@@ -119,7 +122,8 @@ class ProgramStorage:
 
     def _check_registry(self) -> None:
         repo = self._git.repo
-        ref = MAIN if self._git.tip(MAIN) is not None else None
+        with self.reading("the tip of main"):
+            ref = MAIN if self._git.tip(MAIN) is not None else None
         if ref is None:
             ref = next((name for name in sorted(repo.references) if name.startswith("refs/")), None)
         if ref is None:
@@ -135,7 +139,9 @@ class ProgramStorage:
             commit = repo[repo.references[ref].resolve().target].peel(pygit2.Commit)
         except (pygit2.GitError, ValueError, KeyError) as exc:
             raise NotARegistryError(f"{self.path}: {ref} does not lead to a commit") from exc
-        check_marker(commit.tree, f"{self.path} is a Git repository but", ref, NotARegistryError)
+        with self.reading(f"the tree of {ref}"):
+            tree = commit.tree
+            check_marker(tree, f"{self.path} is a Git repository but", ref, NotARegistryError)
 
     def register_type(
         self,
@@ -161,17 +167,23 @@ class ProgramStorage:
         program_id: str | None = None,
         *,
         tags: Iterable[str] = (),
+        secrets: SecretsPolicy = "refuse",
     ) -> SavedProgram:
         """Save ``program`` with its optimization result as one commit; return the saved record.
 
         A new id is generated unless ``program_id`` is given; saving under an
         existing id records a new version of that program (the old one stays
         in history). ``tags`` are created as tag refs together with the commit.
+        A program holding a credential is refused with a ``SecretDetectedError``
+        error unless ``secrets="redact"`` is given: each credential is then
+        replaced by ``[REDACTED]`` in what is saved.
         """
         chosen_id = check_program_id(program_id) if program_id is not None else new_program_id()
         tag_names = check_tags(tags)
         with events.operation("progreg.storage.save", program_id=chosen_id) as timer:
-            doc = self.document_for(program, optimization_result, metadata, chosen_id)
+            doc = self.document_for(
+                program, optimization_result, metadata, chosen_id, secrets=secrets
+            )
             data = doc.encode()
             self.check_size(len(data), chosen_id)
             commit = self._commit_document(
@@ -187,7 +199,11 @@ class ProgramStorage:
         return self.saved_program(doc, program, commit)
 
     def save_programs(
-        self, items: Iterable[BatchItem], *, tags: Iterable[str] = ()
+        self,
+        items: Iterable[BatchItem],
+        *,
+        tags: Iterable[str] = (),
+        secrets: SecretsPolicy = "refuse",
     ) -> list[SavedProgram]:
         """Save many programs as ONE commit; return their records, in the order given.
 
@@ -197,6 +213,7 @@ class ProgramStorage:
         anything is written: an invalid item, or an id given twice, raises
         and leaves the registry unchanged. ``tags`` are put on every program,
         created together with the commit. No items: no commit, ``[]``.
+        ``secrets`` is as for :meth:`save_program`.
         """
         tag_names = check_tags(tags)
         given = list(items)
@@ -219,7 +236,7 @@ class ProgramStorage:
             docs: list[ProgramDocument] = []
             encoded: list[bytes] = []
             for (program, result, metadata, _), program_id in zip(requested, ids, strict=True):
-                doc = self.document_for(program, result, metadata, program_id)
+                doc = self.document_for(program, result, metadata, program_id, secrets=secrets)
                 data = doc.encode()
                 self.check_size(len(data), program_id)
                 docs.append(doc)
@@ -280,8 +297,18 @@ class ProgramStorage:
         optimization_result: object,
         metadata: Mapping[str, Any] | None,
         program_id: str,
+        *,
+        secrets: SecretsPolicy = "refuse",
     ) -> ProgramDocument:
-        """The validated document that saving ``program`` would write (nothing is written)."""
+        """The validated document that saving ``program`` would write (nothing is written).
+
+        It is encoded once here (which checks it is JSON) and screened for
+        credentials: refused, or redacted with ``secrets="redact"`` (see
+        :mod:`progreg.secrets`).
+        """
+        policy = check_policy(secrets)
+        if policy == "redact" and is_dspy_module(program):
+            program = DSPyProgram(program, redact=True)
         try:
             class_name, state = export_state(program)
         except ProgregError:
@@ -313,10 +340,7 @@ class ProgramStorage:
             metadata=meta,
             extra={},
         )
-        canonical.check_json(doc.state, "program state")
-        canonical.check_json(doc.optimization_result, "optimization_result")
-        canonical.check_json(doc.metadata, "metadata")
-        return doc
+        return screen_document(doc, policy)
 
     def check_size(self, size: int, program_id: str) -> None:
         """Raise :class:`ProgramTooLargeError` if ``size`` bytes exceed the registry's limit."""
@@ -381,7 +405,17 @@ class ProgramStorage:
 
     def write_error(self, exc: Exception) -> RegistryError:
         """The error to raise when Git failed to write (disk full, permissions...)."""
-        return RegistryError(f"cannot write to the registry at {self.path}: {exc}")
+        return write_failure(self.path, exc)
+
+    @contextlib.contextmanager
+    def reading(self, what: str) -> Iterator[None]:
+        """Raise :class:`~progreg.DamagedObjectError` when Git finds an object damaged or gone."""
+        try:
+            yield
+        except ProgregError:
+            raise
+        except (pygit2.GitError, KeyError) as exc:
+            raise read_failure(self.path, what, exc) from exc
 
     def rebuild(self, doc: ProgramDocument, into: object = None) -> Any:
         """The program object of ``doc``: loaded ``into`` an object, a registered type, or state."""
@@ -401,9 +435,9 @@ class ProgramStorage:
         """
         check_program_id(program_id)
         with events.operation("progreg.storage.load", program_id=program_id) as timer:
-            tip = self._git.tip(MAIN)
-            blob = None if tip is None else self._git.blob(tip.tree, path_of(program_id))
-            if blob is None or tip is None:
+            with self.reading(f"program {program_id}"):
+                found = self._locate(program_id)
+            if found is None:
                 events.emit(
                     "progreg.storage.load_complete",
                     program_id=program_id,
@@ -411,10 +445,9 @@ class ProgramStorage:
                     duration_ms=timer.ms,
                 )
                 return None
-            data = blob.data
-            doc = decode_document(data, self._where(program_id, tip), program_id)
+            data, where, commit = found
+            doc = decode_document(data, where, program_id)
             program = self.rebuild(doc, into)
-            commit = self._commit_of(program_id, blob.id, tip)
         age_hours = (datetime.now(UTC) - doc.saved_at).total_seconds() / 3600
         events.emit(
             "progreg.storage.load_complete",
@@ -426,21 +459,34 @@ class ProgramStorage:
         )
         return self.saved_program(doc, program, commit)
 
+    def _locate(self, program_id: str) -> tuple[bytes, str, str] | None:
+        """``(file content, where it is, commit that wrote it)`` of a live program, or ``None``.
+
+        The log index knows the blob and the commit of every live program at
+        the tip it was refreshed to: one object read. The tree of the tip is
+        consulted only when the index does not list the program.
+        """
+        located = self._log.locate(program_id)
+        if located is not None:
+            tip_id, live = located
+            data = self._log.blob(live.blob)
+            if data is not None:
+                return data, self._where(program_id, tip_id), live.commit
+        tip = self._git.tip(MAIN)
+        found = None if tip is None else self._git.blob(tip.tree, path_of(program_id))
+        if found is None or tip is None:
+            return None
+        commit = self._commit_of(program_id, found.id, tip)
+        return found.data, self._where(program_id, tip.id), commit
+
     def _commit_of(self, program_id: str, blob_id: pygit2.Oid, tip: pygit2.Commit) -> str:
-        """The commit that wrote this version (blob) of a program, as seen from ``tip``."""
-        indexed = self._log.last_change(program_id)
-        if indexed is not None:
-            commit = self._git.repo[indexed]
-            assert isinstance(commit, pygit2.Commit)
-            found = self._git.blob(commit.tree, path_of(program_id))
-            if found is not None and found.id == blob_id:
-                return indexed
-        # Another writer moved main between our reads: walk back from our tip.
+        """The commit, back along first parents from ``tip``, that wrote this blob of a program."""
         first = self._git.introducing_commit(path_of(program_id), blob_id, tip)
         return str(first.id if first is not None else tip.id)
 
-    def _where(self, program_id: str, commit: pygit2.Commit) -> str:
-        return f"{path_of(program_id)} (commit {str(commit.id)[:12]} of {self.path})"
+    def _where(self, program_id: str, commit: pygit2.Oid | str) -> str:
+        """How errors name a program's file: its path, the commit it was read at, the registry."""
+        return f"{path_of(program_id)} (commit {str(commit)[:12]} of {self.path})"
 
     @staticmethod
     def saved_program(doc: ProgramDocument, program: object, commit: str) -> SavedProgram:
@@ -456,26 +502,10 @@ class ProgramStorage:
             commit=commit,
         )
 
-    def _documents(self, tip: pygit2.Commit) -> Iterator[ProgramDocument]:
-        repo = self._git.repo
-        if PROGRAMS_DIR not in tip.tree:
-            return
-        for path, blob_id in _walk_files(repo, repo[tip.tree[PROGRAMS_DIR].id], PROGRAMS_DIR):
-            program_id = program_id_of_path(path)
-            if program_id is None:
-                continue
-            blob = repo[blob_id]
-            assert isinstance(blob, pygit2.Blob)
-            yield decode_document(blob.data, self._where(program_id, tip), program_id)
-
     def list_programs(self) -> list[ProgramSummary]:
         """Every program the registry holds, oldest save first."""
-        tip = self._git.tip(MAIN)
-        if tip is None:
-            return []
-        summaries = [doc.summary() for doc in self._documents(tip)]
-        summaries.sort(key=lambda s: (s.saved_at, s.program_id))
-        return summaries
+        with self.reading("the list of programs"):
+            return self._log.by_time()
 
     def records(self) -> dict[str, ProgramRecord]:
         """What the commit log says about each live program (no program file is read).
@@ -483,20 +513,13 @@ class ProgramStorage:
         This is the fast path for queries: scores, optimizers, signatures,
         save times, the commit of each program and its position in the log.
         """
-        return self._log.records()
+        with self.reading("the log of main"):
+            return self._log.records()
 
     def summaries(self, program_ids: Iterable[str]) -> list[ProgramSummary]:
         """Summaries of the given live programs (unknown ids are skipped), in the order given."""
-        tip = self._git.tip(MAIN)
-        if tip is None:
-            return []
-        result = []
-        for program_id in program_ids:
-            data = self._git.read(tip.tree, path_of(program_id))
-            if data is not None:
-                where = self._where(program_id, tip)
-                result.append(decode_document(data, where, program_id).summary())
-        return result
+        with self.reading("the programs' summaries"):
+            return self._log.summaries(program_ids)
 
     def get_history(self) -> ProgramHistory:
         """The registry's programs in the order the log recorded them, with a summary.
@@ -505,12 +528,8 @@ class ProgramStorage:
         wrote each program), which is exact even for saves in the same
         microsecond or from machines whose clocks disagree.
         """
-        summaries = {s.program_id: s for s in self.list_programs()}
-        position: dict[str, int] = {}
-        for index, entry in enumerate(self._log.entries()):
-            for program_id in entry.changed:
-                position[program_id] = index
-        programs = sorted(summaries.values(), key=lambda s: position.get(s.program_id, -1))
+        with self.reading("the log of main"):
+            programs = self._log.by_position()
         scores = [s.best_score for s in programs if s.best_score is not None]
         summary = HistorySummary(
             total_programs=len(programs),
@@ -530,12 +549,12 @@ class ProgramStorage:
         path = path_of(program_id)
 
         def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
-            data = None if tip is None else self._git.read(tip.tree, path)
-            if data is None:
+            if tip is None or path not in tip.tree:
                 return None
             try:
+                data = self._git.read(tip.tree, path) or b""
                 signature = decode_document(data, path, program_id).signature_class
-            except ProgregError:  # deleting a damaged program must still work
+            except (ProgregError, pygit2.GitError, KeyError):  # a damaged program can go too
                 signature = None
             message = delete_message(program_id, signature)
             return CommitPlan({path: None}, message, author, committer)
@@ -578,17 +597,23 @@ class ProgramStorage:
         """
         check_program_id(program_id)
         path = path_of(program_id)
-        found = next(
-            ((commit, commit.tree[path]) for commit in self._git.walk(MAIN) if path in commit.tree),
-            None,
-        )
-        if found is None:
-            raise ProgramNotFoundError(f"program {program_id} is not in the registry's history")
-        source, entry = found
-        blob_id = entry.id
-        blob = self._git.repo[blob_id]
-        assert isinstance(blob, pygit2.Blob)
-        doc = decode_document(blob.data, self._where(program_id, source), program_id)
+        with self.reading(f"the history of program {program_id}"):
+            found = next(
+                (
+                    (commit, commit.tree[path])
+                    for commit in self._git.walk(MAIN)
+                    if path in commit.tree
+                ),
+                None,
+            )
+            if found is None:
+                raise ProgramNotFoundError(f"program {program_id} is not in the registry's history")
+            source, entry = found
+            blob_id = entry.id
+            blob = self._git.repo[blob_id]
+            assert isinstance(blob, pygit2.Blob)
+            blob.data  # noqa: B018 - read it now: a damaged blob fails here
+        doc = decode_document(blob.data, self._where(program_id, source.id), program_id)
         author, committer = self.identity()
         body = f"Restored from commit {source.id}."
         message = save_message(doc, action="restore", body=body)
@@ -651,14 +676,17 @@ class ProgramStorage:
         path: str | os.PathLike[str],
         *,
         progress: Callable[[int, int], None] | None = None,
+        secrets: SecretsPolicy = "refuse",
     ) -> ImportResult:
         """Import a Git bundle, a reference-format JSON export or a ``dspy_storage/`` folder.
 
         ``progress(done, total)``, if given, is called as a bundle's objects are checked.
+        ``secrets="redact"`` redacts credentials in a reference export's programs
+        instead of refusing them (see :mod:`progreg.secrets`).
         """
         from progreg.transfer import import_programs
 
-        return import_programs(self, path, progress)
+        return import_programs(self, path, progress, secrets)
 
     def add_remote(self, name: str, url: str) -> RemoteInfo:
         """Add a Git remote (credentials are never stored: see remotes)."""
@@ -692,7 +720,8 @@ class ProgramStorage:
 
     def gc(self) -> PackReport:
         """Pack loose objects and merge every pack into one (``progreg gc``); see docs/format.md."""
-        return pack_loose_objects(self._git, lock_timeout=self._git.lock_timeout)
+        git = self._git
+        return self._write(lambda: pack_loose_objects(git, lock_timeout=git.lock_timeout))
 
     def verify(self) -> VerifyReport:
         """Check every program and object; report which commits are signed and by whom."""
@@ -773,15 +802,3 @@ def _batch_item(item: object, index: int) -> tuple[object, object, Any, str | No
         )
     program, result, metadata, program_id = fields
     return program, result, metadata, program_id
-
-
-def _walk_files(
-    repo: pygit2.Repository, tree: pygit2.Object, prefix: str
-) -> Iterator[tuple[str, pygit2.Oid]]:
-    assert isinstance(tree, pygit2.Tree)
-    for entry in tree:
-        path = f"{prefix}/{entry.name}"
-        if entry.type_str == "tree":
-            yield from _walk_files(repo, repo[entry.id], path)
-        elif entry.type_str == "blob":
-            yield path, entry.id

@@ -8,13 +8,17 @@ version of the program. Tags are immutable: tagging again is a no-op, and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from progreg.gitstore import GitRepository, Identity
+from progreg.gitstore.locking import write_lock
+from progreg.gitstore.reflist import names_under
 from progreg.ids import is_program_id
 from progreg.names import check_name
 
 TAGS_PREFIX = "refs/tags/"
+_HEX = re.compile(r"[0-9a-f]*")
 
 
 def check_tags(tags: Iterable[str]) -> list[str]:
@@ -47,15 +51,39 @@ def create_tags(
 
 
 def delete_tags(git: GitRepository, program_id: str, tags: Iterable[str]) -> list[str]:
-    """Remove ``tags`` from ``program_id``; return the tags that were there."""
-    return [tag for tag in tags if git.delete_ref(tag_ref(tag, program_id))]
+    """Remove ``tags`` from ``program_id``; return the tags that were there.
+
+    Under the registry's write lock: deleting a packed ref rewrites
+    ``packed-refs``, which maintenance packs under the same lock.
+    """
+    with write_lock(git.path, git.lock_timeout):
+        return [tag for tag in tags if git.delete_ref(tag_ref(tag, program_id))]
 
 
 def all_tags(git: GitRepository) -> dict[str, set[str]]:
     """Every program's tags: ``{program_id: {tag, ...}}``."""
     tags: dict[str, set[str]] = {}
-    for name in git.refs_under(TAGS_PREFIX):
-        tag, _, program_id = name[len(TAGS_PREFIX) :].rpartition("/")
+    for name in names_under(git.path, TAGS_PREFIX):
+        tag, _, program_id = name.rpartition("/")
         if tag and is_program_id(program_id):
             tags.setdefault(program_id, set()).add(tag)
     return tags
+
+
+def tagged(git: GitRepository, tags: Iterable[str]) -> set[str]:
+    """The ids of the programs carrying at least one of ``tags`` (validated names).
+
+    Reads only the refs under ``refs/tags/<tag>/`` of each tag, whatever the
+    number of other tags in the registry.
+    """
+    found: set[str] = set()
+    for tag in tags:
+        found.update(names_under(git.path, f"{TAGS_PREFIX}{tag}/"))
+    if not _all_program_ids(found):
+        found = set(filter(is_program_id, found))
+    return found
+
+
+def _all_program_ids(names: set[str]) -> bool:
+    """True when every name is a program id (one check over them all)."""
+    return set(map(len, names)) <= {16} and _HEX.fullmatch("".join(names)) is not None

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from progreg import events
 from progreg.checkpoints import CHECKPOINTS_PREFIX
-from progreg.document import DEFAULT_MAX_PROGRAM_BYTES, ProgramDocument
+from progreg.document import DEFAULT_MAX_PROGRAM_BYTES, ProgramDocument, decode_document
 from progreg.errors import (
     BundleError,
     ConflictError,
@@ -38,9 +38,11 @@ from progreg.errors import (
     InvalidNameError,
     ProgramNotFoundError,
     ProgregError,
+    SecretDetectedError,
 )
 from progreg.gitstore import CommitPlan, Identity, format_message, objects, unbundle
 from progreg.gitstore import bundle as bundles
+from progreg.gitstore.locking import write_lock
 from progreg.gitstore.pack import Progress
 from progreg.ids import check_program_id, is_program_id, program_id_of_path, program_path
 from progreg.merging import MergePlan, merge_into_main, plan_merge, raise_conflicts
@@ -51,9 +53,10 @@ from progreg.migration import (
     read_storage_folder,
 )
 from progreg.names import check_name
+from progreg.secrets import SecretsPolicy, check_policy, may_hold_secrets, screen_document
 from progreg.storage import MAIN, MARKER, check_marker
 from progreg.tags import TAGS_PREFIX
-from progreg.validation import tree_files
+from progreg.validation import Problem, RefUpdate, tree_files, unsafe_path, validate_ref_update
 
 if TYPE_CHECKING:
     from progreg.storage import ProgramStorage
@@ -61,6 +64,19 @@ if TYPE_CHECKING:
 HEAD = "HEAD"
 SourceKind = Literal["bundle", "json-export", "dspy-storage"]
 _LISTED = 50
+#: An import stops checking a bundle's history once this many problems were found.
+_MAX_PROBLEMS = 20
+_ZERO = "0" * 40
+#: A registry holds no symbolic link and no submodule, in any commit.
+_FORBIDDEN_MODES = frozenset({b"120000", b"160000"})
+#: Most entries of one tree in a bundle: a registry's largest trees hold 256
+#: directories (``programs/``) or a few hundred programs (``programs/ab/cd/``).
+MAX_TREE_ENTRIES = 65_536
+_BUNDLE_SECRET_FIX = (
+    "progreg never stores secrets: re-save the programs in the registry they come from with"
+    " secrets='redact' and export again (a bundle carries history as it is: it cannot be"
+    " redacted on import)"
+)
 
 
 class ExportResult(BaseModel):
@@ -409,6 +425,7 @@ class _BundleImport:
             assert our_commit is None or isinstance(our_commit, pygit2.Commit)
             merge = plan_merge(repo, our_commit, their_commit, self.storage.max_program_bytes)
             raise_conflicts(merge, self.source, theirs)
+            self._check_files(merge.edits)
             changes = not merge.up_to_date and merge.changes
             self.merge_plan = (str(ours.id) if ours is not None else None, merge)
         diverged = []
@@ -436,7 +453,72 @@ class _BundleImport:
                 " registry's (neither contains the other); nothing was imported. Rename or"
                 " delete one side's checkpoint and retry."
             )
+        self._check_refs(repo, theirs if theirs is not None or ours is None else str(ours.id))
         return theirs, changes
+
+    def _refuse(self, problems: list[Problem], what: str) -> None:
+        if not problems:
+            return
+        if all(problem.secrets for problem in problems):
+            listed = "; ".join(
+                f"{problem.path} ({', '.join(problem.secrets[:5])})" for problem in problems[:5]
+            )
+            raise SecretDetectedError(
+                f"{self.where}: {what} brings programs holding credentials: {listed};"
+                f" nothing was imported. {_BUNDLE_SECRET_FIX}",
+                [f"{problem.path}:{path}" for problem in problems for path in problem.secrets],
+            )
+        shown = "; ".join(str(problem) for problem in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise BundleError(
+            f"{self.where}: {what} is not a sound registry: {shown}{more}; nothing was imported"
+        )
+
+    def _check_files(self, edits: dict[str, pygit2.Oid | None]) -> None:
+        """Check the paths their main brings.
+
+        The pack's trees were checked as they were read (no ``.``, ``..``,
+        ``.git``, link or submodule anywhere); ``plan_merge`` checked every
+        program file and refused files a registry may not hold.
+        """
+        problems = [
+            Problem(problem, path=path)
+            for path in edits
+            if (problem := unsafe_path(path)) is not None
+        ]
+        self._refuse(problems, "its main")
+
+    def check_secrets(self, repo: pygit2.Repository, flagged: list[bytes]) -> None:
+        """Refuse the bundle if a program document among its blobs holds a credential.
+
+        Every blob of the pack, history included, was given to
+        :func:`~progreg.secrets.may_hold_secrets` as the pack was read; the
+        program documents among those it flagged are looked into here.
+        """
+        for oid in flagged:
+            kind, data = repo.odb.read(pygit2.Oid(raw=oid))
+            if kind != pygit2.enums.ObjectType.BLOB or len(data) > self.storage.max_program_bytes:
+                continue
+            where = f"blob {oid.hex()} in {self.where}"
+            try:
+                doc = decode_document(data, where)
+            except ProgregError:
+                continue  # not a program document: not looked into
+            screen_document(
+                doc, "refuse", f"program {doc.program_id} ({where})", fix=_BUNDLE_SECRET_FIX
+            )
+
+    def _check_refs(self, repo: pygit2.Repository, main_tip: str | None) -> None:
+        """Check the tags to create and the checkpoint branches to move, as a server would."""
+        limit = self.storage.max_program_bytes
+        for name, oid in [*self._tags, *self._checkpoints]:
+            current = repo.references.get(name)
+            old = str(current.target) if current is not None else _ZERO
+            update = RefUpdate(old, oid, name)
+            found = validate_ref_update(
+                repo, update, main_tip=main_tip, max_program_bytes=limit, check_history=False
+            )
+            self._refuse(found, name)
 
     @property
     def has_refs_to_write(self) -> bool:
@@ -467,9 +549,19 @@ def _import_bundle(
     job = _BundleImport(storage, path)
     max_size = max(storage.max_program_bytes, DEFAULT_MAX_PROGRAM_BYTES)
     with unbundle.unpack(
-        storage.git.repo, path, job.header, max_object_size=max_size, progress=progress
+        storage.git.repo,
+        path,
+        job.header,
+        max_object_size=max_size,
+        progress=progress,
+        forbidden_modes=_FORBIDDEN_MODES,
+        flag_blob=may_hold_secrets,
+        max_blob_size=storage.max_program_bytes,
+        max_tree_entries=MAX_TREE_ENTRIES,
     ) as incoming:
-        theirs, changes = job.plan(incoming.repository())
+        repo = incoming.repository()
+        job.check_secrets(repo, incoming.flagged)
+        theirs, changes = job.plan(repo)
         if changes or job.has_refs_to_write:  # else the quarantine is simply dropped
             try:
                 incoming.migrate()
@@ -487,7 +579,8 @@ def _import_bundle(
             join=False,
         )
     try:
-        job.write_refs()
+        with write_lock(storage.path, storage.git.lock_timeout):  # a crash here is recovered
+            job.write_refs()
     except (pygit2.GitError, OSError) as exc:
         raise storage.write_error(exc) from exc
     identical = merged.identical if merged is not None else []
@@ -536,15 +629,19 @@ def _reference_message(source: ReferenceSource, name: str, added: list[str], ide
     )
 
 
-def _import_reference(
-    storage: ProgramStorage, path: Path, source: ReferenceSource, timer: events.Timer
-) -> ImportResult:
+def _encode_reference(
+    storage: ProgramStorage, path: Path, source: ReferenceSource, secrets: SecretsPolicy
+) -> dict[str, tuple[ProgramDocument, bytes]]:
+    """Every document of ``source`` screened, encoded and size-checked, by program id."""
     encoded: dict[str, tuple[ProgramDocument, bytes]] = {}
-    for document in source.documents:
+    for found in source.documents:
         try:
+            document = screen_document(found, secrets, f"{path}: program {found.program_id}")
             data = document.encode()
+        except SecretDetectedError:
+            raise
         except ProgregError as exc:
-            raise BundleError(f"{path}: program {document.program_id}: {exc}") from exc
+            raise BundleError(f"{path}: program {found.program_id}: {exc}") from exc
         storage.check_size(len(data), document.program_id)
         previous = encoded.get(document.program_id)
         if previous is not None and previous[1] != data:
@@ -553,6 +650,17 @@ def _import_reference(
                 " nothing was imported"
             )
         encoded[document.program_id] = (document, data)
+    return encoded
+
+
+def _import_reference(
+    storage: ProgramStorage,
+    path: Path,
+    source: ReferenceSource,
+    timer: events.Timer,
+    secrets: SecretsPolicy,
+) -> ImportResult:
+    encoded = _encode_reference(storage, path, source, secrets)
     hashes = {pid: pygit2.hash(data) for pid, (_, data) in encoded.items()}
 
     def sort(tip: pygit2.Commit | None) -> tuple[list[str], list[str], list[str]]:
@@ -646,14 +754,21 @@ def _kind(path: Path) -> SourceKind:
 
 
 def import_programs(
-    storage: ProgramStorage, path: str | os.PathLike[str], progress: Progress | None = None
+    storage: ProgramStorage,
+    path: str | os.PathLike[str],
+    progress: Progress | None = None,
+    secrets: SecretsPolicy = "refuse",
 ) -> ImportResult:
     """Import a bundle, a reference-format export file or a ``dspy_storage/`` folder.
 
     Everything is checked before anything is written: a refused import
     (:class:`~progreg.BundleError`, :class:`~progreg.ConflictError`...)
-    leaves the registry exactly as it was.
+    leaves the registry exactly as it was. A program holding a credential
+    is refused (:class:`~progreg.SecretDetectedError`); ``secrets="redact"``
+    imports a reference export's programs with them redacted instead (a
+    bundle's, which carry their history, are always refused).
     """
+    policy = check_policy(secrets)
     source_path = Path(path)
     kind = _kind(source_path)
     with events.operation("progreg.import", source=str(source_path), source_kind=kind) as timer:
@@ -661,7 +776,7 @@ def import_programs(
             result = _import_bundle(storage, source_path, timer, progress)
         else:
             reader = read_export_file if kind == "json-export" else read_storage_folder
-            result = _import_reference(storage, source_path, reader(source_path), timer)
+            result = _import_reference(storage, source_path, reader(source_path), timer, policy)
     events.emit(
         "progreg.import",
         source=result.source,

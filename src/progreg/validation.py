@@ -22,7 +22,11 @@ validate`` (:mod:`progreg.worktree`) are thin layers over them.
   :data:`HARMLESS_DIRS` (``.github/``, ``.gitlab/``: CI and review settings).
 
 Anything else (``notes.txt``, ``programs/ab/cd/x.txt``, a program file in the
-wrong directory, a symbolic link, a submodule) is a problem.
+wrong directory, a symbolic link, a submodule) is a problem, and so is, under
+any directory, a path Git itself or a checkout would trip on: a component
+that is empty, ``.``, ``..`` or ``.git`` (in any case), one holding a control
+character or bytes that are not UTF-8, or a path more than
+:data:`MAX_PATH_DEPTH` levels deep.
 
 **Commits.** A commit is checked by what it changes against its first parent
 (a root commit by its whole tree), so a push costs time in proportion to what
@@ -52,6 +56,7 @@ names no single program.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -62,7 +67,7 @@ from typing import Any, Literal
 
 import orjson
 import pygit2
-from pygit2.enums import DeltaStatus, FileMode, SortMode
+from pygit2.enums import FileMode, SortMode
 
 from progreg import canonical
 from progreg.checkpoints import CHECKPOINTS_PREFIX, MANIFEST
@@ -71,12 +76,15 @@ from progreg.document import (
     FORMAT_VERSION,
     ProgramDocument,
     decode_document,
+    document_from,
 )
 from progreg.errors import NotJSONError, ProgregError, UnsupportedFormatError
 from progreg.gitstore import parse_trailers
+from progreg.gitstore.treediff import TreeDiffer
 from progreg.ids import PROGRAMS_DIR, is_program_id, program_id_of_path, program_path
 from progreg.messages import ACTION, PROGRAM_ID, SAVE_BATCH, SAVED_COUNT, save_message
 from progreg.names import check_name
+from progreg.secrets import find_secrets, may_hold_secrets
 from progreg.storage import MARKER
 
 MAIN = "refs/heads/main"
@@ -106,6 +114,8 @@ HARMLESS_FILES = frozenset(
 )
 #: Top-level directories whose content is never checked (CI and review settings).
 HARMLESS_DIRS = frozenset({".github", ".gitlab"})
+#: Deepest path accepted in a registry tree (a program file is 4 levels deep).
+MAX_PATH_DEPTH = 32
 
 #: Which rules a tree follows: ``main``, a checkpoint branch, or a checkout on disk
 #: (which may be of either, so ``checkpoint.json`` is allowed and checked on its own).
@@ -125,6 +135,8 @@ class Problem:
     path: str | None = None
     commit: str | None = None
     ref: str | None = None
+    #: The credentials' paths (``state.lm.api_key``) when the problem is that a program holds some.
+    secrets: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         where = [part for part in (self.ref, self.commit and f"commit {self.commit[:12]}") if part]
@@ -142,6 +154,8 @@ class FileCheck:
     problems: tuple[str, ...] = ()
     canonical: bytes | None = None
     document: ProgramDocument | None = None
+    #: Where the credentials are when the problem is that the document holds some.
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -209,8 +223,13 @@ def check_file(
     max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
 ) -> FileCheck:
     """Check one file of a registry tree: its place, its mode and its content."""
+    unsafe = unsafe_path(path)
+    if unsafe is not None:
+        return FileCheck((unsafe,))
     what = kind_of_path(path)
     if what == "harmless":
+        if mode in (FileMode.LINK, FileMode.COMMIT):
+            return FileCheck((_mode_problem(path, mode),))
         return FileCheck()
     if what == "unexpected":
         return FileCheck((_unexpected(path, kind),))
@@ -228,6 +247,32 @@ def check_file(
     return _check_json_file(
         path, data, _marker_problems if what == "marker" else _manifest_problems
     )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def unsafe_path(path: str) -> str | None:
+    """Why ``path`` may not be in a registry tree whatever its place, or ``None``."""
+    parts = path.split("/")
+    if len(parts) > MAX_PATH_DEPTH:
+        return (
+            f"{path[:200]} is {len(parts)} levels deep, more than the {MAX_PATH_DEPTH} a"
+            " registry tree may have: remove it"
+        )
+    for part in parts:
+        if part in ("", ".", "..") or part.casefold() == ".git":
+            return (
+                f"{path[:200]!r} has a path component {part!r}, which Git refuses to check out:"
+                " remove it"
+            )
+        if _CONTROL.search(part) is not None:
+            return f"{path[:200]!r} has a control character in its name: rename or remove it"
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8, as pygit2 decodes them
+            return f"{path[:200]!r} has a name that is not UTF-8: rename or remove it"
+    return None
 
 
 def _unexpected(path: str, kind: TreeKind) -> str:
@@ -281,8 +326,9 @@ def _check_program(path: str, data: bytes, limit: int) -> FileCheck:
     value, problem = _parse(path, data)
     if problem is not None:
         return FileCheck((problem,))
+    fast = canonical.is_canonical_value(value, data)  # the usual case: parsed once
     try:
-        doc = decode_document(data, path)
+        doc = document_from(value, path) if fast else decode_document(data, path)
     except UnsupportedFormatError as exc:
         return FileCheck((f"{exc} (on the server too, if the registry is shared)",))
     except ProgregError as exc:
@@ -294,7 +340,35 @@ def _check_program(path: str, data: bytes, limit: int) -> FileCheck:
                 f" move it to {program_path(doc.program_id)} (git mv) or correct its program_id",
             )
         )
+    if fast:
+        return _secrets_verdict(path, data, doc)
     return _canonical_verdict(path, data, value, doc)
+
+
+def _secrets_verdict(path: str, data: bytes, doc: ProgramDocument) -> FileCheck:
+    """Refuse a canonical program document that holds credentials (see progreg.secrets)."""
+    if not may_hold_secrets(data):
+        return FileCheck(document=doc)
+    findings = [
+        found
+        for name, part in (
+            ("state", doc.state),
+            ("optimization_result", doc.optimization_result),
+            ("metadata", doc.metadata),
+        )
+        for found in find_secrets(part, name)
+    ]
+    if not findings:
+        return FileCheck(document=doc)
+    listed = "; ".join(f"{found.path} ({found.reason})" for found in findings[:10])
+    return FileCheck(
+        (
+            f"{path} holds credentials: {listed}. progreg never stores secrets: remove them"
+            " (re-save the program with secrets='redact')",
+        ),
+        document=doc,
+        secrets=tuple(found.path for found in findings),
+    )
 
 
 def _parse(path: str, data: bytes) -> tuple[Any, str | None]:
@@ -432,24 +506,26 @@ def tree_files(repo: pygit2.Repository, tree: pygit2.Tree) -> Iterator[tuple[str
                 yield path, entry.filemode, entry.id
 
 
-def _changes(repo: pygit2.Repository, commit: pygit2.Commit, full: bool) -> _Changes:
+def _changes(
+    repo: pygit2.Repository, commit: pygit2.Commit, full: bool, differ: TreeDiffer | None
+) -> _Changes:
     changes = _Changes()
     if full or not commit.parents:
         changes.files = sorted(tree_files(repo, commit.tree))
         return changes
-    for delta in commit.parents[0].tree.diff_to_tree(commit.tree).deltas:
-        if delta.status == DeltaStatus.DELETED:
-            changes.deleted.append(delta.old_file.path)
-        else:
-            changes.files.append((delta.new_file.path, delta.new_file.mode, delta.new_file.id))
+    differ = differ if differ is not None else TreeDiffer(repo)
+    changes.files, changes.deleted = differ.changes(commit.parents[0].tree_id, commit.tree_id)
     return changes
 
 
 def _read(repo: pygit2.Repository, oid: pygit2.Oid, mode: int) -> bytes:
     if mode == FileMode.COMMIT:
         return b""  # a submodule: the object is not in this repository
-    blob = repo.get(oid)
-    return blob.data if isinstance(blob, pygit2.Blob) else b""
+    try:
+        kind, data = repo.odb.read(oid)
+    except KeyError:
+        return b""
+    return data if kind == pygit2.enums.ObjectType.BLOB else b""
 
 
 def _check_entries(
@@ -466,7 +542,10 @@ def _check_entries(
         wanted = kind_of_path(path) not in ("harmless", "unexpected")
         data = _read(repo, oid, mode) if wanted else b""
         verdict = check_file(path, data, mode=mode, kind=kind, max_program_bytes=limit)
-        problems += [Problem(message, path=path, commit=commit) for message in verdict.problems]
+        problems += [
+            Problem(message, path=path, commit=commit, secrets=verdict.secrets)
+            for message in verdict.problems
+        ]
         if verdict.document is not None:
             documents[path] = verdict.document
     return problems, documents
@@ -506,21 +585,30 @@ def validate_commit(
     full: bool = False,
     max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
     checkpoint: str | None = None,
+    differ: TreeDiffer | None = None,
 ) -> list[Problem]:
     """Check what ``commit`` changes against its first parent (all when ``full``), and its trailers.
 
     For a checkpoint commit (``kind="checkpoint"``) the whole tree is always
     checked (it is small) and ``checkpoint.json`` must name ``checkpoint``
-    when it is given.
+    when it is given; a tree that is not a checkpoint's (no manifest, other
+    programs) is refused for that without reading its files. Checking many
+    commits of one history, pass them one
+    :class:`~progreg.gitstore.treediff.TreeDiffer`: it remembers their trees.
     """
     sha = str(commit.id)
     full = full or kind == "checkpoint"
-    changes = _changes(repo, commit, full)
+    structure: list[Problem] = []
+    if kind == "checkpoint":
+        structure = _checkpoint_structure(repo, commit.tree, checkpoint, sha)
+        if structure:  # not a checkpoint's tree: its files are not worth reading
+            missing = [] if MARKER in commit.tree else [_missing_marker(sha)]
+            return missing + structure
+    changes = _changes(repo, commit, full, differ)
     problems, documents = _check_entries(repo, changes.files, kind, max_program_bytes, sha)
     if MARKER not in commit.tree:
         problems.insert(0, _missing_marker(sha))
-    if kind == "checkpoint":
-        problems += _checkpoint_structure(repo, commit.tree, checkpoint, sha)
+    problems += structure
     problems += [
         Problem(message, commit=sha) for message in _trailer_problems(commit, changes, documents)
     ]
@@ -705,17 +793,20 @@ def validate_ref_update(
     *,
     main_tip: str | None = None,
     max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
+    check_history: bool = True,
 ) -> list[Problem]:
     """Check one ref update as a server receives it.
 
     ``main_tip`` is where ``main`` will point after the push (tags must point
-    into its history); ``None`` means there will be no ``main``.
+    into its history); ``None`` means there will be no ``main``. With
+    ``check_history=False`` a tag's commit is not required to be in that
+    history (finding out costs a walk of it).
     """
     ref = update.ref
     if ref == MAIN:
         problems = _branch_update(repo, update, "main", None, max_program_bytes)
     elif ref.startswith(TAGS_PREFIX):
-        problems = _tag_update(repo, update, main_tip, max_program_bytes)
+        problems = _tag_update(repo, update, main_tip, max_program_bytes, check_history)
     elif ref.startswith(CHECKPOINTS_PREFIX):
         name = ref[len(CHECKPOINTS_PREFIX) :]
         try:
@@ -726,7 +817,7 @@ def validate_ref_update(
             problems = _branch_update(repo, update, "checkpoint", name, max_program_bytes)
     else:
         problems = [Problem(_OUTSIDE, ref=ref)]
-    return [Problem(p.message, path=p.path, commit=p.commit, ref=p.ref or ref) for p in problems]
+    return [dataclasses.replace(problem, ref=problem.ref or ref) for problem in problems]
 
 
 _OUTSIDE = (
@@ -773,18 +864,23 @@ def _branch_update(
             ]
         walker.hide(old)
     problems: list[Problem] = []
+    differ = TreeDiffer(repo)
     for commit in walker:
         if len(problems) >= MAX_PROBLEMS_PER_REF:
             problems.append(Problem(f"stopped checking after {MAX_PROBLEMS_PER_REF} problems"))
             break
         problems += validate_commit(
-            repo, commit, kind=kind, max_program_bytes=limit, checkpoint=checkpoint
+            repo, commit, kind=kind, max_program_bytes=limit, checkpoint=checkpoint, differ=differ
         )
     return problems
 
 
 def _tag_update(
-    repo: pygit2.Repository, update: RefUpdate, main_tip: str | None, limit: int
+    repo: pygit2.Repository,
+    update: RefUpdate,
+    main_tip: str | None,
+    limit: int,
+    check_history: bool = True,
 ) -> list[Problem]:
     tag, _, program_id = update.ref[len(TAGS_PREFIX) :].rpartition("/")
     try:
@@ -843,8 +939,12 @@ def _tag_update(
         str(target.id),
     )
     problems += found
-    if main_tip is None or (
-        str(target.id) != main_tip and not repo.descendant_of(pygit2.Oid(hex=main_tip), target.id)
+    if check_history and (
+        main_tip is None
+        or (
+            str(target.id) != main_tip
+            and not repo.descendant_of(pygit2.Oid(hex=main_tip), target.id)
+        )
     ):
         problems.append(
             Problem(

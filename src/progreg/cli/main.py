@@ -88,6 +88,7 @@ from progreg.cli import checkpoints as _checkpoints  # noqa: E402, F401
 from progreg.cli import completion as _completion  # noqa: E402, F401
 from progreg.cli import demo as _demo  # noqa: E402, F401
 from progreg.cli import diffs as _diffs  # noqa: E402, F401
+from progreg.cli import doctor as _doctor  # noqa: E402, F401
 from progreg.cli import hooks as _hooks  # noqa: E402, F401
 from progreg.cli import maintenance as _maintenance  # noqa: E402, F401
 from progreg.cli import programs as _programs  # noqa: E402, F401

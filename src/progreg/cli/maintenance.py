@@ -41,9 +41,12 @@ def gc(ctx: Context, pack_limit: int | None, as_json: bool) -> None:
       progreg gc --json
     """
     storage = open_storage(ctx)
-    report = pack_loose_objects(
-        storage.git, lock_timeout=storage.git.lock_timeout, pack_limit=pack_limit
-    )
+    try:
+        report = pack_loose_objects(
+            storage.git, lock_timeout=storage.git.lock_timeout, pack_limit=pack_limit
+        )
+    except OSError as exc:  # a full disk...: the loose objects are all still there
+        raise storage.write_error(exc) from exc
     if as_json:
         echo_json(dataclasses.asdict(report))
         return

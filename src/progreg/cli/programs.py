@@ -112,6 +112,12 @@ def init(ctx: Context, path: Path | None) -> None:
     type=PROGRAM_ID,
     help="Save under this id: a new version of that program (default: a new id).",
 )
+@click.option(
+    "--redact-secrets",
+    is_flag=True,
+    help="Save a program holding credentials (API keys, tokens) with each replaced by"
+    " [REDACTED] instead of refusing it.",
+)
 @json_option
 @click.pass_obj
 def save(
@@ -124,6 +130,7 @@ def save(
     tags: tuple[str, ...],
     description: str | None,
     program_id: str | None,
+    redact_secrets: bool,
     as_json: bool,
 ) -> None:
     """Save a program from a JSON file, or stdin (FILE omitted or -), as one commit.
@@ -151,7 +158,12 @@ def save(
         metadata["description"] = description
     storage = open_storage(ctx, create=True)
     saved = storage.save_program(
-        given.program, given.optimization_result, metadata, program_id, tags=tags
+        given.program,
+        given.optimization_result,
+        metadata,
+        program_id,
+        tags=tags,
+        secrets="redact" if redact_secrets else "refuse",
     )
     if as_json:
         echo_json(saved_json(saved))

@@ -104,9 +104,15 @@ def export_command(
 
 @cli.command("import", cls=ProgregCommand)
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--redact-secrets",
+    is_flag=True,
+    help="Import a reference export's programs with credentials replaced by [REDACTED]"
+    " instead of refusing them (a bundle holding one is always refused).",
+)
 @json_option
 @click.pass_obj
-def import_command(ctx: Context, path: Path, as_json: bool) -> None:
+def import_command(ctx: Context, path: Path, redact_secrets: bool, as_json: bool) -> None:
     """Import a Git bundle, a reference JSON export or a dspy_storage/ folder.
 
     Programs already present with identical content are skipped; a program
@@ -120,7 +126,9 @@ def import_command(ctx: Context, path: Path, as_json: bool) -> None:
     """
     storage = open_storage(ctx, create=True)
     with progress_reporter("importing") as progress:
-        result = storage.import_programs(path, progress=progress)
+        result = storage.import_programs(
+            path, progress=progress, secrets="redact" if redact_secrets else "refuse"
+        )
     if as_json:
         echo_json(result.model_dump(mode="json"))
         return

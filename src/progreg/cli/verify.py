@@ -8,6 +8,11 @@ import sys
 import click
 
 from progreg.cli.main import EXIT_ERROR, Context, cli
+from progreg.cli.output import registry_path
+from progreg.document import DEFAULT_MAX_PROGRAM_BYTES
+from progreg.errors import DamagedObjectError
+from progreg.gitstore import GitRepository
+from progreg.signing import DamagedObject, VerifyReport, verify_repository
 
 
 @cli.command()
@@ -15,20 +20,26 @@ from progreg.cli.main import EXIT_ERROR, Context, cli
 @click.option("--all", "show_all", is_flag=True, help="List every commit and tag, not a summary.")
 @click.pass_obj
 def verify(ctx: Context, as_json: bool, show_all: bool) -> None:
-    """Check every program on main and every commit's and tag's signature.
+    """Check every object, every program on main and every commit's and tag's signature.
 
-    Exits with 1 when a program is damaged or a signature does not hold.
+    Every object the refs reach is read (loose object files are checked
+    before Git reads them); a damaged or missing one is listed with its file,
+    the refs that reach it and the programs whose files it holds. Exits with
+    1 when an object or a program is damaged or a signature does not hold.
 
     \b
     Example:
       progreg --registry ./registry verify --all
     """
-    report = ctx.storage().verify()
+    report = _report(ctx)
     if as_json:
         data = report.model_dump(mode="json")
         data.update(ok=report.ok, signed=report.signed, unsigned=report.unsigned)
         click.echo(json.dumps(data, indent=2))
     else:
+        click.echo(f"damaged objects: {len(report.damaged_objects)}")
+        for damage in report.damaged_objects:
+            click.echo(f"  {describe_damage(damage)}")
         click.echo(f"programs checked: {report.programs_checked}, problems: {len(report.problems)}")
         for problem in report.problems:
             click.echo(f"  {problem.path}: {problem.message}")
@@ -45,3 +56,23 @@ def verify(ctx: Context, as_json: bool, show_all: bool) -> None:
         click.echo("ok" if report.ok else "NOT OK")
     if not report.ok:
         sys.exit(EXIT_ERROR)
+
+
+def _report(ctx: Context) -> VerifyReport:
+    """Verify the registry; one too damaged to open as a registry is checked as a repository."""
+    try:
+        return ctx.storage().verify()
+    except DamagedObjectError:
+        path = registry_path(ctx)
+        return verify_repository(GitRepository(path, create=False), DEFAULT_MAX_PROGRAM_BYTES)
+
+
+def describe_damage(damage: DamagedObject) -> str:
+    """One line about a damaged object: what, where, why, and what needs it."""
+    what = f"{damage.kind or 'object'} {damage.object_id}" if damage.object_id else "pack"
+    where = f" ({damage.file})" if damage.file else ""
+    line = f"{what}{where}: {damage.message}"
+    if damage.programs:
+        line += f"; programs: {', '.join(damage.programs)}"
+    line += f"; reached from: {', '.join(damage.refs)}" if damage.refs else "; nothing uses it"
+    return line

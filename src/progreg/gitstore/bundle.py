@@ -125,6 +125,7 @@ def parse_header(data: bytes, where: str = "bundle") -> BundleHeader:
     capabilities: dict[str, str | None] = {}
     prerequisites: list[tuple[str, str]] = []
     references: list[tuple[str, str]] = []
+    listed: set[str] = set()
     lines = data[16:end].split(b"\n") if end > 15 else []
     for number, raw in enumerate(lines, start=2):
         line = _decode_line(raw, number, where)
@@ -146,8 +147,9 @@ def parse_header(data: bytes, where: str = "bundle") -> BundleHeader:
             oid, sep, name = line.partition(" ")
             if not sep or _HEX.fullmatch(oid) is None or not _valid_refname(name):
                 raise BundleError(f"{where}: line {number}: malformed reference line {line[:80]!r}")
-            if any(name == seen for seen, _ in references):
+            if name in listed:
                 raise BundleError(f"{where}: line {number}: reference {name} is listed twice")
+            listed.add(name)
             references.append((name, oid))
     _check_capabilities(capabilities, where)
     return BundleHeader(version, capabilities, prerequisites, references, end + 2)

@@ -113,7 +113,12 @@ def _read_varint(delta: bytes, pos: int) -> tuple[int, int]:
 
 
 def apply_delta(base: bytes, delta: bytes, max_size: int) -> bytes:
-    """Apply a Git delta to ``base``; raise :class:`BundleError` if it is malformed."""
+    """Apply a Git delta to ``base``; raise :class:`BundleError` if it is malformed.
+
+    Every instruction is checked against the delta's end, the base's size and
+    the announced target size before it is carried out, so that a hostile
+    delta can neither read out of bounds nor build more than ``max_size`` bytes.
+    """
     source_size, pos = _read_varint(delta, 0)
     target_size, pos = _read_varint(delta, pos)
     if source_size != len(base):
@@ -122,12 +127,15 @@ def apply_delta(base: bytes, delta: bytes, max_size: int) -> bytes:
         raise BundleError(
             f"an object in the pack is {target_size} bytes, over the limit of {max_size}"
         )
-    parts: list[bytes] = []
+    out = bytearray()
     length = len(delta)
     while pos < length:
         command = delta[pos]
         pos += 1
         if command & 0x80:
+            operands = bin(command & 0x7F).count("1")
+            if pos + operands > length:
+                raise BundleError("a delta in the pack is truncated in a copy instruction")
             offset = size = 0
             for index in range(4):
                 if command & (1 << index):
@@ -141,13 +149,17 @@ def apply_delta(base: bytes, delta: bytes, max_size: int) -> bytes:
                 size = 0x10000
             if offset + size > len(base):
                 raise BundleError("a delta in the pack copies beyond the end of its base")
-            parts.append(base[offset : offset + size])
+            chunk = base[offset : offset + size]
         elif command:
-            parts.append(delta[pos : pos + command])
+            if pos + command > length:
+                raise BundleError("a delta in the pack is truncated in an insert instruction")
+            chunk = delta[pos : pos + command]
             pos += command
         else:
             raise BundleError("a delta in the pack has an invalid instruction")
-    result = b"".join(parts)
-    if len(result) != target_size or pos != length:
+        if len(out) + len(chunk) > target_size:
+            raise BundleError("a delta in the pack produces more than its announced size")
+        out += chunk
+    if len(out) != target_size:
         raise BundleError("a delta in the pack produced an object of the wrong size")
-    return result
+    return bytes(out)

@@ -49,9 +49,10 @@ from pathlib import Path
 import pygit2
 
 from progreg import events
-from progreg.errors import RegistryBusyError, RegistryError
-from progreg.gitstore import bundle
+from progreg.errors import RegistryBusyError
+from progreg.gitstore import bundle, refpack
 from progreg.gitstore import pack as packs
+from progreg.gitstore.failures import write_failure
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.objects import OBJ_COMMIT, TYPE_NAMES, object_id
 from progreg.gitstore.repack import MergeResult, PackInfo, index_count, merge_packs
@@ -292,7 +293,7 @@ def maintenance_lock(gitdir: Path, timeout: float | None) -> Iterator[bool]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise RegistryError(f"cannot open the maintenance lock {path}: {exc}") from exc
+        raise write_failure(gitdir, exc, f"open the maintenance lock {path}") from exc
     try:
         taken = _take(fd, path, timeout)
         try:
@@ -537,6 +538,7 @@ def pack_loose_objects(
                 new_pack, count = _write_pack(repo, objects_dir / "pack", wanted, commits)
             _verify(objects_dir, loose)
             removed = _remove_loose(loose.values())
+            refpack.pack_refs(gitdir)
         consolidated = 0
         existing = list_packs(objects_dir)
         if limit > 0 and len(existing) > limit:
@@ -596,6 +598,8 @@ def auto_maintenance(git: GitRepository, *, every: int | None = None) -> None:
         if count == 0 or (interval > 0 and count % interval == 0):
             threshold = auto_threshold(git.repo)
             _enabled[gitdir] = threshold > 0
+            if threshold > 0:
+                refpack.pack_refs_when_due(gitdir, lock_timeout=git.lock_timeout)
             if threshold > 0 and loose_object_estimate(gitdir) > threshold:
                 pack_loose_objects(git, lock_timeout=git.lock_timeout, pack_limit=0)
         left = git.packs_left

@@ -200,10 +200,11 @@ Progress = Callable[[int, int], None]
 @dataclass
 class _Delta:
     offset: int
-    end: int
     base_offset: int | None
     base_oid: bytes | None
-    data: bytes
+    data: bytes | None  # None: not kept in memory, inflated again from data_start
+    data_start: int
+    size: int
 
 
 def _inflate(pack: memoryview, pos: int, size: int, limit: int) -> tuple[bytes, int]:
@@ -275,12 +276,49 @@ def _entry_header(
     return kind, size, None, None, pos
 
 
+#: Inflated objects and deltas :func:`index_pack` keeps in memory between its two
+#: passes at most; beyond, it remembers where they are and inflates them again.
+MAX_RETAINED_BYTES = 256 * 1024 * 1024
+#: Objects :func:`index_pack` may produce (inflated or rebuilt from deltas), in bytes
+#: per byte of pack, above :data:`MIN_WORK_BYTES`: a registry's pack expands about
+#: ten times, a zlib or delta bomb thousands of times.
+MAX_EXPANSION = 256
+MIN_WORK_BYTES = 1024 * 1024 * 1024
+
+
+class _Budget:
+    """What indexing one pack may hold in memory and produce, and what it used so far."""
+
+    def __init__(self, pack_size: int, retained: int) -> None:
+        self.held = 0
+        self.produced = 0
+        self.max_held = retained
+        self.max_produced = MIN_WORK_BYTES + MAX_EXPANSION * pack_size
+
+    def keep(self, size: int) -> bool:
+        """Whether ``size`` more bytes may stay in memory (they are then counted)."""
+        if self.held + size > self.max_held:
+            return False
+        self.held += size
+        return True
+
+    def produce(self, size: int) -> None:
+        """Count ``size`` bytes inflated or rebuilt; refuse a pack that expands too much."""
+        self.produced += size
+        if self.produced > self.max_produced:
+            raise BundleError(
+                f"the pack expands to more than {self.max_produced} bytes of objects"
+                " (a compression or delta bomb?); refusing it"
+            )
+
+
 def index_pack(
     pack: memoryview,
     *,
     external: ExternalReader,
     visit: Visitor,
     max_object_size: int,
+    max_retained_bytes: int = MAX_RETAINED_BYTES,
 ) -> IndexedPack:
     """Parse and check a whole pack; resolve its deltas; return the index entries.
 
@@ -289,6 +327,12 @@ def index_pack(
     inflating them), resolves ``OFS_DELTA`` and ``REF_DELTA`` chains (bases
     missing from the pack are asked of ``external``: a thin pack), and
     computes every object's id. Raises :class:`BundleError` on any defect.
+
+    Memory and work are bounded whatever the pack holds: at most
+    ``max_retained_bytes`` of objects stay in memory between the two passes
+    (others are inflated again when a delta needs them), a delta base is
+    dropped once the deltas built on it are resolved, and a pack that
+    expands more than :data:`MAX_EXPANSION` times its size is refused.
     """
     total = len(pack)
     if total < 12 + _TRAILER or bytes(pack[:4]) != b"PACK":
@@ -303,115 +347,208 @@ def index_pack(
         raise BundleError(
             "the pack's SHA-1 checksum does not match: the bundle is truncated or corrupt"
         )
+    budget = _Budget(total, max_retained_bytes)
     entries: dict[int, IndexEntry] = {}
-    resolved: dict[int, tuple[int, bytes]] = {}
+    whole: dict[int, tuple[int, bytes | None, int, int]] = {}  # kind, data, data start, size
     by_oid: dict[bytes, int] = {}
     deltas: list[_Delta] = []
     pos = 12
     for _ in range(count):
         start = pos
-        kind, size, base_offset, base_oid, pos = _entry_header(pack, pos, limit)
+        kind, size, base_offset, base_oid, data_start = _entry_header(pack, pos, limit)
         limit_for_kind = max_object_size if kind in TYPE_NAMES else _delta_limit(max_object_size)
         if size > limit_for_kind:
             raise BundleError(
                 f"an object in the pack is {size} bytes, over the limit of {max_object_size}"
             )
-        data, pos = _inflate(pack, pos, size, limit)
+        data, pos = _inflate(pack, data_start, size, limit)
+        budget.produce(size)
         entries[start] = IndexEntry(b"", start, zlib.crc32(pack[start:pos]))
+        kept = data if budget.keep(size) else None
         if base_offset is None and base_oid is None:
             oid = object_id(kind, data)
             entries[start].oid = oid
-            resolved[start] = (kind, data)
+            whole[start] = (kind, kept, data_start, size)
             by_oid.setdefault(oid, start)
             visit(oid, kind, data)
         else:
-            deltas.append(_Delta(start, pos, base_offset, base_oid, data))
+            deltas.append(_Delta(start, base_offset, base_oid, kept, data_start, size))
+        del data
     if pos != limit:
         raise BundleError(f"the pack has {limit - pos} unexpected bytes after its last entry")
-    keep: set[int] | None = None
-    if all(delta.base_offset is not None for delta in deltas):
-        # Only OFS_DELTA bases are needed from now on: free every other object.
-        keep = {delta.base_offset for delta in deltas if delta.base_offset is not None}
-        for offset in [offset for offset in resolved if offset not in keep]:
-            del resolved[offset]
-    external_used = _resolve_deltas(
-        deltas, entries, resolved, by_oid, external, visit, max_object_size, keep
-    )
+    resolver = _Resolver(pack, limit, whole, entries, by_oid, external, visit, budget)
+    resolver.resolve(deltas, max_object_size)
     return IndexedPack(
         entries=list(entries.values()),
         checksum=bytes(pack[limit:]),
         version=version,
-        external=external_used,
+        external=resolver.external_used,
     )
 
 
-def _resolve_deltas(
-    deltas: list[_Delta],
-    entries: dict[int, IndexEntry],
-    resolved: dict[int, tuple[int, bytes]],
-    by_oid: dict[bytes, int],
-    external: ExternalReader,
-    visit: Visitor,
-    max_object_size: int,
-    keep: set[int] | None,
-) -> dict[bytes, tuple[int, bytes]]:
-    external_used: dict[bytes, tuple[int, bytes]] = {}
-    pending = {delta.offset: delta for delta in deltas}
-    while pending:
-        progress = False
-        for offset in list(pending):
-            delta = pending.get(offset)
-            if delta is None:
+class _Resolver:
+    """The second pass of :func:`index_pack`: rebuild every delta, holding only live bases.
+
+    A base stays in memory while deltas built on it are pending (its
+    *dependents*); once the last one is resolved it is dropped.
+    """
+
+    def __init__(
+        self,
+        pack: memoryview,
+        limit: int,
+        whole: dict[int, tuple[int, bytes | None, int, int]],
+        entries: dict[int, IndexEntry],
+        by_oid: dict[bytes, int],
+        external: ExternalReader,
+        visit: Visitor,
+        budget: _Budget,
+    ) -> None:
+        self.pack = pack
+        self.limit = limit
+        self.whole = whole
+        self.entries = entries
+        self.by_oid = by_oid
+        self.external = external
+        self.visit = visit
+        self.budget = budget
+        self.external_used: dict[bytes, tuple[int, bytes]] = {}
+        self.built: dict[int, tuple[int, bytes]] = {}  # rebuilt deltas that are bases
+        self.dependents: dict[int | bytes, int] = {}  # base offset or base id -> pending count
+
+    def _inflated(self, data_start: int, size: int) -> bytes:
+        self.budget.produce(size)
+        return _inflate(self.pack, data_start, size, self.limit)[0]
+
+    def _base_at(self, offset: int) -> tuple[int, bytes] | None:
+        """The object starting at ``offset`` if it is known (whole, or a rebuilt delta)."""
+        found = self.built.get(offset)
+        if found is not None:
+            return found
+        stored = self.whole.get(offset)
+        if stored is None:
+            return None
+        kind, data, data_start, size = stored
+        return kind, data if data is not None else self._inflated(data_start, size)
+
+    def _release(self, key: int | bytes) -> None:
+        """One dependent of base ``key`` is resolved; drop the base with its last one.
+
+        A base may be named both by its offset and by its id (``OFS_DELTA`` and
+        ``REF_DELTA``): it is dropped when neither has dependents left.
+        """
+        left = self.dependents.get(key, 0) - 1
+        if left > 0:
+            self.dependents[key] = left
+            return
+        self.dependents.pop(key, None)
+        offset = key if isinstance(key, int) else self.by_oid.get(key)
+        if offset is not None and offset in self.entries:
+            if self._is_base(offset):
+                return
+            dropped = self.built.pop(offset, None)
+            if dropped is not None:
+                self.budget.held -= len(dropped[1])
+            stored = self.whole.get(offset)
+            if stored is not None and stored[1] is not None:
+                self.budget.held -= stored[3]
+                self.whole[offset] = (stored[0], None, stored[2], stored[3])
+
+    def resolve(self, deltas: list[_Delta], max_object_size: int) -> None:
+        """Rebuild every delta (asking ``external`` for the bases of a thin pack)."""
+        for delta in deltas:
+            key = delta.base_offset if delta.base_offset is not None else delta.base_oid
+            assert key is not None
+            self.dependents[key] = self.dependents.get(key, 0) + 1
+        # Whole objects no delta builds on are not needed any more.
+        for offset, (kind, data, data_start, size) in list(self.whole.items()):
+            if data is not None and not self._is_base(offset):
+                self.budget.held -= size
+                self.whole[offset] = (kind, None, data_start, size)
+        pending = {delta.offset: delta for delta in deltas}
+        while pending:
+            progress = False
+            for offset in list(pending):
+                waiting = pending.get(offset)
+                if waiting is None:
+                    continue
+                chain, base = self._chain(waiting, pending)
+                if base is not None:
+                    self._rebuild(chain, base, pending, max_object_size)
+                    progress = True
+            if not progress:
+                missing = next(d.base_oid for d in pending.values() if d.base_oid is not None)
+                assert missing is not None
+                found = self.external(missing)
+                if found is None:
+                    raise BundleError(
+                        f"the pack is thin and its delta base {missing.hex()} is neither in the"
+                        " pack nor in the repository"
+                    )
+                self.external_used[missing] = found
+
+    def _is_base(self, offset: int) -> bool:
+        return offset in self.dependents or self.entries[offset].oid in self.dependents
+
+    def _chain(
+        self, delta: _Delta, pending: dict[int, _Delta]
+    ) -> tuple[list[_Delta], tuple[int, bytes] | None]:
+        """``delta`` and the pending deltas it builds on, down to a known base (or ``None``)."""
+        chain = [delta]
+        while True:
+            current = chain[-1]
+            if current.base_offset is not None:
+                base = self._base_at(current.base_offset)
+                if base is not None:
+                    return chain, base
+                parent = pending.get(current.base_offset)
+                if parent is None:
+                    raise BundleError(
+                        f"the delta at offset {current.offset} refers to offset"
+                        f" {current.base_offset}, which starts no entry"
+                    )
+                chain.append(parent)
                 continue
-            chain = [delta]
-            base: tuple[int, bytes] | None = None
-            while base is None:
-                current = chain[-1]
-                if current.base_offset is not None:
-                    base = resolved.get(current.base_offset)
-                    if base is None:
-                        parent = pending.get(current.base_offset)
-                        if parent is None:
-                            raise BundleError(
-                                f"the delta at offset {current.offset} refers to offset"
-                                f" {current.base_offset}, which starts no entry"
-                            )
-                        chain.append(parent)
-                        continue
-                else:
-                    assert current.base_oid is not None
-                    where = by_oid.get(current.base_oid)
-                    if where is not None:
-                        base = resolved[where]
-                    elif current.base_oid in external_used:
-                        base = external_used[current.base_oid]
-                    else:
-                        break  # the base may be a delta still to resolve; retry later
+            assert current.base_oid is not None
+            where = self.by_oid.get(current.base_oid)
+            base = self._base_at(where) if where is not None else None
             if base is None:
-                continue
-            for link in reversed(chain):
-                kind, base_data = base
-                data = apply_delta(base_data, link.data, max_object_size)
-                oid = object_id(kind, data)
-                entries[link.offset].oid = oid
-                if keep is None or link.offset in keep:
-                    resolved[link.offset] = (kind, data)
-                by_oid.setdefault(oid, link.offset)
-                del pending[link.offset]
-                visit(oid, kind, data)
-                base = (kind, data)
-            progress = True
-        if not progress:
-            missing = next(d.base_oid for d in pending.values() if d.base_oid is not None)
-            assert missing is not None
-            found = external(missing)
-            if found is None:
-                raise BundleError(
-                    f"the pack is thin and its delta base {missing.hex()} is neither in the"
-                    " pack nor in the repository"
-                )
-            external_used[missing] = found
-    return external_used
+                base = self.external_used.get(current.base_oid)
+            return chain, base  # None: the base may be a delta still to resolve
+
+    def _rebuild(
+        self,
+        chain: list[_Delta],
+        base: tuple[int, bytes],
+        pending: dict[int, _Delta],
+        max_object_size: int,
+    ) -> None:
+        """Apply the deltas of ``chain`` from its end, visiting each rebuilt object."""
+        for link in reversed(chain):
+            kind, base_data = base
+            patch = (
+                link.data if link.data is not None else self._inflated(link.data_start, link.size)
+            )
+            data = apply_delta(base_data, patch, max_object_size)
+            self.budget.produce(len(data))
+            oid = object_id(kind, data)
+            self.entries[link.offset].oid = oid
+            self.by_oid.setdefault(oid, link.offset)
+            del pending[link.offset]
+            if link.data is not None:
+                self.budget.held -= link.size
+            self.visit(oid, kind, data)
+            if self._is_base(link.offset):
+                if not self.budget.keep(len(data)):
+                    raise BundleError(
+                        f"the pack holds more than {self.budget.max_held} bytes of delta bases"
+                        " at once; refusing it"
+                    )
+                self.built[link.offset] = (kind, data)
+            key = link.base_offset if link.base_offset is not None else link.base_oid
+            assert key is not None
+            self._release(key)
+            base = (kind, data)
 
 
 def complete_thin(

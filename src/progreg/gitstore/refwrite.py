@@ -55,7 +55,12 @@ def _packed(gitdir: Path, ref: str) -> str | None:
 def swap_ref(
     gitdir: Path, ref: str, expected: str | None, new: str, *, durable: bool
 ) -> str | None:
-    """Move ``ref`` from ``expected`` (``None``: absent) to ``new``; return why not, or ``None``."""
+    """Move ``ref`` from ``expected`` (``None``: absent) to ``new``; return why not, or ``None``.
+
+    A concurrent writer (the lock file exists) or a moved ref is returned as
+    a reason; a failure of the file system itself (a full disk, a read-only
+    registry) is raised as the :class:`OSError` it is, the ref unchanged.
+    """
     path = gitdir / ref
     lock = path.with_name(path.name + ".lock")
     changed: list[Path] = []
@@ -65,8 +70,6 @@ def swap_ref(
         fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         return f"{lock} exists: another Git process is updating {ref}"
-    except OSError as exc:
-        return f"cannot lock {ref}: {exc}"
     renamed = False
     try:
         try:
@@ -80,8 +83,6 @@ def swap_ref(
             os.close(fd)
         os.replace(lock, path)
         renamed = True
-    except OSError as exc:
-        return f"cannot update {ref}: {exc}"
     finally:
         if not renamed:  # after the rename, a lock file there is another writer's
             with contextlib.suppress(FileNotFoundError):

@@ -29,8 +29,9 @@ from progreg import events
 from progreg.errors import NotARegistryError, ProgregError, RegistryBusyError, RegistryError
 from progreg.gitstore import objects
 from progreg.gitstore.durability import fsync_dir, fsync_file
+from progreg.gitstore.failures import write_failure
 from progreg.gitstore.identity import Identity
-from progreg.gitstore.locking import remove_stale_ref_locks, write_lock
+from progreg.gitstore.locking import ref_locked_error, remove_stale_ref_locks, write_lock
 from progreg.gitstore.pack import MIN_DELTA_SIZE
 from progreg.gitstore.packstore import NewObject, store_objects
 from progreg.gitstore.refwrite import NeedsLibgit2, swap_ref
@@ -112,6 +113,9 @@ class GitRepository:
         if not path.exists() or not any(path.iterdir()):
             if not create:
                 raise NotARegistryError(f"no registry at {path}")
+            blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+            if blocking is not None:
+                raise NotARegistryError(f"cannot create a registry at {path}: {blocking} is a file")
             try:
                 pygit2.init_repository(str(path), bare=True, initial_head="main")
             except (pygit2.GitError, OSError) as exc:
@@ -286,11 +290,10 @@ class GitRepository:
                     if after is not None:
                         after(new)
                     return new
+                if "doesn't exist" in error:  # the commit was not written (disk full...)
+                    raise write_failure(self.path, OSError(error), f"update {ref} in {self.path}")
                 if time.monotonic() >= deadline:
-                    raise RegistryBusyError(
-                        f"could not update {ref} in {self.path}: {error}. If no other Git"
-                        f" process is using the registry, remove {self.path / (ref + '.lock')}"
-                    )
+                    raise ref_locked_error(self.path, ref, error)
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.05)
 
@@ -320,6 +323,18 @@ class GitRepository:
         oid = pygit2.Oid(hex=target)
         repo = self.repo
         signer = Signer.from_config(repo.config, "tag")
+        with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(f"refs/tags/{name}"):
+            return self._create_tag(repo, name, oid, signer, tagger, message)
+
+    def _create_tag(
+        self,
+        repo: pygit2.Repository,
+        name: str,
+        oid: pygit2.Oid,
+        signer: Signer | None,
+        tagger: Identity,
+        message: str,
+    ) -> bool:
         try:
             if signer is None:
                 tag_id = repo.create_tag(name, oid, ObjectType.COMMIT, tagger.signature(), message)
@@ -342,13 +357,24 @@ class GitRepository:
 
     def delete_ref(self, name: str) -> bool:
         """Delete ref ``name``; ``False`` if it did not exist."""
-        reference = self.repo.references.get(name)
-        if reference is None:
-            return False
-        reference.delete()
-        if self.durable:
-            self._sync_deleted_ref(name)
-        return True
+        with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(name):
+            reference = self.repo.references.get(name)
+            if reference is None:
+                return False
+            reference.delete()
+            if self.durable:
+                self._sync_deleted_ref(name)
+            return True
+
+    @contextlib.contextmanager
+    def _ref_lock_errors(self, ref: str) -> Iterator[None]:
+        """Turn libgit2's failures to write ``ref`` into progreg errors (a held lock: busy)."""
+        try:
+            yield
+        except (pygit2.GitError, OSError) as exc:
+            if "failed to lock" not in str(exc):
+                raise write_failure(self.path, exc, f"write {ref} in {self.path}") from exc
+            raise ref_locked_error(self.path, ref, str(exc).rstrip(": ")) from exc
 
     def _write_commit(self, tip: pygit2.Commit | None, plan: CommitPlan) -> pygit2.Oid:
         """Write the commit of ``plan`` on ``tip`` with its new blobs and trees, as one pack."""
@@ -457,6 +483,8 @@ class GitRepository:
                 return swap_ref(self.path, ref, old, str(new), durable=self.durable)
             except NeedsLibgit2:
                 pass
+            except OSError as exc:
+                raise write_failure(self.path, exc, f"update {ref} in {self.path}") from exc
         references = self.repo.references
         try:
             if expected is None:
@@ -467,7 +495,9 @@ class GitRepository:
                     return "the ref moved"
                 reference.set_target(new)
         except (pygit2.GitError, OSError) as exc:
-            return str(exc)
+            if "failed to lock" in str(exc) or "exists" in str(exc):  # another writer
+                return str(exc)
+            raise write_failure(self.path, exc, f"update {ref} in {self.path}") from exc
         if self.durable:
             self._sync_ref(ref)
         return None

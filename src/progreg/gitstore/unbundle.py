@@ -14,6 +14,7 @@ the repository exactly as it was.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable
@@ -27,21 +28,74 @@ from progreg.errors import BundleError
 from progreg.gitstore import objects
 from progreg.gitstore import pack as packs
 from progreg.gitstore.bundle import BundleHeader
-from progreg.gitstore.objects import OBJ_BLOB, RawObject
+from progreg.gitstore.failures import write_failure
+from progreg.gitstore.objects import OBJ_BLOB, OBJ_TREE, RawObject
 from progreg.gitstore.pack import IndexEntry
+
+#: Names Git refuses in a tree (``git fsck``), in lower case.
+_BAD_NAMES = frozenset({b".", b"..", b".git"})
+_ENTRY = re.compile(rb"([0-7]{5,6}) ([^\x00/]+)\x00.{20}", re.DOTALL)
+#: What an unsafe entry contains (or, rarely, an object id by chance): one C-speed scan.
+_SUSPECT = re.compile(rb" (?:\.\.?|\.[gG][iI][tT])\x00|1[26]0000 ")
+
+
+def tree_problem(
+    data: bytes, forbidden_modes: frozenset[bytes] = frozenset(), max_entries: int | None = None
+) -> str | None:
+    """Why the (well-formed) tree ``data`` is unsafe, or ``None``.
+
+    Unsafe: an entry named ``.``, ``..`` or ``.git`` (in any case, which Git
+    refuses to check out), or one of ``forbidden_modes`` (``b"120000"`` for
+    symbolic links, ``b"160000"`` for submodules). A quick look for the bytes
+    that could make an entry unsafe comes first; only a tree that has them is
+    parsed, so that the look costs a few microseconds per tree. With
+    ``max_entries``, a tree of more entries is unsafe too.
+    """
+    # Every entry ends its name with a NUL: at least as many NULs as entries.
+    if max_entries is not None and data.count(b"\x00") > max_entries:
+        count = len(_ENTRY.findall(data))
+        if count > max_entries:
+            return f"a tree holds {count} entries, more than the {max_entries} allowed"
+    if _SUSPECT.search(data) is None:
+        return None
+    for mode, name in _ENTRY.findall(data):
+        if name.lower() in _BAD_NAMES:
+            return f"a tree holds an entry named {name.decode(errors='replace')!r}"
+        if mode in forbidden_modes:
+            kind = {b"120000": "a symbolic link", b"160000": "a submodule"}.get(mode, "")
+            what = kind or f"an entry of mode {mode.decode()}"
+            return f"a tree holds {what} ({name.decode(errors='replace')!r}), which is refused"
+    return None
 
 
 @dataclass
 class _Check:
     """Facts gathered while indexing: ids in the pack and the ids they refer to."""
 
+    forbidden_modes: frozenset[bytes] = frozenset()
+    flag_blob: Callable[[bytes], bool] | None = None
+    max_blob_size: int | None = None
+    max_tree_entries: int | None = None
     present: set[bytes] = field(default_factory=set)
     referenced: set[bytes] = field(default_factory=set)
+    flagged: list[bytes] = field(default_factory=list)
 
     def visit(self, oid: bytes, kind: int, data: bytes) -> None:
         self.present.add(oid)
-        if kind != OBJ_BLOB:
+        if kind == OBJ_BLOB:
+            if self.max_blob_size is not None and len(data) > self.max_blob_size:
+                raise BundleError(
+                    f"file {oid.hex()} is {len(data)} bytes, over the limit of"
+                    f" {self.max_blob_size} bytes"
+                )
+            if self.flag_blob is not None and self.flag_blob(data):
+                self.flagged.append(oid)
+        else:
             objects.add_references(kind, data, self.referenced)
+            if kind == OBJ_TREE:
+                problem = tree_problem(data, self.forbidden_modes, self.max_tree_entries)
+                if problem is not None:
+                    raise BundleError(f"{problem} (tree {oid.hex()})")
 
 
 class IncomingPack:
@@ -60,6 +114,7 @@ class IncomingPack:
         object_count: int,
         new_objects: bool,
         size: int,
+        flagged: list[bytes] | None = None,
     ) -> None:
         self.repo_path = repo_path
         self.header = header
@@ -68,6 +123,8 @@ class IncomingPack:
         #: False when the repository already held every object of the bundle.
         self.new_objects = new_objects
         self.size = size
+        #: The blobs of the pack for which ``unpack``'s ``flag_blob`` returned True.
+        self.flagged = list(flagged or [])
         self._files = files
         self._migrated = False
 
@@ -124,14 +181,22 @@ def unpack(
     max_object_size: int,
     accept_ref: Callable[[str], bool] | None = None,
     progress: packs.Progress | None = None,
+    forbidden_modes: frozenset[bytes] = frozenset(),
+    flag_blob: Callable[[bytes], bool] | None = None,
+    max_blob_size: int | None = None,
+    max_tree_entries: int | None = None,
 ) -> IncomingPack:
     """Check the bundle's pack completely and hold it in a quarantine; see :class:`IncomingPack`.
 
     Refused with :class:`BundleError`, leaving the repository untouched: a
     reference ``accept_ref`` rejects, missing prerequisites, a pack that is
     truncated or corrupt (checksum, zlib, deltas, sizes), objects over
-    ``max_object_size`` bytes, or objects reachable from the bundle's
-    references that are neither in the pack nor in the repository.
+    ``max_object_size`` bytes, a tree Git would refuse (see :func:`tree_problem`;
+    ``forbidden_modes`` adds modes to refuse), or objects reachable from the
+    bundle's references that are neither in the pack nor in the repository.
+    ``flag_blob(data)`` is asked about every blob of the pack as it is read;
+    the ids of those it flags are listed in :attr:`IncomingPack.flagged`.
+    ``max_blob_size`` and ``max_tree_entries`` refuse larger blobs and trees.
     ``progress(done, total)`` is told how many of the pack's objects are checked.
     """
     where = str(path)
@@ -161,7 +226,7 @@ def unpack(
         kind, raw = odb.read(key)
         return int(kind), raw
 
-    check = _Check()
+    check = _Check(forbidden_modes, flag_blob, max_blob_size, max_tree_entries)
     total = int.from_bytes(pack_data[8:12], "big") if len(pack_data) >= 12 else 0
     seen = 0
 
@@ -197,7 +262,7 @@ def unpack(
         files = _write_pack(quarantine / "pack", bytes(pack_data), indexed) if new_objects else []
     except OSError as exc:
         shutil.rmtree(quarantine, ignore_errors=True)
-        raise BundleError(f"cannot write the bundle's objects into {repo_path}: {exc}") from exc
+        raise write_failure(repo_path, exc, f"write the bundle's objects into {repo_path}") from exc
     if not files:
         quarantine.mkdir(parents=True, exist_ok=True)
     return IncomingPack(
@@ -208,6 +273,7 @@ def unpack(
         len(check.present),
         new_objects,
         len(pack_data),
+        check.flagged,
     )
 
 
