@@ -20,6 +20,7 @@ import pytest
 
 from conftest import CLI_IDENTITY, assert_fsck_clean, git
 from progreg import ProgramStorage, StorageManager
+from progreg.checkpoints import Checkpoints
 from progreg.gitstore import maintenance, reflist, refpack
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.reflist import names_under
@@ -215,6 +216,7 @@ def test_gc_packs_refs_too(tagged_registry: tuple[StorageManager, list[str]]) ->
 TAGGER = """
 import sys
 from progreg import ProgramStorage, StorageManager
+from progreg.checkpoints import Checkpoints
 
 manager = StorageManager(storage=ProgramStorage(sys.argv[1]))
 for i in range(int(sys.argv[2])):
@@ -344,3 +346,27 @@ def test_untagging_waits_for_the_write_lock_packing_holds(
     worker.join(30)
     assert done.is_set()
     assert f"a/{ids[0]}" not in refs(registry, "refs/tags/")
+
+
+def test_deleting_a_checkpoint_waits_for_the_write_lock_packing_holds(
+    registry_path: Path,
+) -> None:
+    """As for untagging: a pack between the loose file's deletion and packed-refs revives it."""
+    storage = ProgramStorage(registry_path)
+    checkpoints = Checkpoints(storage)
+    checkpoints.create({"predict": {"demos": []}}, None, "run")
+    refpack.pack_refs(registry_path)
+    done = threading.Event()
+
+    def delete() -> None:
+        checkpoints.delete("run")
+        done.set()
+
+    with write_lock(registry_path, 30):
+        worker = threading.Thread(target=delete)
+        worker.start()
+        assert not done.wait(0.5)
+        assert "run" in refs(registry_path, "refs/heads/checkpoints/")
+    worker.join(30)
+    assert done.is_set()
+    assert refs(registry_path, "refs/heads/checkpoints/") == set()

@@ -116,7 +116,7 @@ def plan_merge(
 def _check_program(
     repo: pygit2.Repository, blob_id: pygit2.Oid, path: str, program_id: str, limit: int
 ) -> None:
-    blob = repo[blob_id]
+    blob = repo.get(blob_id)  # a submodule's commit is not in this repository
     if not isinstance(blob, pygit2.Blob):
         raise CorruptProgramError(f"{path} on the other side is not a file")
     if blob.size > limit:

@@ -41,7 +41,7 @@ from progreg.errors import (
 )
 from progreg.gitstore import remote as gitremote
 from progreg.gitstore.urls import check_url, redact_url
-from progreg.ids import is_program_id
+from progreg.incoming import check_incoming, is_registry_tag
 from progreg.merging import MergeResult, merge_into_main
 from progreg.names import check_name
 from progreg.storage import MAIN, ProgramStorage, check_marker
@@ -285,24 +285,18 @@ def _pull_tags(storage: ProgramStorage, name: str) -> tuple[list[str], list[str]
     created, kept, ignored = [], [], []
     for ref in sorted(storage.git.refs_under(prefix)):
         label = ref[len(prefix) :]
-        tag, _, program_id = label.rpartition("/")
         theirs = repo.references[ref].target
         try:
-            check_name("tag", tag, TAGS_PREFIX)
-            valid = is_program_id(program_id) and repo[theirs].peel(pygit2.Commit) is not None
-        except (InvalidNameError, pygit2.GitError, ValueError, KeyError):
+            valid = is_registry_tag(label) and repo[theirs].peel(pygit2.Commit) is not None
+        except (pygit2.GitError, ValueError, KeyError):
             valid = False
-        if not valid:
+        if not valid or not isinstance(theirs, pygit2.Oid):
             ignored.append(f"{TAGS_PREFIX}{label}")
             continue
         local = TAGS_PREFIX + label
-        try:
-            repo.references.create(local, theirs)
+        if storage.git.create_ref(local, theirs):
             created.append(label)
-            continue
-        except pygit2.AlreadyExistsError:
-            pass
-        if repo.references[local].target != theirs:
+        elif repo.references[local].target != theirs:
             kept.append(label)
     return created, kept, ignored
 
@@ -344,7 +338,15 @@ def pull(storage: ProgramStorage, remote: str, credentials: object = None) -> Pu
     source = f"{name} ({shown})"
     timer = events.Timer()
     try:
-        gitremote.fetch(storage.git, name, fetch_refspecs(name), credentials)
+        tips = gitremote.fetch(storage.git, name, fetch_refspecs(name), credentials)
+        try:  # before any ref of the registry moves
+            their_main = storage.git.tip(tracking_prefix(name) + "main")
+            if their_main is not None:
+                _check_their_main(their_main, source)
+            check_incoming(storage, tracking_prefix(name), source)
+        except ProgregError:
+            gitremote.restore_tips(storage.git, tips)
+            raise
         merge = _pull_main(storage, name, source)
         tags_created, tags_kept, tags_ignored = _pull_tags(storage, name)
         advanced, diverged, runs_ignored = _pull_checkpoints(storage, name)

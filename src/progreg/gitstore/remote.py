@@ -49,6 +49,7 @@ from progreg.errors import (
 )
 from progreg.gitstore.credentials import Credential, CredentialSource
 from progreg.gitstore.localpush import push_local
+from progreg.gitstore.locking import write_lock
 from progreg.gitstore.refupdates import (
     ZERO,
     PushOutcome,
@@ -189,17 +190,31 @@ def remote_url(git: GitRepository, name: str, *, push: bool = False) -> str:
 def fetch(
     git: GitRepository, name: str, refspecs: Sequence[str], credentials: object = None
 ) -> list[RefUpdate]:
-    """Fetch ``refspecs`` from remote ``name`` (pruning stale ones); return the refs moved."""
+    """Fetch ``refspecs`` from remote ``name`` (pruning stale ones); return the refs moved.
+
+    libgit2 moves (and prunes) the remote-tracking refs at the end of the
+    fetch, so the fetch runs under the registry's write lock, which ref
+    packing holds too (a pack between a ref's deletion and the rewrite of
+    ``packed-refs`` would bring the ref back). Undo it with :func:`restore_tips`.
+    """
     url = remote_url(git, name)
     repo = git.repo
     callbacks = Callbacks(repo, url, credentials)
     try:
-        repo.remotes[name].fetch(list(refspecs), callbacks=callbacks, prune=FetchPrune.PRUNE)
+        with write_lock(git.path, git.lock_timeout):
+            repo.remotes[name].fetch(list(refspecs), callbacks=callbacks, prune=FetchPrune.PRUNE)
     except ProgregError:
         raise
     except (pygit2.GitError, OSError) as exc:
         raise callbacks.failure("fetch", exc) from None
     return callbacks.tips
+
+
+def restore_tips(git: GitRepository, tips: Sequence[RefUpdate]) -> None:
+    """Put the refs a :func:`fetch` moved back where they were, under the write lock."""
+    with write_lock(git.path, git.lock_timeout):
+        for tip in reversed(tips):
+            git.set_ref(tip.ref, pygit2.Oid(hex=tip.old) if tip.old is not None else None)
 
 
 def push(
@@ -218,7 +233,7 @@ def push(
         return PushOutcome()
     if is_local(url):
         outcome = push_local(repo, local_path(url), refs, lock_timeout=git.lock_timeout)
-        _track(repo, name, outcome.updated)
+        _track(git, name, outcome.updated)
         return outcome
     callbacks = Callbacks(repo, url, credentials)
     try:
@@ -245,18 +260,25 @@ def _hinted(message: str) -> str:
     return message
 
 
-def _track(repo: pygit2.Repository, name: str, updated: Sequence[RefUpdate]) -> None:
+def _track(git: GitRepository, name: str, updated: Sequence[RefUpdate]) -> None:
     """Move remote-tracking refs after a local push, as libgit2 does after a network one."""
-    remote = repo.remotes[name]
-    for index in range(remote.refspec_count):
-        spec = remote.get_refspec(index)
-        if spec.direction != _DIRECTION_FETCH:
-            continue
-        for update in updated:
-            if spec.src_matches(update.ref):
-                repo.references.create(
-                    spec.transform(update.ref), pygit2.Oid(hex=update.new), force=True
-                )
+    remote = git.repo.remotes[name]
+    with write_lock(git.path, git.lock_timeout):
+        for index in range(remote.refspec_count):
+            spec = remote.get_refspec(index)
+            if spec.direction != _DIRECTION_FETCH:
+                continue
+            for update in updated:
+                if spec.src_matches(update.ref):
+                    git.set_ref(spec.transform(update.ref), pygit2.Oid(hex=update.new))
 
 
-__all__ = ["Callbacks", "PushOutcome", "PushRejectedError", "RefUpdate", "fetch", "push"]
+__all__ = [
+    "Callbacks",
+    "PushOutcome",
+    "PushRejectedError",
+    "RefUpdate",
+    "fetch",
+    "push",
+    "restore_tips",
+]

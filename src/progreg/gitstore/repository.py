@@ -355,6 +355,29 @@ class GitRepository:
             self._sync_ref(f"refs/tags/{name}")
         return True
 
+    def create_ref(self, name: str, target: pygit2.Oid) -> bool:
+        """Create ref ``name`` at ``target`` under the write lock; ``False`` if it exists."""
+        with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(name):
+            try:
+                self.repo.references.create(name, target)
+            except pygit2.AlreadyExistsError:
+                return False
+            return True
+
+    def set_ref(self, name: str, target: pygit2.Oid | None) -> None:
+        """Point ref ``name`` at ``target`` (delete it for ``None``) under the write lock.
+
+        For refs that mirror another repository (remote-tracking refs), never
+        for the registry's own refs, which move only by compare-and-swap.
+        """
+        with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(name):
+            if target is not None:
+                self.repo.references.create(name, target, force=True)
+                return
+            reference = self.repo.references.get(name)
+            if reference is not None:
+                reference.delete()
+
     def delete_ref(self, name: str) -> bool:
         """Delete ref ``name``; ``False`` if it did not exist."""
         with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(name):
