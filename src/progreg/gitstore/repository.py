@@ -358,10 +358,14 @@ class GitRepository:
     def create_ref(self, name: str, target: pygit2.Oid) -> bool:
         """Create ref ``name`` at ``target`` under the write lock; ``False`` if it exists."""
         with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(name):
+            if self.durable:  # the objects it names may have come from a fetch
+                self.sync_object_store()
             try:
                 self.repo.references.create(name, target)
             except pygit2.AlreadyExistsError:
                 return False
+            if self.durable:
+                self._sync_ref(name)
             return True
 
     def set_ref(self, name: str, target: pygit2.Oid | None) -> None:
@@ -373,10 +377,14 @@ class GitRepository:
         with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(name):
             if target is not None:
                 self.repo.references.create(name, target, force=True)
+                if self.durable:
+                    self._sync_ref(name)
                 return
             reference = self.repo.references.get(name)
             if reference is not None:
                 reference.delete()
+                if self.durable:
+                    self._sync_deleted_ref(name)
 
     def delete_ref(self, name: str) -> bool:
         """Delete ref ``name``; ``False`` if it did not exist."""
