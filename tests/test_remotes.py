@@ -813,6 +813,51 @@ def test_pulling_something_that_is_not_a_registry_is_refused(
 # -- the command line ------------------------------------------------------------------------------
 
 
+def test_sync_pulls_again_when_another_writer_pushed_between_its_pull_and_push(
+    git_daemon: GitServer, tmp_path: Path
+) -> None:
+    served = git_daemon.create()
+    url = git_daemon.url("registry.git")
+    alice, bob = clone(tmp_path, "alice", url), clone(tmp_path, "bob", url)
+    save(alice, 1)
+    alice.push()
+    bob.pull()
+    from_bob = save(bob, 2)
+    races = [3, 4]  # alice saves and pushes these right after bob's first two pulls
+
+    def alice_pushes_first(event: Event) -> None:
+        if event.name == "progreg.pull" and races:
+            save(alice, races.pop())
+            alice.push()
+
+    unsubscribe = subscribe(alice_pushes_first)
+    try:
+        synced = bob.sync()
+    finally:
+        unsubscribe()
+    assert synced.rounds == 3  # two rounds refused ("fetch first"), the third went through
+    assert synced.pushed.updated == [MAIN]
+    assert from_bob in served_ids(served)
+    assert ids(bob) == served_ids(served)
+
+
+def test_sync_raises_a_refusal_that_is_not_a_race(git_daemon: GitServer, tmp_path: Path) -> None:
+    git_daemon.create()
+    git_daemon.install_hook("registry.git", "pre-receive", "#!/bin/sh\necho frozen >&2\nexit 1\n")
+    bob = clone(tmp_path, "bob", git_daemon.url("registry.git"))
+    save(bob, 1)
+    pushes: list[str] = []
+    unsubscribe = subscribe(
+        lambda event: pushes.append(event.name) if event.name == "progreg.push_error" else None
+    )
+    try:
+        with pytest.raises(PushRejectedError, match="frozen"):
+            bob.sync()
+    finally:
+        unsubscribe()
+    assert pushes == ["progreg.push_error"]  # tried once: a hook's refusal is not retried
+
+
 def test_cli_remote_push_pull_sync(git_daemon: GitServer, tmp_path: Path) -> None:
     git_daemon.create()
     url = git_daemon.url("registry.git")

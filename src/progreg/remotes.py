@@ -26,6 +26,9 @@ the registry, and URLs are shown without user information.
 
 from __future__ import annotations
 
+import random
+import time
+
 import pygit2
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +39,7 @@ from progreg.errors import (
     InvalidInputError,
     InvalidNameError,
     ProgregError,
+    PushRejectedError,
     RegistryError,
     RemoteError,
 )
@@ -48,6 +52,10 @@ from progreg.storage import MAIN, ProgramStorage, check_marker
 from progreg.tags import TAGS_PREFIX
 
 REMOTES_PREFIX = "refs/remotes/"
+#: How many pull-and-push rounds :func:`sync` makes when other writers keep pushing first.
+SYNC_ROUNDS = 5
+#: Reasons of a refused push that only mean the remote moved while we pulled.
+_MOVED = ("fetch first", "non-fast-forward", "failed to update ref", "failed to lock")
 
 
 class RemoteInfo(BaseModel):
@@ -103,8 +111,9 @@ class SyncResult(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    pulled: PullResult
+    pulled: PullResult  # the last pull
     pushed: PushResult
+    rounds: int = Field(default=1, description="pull-and-push rounds it took (see SYNC_ROUNDS)")
 
 
 def tracking_prefix(name: str) -> str:
@@ -395,10 +404,32 @@ def pull(storage: ProgramStorage, remote: str, credentials: object = None) -> Pu
 
 
 def sync(storage: ProgramStorage, remote: str, credentials: object = None) -> SyncResult:
-    """Pull, then push all but what the pull reported as differing: diverged runs, kept tags."""
-    pulled = pull(storage, remote, credentials)
-    skip = frozenset(
-        [CHECKPOINTS_PREFIX + run for run in pulled.checkpoints_diverged]
-        + [TAGS_PREFIX + label for label in pulled.tags_kept]
+    """Pull, then push all but what the pull reported as differing: diverged runs, kept tags.
+
+    When another writer pushed between our pull and our push (a refusal that
+    only says the remote moved), pull and push again, after a short random
+    pause, up to :data:`SYNC_ROUNDS` rounds; any other refusal, and the last
+    one, is raised.
+    """
+    for round_number in range(1, SYNC_ROUNDS + 1):
+        pulled = pull(storage, remote, credentials)
+        skip = frozenset(
+            [CHECKPOINTS_PREFIX + run for run in pulled.checkpoints_diverged]
+            + [TAGS_PREFIX + label for label in pulled.tags_kept]
+        )
+        try:
+            pushed = _push(storage, remote, credentials, skip)
+        except PushRejectedError as exc:
+            if round_number == SYNC_ROUNDS or not _only_moved(exc):
+                raise
+            time.sleep(random.uniform(0, 0.02 * 2**round_number))
+            continue
+        return SyncResult(pulled=pulled, pushed=pushed, rounds=round_number)
+    raise AssertionError("unreachable: the last round returns or raises")
+
+
+def _only_moved(exc: PushRejectedError) -> bool:
+    """Whether every ref the remote refused was refused only because it moved meanwhile."""
+    return bool(exc.reasons) and all(
+        any(marker in reason for marker in _MOVED) for reason in exc.reasons.values()
     )
-    return SyncResult(pulled=pulled, pushed=_push(storage, remote, credentials, skip))
