@@ -478,6 +478,14 @@ def test_checkpoint_not_found_and_bad_input(registry_path: Path) -> None:
     assert "checkpoint [OPTIONS] COMMAND [ARGS]..." in result.output
 
 
+def test_usage_errors_of_the_root_command_are_one_line(registry_path: Path) -> None:
+    fails(CliRunner().invoke(cli, ["--bogus"]), 2, "No such option '--bogus' (see '")
+    fails(CliRunner().invoke(cli, ["nosuch"]), 2, "No such command 'nosuch' (see '")
+    fails(CliRunner().invoke(cli, ["--durable=maybe"]), 2, "'--durable' does not take a value")
+    result = CliRunner().invoke(cli, [])  # no command at all: the help, as git prints it
+    assert "Usage: cli [OPTIONS] COMMAND [ARGS]..." in result.output
+
+
 # -- history ----------------------------------------------------------------------------
 
 

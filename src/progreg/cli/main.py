@@ -9,10 +9,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from progreg._version import __version__
+from progreg.cli.usage import usage_errors_on_one_line
 from progreg.errors import ProgregError
 from progreg.storage import ProgramStorage
 
@@ -34,7 +36,29 @@ class Context:
         return ProgramStorage(self.registry, durable=self.durable)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class RootGroup(click.Group):
+    """The ``progreg`` group: its usage errors (an unknown command or option) are one line too."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the global options; a usage error is reported on one line."""
+        with usage_errors_on_one_line():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Find the subcommand; an unknown one is reported on one line."""
+        with usage_errors_on_one_line():
+            return super().resolve_command(ctx, args)
+
+
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--registry",
     type=click.Path(path_type=Path),

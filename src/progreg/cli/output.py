@@ -23,6 +23,7 @@ from typing import IO, Any, TypeVar
 import click
 
 from progreg.cli.main import EXIT_ERROR, EXIT_NOT_FOUND, Context
+from progreg.cli.usage import one_line, usage_errors_on_one_line
 from progreg.config import StorageConfig
 from progreg.errors import ProgramNotFoundError, ProgregError
 from progreg.manager import StorageManager
@@ -32,11 +33,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 # -- errors ---------------------------------------------------------------------------
-
-
-def one_line(message: str) -> str:
-    """``message`` with its lines joined by ``; `` (pydantic errors span several)."""
-    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 class Failure(click.ClickException):
@@ -55,30 +51,10 @@ class NotFound(Failure):
     exit_code = EXIT_NOT_FOUND
 
 
-class OneLineUsageError(click.UsageError):
-    """A usage error shown as one line, with where to find help; exit code 2."""
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        """Print ``error: <message> (see '<command> --help')`` on stderr."""
-        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
-        message = one_line(self.format_message()).rstrip(".")
-        click.echo(f"error: {message}{hint}", file=file, err=file is None)
-
-
-@contextmanager
-def _usage_errors_on_one_line() -> Iterator[None]:
-    try:
-        yield
-    except (OneLineUsageError, click.exceptions.NoArgsIsHelpError):
-        raise
-    except click.UsageError as exc:
-        raise OneLineUsageError(exc.format_message(), exc.ctx) from exc
-
-
 @contextmanager
 def _reported(ctx: click.Context) -> Iterator[None]:
     """Turn progreg errors into one-line failures (not with ``--debug``)."""
-    with _usage_errors_on_one_line():
+    with usage_errors_on_one_line():
         try:
             yield
         except ProgregError as exc:
@@ -100,7 +76,7 @@ class ProgregCommand(click.Command):
         **extra: Any,
     ) -> click.Context:
         """Parse the arguments; a usage error is reported on one line."""
-        with _usage_errors_on_one_line():
+        with usage_errors_on_one_line():
             return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:

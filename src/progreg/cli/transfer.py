@@ -19,7 +19,6 @@ import click
 
 from progreg.cli.main import Context, cli
 from progreg.cli.output import (
-    OneLineUsageError,
     ProgregCommand,
     echo_json,
     info,
@@ -28,6 +27,7 @@ from progreg.cli.output import (
     progress_reporter,
 )
 from progreg.cli.params import PROGRAM_ID
+from progreg.cli.usage import OneLineUsageError
 
 
 def _size(size: int) -> str:
