@@ -291,6 +291,10 @@ def test_cleanup_keeps_best_weighted_and_protected(manager: StorageManager) -> N
     mid = save(manager, 3, 0.6)
     low_new = save(manager, 4, 0.2)
     newest = save(manager, 5, 0.5)
+    before = registry_state(manager.storage.path)
+    plan = manager.plan_cleanup()
+    assert registry_state(manager.storage.path) == before  # a plan writes nothing
+    assert (plan.remove, plan.protected, plan.remaining) == ([low_old, low_new], [protected], 4)
     removed = manager.cleanup_old_programs()
     assert removed == 2
     live = {p.program_id for p in manager.storage.list_programs()}
@@ -300,7 +304,7 @@ def test_cleanup_keeps_best_weighted_and_protected(manager: StorageManager) -> N
     assert subject == "Cleanup: remove 2 programs, keep 4"
     trailers = git(manager.storage.path, "log", "-1", "--format=%(trailers)")
     assert "Progreg-Action: cleanup" in trailers
-    assert manager.cleanup_old_programs() == 0
+    assert manager.cleanup_old_programs() == 0 and manager.plan_cleanup().remove == []
     restored = manager.storage.restore_program(low_old)
     assert restored.best_score == 0.1
     assert_fsck_clean(manager.storage.path)

@@ -40,7 +40,13 @@ from progreg.events import Event, subscribe
 from progreg.history import ProgramRecord
 from progreg.manager import StorageManager
 from progreg.merging import MergeResult
-from progreg.models import HistorySummary, ProgramHistory, ProgramSummary, SavedProgram
+from progreg.models import (
+    CleanupPlan,
+    HistorySummary,
+    ProgramHistory,
+    ProgramSummary,
+    SavedProgram,
+)
 from progreg.remotes import PullResult, PushResult, RemoteInfo, SyncResult
 from progreg.results import OptimizationResult
 from progreg.signing import VerifyReport
@@ -52,6 +58,7 @@ __all__ = [
     "AuthenticationError",
     "BundleError",
     "CheckpointInfo",
+    "CleanupPlan",
     "ComparedProgram",
     "Comparison",
     "ConflictError",

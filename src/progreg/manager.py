@@ -26,7 +26,7 @@ from progreg.errors import InvalidInputError, ProgramNotFoundError
 from progreg.history import ProgramRecord
 from progreg.ids import check_program_id, program_path
 from progreg.messages import cleanup_message
-from progreg.models import ProgramSummary, SavedProgram
+from progreg.models import CleanupPlan, ProgramSummary, SavedProgram
 from progreg.results import normalize_result, optimized_program_of
 from progreg.storage import MAIN, ProgramStorage
 from progreg.tags import all_tags, check_tags, create_tags, delete_tags, tagged
@@ -273,30 +273,40 @@ class StorageManager:
         )
         return comparison
 
+    def plan_cleanup(self) -> CleanupPlan:
+        """What :meth:`cleanup_old_programs` would remove now; changes nothing (a dry run)."""
+        records = self.storage.records()
+        protected_tags = set(self.config.protected_tags)
+        protected = sorted(
+            program_id
+            for program_id, tags in all_tags(self.storage.git).items()
+            if tags & protected_tags and program_id in records
+        )
+        keep = self.config.max_stored_programs
+        doomed = cleanup_plan(records.values(), keep, set(protected))
+        return CleanupPlan(
+            keep=keep,
+            protected_tags=list(self.config.protected_tags),
+            protected=protected,
+            remove=doomed,
+            remaining=len(records) - len(doomed),
+        )
+
     def cleanup_old_programs(self) -> int:
         """Keep the ``max_stored_programs`` best unprotected programs; remove the rest.
 
         Programs are ranked by 70% normalised score and 30% normalised recency;
         programs tagged with a ``protected_tags`` tag are always kept. Removal is
         one commit; removed programs stay in history and can be restored.
-        Returns how many were removed.
+        Returns how many were removed; :meth:`plan_cleanup` says which first.
         """
-        records = list(self.storage.records().values())
-        protected_tags = set(self.config.protected_tags)
-        protected = {
-            program_id
-            for program_id, tags in all_tags(self.storage.git).items()
-            if tags & protected_tags
-        }
-        keep = self.config.max_stored_programs
-        doomed = cleanup_plan(records, keep, protected)
+        plan = self.plan_cleanup()
         removed: list[str] = []
-        if doomed:
-            message = cleanup_message(doomed, len(records) - len(doomed), keep)
-            removed = self.storage.delete_programs(doomed, message)
-        events.emit(
-            "progreg.storage.cleanup", removed=len(removed), remaining=len(records) - len(removed)
-        )
+        if plan.remove:
+            message = cleanup_message(plan.remove, plan.remaining, plan.keep)
+            removed = self.storage.delete_programs(plan.remove, message)
+        remaining = plan.remaining + len(plan.remove) - len(removed)
+        events.emit("progreg.storage.cleanup", removed=len(removed), remaining=remaining)
         return len(removed)
 
     # -- the process-wide instance -------------------------------------------------

@@ -77,3 +77,15 @@ class SavedProgram(BaseModel):
     def optimizer(self) -> str | None:
         """``optimization_result["metadata"]["optimizer"]``."""
         return optimizer_of(self.optimization_result)
+
+
+class CleanupPlan(BaseModel):
+    """What ``cleanup_old_programs`` would remove now, and why the others stay."""
+
+    model_config = ConfigDict(frozen=True)
+
+    keep: int = Field(description="max_stored_programs: how many unprotected programs stay")
+    protected_tags: list[str] = Field(description="the tags that protect a program")
+    protected: list[str] = Field(description="ids of live programs kept for a protected tag")
+    remove: list[str] = Field(description="ids cleanup would remove, oldest first")
+    remaining: int = Field(description="how many programs the registry holds afterwards")

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from progreg.analytics import OptimizationHistory, ProgramRef, cleanup_plan
+from progreg.analytics import OptimizationHistory, ProgramRef
 from progreg.cli.gitlog import read_log
 from progreg.cli.main import Context, cli
 from progreg.cli.output import (
@@ -35,9 +35,8 @@ from progreg.cli.output import (
 from progreg.cli.params import TAG
 from progreg.cli.plot import render_report, score_series
 from progreg.cli.render import format_score, optimizer_rows
-from progreg.config import StorageConfig
 from progreg.storage import MAIN
-from progreg.tags import all_tags, check_tags
+from progreg.tags import check_tags
 
 _ACTION_COLORS = {
     "save": "green",
@@ -222,18 +221,11 @@ def cleanup(
         settings["protected_tags"] = check_tags(protect)
     with progress(2 if dry_run else 3, "cleanup") as advance:
         manager = open_manager(ctx, **settings)
-        config: StorageConfig = manager.config
         storage = manager.storage
         records = storage.records()
-        protected_tags = set(config.protected_tags)
-        protected = sorted(
-            program_id
-            for program_id, names in all_tags(storage.git).items()
-            if names & protected_tags and program_id in records
-        )
         advance(1)
-        # StorageManager has no public dry-run: the same plan it computes.
-        doomed = cleanup_plan(records.values(), config.max_stored_programs, set(protected))
+        plan = manager.plan_cleanup()
+        doomed = plan.remove
         advance(1)
         commit = None
         if doomed and not dry_run:
@@ -251,9 +243,9 @@ def cleanup(
         echo_json(
             {
                 "dry_run": dry_run,
-                "keep": config.max_stored_programs,
-                "protected_tags": list(config.protected_tags),
-                "protected": protected,
+                "keep": plan.keep,
+                "protected_tags": plan.protected_tags,
+                "protected": plan.protected,
                 "removed": [ref.model_dump(mode="json") for ref in removed],
                 "remaining": remaining,
                 "commit": commit,
@@ -262,8 +254,8 @@ def cleanup(
         return
     verb = "would remove" if dry_run else "removed"
     click.echo(
-        f"{verb} {len(removed)} of {len(records)} programs (keep {config.max_stored_programs}"
-        f" unprotected; {len(protected)} protected by {', '.join(config.protected_tags) or '-'})"
+        f"{verb} {len(removed)} of {len(records)} programs (keep {plan.keep}"
+        f" unprotected; {len(plan.protected)} protected by {', '.join(plan.protected_tags) or '-'})"
     )
     if removed:
         rows = [
