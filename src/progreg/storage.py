@@ -448,15 +448,16 @@ class ProgramStorage:
             data, where, commit = found
             doc = decode_document(data, where, program_id)
             program = self.rebuild(doc, into)
-        age_hours = (datetime.now(UTC) - doc.saved_at).total_seconds() / 3600
-        events.emit(
-            "progreg.storage.load_complete",
-            program_id=program_id,
-            found=True,
-            size_bytes=len(data),
-            age_hours=round(age_hours, 3),
-            duration_ms=timer.ms,
-        )
+        if events.listening():
+            age_hours = (datetime.now(UTC) - doc.saved_at).total_seconds() / 3600
+            events.emit(
+                "progreg.storage.load_complete",
+                program_id=program_id,
+                found=True,
+                size_bytes=len(data),
+                age_hours=round(age_hours, 3),
+                duration_ms=timer.ms,
+            )
         return self.saved_program(doc, program, commit)
 
     def _locate(self, program_id: str) -> tuple[bytes, str, str] | None:
