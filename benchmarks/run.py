@@ -716,6 +716,7 @@ def main() -> None:
     for n in plan.sizes:
         with tempfile.TemporaryDirectory(prefix=f"progreg-bench-{n}-") as tmp:
             table, save_ms = bench_size(n, plan, Path(tmp), save_at_100)
+        phase(n, "temporary files removed")
         if save_at_100 is None:
             save_at_100 = save_ms
         tables.append((n, table))
