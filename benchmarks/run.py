@@ -318,19 +318,26 @@ def prefill_files_store(root: Path, storage: ProgramStorage, count: int) -> None
 
 
 def prefill_naive_git(repo: Path, storage: ProgramStorage, count: int) -> None:
-    """A bare repository with one commit per program, by ``git fast-import``."""
+    """A bare repository whose main holds ``count`` programs, by ``git fast-import``.
+
+    One commit holds them all: a naive save costs what the index and the trees
+    hold (``update-index``, ``write-tree``), not what the history behind it
+    holds, and fast-import writes 10k commits ten times slower than one.
+    """
     run_git("init", "-q", "--bare", "-b", "main", str(repo))
+    if count == 0:
+        return
 
     def stream() -> Iterator[bytes]:
+        message = f"Prefill {count} programs\n".encode()
+        yield (
+            b"commit refs/heads/main\n"
+            b"committer Bench <bench@example.com> 1700000000 +0000\n"
+            b"data %d\n%s\n" % (len(message), message)
+        )
         for i in range(count):
             data = encoded(storage, i)
             pid = f"{i:016x}"
-            message = f"Save program {pid}\n".encode()
-            yield (
-                b"commit refs/heads/main\n"
-                b"committer Bench <bench@example.com> 1700000000 +0000\n"
-                b"data %d\n%s\n" % (len(message), message)
-            )
             yield b"M 100644 inline programs/%s/%s/%s.json\n" % (
                 pid[:2].encode(),
                 pid[2:4].encode(),
@@ -391,8 +398,11 @@ class Plan:
     sizes: list[int]
     samples: int  # timed single saves per size (at most)
     naive_samples: int
-    repeat: int  # warm queries, git log, bundles
+    repeat: int  # warm queries, git log, tag listing
     push_rounds: int = 5
+    bundle_repeat: int = 3  # export/import (seconds each at 10k)
+    #: Timed saves of the files store from 10k on (each rewrites its whole history.json).
+    file_samples_at_scale: int = 30
 
 
 def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one function
@@ -429,15 +439,19 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
         for k in range(len(payloads))
     ]
 
-    # the reference files store at the same N (its saves grow with N: fewer samples at 100k)
+    phase(n, "floor measured")
+
+    # the reference files store at the same N (its saves grow with N: fewer samples from 10k)
     store_root = root / "files"
     prefill_files_store(store_root, storage, built)
     store = files_store.FilesStore(str(store_root))
-    file_samples = samples if n < 50_000 else min(samples, 20)
+    file_samples = samples if n < AT_SCALE else min(samples, plan.file_samples_at_scale)
     file_saves = [
         bench_core.timed(lambda i=i: store.save_program(*document(i)))  # type: ignore[misc]
         for i in range(built, built + file_samples)
     ]
+
+    phase(n, f"files store measured ({file_samples} saves)")
 
     # the naive git command line at the same N (a temporary index kept between saves)
     naive = root / "naive.git"
@@ -455,7 +469,7 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
         data = payloads[k % len(payloads)]
         naive_saves.append(bench_core.timed(lambda d=data, p=pid: naive_git_save(naive, env, d, p)))  # type: ignore[misc]
 
-    phase(n, "baselines measured (floor, files store, naive git)")
+    phase(n, f"naive git measured ({len(naive_saves)} saves)")
     at_scale = n >= AT_SCALE
     table.add(Row("save (single)", f"{save_ms:.3f} ms", f"median of {samples} at N={n}"))
     table.ratio(
@@ -593,8 +607,10 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
     work = root / "bundles"
     work.mkdir()
     if n <= BUNDLE_TIMING_LIMIT:
-        rows = bench_bundles.measure(registry, work, plan.repeat, "after gc")
-        names = ["export", "import (progreg bundle)", None, "import (git bundle)", None]
+        rows = bench_bundles.measure(
+            registry, work, plan.bundle_repeat, "after gc", unpack_only=False
+        )
+        names = ["export", "import (progreg bundle)", "import (git bundle)"]
         for label, (_what, ours, theirs) in zip(names, rows, strict=True):
             if label is not None:
                 base = "git bundle create" if label == "export" else "git fetch"
@@ -679,19 +695,28 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.path, args.extra)))
         return
     if args.smoke:
-        plan = Plan([50], samples=25, naive_samples=10, repeat=1, push_rounds=2)
+        plan = Plan([50], samples=25, naive_samples=10, repeat=1, push_rounds=2, bundle_repeat=1)
     elif args.full:
         plan = Plan([100, 10_000, 100_000], samples=200, naive_samples=100, repeat=3)
     elif args.sizes:
         plan = Plan(sorted(args.sizes), samples=200, naive_samples=100, repeat=3)
-    else:
-        plan = Plan([100, 10_000], samples=200, naive_samples=100, repeat=3)
+    else:  # quick: the slow baselines and the second-long rows sampled less
+        plan = Plan(
+            [100, 10_000],
+            samples=200,
+            naive_samples=40,
+            repeat=3,
+            push_rounds=3,
+            bundle_repeat=1,
+            file_samples_at_scale=20,
+        )
     started = time.perf_counter()
     save_at_100: float | None = None
     tables = []
     for n in plan.sizes:
         with tempfile.TemporaryDirectory(prefix=f"progreg-bench-{n}-") as tmp:
             table, save_ms = bench_size(n, plan, Path(tmp), save_at_100)
+        phase(n, "temporary files removed")
         if save_at_100 is None:
             save_at_100 = save_ms
         tables.append((n, table))

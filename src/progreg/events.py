@@ -16,12 +16,12 @@ Every event is emitted twice over:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from progreg.errors import ProgregError
@@ -69,15 +69,25 @@ def subscribe(callback: Subscriber) -> Callable[[], None]:
     return unsubscribe
 
 
+def listening(level: int = logging.INFO) -> bool:
+    """Whether an event at ``level`` would reach anyone (a subscriber or the logger).
+
+    Callers whose event fields cost something to compute can skip them when not.
+    """
+    return bool(_subscribers) or logger.isEnabledFor(level)
+
+
 def emit(name: str, level: int | None = None, **fields: Any) -> None:
     """Emit event ``name`` with ``fields`` to subscribers and to the logger.
 
     The log level is ERROR for ``*_error`` events and INFO otherwise, unless
     ``level`` says otherwise (WARNING for recoveries, say).
     """
-    event = Event(name, fields)
     if level is None:
-        level = logging.ERROR if event.is_error else logging.INFO
+        level = logging.ERROR if name.endswith("_error") else logging.INFO
+    if not _subscribers and not logger.isEnabledFor(level):
+        return  # nobody listens: the common case costs no event
+    event = Event(name, fields)
     for callback in tuple(_subscribers):
         try:
             callback(event)
@@ -95,26 +105,39 @@ def emit(name: str, level: int | None = None, **fields: Any) -> None:
         logger.log(level, "%s %s", name, details, extra=extra)
 
 
-@contextlib.contextmanager
-def operation(prefix: str, **fields: Any) -> Iterator[Timer]:
+class operation:  # lower case: used as a function, ``with events.operation(...)``
     """Emit ``<prefix>_start`` now and ``<prefix>_error`` if a progreg error escapes.
 
     Yields a :class:`Timer`; the caller emits ``<prefix>_complete`` with what
     only it knows (sizes, commit ids). The error is re-raised unchanged.
     """
-    timer = Timer()
-    emit(f"{prefix}_start", **fields)
-    try:
-        yield timer
-    except ProgregError as exc:
-        emit(
-            f"{prefix}_error",
-            **fields,
-            error=str(exc),
-            error_type=type(exc).__name__,
-            duration_ms=timer.ms,
-        )
-        raise
+
+    __slots__ = ("_fields", "_prefix", "_timer")
+
+    def __init__(self, prefix: str, **fields: Any) -> None:
+        self._prefix = prefix
+        self._fields = fields
+
+    def __enter__(self) -> Timer:
+        self._timer = Timer()
+        if listening():
+            emit(f"{self._prefix}_start", **self._fields)
+        return self._timer
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, ProgregError):
+            emit(
+                f"{self._prefix}_error",
+                **self._fields,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                duration_ms=self._timer.ms,
+            )
 
 
 class Timer:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import orjson
 import pygit2
 from pydantic import BaseModel, ConfigDict, Field
 from pygit2.enums import DeltaStatus
 
 from progreg import canonical, events
-from progreg.document import decode_document
+from progreg.document import decode_document, document_from
 from progreg.errors import ConflictError, CorruptProgramError
 from progreg.gitstore import CommitPlan, format_message
 from progreg.ids import program_id_of_path
@@ -124,7 +125,16 @@ def _check_program(
             f"{path} on the other side is {blob.size} bytes, over the limit of {limit}"
         )
     data = blob.data
-    decode_document(data, f"{path} on the other side", program_id)
+    where = f"{path} on the other side"
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        value = None  # decode_document below says what is wrong with it
+    if value is not None and canonical.is_canonical_value(value, data):
+        # Canonical bytes: what the strict decode would return, parsed once.
+        document_from(value, where, program_id)
+        return
+    decode_document(data, where, program_id)
     if not canonical.is_canonical(data):
         raise CorruptProgramError(
             f"{path} on the other side is not canonical JSON (sorted keys, 2-space indent,"

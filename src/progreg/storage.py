@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pygit2
@@ -407,15 +408,9 @@ class ProgramStorage:
         """The error to raise when Git failed to write (disk full, permissions...)."""
         return write_failure(self.path, exc)
 
-    @contextlib.contextmanager
-    def reading(self, what: str) -> Iterator[None]:
+    def reading(self, what: str) -> _Reading:
         """Raise :class:`~progreg.DamagedObjectError` when Git finds an object damaged or gone."""
-        try:
-            yield
-        except ProgregError:
-            raise
-        except (pygit2.GitError, KeyError) as exc:
-            raise read_failure(self.path, what, exc) from exc
+        return _Reading(self.path, what)
 
     def rebuild(self, doc: ProgramDocument, into: object = None) -> Any:
         """The program object of ``doc``: loaded ``into`` an object, a registered type, or state."""
@@ -448,15 +443,16 @@ class ProgramStorage:
             data, where, commit = found
             doc = decode_document(data, where, program_id)
             program = self.rebuild(doc, into)
-        age_hours = (datetime.now(UTC) - doc.saved_at).total_seconds() / 3600
-        events.emit(
-            "progreg.storage.load_complete",
-            program_id=program_id,
-            found=True,
-            size_bytes=len(data),
-            age_hours=round(age_hours, 3),
-            duration_ms=timer.ms,
-        )
+        if events.listening():
+            age_hours = (datetime.now(UTC) - doc.saved_at).total_seconds() / 3600
+            events.emit(
+                "progreg.storage.load_complete",
+                program_id=program_id,
+                found=True,
+                size_bytes=len(data),
+                age_hours=round(age_hours, 3),
+                duration_ms=timer.ms,
+            )
         return self.saved_program(doc, program, commit)
 
     def _locate(self, program_id: str) -> tuple[bytes, str, str] | None:
@@ -728,6 +724,28 @@ class ProgramStorage:
         from progreg.signing import verify
 
         return verify(self)
+
+
+class _Reading:
+    """The context of :meth:`ProgramStorage.reading` (a class: loads are microseconds)."""
+
+    __slots__ = ("_path", "_what")
+
+    def __init__(self, path: Path, what: str) -> None:
+        self._path = path
+        self._what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, (pygit2.GitError, KeyError)) and not isinstance(exc, ProgregError):
+            raise read_failure(self._path, self._what, exc) from exc
 
 
 def check_marker(tree: pygit2.Tree, where: str, ref: str, error: type[ProgregError]) -> int:

@@ -511,12 +511,19 @@ class _BundleImport:
     def _check_refs(self, repo: pygit2.Repository, main_tip: str | None) -> None:
         """Check the tags to create and the checkpoint branches to move, as a server would."""
         limit = self.storage.max_program_bytes
+        # plan_merge checked these program files as check_file would (secrets: check_secrets)
+        checked = self.merge_plan[1].edits if self.merge_plan is not None else {}
         for name, oid in [*self._tags, *self._checkpoints]:
             current = repo.references.get(name)
             old = str(current.target) if current is not None else _ZERO
             update = RefUpdate(old, oid, name)
             found = validate_ref_update(
-                repo, update, main_tip=main_tip, max_program_bytes=limit, check_history=False
+                repo,
+                update,
+                main_tip=main_tip,
+                max_program_bytes=limit,
+                check_history=False,
+                checked=checked,
             )
             self._refuse(found, name)
 

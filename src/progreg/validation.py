@@ -60,7 +60,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -794,19 +794,24 @@ def validate_ref_update(
     main_tip: str | None = None,
     max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
     check_history: bool = True,
+    checked: Mapping[str, object] | None = None,
 ) -> list[Problem]:
     """Check one ref update as a server receives it.
 
     ``main_tip`` is where ``main`` will point after the push (tags must point
     into its history); ``None`` means there will be no ``main``. With
     ``check_history=False`` a tag's commit is not required to be in that
-    history (finding out costs a walk of it).
+    history (finding out costs a walk of it). ``checked`` maps the paths of
+    program files the caller has already checked with these rules to their
+    blob ids: a tag on a commit holding that very blob there is not read again.
     """
     ref = update.ref
     if ref == MAIN:
         problems = _branch_update(repo, update, "main", None, max_program_bytes)
     elif ref.startswith(TAGS_PREFIX):
-        problems = _tag_update(repo, update, main_tip, max_program_bytes, check_history)
+        problems = _tag_update(
+            repo, update, main_tip, max_program_bytes, check_history, checked or {}
+        )
     elif ref.startswith(CHECKPOINTS_PREFIX):
         name = ref[len(CHECKPOINTS_PREFIX) :]
         try:
@@ -880,7 +885,8 @@ def _tag_update(
     update: RefUpdate,
     main_tip: str | None,
     limit: int,
-    check_history: bool = True,
+    check_history: bool,
+    checked: Mapping[str, object],
 ) -> list[Problem]:
     tag, _, program_id = update.ref[len(TAGS_PREFIX) :].rpartition("/")
     try:
@@ -922,7 +928,9 @@ def _tag_update(
     if target is None:
         return [*problems, Problem("the tag must point at a commit: re-create it")]
     path = program_path(program_id)
-    if path not in target.tree:
+    try:
+        entry = target.tree[path]  # one walk down the tree
+    except KeyError:
         return [
             *problems,
             Problem(
@@ -931,14 +939,9 @@ def _tag_update(
                 commit=str(target.id),
             ),
         ]
-    found, _ = _check_entries(
-        repo,
-        [(path, target.tree[path].filemode, target.tree[path].id)],
-        "main",
-        limit,
-        str(target.id),
-    )
-    problems += found
+    if entry.filemode != FileMode.BLOB or checked.get(path) != entry.id:
+        where = [(path, entry.filemode, entry.id)]
+        problems += _check_entries(repo, where, "main", limit, str(target.id))[0]
     if check_history and (
         main_tip is None
         or (
