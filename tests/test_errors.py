@@ -288,6 +288,18 @@ def test_invalid_input(populated: ProgramStorage, args: tuple[Any, ...], message
     assert registry_state(populated.path) == before
 
 
+def test_tags_must_be_a_list_of_names(populated: ProgramStorage) -> None:
+    before = registry_state(populated.path)
+    for tags in (42, object()):
+        with pytest.raises(InvalidInputError, match="tags must be a list of tag names"):
+            populated.save_program({"a": 1}, tags=tags)
+        with pytest.raises(InvalidInputError, match="tags must be a list of tag names"):
+            populated.save_programs([({"a": 1}, None)], tags=tags)
+    assert registry_state(populated.path) == before
+    saved = populated.save_program({"a": 2}, tags=None)  # None: no tags, as StorageManager takes
+    assert saved.program_id in populated.records()
+
+
 def test_invalid_identity(populated: ProgramStorage) -> None:
     before = registry_state(populated.path)
     bad = ProgramStorage(populated.path, author="just a name")

@@ -167,7 +167,7 @@ class ProgramStorage:
         metadata: Mapping[str, Any] | None = None,
         program_id: str | None = None,
         *,
-        tags: Iterable[str] = (),
+        tags: Iterable[str] | None = (),
         secrets: SecretsPolicy = "refuse",
     ) -> SavedProgram:
         """Save ``program`` with its optimization result as one commit; return the saved record.
@@ -203,7 +203,7 @@ class ProgramStorage:
         self,
         items: Iterable[BatchItem],
         *,
-        tags: Iterable[str] = (),
+        tags: Iterable[str] | None = (),
         secrets: SecretsPolicy = "refuse",
     ) -> list[SavedProgram]:
         """Save many programs as ONE commit; return their records, in the order given.

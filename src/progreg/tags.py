@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from progreg.errors import InvalidInputError
 from progreg.gitstore import GitRepository, Identity
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.reflist import names_under
@@ -21,12 +22,20 @@ TAGS_PREFIX = "refs/tags/"
 _HEX = re.compile(r"[0-9a-f]*")
 
 
-def check_tags(tags: Iterable[str]) -> list[str]:
-    """Validated, de-duplicated tag names, in the order given."""
+def check_tags(tags: Iterable[str] | None) -> list[str]:
+    """Validated, de-duplicated tag names, in the order given (``None``: no tags)."""
+    if tags is None:
+        return []
     if isinstance(tags, str):
         tags = [tags]
+    try:
+        names = list(tags)
+    except TypeError:
+        raise InvalidInputError(
+            f"tags must be a list of tag names, not {type(tags).__name__}"
+        ) from None
     unique: list[str] = []
-    for tag in tags:
+    for tag in names:
         check_name("tag", tag, TAGS_PREFIX)
         if tag not in unique:
             unique.append(tag)
