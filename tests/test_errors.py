@@ -290,6 +290,7 @@ def test_invalid_input(populated: ProgramStorage, args: tuple[Any, ...], message
 
 def test_tags_must_be_a_list_of_names(populated: ProgramStorage) -> None:
     before = registry_state(populated.path)
+    tags: Any
     for tags in (42, object()):
         with pytest.raises(InvalidInputError, match="tags must be a list of tag names"):
             populated.save_program({"a": 1}, tags=tags)
