@@ -963,14 +963,17 @@ def test_importing_only_identical_programs_writes_nothing(tmp_path: Path) -> Non
 
 def test_export_and_import_report_progress(tmp_path: Path) -> None:
     storage = ProgramStorage(tmp_path / "registry")
-    # The tag's object is loose: a registry that is exactly one pack is exported by
-    # copying that pack, with nothing to report.
     for i in range(5):
         storage.save_program({"instructions": f"v{i}"}, tags=["first"] if i == 0 else ())
     bundle = tmp_path / "all.bundle"
     exported: list[tuple[int, int]] = []
+    # A registry that is exactly one pack is exported by copying that pack: one step.
     storage.export_registry(bundle, progress=lambda done, total: exported.append((done, total)))
-    assert exported
+    assert exported == [(1, 1)]
+    # A loose object (as plain git writes them) means the objects are read and packed anew.
+    git(storage.path, "hash-object", "-w", "--stdin", input=b"written by git")
+    exported.clear()
+    storage.export_registry(bundle, progress=lambda done, total: exported.append((done, total)))
     assert exported[-1][0] == exported[-1][1] == 5  # one step per commit
     imported: list[tuple[int, int]] = []
     target = ProgramStorage(tmp_path / "target")
@@ -982,9 +985,9 @@ def test_export_and_import_report_progress(tmp_path: Path) -> None:
 
 def test_the_cli_draws_a_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
     storage = ProgramStorage(tmp_path / "registry")
-    # The tag's object is loose: a registry that is exactly one pack is exported by
-    # copying that pack, with nothing to report.
+    # A loose object: the registry is not exactly one pack, so export reads and packs.
     storage.save_program({"instructions": "hello"}, tags=["first"])
+    git(storage.path, "hash-object", "-w", "--stdin", input=b"written by git")
     executable = Path(sys.executable).with_name("progreg")
     env = {**os.environ, "PROGREG_PATH": str(storage.path)}
     command = [str(executable), "export", str(tmp_path / "a.bundle"), "--all"]

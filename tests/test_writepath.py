@@ -245,14 +245,35 @@ def test_a_durable_save_flushes_its_objects_then_the_ref(
     assert synced[ref_flush + 1] == str(storage.path / "refs" / "heads")
 
 
+def test_a_tag_added_later_is_a_flushed_pack_and_ref(
+    registry_path: Path, synced: list[str]
+) -> None:
+    manager = StorageManager(StorageConfig(storage_path=registry_path))
+    saved = manager.storage.save_program({"x": 1})
+    synced.clear()
+    assert manager.tag_program(saved.program_id, "reviewed") == ["reviewed"]
+    tag_ref = registry_path / "refs" / "tags" / "reviewed" / saved.program_id
+    pack = manager.storage.git.tail.path
+    assert pack is not None
+    assert synced.index(str(pack)) < synced.index(str(tag_ref) + ".lock")
+    assert not list(registry_path.glob("objects/[0-9a-f][0-9a-f]/*"))  # nothing loose
+    tag = git(registry_path, "rev-parse", f"refs/tags/reviewed/{saved.program_id}").strip()
+    assert git(registry_path, "cat-file", "-t", tag).strip() == "tag"
+    assert manager.tag_program(saved.program_id, "reviewed") == []  # already there
+    assert_fsck_clean(registry_path)
+
+
 def test_tags_deletes_and_imports_are_durable(
     tmp_path: Path, storage: ProgramStorage, synced: list[str]
 ) -> None:
     saved = storage.save_program({"x": 1}, tags=["production"])
     tag_ref = storage.path / "refs" / "tags" / "production" / saved.program_id
-    assert str(tag_ref) in synced
+    tag_flush = synced.index(str(tag_ref) + ".lock")  # flushed before the rename
+    assert str(tag_ref.parent) in synced[tag_flush:]  # then the rename itself
     tag = git(storage.path, "rev-parse", f"refs/tags/production/{saved.program_id}").strip()
-    assert str(storage.path / "objects" / tag[:2] / tag[2:]) in synced
+    pack = storage.git.tail.path  # the tag object went into the save's pack, flushed first
+    assert pack is not None and str(pack) in synced[:tag_flush]
+    assert tag in git(storage.path, "show-index", input=pack.with_suffix(".idx").read_bytes())
     synced.clear()
     assert storage.delete_program(saved.program_id)
     assert str(storage.path / "refs" / "heads") in synced

@@ -53,7 +53,7 @@ from progreg.models import HistorySummary, ProgramHistory, ProgramSummary, Saved
 from progreg.programs import ProgramTypes, export_state, load_into, signature_name
 from progreg.results import normalize_result
 from progreg.secrets import SecretsPolicy, check_policy, screen_document
-from progreg.tags import check_tags, create_tags
+from progreg.tags import check_tags, created_by_program, tag_plans
 
 if TYPE_CHECKING:
     from progreg.remotes import PullResult, PushResult, RemoteInfo, SyncResult
@@ -271,11 +271,7 @@ class ProgramStorage:
         message = batch_message(docs)
         when = max(doc.saved_at for doc in docs)
 
-        def tag(commit: pygit2.Oid) -> None:
-            for doc in docs:
-                created = create_tags(self._git, doc.program_id, str(commit), tags, committer)
-                if created:
-                    events.emit("progreg.tag.add", program_id=doc.program_id, tags=created)
+        tag_plan = [plan for doc in docs for plan in tag_plans(doc.program_id, tags, committer)]
 
         def plan(tip: pygit2.Commit | None) -> CommitPlan:
             if tip is not None:
@@ -285,9 +281,11 @@ class ProgramStorage:
                         f"the generated program id {program_id_of_path(taken[0])} is already"
                         " taken; save again"
                     )
-            return CommitPlan(self.with_marker(tip, edits), message, author, committer, when)
+            return CommitPlan(
+                self.with_marker(tip, edits), message, author, committer, when, tags=tag_plan
+            )
 
-        commit = self._write(lambda: self._git.update_ref(MAIN, plan, tag if tags else None))
+        commit = self._write(lambda: self._git.update_ref(MAIN, plan, _tags_added))
         assert commit is not None
         auto_maintenance(self._git)
         return str(commit)
@@ -358,21 +356,21 @@ class ProgramStorage:
         author, committer = self.identity()  # before any write: a bad identity changes nothing
         message = save_message(doc)
 
-        def tag(commit: pygit2.Oid) -> None:
-            created = create_tags(self._git, doc.program_id, str(commit), tags, committer)
-            if created:
-                events.emit("progreg.tag.add", program_id=doc.program_id, tags=created)
-
         def plan(tip: pygit2.Commit | None) -> CommitPlan:
             if must_be_new and tip is not None and self._git.has_path(tip, path):
                 raise ConflictError(
                     f"the generated program id {doc.program_id} is already taken; save again"
                 )
             return CommitPlan(
-                self.with_marker(tip, {path: data}), message, author, committer, doc.saved_at
+                self.with_marker(tip, {path: data}),
+                message,
+                author,
+                committer,
+                doc.saved_at,
+                tags=tag_plans(doc.program_id, tags, committer),
             )
 
-        commit = self._write(lambda: self._git.update_ref(MAIN, plan, tag if tags else None))
+        commit = self._write(lambda: self._git.update_ref(MAIN, plan, _tags_added))
         assert commit is not None
         auto_maintenance(self._git)
         return str(commit)
@@ -820,3 +818,9 @@ def _batch_item(item: object, index: int) -> tuple[object, object, Any, str | No
         )
     program, result, metadata, program_id = fields
     return program, result, metadata, program_id
+
+
+def _tags_added(commit: pygit2.Oid, created: list[str]) -> None:
+    """Report the tags a save created with its commit (``<tag>/<program id>`` names)."""
+    for program_id, tags in created_by_program(created).items():
+        events.emit("progreg.tag.add", program_id=program_id, tags=tags)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 
 from progreg.errors import InvalidInputError
-from progreg.gitstore import GitRepository, Identity
+from progreg.gitstore import GitRepository, Identity, TagPlan
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.reflist import names_under
 from progreg.ids import is_program_id
@@ -51,12 +51,29 @@ def create_tags(
     git: GitRepository, program_id: str, commit: str, tags: Iterable[str], tagger: Identity
 ) -> list[str]:
     """Tag ``commit`` (which records ``program_id``) with ``tags``; return the tags created."""
-    created = []
-    for tag in tags:
-        message = f"Tag program {program_id} as {tag}\n"
-        if git.create_tag(f"{tag}/{program_id}", commit, tagger, message):
-            created.append(tag)
-    return created
+    names = list(tags)
+    return [
+        tag
+        for tag, plan in zip(names, tag_plans(program_id, names, tagger), strict=True)
+        if git.create_tag(plan.name, commit, tagger, plan.message)
+    ]
+
+
+def tag_plans(program_id: str, tags: Iterable[str], tagger: Identity) -> list[TagPlan]:
+    """The annotated tags ``<tag>/<program_id>`` that tag a program, as a save makes them."""
+    return [
+        TagPlan(f"{tag}/{program_id}", tagger, f"Tag program {program_id} as {tag}\n")
+        for tag in tags
+    ]
+
+
+def created_by_program(names: Iterable[str]) -> dict[str, list[str]]:
+    """``{program_id: [tag, ...]}`` of tag names ``<tag>/<program_id>``, in their order."""
+    by_program: dict[str, list[str]] = {}
+    for name in names:
+        tag, _, program_id = name.rpartition("/")
+        by_program.setdefault(program_id, []).append(tag)
+    return by_program
 
 
 def delete_tags(git: GitRepository, program_id: str, tags: Iterable[str]) -> list[str]:

@@ -6,13 +6,14 @@ it decides what the paths, bytes and messages mean.
 """
 
 from progreg.gitstore.identity import Identity, resolve_identity
-from progreg.gitstore.repository import CommitPlan, GitRepository
+from progreg.gitstore.repository import CommitPlan, GitRepository, TagPlan
 from progreg.gitstore.trailers import format_message, parse_trailers
 
 __all__ = [
     "CommitPlan",
     "GitRepository",
     "Identity",
+    "TagPlan",
     "format_message",
     "parse_trailers",
     "resolve_identity",

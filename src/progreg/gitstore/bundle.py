@@ -593,7 +593,9 @@ def write_bundle(
     excluded commits the bundle builds on are listed as its prerequisites.
     ``extra`` holds objects that are not in the repository (``{raw id: (type,
     data)}``). ``version`` is 2 or 3 (v3 adds ``@object-format=sha1``).
-    ``progress(done, total)`` is told how many commits have been written.
+    ``progress(done, total)`` is told how many commits have been written; a
+    bundle copied whole from the repository's only pack is one step,
+    ``progress(1, 1)`` once it is written.
     """
     if version not in (2, 3):
         raise ValueError(f"bundle version must be 2 or 3, not {version}")
@@ -603,7 +605,10 @@ def write_bundle(
     exclude = list(exclude)
     whole = None if exclude or extra else _whole_pack(repo, references)
     if whole is not None:
-        return _copy_pack(whole, Path(path), references, version)
+        copied = _copy_pack(whole, Path(path), references, version)
+        if progress is not None:
+            progress(1, 1)
+        return copied
     source = _Source(repo, extra or {})
     plan = _plan(source, references, exclude)
     lines = [_signature_lines(version)]

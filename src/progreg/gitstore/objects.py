@@ -137,6 +137,17 @@ def encode_commit(
     return b"\n".join(lines) + b"\n\n" + message
 
 
+def encode_tag(target: str, kind: bytes, name: str, tagger: str, message: str) -> bytes:
+    """An annotated tag's raw data, as ``git tag -a`` (and libgit2) writes it.
+
+    ``target`` is the tagged object's hex id, ``kind`` its type (``b"commit"``),
+    ``tagger`` a person as Git writes it (``Name <email> <seconds> <+hhmm>``).
+    """
+    return (
+        f"object {target}\ntype {kind.decode()}\ntag {name}\ntagger {tagger}\n\n{message}"
+    ).encode()
+
+
 def with_signature(content: bytes, signature: bytes, field: bytes = b"gpgsig") -> bytes:
     """``content`` (a commit's raw data) with ``signature`` as a header after the others.
 

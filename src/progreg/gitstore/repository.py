@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pygit2
-from pygit2.enums import ObjectType, RepositoryOpenFlag, SortMode
+from pygit2.enums import RepositoryOpenFlag, SortMode
 
 from progreg import events
 from progreg.errors import NotARegistryError, ProgregError, RegistryBusyError, RegistryError
@@ -63,6 +63,17 @@ class CommitPlan:
     committer: Identity
     when: datetime | None = None
     extra_parents: list[pygit2.Oid] = field(default_factory=list)
+    #: Annotated tags to create on the new commit, written in the same pack as it.
+    tags: list[TagPlan] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TagPlan:
+    """An annotated tag ``refs/tags/<name>``: who tags, and the tag's message."""
+
+    name: str
+    tagger: Identity
+    message: str
 
 
 class GitRepository:
@@ -260,16 +271,17 @@ class GitRepository:
         self,
         ref: str,
         plan: Callable[[pygit2.Commit | None], CommitPlan | None],
-        after: Callable[[pygit2.Oid], None] | None = None,
+        after: Callable[[pygit2.Oid, list[str]], None] | None = None,
     ) -> pygit2.Oid | None:
         """Commit ``plan(tip)`` on top of ``ref`` and move ``ref`` to it atomically.
 
         ``plan`` is called with the current tip (``None`` for a new ref) and
         returns the commit to make, or ``None`` to change nothing. It is called
         again if the ref moved underneath, so it must not have side effects.
-        ``after(new)``, if given, runs while the lock is still held, for refs
-        that must be created together with the commit (tags given at save).
-        Returns the new commit id, or ``None`` when the plan was empty.
+        The plan's tags are created once the ref moved (a tag that exists is
+        left as it is); ``after(new, created)``, if given, then runs while the
+        lock is still held, with the names of the tags created. Returns the
+        new commit id, or ``None`` when the plan was empty.
         """
         deadline = time.monotonic() + self.lock_timeout
         with write_lock(self.path, self.lock_timeout) as grant:
@@ -284,11 +296,14 @@ class GitRepository:
                 commit_plan = plan(tip)
                 if commit_plan is None:
                     return None
-                new = self._write_commit(tip, commit_plan)
+                new, tags = self._write_commit(tip, commit_plan)
                 error = self._compare_and_swap(ref, tip, new)
                 if error is None:
+                    created = [
+                        name for name, tag in tags if self._create_ref(f"refs/tags/{name}", tag)
+                    ]
                     if after is not None:
-                        after(new)
+                        after(new, created)
                     return new
                 if "doesn't exist" in error:  # the commit was not written (disk full...)
                     raise write_failure(self.path, OSError(error), f"update {ref} in {self.path}")
@@ -319,54 +334,63 @@ class GitRepository:
         return [name for name in self.repo.listall_references() if name.startswith(prefix)]
 
     def create_tag(self, name: str, target: str, tagger: Identity, message: str) -> bool:
-        """Create annotated tag ``refs/tags/<name>`` on commit ``target``; ``False`` if taken."""
-        oid = pygit2.Oid(hex=target)
-        repo = self.repo
-        signer = Signer.from_config(repo.config, "tag")
-        with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(f"refs/tags/{name}"):
-            return self._create_tag(repo, name, oid, signer, tagger, message)
+        """Create annotated tag ``refs/tags/<name>`` on commit ``target``; ``False`` if taken.
 
-    def _create_tag(
-        self,
-        repo: pygit2.Repository,
-        name: str,
-        oid: pygit2.Oid,
-        signer: Signer | None,
-        tagger: Identity,
-        message: str,
-    ) -> bool:
-        try:
-            if signer is None:
-                tag_id = repo.create_tag(name, oid, ObjectType.COMMIT, tagger.signature(), message)
+        The tag object is written as a pack, as commits are.
+        """
+        ref = f"refs/tags/{name}"
+        with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(ref):
+            if self.repo.references.get(ref) is not None:
+                return False
+            new: list[NewObject] = []
+            [(_, tag)] = self._tag_objects(target, [TagPlan(name, tagger, message)], new)
+            self._store(new, {})
+            return self._create_ref(ref, tag)
+
+    def _tag_objects(
+        self, target: str, tags: list[TagPlan], new: list[NewObject]
+    ) -> list[tuple[str, bytes]]:
+        """``(name, id)`` of each tag of ``tags`` on commit ``target``, appended to ``new``."""
+        signer = Signer.from_config(self.repo.config, "tag") if tags else None
+        made = []
+        for tag in tags:
+            tagger = tag.tagger.raw(tag.tagger.signature())
+            content = objects.encode_tag(target, b"commit", tag.name, tagger, tag.message)
+            if signer is not None:
+                content += signer.sign(content).encode()
+            tag_id = objects.object_id(objects.OBJ_TAG, content)
+            new.append((tag_id, objects.OBJ_TAG, content))
+            made.append((tag.name, tag_id))
+        return made
+
+    def _create_ref(self, ref: str, target: bytes) -> bool:
+        """Create ``ref`` at ``target`` (the write lock held); ``False`` if it exists."""
+        if not self._wants_reflog(ref):
+            try:
+                reason = swap_ref(self.path, ref, None, target.hex(), durable=self.durable)
+            except NeedsLibgit2:
+                pass
+            except OSError as exc:
+                raise write_failure(self.path, exc, f"create {ref} in {self.path}") from exc
             else:
-                if repo.references.get(f"refs/tags/{name}") is not None:
-                    return False
-                payload = (
-                    f"object {oid}\ntype commit\ntag {name}\n"
-                    f"tagger {tagger.raw(tagger.signature())}\n\n{message}"
-                ).encode()
-                signed = payload + signer.sign(payload).encode()
-                tag_id = repo.odb.write(ObjectType.TAG, signed)
-                repo.references.create(f"refs/tags/{name}", tag_id)
-        except pygit2.AlreadyExistsError:
-            return False
+                if reason is not None and "exists:" in reason:  # another Git process's lock
+                    raise ref_locked_error(self.path, ref, reason)
+                return reason is None
+        with self._ref_lock_errors(ref):
+            try:
+                self.repo.references.create(ref, pygit2.Oid(raw=target))
+            except pygit2.AlreadyExistsError:
+                return False
         if self.durable:
-            self._sync_loose(tag_id)
-            self._sync_ref(f"refs/tags/{name}")
+            self._sync_ref(ref)
         return True
 
     def create_ref(self, name: str, target: pygit2.Oid) -> bool:
         """Create ref ``name`` at ``target`` under the write lock; ``False`` if it exists."""
-        with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(name):
+        with write_lock(self.path, self.lock_timeout):
             if self.durable:  # the objects it names may have come from a fetch
                 self.sync_object_store()
-            try:
-                self.repo.references.create(name, target)
-            except pygit2.AlreadyExistsError:
-                return False
-            if self.durable:
-                self._sync_ref(name)
-            return True
+            return self._create_ref(name, target.raw)
 
     def set_ref(self, name: str, target: pygit2.Oid | None) -> None:
         """Point ref ``name`` at ``target`` (delete it for ``None``) under the write lock.
@@ -407,8 +431,11 @@ class GitRepository:
                 raise write_failure(self.path, exc, f"write {ref} in {self.path}") from exc
             raise ref_locked_error(self.path, ref, str(exc).rstrip(": ")) from exc
 
-    def _write_commit(self, tip: pygit2.Commit | None, plan: CommitPlan) -> pygit2.Oid:
-        """Write the commit of ``plan`` on ``tip`` with its new blobs and trees, as one pack."""
+    def _write_commit(
+        self, tip: pygit2.Commit | None, plan: CommitPlan
+    ) -> tuple[pygit2.Oid, list[tuple[str, bytes]]]:
+        """Write the commit of ``plan`` on ``tip`` with its new blobs, trees and tags, as one
+        pack; return the commit's id and each tag's ``(name, id)``."""
         new: list[NewObject] = []
         edits: dict[str, bytes | None] = {}
         outside = bool(plan.extra_parents)  # refers to objects this handle did not write
@@ -433,11 +460,12 @@ class GitRepository:
         parents = ([tip.id.raw] if tip is not None else []) + [p.raw for p in plan.extra_parents]
         commit, content = self._commit_object(root, parents, plan)
         new.append((commit, objects.OBJ_COMMIT, content))
+        tags = self._tag_objects(commit.hex(), plan.tags, new)
         if outside and self.durable:
             self.sync_object_store()
         self._store(new, previous)
         self._remember(trees)
-        return pygit2.Oid(raw=commit)
+        return pygit2.Oid(raw=commit), tags
 
     def _commit_object(
         self, tree: bytes, parents: list[bytes], plan: CommitPlan
