@@ -1,7 +1,15 @@
 """Git-level remote operations: fetch and push, with refusals and failures made exceptions.
 
-Network remotes (``git://``, ``http(s)://``, ``ssh://`` and ``host:path``)
-go through libgit2, with callbacks (:class:`Callbacks`) that
+Pushes over ``git://`` and ``http(s)://`` are made by progreg's own
+send-pack (:mod:`progreg.gitstore.sendpack` over
+:mod:`progreg.gitstore.transports`): libgit2's push marks the whole tree of
+every commit the remote advertises a ref for as present, which reads nearly
+every tree of a registry whose programs carry tags, on every push. The
+send-pack judges every ref with the same rules before anything is sent and
+turns the server's refusals into :class:`~progreg.PushRejectedError`.
+
+Fetches, and pushes over ``ssh://`` and ``host:path``, go through libgit2,
+with callbacks (:class:`Callbacks`) that
 
 * judge every ref update before anything is sent (``push_negotiation``
   sees the remote's current value of each ref): a branch that would not
@@ -15,7 +23,8 @@ go through libgit2, with callbacks (:class:`Callbacks`) that
   listed in ``~/.ssh/known_hosts``, which pygit2 would otherwise skip);
 * answer credential requests from :mod:`progreg.gitstore.credentials`,
   raising :class:`~progreg.AuthenticationError` on the second request
-  instead of letting libgit2 retry rejected credentials for ever.
+  instead of letting libgit2 retry rejected credentials for ever (the
+  HTTP transport of the send-pack asks the same source).
 
 Local remotes (a path or ``file://`` URL) are fetched through libgit2 too,
 which is read-only on the remote side and safe. They are *pushed* by

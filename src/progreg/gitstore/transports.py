@@ -48,7 +48,8 @@ class GitTransport:
         """Connect, ask for ``git-receive-pack`` on the path, return the advertisement."""
         sock = socket.create_connection((self.host, self.port), timeout=TIMEOUT)
         self._socket = sock
-        host = self.host if self.port == GIT_PORT else f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = host if self.port == GIT_PORT else f"{host}:{self.port}"
         sock.sendall(encode(f"{_SERVICE} {self.path}\0host={host}\0".encode()))
         self._reader = PktReader(sock.makefile("rb").read, self.where)
         return self._reader
