@@ -190,6 +190,9 @@ def test_pkt_lines_and_side_bands() -> None:
         parse_report([b"unpack index-pack failed\n"], "test")
     with pytest.raises(RemoteError, match="invalid length"):
         reader(b"0002").read()
+    with pytest.raises(RemoteError, match="malformed reply"):
+        reader(encode(b"ok") + b"zz!!").section()
+    assert reader(encode(b"a") + encode(b"b")).section() == [b"a", b"b"]
     with pytest.raises(RemoteError, match="closed the connection"):
         reader(b"0010abc").read()
     with pytest.raises(ValueError, match="at most"):
@@ -201,10 +204,16 @@ def test_advertisements() -> None:
     empty = parse_advertisement(
         [f"{zero} capabilities^{{}}\0report-status ofs-delta\n".encode()], "t"
     )
-    assert empty.refs == {} and "report-status" in empty.capabilities
+    assert empty.get("capabilities^{}") is None and empty.branches() == []
+    assert "report-status" in empty.capabilities
     oid = "a" * 40
     lines = [f"{oid} {MAIN}\0report-status\n".encode(), f"{oid} refs/tags/x^{{}}\n".encode()]
-    assert parse_advertisement(lines, "t").refs == {MAIN: oid}
+    advertised = parse_advertisement(lines, "t")
+    assert advertised.get(MAIN) == oid and advertised.get("refs/heads/other") is None
+    assert advertised.branches() == [pygit2.Oid(hex=oid)]
+    bad = parse_advertisement([f"{'g' * 40} {MAIN}\0report-status\n".encode()], "t")
+    with pytest.raises(RemoteError, match="invalid object id"):
+        bad.get(MAIN)
     with pytest.raises(RemoteError, match="access denied"):
         parse_advertisement([b"ERR access denied"], "t")
     with pytest.raises(RemoteError, match="malformed"):

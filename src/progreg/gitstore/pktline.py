@@ -17,8 +17,9 @@ FLUSH = b"0000"
 #: Longest pkt-line Git sends or accepts (65520 bytes, the four length digits included).
 MAX_PKT = 65520
 
-#: Reads up to ``n`` bytes; returns ``b""`` at the end of the stream.
-Read = Callable[[int], bytes]
+#: Returns at least one byte and at most ``n`` (what has arrived), ``b""`` at the end.
+Receive = Callable[[int], bytes]
+_CHUNK = 1 << 16
 
 
 def encode(payload: bytes) -> bytes:
@@ -29,45 +30,77 @@ def encode(payload: bytes) -> bytes:
 
 
 class PktReader:
-    """Reads pkt-lines from a byte stream (a socket or an HTTP response)."""
+    """Reads pkt-lines from a byte stream (a socket or an HTTP response), buffered."""
 
-    def __init__(self, read: Read, where: str) -> None:
-        self._read = read
+    def __init__(self, receive: Receive, where: str) -> None:
+        self._receive = receive
+        self._buffer = b""
+        self._position = 0
         self.where = where
 
-    def _exactly(self, size: int) -> bytes:
-        chunks: list[bytes] = []
-        while size:
-            chunk = self._read(size)
+    def _have(self, size: int) -> int:
+        """Buffer at least ``size`` unread bytes if the stream has them; return how many."""
+        available = len(self._buffer) - self._position
+        if available >= size:
+            return available
+        chunks = [self._buffer[self._position :]]
+        while available < size:
+            chunk = self._receive(max(_CHUNK, size - available))
             if not chunk:
-                raise RemoteError(f"{self.where} closed the connection in the middle of a reply")
+                break
             chunks.append(chunk)
-            size -= len(chunk)
-        return b"".join(chunks)
+            available += len(chunk)
+        self._buffer, self._position = b"".join(chunks), 0
+        return available
 
     def read(self) -> bytes | None:
         """The next payload, or ``None`` for a flush packet or the end of the stream."""
-        head = self._read(4)
-        if not head:
+        available = self._have(4)
+        if available == 0:
             return None
-        if len(head) < 4:
-            head += self._exactly(4 - len(head))
+        if available < 4:
+            raise RemoteError(f"{self.where} closed the connection in the middle of a reply")
+        start = self._position
+        head = self._buffer[start : start + 4]
         try:
             length = int(head, 16)
         except ValueError:
             raise RemoteError(f"{self.where} sent a malformed reply: {head!r}") from None
         if length == 0:
+            self._position += 4
             return None
         if length < 4 or length > MAX_PKT:
             raise RemoteError(f"{self.where} sent a pkt-line of invalid length {length}")
-        return self._exactly(length - 4)
+        if self._have(length) < length:
+            raise RemoteError(f"{self.where} closed the connection in the middle of a reply")
+        start = self._position
+        self._position = start + length
+        return self._buffer[start + 4 : start + length]
 
     def section(self) -> list[bytes]:
-        """Every payload up to the next flush packet (or the end of the stream)."""
+        """Every payload up to the next flush packet (or the end of the stream).
+
+        The pkt-lines already buffered are cut out in one tight loop: a ref
+        advertisement can hold hundreds of thousands of them.
+        """
         lines: list[bytes] = []
-        while (line := self.read()) is not None:
+        while True:
+            buffer, position = self._buffer, self._position
+            end = len(buffer)
+            while position + 4 <= end:
+                try:
+                    length = int(buffer[position : position + 4], 16)
+                except ValueError:
+                    break
+                if length < 4 or position + length > end:
+                    break  # a flush, an error or an incomplete line: read() sorts it out
+                lines.append(buffer[position + 4 : position + length])
+                position += length
+            self._position = position
+            line = self.read()
+            if line is None:
+                return lines
             lines.append(line)
-        return lines
 
 
 def demultiplex(reader: PktReader, progress: Callable[[bytes], None]) -> bytes:
@@ -90,14 +123,12 @@ def demultiplex(reader: PktReader, progress: Callable[[bytes], None]) -> bytes:
     return bytes(data)
 
 
+def of_bytes(data: bytes, where: str) -> PktReader:
+    """A reader of the pkt-lines in ``data``."""
+    chunks = iter((data,))
+    return PktReader(lambda _size: next(chunks, b""), where)
+
+
 def split(data: bytes, where: str) -> list[bytes]:
     """The payloads of the pkt-lines in ``data`` up to its first flush packet."""
-    position = 0
-
-    def read(size: int) -> bytes:
-        nonlocal position
-        chunk = data[position : position + size]
-        position += len(chunk)
-        return chunk
-
-    return PktReader(read, where).section()
+    return of_bytes(data, where).section()

@@ -17,6 +17,7 @@ The exchange (``gitprotocol-pack``), over any :class:`Transport`:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -41,7 +42,9 @@ from progreg.gitstore.urls import scrub
 
 #: What the server prints on side-band 2 (a hook's reasons) is kept up to this size.
 MAX_SIDEBAND = 64 * 1024
-BRANCHES = "refs/heads/"
+BRANCHES = b"refs/heads/"
+_ZERO = ZERO.encode()
+_OID = re.compile("[0-9a-f]{40}")
 
 
 class Transport(Protocol):
@@ -59,28 +62,49 @@ class Transport(Protocol):
 
 @dataclass
 class Advertisement:
-    """The refs a server holds and the capabilities it offers."""
+    """The refs a server holds (names and ids as sent) and the capabilities it offers."""
 
-    refs: dict[str, str] = field(default_factory=dict)
+    refs: dict[bytes, bytes] = field(default_factory=dict)
     capabilities: frozenset[str] = frozenset()
+
+    def get(self, ref: str) -> str | None:
+        """The id ``ref`` has on the server, or ``None`` when it has no such ref."""
+        oid = self.refs.get(ref.encode())
+        return None if oid is None or oid == _ZERO else _checked(oid.decode(errors="replace"))
+
+    def branches(self) -> list[pygit2.Oid]:
+        """The ids of the server's branches."""
+        return [
+            pygit2.Oid(hex=_checked(oid.decode(errors="replace")))
+            for ref, oid in self.refs.items()
+            if ref.startswith(BRANCHES) and oid != _ZERO
+        ]
+
+
+def _checked(oid: str) -> str:
+    if _OID.fullmatch(oid) is None:
+        raise RemoteError(f"the server advertised an invalid object id {oid[:50]!r}")
+    return oid
 
 
 def parse_advertisement(lines: Sequence[bytes], where: str) -> Advertisement:
-    """The :class:`Advertisement` in the pkt-line payloads ``lines``."""
+    """The :class:`Advertisement` in the pkt-line payloads ``lines``.
+
+    A registry's remote advertises a ref per tag (100,000 of them and more),
+    so lines are only cut apart here; the ids that are used are checked then.
+    """
     advertised = Advertisement()
-    for index, payload in enumerate(lines):
-        if payload.startswith(b"ERR "):
-            raise RemoteError(f"{where} refused the push: {payload[4:].decode(errors='replace')}")
-        line = payload.rstrip(b"\n")
-        if index == 0:
-            line, _, capabilities = line.partition(b"\0")
-            names = capabilities.decode(errors="replace").split()
-            advertised.capabilities = frozenset(names)
-        oid, _, ref = line.decode(errors="replace").partition(" ")
-        if len(oid) != 40 or not ref:
-            raise RemoteError(f"{where} sent a malformed ref advertisement: {line[:100]!r}")
-        if oid != ZERO and not ref.endswith("^{}"):
-            advertised.refs[ref] = oid
+    if not lines:
+        return advertised
+    if lines[0].startswith(b"ERR "):
+        raise RemoteError(f"{where} refused the push: {lines[0][4:].decode(errors='replace')}")
+    first, _, capabilities = lines[0].partition(b"\0")
+    advertised.capabilities = frozenset(capabilities.decode(errors="replace").split())
+    if first[40:41] != b" " or any(line[40:41] != b" " for line in lines[1:]):
+        raise RemoteError(f"{where} sent a malformed ref advertisement")
+    refs = {line[41:].rstrip(b"\n"): line[:40] for line in lines[1:]}
+    refs[first[41:].rstrip(b"\n")] = first[:40]
+    advertised.refs = refs
     return advertised
 
 
@@ -140,7 +164,7 @@ def send_pack(
 ) -> PushOutcome:
     """Push ``wanted`` (ref name to new value) through ``transport`` to ``where`` (redacted)."""
     advertised = parse_advertisement(transport.advertise().section(), where)
-    updates, up_to_date, reasons = plan(repo, wanted, advertised.refs.get)
+    updates, up_to_date, reasons = plan(repo, wanted, advertised.get)
     if reasons:
         transport.finish()
         raise rejected(where, reasons)
@@ -156,9 +180,7 @@ def send_pack(
     asked = ["report-status", *([sideband] if sideband else [])]
     asked += ["quiet"] if "quiet" in offered else []
     asked.append(f"agent=progreg/{__version__}")
-    branches = [
-        pygit2.Oid(hex=oid) for ref, oid in advertised.refs.items() if ref.startswith(BRANCHES)
-    ]
+    branches = advertised.branches()
     objects = missing_objects(repo, [pygit2.Oid(hex=u.new) for u in updates], branches)
     pack, _entries = pack_bytes(objects)
     reply = transport.send(commands(updates, asked) + pack)

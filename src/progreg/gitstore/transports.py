@@ -23,7 +23,7 @@ from pygit2.enums import CredentialType
 from progreg._version import __version__
 from progreg.errors import AuthenticationError, RemoteError
 from progreg.gitstore.credentials import CredentialSource
-from progreg.gitstore.pktline import FLUSH, PktReader, encode, split
+from progreg.gitstore.pktline import FLUSH, PktReader, encode, of_bytes, split
 from progreg.gitstore.urls import CREDENTIALS_HELP
 
 #: Seconds a connection may stay silent (a slow hook included) before the push fails.
@@ -51,7 +51,7 @@ class GitTransport:
         host = f"[{self.host}]" if ":" in self.host else self.host
         host = host if self.port == GIT_PORT else f"{host}:{self.port}"
         sock.sendall(encode(f"{_SERVICE} {self.path}\0host={host}\0".encode()))
-        self._reader = PktReader(sock.makefile("rb").read, self.where)
+        self._reader = PktReader(sock.recv, self.where)
         return self._reader
 
     def _connected(self) -> tuple[socket.socket, PktReader]:
@@ -155,16 +155,7 @@ class HttpTransport:
         header = split(body, self.where)
         if not header or header[0].rstrip(b"\n") != f"# service={_SERVICE}".encode():
             raise RemoteError(f"{self.where} sent a malformed ref advertisement")
-        rest = body[len(encode(header[0])) + len(FLUSH) :]
-        position = 0
-
-        def read(size: int) -> bytes:
-            nonlocal position
-            chunk = rest[position : position + size]
-            position += len(chunk)
-            return chunk
-
-        return PktReader(read, self.where)
+        return of_bytes(body[len(encode(header[0])) + len(FLUSH) :], self.where)
 
     def send(self, request: bytes) -> PktReader:
         """``POST git-receive-pack`` with the commands and the pack; return its reply."""
@@ -177,7 +168,7 @@ class HttpTransport:
                 "Accept": f"application/x-{_SERVICE}-result",
             },
         )
-        return PktReader(response.read, self.where)
+        return PktReader(response.read1, self.where)
 
     def finish(self) -> None:
         """Nothing to send: no request is made."""
