@@ -16,10 +16,11 @@ import pytest
 from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage, PushRejectedError, RemoteError
 from progreg.checkpoints import Checkpoints
+from progreg.gitstore.advertisement import parse_advertisement
 from progreg.gitstore.pktline import FLUSH, PktReader, demultiplex, encode, split
 from progreg.gitstore.pushobjects import missing_objects
 from progreg.gitstore.remote import smart_scheme
-from progreg.gitstore.sendpack import parse_advertisement, parse_report
+from progreg.gitstore.sendpack import parse_report
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -218,6 +219,22 @@ def test_advertisements() -> None:
         parse_advertisement([b"ERR access denied"], "t")
     with pytest.raises(RemoteError, match="malformed"):
         parse_advertisement([b"nonsense\n"], "t")
+
+
+def test_large_advertisements_answer_the_same_before_and_after_indexing() -> None:
+    lines = [f"{'1' * 40} refs/heads/main\0report-status\n".encode()]
+    expected = {MAIN: "1" * 40}
+    for n in range(100):
+        ref, oid = f"refs/tags/t{n}/{n:016x}", f"{n + 1:040x}"
+        lines += [f"{oid} {ref}\n".encode(), f"{'f' * 40} {ref}^{{}}\n".encode()]
+        expected[ref] = oid
+    lines.append(f"{'2' * 40} refs/heads/checkpoints/run\n".encode())
+    expected["refs/heads/checkpoints/run"] = "2" * 40
+    advertised = parse_advertisement(lines, "t")
+    for _ in range(2):  # searched at first, then from an index
+        assert {ref: advertised.get(ref) for ref in expected} == expected
+        assert advertised.get("refs/tags/t1") is None and advertised.get("refs/heads/mai") is None
+    assert advertised.branches() == [pygit2.Oid(hex="1" * 40), pygit2.Oid(hex="2" * 40)]
 
 
 def test_which_urls_use_progregs_send_pack() -> None:

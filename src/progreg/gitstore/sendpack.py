@@ -17,15 +17,14 @@ The exchange (``gitprotocol-pack``), over any :class:`Transport`:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import pygit2
 
 from progreg._version import __version__
 from progreg.errors import RemoteError
+from progreg.gitstore.advertisement import parse_advertisement
 from progreg.gitstore.pack import pack_bytes
 from progreg.gitstore.pktline import FLUSH, PktReader, demultiplex, encode, split
 from progreg.gitstore.pushobjects import missing_objects
@@ -42,9 +41,6 @@ from progreg.gitstore.urls import scrub
 
 #: What the server prints on side-band 2 (a hook's reasons) is kept up to this size.
 MAX_SIDEBAND = 64 * 1024
-BRANCHES = b"refs/heads/"
-_ZERO = ZERO.encode()
-_OID = re.compile("[0-9a-f]{40}")
 
 
 class Transport(Protocol):
@@ -58,54 +54,6 @@ class Transport(Protocol):
 
     def finish(self) -> None:
         """End an exchange that sends no command."""
-
-
-@dataclass
-class Advertisement:
-    """The refs a server holds (names and ids as sent) and the capabilities it offers."""
-
-    refs: dict[bytes, bytes] = field(default_factory=dict)
-    capabilities: frozenset[str] = frozenset()
-
-    def get(self, ref: str) -> str | None:
-        """The id ``ref`` has on the server, or ``None`` when it has no such ref."""
-        oid = self.refs.get(ref.encode())
-        return None if oid is None or oid == _ZERO else _checked(oid.decode(errors="replace"))
-
-    def branches(self) -> list[pygit2.Oid]:
-        """The ids of the server's branches."""
-        return [
-            pygit2.Oid(hex=_checked(oid.decode(errors="replace")))
-            for ref, oid in self.refs.items()
-            if ref.startswith(BRANCHES) and oid != _ZERO
-        ]
-
-
-def _checked(oid: str) -> str:
-    if _OID.fullmatch(oid) is None:
-        raise RemoteError(f"the server advertised an invalid object id {oid[:50]!r}")
-    return oid
-
-
-def parse_advertisement(lines: Sequence[bytes], where: str) -> Advertisement:
-    """The :class:`Advertisement` in the pkt-line payloads ``lines``.
-
-    A registry's remote advertises a ref per tag (100,000 of them and more),
-    so lines are only cut apart here; the ids that are used are checked then.
-    """
-    advertised = Advertisement()
-    if not lines:
-        return advertised
-    if lines[0].startswith(b"ERR "):
-        raise RemoteError(f"{where} refused the push: {lines[0][4:].decode(errors='replace')}")
-    first, _, capabilities = lines[0].partition(b"\0")
-    advertised.capabilities = frozenset(capabilities.decode(errors="replace").split())
-    if first[40:41] != b" " or any(line[40:41] != b" " for line in lines[1:]):
-        raise RemoteError(f"{where} sent a malformed ref advertisement")
-    refs = {line[41:].rstrip(b"\n"): line[:40] for line in lines[1:]}
-    refs[first[41:].rstrip(b"\n")] = first[:40]
-    advertised.refs = refs
-    return advertised
 
 
 def commands(updates: Sequence[RefUpdate], capabilities: Sequence[str]) -> bytes:
