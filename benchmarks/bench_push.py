@@ -1,6 +1,6 @@
 """Push of one new program to a remote that already holds N programs: progreg vs ``git push``.
 
-Usage: .venv/bin/python benchmarks/bench_push.py [--programs 10000] [--rounds 20]
+Usage: .venv/bin/python benchmarks/bench_push.py [--programs 10000] [--rounds 20] [--tags]
 
 Builds a registry of N realistic programs (one save each, as in real use),
 serves two identical bare copies of it with ``git daemon`` on 127.0.0.1,
@@ -11,6 +11,10 @@ path, where progreg uses its safe local push and ``git push`` runs its own
 receive-pack. The copies are packed (``git gc``), as a server's would be;
 the registry stays as progreg leaves it, with loose objects. Prints the
 median and the slowest round of each, and progreg's ratio to ``git push``.
+With ``--tags`` every program carries one of five tags, so the remotes
+advertise N tag refs, as a registry's do; a third ``git daemon`` copy is
+then pushed with libgit2's own push (``pygit2``) of the same commit, the
+transport progreg used before it had its own send-pack.
 """
 
 from __future__ import annotations
@@ -85,13 +89,17 @@ def start_daemon(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen[byte
             time.sleep(0.01)
 
 
-def build(storage: ProgramStorage, count: int) -> None:
+TAGS = ("production", "staging", "candidate", "archived", "experiment")
+
+
+def build(storage: ProgramStorage, count: int, tagged: bool) -> None:
     start = time.perf_counter()
     for i in range(count):
         storage.save_program(
             workload.program_state(i),
             workload.optimization_result(i),
             {"signature_class": workload.signature_of(i)},
+            tags=[TAGS[i % len(TAGS)]] if tagged else [],
         )
         if (i + 1) % 2000 == 0:
             print(f"  saved {i + 1}/{count} ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -107,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--programs", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--tags", action="store_true", help="one of five tags per program")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -115,8 +124,8 @@ def main() -> None:
         env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
         storage = ProgramStorage(root / "registry")
         print(f"building a registry of {args.programs} programs ...", flush=True)
-        build(storage, args.programs)
-        names = ("progreg.git", "cli.git", "local-progreg.git", "local-cli.git")
+        build(storage, args.programs, args.tags)
+        names = ("progreg.git", "cli.git", "local-progreg.git", "local-cli.git", "libgit2.git")
         for name in names:  # four identical remotes holding the N programs, packed as
             # a server's would be (the registry itself stays as progreg leaves it: loose)
             git("clone", "-q", "--bare", "--no-local", str(storage.path), str(served / name))
@@ -125,28 +134,36 @@ def main() -> None:
         try:
             storage.add_remote("origin", f"git://127.0.0.1:{port}/progreg.git")
             storage.add_remote("shared", str(served / "local-progreg.git"))
+            storage.add_remote("libgit2", f"git://127.0.0.1:{port}/libgit2.git")
+            libgit2 = storage.git.repo.remotes["libgit2"]
             registry = str(storage.path)
             cli_push = ["-C", registry, "push", "-q", f"git://127.0.0.1:{port}/cli.git", "main"]
             local_cli_push = ["-C", registry, "push", "-q", str(served / "local-cli.git"), "main"]
-            rows: dict[str, list[float]] = {k: [] for k in ("daemon", "cli", "local", "cli-local")}
+            kinds = ("daemon", "cli", "local", "cli-local", "libgit2")
+            rows: dict[str, list[float]] = {k: [] for k in kinds}
             for i in range(args.programs, args.programs + args.rounds):
                 storage.save_program(workload.program_state(i), workload.optimization_result(i))
                 rows["daemon"].append(timed(lambda: storage.push("origin")))
                 rows["cli"].append(timed(lambda: git(*cli_push, env=env)))
                 rows["local"].append(timed(lambda: storage.push("shared")))
                 rows["cli-local"].append(timed(lambda: git(*local_cli_push, env=env)))
+                rows["libgit2"].append(
+                    timed(lambda: libgit2.push(["refs/heads/main:refs/heads/main"]))
+                )
         finally:
             daemon.terminate()
             daemon.wait()
         heads = {git("-C", str(served / n), "rev-parse", "main", env=env) for n in names}
         assert len(heads) == 1, "the remotes should all end at the same commit"
+    tags = f" and {args.programs} tags" if args.tags else ""
     print(
-        f"\npush of one new program onto {args.programs} programs,"
+        f"\npush of one new program onto {args.programs} programs{tags},"
         f" median of {args.rounds} rounds (ms)"
     )
     print(f"{'operation':<44}{'median':>10}{'max':>10}{'ratio':>10}")
     report("progreg push, git daemon (git://127.0.0.1)", rows["daemon"], rows["cli"])
     report("git push (command line), git daemon", rows["cli"], None)
+    report("libgit2 push (pygit2), git daemon", rows["libgit2"], rows["cli"])
     report("progreg push, local path (safe local push)", rows["local"], rows["cli-local"])
     report("git push (command line), local path", rows["cli-local"], None)
 

@@ -52,7 +52,7 @@ from progreg.gitstore.refupdates import (
     ZERO,
     PushOutcome,
     RefUpdate,
-    refusal,
+    plan,
     rejected,
     remote_lines,
 )
@@ -182,17 +182,7 @@ def push_local(
     target = open_target(path)
     shown = str(path)
     wanted = {ref: str(r.target) for ref in refs if (r := source.references.get(ref)) is not None}
-    updates, up_to_date, reasons = [], [], {}
-    for ref, new in wanted.items():
-        old = _value(target, ref)
-        if old == new:
-            up_to_date.append(ref)
-            continue
-        reason = refusal(source, ref, old, new)
-        if reason is not None:
-            reasons[ref] = reason
-            continue
-        updates.append(RefUpdate(ref, old, new))
+    updates, up_to_date, reasons = plan(source, wanted, lambda ref: _value(target, ref))
     if reasons:
         raise rejected(shown, reasons)
     if not updates:

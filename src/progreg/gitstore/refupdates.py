@@ -9,7 +9,7 @@ the same whichever transport was used.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import pygit2
@@ -19,6 +19,13 @@ from progreg.errors import PushRejectedError
 ZERO = "0" * 40
 #: How many lines of what the server printed (a hook's reasons) a refusal quotes.
 MAX_REMOTE_LINES = 20
+#: Hints appended to a server's own refusal messages.
+_HINTS = {
+    "failed to update ref": "another push moved it first; pull, then push again",
+    "failed to lock": "another push moved it first; pull, then push again",
+    "non-fast-forward": "pull, then push again",
+    "fetch first": "pull, then push again",
+}
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,38 @@ def refusal(repo: pygit2.Repository, ref: str, old: str | None, new: str) -> str
     if not ahead:
         return "non-fast-forward: the remote has diverged or is ahead; pull, then push again"
     return None
+
+
+def plan(
+    repo: pygit2.Repository, wanted: Mapping[str, str], current: Callable[[str], str | None]
+) -> tuple[list[RefUpdate], list[str], dict[str, str]]:
+    """Judge moving each ref of ``wanted`` from its ``current`` remote value to its new one.
+
+    Returns the updates to make, the refs already up to date and, for each
+    ref that must not move, why (see :func:`refusal`).
+    """
+    updates: list[RefUpdate] = []
+    up_to_date: list[str] = []
+    reasons: dict[str, str] = {}
+    for ref, new in wanted.items():
+        old = current(ref)
+        if old == new:
+            up_to_date.append(ref)
+            continue
+        reason = refusal(repo, ref, old, new)
+        if reason is not None:
+            reasons[ref] = reason
+        else:
+            updates.append(RefUpdate(ref, old, new))
+    return updates, up_to_date, reasons
+
+
+def hinted(message: str) -> str:
+    """A server's refusal ``message`` with what to do about it, when known."""
+    for marker, hint in _HINTS.items():
+        if marker in message and hint not in message:
+            return f"{message}: {hint}"
+    return message
 
 
 def remote_lines(text: str) -> list[str]:

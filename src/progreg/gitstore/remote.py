@@ -1,7 +1,15 @@
 """Git-level remote operations: fetch and push, with refusals and failures made exceptions.
 
-Network remotes (``git://``, ``http(s)://``, ``ssh://`` and ``host:path``)
-go through libgit2, with callbacks (:class:`Callbacks`) that
+Pushes over ``git://`` and ``http(s)://`` are made by progreg's own
+send-pack (:mod:`progreg.gitstore.sendpack` over
+:mod:`progreg.gitstore.transports`): libgit2's push marks the whole tree of
+every commit the remote advertises a ref for as present, which reads nearly
+every tree of a registry whose programs carry tags, on every push. The
+send-pack judges every ref with the same rules before anything is sent and
+turns the server's refusals into :class:`~progreg.PushRejectedError`.
+
+Fetches, and pushes over ``ssh://`` and ``host:path``, go through libgit2,
+with callbacks (:class:`Callbacks`) that
 
 * judge every ref update before anything is sent (``push_negotiation``
   sees the remote's current value of each ref): a branch that would not
@@ -15,7 +23,8 @@ go through libgit2, with callbacks (:class:`Callbacks`) that
   listed in ``~/.ssh/known_hosts``, which pygit2 would otherwise skip);
 * answer credential requests from :mod:`progreg.gitstore.credentials`,
   raising :class:`~progreg.AuthenticationError` on the second request
-  instead of letting libgit2 retry rejected credentials for ever.
+  instead of letting libgit2 retry rejected credentials for ever (the
+  HTTP transport of the send-pack asks the same source).
 
 Local remotes (a path or ``file://`` URL) are fetched through libgit2 too,
 which is read-only on the remote side and safe. They are *pushed* by
@@ -33,6 +42,7 @@ handed out (:func:`progreg.gitstore.urls.scrub`).
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,11 +64,14 @@ from progreg.gitstore.refupdates import (
     ZERO,
     PushOutcome,
     RefUpdate,
+    hinted,
     refusal,
     rejected,
     remote_lines,
 )
 from progreg.gitstore.repository import GitRepository
+from progreg.gitstore.sendpack import send_pack
+from progreg.gitstore.transports import GitTransport, HttpTransport
 from progreg.gitstore.urls import (
     CREDENTIALS_HELP,
     is_local,
@@ -71,13 +84,8 @@ from progreg.gitstore.urls import (
 _DOWNLOAD_TAGS_NONE: int = C.GIT_REMOTE_DOWNLOAD_TAGS_NONE
 #: A refspec that maps the remote's refs to local ones.
 _DIRECTION_FETCH: int = C.GIT_DIRECTION_FETCH
-#: Hints appended to a server's own refusal messages.
-_HINTS = {
-    "failed to update ref": "another push moved it first; pull, then push again",
-    "failed to lock": "another push moved it first; pull, then push again",
-    "non-fast-forward": "pull, then push again",
-    "fetch first": "pull, then push again",
-}
+#: Schemes pushed by progreg's own send-pack; the others (ssh) go through libgit2.
+_SMART_SCHEMES = frozenset({"git", "http", "https"})
 _MAX_SIDEBAND = 64 * 1024
 
 
@@ -235,6 +243,10 @@ def push(
         outcome = push_local(repo, local_path(url), refs, lock_timeout=git.lock_timeout)
         _track(git, name, outcome.updated)
         return outcome
+    if smart_scheme(url):
+        outcome = _push_smart(repo, url, refs, credentials)
+        _track(git, name, outcome.updated)
+        return outcome
     callbacks = Callbacks(repo, url, credentials)
     try:
         repo.remotes[name].push([f"{ref}:{ref}" for ref in refs], callbacks=callbacks)
@@ -243,7 +255,7 @@ def push(
     except (pygit2.GitError, OSError) as exc:
         raise callbacks.failure("push", exc) from None
     refused = {
-        ref: _hinted(scrub(message, callbacks.source.secrets()))
+        ref: hinted(scrub(message, callbacks.source.secrets()))
         for ref, message in callbacks.statuses.items()
         if message
     }
@@ -253,11 +265,32 @@ def push(
     return PushOutcome(accepted, callbacks.up_to_date)
 
 
-def _hinted(message: str) -> str:
-    for marker, hint in _HINTS.items():
-        if marker in message and hint not in message:
-            return f"{message}: {hint}"
-    return message
+def smart_scheme(url: str) -> bool:
+    """True when progreg pushes to ``url`` with its own send-pack (``git://``, ``http(s)://``)."""
+    return url.split("://", 1)[0].lower() in _SMART_SCHEMES if "://" in url else False
+
+
+def _push_smart(
+    repo: pygit2.Repository, url: str, refs: Sequence[str], credentials: object
+) -> PushOutcome:
+    """Push ``refs`` over ``git://`` or smart HTTP with progreg's own send-pack."""
+    shown = redact_url(url)
+    source = CredentialSource(url, credentials)
+    wanted = {ref: str(r.target) for ref in refs if (r := repo.references.get(ref)) is not None}
+    transport: GitTransport | HttpTransport
+    if url.lower().startswith("git://"):
+        transport = GitTransport(url, shown)
+    else:
+        transport = HttpTransport(url, shown, source)
+    try:
+        return send_pack(repo, transport, wanted, shown, source.secrets())
+    except ProgregError:
+        raise
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        message = scrub(str(exc) or type(exc).__name__, source.secrets())
+        raise RemoteError(f"push to {shown} failed: {message}") from None
+    finally:
+        transport.close()
 
 
 def _track(git: GitRepository, name: str, updated: Sequence[RefUpdate]) -> None:

@@ -1,0 +1,256 @@
+"""progreg's own send-pack against real ``git daemon`` and ``git http-backend`` servers.
+
+What is sent (only what the remote lacks, as ``git rev-list --objects``
+counts it, and nothing when it has everything), that the remote stays
+``git fsck --strict`` clean through checkpoints and tags on old commits,
+per-ref refusals by a server hook, and the pkt-line framing itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pygit2
+import pytest
+
+from conftest import assert_fsck_clean, git
+from progreg import ProgramStorage, PushRejectedError, RemoteError
+from progreg.checkpoints import Checkpoints
+from progreg.gitstore.advertisement import parse_advertisement
+from progreg.gitstore.pktline import FLUSH, PktReader, demultiplex, encode, split
+from progreg.gitstore.pushobjects import missing_objects
+from progreg.gitstore.remote import smart_scheme
+from progreg.gitstore.sendpack import parse_report
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from servers import GitServer
+
+pytest_plugins = ["servers"]
+
+MAIN = "refs/heads/main"
+
+
+def save(storage: ProgramStorage, n: int, **kwargs: Any) -> str:
+    state = {"predict": {"signature": {"instructions": f"Instruction {n}"}, "demos": []}}
+    result = {"best_score_name": "accuracy", "best_score_value": round(0.5 + n / 1000, 4)}
+    saved = storage.save_program(state, result, {"signature_class": "Classify"}, **kwargs)
+    return saved.program_id
+
+
+def server(request: pytest.FixtureRequest, kind: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    found: GitServer = request.getfixturevalue(kind)
+    if kind == "http_server":
+        monkeypatch.setenv("PROGREG_GIT_USERNAME", found.username)
+        monkeypatch.setenv("PROGREG_GIT_PASSWORD", found.password)
+    return found
+
+
+def target(repo: pygit2.Repository, ref: str) -> pygit2.Oid:
+    """The object ``ref`` points at."""
+    return pygit2.Oid(hex=str(repo.references[ref].target))
+
+
+def reader(data: bytes) -> PktReader:
+    position = 0
+
+    def read(size: int) -> bytes:
+        nonlocal position
+        chunk = data[position : position + size]
+        position += len(chunk)
+        return chunk
+
+    return PktReader(read, "test")
+
+
+@pytest.mark.parametrize("kind", ["git_daemon", "http_server"])
+def test_pushes_keep_the_remote_fsck_clean_with_checkpoints_and_old_tags(
+    kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    served_by = server(request, kind, monkeypatch)
+    served = served_by.create()
+    alice = ProgramStorage(tmp_path / "alice")
+    alice.add_remote("origin", served_by.url("registry.git"))
+    first = save(alice, 1, tags=["candidate"])
+    for n in range(2, 6):
+        save(alice, n)
+    assert set(alice.push().created) == {MAIN, f"refs/tags/candidate/{first}"}
+    assert_fsck_clean(served)
+    old = git(tmp_path / "alice", "rev-list", "--reverse", "main").split()[0]
+    alice.git.create_tag(f"prod/{first}", old, alice.identity()[1], "prod\n")
+    state: dict[str, Any] = {"predict": {"demos": []}}
+    Checkpoints(alice).create(state, {"best_score_value": 0.5}, "run1")
+    save(alice, 6)
+    pushed = alice.push()
+    assert set(pushed.created) == {f"refs/tags/prod/{first}", "refs/heads/checkpoints/run1"}
+    assert pushed.updated == sorted(pushed.updated, key=lambda r: r != MAIN) and MAIN in (
+        pushed.updated
+    )
+    for ref in (MAIN, "refs/heads/checkpoints/run1", f"refs/tags/prod/{first}"):
+        assert git(served, "rev-parse", ref) == git(tmp_path / "alice", "rev-parse", ref)
+    assert git(tmp_path / "alice", "rev-parse", "refs/remotes/origin/main") == git(
+        served, "rev-parse", MAIN
+    )
+    assert_fsck_clean(served)
+    assert alice.push().updated == []  # everything is there: nothing moves
+
+
+@pytest.mark.parametrize("kind", ["git_daemon", "http_server"])
+def test_a_hook_refusing_one_ref_reaches_the_error_with_its_reasons(
+    kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    served_by = server(request, kind, monkeypatch)
+    served = served_by.create()
+    served_by.install_hook(
+        "registry.git",
+        "update",
+        '#!/bin/sh\ncase "$1" in refs/tags/*) echo "tags need a review: $1" >&2; exit 1;; esac\n',
+    )
+    alice = ProgramStorage(tmp_path / "alice")
+    alice.add_remote("origin", served_by.url("registry.git"))
+    program = save(alice, 1, tags=["prod"])
+    with pytest.raises(PushRejectedError) as refused:
+        alice.push()
+    tag = f"refs/tags/prod/{program}"
+    assert refused.value.reasons == {tag: "hook declined"}
+    assert f"tags need a review: {tag}" in str(refused.value)
+    assert "1 other ref(s) were updated: refs/heads/main" in str(refused.value)
+    assert git(served, "rev-parse", MAIN) == git(tmp_path / "alice", "rev-parse", MAIN)
+    assert git(served, "for-each-ref", "refs/tags") == ""
+    assert_fsck_clean(served)
+
+
+def test_a_push_of_what_the_remote_has_sends_no_pack(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    served_by = server(request, "http_server", monkeypatch)
+    served = served_by.create()
+    alice = ProgramStorage(tmp_path / "alice")
+    alice.add_remote("origin", served_by.url("registry.git"))
+    save(alice, 1)
+    alice.push()
+    served_by.requests.clear()
+    assert alice.push().updated == []
+    assert {method for method, _, _ in served_by.requests} == {"GET"}  # no POST, no pack
+    git(tmp_path / "alice", "branch", "checkpoints/again", "main")
+    repo = alice.git.repo
+    head = target(repo, MAIN)
+    assert missing_objects(repo, [head], [head]) == []
+    assert alice.push().created == ["refs/heads/checkpoints/again"]
+    assert git(served, "rev-parse", "checkpoints/again") == git(served, "rev-parse", MAIN)
+    assert_fsck_clean(served)
+
+
+def test_the_pack_holds_exactly_what_git_counts_as_missing(tmp_path: Path) -> None:
+    storage = ProgramStorage(tmp_path / "registry")
+    for n in range(30):
+        save(storage, n, tags=["candidate"])
+    repo = storage.git.repo
+    remote_main = target(repo, MAIN)
+    for n in range(30, 33):
+        program = save(storage, n)
+    old_commit = git(tmp_path / "registry", "rev-list", "--reverse", "main").split()[3]
+    storage.git.create_tag(f"prod/{program}", old_commit, storage.identity()[1], "prod\n")
+    tag = target(repo, f"refs/tags/prod/{program}")
+    head = target(repo, MAIN)
+    sent = {
+        pygit2.Oid(raw=oid)
+        for oid, _kind, _data in missing_objects(repo, [head, tag], [remote_main])
+    }
+    expected = git(
+        tmp_path / "registry",
+        "rev-list",
+        "--objects",
+        str(head),
+        str(tag),
+        "--not",
+        str(remote_main),
+    ).split("\n")
+    expected_ids = {pygit2.Oid(hex=line.split()[0]) for line in expected if line}
+    assert sent == expected_ids
+    everything = git(tmp_path / "registry", "rev-list", "--objects", "main").split("\n")
+    whole = {pygit2.Oid(hex=line.split()[0]) for line in everything if line}
+    assert {pygit2.Oid(raw=o) for o, _k, _d in missing_objects(repo, [head], [])} == whole
+
+
+def test_pkt_lines_and_side_bands() -> None:
+    data = encode(b"hello\n") + FLUSH + encode(b"after")
+    assert split(data, "test") == [b"hello\n"]
+    stream = reader(data)
+    assert stream.section() == [b"hello\n"] and stream.section() == [b"after"]
+    report = encode(b"unpack ok\n") + encode(b"ok refs/heads/main\n") + encode(b"ng x bad\n")
+    muxed = encode(b"\x02remote: checking\n") + encode(b"\x01" + report + FLUSH) + FLUSH
+    printed: list[bytes] = []
+    body = demultiplex(reader(muxed), printed.append)
+    assert printed == [b"remote: checking\n"]
+    assert parse_report(split(body, "test"), "test") == {"refs/heads/main": None, "x": "bad"}
+    with pytest.raises(RemoteError, match="disk full"):
+        demultiplex(reader(encode(b"\x03disk full\n")), printed.append)
+    with pytest.raises(RemoteError, match="could not store"):
+        parse_report([b"unpack index-pack failed\n"], "test")
+    with pytest.raises(RemoteError, match="invalid length"):
+        reader(b"0002").read()
+    with pytest.raises(RemoteError, match="malformed reply"):
+        reader(encode(b"ok") + b"zz!!").section()
+    assert reader(encode(b"a") + encode(b"b")).section() == [b"a", b"b"]
+    with pytest.raises(RemoteError, match="closed the connection"):
+        reader(b"0010abc").read()
+    with pytest.raises(ValueError, match="at most"):
+        encode(b"x" * 70000)
+
+
+def test_advertisements() -> None:
+    zero = "0" * 40
+    empty = parse_advertisement(
+        [f"{zero} capabilities^{{}}\0report-status ofs-delta\n".encode()], "t"
+    )
+    assert empty.get("capabilities^{}") is None and empty.branches() == []
+    assert "report-status" in empty.capabilities
+    oid = "a" * 40
+    lines = [f"{oid} {MAIN}\0report-status\n".encode(), f"{oid} refs/tags/x^{{}}\n".encode()]
+    advertised = parse_advertisement(lines, "t")
+    assert advertised.get(MAIN) == oid and advertised.get("refs/heads/other") is None
+    assert advertised.branches() == [pygit2.Oid(hex=oid)]
+    bad = parse_advertisement([f"{'g' * 40} {MAIN}\0report-status\n".encode()], "t")
+    with pytest.raises(RemoteError, match="invalid object id"):
+        bad.get(MAIN)
+    with pytest.raises(RemoteError, match="access denied"):
+        parse_advertisement([b"ERR access denied"], "t")
+    with pytest.raises(RemoteError, match="malformed"):
+        parse_advertisement([b"nonsense\n"], "t")
+
+
+def test_large_advertisements_answer_the_same_before_and_after_indexing() -> None:
+    lines = [f"{'1' * 40} refs/heads/main\0report-status\n".encode()]
+    expected = {MAIN: "1" * 40}
+    for n in range(100):
+        ref, oid = f"refs/tags/t{n}/{n:016x}", f"{n + 1:040x}"
+        lines += [f"{oid} {ref}\n".encode(), f"{'f' * 40} {ref}^{{}}\n".encode()]
+        expected[ref] = oid
+    lines.append(f"{'2' * 40} refs/heads/checkpoints/run\n".encode())
+    expected["refs/heads/checkpoints/run"] = "2" * 40
+    advertised = parse_advertisement(lines, "t")
+    for _ in range(2):  # searched at first, then from an index
+        assert {ref: advertised.get(ref) for ref in expected} == expected
+        assert advertised.get("refs/tags/t1") is None and advertised.get("refs/heads/mai") is None
+    assert advertised.branches() == [pygit2.Oid(hex="1" * 40), pygit2.Oid(hex="2" * 40)]
+
+
+def test_which_urls_use_progregs_send_pack() -> None:
+    assert smart_scheme("git://h/r.git") and smart_scheme("HTTPS://h/r.git")
+    assert smart_scheme("http://h:8080/r.git")
+    assert not smart_scheme("ssh://git@h/r.git") and not smart_scheme("git@h:r.git")
+    assert not smart_scheme("/srv/registry.git")
+
+
+def test_a_daemon_refusing_the_repository_is_a_remote_error(
+    git_daemon: GitServer, tmp_path: Path
+) -> None:
+    alice = ProgramStorage(tmp_path / "alice")
+    alice.add_remote("origin", git_daemon.url("missing.git"))
+    save(alice, 1)
+    with pytest.raises(RemoteError) as failed:
+        alice.push()
+    assert not isinstance(failed.value, PushRejectedError)
+    assert "missing.git" in str(failed.value)
