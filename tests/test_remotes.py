@@ -813,6 +813,27 @@ def test_pulling_something_that_is_not_a_registry_is_refused(
 # -- the command line ------------------------------------------------------------------------------
 
 
+def test_a_push_records_what_the_remote_already_had_and_leaves_it_out_next_time(
+    git_daemon: GitServer, tmp_path: Path
+) -> None:
+    first, second = git_daemon.create("first.git"), git_daemon.create("second.git")
+    alice = clone(tmp_path, "alice", git_daemon.url("first.git"))
+    for n in range(3):
+        save(alice, n, tags=["production"])
+    assert len(alice.push().created) == 4  # main and 3 tags
+    git(first, "push", "-q", str(second), "--all")  # the second remote has all of it too
+    git(first, "push", "-q", str(second), "--tags")
+    alice.add_remote("second", git_daemon.url("second.git"))
+    pushed = alice.push("second")  # never pulled from: every ref is offered, all up to date
+    assert (pushed.updated, pushed.up_to_date) == ([], 4)
+    tracking = git(tmp_path / "alice", "for-each-ref", "refs/remotes/second/tags")
+    assert len(tracking.splitlines()) == 3  # recorded, as git push records them
+    save(alice, 9)
+    pushed = alice.push("second")
+    assert (pushed.updated, pushed.up_to_date) == ([MAIN], 0)  # the tags were not offered
+    assert_fsck_clean(second)
+
+
 def test_sync_pulls_again_when_another_writer_pushed_between_its_pull_and_push(
     git_daemon: GitServer, tmp_path: Path
 ) -> None:

@@ -241,11 +241,11 @@ def push(
         return PushOutcome()
     if is_local(url):
         outcome = push_local(repo, local_path(url), refs, lock_timeout=git.lock_timeout)
-        _track(git, name, outcome.updated)
+        _track(git, name, outcome)
         return outcome
     if smart_scheme(url):
         outcome = _push_smart(repo, url, refs, credentials)
-        _track(git, name, outcome.updated)
+        _track(git, name, outcome)
         return outcome
     callbacks = Callbacks(repo, url, credentials)
     try:
@@ -262,7 +262,9 @@ def push(
     accepted = [u for u in callbacks.negotiated if u.ref not in refused]
     if refused:
         raise rejected(callbacks.url, refused, callbacks.said(), accepted)
-    return PushOutcome(accepted, callbacks.up_to_date)
+    outcome = PushOutcome(accepted, callbacks.up_to_date)
+    _track(git, name, PushOutcome([], outcome.up_to_date))  # libgit2 moved the others
+    return outcome
 
 
 def smart_scheme(url: str) -> bool:
@@ -293,17 +295,34 @@ def _push_smart(
         transport.close()
 
 
-def _track(git: GitRepository, name: str, updated: Sequence[RefUpdate]) -> None:
-    """Move remote-tracking refs after a local push, as libgit2 does after a network one."""
+def _track(git: GitRepository, name: str, outcome: PushOutcome) -> None:
+    """Move remote-tracking refs after a push: to what it moved, and to what was up to date.
+
+    Recording the refs the remote already had, as ``git push`` does, lets the
+    next push leave them out (a registry that never pulled would otherwise
+    offer every tag on every push).
+    """
     remote = git.repo.remotes[name]
+    references = git.repo.references
+    values = {update.ref: update.new for update in outcome.updated}
+    for ref in outcome.up_to_date:
+        local = references.get(ref)
+        if local is not None:
+            values.setdefault(ref, str(local.target))
+    specs = [
+        spec
+        for spec in (remote.get_refspec(index) for index in range(remote.refspec_count))
+        if spec.direction == _DIRECTION_FETCH
+    ]
     with write_lock(git.path, git.lock_timeout):
-        for index in range(remote.refspec_count):
-            spec = remote.get_refspec(index)
-            if spec.direction != _DIRECTION_FETCH:
-                continue
-            for update in updated:
-                if spec.src_matches(update.ref):
-                    git.set_ref(spec.transform(update.ref), pygit2.Oid(hex=update.new))
+        for ref, value in values.items():
+            for spec in specs:
+                if not spec.src_matches(ref):
+                    continue
+                tracking = spec.transform(ref)
+                current = references.get(tracking)
+                if current is None or str(current.target) != value:
+                    git.set_ref(tracking, pygit2.Oid(hex=value))
 
 
 __all__ = [
