@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CLI_IDENTITY, assert_fsck_clean, git
-from progreg import ProgramStorage, StorageManager
+from progreg import ProgramStorage, RegistryError, StorageManager
 from progreg.checkpoints import Checkpoints
 from progreg.gitstore import maintenance, reflist, refpack
 from progreg.gitstore.locking import write_lock
@@ -215,7 +215,7 @@ def test_gc_packs_refs_too(tagged_registry: tuple[StorageManager, list[str]]) ->
 
 TAGGER = """
 import sys
-from progreg import ProgramStorage, StorageManager
+from progreg import ProgramStorage, RegistryError, StorageManager
 from progreg.checkpoints import Checkpoints
 
 manager = StorageManager(storage=ProgramStorage(sys.argv[1]))
@@ -370,3 +370,49 @@ def test_deleting_a_checkpoint_waits_for_the_write_lock_packing_holds(
     worker.join(30)
     assert done.is_set()
     assert refs(registry_path, "refs/heads/checkpoints/") == set()
+
+
+def test_an_import_writes_its_many_tags_into_packed_refs(
+    tmp_path: Path, tagged_registry: tuple[StorageManager, list[str]]
+) -> None:
+    manager, _ = tagged_registry
+    bundle = tmp_path / "all.bundle"
+    manager.storage.export_registry(bundle)
+    target = ProgramStorage(tmp_path / "target")
+    theirs = target.save_program({"mine": 1}, tags=["a"])  # a loose tag of its own
+    result = target.import_programs(bundle)
+    assert len(result.tags_created) == len(refs(manager.storage.path, "refs/tags/")) == 22
+    loose = [p.relative_to(target.path) for p in (target.path / "refs" / "tags").glob("*/*")]
+    assert loose == [Path("refs/tags/a") / theirs.program_id]  # the imported tags are packed
+    packed = (target.path / PACKED).read_text()
+    assert packed.startswith("# pack-refs with: peeled fully-peeled sorted")
+    source_values = ref_values(manager.storage.path)
+    target_values = ref_values(target.path)
+    for line in source_values.splitlines():
+        if line.startswith("refs/tags/"):
+            assert line in target_values.splitlines()  # the same tag objects, peeled the same
+    assert names_under(target.path, "refs/tags/a/") == refs(target.path, "refs/tags/a/")
+    assert theirs.program_id in refs(target.path, "refs/tags/a/")
+    again = target.import_programs(bundle)
+    assert again.tags_created == [] and len(again.tags_kept) == 0  # identical: nothing to do
+    assert_fsck_clean(target.path)
+
+
+def test_packed_ref_creation_keeps_existing_refs_and_gives_way_on_a_clash(
+    registry_path: Path,
+) -> None:
+    storage = ProgramStorage(registry_path)
+    saved = storage.save_program({"a": 1})
+    commit = saved.commit
+    git(registry_path, "update-ref", "refs/tags/plain", commit)  # a tag made with plain git
+    wanted = {f"refs/tags/t{n:02d}/{saved.program_id}": commit for n in range(20)}
+    wanted["refs/tags/plain"] = commit  # exists already: left as it is
+    made = storage.git.create_refs(wanted)
+    assert sorted(made) == sorted(name for name in wanted if name != "refs/tags/plain")
+    assert not (registry_path / "refs" / "tags" / "t00").exists()  # packed, not loose
+    assert git(registry_path, "rev-parse", f"refs/tags/t07/{saved.program_id}").strip() == commit
+    clash = {f"refs/tags/plain/{n:02d}": commit for n in range(20)}  # under an existing ref
+    with pytest.raises(RegistryError):
+        storage.git.create_refs(clash)
+    assert "refs/tags/plain/00" not in ref_values(registry_path)
+    assert_fsck_clean(registry_path)

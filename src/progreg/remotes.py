@@ -291,23 +291,28 @@ def _pull_tags(storage: ProgramStorage, name: str) -> tuple[list[str], list[str]
     """Create the remote's tags missing here: (created, kept ours, ignored)."""
     repo = storage.git.repo
     prefix = tracking_prefix(name) + "tags/"
-    created, kept, ignored = [], [], []
+    missing: dict[str, str] = {}
+    kept, ignored = [], []
     for ref in sorted(storage.git.refs_under(prefix)):
         label = ref[len(prefix) :]
         theirs = repo.references[ref].target
+        ours = repo.references.get(TAGS_PREFIX + label)
+        if ours is not None and ours.target == theirs:
+            continue  # pulled before
         try:
             valid = is_registry_tag(label) and repo[theirs].peel(pygit2.Commit) is not None
         except (pygit2.GitError, ValueError, KeyError):
             valid = False
         if not valid or not isinstance(theirs, pygit2.Oid):
             ignored.append(f"{TAGS_PREFIX}{label}")
-            continue
-        local = TAGS_PREFIX + label
-        if storage.git.create_ref(local, theirs):
-            created.append(label)
-        elif repo.references[local].target != theirs:
+        elif ours is not None:
             kept.append(label)
-    return created, kept, ignored
+        else:
+            missing[TAGS_PREFIX + label] = str(theirs)
+    made = set(storage.git.create_refs(missing))
+    created = [ref[len(TAGS_PREFIX) :] for ref in missing if ref in made]
+    kept += [ref[len(TAGS_PREFIX) :] for ref in missing if ref not in made]  # made meanwhile
+    return created, sorted(kept), ignored
 
 
 def _pull_checkpoints(storage: ProgramStorage, name: str) -> tuple[list[str], list[str], list[str]]:

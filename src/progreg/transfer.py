@@ -536,12 +536,10 @@ class _BundleImport:
         """Create missing tags, create or fast-forward checkpoint branches."""
         git = self.storage.git
         repo = git.repo
-        for name, oid in self._tags:
-            try:
-                repo.references.create(name, pygit2.Oid(hex=oid))
-                self.tags_created.append(name)
-            except pygit2.AlreadyExistsError:
-                self.tags_kept.append(name)
+        tags = dict(self._tags)
+        created = set(git.create_refs(tags))
+        self.tags_created += [name for name in tags if name in created]
+        self.tags_kept += [name for name in tags if name not in created]
         for name, oid in self._checkpoints:
             existed = repo.references.get(name) is not None
             moved = git.fast_forward(name, pygit2.Oid(hex=oid))

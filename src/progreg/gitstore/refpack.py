@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pygit2
 from pygit2.enums import ObjectType
 
 from progreg import events
+from progreg.gitstore.durability import fsync_dir
 from progreg.gitstore.locking import write_lock
 
 #: Loose refs below this count are never packed automatically.
@@ -131,6 +133,71 @@ def pack_refs(gitdir: str | os.PathLike[str]) -> int | None:
             os.unlink(lock)
         raise
     return sum(_prune(path, name, oid) for name, oid in loose.items())
+
+
+def add_packed_refs(
+    gitdir: str | os.PathLike[str], new: Mapping[str, str], *, durable: bool
+) -> tuple[list[str], list[str]] | None:
+    """Create the refs of ``new`` (``{name: object id}``) directly in ``packed-refs``.
+
+    For many new refs at once (the tags of an import): one rewrite of
+    ``packed-refs`` under its lock instead of a loose file per ref. Call it
+    holding the registry's write lock. Returns ``(created, existing)``: a
+    ref that exists (loose or packed) is left as it is; or ``None``, with
+    nothing changed, when another process holds ``packed-refs.lock`` or a
+    name would clash with a ref's path (``refs/tags/a`` against
+    ``refs/tags/a/b``), for the caller to create the refs one by one.
+    """
+    path = Path(gitdir)
+    lock = path / (PACKED_REFS + ".lock")
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            packed, fully_peeled = _read_packed(path / PACKED_REFS)
+            existing = [name for name in new if name in packed or os.path.lexists(path / name)]
+            wanted = {name: oid for name, oid in new.items() if name not in existing}
+            if not wanted or _clashes(path, packed, wanted):
+                os.unlink(lock)
+                return ([], existing) if not wanted else None
+            odb = pygit2.Repository(str(path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH).odb
+            refs = _merged(odb, packed, fully_peeled, wanted)
+            out.write(_HEADER)
+            for name in sorted(refs, key=str.encode):
+                oid, peeled = refs[name]
+                out.write(f"{oid} {name}\n".encode())
+                if peeled is not None:
+                    out.write(f"^{peeled}\n".encode())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(lock, path / PACKED_REFS)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        raise
+    if durable:
+        fsync_dir(path)
+    return list(wanted), existing
+
+
+def _clashes(gitdir: Path, packed: Mapping[str, Packed], new: Mapping[str, str]) -> bool:
+    """Whether a name of ``new`` is a directory of refs, or has a ref as one of its directories."""
+    names = set(packed) | set(new)
+    directories = {parent for name in names for parent in _parents(name)}
+    for name in new:
+        if name in directories or (gitdir / name).is_dir():
+            return True
+        if any(parent in names or (gitdir / parent).is_file() for parent in _parents(name)):
+            return True
+    return False
+
+
+def _parents(name: str) -> list[str]:
+    """The directories of ref ``name``: ``refs/tags/a/b`` -> ``[refs/tags, refs/tags/a]``."""
+    parts = name.split("/")
+    return ["/".join(parts[:end]) for end in range(2, len(parts))]
 
 
 def pack_refs_when_due(gitdir: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> bool:

@@ -17,7 +17,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from progreg.gitstore.identity import Identity
 from progreg.gitstore.locking import ref_locked_error, remove_stale_ref_locks, write_lock
 from progreg.gitstore.pack import MIN_DELTA_SIZE
 from progreg.gitstore.packstore import NewObject, store_objects
+from progreg.gitstore.refpack import add_packed_refs
 from progreg.gitstore.refwrite import NeedsLibgit2, swap_ref
 from progreg.gitstore.signing import Signer
 from progreg.gitstore.tailpack import TailPack
@@ -47,6 +48,8 @@ MAX_DELTA_HINTS = 1 << 20
 PACKS_CHECK_SECONDS = 1.0
 #: Handles are reopened once this many packs they may know were deleted.
 STALE_PACKS = 32
+#: From this many new refs at once, :meth:`GitRepository.create_refs` writes ``packed-refs``.
+PACKED_CREATE_MIN = 16
 
 
 @dataclass
@@ -391,6 +394,25 @@ class GitRepository:
             if self.durable:  # the objects it names may have come from a fetch
                 self.sync_object_store()
             return self._create_ref(name, target.raw)
+
+    def create_refs(self, refs: Mapping[str, str]) -> list[str]:
+        """Create the refs of ``refs`` (``{name: hex id}``) that do not exist; return those made.
+
+        Under the write lock. Many at once (an import's tags) are written into
+        ``packed-refs`` in one rewrite rather than as a loose file each; refs
+        whose names clash with others' paths are created one by one, with the
+        error that gives.
+        """
+        with write_lock(self.path, self.lock_timeout):
+            if self.durable:  # the objects they name may have come from a bundle or a fetch
+                self.sync_object_store()
+            if len(refs) >= PACKED_CREATE_MIN:
+                packed = add_packed_refs(self.path, refs, durable=self.durable)
+                if packed is not None:
+                    return packed[0]
+            return [
+                name for name, oid in refs.items() if self._create_ref(name, bytes.fromhex(oid))
+            ]
 
     def set_ref(self, name: str, target: pygit2.Oid | None) -> None:
         """Point ref ``name`` at ``target`` (delete it for ``None``) under the write lock.
