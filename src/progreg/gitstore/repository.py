@@ -31,6 +31,7 @@ from progreg.errors import NotARegistryError, RegistryBusyError, RegistryError
 from progreg.gitstore.failures import write_failure
 from progreg.gitstore.identity import Identity
 from progreg.gitstore.locking import ref_locked_error, remove_stale_ref_locks, write_lock
+from progreg.gitstore.memory import bound_libgit2_memory
 from progreg.gitstore.signing import Signer
 from progreg.gitstore.trees import Edit, blob_at, edit_tree
 
@@ -56,6 +57,7 @@ class GitRepository:
         self.path = Path(path).expanduser().absolute()
         self.lock_timeout = lock_timeout
         self._local = threading.local()
+        bound_libgit2_memory()
         self._open_or_create(create)
 
     # -- opening -----------------------------------------------------------------
@@ -98,6 +100,20 @@ class GitRepository:
             local.repo = repo
             local.pid = os.getpid()
         return repo
+
+    def release(self) -> None:
+        """Close the packs this thread's handle holds open and empty its object cache.
+
+        libgit2 shares an open pack between every handle of the process and
+        keeps a cache of delta bases per pack (up to 16 MB each) for as long
+        as any handle holds the pack open: a long read through other handles
+        would otherwise fill those caches for good. The handle stays usable
+        and reopens what it needs on its next read.
+        """
+        local = self._local
+        repo: pygit2.Repository | None = getattr(local, "repo", None)
+        if repo is not None and local.pid == os.getpid():
+            repo.free()
 
     @property
     def config(self) -> pygit2.Config:
