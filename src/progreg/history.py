@@ -433,7 +433,18 @@ class LogIndex:
         if self._cache is None or self._head is None or self._unsaved < self.persist_after:
             return
         self._unsaved = 0  # written or not (read-only registry), try again only later
-        rows = []
+        data = logcache.encode(
+            self._ref,
+            str(self._head),
+            self._count,
+            self._rows(),
+            self._summaries,
+            self._by_time.order(),
+        )
+        logcache.write(self._cache, data)
+
+    def _rows(self) -> Iterator[logcache.ProgramRow]:
+        """The live programs as the cache persists them, one at a time."""
         for program_id, live in self._live.items():
             record = self._records.get(program_id)
             record_row: RecordRow
@@ -443,11 +454,7 @@ class LogIndex:
                 record_row = self._record_rows[program_id]
             else:
                 record_row = int(self._pending[program_id].timestamp())
-            rows.append((program_id, live.position, live.commit, live.blob, record_row))
-        data = logcache.encode(
-            self._ref, str(self._head), self._count, rows, self._summaries, self._by_time.order()
-        )
-        logcache.write(self._cache, data)
+            yield program_id, live.position, live.commit, live.blob, record_row
 
 
 def _chain(
