@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pygit2
+import pytest
 
-from conftest import git
+from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage
-from progreg.gitstore import memory
+from progreg.gitstore import bundle, memory
 from progreg.gitstore.objectread import BlobReader
 
 
@@ -39,3 +40,31 @@ def test_a_released_handle_and_blob_reader_read_on(registry_path: Path) -> None:
     storage.git.release()
     assert {s.program_id for s in storage.list_programs()} == {first, second}
     assert git(registry_path, "rev-list", "--count", "main").strip() == "2"
+
+
+def test_bundles_and_packs_read_through_reopened_object_databases(
+    registry_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bundle, "_READS_PER_ODB", 2)
+    reads: list[bytes] = []
+    original = bundle._Source.read
+
+    def counted(self: bundle._Source, oid: bytes) -> tuple[int, bytes]:
+        reads.append(oid)
+        return original(self, oid)
+
+    monkeypatch.setattr(bundle._Source, "read", counted)
+    storage = ProgramStorage(registry_path)
+    ids = [storage.save_program({"n": i}, tags=["production"]).program_id for i in range(6)]
+    storage.gc()
+    assert_fsck_clean(registry_path)
+    storage.save_program({"n": 99})
+    out = tmp_path / "all.bundle"
+    storage.export_registry(out)
+    assert len(reads) > 2 * 4
+    copy = tmp_path / "copy.git"
+    git(tmp_path, "clone", "-q", "--bare", "--mirror", str(out), str(copy))
+    assert_fsck_clean(copy)
+    assert git(copy, "rev-parse", "main") == git(registry_path, "rev-parse", "main")
+    listed = git(copy, "for-each-ref", "--format=%(refname)", "refs/tags/production/")
+    assert sorted(listed.split()) == sorted(f"refs/tags/production/{i}" for i in ids)
