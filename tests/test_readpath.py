@@ -472,3 +472,41 @@ def test_optimization_history_is_recomputed_when_main_moves(registry_path: Path)
     other = StorageManager(storage=ProgramStorage(registry_path))
     assert manager.get_optimization_history() == other.get_optimization_history()
     assert manager.get_optimization_history().summary.total_programs == 4
+
+
+def test_long_walks_and_many_decodes_go_through_released_handles(
+    registry_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walks longer than a handle's share and bulk decodes release handles as they go."""
+    monkeypatch.setattr(history, "_HANDLE_COMMITS", 3)
+    storage = ProgramStorage(registry_path)
+    ids = [save(storage, i) for i in range(9)]
+    storage.delete_program(ids[2])
+    save(storage, 50, program_id=ids[4])
+    commit_file(
+        registry_path, path_of("00ff" + "cd" * 6), hand_document(storage, "00ff" + "cd" * 6, 1)
+    )
+    merge_from_side(registry_path, storage, 7)
+    for i in range(9, 13):
+        save(storage, i)
+    assert_queries_match_git(storage)
+    fresh = ProgramStorage(registry_path)
+    fresh._log = LogIndex(fresh.git, MAIN, cache=None)
+    chain = git(registry_path, "rev-list", "--first-parent", "--reverse", "main").split()
+    assert [entry.commit for entry in fresh._log.entries()] == chain
+    assert len(chain) > 5 * 3
+
+
+def test_summaries_built_from_files_share_equal_metadata(registry_path: Path) -> None:
+    storage = ProgramStorage(registry_path)
+    for i in range(3):
+        storage.save_program({"i": i}, result(0.5), metadata={"signature_class": "Same"})
+    storage.save_program({"i": 9}, result(0.5), metadata={"signature_class": "Other"})
+    rebuilt = ProgramStorage(registry_path)
+    rebuilt._log = LogIndex(rebuilt.git, MAIN, cache=None)
+    listing = rebuilt.list_programs()
+    assert listing == expected_listing(registry_path)
+    same = [s.metadata for s in listing if s.signature_class == "Same"]
+    assert len(same) == 3 and same[0] is same[1] is same[2]
+    other = next(s.metadata for s in listing if s.signature_class == "Other")
+    assert other is not same[0] and other["signature_class"] == "Other"

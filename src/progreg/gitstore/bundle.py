@@ -53,6 +53,8 @@ MAX_LINE_BYTES = 8192
 _HEX = re.compile(r"[0-9a-f]{40}")
 _CAPABILITY = re.compile(r"([A-Za-z0-9-]+)(?:=(.*))?")
 _SUPPORTED_FORMATS = {"sha1"}
+#: A source reopens its object database after this many reads (see ``_Source``).
+_READS_PER_ODB = 4096
 
 
 # -- the header -------------------------------------------------------------------
@@ -205,16 +207,30 @@ class WrittenBundle:
 
 
 class _Source:
-    """Raw objects from memory first, then from the repository."""
+    """Raw objects from memory first, then from the repository.
+
+    Reading a whole history through one object database would leave libgit2's
+    per-pack caches of delta bases full for as long as the packs stay open
+    (they are shared by every handle of the process): the source reads
+    through an object database of its own, reopened every
+    :data:`_READS_PER_ODB` reads, after releasing ``repo``'s (which reopens
+    it on its next read).
+    """
 
     def __init__(self, repo: pygit2.Repository, extra: Mapping[bytes, RawObject]) -> None:
-        self._odb = repo.odb
+        self._objects = str(Path(repo.path) / "objects")
+        repo.free()
+        self._odb = pygit2.Odb(self._objects)
+        self._reads = 0
         self._extra = extra
 
     def read(self, oid: bytes) -> RawObject:
         found = self._extra.get(oid)
         if found is not None:
             return found
+        self._reads += 1
+        if self._reads % _READS_PER_ODB == 0:
+            self._odb = pygit2.Odb(self._objects)
         kind, data = self._odb.read(pygit2.Oid(raw=oid))
         return int(kind), data
 

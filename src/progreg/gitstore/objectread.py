@@ -49,6 +49,10 @@ class BlobReader:
                     return None
         return None
 
+    def release(self) -> None:
+        """Close this thread's backends and the packs they hold open (reopened on use)."""
+        self._local.backends = None
+
     def _backends(self) -> tuple[pygit2.OdbBackendPack, pygit2.OdbBackendLoose]:
         local = self._local
         backends: tuple[pygit2.OdbBackendPack, pygit2.OdbBackendLoose] | None = getattr(

@@ -32,6 +32,7 @@ from progreg.gitstore.durability import fsync_dir, fsync_file
 from progreg.gitstore.failures import write_failure
 from progreg.gitstore.identity import Identity
 from progreg.gitstore.locking import ref_locked_error, remove_stale_ref_locks, write_lock
+from progreg.gitstore.memory import bound_libgit2_memory
 from progreg.gitstore.pack import MIN_DELTA_SIZE
 from progreg.gitstore.packstore import NewObject, store_objects
 from progreg.gitstore.refpack import add_packed_refs
@@ -116,6 +117,7 @@ class GitRepository:
         self.packs_left = 0
         self.packs_looked = 0
         self.tail = TailPack(self.path / "objects" / "pack")
+        bound_libgit2_memory()
         self._open_or_create(create)
 
     # -- opening -----------------------------------------------------------------
@@ -198,6 +200,20 @@ class GitRepository:
         if self._deleted_packs >= STALE_PACKS:
             self._deleted_packs = 0
             self._generation += 1
+
+    def release(self) -> None:
+        """Close the packs this thread's handle holds open and empty its object cache.
+
+        libgit2 shares an open pack between every handle of the process and
+        keeps a cache of delta bases per pack (up to 16 MB each) for as long
+        as any handle holds the pack open: a long read through other handles
+        would otherwise fill those caches for good. The handle stays usable
+        and reopens what it needs on its next read.
+        """
+        local = self._local
+        repo: pygit2.Repository | None = getattr(local, "repo", None)
+        if repo is not None and local.pid == os.getpid():
+            repo.free()
 
     @property
     def config(self) -> pygit2.Config:
