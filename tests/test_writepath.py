@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from progreg import InvalidInputError, ProgramStorage, RegistryError, StorageCon
 from progreg.cli.main import cli
 from progreg.gitstore import packstore, tailpack
 from progreg.gitstore.objects import OBJ_TREE, object_id, parse_tree
+from progreg.gitstore.repository import STALE_PACKS
 from progreg.gitstore.trees import RawTree, edit_tree
 
 
@@ -336,3 +338,23 @@ def test_the_command_line_turns_durability_off(registry_path: Path, synced: list
     result = runner.invoke(cli, ["--registry", str(registry_path), "save", str(program)])
     assert result.exit_code == 0, result.output
     assert synced
+
+
+def test_packs_replaced_by_later_saves_are_not_kept_mapped(registry_path: Path) -> None:
+    """A long run of saves keeps a bounded number of deleted packs mapped, even without GC."""
+    maps = Path("/proc/self/maps")
+    if not maps.is_file():
+        pytest.skip("needs /proc to list the process's mappings")
+    storage = ProgramStorage(registry_path, durable=False)
+    collecting = gc.isenabled()
+    gc.disable()  # pygit2 handles are in reference cycles: what a late collection would hide
+    try:
+        for i in range(300):  # each save replaces the open pack and deletes the one before
+            storage.save_program({"instructions": f"program {i} " * 40})
+        pack_dir = str(registry_path / "objects" / "pack")
+        held = [line for line in maps.read_text().splitlines() if pack_dir in line]
+        deleted = [line for line in held if line.endswith("(deleted)")]
+    finally:
+        if collecting:
+            gc.enable()
+    assert len(deleted) <= 2 * STALE_PACKS, len(deleted)  # about 2 per save when handles leak

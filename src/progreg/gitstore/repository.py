@@ -171,6 +171,13 @@ class GitRepository:
         return repo
 
     def _reopen(self) -> pygit2.Repository:
+        local = self._local
+        old: pygit2.Repository | None = getattr(local, "repo", None)
+        if old is not None and local.pid == os.getpid():
+            # pygit2 handles are in reference cycles (a handle and its ``references``),
+            # which only the cyclic collector frees: until then the handle keeps every
+            # pack it opened mapped, deleted ones included. Close them now.
+            old.free()
         repo = pygit2.Repository(str(self.path), RepositoryOpenFlag.NO_SEARCH)
         self._adopt(repo)
         return repo
