@@ -416,3 +416,24 @@ def test_packed_ref_creation_keeps_existing_refs_and_gives_way_on_a_clash(
         storage.git.create_refs(clash)
     assert "refs/tags/plain/00" not in ref_values(registry_path)
     assert_fsck_clean(registry_path)
+
+
+def test_one_packed_ref_is_found_by_binary_search_as_git_finds_it(
+    tagged_registry: tuple[StorageManager, list[str]],
+) -> None:
+    manager, ids = tagged_registry
+    path = manager.storage.path
+    git(path, "tag", "-a", "-m", "x", "v1", "main", env=CLI_IDENTITY)
+    git(path, "tag", "v10", "main")  # v1's name is the start of v10's
+    git(path, "pack-refs", "--all")
+    names = git(path, "for-each-ref", "--format=%(refname) %(objectname)").splitlines()
+    for line in names:
+        name, oid = line.split()
+        assert reflist.packed_value(path, name) == oid, name
+    assert reflist.packed_value(path, "refs/tags/a") is None  # only a directory of refs
+    assert reflist.packed_value(path, f"refs/tags/zz/{ids[0]}") is None
+    packed = path / PACKED
+    lines = packed.read_text().splitlines()
+    packed.write_text("\n".join([lines[0].replace(" sorted", ""), *reversed(lines[1:])]) + "\n")
+    name, oid = names[0].split()
+    assert reflist.packed_value(path, name) == oid  # an unsorted file is scanned

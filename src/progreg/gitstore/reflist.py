@@ -116,6 +116,28 @@ def _loose_names(gitdir: Path, prefix: str) -> tuple[set[str], Stamp]:
     return names, tuple(stamps)
 
 
+def packed_value(gitdir: Path, ref: str) -> str | None:
+    """The object id ``packed-refs`` gives ``ref`` (``None`` if it has none).
+
+    A binary search in a sorted file (as Git and libgit2 write it), so that a
+    writer checking one ref does not read 100k lines.
+    """
+    key = ref.encode()
+    try:
+        with open(gitdir / PACKED_REFS, "rb") as file:
+            if os.fstat(file.fileno()).st_size == 0:
+                return None
+            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                block = _block(data, key)  # the records whose names start with ref
+    except FileNotFoundError:
+        return None
+    for line in block.split(b"\n"):
+        oid, space, name = line.partition(b" ")
+        if space and name == key and not line.startswith(b"^"):
+            return oid.decode("ascii", "replace")
+    return None
+
+
 def _packed_names(path: Path, prefix: str) -> list[str]:
     try:
         with open(path, "rb") as file:

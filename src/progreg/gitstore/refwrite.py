@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from progreg.gitstore.durability import fsync_dir, fsync_dirs, make_dirs
+from progreg.gitstore.reflist import packed_value
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -31,25 +32,12 @@ def read_ref(gitdir: Path, ref: str) -> str | None:
         with open(gitdir / ref, "rb") as handle:
             content = handle.read(256).decode("ascii", errors="replace").strip()
     except FileNotFoundError:
-        return _packed(gitdir, ref)
+        return packed_value(gitdir, ref)
     except IsADirectoryError:
         return None
     if len(content) != 40 or not _HEX.issuperset(content):
         raise NeedsLibgit2(f"{ref} is not a plain ref ({content[:60]!r})")
     return content
-
-
-def _packed(gitdir: Path, ref: str) -> str | None:
-    suffix = " " + ref
-    try:
-        with open(gitdir / "packed-refs", encoding="utf-8", errors="replace") as handle:
-            for raw in handle:
-                line = raw.rstrip("\n")
-                if line.endswith(suffix) and len(line) == 40 + len(suffix):
-                    return line[:40]
-    except FileNotFoundError:
-        return None
-    return None
 
 
 def swap_ref(
