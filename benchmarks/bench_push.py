@@ -9,7 +9,7 @@ first copy, and push the very same commit with ``git push`` (the command
 line) to the second. The same is done against two bare copies on a local
 path, where progreg uses its safe local push and ``git push`` runs its own
 receive-pack. The copies are packed (``git gc``), as a server's would be;
-the registry stays as progreg leaves it, with loose objects. Prints the
+the registry stays as progreg leaves it (its packs as saves left them). Prints the
 median and the slowest round of each, and progreg's ratio to ``git push``.
 With ``--tags`` every program carries one of five tags, so the remotes
 advertise N tag refs, as a registry's do; a third ``git daemon`` copy is
@@ -127,7 +127,7 @@ def main() -> None:
         build(storage, args.programs, args.tags)
         names = ("progreg.git", "cli.git", "local-progreg.git", "local-cli.git", "libgit2.git")
         for name in names:  # four identical remotes holding the N programs, packed as
-            # a server's would be (the registry itself stays as progreg leaves it: loose)
+            # a server's would be (the registry itself stays as progreg leaves it)
             git("clone", "-q", "--bare", "--no-local", str(storage.path), str(served / name))
             git("-C", str(served / name), "gc", "-q", env=env)
         daemon, port = start_daemon(served, env)
