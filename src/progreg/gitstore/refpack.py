@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import pygit2
 from pygit2.enums import ObjectType
@@ -105,34 +106,56 @@ def pack_refs(gitdir: str | os.PathLike[str]) -> int | None:
     then as they were.
     """
     path = Path(gitdir)
+    with _rewriting(path) as out:
+        if out is None:
+            return None
+        repo = pygit2.Repository(str(path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
+        packed, fully_peeled = _read_packed(path / PACKED_REFS)
+        loose = _read_loose(path, repo.odb)
+        if not loose and fully_peeled:
+            return 0  # nothing to pack: packed-refs stays as it is
+        _write_packed(out, _merged(repo.odb, packed, fully_peeled, loose))
+    return sum(_prune(path, name, oid) for name, oid in loose.items())
+
+
+@contextlib.contextmanager
+def _rewriting(path: Path) -> Iterator[BinaryIO | None]:
+    """Hold ``packed-refs.lock``: yield the file the new ``packed-refs`` is written into.
+
+    Yields ``None`` when another process holds the lock. When the block has
+    written the file, it replaces ``packed-refs``; when it wrote nothing, or
+    raised, the lock is removed and ``packed-refs`` stays as it was.
+    """
     lock = path / (PACKED_REFS + ".lock")
     try:
         fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except FileExistsError:
-        return None
+        yield None
+        return
     try:
         with os.fdopen(fd, "wb") as out:
-            repo = pygit2.Repository(str(path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
-            packed, fully_peeled = _read_packed(path / PACKED_REFS)
-            loose = _read_loose(path, repo.odb)
-            if not loose and fully_peeled:
-                os.unlink(lock)  # nothing to pack: packed-refs stays as it is
-                return 0
-            refs = _merged(repo.odb, packed, fully_peeled, loose)
-            out.write(_HEADER)
-            for name in sorted(refs, key=str.encode):
-                oid, peeled = refs[name]
-                out.write(f"{oid} {name}\n".encode())
-                if peeled is not None:
-                    out.write(f"^{peeled}\n".encode())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(lock, path / PACKED_REFS)
+            yield out
+            written = out.tell() > 0
+        if written:
+            os.replace(lock, path / PACKED_REFS)
+        else:
+            os.unlink(lock)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(lock)
         raise
-    return sum(_prune(path, name, oid) for name, oid in loose.items())
+
+
+def _write_packed(out: BinaryIO, refs: Mapping[str, Packed]) -> None:
+    """Write ``refs`` as ``packed-refs``: the header, then sorted lines; flushed to the disk."""
+    out.write(_HEADER)
+    for name in sorted(refs, key=str.encode):
+        oid, peeled = refs[name]
+        out.write(f"{oid} {name}\n".encode())
+        if peeled is not None:
+            out.write(f"^{peeled}\n".encode())
+    out.flush()
+    os.fsync(out.fileno())
 
 
 def add_packed_refs(
@@ -149,34 +172,18 @@ def add_packed_refs(
     ``refs/tags/a/b``), for the caller to create the refs one by one.
     """
     path = Path(gitdir)
-    lock = path / (PACKED_REFS + ".lock")
-    try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:
-        return None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            packed, fully_peeled = _read_packed(path / PACKED_REFS)
-            existing = [name for name in new if name in packed or os.path.lexists(path / name)]
-            wanted = {name: oid for name, oid in new.items() if name not in existing}
-            if not wanted or _clashes(path, packed, wanted):
-                os.unlink(lock)
-                return ([], existing) if not wanted else None
-            odb = pygit2.Repository(str(path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH).odb
-            refs = _merged(odb, packed, fully_peeled, wanted)
-            out.write(_HEADER)
-            for name in sorted(refs, key=str.encode):
-                oid, peeled = refs[name]
-                out.write(f"{oid} {name}\n".encode())
-                if peeled is not None:
-                    out.write(f"^{peeled}\n".encode())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(lock, path / PACKED_REFS)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(lock)
-        raise
+    with _rewriting(path) as out:
+        if out is None:
+            return None
+        packed, fully_peeled = _read_packed(path / PACKED_REFS)
+        existing = [name for name in new if name in packed or os.path.lexists(path / name)]
+        wanted = {name: oid for name, oid in new.items() if name not in existing}
+        if not wanted:
+            return [], existing
+        if _clashes(path, packed, wanted):
+            return None
+        odb = pygit2.Repository(str(path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH).odb
+        _write_packed(out, _merged(odb, packed, fully_peeled, wanted))
     if durable:
         fsync_dir(path)
     return list(wanted), existing
