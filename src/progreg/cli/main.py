@@ -9,12 +9,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
 from progreg._version import __version__
-from progreg.cli.usage import usage_errors_on_one_line
+from progreg.cli.usage import OneLineUsageCommand, usage_errors_on_one_line
 from progreg.errors import ProgregError
 from progreg.storage import ProgramStorage
 
@@ -36,19 +35,8 @@ class Context:
         return ProgramStorage(self.registry, durable=self.durable)
 
 
-class RootGroup(click.Group):
+class RootGroup(OneLineUsageCommand, click.Group):
     """The ``progreg`` group: its usage errors (an unknown command or option) are one line too."""
-
-    def make_context(
-        self,
-        info_name: str | None,
-        args: list[str],
-        parent: click.Context | None = None,
-        **extra: Any,
-    ) -> click.Context:
-        """Parse the global options; a usage error is reported on one line."""
-        with usage_errors_on_one_line():
-            return super().make_context(info_name, args, parent, **extra)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]

@@ -23,7 +23,7 @@ from typing import IO, Any, TypeVar
 import click
 
 from progreg.cli.main import EXIT_ERROR, EXIT_NOT_FOUND, Context
-from progreg.cli.usage import one_line, usage_errors_on_one_line
+from progreg.cli.usage import OneLineUsageCommand, one_line, usage_errors_on_one_line
 from progreg.config import StorageConfig
 from progreg.errors import ProgramNotFoundError, ProgregError
 from progreg.manager import StorageManager
@@ -65,19 +65,8 @@ def _reported(ctx: click.Context) -> Iterator[None]:
             raise failure(str(exc)) from exc
 
 
-class ProgregCommand(click.Command):
+class ProgregCommand(OneLineUsageCommand):
     """A subcommand that follows the error conventions of the module docstring."""
-
-    def make_context(
-        self,
-        info_name: str | None,
-        args: list[str],
-        parent: click.Context | None = None,
-        **extra: Any,
-    ) -> click.Context:
-        """Parse the arguments; a usage error is reported on one line."""
-        with usage_errors_on_one_line():
-            return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; progreg errors become one-line failures."""

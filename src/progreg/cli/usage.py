@@ -37,3 +37,18 @@ def usage_errors_on_one_line() -> Iterator[None]:
         raise
     except click.UsageError as exc:
         raise OneLineUsageError(exc.format_message(), exc.ctx) from exc
+
+
+class OneLineUsageCommand(click.Command):
+    """A command whose usage errors met while parsing its arguments are one line."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the arguments; a usage error is reported on one line."""
+        with usage_errors_on_one_line():
+            return super().make_context(info_name, args, parent, **extra)
