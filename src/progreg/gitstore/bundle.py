@@ -473,25 +473,8 @@ def _commits_parents_first(source: _Source, commits: Iterable[bytes]) -> list[tu
     for oid in wanted:
         data = source.read(oid)[1]
         info[oid] = (objects.commit_tree(data), objects.commit_parents(data))
-    order: list[tuple[bytes, bytes]] = []
-    done: set[bytes] = set()
-    for start in sorted(wanted):
-        if start in done:
-            continue
-        stack = [(start, 0)]
-        done.add(start)
-        while stack:
-            oid, index = stack.pop()
-            parents = info[oid][1]
-            if index < len(parents):
-                stack.append((oid, index + 1))
-                parent = parents[index]
-                if parent in wanted and parent not in done:
-                    done.add(parent)
-                    stack.append((parent, 0))
-                continue
-            order.append((oid, info[oid][0]))
-    return order
+    parents_of = {oid: parents for oid, (_, parents) in info.items()}
+    return [(oid, info[oid][0]) for oid in objects.parents_first(parents_of, sorted(wanted))]
 
 
 def write_objects(

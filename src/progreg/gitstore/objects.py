@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from progreg.errors import BundleError
 
@@ -103,6 +103,33 @@ def commit_parents(data: bytes) -> list[bytes]:
     """The parent ids of a commit's raw data."""
     header = data.split(b"\n\n", 1)[0]
     return [bytes.fromhex(p.decode()) for p in _PARENT.findall(header)]
+
+
+def parents_first(
+    parents: Mapping[bytes, Sequence[bytes]], starts: Iterable[bytes] | None = None
+) -> Iterator[bytes]:
+    """The commits of ``parents`` (``{id: parent ids}``), each after its parents among them.
+
+    Walked depth first, without recursion, from ``starts`` (default: the ids
+    in ``parents``' order); parents that are not keys are left out.
+    """
+    done: set[bytes] = set()
+    for start in parents if starts is None else starts:
+        if start in done:
+            continue
+        stack = [(start, 0)]
+        done.add(start)
+        while stack:
+            oid, index = stack.pop()
+            own = parents[oid]
+            if index < len(own):
+                stack.append((oid, index + 1))
+                parent = own[index]
+                if parent in parents and parent not in done:
+                    done.add(parent)
+                    stack.append((parent, 0))
+                continue
+            yield oid
 
 
 def tag_target(data: bytes) -> tuple[bytes, int]:

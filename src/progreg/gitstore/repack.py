@@ -313,23 +313,9 @@ def earlier_versions(
 
 def _parents_first(commits: dict[bytes, bytes]) -> Iterator[bytes]:
     """The ids of ``commits`` (``{id: raw data}``), each after its parents among them."""
-    done: set[bytes] = set()
-    for start in commits:
-        if start in done:
-            continue
-        stack = [(start, 0)]
-        done.add(start)
-        while stack:
-            oid, index = stack.pop()
-            parents = objects.commit_parents(commits[oid])
-            if index < len(parents):
-                stack.append((oid, index + 1))
-                parent = parents[index]
-                if parent in commits and parent not in done:
-                    done.add(parent)
-                    stack.append((parent, 0))
-                continue
-            yield oid
+    return objects.parents_first(
+        {oid: objects.commit_parents(data) for oid, data in commits.items()}
+    )
 
 
 # -- writing the merged pack --------------------------------------------------------------
