@@ -257,7 +257,7 @@ def _entries(body: bytes) -> list[tuple[int, int, int, int, int]]:
     pos = 12
     for _ in range(struct.unpack(">I", body[8:12])[0]):
         start = pos
-        kind, size, _, _, pos = packs._entry_header(view, pos, len(body))
+        kind, size, _, _, _, pos = packs.parse_entry_header(view, pos, len(body))
         inflater = zlib.decompressobj()
         inflater.decompress(body[pos:])
         end = len(body) - len(inflater.unused_data)

@@ -15,11 +15,12 @@ in Python with ``zlib`` and ``hashlib`` doing the heavy work in C.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import struct
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from progreg.errors import BundleError
 from progreg.gitstore.delta import apply_delta
@@ -236,10 +237,22 @@ def _delta_limit(max_object_size: int) -> int:
     return max_object_size + (max_object_size >> 2) + 64
 
 
-def _entry_header(
-    pack: memoryview, pos: int, limit: int
-) -> tuple[int, int, int | None, bytes | None, int]:
-    """Parse an entry header at ``pos``: ``(type, size, base offset, base id, data start)``."""
+class EntryHeader(NamedTuple):
+    """The header of a pack entry."""
+
+    kind: int
+    size: int  # of the object, or of the delta
+    size_end: int  # offset just after the type and size
+    base_offset: int | None  # of an OFS_DELTA's base
+    base_oid: bytes | None  # of a REF_DELTA's base
+    data_start: int  # offset of the compressed data
+
+
+def parse_entry_header(pack: memoryview | mmap.mmap, pos: int, limit: int) -> EntryHeader:
+    """Parse the header of the entry at ``pos`` of a pack (which ends at ``limit``).
+
+    Raises :class:`~progreg.BundleError` on a malformed or truncated header.
+    """
     start = pos
     if pos >= limit:
         raise BundleError("the pack is truncated: fewer entries than announced")
@@ -255,6 +268,7 @@ def _entry_header(
         pos += 1
         size |= (byte & 0x7F) << shift
         shift += 7
+    size_end = pos
     if kind == OFS_DELTA:
         distance = -1
         while distance < 0 or byte & 0x80:
@@ -266,14 +280,14 @@ def _entry_header(
         base_offset = start - distance
         if base_offset < 12 or base_offset >= start:
             raise BundleError(f"the delta at offset {start} names an invalid base offset")
-        return kind, size, base_offset, None, pos
+        return EntryHeader(kind, size, size_end, base_offset, None, pos)
     if kind == REF_DELTA:
         if pos + 20 > limit:
             raise BundleError(f"the pack is truncated in the delta at offset {start}")
-        return kind, size, None, bytes(pack[pos : pos + 20]), pos + 20
+        return EntryHeader(kind, size, size_end, None, bytes(pack[pos : pos + 20]), pos + 20)
     if kind not in TYPE_NAMES:
         raise BundleError(f"the pack has an entry of unknown type {kind} at offset {start}")
-    return kind, size, None, None, pos
+    return EntryHeader(kind, size, size_end, None, None, pos)
 
 
 #: Inflated objects and deltas :func:`index_pack` keeps in memory between its two
@@ -355,7 +369,7 @@ def index_pack(
     pos = 12
     for _ in range(count):
         start = pos
-        kind, size, base_offset, base_oid, data_start = _entry_header(pack, pos, limit)
+        kind, size, _, base_offset, base_oid, data_start = parse_entry_header(pack, pos, limit)
         limit_for_kind = max_object_size if kind in TYPE_NAMES else _delta_limit(max_object_size)
         if size > limit_for_kind:
             raise BundleError(

@@ -38,6 +38,7 @@ from typing import BinaryIO
 
 import pygit2
 
+from progreg.errors import BundleError
 from progreg.gitstore import objects
 from progreg.gitstore import pack as packs
 from progreg.gitstore.delta import apply_delta, make_delta
@@ -184,35 +185,22 @@ def index_count(idx: Path) -> int:
 
 
 def _parse(data: mmap.mmap, oid: bytes, start: int, stop: int, crc: int) -> _Entry:
-    pos = start
-    byte = data[pos]
-    pos += 1
-    kind = (byte >> 4) & 7
-    size = byte & 0x0F
-    shift = 4
-    while byte & 0x80:
-        byte = data[pos]
-        pos += 1
-        size |= (byte & 0x7F) << shift
-        shift += 7
-    size_end = pos
-    base: int | None = None
-    base_oid: bytes | None = None
-    if kind == packs.OFS_DELTA:
-        byte = data[pos]
-        pos += 1
-        distance = byte & 0x7F
-        while byte & 0x80:
-            byte = data[pos]
-            pos += 1
-            distance = ((distance + 1) << 7) | (byte & 0x7F)
-        base = start - distance
-    elif kind == packs.REF_DELTA:
-        base_oid = data[pos : pos + 20]
-        pos += 20
-    if pos > stop:
-        raise OSError(f"a pack entry at offset {start} is truncated")
-    return _Entry(oid, start, stop, crc, kind, size, size_end, pos, base, base_oid)
+    try:
+        head = packs.parse_entry_header(data, start, stop)
+    except BundleError as exc:
+        raise OSError(f"a pack entry at offset {start} is damaged: {exc}") from None
+    return _Entry(
+        oid,
+        start,
+        stop,
+        crc,
+        head.kind,
+        head.size,
+        head.size_end,
+        head.data_start,
+        head.base_offset,
+        head.base_oid,
+    )
 
 
 # -- finding earlier versions -----------------------------------------------------------
