@@ -80,6 +80,19 @@ def rev(repo: Path, ref: str = MAIN) -> str:
     return done.stdout.strip()
 
 
+def clones_in_step(
+    git_daemon: GitServer, tmp_path: Path
+) -> tuple[Path, str, ProgramStorage, ProgramStorage]:
+    """A served registry and two clones of it, alice and bob, both holding alice's first save."""
+    served = git_daemon.create()
+    url = git_daemon.url("registry.git")
+    alice, bob = clone(tmp_path, "alice", url), clone(tmp_path, "bob", url)
+    save(alice, 1)
+    alice.push()
+    bob.pull()
+    return served, url, alice, bob
+
+
 def served_ids(repo: Path) -> set[str]:
     names = git(repo, "ls-tree", "-r", "--name-only", MAIN, "programs").split()
     return {Path(name).stem for name in names}
@@ -214,12 +227,7 @@ def test_a_push_behind_the_remote_is_refused_with_fetch_first(
 def test_remote_commits_that_change_no_program_still_join_the_history(
     git_daemon: GitServer, tmp_path: Path
 ) -> None:
-    served = git_daemon.create()
-    url = git_daemon.url("registry.git")
-    alice, bob = clone(tmp_path, "alice", url), clone(tmp_path, "bob", url)
-    save(alice, 1)
-    alice.push()
-    bob.pull()
+    served, url, alice, bob = clones_in_step(git_daemon, tmp_path)
     work = tmp_path / "work"  # someone adds a README to the registry with plain git
     git(tmp_path, "clone", "-q", url, str(work))
     (work / "README.md").write_text("Programs of the support team.\n")
@@ -837,12 +845,7 @@ def test_a_push_records_what_the_remote_already_had_and_leaves_it_out_next_time(
 def test_sync_pulls_again_when_another_writer_pushed_between_its_pull_and_push(
     git_daemon: GitServer, tmp_path: Path
 ) -> None:
-    served = git_daemon.create()
-    url = git_daemon.url("registry.git")
-    alice, bob = clone(tmp_path, "alice", url), clone(tmp_path, "bob", url)
-    save(alice, 1)
-    alice.push()
-    bob.pull()
+    served, _, alice, bob = clones_in_step(git_daemon, tmp_path)
     from_bob = save(bob, 2)
     races = [3, 4]  # alice saves and pushes these right after bob's first two pulls
 
