@@ -128,7 +128,7 @@ def packed_value(gitdir: Path, ref: str) -> str | None:
             if os.fstat(file.fileno()).st_size == 0:
                 return None
             with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                block = _block(data, key)  # the records whose names start with ref
+                block = _exact(data, key)
     except FileNotFoundError:
         return None
     for line in block.split(b"\n"):
@@ -170,17 +170,34 @@ def _block(data: mmap.mmap, prefix: bytes) -> bytes:
 
     The whole body when the file is not sorted (the caller filters the names).
     """
-    body = 0
-    sorted_file = False
-    if data[: len(_HEADER)] == _HEADER:
-        end = data.find(b"\n")
-        body = len(data) if end < 0 else end + 1
-        sorted_file = b"sorted" in data[len(_HEADER) : body].split()
+    body, sorted_file = _body(data)
     if not sorted_file:
         return data[body:]
     upper = prefix[:-1] + bytes([prefix[-1] + 1])
     start = _first_at_or_after(data, body, prefix)
     return data[start : _first_at_or_after(data, start, upper)]
+
+
+def _exact(data: mmap.mmap, name: bytes) -> bytes:
+    """The record of ref ``name`` in a ``packed-refs`` file (empty if it has none).
+
+    One binary search in a sorted file; the whole body when it is not sorted
+    (the caller filters the names).
+    """
+    body, sorted_file = _body(data)
+    if not sorted_file:
+        return data[body:]
+    start = _first_at_or_after(data, body, name)
+    return data[start : _record_end(data, start)] if start < len(data) else b""
+
+
+def _body(data: mmap.mmap) -> tuple[int, bool]:
+    """Where the records of a ``packed-refs`` file start, and whether they are sorted."""
+    if data[: len(_HEADER)] != _HEADER:
+        return 0, False
+    end = data.find(b"\n")
+    body = len(data) if end < 0 else end + 1
+    return body, b"sorted" in data[len(_HEADER) : body].split()
 
 
 def _first_at_or_after(data: mmap.mmap, low: int, key: bytes) -> int:
