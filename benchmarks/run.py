@@ -97,6 +97,7 @@ ROW_NAMES = [
     "import (progreg bundle)",
     "import (git bundle)",
     "push one program",
+    "push: the first to a new remote",
     *(f"peak memory: {op}" for op in MEMORY_OPS),
 ]
 
@@ -625,7 +626,8 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
         "rss_mb"
     ]
     phase(n, "export and import measured")
-    ours_push, git_push = measure_push(storage, copy, root / "served", n, plan.push_rounds)
+    pushes, git_pushes = measure_push(storage, copy, root / "served", n, plan.push_rounds)
+    ours_push, git_push = median_ms(pushes[1:]), median_ms(git_pushes[1:])
     table.add(
         Row(
             "push one program",
@@ -634,6 +636,16 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
             ours_push / git_push,
             "target <300 ms",
             ours_push < 300,
+        )
+    )
+    table.add(
+        Row(
+            "push: the first to a new remote",
+            f"{ms(pushes[0]):.1f} ms",
+            f"git push of main {ms(git_pushes[0]):.1f} ms",
+            None,
+            "(reported: offers every tag)",
+            None,
         )
     )
     phase(n, "push measured")
@@ -646,12 +658,14 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
 
 def measure_push(
     storage: ProgramStorage, packed: Path, served: Path, n: int, rounds: int
-) -> tuple[float, float]:
-    """Median ms to push one new program to a ``git daemon`` remote holding the N programs.
+) -> tuple[list[float], list[float]]:
+    """Seconds of each push of one new program to a ``git daemon`` remote holding the N programs.
 
     ``packed`` is a ``git gc``-packed copy of the registry (a server's remote
     would be packed); it is served twice over git://127.0.0.1, once for
-    ``storage.push`` and once for ``git push`` of the same commit.
+    ``storage.push`` and once for ``git push`` of the same commit. The first
+    push to the remote is the registry's first (it offers every tag, and
+    records those the remote has); the median is taken over the later ones.
     """
     served.mkdir()
     shutil.move(packed, served / "progreg.git")
@@ -669,7 +683,7 @@ def measure_push(
     finally:
         daemon.terminate()
         daemon.wait()
-    return median_ms(ours), median_ms(theirs)
+    return ours, theirs
 
 
 def phase(n: int, what: str) -> None:

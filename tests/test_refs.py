@@ -437,3 +437,36 @@ def test_one_packed_ref_is_found_by_binary_search_as_git_finds_it(
     packed.write_text("\n".join([lines[0].replace(" sorted", ""), *reversed(lines[1:])]) + "\n")
     name, oid = names[0].split()
     assert reflist.packed_value(path, name) == oid  # an unsorted file is scanned
+
+
+def test_ref_values_read_loose_over_packed_and_resolve_symbolic_refs_as_git_does(
+    tagged_registry: tuple[StorageManager, list[str]],
+) -> None:
+    manager, ids = tagged_registry
+    path = manager.storage.path
+    git(path, "pack-refs", "--all")
+    main = git(path, "rev-parse", "main").strip()
+    git(path, "update-ref", f"refs/tags/best/{ids[0]}", main)  # loose now, over its packed line
+    git(path, "symbolic-ref", "refs/tags/best/alias", "refs/heads/main")
+    git(path, "update-ref", "refs/tags/other/x", main)  # outside the prefix
+    expected = {
+        line.split()[0][len("refs/tags/best/") :]: line.split()[1]
+        for line in git(
+            path, "for-each-ref", "--format=%(refname) %(objectname)", "refs/tags/best/"
+        ).splitlines()
+    }
+    assert expected[ids[0]] == main and expected["alias"] == main
+    assert manager.storage.git.ref_values("refs/tags/best/") == expected
+    raw = reflist.values_under(path, "refs/tags/best/")
+    assert raw["alias"] is None  # symbolic: left to libgit2
+    assert manager.storage.git.ref_values("refs/tags/none/") == {}
+    every = dict(
+        line.split()
+        for line in git(path, "for-each-ref", "--format=%(refname) %(objectname)").splitlines()
+    )
+    wanted = [f"refs/tags/best/{i}" for i in ids] + ["refs/tags/other/x", "refs/tags/best/gone"]
+    many = wanted * 40  # past the count looked up one by one
+    assert manager.storage.git.values_of(many) == {n: every[n] for n in wanted if n in every}
+    assert manager.storage.git.values_of(wanted[:3]) == {
+        n: every[n] for n in wanted[:3] if n in every
+    }

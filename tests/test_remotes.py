@@ -842,6 +842,38 @@ def test_a_push_records_what_the_remote_already_had_and_leaves_it_out_next_time(
     assert_fsck_clean(second)
 
 
+def test_a_push_records_many_tags_in_one_packed_refs_rewrite_and_corrects_a_stale_one(
+    git_daemon: GitServer, tmp_path: Path
+) -> None:
+    first, second = git_daemon.create("first.git"), git_daemon.create("second.git")
+    alice = clone(tmp_path, "alice", git_daemon.url("first.git"))
+    for n in range(80):  # more than are looked up one by one
+        save(alice, n, tags=["production" if n % 2 else "staging"])
+    alice.push()
+    git(first, "push", "-q", str(second), "--all")
+    git(first, "push", "-q", str(second), "--tags")
+    alice.add_remote("second", git_daemon.url("second.git"))
+    path = tmp_path / "alice"
+    tags = git(path, "for-each-ref", "--format=%(refname) %(objectname)", "refs/tags").split("\n")
+    tags = [line for line in tags if line]
+    stale_name = tags[0].split()[0].replace("refs/tags/", "refs/remotes/second/tags/", 1)
+    git(path, "update-ref", stale_name, tags[1].split()[1])  # a tracking ref that is wrong
+    pushed = alice.push("second")
+    assert (pushed.updated, pushed.up_to_date) == ([], 81)
+    recorded = git(
+        path, "for-each-ref", "--format=%(refname) %(objectname)", "refs/remotes/second/tags"
+    ).split("\n")
+    assert [
+        line.replace("refs/remotes/second/tags/", "refs/tags/", 1) for line in recorded if line
+    ] == tags
+    loose = list((path / "refs" / "remotes" / "second" / "tags").rglob("*"))
+    assert [p.relative_to(path).as_posix() for p in loose if p.is_file()] == [stale_name]
+    save(alice, 99)
+    pushed = alice.push("second")
+    assert (pushed.updated, pushed.up_to_date) == ([MAIN], 0)  # no tag was offered again
+    assert_fsck_clean(path)
+
+
 def test_sync_pulls_again_when_another_writer_pushed_between_its_pull_and_push(
     git_daemon: GitServer, tmp_path: Path
 ) -> None:

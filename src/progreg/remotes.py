@@ -198,15 +198,16 @@ def _refs_to_push(storage: ProgramStorage, name: str) -> list[str]:
     move, and naming thousands of unchanged refs in every push would make each
     push cost time in proportion to the number of tags times the remote's refs.
     """
-    values = {ref.name: ref.target for ref in storage.git.repo.references.iterator()}
-    tracking = tracking_prefix(name) + "tags/"
+    git = storage.git
+    tracked = git.ref_values(tracking_prefix(name) + "tags/")
     tags = [
-        ref
-        for ref, target in values.items()
-        if ref.startswith(TAGS_PREFIX) and values.get(tracking + ref[len(TAGS_PREFIX) :]) != target
+        TAGS_PREFIX + label
+        for label, target in git.ref_values(TAGS_PREFIX).items()
+        if tracked.get(label) != target
     ]
-    checkpoints = [ref for ref in values if ref.startswith(CHECKPOINTS_PREFIX)]
-    return ([MAIN] if MAIN in values else []) + sorted(tags) + sorted(checkpoints)
+    checkpoints = [CHECKPOINTS_PREFIX + label for label in git.ref_values(CHECKPOINTS_PREFIX)]
+    main = [MAIN] if git.repo.references.get(MAIN) is not None else []
+    return main + sorted(tags) + sorted(checkpoints)
 
 
 def push(storage: ProgramStorage, remote: str, credentials: object = None) -> PushResult:

@@ -40,6 +40,7 @@ PACKED_REFS = "packed-refs"
 SETTLED = 2.0
 _HEADER = b"# pack-refs with:"
 _MAX_REMEMBERED = 64
+_HEX = frozenset(b"0123456789abcdef")
 
 #: ``(path, inode, size, mtime_ns)`` of each file a listing read (``None``s if missing).
 Stamp = tuple[tuple[str, int | None, int | None, int | None], ...]
@@ -71,6 +72,42 @@ def names_under(gitdir: Path, prefix: str) -> set[str]:
                 _remembered.clear()
             _remembered[key] = (stamp, frozenset(names))
     return names
+
+
+def values_under(gitdir: Path, prefix: str) -> dict[str, str | None]:
+    """The object id of every ref starting with ``prefix``, by name without the prefix.
+
+    Read as :func:`names_under` reads names, values included: the loose files
+    (listed, then opened) before ``packed-refs``, a loose file winning over
+    the packed line of the same name. A loose file that is not a plain ref
+    (a symbolic ref) maps to ``None``: the caller asks libgit2 for it.
+    """
+    if not prefix.startswith("refs/") or not prefix.endswith("/"):
+        raise ValueError(f"ref prefix {prefix!r} must start with 'refs/' and end with '/'")
+    loose, _ = _loose_names(gitdir, prefix)
+    values: dict[str, str | None] = {}
+    for name in loose:
+        try:
+            with open(gitdir / prefix / name, "rb") as handle:
+                content = handle.read(256).strip()
+        except (FileNotFoundError, IsADirectoryError):
+            continue  # packed meanwhile: its packed line is read below
+        plain = len(content) == 40 and _HEX.issuperset(content)
+        values[name] = content.decode("ascii") if plain else None
+    try:
+        with open(gitdir / PACKED_REFS, "rb") as file:
+            block = b""
+            if os.fstat(file.fileno()).st_size > 0:
+                with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                    block = _block(data, prefix.encode())
+    except FileNotFoundError:
+        block = b""
+    skip = len(prefix)
+    for line in block.decode("utf-8", "replace").split("\n"):
+        oid, space, name = line.partition(" ")
+        if space and name.startswith(prefix) and not line.startswith("^"):
+            values.setdefault(name[skip:], oid)
+    return values
 
 
 def _stat(path: Path | str) -> tuple[str, int | None, int | None, int | None]:

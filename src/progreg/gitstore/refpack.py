@@ -176,11 +176,12 @@ def add_packed_refs(
         if out is None:
             return None
         packed, fully_peeled = _read_packed(path / PACKED_REFS)
-        existing = [name for name in new if name in packed or os.path.lexists(path / name)]
+        loose = _LooseDirectories(path)
+        existing = [name for name in new if name in packed or loose.lexists(name)]
         wanted = {name: oid for name, oid in new.items() if name not in existing}
         if not wanted:
             return [], existing
-        if _clashes(path, packed, wanted):
+        if _clashes(loose, packed, wanted):
             return None
         odb = pygit2.Repository(str(path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH).odb
         _write_packed(out, _merged(odb, packed, fully_peeled, wanted))
@@ -189,16 +190,53 @@ def add_packed_refs(
     return list(wanted), existing
 
 
-def _clashes(gitdir: Path, packed: Mapping[str, Packed], new: Mapping[str, str]) -> bool:
+def _clashes(
+    loose: _LooseDirectories, packed: Mapping[str, Packed], new: Mapping[str, str]
+) -> bool:
     """Whether a name of ``new`` is a directory of refs, or has a ref as one of its directories."""
     names = set(packed) | set(new)
     directories = {parent for name in names for parent in _parents(name)}
-    for name in new:
-        if name in directories or (gitdir / name).is_dir():
-            return True
-        if any(parent in names or (gitdir / parent).is_file() for parent in _parents(name)):
-            return True
-    return False
+    parents = {parent for name in new for parent in _parents(name)}
+    if any(parent in names or loose.is_file(parent) for parent in parents):
+        return True
+    return any(name in directories or loose.is_dir(name) for name in new)
+
+
+class _LooseDirectories:
+    """Questions about loose ref paths, asked of the file system only where they can exist.
+
+    A ref's file (or a directory of refs) can only exist if its directory
+    does: that is checked once per directory, so that many new names under a
+    directory that is not there (an import's, a first push's) cost no call
+    each.
+    """
+
+    def __init__(self, gitdir: Path) -> None:
+        self._root = os.fspath(gitdir)
+        self._present: dict[str, bool] = {}
+
+    def _directory_exists(self, directory: str) -> bool:
+        present = self._present.get(directory)
+        if present is None:
+            present = os.path.isdir(os.path.join(self._root, directory))
+            self._present[directory] = present
+        return present
+
+    def _may_exist(self, name: str) -> bool:
+        directory = name.rpartition("/")[0]
+        return not directory or self._directory_exists(directory)
+
+    def lexists(self, name: str) -> bool:
+        """Whether a file or directory ``name`` exists under the Git directory."""
+        return self._may_exist(name) and os.path.lexists(os.path.join(self._root, name))
+
+    def is_dir(self, name: str) -> bool:
+        """Whether ``name`` is a directory of loose refs."""
+        return self._may_exist(name) and os.path.isdir(os.path.join(self._root, name))
+
+    def is_file(self, name: str) -> bool:
+        """Whether ``name`` is a loose ref file."""
+        return self._may_exist(name) and os.path.isfile(os.path.join(self._root, name))
 
 
 def _parents(name: str) -> list[str]:
@@ -294,8 +332,9 @@ def _merged(
     refs = dict(packed)
     if not fully_peeled:
         refs = {name: (oid, _peel(odb, oid)) for name, (oid, _) in refs.items()}
+    peeled = dict(refs.values())  # the tag ids here are peeled already: reuse, not reread
     for name, oid in loose.items():
-        refs[name] = (oid, _peel(odb, oid))
+        refs[name] = (oid, peeled[oid] if oid in peeled else _peel(odb, oid))
     return refs
 
 

@@ -44,11 +44,13 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pygit2
 from pygit2.enums import CredentialType, FetchPrune
 from pygit2.ffi import C
+from pygit2.refspec import Refspec
 from pygit2.remotes import PushUpdate
 
 from progreg.errors import (
@@ -244,7 +246,7 @@ def push(
         _track(git, name, outcome)
         return outcome
     if smart_scheme(url):
-        outcome = _push_smart(repo, url, refs, credentials)
+        outcome = _push_smart(repo, url, git.values_of(refs), credentials)
         _track(git, name, outcome)
         return outcome
     callbacks = Callbacks(repo, url, credentials)
@@ -273,12 +275,12 @@ def smart_scheme(url: str) -> bool:
 
 
 def _push_smart(
-    repo: pygit2.Repository, url: str, refs: Sequence[str], credentials: object
+    repo: pygit2.Repository, url: str, wanted: dict[str, str], credentials: object
 ) -> PushOutcome:
-    """Push ``refs`` over ``git://`` or smart HTTP with progreg's own send-pack."""
+    """Push the refs of ``wanted`` (``{ref: id}``) over ``git://`` or smart HTTP with
+    progreg's own send-pack."""
     shown = redact_url(url)
     source = CredentialSource(url, credentials)
-    wanted = {ref: str(r.target) for ref in refs if (r := repo.references.get(ref)) is not None}
     transport: GitTransport | HttpTransport
     if url.lower().startswith("git://"):
         transport = GitTransport(url, shown)
@@ -300,29 +302,57 @@ def _track(git: GitRepository, name: str, outcome: PushOutcome) -> None:
 
     Recording the refs the remote already had, as ``git push`` does, lets the
     next push leave them out (a registry that never pulled would otherwise
-    offer every tag on every push).
+    offer every tag on every push). The first push of a registry with 100k
+    tags records 100k refs: those that do not exist yet are written into
+    ``packed-refs`` in one rewrite.
     """
     remote = git.repo.remotes[name]
-    references = git.repo.references
     values = {update.ref: update.new for update in outcome.updated}
-    for ref in outcome.up_to_date:
-        local = references.get(ref)
-        if local is not None:
-            values.setdefault(ref, str(local.target))
+    for ref, value in git.values_of(outcome.up_to_date).items():
+        values.setdefault(ref, value)
     specs = [
-        spec
+        _FetchSpec.of(spec)
         for spec in (remote.get_refspec(index) for index in range(remote.refspec_count))
         if spec.direction == _DIRECTION_FETCH
     ]
+    wanted: dict[str, str] = {}
+    for ref, value in values.items():
+        for spec in specs:
+            tracking = spec.destination_of(ref)
+            if tracking is not None:
+                wanted[tracking] = value
     with write_lock(git.path, git.lock_timeout):
-        for ref, value in values.items():
-            for spec in specs:
-                if not spec.src_matches(ref):
-                    continue
-                tracking = spec.transform(ref)
-                current = references.get(tracking)
-                if current is None or str(current.target) != value:
-                    git.set_ref(tracking, pygit2.Oid(hex=value))
+        current = git.values_of(wanted)
+        missing = {ref: value for ref, value in wanted.items() if ref not in current}
+        if missing:
+            git.create_refs(missing)
+        for ref, value in wanted.items():
+            if ref in current and current[ref] != value:
+                git.set_ref(ref, pygit2.Oid(hex=value))
+
+
+@dataclass(frozen=True)
+class _FetchSpec:
+    """A fetch refspec, with its source and destination prefixes when it is a plain ``dir/*``."""
+
+    spec: Refspec
+    source: str | None
+    destination: str | None
+
+    @classmethod
+    def of(cls, spec: Refspec) -> _FetchSpec:
+        source, destination = spec.src, spec.dst
+        if source.endswith("/*") and destination.endswith("/*") and source.count("*") == 1:
+            return cls(spec, source[:-1], destination[:-1])
+        return cls(spec, None, None)
+
+    def destination_of(self, ref: str) -> str | None:
+        """Where this refspec maps ``ref``, or ``None`` when it does not match it."""
+        if self.source is None or self.destination is None:
+            return self.spec.transform(ref) if self.spec.src_matches(ref) else None
+        if not ref.startswith(self.source):
+            return None
+        return self.destination + ref[len(self.source) :]
 
 
 __all__ = [

@@ -17,7 +17,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from progreg.gitstore.locking import ref_locked_error, remove_stale_ref_locks, w
 from progreg.gitstore.memory import bound_libgit2_memory
 from progreg.gitstore.pack import MIN_DELTA_SIZE
 from progreg.gitstore.packstore import NewObject, store_objects
+from progreg.gitstore.reflist import values_under
 from progreg.gitstore.refpack import add_packed_refs
 from progreg.gitstore.refwrite import NeedsLibgit2, swap_ref
 from progreg.gitstore.signing import Signer
@@ -51,6 +52,8 @@ PACKS_CHECK_SECONDS = 1.0
 STALE_PACKS = 32
 #: From this many new refs at once, :meth:`GitRepository.create_refs` writes ``packed-refs``.
 PACKED_CREATE_MIN = 16
+#: From this many refs, :meth:`GitRepository.values_of` reads them a directory at a time.
+MANY_REFS = 64
 
 
 @dataclass
@@ -358,6 +361,53 @@ class GitRepository:
     def refs_under(self, prefix: str) -> list[str]:
         """The names of all refs starting with ``prefix`` (such as ``refs/tags/``)."""
         return [name for name in self.repo.listall_references() if name.startswith(prefix)]
+
+    def ref_values(self, prefix: str) -> dict[str, str]:
+        """``{name without prefix: object id}`` of the refs under ``prefix`` (``refs/.../``).
+
+        Read from Git's files (:func:`~progreg.gitstore.reflist.values_under`),
+        which costs a fraction of listing every ref through libgit2 when a
+        registry holds 100k tags; a symbolic ref is resolved by libgit2.
+        """
+        values: dict[str, str] = {}
+        for name, plain in values_under(self.path, prefix).items():
+            value = plain if plain is not None else self._resolved(prefix + name)
+            if value is not None:
+                values[name] = value
+        return values
+
+    def values_of(self, refs: Collection[str]) -> dict[str, str]:
+        """``{ref: object id}`` of those of ``refs`` that exist (a symbolic ref resolved).
+
+        Many refs are read a directory at a time from Git's files
+        (:meth:`ref_values`) rather than one libgit2 lookup each.
+        """
+        if len(refs) < MANY_REFS:
+            return {ref: value for ref in refs if (value := self._resolved(ref)) is not None}
+        directories: dict[str, set[str]] = {}
+        values: dict[str, str] = {}
+        for ref in refs:
+            directory = ref.rpartition("/")[0] + "/"
+            if directory.startswith("refs/") and directory != "refs/":
+                directories.setdefault(directory, set()).add(ref)
+            elif (value := self._resolved(ref)) is not None:
+                values[ref] = value
+        for directory, wanted in directories.items():
+            found = self.ref_values(directory)  # with its subdirectories: filtered
+            values.update(
+                (directory + name, value)
+                for name, value in found.items()
+                if directory + name in wanted
+            )
+        return values
+
+    def _resolved(self, ref: str) -> str | None:
+        """The object id symbolic ``ref`` leads to, or ``None``."""
+        reference = self.repo.references.get(ref)
+        try:
+            return None if reference is None else str(reference.resolve().target)
+        except (pygit2.GitError, KeyError):  # a symbolic ref to nothing
+            return None
 
     def create_tag(self, name: str, target: str, tagger: Identity, message: str) -> bool:
         """Create annotated tag ``refs/tags/<name>`` on commit ``target``; ``False`` if taken.
