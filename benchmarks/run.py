@@ -509,10 +509,14 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
     else:
         table.missing("save durable (fsync)", "not available: ProgramStorage has no durable mode")
         table.missing("save durable vs durable floor", "not available")
-    per_program, why = try_bulk(storage, 20_000_000, max(samples, 10))
-    if per_program is None:
-        table.missing("save bulk (save_programs)", why)
+    # bulk: the median of three calls, as single saves are a median (a call
+    # can include a maintenance merge, as a single save can)
+    bulks = [try_bulk(storage, 20_000_000 + k * 100_000, max(samples, 10)) for k in range(3)]
+    timed_bulks = [per for per, _ in bulks if per is not None]
+    if not timed_bulks:
+        table.missing("save bulk (save_programs)", bulks[0][1])
     else:
+        per_program = statistics.median(timed_bulks)
         table.ratio("save bulk (save_programs)", ms(per_program), "single save", save_ms, 0.2)
 
     # load by id (warm index) vs read + parse of the file

@@ -1,4 +1,5 @@
-"""Fuzzing the readers of untrusted bytes: bundle headers, packs, deltas, documents.
+"""Fuzzing the readers of untrusted bytes: bundle headers, packs, deltas, documents,
+and a push server's replies (pkt-lines, side-band, ref advertisements, reports).
 
 Inputs are mutations of VALID seeds (bundles made by progreg and by ``git
 bundle create``, thin ones included; their packs, entries and deltas;
@@ -40,7 +41,10 @@ from progreg.document import decode_document
 from progreg.gitstore import bundle as bundles
 from progreg.gitstore import objects, unbundle
 from progreg.gitstore import pack as packs
+from progreg.gitstore.advertisement import parse_advertisement
 from progreg.gitstore.delta import apply_delta, make_delta
+from progreg.gitstore.pktline import FLUSH, PktReader, demultiplex, encode, split
+from progreg.gitstore.sendpack import parse_report
 from progreg.secrets import may_hold_secrets
 
 IDENTITY = "Fuzz Er <fuzz@example.com>"
@@ -521,6 +525,87 @@ def test_fuzz_program_documents(seeds: Seeds, data: st.DataObject) -> None:
     with bounded("document.decode_document", memory=True):
         allowed(lambda: decode_document(document, "fuzzed"))
         allowed(lambda: decode(document, "fuzzed"))
+
+
+# -- a push server's replies ---------------------------------------------------------------
+
+_IDS = [hashlib.sha1(str(n).encode()).hexdigest() for n in range(4)]
+#: A receive-pack advertisement: capabilities on the first ref, tags with peeled lines.
+ADVERTISEMENT = (
+    encode(
+        f"{_IDS[0]} refs/heads/main\0report-status side-band-64k delete-refs ofs-delta"
+        " agent=git/2.39.5\n".encode()
+    )
+    + encode(f"{_IDS[1]} refs/heads/checkpoints/run-1\n".encode())
+    + encode(f"{_IDS[2]} refs/tags/production/0123456789abcdef\n".encode())
+    + encode(f"{_IDS[3]} refs/tags/production/0123456789abcdef^{{}}\n".encode())
+    + FLUSH
+)
+#: A report-status on side-band 1, with a hook's message on side-band 2 between its parts.
+_REPORT = (
+    encode(b"unpack ok\n")
+    + encode(b"ok refs/heads/main\n")
+    + encode(b"ng refs/tags/production/0123456789abcdef already exists\n")
+    + FLUSH
+)
+SIDEBAND_REPORT = (
+    encode(b"\x01" + _REPORT[:20])
+    + encode(b"\x02remote: checked by the hook\n")
+    + encode(b"\x01" + _REPORT[20:])
+    + FLUSH
+)
+
+
+def _reader(data: bytes, chunk: int) -> PktReader:
+    """A reader of ``data`` as it would arrive from a socket, ``chunk`` bytes at a time."""
+    position = 0
+
+    def receive(size: int) -> bytes:
+        nonlocal position
+        piece = data[position : position + min(size, chunk)]
+        position += len(piece)
+        return piece
+
+    return PktReader(receive, "fuzzed server")
+
+
+def _read_advertisement(
+    data: bytes, chunk: int
+) -> tuple[str | None, list[pygit2.Oid], frozenset[str]]:
+    advertised = parse_advertisement(_reader(data, chunk).section(), "fuzzed server")
+    return advertised.get("refs/heads/main"), advertised.branches(), advertised.capabilities
+
+
+def _read_report(data: bytes, chunk: int) -> tuple[dict[str, str | None], list[bytes]]:
+    printed: list[bytes] = []
+    lines = split(demultiplex(_reader(data, chunk), printed.append), "fuzzed server")
+    return parse_report(lines, "fuzzed server"), printed
+
+
+@settings(max_examples=EXAMPLES)
+@given(data=st.data())
+def test_fuzz_push_server_replies(data: st.DataObject) -> None:
+    kind = data.draw(st.sampled_from(["advertisement", "report"]))
+    seed = ADVERTISEMENT if kind == "advertisement" else SIDEBAND_REPORT
+    reply = data.draw(mutated(seed))
+    chunk = data.draw(st.sampled_from([1, 5, 1 << 16]))
+    with bounded(f"sendpack.{kind}", memory=True):
+        if kind == "advertisement":
+            allowed(lambda: _read_advertisement(reply, chunk))
+        else:
+            allowed(lambda: _read_report(reply, chunk))
+
+
+def test_the_push_reply_seeds_are_read_as_valid() -> None:
+    main, branches, capabilities = _read_advertisement(ADVERTISEMENT, 3)
+    assert main == _IDS[0] and [str(b) for b in branches] == _IDS[:2]
+    assert "report-status" in capabilities
+    statuses, printed = _read_report(SIDEBAND_REPORT, 3)
+    assert statuses == {
+        "refs/heads/main": None,
+        "refs/tags/production/0123456789abcdef": "already exists",
+    }
+    assert printed == [b"remote: checked by the hook\n"]
 
 
 @pytest.fixture(scope="session", autouse=True)
