@@ -5,7 +5,8 @@ least twice (entry headers, then the copy), and every page of a mapped file
 that a read touches counts in the process's resident set until it is
 unmapped. :class:`PackSource` maps the pack but tells the kernel to drop the
 pages it holds (``MADV_DONTNEED``; they stay in the page cache) each time
-reads have touched :data:`RELEASE_BYTES`. What the merge needs of each entry
+reads of the packs of one merge (a :class:`Residency`) have touched
+:data:`RELEASE_BYTES`. What the merge needs of each entry
 is kept in columns (arrays and byte strings, a few bytes per entry) rather
 than one Python object per entry.
 """
@@ -77,6 +78,30 @@ def index_count(idx: Path) -> int:
     return int(struct.unpack(">I", head[-4:])[0])
 
 
+class Residency:
+    """Bytes that reads of a group of mapped packs touched since their pages were dropped.
+
+    Past :data:`RELEASE_BYTES`, every pack of the group drops its pages, so the
+    group keeps that much resident at most, however many packs it has.
+    """
+
+    def __init__(self) -> None:
+        self.touched = 0
+        self.sources: list[PackSource] = []
+
+    def touch(self, size: int) -> None:
+        """Count a read of ``size`` bytes; release the group's pages past the bound."""
+        self.touched += size + _FAULT_AROUND
+        if self.touched >= RELEASE_BYTES:
+            self.release()
+
+    def release(self) -> None:
+        """Drop the pages of every pack of the group from the resident set."""
+        self.touched = 0
+        for source in self.sources:
+            source.release()
+
+
 class PackSource:
     """A pack being merged, its entries in pack order (``position`` 0, 1, ...).
 
@@ -87,8 +112,9 @@ class PackSource:
     objects). ``ids`` holds the ids, 20 bytes each, until the merge drops it.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, residency: Residency | None = None) -> None:
         self.path = path
+        self.residency = Residency() if residency is None else residency
         ids, crcs, offsets = read_index(path.with_suffix(".idx"))
         with open(path, "rb") as handle:
             self.data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
@@ -105,7 +131,7 @@ class PackSource:
         #: ``{position: id of the base}`` of ``REF_DELTA`` entries.
         self.ref_bases: dict[int, bytes] = {}
         self._heights: bytearray | None = None
-        self._touched = 0
+        self.residency.sources.append(self)
 
     def oid(self, position: int) -> bytes:
         """The id of the entry at ``position`` (while ``ids`` is kept)."""
@@ -137,7 +163,7 @@ class PackSource:
     def header(self, position: int) -> packs.EntryHeader:
         """The parsed header of the entry at ``position``."""
         start = self.offsets[position]
-        self._touch(0)
+        self.residency.touch(0)
         try:
             return packs.parse_entry_header(self.data, start, self.end(position))
         except BundleError as exc:
@@ -145,7 +171,7 @@ class PackSource:
 
     def read(self, start: int, stop: int) -> bytes:
         """The bytes ``start`` to ``stop - 1`` of the pack."""
-        self._touch(stop - start)
+        self.residency.touch(stop - start)
         return self.data[start:stop]
 
     def inflate(self, position: int, head: packs.EntryHeader) -> bytes:
@@ -170,14 +196,10 @@ class PackSource:
 
     def release(self) -> None:
         """Drop the pages of the pack from the resident set (they stay in the page cache)."""
-        self._touched = 0
-        if len(self.data):
+        if not self.data.closed and len(self.data):
             self.data.madvise(mmap.MADV_DONTNEED)
-
-    def _touch(self, size: int) -> None:
-        self._touched += size + _FAULT_AROUND
-        if self._touched >= RELEASE_BYTES:
-            self.release()
 
     def close(self) -> None:
         self.data.close()
+        if self in self.residency.sources:
+            self.residency.sources.remove(self)
