@@ -12,7 +12,8 @@ DEFAULT_BUDGET = 16 * 1024 * 1024
 
 
 class BaseCache:
-    """``(type, data)`` of objects by key, at most ``budget`` bytes of data in all.
+    """``(type, data)`` of objects by key, at most ``budget`` bytes of data in all
+    (default :data:`DEFAULT_BUDGET`).
 
     Reading a delta chain of a pack rebuilds each object from the one before;
     keeping the last ones read makes reading the next version of a path one
@@ -20,7 +21,8 @@ class BaseCache:
     object larger than the whole budget is not kept.
     """
 
-    def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
+    def __init__(self, budget: int | None = None) -> None:
+        budget = DEFAULT_BUDGET if budget is None else budget
         if budget < 0:
             raise ValueError("a cache budget is a number of bytes, 0 or more")
         self.budget = budget
