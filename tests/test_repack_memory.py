@@ -164,3 +164,16 @@ def test_read_index_gives_the_ids_crcs_and_offsets_git_wrote(registry_path: Path
     got = {ids[20 * n : 20 * n + 20].hex(): offsets[n] for n in range(len(offsets))}
     assert got == expected and len(crcs) == len(offsets)
     assert repack.index_count(pack.with_suffix(".idx")) == len(offsets)
+
+
+def test_the_check_compares_the_whole_table_of_ids(registry_path: Path) -> None:
+    storage = ProgramStorage(registry_path)
+    _history(storage, 6)
+    git(registry_path, "repack", "-a", "-d", "-q")
+    (pack,) = _packs(registry_path)
+    idx = pack.with_suffix(".idx")
+    ids = repack.read_index(idx)[0]
+    oids = sorted(ids[n : n + 20] for n in range(0, len(ids), 20))
+    assert repack._index_lists(idx, oids)
+    assert not repack._index_lists(idx, oids[:-1])
+    assert not repack._index_lists(idx, [*oids[:-1], b"\xff" * 20])

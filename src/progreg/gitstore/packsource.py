@@ -33,7 +33,8 @@ _FAULT_AROUND = 64 * 1024
 #: Depths and heights saturate here (far above any delta chain allowed).
 SATURATED = 255
 _IDX_MAGIC = b"\xfftOc\x00\x00\x00\x02"
-_FANOUT_END = 8 + 256 * 4
+#: Where the table of ids of a version-2 pack index starts.
+FANOUT_END = 8 + 256 * 4
 
 
 def _big_endian(data: bytes, code: str) -> array[int]:
@@ -49,10 +50,10 @@ def read_index(idx: Path) -> tuple[bytes, array[int], array[int]]:
     ``ids`` is the index's table of ids (20 bytes each), as it is.
     """
     data = idx.read_bytes()
-    if data[:8] != _IDX_MAGIC or len(data) < _FANOUT_END:
+    if data[:8] != _IDX_MAGIC or len(data) < FANOUT_END:
         raise OSError(f"{idx} is not a version-2 pack index")
-    count = struct.unpack(">I", data[_FANOUT_END - 4 : _FANOUT_END])[0]
-    start = _FANOUT_END
+    count = struct.unpack(">I", data[FANOUT_END - 4 : FANOUT_END])[0]
+    start = FANOUT_END
     ids = data[start : start + 20 * count]
     start += 20 * count
     crcs = _big_endian(data[start : start + 4 * count], "I")
@@ -72,8 +73,8 @@ def read_index(idx: Path) -> tuple[bytes, array[int], array[int]]:
 def index_count(idx: Path) -> int:
     """How many objects a version-2 pack index lists (read from its fan-out table)."""
     with open(idx, "rb") as handle:
-        head = handle.read(_FANOUT_END)
-    if len(head) != _FANOUT_END or head[:8] != _IDX_MAGIC:
+        head = handle.read(FANOUT_END)
+    if len(head) != FANOUT_END or head[:8] != _IDX_MAGIC:
         raise OSError(f"{idx} is not a version-2 pack index")
     return int(struct.unpack(">I", head[-4:])[0])
 

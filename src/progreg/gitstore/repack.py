@@ -59,6 +59,7 @@ from progreg.gitstore.delta import apply_delta, make_delta
 from progreg.gitstore.durability import fsync_dir
 from progreg.gitstore.objects import GITLINK_MODE, OBJ_COMMIT, TREE_MODE, object_id
 from progreg.gitstore.packsource import (
+    FANOUT_END,
     SATURATED,
     PackSource,
     Residency,
@@ -86,6 +87,7 @@ COPY_CHUNK = 1 << 20
 #: Objects of the merged packs are trusted: any size a delta announces is accepted.
 _TRUSTED_SIZE = 1 << 62
 _NONE = -1
+_IDS_PER_READ = 65536
 _UNSET = (1 << 64) - 1
 
 
@@ -669,12 +671,8 @@ def _check(pack_dir: Path, final: Path, table: _Table, out: _Output) -> None:
     """
     scratch = pack_dir / f"tmp_check_{secrets.token_hex(8)}"
     try:
-        ids = read_index(final.with_suffix(".idx"))[0]
         count = len(table)
-        if len(ids) != 20 * count or any(
-            ids[20 * start : 20 * (start + 65536)] != b"".join(table.oids[start : start + 65536])
-            for start in range(0, count, 65536)
-        ):
+        if not _index_lists(final.with_suffix(".idx"), table.oids):
             raise OSError(f"{final.name} does not hold exactly the merged objects")
         _check_bases(final, table, out)
         (scratch / "pack").mkdir(parents=True)
@@ -693,6 +691,19 @@ def _check(pack_dir: Path, final: Path, table: _Table, out: _Output) -> None:
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _index_lists(idx: Path, oids: list[bytes]) -> bool:
+    """Whether the index ``idx`` lists exactly ``oids`` (sorted), read a slice at a time."""
+    if index_count(idx) != len(oids):
+        return False
+    with open(idx, "rb") as handle:
+        handle.seek(FANOUT_END)
+        for start in range(0, len(oids), _IDS_PER_READ):
+            expected = b"".join(oids[start : start + _IDS_PER_READ])
+            if handle.read(len(expected)) != expected:
+                return False
+    return True
 
 
 def _check_bases(final: Path, table: _Table, out: _Output) -> None:
