@@ -539,6 +539,9 @@ def pack_loose_objects(
             _verify(objects_dir, loose)
             removed = _remove_loose(loose.values())
             refpack.pack_refs(gitdir)
+            # Close these packs: libgit2 keeps a cache of delta bases per open pack.
+            repo.free()
+            del repo, packed_odb, loose, already, wanted
         consolidated = 0
         existing = list_packs(objects_dir)
         if limit > 0 and len(existing) > limit:

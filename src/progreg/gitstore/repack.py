@@ -19,6 +19,15 @@ renamed into place (pack first, index last) and checked, and only then are
 the merged packs deleted (index first): a reader always finds every object,
 in the old packs or in the new one (libgit2 and Git look for new packs when
 an object is missing).
+
+Memory stays bounded by a few bytes per merged object: objects are numbered
+by their place in the sorted list of merged ids (their *rank*), and what the
+merge knows of each (type, where it is read from, where it was written,
+its earlier version) is kept in arrays by rank; the merged packs are read
+through :class:`~progreg.gitstore.packsource.PackSource`, which drops the
+pages it read from the resident set as it goes; objects libgit2 reads for
+the merge come through an object database reopened every
+:data:`READS_PER_ODB` reads, so that its caches of delta bases stay small.
 """
 
 from __future__ import annotations
@@ -30,9 +39,13 @@ import os
 import secrets
 import shutil
 import struct
+import sys
 import zlib
+from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,14 +54,41 @@ import pygit2
 from progreg.errors import BundleError
 from progreg.gitstore import objects
 from progreg.gitstore import pack as packs
+from progreg.gitstore.basecache import BaseCache
 from progreg.gitstore.delta import apply_delta, make_delta
 from progreg.gitstore.durability import fsync_dir
 from progreg.gitstore.objects import GITLINK_MODE, OBJ_COMMIT, TREE_MODE, object_id
+from progreg.gitstore.packsource import (
+    FANOUT_END,
+    SATURATED,
+    PackSource,
+    Residency,
+    index_count,
+    read_index,
+)
+
+__all__ = [
+    "CHECK_SAMPLE",
+    "MergeResult",
+    "PackInfo",
+    "earlier_versions",
+    "index_count",
+    "merge_packs",
+    "read_index",
+    "remove_pack",
+]
 
 #: How many objects of a merged pack libgit2 reads back before the old packs go.
 CHECK_SAMPLE = 32
-_IDX_MAGIC = b"\xfftOc\x00\x00\x00\x02"
-_FANOUT_END = 8 + 256 * 4
+#: Objects read through libgit2 before its object database is opened anew.
+READS_PER_ODB = 4096
+#: Bytes copied from a merged pack at once.
+COPY_CHUNK = 1 << 20
+#: Objects of the merged packs are trusted: any size a delta announces is accepted.
+_TRUSTED_SIZE = 1 << 62
+_NONE = -1
+_IDS_PER_READ = 65536
+_UNSET = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -59,170 +99,111 @@ class PackInfo:
     objects: int
 
 
-@dataclass(slots=True)
-class _Entry:
-    """One entry of a pack being merged."""
+class _Table:
+    """Every merged object once, by rank (its place among the sorted ids).
 
-    oid: bytes
-    offset: int
-    end: int
-    crc: int
-    kind: int  # as stored: 1-4 whole, 6 OFS_DELTA, 7 REF_DELTA
-    size: int  # of the object, or of the delta
-    size_end: int  # end of the type-and-size header
-    body: int  # start of the zlib data
-    base: int | None  # OFS_DELTA: offset of the base in the same pack
-    base_oid: bytes | None  # REF_DELTA: id of the base
-
-
-class _Source:
-    """A pack being merged: its bytes (mapped) and its entries in pack order.
-
-    The index gives every entry's id, offset, end and CRC-32; entry headers
-    are parsed only when needed (a pack copied as one block never is).
+    ``home`` says where an object is read from (the first merged pack that
+    holds it: ``source << 32 | position``), ``kinds`` its type (a delta has its
+    base's), ``whole`` whether some merged pack stores it whole.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        ids, crcs, offsets = read_index(path.with_suffix(".idx"))
-        with open(path, "rb") as handle:
-            self.data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        self.mtime = path.stat().st_mtime
-        order = sorted(range(len(ids)), key=offsets.__getitem__)
-        self.ids = [ids[i] for i in order]
-        self.offsets = [offsets[i] for i in order]
-        self.crcs = [crcs[i] for i in order]
-        self.ends = [*self.offsets[1:], len(self.data) - 20]
-        self.by_oid = dict(zip(self.ids, range(len(order)), strict=True))
-        self._position = {offset: n for n, offset in enumerate(self.offsets)}
-        self._parsed: dict[int, _Entry] = {}
-        self._heights: dict[int, int] | None = None
+    def __init__(self, sources: list[PackSource]) -> None:
+        everything = [source.oid(n) for source in sources for n in range(source.count)]
+        everything.sort()
+        self.oids = [oid for oid, _ in groupby(everything)]
+        del everything
+        count = len(self.oids)
+        self.home = array("Q", [_UNSET]) * count
+        self.kinds = bytearray(count)
+        self.whole = bytearray(count)
+        for number, source in enumerate(sources):
+            source.ranks = array("I", (self.rank(source.oid(n)) for n in range(source.count)))
+            source.ids = b""
+            for position, rank in enumerate(source.ranks):
+                if self.home[rank] == _UNSET:
+                    self.home[rank] = number << 32 | position
 
-    def entry(self, position: int) -> _Entry:
-        """The entry at ``position`` (in pack order), parsed once."""
-        found = self._parsed.get(position)
-        if found is None:
-            found = _parse(
-                self.data,
-                self.ids[position],
-                self.offsets[position],
-                self.ends[position],
-                self.crcs[position],
-            )
-            if found.base is not None and found.base not in self._position:
-                raise OSError(f"{self.path}: the delta at offset {found.offset} has no base entry")
-            self._parsed[position] = found
-        return found
+    def __len__(self) -> int:
+        return len(self.oids)
 
-    @property
-    def entries(self) -> list[_Entry]:
-        """Every entry, parsed, in pack order."""
-        return [self.entry(position) for position in range(len(self.ids))]
-
-    def base_of(self, entry: _Entry) -> _Entry:
-        """The entry an ``OFS_DELTA`` entry is a delta against."""
-        assert entry.base is not None
-        return self.entry(self._position[entry.base])
-
-    def depth(self, position: int) -> int:
-        """How many deltas deep the entry at ``position`` is, in this pack."""
-        depth = 0
-        entry = self.entry(position)
-        while entry.base is not None:
-            depth += 1
-            entry = self.base_of(entry)
-        return depth
-
-    def height(self, entry: _Entry) -> int:
-        """The longest chain of deltas built on ``entry`` in this pack."""
-        if self._heights is None:
-            heights: dict[int, int] = {}
-            for each in reversed(self.entries):  # bases come before the deltas on them
-                if each.base is not None:
-                    above = heights.get(each.offset, 0) + 1
-                    heights[each.base] = max(heights.get(each.base, 0), above)
-            self._heights = heights
-        return self._heights.get(entry.offset, 0)
-
-    def inflate(self, entry: _Entry) -> bytes:
-        """The stored data of ``entry`` (the object, or the delta), inflated."""
-        return zlib.decompress(self.data[entry.body : entry.end])
-
-    def close(self) -> None:
-        self.data.close()
-
-
-def read_index(idx: Path) -> tuple[list[bytes], tuple[int, ...], list[int]]:
-    """``(ids, CRC-32s, offsets)`` of a version-2 pack index, in index order."""
-    data = idx.read_bytes()
-    if data[:8] != _IDX_MAGIC:
-        raise OSError(f"{idx} is not a version-2 pack index")
-    count = struct.unpack(">I", data[_FANOUT_END - 4 : _FANOUT_END])[0]
-    start = _FANOUT_END
-    ids = [data[start + 20 * i : start + 20 * (i + 1)] for i in range(count)]
-    start += 20 * count
-    crcs = struct.unpack(f">{count}I", data[start : start + 4 * count])
-    start += 4 * count
-    small = struct.unpack(f">{count}I", data[start : start + 4 * count])
-    start += 4 * count
-    offsets = []
-    for value in small:
-        if value & 0x80000000:
-            at = start + 8 * (value & 0x7FFFFFFF)
-            offsets.append(int(struct.unpack(">Q", data[at : at + 8])[0]))
-        else:
-            offsets.append(value)
-    return ids, crcs, offsets
-
-
-def index_count(idx: Path) -> int:
-    """How many objects a version-2 pack index lists (read from its fan-out table)."""
-    with open(idx, "rb") as handle:
-        head = handle.read(_FANOUT_END)
-    if len(head) != _FANOUT_END or head[:8] != _IDX_MAGIC:
-        raise OSError(f"{idx} is not a version-2 pack index")
-    return int(struct.unpack(">I", head[-4:])[0])
-
-
-def _parse(data: mmap.mmap, oid: bytes, start: int, stop: int, crc: int) -> _Entry:
-    try:
-        head = packs.parse_entry_header(data, start, stop)
-    except BundleError as exc:
-        raise OSError(f"a pack entry at offset {start} is damaged: {exc}") from None
-    return _Entry(
-        oid,
-        start,
-        stop,
-        crc,
-        head.kind,
-        head.size,
-        head.size_end,
-        head.data_start,
-        head.base_offset,
-        head.base_oid,
-    )
-
-
-# -- finding earlier versions -----------------------------------------------------------
+    def rank(self, oid: bytes) -> int:
+        """The rank of ``oid``, or -1 when it is not merged."""
+        found = bisect_left(self.oids, oid)
+        return found if found < len(self.oids) and self.oids[found] == oid else _NONE
 
 
 class _Reader:
     """Objects of the merge: whole entries straight from the merged packs, others via libgit2."""
 
-    def __init__(self, sources: list[_Source], odb: pygit2.Odb) -> None:
-        self._odb = odb
+    def __init__(self, table: _Table, sources: list[PackSource], repo: pygit2.Repository) -> None:
+        self._table = table
         self._sources = sources
+        self._objects = str(Path(repo.path) / "objects")
+        repo.free()
+        self._odb = pygit2.Odb(self._objects)
+        self._reads = 0
+        self._cache = BaseCache()
 
     def read(self, oid: bytes) -> tuple[int, bytes]:
-        for source in self._sources:
-            position = source.by_oid.get(oid)
-            if position is not None:
-                entry = source.entry(position)
-                if entry.kind in objects.TYPE_NAMES:
-                    return entry.kind, source.inflate(entry)
+        rank = self._table.rank(oid)
+        if rank >= 0:
+            return self.read_rank(rank)
+        return self.read_libgit2(oid)
+
+    def read_rank(self, rank: int) -> tuple[int, bytes]:
+        """``(type, data)`` of the merged object ``rank``."""
+        home = self._table.home[rank]
+        return self._rebuild(home >> 32, home & 0xFFFFFFFF)
+
+    def _rebuild(self, number: int, position: int) -> tuple[int, bytes]:
+        """The object at ``position`` of source ``number``, its deltas applied here.
+
+        Goes down the chain of bases (in the same pack) to one cached or stored
+        whole, then applies the deltas back up, keeping each object rebuilt in
+        the cache. A base given by id (``REF_DELTA``) is read through libgit2.
+        """
+        source = self._sources[number]
+        chain: list[int] = []
+        at = position
+        while True:
+            found = self._cache.get((number, at))
+            if found is not None:
                 break
+            if source.is_whole(at):
+                head = source.header(at)
+                found = (head.kind, source.inflate(at, head))
+                self._cache.put((number, at), found)
+                break
+            if source.bases[at] < 0:
+                found = self.read_libgit2(self._table.oids[source.ranks[at]])
+                self._cache.put((number, at), found)
+                break
+            chain.append(at)
+            at = source.bases[at]
+        kind, data = found
+        for at in reversed(chain):
+            head = source.header(at)
+            data = apply_delta(data, source.inflate(at, head), _TRUSTED_SIZE)
+            self._cache.put((number, at), (kind, data))
+        return kind, data
+
+    def read_libgit2(self, oid: bytes) -> tuple[int, bytes]:
+        self._reads += 1
+        if self._reads % READS_PER_ODB == 0:
+            self._odb = pygit2.Odb(self._objects)
         kind, data = self._odb.read(pygit2.Oid(raw=oid))
         return int(kind), data
+
+    def oid(self, rank: int) -> bytes:
+        """The id of the merged object ``rank``."""
+        return self._table.oids[rank]
+
+    def header_kind(self, oid: bytes) -> int:
+        """The type of an object outside the merge."""
+        return int(self._odb.read_header(pygit2.Oid(raw=oid))[0])
+
+
+# -- finding earlier versions -----------------------------------------------------------
 
 
 class _Trees:
@@ -250,27 +231,35 @@ class _Trees:
 
 def earlier_versions(
     reader: _Reader,
-    commits: dict[bytes, bytes],
-    walked: set[bytes],
-    members: set[bytes],
-    whole: set[bytes],
-) -> dict[bytes, bytes]:
-    """``{id: id of the earlier version}`` for objects of ``whole`` that can become deltas.
+    table: _Table,
+    commits: Mapping[bytes, tuple[bytes, list[bytes]]],
+    order: Iterable[bytes],
+) -> array[int]:
+    """The rank of the earlier version of each merged object stored whole that can become
+    a delta, by rank (-1: none).
 
-    ``commits`` are the merged commits (``{id: raw data}``); along the paths
-    each commit of ``walked`` changes from its first parent, a tree or file of
-    ``whole`` (stored whole) whose previous version is among ``members`` gets
-    that version. Below a tree whose previous version is not merged, nothing
-    is looked at: it and what it holds were written before the merged packs.
+    ``commits`` are the merged commits (``{id: (tree, parents)}``), walked in
+    ``order`` (parents first); along the paths each commit changes from its
+    first parent, a tree or file stored whole whose previous version is merged
+    gets that version (the first found). Below a tree whose previous version is
+    not merged, nothing is looked at: it and what it holds were written before
+    the merged packs.
     """
-    found: dict[bytes, bytes] = {}
+    found = array("i", [_NONE]) * len(table)
     trees = _Trees(reader)
+    whole = table.whole
+
+    def note(new: int, old: int) -> None:
+        if whole[new] and found[new] == _NONE:
+            found[new] = old
 
     def compare(new: bytes, old: bytes) -> None:
-        if new == old or new not in members or old not in members:
+        if new == old:
             return
-        if new in whole:
-            found.setdefault(new, old)
+        new_rank, old_rank = table.rank(new), table.rank(old)
+        if new_rank < 0 or old_rank < 0:
+            return
+        note(new_rank, old_rank)
         new_entries = trees.get(new)
         old_entries = trees.get(old)
         before: dict[bytes, tuple[bytes, bytes]] = {}
@@ -282,53 +271,97 @@ def earlier_versions(
             previous = before.get(name)
             if previous is None or GITLINK_MODE in (mode, previous[0]):
                 continue
-            files = TREE_MODE not in (mode, previous[0])
             if mode == TREE_MODE and previous[0] == TREE_MODE:
                 compare(child, previous[1])
-            elif files and child in whole and previous[1] in members:
-                found.setdefault(child, previous[1])
+            elif TREE_MODE not in (mode, previous[0]):
+                child_rank, old_child = table.rank(child), table.rank(previous[1])
+                if child_rank >= 0 and old_child >= 0:
+                    note(child_rank, old_child)
 
-    for oid in _parents_first(commits):
-        if oid not in walked:
-            continue
-        parents = objects.commit_parents(commits[oid])
+    for oid in order:
+        tree, parents = commits[oid]
         parent = commits.get(parents[0]) if parents else None
         if parent is not None:
-            compare(objects.commit_tree(commits[oid]), objects.commit_tree(parent))
+            compare(tree, parent[0])
         trees.next_commit()
     return found
 
 
-def _parents_first(commits: dict[bytes, bytes]) -> Iterator[bytes]:
-    """The ids of ``commits`` (``{id: raw data}``), each after its parents among them."""
-    return objects.parents_first(
-        {oid: objects.commit_parents(data) for oid, data in commits.items()}
-    )
+def _parents_first(commits: Mapping[bytes, tuple[bytes, list[bytes]]]) -> Iterator[bytes]:
+    """The ids of ``commits``, each after its parents among them."""
+    return objects.parents_first({oid: parents for oid, (_, parents) in commits.items()})
+
+
+def _resolve_kinds(table: _Table, sources: list[PackSource], reader: _Reader) -> None:
+    """Parse every entry header; fill the table's ``kinds`` and ``whole``."""
+    kinds, whole = table.kinds, table.whole
+    pending: list[tuple[int, bytes]] = []
+    for source in sources:
+        source.scan()
+        ranks, stored, bases = source.ranks, source.stored, source.bases
+        for position, rank in enumerate(ranks):
+            kind = stored[position]
+            if kind in objects.TYPE_NAMES:
+                kinds[rank] = kind
+                whole[rank] = 1
+            elif bases[position] >= 0:
+                kinds[rank] = kinds[ranks[bases[position]]]
+            else:
+                pending.append((rank, source.ref_bases[position]))
+    for rank, base in pending:
+        base_rank = table.rank(base)
+        known = kinds[base_rank] if base_rank >= 0 else 0
+        kinds[rank] = known or reader.header_kind(base)
+
+
+def _walk(
+    table: _Table, sources: list[PackSource], reader: _Reader
+) -> tuple[array[int], list[PackSource]]:
+    """Earlier versions found by comparing every merged commit with its parent, and the
+    packs ordered by their oldest commit (packs without commits first)."""
+    commits: dict[bytes, tuple[bytes, list[bytes]]] = {}
+    for rank, kind in enumerate(table.kinds):
+        if kind == OBJ_COMMIT:
+            data = reader.read_rank(rank)[1]
+            commits[table.oids[rank]] = (objects.commit_tree(data), objects.commit_parents(data))
+    order = list(_parents_first(commits))
+    found = earlier_versions(reader, table, commits, order)
+    del commits
+    first = array("i", [_NONE]) * len(table)
+    for number, oid in enumerate(order):
+        first[table.rank(oid)] = number
+    del order
+
+    def oldest(source: PackSource) -> int:
+        return min((first[rank] for rank in source.ranks if first[rank] >= 0), default=-1)
+
+    return found, sorted(sources, key=oldest)
 
 
 # -- writing the merged pack --------------------------------------------------------------
 
 
 class _Output:
-    """The merged pack as it is written: a temporary file, its SHA-1 and its index entries."""
+    """The merged pack as it is written: a temporary file, its SHA-1, and by rank where
+    each object was written, how deep a delta it is and the CRC-32 of its entry."""
 
-    def __init__(self, handle: BinaryIO) -> None:
+    def __init__(self, handle: BinaryIO, count: int) -> None:
         self.handle = handle
         self.digest = hashlib.sha1()
         self.position = 0
         self._buffer = bytearray()
-        self.offsets: dict[bytes, int] = {}
-        self._depths: dict[bytes, int] = {}
-        self._copied: dict[bytes, tuple[_Source, int]] = {}  # depth unknown until asked
-        self.index: list[packs.IndexEntry] = []
-        self.redeltified: set[bytes] = set()
-        #: ``{id: id of its base}`` of every delta written with a new base offset.
-        self.bases: dict[bytes, bytes] = {}
+        self.written = array("q", [_NONE]) * count
+        self.depths = bytearray(count)
+        self.crcs = array("I", [0]) * count
+        #: The rank of the base of every delta written with a new base offset (else -1).
+        self.bases = array("i", [_NONE]) * count
+        self.redeltified: list[int] = []
+        self.entries = 0
 
     def emit(self, data: bytes) -> None:
         self._buffer += data
         self.position += len(data)
-        if len(self._buffer) >= 1 << 20:
+        if len(self._buffer) >= COPY_CHUNK:
             self.flush()
 
     def flush(self) -> None:
@@ -336,15 +369,7 @@ class _Output:
         self.digest.update(self._buffer)
         self._buffer.clear()
 
-    def depth(self, oid: bytes) -> int:
-        """How many deltas deep ``oid`` is in the new pack."""
-        found = self._depths.get(oid)
-        if found is None:
-            source, position = self._copied[oid]
-            found = self._depths[oid] = source.depth(position)
-        return found
-
-    def copy(self, source: _Source, first: int, stop: int) -> None:
+    def copy(self, source: PackSource, first: int, stop: int) -> None:
         """Copy the entries ``first`` to ``stop - 1`` of ``source`` as they are, as one block.
 
         Distances between them do not change, so neither do their bytes.
@@ -353,71 +378,29 @@ class _Output:
             return
         start = source.offsets[first]
         shift = self.position - start
-        self.emit(source.data[start : source.ends[stop - 1]])
-        offsets, copied, index = self.offsets, self._copied, self.index
+        end = source.end(stop - 1)
+        for chunk in range(start, end, COPY_CHUNK):
+            self.emit(source.read(chunk, min(end, chunk + COPY_CHUNK)))
+        written, depths, crcs = self.written, self.depths, self.crcs
+        ranks, offsets = source.ranks, source.offsets
         for position in range(first, stop):
-            oid = source.ids[position]
-            offset = source.offsets[position] + shift
-            offsets[oid] = offset
-            copied[oid] = (source, position)
-            index.append(packs.IndexEntry(oid, offset, source.crcs[position]))
+            rank = ranks[position]
+            written[rank] = offsets[position] + shift
+            depths[rank] = source.depths[position]
+            crcs[rank] = source.crcs[position]
+        self.entries += stop - first
 
-    def write(self, oid: bytes, depth: int, parts: list[bytes]) -> None:
-        """Write one entry (in ``parts``) for ``oid``, made here (its CRC-32 is computed)."""
+    def write(self, rank: int, depth: int, parts: list[bytes]) -> None:
+        """Write one entry (in ``parts``) for ``rank``, made here (its CRC-32 is computed)."""
         start = self.position
         crc = 0
         for part in parts:
             crc = zlib.crc32(part, crc)
             self.emit(part)
-        self.offsets[oid] = start
-        self._depths[oid] = depth
-        self.index.append(packs.IndexEntry(oid, start, crc))
-
-
-def _kinds(sources: list[_Source], odb: pygit2.Odb) -> dict[bytes, int]:
-    """The object type of every entry (a delta has its base's type)."""
-    kinds: dict[bytes, int] = {}
-    pending: list[_Entry] = []
-    for source in sources:
-        for entry in source.entries:
-            if entry.kind in objects.TYPE_NAMES:
-                kinds[entry.oid] = entry.kind
-            elif entry.base is not None:
-                kinds[entry.oid] = kinds[source.base_of(entry).oid]
-            else:
-                pending.append(entry)
-    for entry in pending:
-        assert entry.base_oid is not None
-        kind = kinds.get(entry.base_oid)
-        if kind is None:
-            kind = int(odb.read_header(pygit2.Oid(raw=entry.base_oid))[0])
-        kinds[entry.oid] = kind
-    return kinds
-
-
-def _walk(
-    sources: list[_Source], reader: _Reader, odb: pygit2.Odb
-) -> tuple[dict[bytes, bytes], list[_Source]]:
-    """Earlier versions found by comparing every merged commit with its parent, and the
-    packs ordered by their oldest commit (packs without commits first)."""
-    kinds = _kinds(sources, odb)
-    commits: dict[bytes, bytes] = {}
-    whole: set[bytes] = set()
-    for source in sources:
-        for entry in source.entries:
-            if entry.kind in objects.TYPE_NAMES:
-                whole.add(entry.oid)
-                if entry.kind == OBJ_COMMIT:
-                    commits[entry.oid] = source.inflate(entry)
-            elif kinds[entry.oid] == OBJ_COMMIT:
-                commits[entry.oid] = odb.read(pygit2.Oid(raw=entry.oid))[1]
-    found = earlier_versions(reader, commits, set(commits), set(kinds), whole)
-    order = {oid: n for n, oid in enumerate(_parents_first(commits))}
-
-    def oldest(source: _Source) -> int:
-        return min((order[oid] for oid in source.ids if oid in order), default=-1)
-
-    return found, sorted(sources, key=oldest)
+        self.written[rank] = start
+        self.depths[rank] = min(SATURATED, depth)
+        self.crcs[rank] = crc
+        self.entries += 1
 
 
 @dataclass(frozen=True)
@@ -427,7 +410,7 @@ class MergeResult:
     pack: Path
     objects: int
     redeltified: frozenset[bytes]
-    #: The objects that had an earlier version among the merged ones.
+    #: The hinted objects whose earlier version was among the merged ones.
     settled: frozenset[bytes]
 
 
@@ -451,59 +434,80 @@ def merge_packs(
     is in place and checked. ``durable`` flushes the new pack to the disk first.
     """
     pack_dir = Path(repo.path) / "objects" / "pack"
-    sources = [_Source(path) for path in pack_paths]
+    sources: list[PackSource] = []
+    residency = Residency()
     try:
-        odb = repo.odb
-        members = {oid for source in sources for oid in source.ids}
-        known = hints(members) if hints is not None else {}
-        previous = {oid: base for oid, base in known.items() if base in members and base != oid}
-        reader = _Reader(sources, odb)
+        for path in pack_paths:
+            sources.append(PackSource(path, residency))
+        table = _Table(sources)
+        reader = _Reader(table, sources, repo)
+        _resolve_kinds(table, sources, reader)
         if walk_all:
-            found, ordered = _walk(sources, reader, odb)
-            previous = {**found, **previous}
+            previous, ordered = _walk(table, sources, reader)
         else:
+            previous = array("i", [_NONE]) * len(table)
             ordered = sorted(sources, key=lambda source: source.mtime)  # older objects first
-        final, out = _write(pack_dir, ordered, len(members), previous, reader, durable)
+        settled = _apply_hints(table, previous, hints)
+        final, out = _write(pack_dir, ordered, table, previous, reader, durable)
     finally:
         for source in sources:
             source.close()
-    _check(pack_dir, final, members, out)
+    _check(pack_dir, final, table, out)
     for path in pack_paths:
         if path != final:
             remove_pack(path)
-    return MergeResult(final, len(members), frozenset(out.redeltified), frozenset(previous))
+    redeltified = frozenset(table.oids[rank] for rank in out.redeltified)
+    return MergeResult(final, len(table), redeltified, settled)
+
+
+def _apply_hints(
+    table: _Table,
+    previous: array[int],
+    hints: Callable[[Iterable[bytes]], Mapping[bytes, bytes]] | None,
+) -> frozenset[bytes]:
+    """Put the earlier versions ``hints`` knows into ``previous`` (they win); which ones."""
+    if hints is None:
+        return frozenset()
+    settled: set[bytes] = set()
+    for oid, base in hints(table.oids).items():
+        rank, base_rank = table.rank(oid), table.rank(base)
+        if rank >= 0 and base_rank >= 0 and base_rank != rank:
+            previous[rank] = base_rank
+            settled.add(oid)
+    return frozenset(settled)
 
 
 def _write(
     pack_dir: Path,
-    sources: list[_Source],
-    count: int,
-    previous: dict[bytes, bytes],
+    sources: list[PackSource],
+    table: _Table,
+    previous: array[int],
     reader: _Reader,
     durable: bool,
 ) -> tuple[Path, _Output]:
-    """Write the merged pack (``count`` distinct objects) and its index.
+    """Write the merged pack (every object of ``table`` once) and its index.
 
     Returns the pack and what was written (offsets, deltas made, bases).
     """
     temporary = pack_dir / f"tmp_pack_{secrets.token_hex(8)}"
     index_temporary = pack_dir / f"tmp_idx_{secrets.token_hex(8)}"
+    count = len(table)
     try:
         with open(temporary, "xb") as handle:
-            out = _Output(handle)
+            out = _Output(handle, count)
             out.emit(b"PACK" + struct.pack(">II", 2, count))
             for source in sources:
                 _copy(source, out, previous, reader)
             out.flush()
-            if len(out.index) != count:
-                raise OSError(f"merging packs wrote {len(out.index)} objects, not {count}")
+            if out.entries != count:
+                raise OSError(f"merging packs wrote {out.entries} objects, not {count}")
             checksum = out.digest.digest()
             handle.write(checksum)
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
         with open(index_temporary, "xb") as index_handle:
-            packs.write_index(index_handle, out.index, checksum)
+            _write_index(index_handle, table.oids, out, checksum)
             index_handle.flush()
             if durable:
                 os.fsync(index_handle.fileno())
@@ -522,7 +526,54 @@ def _write(
         raise
 
 
-def _copy(source: _Source, out: _Output, previous: dict[bytes, bytes], reader: _Reader) -> None:
+def _big_endian(values: array[int]) -> bytes:
+    if sys.byteorder == "little":
+        values = array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()
+
+
+def _write_index(handle: BinaryIO, oids: list[bytes], out: _Output, checksum: bytes) -> None:
+    """Write the version-2 index of the merged pack (``oids`` sorted, one entry each)."""
+    digest = hashlib.sha1()
+
+    def write(data: bytes) -> None:
+        handle.write(data)
+        digest.update(data)
+
+    fanout = [bisect_left(oids, bytes([first + 1])) for first in range(255)]
+    write(b"\xfftOc" + struct.pack(">I", 2) + struct.pack(">256I", *fanout, len(oids)))
+    for start in range(0, len(oids), 65536):
+        write(b"".join(oids[start : start + 65536]))
+    write(_big_endian(out.crcs))
+    small = array("I", [0]) * len(oids)
+    large = array("Q")
+    for rank, offset in enumerate(out.written):
+        if offset < 0x80000000:
+            small[rank] = offset
+        else:
+            small[rank] = 0x80000000 | len(large)
+            large.append(offset)
+    write(_big_endian(small))
+    write(_big_endian(large))
+    write(checksum)
+    handle.write(digest.digest())
+
+
+def _needs_care(source: PackSource, out: _Output, previous: array[int]) -> bool:
+    """Whether some entry of ``source`` is already written or may become a delta."""
+    written = out.written
+    ranks = set(source.ranks)
+    for rank in source.ranks:
+        if written[rank] >= 0:
+            return True
+        base = previous[rank]
+        if base >= 0 and (written[base] >= 0 or base in ranks):
+            return True
+    return False
+
+
+def _copy(source: PackSource, out: _Output, previous: array[int], reader: _Reader) -> None:
     """Copy ``source`` into ``out``, in runs of entries that stay as they are.
 
     An entry changes when it becomes a delta (``previous`` names its earlier
@@ -531,76 +582,85 @@ def _copy(source: _Source, out: _Output, previous: dict[bytes, bytes], reader: _
     written (the same object in an earlier pack) is left out. Everything
     else is copied byte for byte, many entries at a time.
     """
-    written = out.offsets
-    ids = source.ids
-    if written.keys().isdisjoint(ids) and not any(
-        base in written or base in source.by_oid
-        for base in (previous.get(oid) for oid in ids)
-        if base is not None
-    ):
-        out.copy(source, 0, len(ids))  # nothing changes: one block
+    if not _needs_care(source, out, previous):
+        out.copy(source, 0, source.count)  # nothing changes: one block
         return
+    written = out.written
+    offsets, bases, ranks = source.offsets, source.bases, source.ranks
     run = 0  # the first entry not written yet
     changed = -1  # source offset of the last entry left out or rewritten (none yet)
-    for position, oid in enumerate(ids):
-        if oid in written:
+    for position, rank in enumerate(ranks):
+        if written[rank] >= 0:
             out.copy(source, run, position)  # the same object from an earlier pack
-            run, changed = position + 1, source.offsets[position]
+            run, changed = position + 1, offsets[position]
             continue
-        base = previous.get(oid)
-        if base is not None and base in written:
-            entry = source.entry(position)
-            if entry.kind in objects.TYPE_NAMES and entry.size >= packs.MIN_DELTA_SIZE:
+        base = previous[rank]
+        if base >= 0 and written[base] >= 0 and source.is_whole(position):
+            head = source.header(position)
+            if head.size >= packs.MIN_DELTA_SIZE:
                 out.copy(source, run, position)
                 run = position + 1
-                if _redelta(source, entry, base, out, reader):
-                    changed = entry.offset
+                if _redelta(source, position, head, base, out, reader):
+                    changed = offsets[position]
                 else:
                     out.copy(source, position, position + 1)
                 continue
         if changed < 0:
             continue  # nothing before it changed: copied as it is
-        entry = source.entry(position)
-        if entry.base is None or entry.base > changed:
+        base_position = bases[position]
+        if base_position < 0 or offsets[base_position] > changed:
             continue  # a whole object, or a delta whose base moved along with it
-        base_oid = source.base_of(entry).oid
+        base_rank = ranks[base_position]
         out.copy(source, run, position)
-        run, changed = position + 1, entry.offset
-        head = source.data[entry.offset : entry.size_end] + packs.offset_encoding(
-            out.position - written[base_oid]
-        )
-        out.bases[oid] = base_oid
-        out.write(oid, out.depth(base_oid) + 1, [head, source.data[entry.body : entry.end]])
-    out.copy(source, run, len(ids))
+        run, changed = position + 1, offsets[position]
+        head = source.header(position)
+        start = offsets[position]
+        parts = [
+            source.read(start, head.size_end)
+            + packs.offset_encoding(out.position - written[base_rank]),
+            source.read(head.data_start, source.end(position)),
+        ]
+        out.bases[rank] = base_rank
+        out.write(rank, out.depths[base_rank] + 1, parts)
+    out.copy(source, run, source.count)
 
 
-def _redelta(source: _Source, entry: _Entry, base: bytes, out: _Output, reader: _Reader) -> bool:
-    """Write ``entry`` as a delta against ``base`` (already written) if that is allowed and pays."""
-    where = out.offsets.get(base)
-    if where is None:
+def _redelta(
+    source: PackSource,
+    position: int,
+    head: packs.EntryHeader,
+    base: int,
+    out: _Output,
+    reader: _Reader,
+) -> bool:
+    """Write an entry as a delta against ``base`` (a rank, already written) if that is
+    allowed and pays."""
+    where = out.written[base]
+    if where < 0:
         return False
-    depth = out.depth(base) + 1
-    if depth + source.height(entry) > packs.MAX_DELTA_DEPTH:
+    depth = out.depths[base] + 1
+    if depth + source.height(position) > packs.MAX_DELTA_DEPTH:
         return False
-    target = source.inflate(entry)
-    base_kind, base_data = reader.read(base)
-    if base_kind != entry.kind:
+    target = source.inflate(position, head)
+    base_kind, base_data = reader.read_rank(base)
+    if base_kind != head.kind:
         return False
     delta = make_delta(base_data, target)
     if delta is None:
         return False
+    rank = source.ranks[position]
     if apply_delta(base_data, delta, len(target)) != target:
-        raise OSError(f"a delta made for {entry.oid.hex()} does not rebuild it")
-    head = packs.entry_header(packs.OFS_DELTA, len(delta)) + packs.offset_encoding(
+        raise OSError(f"a delta made for {reader.oid(rank).hex()} does not rebuild it")
+    header = packs.entry_header(packs.OFS_DELTA, len(delta)) + packs.offset_encoding(
         out.position - where
     )
-    out.bases[entry.oid] = base
-    out.write(entry.oid, depth, [head, packs.compress(delta)])
-    out.redeltified.add(entry.oid)
+    out.bases[rank] = base
+    out.write(rank, depth, [header, packs.compress(delta)])
+    out.redeltified.append(rank)
     return True
 
 
-def _check(pack_dir: Path, final: Path, expected: set[bytes], out: _Output) -> None:
+def _check(pack_dir: Path, final: Path, table: _Table, out: _Output) -> None:
     """Check the merged pack before the packs it replaces are deleted.
 
     Its index lists exactly the merged objects; every delta whose base offset
@@ -611,26 +671,18 @@ def _check(pack_dir: Path, final: Path, expected: set[bytes], out: _Output) -> N
     """
     scratch = pack_dir / f"tmp_check_{secrets.token_hex(8)}"
     try:
-        ids = read_index(final.with_suffix(".idx"))[0]
-        if len(ids) != len(expected) or not expected.issuperset(ids):
+        count = len(table)
+        if not _index_lists(final.with_suffix(".idx"), table.oids):
             raise OSError(f"{final.name} does not hold exactly the merged objects")
-        with open(final, "rb") as handle:
-            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            end = len(data) - 20
-            for oid, base in out.bases.items():
-                offset = out.offsets[oid]
-                if _parse(data, oid, offset, end, 0).base != out.offsets[base]:
-                    raise OSError(f"{final.name}: the delta {oid.hex()} has a wrong base offset")
-        finally:
-            data.close()
+        _check_bases(final, table, out)
         (scratch / "pack").mkdir(parents=True)
         for suffix in (".pack", ".idx"):
             os.link(final.with_suffix(suffix), scratch / "pack" / final.with_suffix(suffix).name)
         odb = pygit2.Odb()
         odb.add_backend(pygit2.OdbBackendPack(str(scratch)), 1)
-        step = max(1, len(ids) // CHECK_SAMPLE)
-        for oid in [*ids[::step], ids[-1]]:
+        step = max(1, count // CHECK_SAMPLE)
+        for rank in [*range(0, count, step), count - 1]:
+            oid = table.oids[rank]
             kind, raw = odb.read(pygit2.Oid(raw=oid))
             if object_id(int(kind), raw) != oid:
                 raise OSError(f"object {oid.hex()} reads back wrong from {final.name}")
@@ -639,6 +691,46 @@ def _check(pack_dir: Path, final: Path, expected: set[bytes], out: _Output) -> N
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _index_lists(idx: Path, oids: list[bytes]) -> bool:
+    """Whether the index ``idx`` lists exactly ``oids`` (sorted), read a slice at a time."""
+    if index_count(idx) != len(oids):
+        return False
+    with open(idx, "rb") as handle:
+        handle.seek(FANOUT_END)
+        for start in range(0, len(oids), _IDS_PER_READ):
+            expected = b"".join(oids[start : start + _IDS_PER_READ])
+            if handle.read(len(expected)) != expected:
+                return False
+    return True
+
+
+def _check_bases(final: Path, table: _Table, out: _Output) -> None:
+    """Every delta written with a new base offset points at its base in ``final``."""
+    with open(final, "rb") as handle:
+        data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        end = len(data) - 20
+        checked = 0
+        for rank, base in enumerate(out.bases):
+            if base < 0:
+                continue
+            offset = out.written[rank]
+            try:
+                found = packs.parse_entry_header(data, offset, end).base_offset
+            except BundleError as exc:
+                raise OSError(
+                    f"{final.name}: the entry at offset {offset} is damaged: {exc}"
+                ) from None
+            if found != out.written[base]:
+                oid = table.oids[rank].hex()
+                raise OSError(f"{final.name}: the delta {oid} has a wrong base offset")
+            checked += 1
+            if checked % 64 == 0:  # each check may map 64 KiB: keep the resident set small
+                data.madvise(mmap.MADV_DONTNEED)
+    finally:
+        data.close()
 
 
 def remove_pack(path: Path) -> None:
