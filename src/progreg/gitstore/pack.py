@@ -15,6 +15,7 @@ in Python with ``zlib`` and ``hashlib`` doing the heavy work in C.
 from __future__ import annotations
 
 import hashlib
+import io
 import mmap
 import struct
 import zlib
@@ -196,6 +197,16 @@ ExternalReader = Callable[[bytes], tuple[int, bytes] | None]
 Visitor = Callable[[bytes, int, bytes], None]
 #: ``progress(done, total)``: how far a long pack operation is, in its own units.
 Progress = Callable[[int, int], None]
+#: ``release(start, end)``: the pack's bytes ``start`` to ``end`` need not stay in memory
+#: (see :class:`~progreg.gitstore.mapped.MappedFile`); reading them again must still work.
+Release = Callable[[int, int], None]
+
+#: Bytes of a pack read between two calls of a ``release`` callback.
+RELEASE_STEP = 16 * 1024 * 1024
+
+
+def _no_release(start: int, end: int) -> None:
+    """Keep everything: the pack is in memory anyway."""
 
 
 @dataclass
@@ -333,6 +344,7 @@ def index_pack(
     visit: Visitor,
     max_object_size: int,
     max_retained_bytes: int = MAX_RETAINED_BYTES,
+    release: Release = _no_release,
 ) -> IndexedPack:
     """Parse and check a whole pack; resolve its deltas; return the index entries.
 
@@ -347,6 +359,8 @@ def index_pack(
     (others are inflated again when a delta needs them), a delta base is
     dropped once the deltas built on it are resolved, and a pack that
     expands more than :data:`MAX_EXPANSION` times its size is refused.
+    ``release`` is told of every range of the pack read (every
+    :data:`RELEASE_STEP` bytes), so that a mapped pack need not stay resident.
     """
     total = len(pack)
     if total < 12 + _TRAILER or bytes(pack[:4]) != b"PACK":
@@ -357,7 +371,12 @@ def index_pack(
     limit = total - _TRAILER
     if count > limit:
         raise BundleError(f"the pack announces {count} objects but is only {total} bytes long")
-    if hashlib.sha1(pack[:limit]).digest() != bytes(pack[limit:]):
+    digest = hashlib.sha1()
+    for start in range(0, limit, RELEASE_STEP):
+        end = min(limit, start + RELEASE_STEP)
+        digest.update(pack[start:end])
+        release(start, end)
+    if digest.digest() != bytes(pack[limit:]):
         raise BundleError(
             "the pack's SHA-1 checksum does not match: the bundle is truncated or corrupt"
         )
@@ -366,8 +385,11 @@ def index_pack(
     whole: dict[int, tuple[int, bytes | None, int, int]] = {}  # kind, data, data start, size
     by_oid: dict[bytes, int] = {}
     deltas: list[_Delta] = []
-    pos = 12
+    pos = released = 12
     for _ in range(count):
+        if pos - released >= RELEASE_STEP:
+            release(released, pos)
+            released = pos
         start = pos
         kind, size, _, base_offset, base_oid, data_start = parse_entry_header(pack, pos, limit)
         limit_for_kind = max_object_size if kind in TYPE_NAMES else _delta_limit(max_object_size)
@@ -390,8 +412,10 @@ def index_pack(
         del data
     if pos != limit:
         raise BundleError(f"the pack has {limit - pos} unexpected bytes after its last entry")
-    resolver = _Resolver(pack, limit, whole, entries, by_oid, external, visit, budget)
+    release(released, pos)
+    resolver = _Resolver(pack, limit, whole, entries, by_oid, external, visit, budget, release)
     resolver.resolve(deltas, max_object_size)
+    release(0, limit)
     return IndexedPack(
         entries=list(entries.values()),
         checksum=bytes(pack[limit:]),
@@ -417,8 +441,11 @@ class _Resolver:
         external: ExternalReader,
         visit: Visitor,
         budget: _Budget,
+        release: Release,
     ) -> None:
         self.pack = pack
+        self.release = release
+        self.reread = 0  # bytes of the pack read since the last release
         self.limit = limit
         self.whole = whole
         self.entries = entries
@@ -432,7 +459,12 @@ class _Resolver:
 
     def _inflated(self, data_start: int, size: int) -> bytes:
         self.budget.produce(size)
-        return _inflate(self.pack, data_start, size, self.limit)[0]
+        data, end = _inflate(self.pack, data_start, size, self.limit)
+        self.reread += end - data_start
+        if self.reread >= RELEASE_STEP:
+            self.release(0, self.limit)
+            self.reread = 0
+        return data
 
     def _base_at(self, offset: int) -> tuple[int, bytes] | None:
         """The object starting at ``offset`` if it is known (whole, or a rebuilt delta)."""
@@ -575,16 +607,51 @@ def complete_thin(
     """
     if not external:
         return pack, []
-    body = bytearray(pack[:-_TRAILER])
-    count = struct.unpack(">I", body[8:12])[0] + len(external)
-    body[8:12] = struct.pack(">I", count)
+    out = io.BytesIO()
+    _, added = write_completed(out, memoryview(pack), external, level)
+    return out.getvalue(), added
+
+
+def write_completed(
+    out: BinaryIO,
+    pack: memoryview,
+    external: dict[bytes, tuple[int, bytes]],
+    level: int = DEFAULT_LEVEL,
+    release: Release = _no_release,
+) -> tuple[bytes, list[IndexEntry]]:
+    """Write the (indexed) ``pack`` to ``out``, completed as :func:`complete_thin` does.
+
+    The pack is copied :data:`RELEASE_STEP` bytes at a time (``release`` is
+    told of each range copied), never whole in memory. Returns the checksum
+    of the pack written and the entries of the bases appended.
+    """
+    limit = len(pack) - _TRAILER
+    digest = hashlib.sha1()
+
+    def write(data: bytes | bytearray | memoryview) -> None:
+        out.write(data)
+        digest.update(data)
+
+    head = bytearray(pack[:12])
+    head[8:12] = struct.pack(">I", struct.unpack(">I", head[8:12])[0] + len(external))
+    write(head)
+    for start in range(12, limit, RELEASE_STEP):
+        end = min(limit, start + RELEASE_STEP)
+        write(pack[start:end])
+        release(start, end)
+    if not external:  # the same bytes: the same checksum
+        out.write(pack[limit:])
+        return bytes(pack[limit:]), []
+    position = limit
     added = []
     for oid, (kind, data) in external.items():
         entry = entry_header(kind, len(data)) + zlib.compress(data, level)
-        added.append(IndexEntry(oid, len(body), zlib.crc32(entry)))
-        body += entry
-    body += hashlib.sha1(body).digest()
-    return bytes(body), added
+        added.append(IndexEntry(oid, position, zlib.crc32(entry)))
+        write(entry)
+        position += len(entry)
+    checksum = digest.digest()
+    out.write(checksum)
+    return checksum, added
 
 
 def write_index(out: BinaryIO, entries: Iterable[IndexEntry], pack_checksum: bytes) -> None:

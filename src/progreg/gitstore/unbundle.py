@@ -29,6 +29,7 @@ from progreg.gitstore import objects
 from progreg.gitstore import pack as packs
 from progreg.gitstore.bundle import BundleHeader
 from progreg.gitstore.failures import write_failure
+from progreg.gitstore.mapped import MappedFile
 from progreg.gitstore.objects import OBJ_BLOB, OBJ_TREE, RawObject
 from progreg.gitstore.pack import IndexEntry
 
@@ -211,11 +212,30 @@ def unpack(
             f" {', '.join(m[:12] for m in missing[:10])}. Import the bundle it continues first."
         )
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
+        mapped = MappedFile(path)
+    except (OSError, ValueError) as exc:
         raise BundleError(f"cannot read the bundle {where}: {exc}") from exc
-    pack_data = memoryview(data)[header.pack_offset :]
+    check = _Check(forbidden_modes, flag_blob, max_blob_size, max_tree_entries)
+    with mapped:
+        return _unpack(repo, where, header, mapped, max_object_size, progress, check)
+
+
+def _unpack(
+    repo: pygit2.Repository,
+    where: str,
+    header: BundleHeader,
+    mapped: MappedFile,
+    max_object_size: int,
+    progress: packs.Progress | None,
+    check: _Check,
+) -> IncomingPack:
+    """:func:`unpack` once the bundle is mapped: index, check and quarantine its pack."""
+    offset = header.pack_offset
+    pack_data = mapped.view[offset:]
+
+    def release(start: int, end: int) -> None:
+        mapped.release(offset + start, offset + end)
+
     odb = repo.odb
     prerequisites = {bytes.fromhex(oid) for oid, _ in header.prerequisites}
 
@@ -226,7 +246,6 @@ def unpack(
         kind, raw = odb.read(key)
         return int(kind), raw
 
-    check = _Check(forbidden_modes, flag_blob, max_blob_size, max_tree_entries)
     total = int.from_bytes(pack_data[8:12], "big") if len(pack_data) >= 12 else 0
     seen = 0
 
@@ -239,7 +258,11 @@ def unpack(
 
     try:
         indexed = packs.index_pack(
-            pack_data, external=external, visit=visit, max_object_size=max_object_size
+            pack_data,
+            external=external,
+            visit=visit,
+            max_object_size=max_object_size,
+            release=release,
         )
     except BundleError as exc:
         raise BundleError(f"{where}: {exc}") from exc
@@ -259,12 +282,14 @@ def unpack(
     repo_path = Path(repo.path)
     quarantine = repo_path / "objects" / f"incoming-{secrets.token_hex(6)}"
     try:
-        files = _write_pack(quarantine / "pack", bytes(pack_data), indexed) if new_objects else []
+        files = _write_pack(quarantine / "pack", pack_data, indexed, release) if new_objects else []
     except OSError as exc:
         shutil.rmtree(quarantine, ignore_errors=True)
         raise write_failure(repo_path, exc, f"write the bundle's objects into {repo_path}") from exc
     if not files:
         quarantine.mkdir(parents=True, exist_ok=True)
+    size = len(pack_data)
+    pack_data.release()
     return IncomingPack(
         repo_path,
         header,
@@ -272,20 +297,24 @@ def unpack(
         files,
         len(check.present),
         new_objects,
-        len(pack_data),
+        size,
         check.flagged,
     )
 
 
-def _write_pack(directory: Path, pack_data: bytes, indexed: packs.IndexedPack) -> list[Path]:
-    complete, added = packs.complete_thin(pack_data, indexed.external)
-    entries: list[IndexEntry] = indexed.entries + added
-    checksum = complete[-20:]
+def _write_pack(
+    directory: Path, pack_data: memoryview, indexed: packs.IndexedPack, release: packs.Release
+) -> list[Path]:
+    """Write the pack (completed if thin) and its index into ``directory``."""
     directory.mkdir(parents=True)
+    partial = directory / "incoming.pack"
+    with open(partial, "wb") as out:
+        checksum, added = packs.write_completed(out, pack_data, indexed.external, release=release)
+    entries: list[IndexEntry] = indexed.entries + added
     name = f"pack-{checksum.hex()}"
     pack_path = directory / f"{name}.pack"
     index_path = directory / f"{name}.idx"
-    pack_path.write_bytes(complete)
+    os.replace(partial, pack_path)
     with open(index_path, "wb") as out:
         packs.write_index(out, entries, checksum)
     for file in (pack_path, index_path):
