@@ -31,7 +31,6 @@ from progreg.gitstore.bundle import BundleHeader
 from progreg.gitstore.failures import write_failure
 from progreg.gitstore.mapped import MappedFile
 from progreg.gitstore.objects import OBJ_BLOB, OBJ_TREE, RawObject
-from progreg.gitstore.pack import IndexEntry
 
 #: Names Git refuses in a tree (``git fsck``), in lower case.
 _BAD_NAMES = frozenset({b".", b"..", b".git"})
@@ -71,18 +70,16 @@ def tree_problem(
 
 @dataclass
 class _Check:
-    """Facts gathered while indexing: ids in the pack and the ids they refer to."""
+    """Facts gathered while indexing: the ids the pack's objects refer to, flagged blobs."""
 
     forbidden_modes: frozenset[bytes] = frozenset()
     flag_blob: Callable[[bytes], bool] | None = None
     max_blob_size: int | None = None
     max_tree_entries: int | None = None
-    present: set[bytes] = field(default_factory=set)
     referenced: set[bytes] = field(default_factory=set)
     flagged: list[bytes] = field(default_factory=list)
 
     def visit(self, oid: bytes, kind: int, data: bytes) -> None:
-        self.present.add(oid)
         if kind == OBJ_BLOB:
             if self.max_blob_size is not None and len(data) > self.max_blob_size:
                 raise BundleError(
@@ -266,19 +263,26 @@ def _unpack(
         )
     except BundleError as exc:
         raise BundleError(f"{where}: {exc}") from exc
-    check.referenced.discard(b"")
-    wanted = check.referenced | {bytes.fromhex(oid) for _, oid in header.references}
+    wanted = check.referenced
+    check.referenced = set()
+    wanted.discard(b"")
+    wanted.update(bytes.fromhex(oid) for _, oid in header.references)
+    new_objects = False
+    for index in range(len(indexed)):  # what the pack holds is not wanted from elsewhere
+        oid = indexed.oid(index)
+        wanted.discard(oid)
+        new_objects = new_objects or pygit2.Oid(raw=oid) not in odb
     absent = [
         oid
-        for oid in wanted - check.present - indexed.external.keys() - prerequisites
+        for oid in wanted - indexed.external.keys() - prerequisites
         if pygit2.Oid(raw=oid) not in odb
     ]
+    del wanted
     if absent:
         raise BundleError(
             f"{where} is incomplete: {len(absent)} object(s) it refers to are neither in the"
             f" bundle nor in the repository (such as {absent[0].hex()})"
         )
-    new_objects = any(pygit2.Oid(raw=oid) not in odb for oid in check.present)
     repo_path = Path(repo.path)
     quarantine = repo_path / "objects" / f"incoming-{secrets.token_hex(6)}"
     try:
@@ -295,7 +299,7 @@ def _unpack(
         header,
         quarantine,
         files,
-        len(check.present),
+        len(indexed),
         new_objects,
         size,
         check.flagged,
@@ -310,13 +314,12 @@ def _write_pack(
     partial = directory / "incoming.pack"
     with open(partial, "wb") as out:
         checksum, added = packs.write_completed(out, pack_data, indexed.external, release=release)
-    entries: list[IndexEntry] = indexed.entries + added
     name = f"pack-{checksum.hex()}"
     pack_path = directory / f"{name}.pack"
     index_path = directory / f"{name}.idx"
     os.replace(partial, pack_path)
     with open(index_path, "wb") as out:
-        packs.write_index(out, entries, checksum)
+        indexed.write_index(out, added, checksum)
     for file in (pack_path, index_path):
         file.chmod(0o444)
     return [pack_path, index_path]
