@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +32,8 @@ from progreg.gitstore.failures import write_failure
 from progreg.gitstore.mapped import MappedFile
 from progreg.gitstore.objects import OBJ_BLOB, OBJ_TREE, RawObject
 
+#: Handles :meth:`IncomingPack.handles` gives before it opens a fresh one.
+USES_PER_HANDLE = 1024
 #: Names Git refuses in a tree (``git fsck``), in lower case.
 _BAD_NAMES = frozenset({b".", b"..", b".git"})
 _ENTRY = re.compile(rb"([0-7]{5,6}) ([^\x00/]+)\x00.{20}", re.DOTALL)
@@ -131,6 +133,29 @@ class IncomingPack:
         repo = pygit2.Repository(str(self.repo_path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
         repo.odb.add_disk_alternate(str(self.quarantine))
         return repo
+
+    def handles(self, every: int | None = None) -> Generator[pygit2.Repository, None, None]:
+        """Handles as :meth:`repository` gives, a fresh one every ``every`` handles taken.
+
+        libgit2 caches the commits, tags and small trees a handle reads, up to a
+        process-wide limit counted in raw bytes, which their parsed form takes
+        several times over: checking 100k tags through one handle fills it.
+        Each handle left is emptied at once (``free()``), the last when the
+        iterator is closed. ``every`` is :data:`USES_PER_HANDLE` by default.
+        """
+        every = USES_PER_HANDLE if every is None else max(1, every)
+        repo = self.repository()
+        uses = 0
+        try:
+            while True:
+                if uses == every:
+                    repo.free()
+                    repo = self.repository()
+                    uses = 0
+                uses += 1
+                yield repo
+        finally:
+            repo.free()
 
     def migrate(self) -> None:
         """Move the checked pack into the repository's object store (pack first, index last)."""
