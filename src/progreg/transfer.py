@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -408,10 +409,14 @@ class _BundleImport:
         except (KeyError, ValueError, pygit2.GitError) as exc:
             raise BundleError(f"{self.where}: {name} does not lead to a commit") from exc
 
-    def plan(self, repo: pygit2.Repository) -> tuple[str | None, bool]:
+    def plan(
+        self, repo: pygit2.Repository, handles: Iterator[pygit2.Repository]
+    ) -> tuple[str | None, bool]:
         """Check everything against ``repo`` (which sees the quarantine); write nothing.
 
-        Returns their main's commit (or None) and whether merging it changes main.
+        Each reference is checked through the next of ``handles`` (which see the
+        quarantine too). Returns their main's commit (or None) and whether merging
+        it changes main.
         """
         refs = self.header.refs
         ours = self.storage.git.tip(MAIN)
@@ -429,23 +434,23 @@ class _BundleImport:
             changes = not merge.up_to_date and merge.changes
             self.merge_plan = (str(ours.id) if ours is not None else None, merge)
         diverged = []
-        for name, oid in self.header.references:
+        for (name, oid), handle in zip(self.header.references, handles, strict=False):
             if name.startswith(TAGS_PREFIX):
-                self._commit(repo, oid, name)
-                current = repo.references.get(name)
+                self._commit(handle, oid, name)
+                current = handle.references.get(name)
                 if current is None:
                     self._tags.append((name, oid))
                 elif str(current.target) != oid:
                     self.tags_kept.append(name)
             elif name.startswith(CHECKPOINTS_PREFIX):
-                commit = self._commit(repo, oid, name)
-                current = repo.references.get(name)
+                commit = self._commit(handle, oid, name)
+                current = handle.references.get(name)
                 if current is None:
                     self._checkpoints.append((name, oid))
                 elif current.target != commit.id:
-                    if repo.descendant_of(commit.id, current.target):
+                    if handle.descendant_of(commit.id, current.target):
                         self._checkpoints.append((name, oid))
-                    elif not repo.descendant_of(current.target, commit.id):
+                    elif not handle.descendant_of(current.target, commit.id):
                         diverged.append(name)
         if diverged:
             raise ConflictError(
@@ -453,7 +458,8 @@ class _BundleImport:
                 " registry's (neither contains the other); nothing was imported. Rename or"
                 " delete one side's checkpoint and retry."
             )
-        self._check_refs(repo, theirs if theirs is not None or ours is None else str(ours.id))
+        tip = theirs if theirs is not None or ours is None else str(ours.id)
+        self._check_refs(handles, tip)
         return theirs, changes
 
     def _refuse(self, problems: list[Problem], what: str) -> None:
@@ -508,12 +514,12 @@ class _BundleImport:
                 doc, "refuse", f"program {doc.program_id} ({where})", fix=_BUNDLE_SECRET_FIX
             )
 
-    def _check_refs(self, repo: pygit2.Repository, main_tip: str | None) -> None:
+    def _check_refs(self, handles: Iterator[pygit2.Repository], main_tip: str | None) -> None:
         """Check the tags to create and the checkpoint branches to move, as a server would."""
         limit = self.storage.max_program_bytes
         # plan_merge checked these program files as check_file would (secrets: check_secrets)
         checked = self.merge_plan[1].edits if self.merge_plan is not None else {}
-        for name, oid in [*self._tags, *self._checkpoints]:
+        for (name, oid), repo in zip([*self._tags, *self._checkpoints], handles, strict=False):
             current = repo.references.get(name)
             old = str(current.target) if current is not None else _ZERO
             update = RefUpdate(old, oid, name)
@@ -566,7 +572,9 @@ def _import_bundle(
     ) as incoming:
         repo = incoming.repository()
         job.check_secrets(repo, incoming.flagged)
-        theirs, changes = job.plan(repo)
+        with closing(incoming.handles()) as handles:
+            theirs, changes = job.plan(repo, handles)
+        repo.free()
         if changes or job.has_refs_to_write:  # else the quarantine is simply dropped
             try:
                 incoming.migrate()

@@ -14,12 +14,17 @@ in Python with ``zlib`` and ``hashlib`` doing the heavy work in C.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import io
 import mmap
 import struct
+import sys
 import zlib
+from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
 from progreg.errors import BundleError
@@ -180,14 +185,57 @@ class IndexEntry:
     crc: int
 
 
-@dataclass
 class IndexedPack:
-    """What :func:`index_pack` learnt: every object, and the external bases thin deltas used."""
+    """What :func:`index_pack` learnt: every object, and the external bases thin deltas used.
 
-    entries: list[IndexEntry]
-    checksum: bytes
-    version: int
-    external: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    The objects are held compactly, in pack order: their ids (20 bytes each, end
+    to end), offsets and CRC-32s. :attr:`entries` lists them as :class:`IndexEntry`;
+    :meth:`write_index` writes the ``.idx`` without building that list.
+    """
+
+    def __init__(
+        self,
+        oids: bytes,
+        offsets: array[int],
+        crcs: array[int],
+        checksum: bytes,
+        version: int,
+        external: dict[bytes, tuple[int, bytes]] | None = None,
+    ) -> None:
+        self.oids = oids
+        self.offsets = offsets
+        self.crcs = crcs
+        self.checksum = checksum
+        self.version = version
+        self.external = external if external is not None else {}
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def oid(self, index: int) -> bytes:
+        """The id of the pack's ``index``-th object."""
+        return self.oids[20 * index : 20 * index + 20]
+
+    @property
+    def entries(self) -> list[IndexEntry]:
+        """Every object of the pack, in pack order."""
+        return [IndexEntry(self.oid(i), self.offsets[i], self.crcs[i]) for i in range(len(self))]
+
+    def write_index(
+        self, out: BinaryIO, added: Iterable[IndexEntry] = (), checksum: bytes | None = None
+    ) -> None:
+        """Write what :func:`write_index` writes for :attr:`entries` and ``added``.
+
+        ``checksum`` is the pack's (by default the indexed pack's; another one
+        once the pack is completed with ``added``).
+        """
+        extra = list(added)
+        oids = self.oids + b"".join(entry.oid for entry in extra)
+        offsets = array("Q", self.offsets)
+        offsets.extend(entry.offset for entry in extra)
+        crcs = array("I", self.crcs)
+        crcs.extend(entry.crc for entry in extra)
+        write_sorted_index(out, oids, offsets, crcs, checksum or self.checksum)
 
 
 #: ``external(oid)`` returns ``(type, data)`` of an object outside the pack, or ``None``.
@@ -196,16 +244,21 @@ ExternalReader = Callable[[bytes], tuple[int, bytes] | None]
 Visitor = Callable[[bytes, int, bytes], None]
 #: ``progress(done, total)``: how far a long pack operation is, in its own units.
 Progress = Callable[[int, int], None]
+#: ``release(start, end)``: the pack's bytes ``start`` to ``end`` need not stay in memory
+#: (see :class:`~progreg.gitstore.mapped.MappedFile`); reading them again must still work.
+Release = Callable[[int, int], None]
+
+#: Bytes of a pack read between two calls of a ``release`` callback.
+RELEASE_STEP = 16 * 1024 * 1024
+#: Bytes a read of a few bytes of a mapped file can make resident (the kernel maps
+#: the pages around a faulting one too): what a scattered read is counted as.
+_FAULT_AROUND = 64 * 1024
+#: Bytes of memory one kept object costs besides its data (a ``bytes``, a dict slot).
+_KEPT_OVERHEAD = 128
 
 
-@dataclass
-class _Delta:
-    offset: int
-    base_offset: int | None
-    base_oid: bytes | None
-    data: bytes | None  # None: not kept in memory, inflated again from data_start
-    data_start: int
-    size: int
+def _no_release(start: int, end: int) -> None:
+    """Keep everything: the pack is in memory anyway."""
 
 
 def _inflate(pack: memoryview, pos: int, size: int, limit: int) -> tuple[bytes, int]:
@@ -290,9 +343,12 @@ def parse_entry_header(pack: memoryview | mmap.mmap, pos: int, limit: int) -> En
     return EntryHeader(kind, size, size_end, None, None, pos)
 
 
-#: Inflated objects and deltas :func:`index_pack` keeps in memory between its two
-#: passes at most; beyond, it remembers where they are and inflates them again.
+#: Delta bases :func:`index_pack` may need to hold at once (the bases of one delta
+#: chain, as it rebuilds them): a pack that needs more is refused.
 MAX_RETAINED_BYTES = 256 * 1024 * 1024
+#: Inflated deltas and bases :func:`index_pack` keeps between its two passes at most;
+#: beyond, it remembers where they are and inflates them again.
+MAX_CACHED_BYTES = 32 * 1024 * 1024
 #: Objects :func:`index_pack` may produce (inflated or rebuilt from deltas), in bytes
 #: per byte of pack, above :data:`MIN_WORK_BYTES`: a registry's pack expands about
 #: ten times, a zlib or delta bomb thousands of times.
@@ -307,11 +363,12 @@ class _Budget:
         self.held = 0
         self.produced = 0
         self.max_held = retained
+        self.max_cached = min(retained, MAX_CACHED_BYTES)
         self.max_produced = MIN_WORK_BYTES + MAX_EXPANSION * pack_size
 
-    def keep(self, size: int) -> bool:
-        """Whether ``size`` more bytes may stay in memory (they are then counted)."""
-        if self.held + size > self.max_held:
+    def keep(self, size: int, limit: int) -> bool:
+        """Whether ``size`` more bytes may stay in memory under ``limit`` (then counted)."""
+        if self.held + size > limit:
             return False
         self.held += size
         return True
@@ -333,8 +390,9 @@ def index_pack(
     visit: Visitor,
     max_object_size: int,
     max_retained_bytes: int = MAX_RETAINED_BYTES,
+    release: Release = _no_release,
 ) -> IndexedPack:
-    """Parse and check a whole pack; resolve its deltas; return the index entries.
+    """Parse and check a whole pack; resolve its deltas; return what it holds.
 
     Checks the signature, version, object count and SHA-1 trailer, inflates
     every entry (refusing objects over ``max_object_size`` bytes before
@@ -342,11 +400,15 @@ def index_pack(
     missing from the pack are asked of ``external``: a thin pack), and
     computes every object's id. Raises :class:`BundleError` on any defect.
 
-    Memory and work are bounded whatever the pack holds: at most
-    ``max_retained_bytes`` of objects stay in memory between the two passes
-    (others are inflated again when a delta needs them), a delta base is
-    dropped once the deltas built on it are resolved, and a pack that
-    expands more than :data:`MAX_EXPANSION` times its size is refused.
+    Memory and work are bounded whatever the pack holds. The first pass
+    keeps a few facts per object (offsets, sizes, CRC-32, id, base), and at
+    most :data:`MAX_CACHED_BYTES` of inflated deltas and of the recent objects
+    they build on; the second rebuilds each delta from its base, depth first,
+    holding only the bases of the chain it is in (at most
+    ``max_retained_bytes`` in all), and inflates again what was not kept. A
+    pack that expands more than :data:`MAX_EXPANSION` times its size is
+    refused. ``release`` is told of every range of the pack read (every
+    :data:`RELEASE_STEP` bytes), so that a mapped pack need not stay resident.
     """
     total = len(pack)
     if total < 12 + _TRAILER or bytes(pack[:4]) != b"PACK":
@@ -357,17 +419,22 @@ def index_pack(
     limit = total - _TRAILER
     if count > limit:
         raise BundleError(f"the pack announces {count} objects but is only {total} bytes long")
-    if hashlib.sha1(pack[:limit]).digest() != bytes(pack[limit:]):
+    digest = hashlib.sha1()
+    for start in range(0, limit, RELEASE_STEP):
+        end = min(limit, start + RELEASE_STEP)
+        digest.update(pack[start:end])
+        release(start, end)
+    if digest.digest() != bytes(pack[limit:]):
         raise BundleError(
             "the pack's SHA-1 checksum does not match: the bundle is truncated or corrupt"
         )
     budget = _Budget(total, max_retained_bytes)
-    entries: dict[int, IndexEntry] = {}
-    whole: dict[int, tuple[int, bytes | None, int, int]] = {}  # kind, data, data start, size
-    by_oid: dict[bytes, int] = {}
-    deltas: list[_Delta] = []
-    pos = 12
-    for _ in range(count):
+    table = _Table(count)
+    pos = released = 12
+    for index in range(count):
+        if pos - released >= RELEASE_STEP:
+            release(released, pos)
+            released = pos
         start = pos
         kind, size, _, base_offset, base_oid, data_start = parse_entry_header(pack, pos, limit)
         limit_for_kind = max_object_size if kind in TYPE_NAMES else _delta_limit(max_object_size)
@@ -377,192 +444,255 @@ def index_pack(
             )
         data, pos = _inflate(pack, data_start, size, limit)
         budget.produce(size)
-        entries[start] = IndexEntry(b"", start, zlib.crc32(pack[start:pos]))
-        kept = data if budget.keep(size) else None
-        if base_offset is None and base_oid is None:
-            oid = object_id(kind, data)
-            entries[start].oid = oid
-            whole[start] = (kind, kept, data_start, size)
-            by_oid.setdefault(oid, start)
-            visit(oid, kind, data)
+        table.add(start, zlib.crc32(pack[start:pos]), kind, data_start, size)
+        if base_offset is not None:
+            table.cache_base(table.link_offset(index, base_offset), budget)
+            table.cache(index, data, budget)
+        elif base_oid is not None:
+            table.link_oid(index, base_oid)
+            table.cache(index, data, budget)
         else:
-            deltas.append(_Delta(start, base_offset, base_oid, kept, data_start, size))
+            oid = object_id(kind, data)
+            table.set_oid(index, oid)
+            table.remember(index, data, budget)
+            visit(oid, kind, data)
         del data
     if pos != limit:
         raise BundleError(f"the pack has {limit - pos} unexpected bytes after its last entry")
-    resolver = _Resolver(pack, limit, whole, entries, by_oid, external, visit, budget)
-    resolver.resolve(deltas, max_object_size)
+    release(released, pos)
+    table.forget_recent(budget)
+    resolver = _Resolver(pack, limit, table, external, visit, budget, release)
+    resolver.resolve(max_object_size)
+    release(0, limit)
     return IndexedPack(
-        entries=list(entries.values()),
+        oids=bytes(table.oids),
+        offsets=table.offsets,
+        crcs=table.crcs,
         checksum=bytes(pack[limit:]),
         version=version,
         external=resolver.external_used,
     )
 
 
-class _Resolver:
-    """The second pass of :func:`index_pack`: rebuild every delta, holding only live bases.
+class _Table:
+    """What the first pass of :func:`index_pack` learns, a few dozen bytes per object.
 
-    A base stays in memory while deltas built on it are pending (its
-    *dependents*); once the last one is resolved it is dropped.
+    Objects are numbered in pack order. A delta's base is another object's
+    number (``OFS_DELTA``) or an id (``REF_DELTA``, in :attr:`ref_children`).
+    Inflated data is kept in :attr:`cached` for deltas and for the bases of
+    ``OFS_DELTA`` seen in the last few objects (:attr:`recent`), within the
+    budget's cache limit.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.offsets = array("Q")
+        self.crcs = array("I")
+        self.kinds = bytearray()
+        self.data_starts = array("Q")
+        self.sizes = array("Q")
+        self.bases = array("q")  # an OFS_DELTA's base number, else -1
+        self.oids = bytearray(20 * count)
+        self.ofs_children = 0
+        self.ref_children: dict[bytes, list[int]] = {}
+        self.cached: dict[int, bytes] = {}
+        self.recent: OrderedDict[int, bytes] = OrderedDict()
+
+    def add(self, offset: int, crc: int, kind: int, data_start: int, size: int) -> None:
+        """Record the next entry of the pack."""
+        self.offsets.append(offset)
+        self.crcs.append(crc)
+        self.kinds.append(kind)
+        self.data_starts.append(data_start)
+        self.sizes.append(size)
+        self.bases.append(-1)
+
+    def link_offset(self, index: int, base_offset: int) -> int:
+        """Make object ``index`` a delta on the entry at ``base_offset``; return its number."""
+        base = bisect.bisect_left(self.offsets, base_offset, 0, index)
+        if base == index or self.offsets[base] != base_offset:
+            raise BundleError(
+                f"the delta at offset {self.offsets[index]} refers to offset {base_offset},"
+                " which starts no entry"
+            )
+        self.bases[index] = base
+        self.ofs_children += 1
+        return base
+
+    def link_oid(self, index: int, base_oid: bytes) -> None:
+        """Make object ``index`` a delta on the object ``base_oid``."""
+        self.ref_children.setdefault(base_oid, []).append(index)
+
+    def set_oid(self, index: int, oid: bytes) -> None:
+        self.oids[20 * index : 20 * index + 20] = oid
+
+    def oid(self, index: int) -> bytes:
+        return bytes(self.oids[20 * index : 20 * index + 20])
+
+    def cache(self, index: int, data: bytes, budget: _Budget) -> None:
+        """Keep the data of object ``index`` for the second pass, if the budget allows."""
+        while not budget.keep(_KEPT_OVERHEAD + len(data), budget.max_cached):
+            if not self.recent:
+                return
+            _, dropped = self.recent.popitem(last=False)
+            budget.held -= _KEPT_OVERHEAD + len(dropped)
+        self.cached[index] = data
+
+    def remember(self, index: int, data: bytes, budget: _Budget) -> None:
+        """Keep a whole object a while, in case a delta soon builds on it."""
+        if budget.keep(_KEPT_OVERHEAD + len(data), budget.max_cached):
+            self.recent[index] = data
+
+    def cache_base(self, base: int, budget: _Budget) -> None:
+        """A delta builds on object ``base``: keep it for the second pass if it is recent."""
+        data = self.recent.pop(base, None)
+        if data is not None:
+            self.cached[base] = data
+
+    def forget_recent(self, budget: _Budget) -> None:
+        """Drop the whole objects no ``OFS_DELTA`` builds on."""
+        for data in self.recent.values():
+            budget.held -= _KEPT_OVERHEAD + len(data)
+        self.recent.clear()
+
+    def children(self) -> tuple[array[int], array[int]]:
+        """The ``OFS_DELTA`` deltas on each object: ``firsts[n]:firsts[n + 1]`` of ``order``."""
+        count = len(self.offsets)
+        firsts = array("I", bytes(4 * (count + 1)))
+        for base in self.bases:
+            if base >= 0:
+                firsts[base + 1] += 1
+        for index in range(count):
+            firsts[index + 1] += firsts[index]
+        filled = array("I", firsts)
+        order = array("I", bytes(4 * self.ofs_children))
+        for index, base in enumerate(self.bases):
+            if base >= 0:
+                order[filled[base]] = index
+                filled[base] += 1
+        return firsts, order
+
+
+class _Resolver:
+    """The second pass of :func:`index_pack`: rebuild every delta from its base, depth first.
+
+    Each base with deltas on it is read (or inflated again) once; the deltas
+    on it are rebuilt, and those that are themselves bases descended into,
+    so that only the bases of the current chain are held in memory.
     """
 
     def __init__(
         self,
         pack: memoryview,
         limit: int,
-        whole: dict[int, tuple[int, bytes | None, int, int]],
-        entries: dict[int, IndexEntry],
-        by_oid: dict[bytes, int],
+        table: _Table,
         external: ExternalReader,
         visit: Visitor,
         budget: _Budget,
+        release: Release,
     ) -> None:
         self.pack = pack
         self.limit = limit
-        self.whole = whole
-        self.entries = entries
-        self.by_oid = by_oid
+        self.table = table
         self.external = external
         self.visit = visit
         self.budget = budget
+        self.release = release
+        self.reread = 0  # bytes of the pack read since the last release
         self.external_used: dict[bytes, tuple[int, bytes]] = {}
-        self.built: dict[int, tuple[int, bytes]] = {}  # rebuilt deltas that are bases
-        self.dependents: dict[int | bytes, int] = {}  # base offset or base id -> pending count
+        self.firsts, self.order = table.children()
+        self.resolved = 0
 
-    def _inflated(self, data_start: int, size: int) -> bytes:
+    def _data(self, index: int) -> bytes:
+        """The inflated data of object ``index``: kept by the first pass, or inflated again."""
+        table = self.table
+        data = table.cached.pop(index, None)
+        if data is not None:
+            self.budget.held -= _KEPT_OVERHEAD + len(data)
+            return data
+        size = table.sizes[index]
+        start = table.data_starts[index]
         self.budget.produce(size)
-        return _inflate(self.pack, data_start, size, self.limit)[0]
+        data, end = _inflate(self.pack, start, size, self.limit)
+        self.reread += max(end - start, _FAULT_AROUND)
+        if self.reread >= RELEASE_STEP:
+            self.release(0, self.limit)
+            self.reread = 0
+        return data
 
-    def _base_at(self, offset: int) -> tuple[int, bytes] | None:
-        """The object starting at ``offset`` if it is known (whole, or a rebuilt delta)."""
-        found = self.built.get(offset)
-        if found is not None:
-            return found
-        stored = self.whole.get(offset)
-        if stored is None:
-            return None
-        kind, data, data_start, size = stored
-        return kind, data if data is not None else self._inflated(data_start, size)
+    def _children(self, index: int | None, oid: bytes) -> list[int]:
+        """The deltas on object ``index`` (or on an object outside the pack) not yet rebuilt."""
+        found = []
+        if index is not None:
+            found = list(self.order[self.firsts[index] : self.firsts[index + 1]])
+        if self.table.ref_children:
+            found += self.table.ref_children.pop(oid, [])
+        return found
 
-    def _release(self, key: int | bytes) -> None:
-        """One dependent of base ``key`` is resolved; drop the base with its last one.
-
-        A base may be named both by its offset and by its id (``OFS_DELTA`` and
-        ``REF_DELTA``): it is dropped when neither has dependents left.
-        """
-        left = self.dependents.get(key, 0) - 1
-        if left > 0:
-            self.dependents[key] = left
-            return
-        self.dependents.pop(key, None)
-        offset = key if isinstance(key, int) else self.by_oid.get(key)
-        if offset is not None and offset in self.entries:
-            if self._is_base(offset):
-                return
-            dropped = self.built.pop(offset, None)
-            if dropped is not None:
-                self.budget.held -= len(dropped[1])
-            stored = self.whole.get(offset)
-            if stored is not None and stored[1] is not None:
-                self.budget.held -= stored[3]
-                self.whole[offset] = (stored[0], None, stored[2], stored[3])
-
-    def resolve(self, deltas: list[_Delta], max_object_size: int) -> None:
+    def resolve(self, max_object_size: int) -> None:
         """Rebuild every delta (asking ``external`` for the bases of a thin pack)."""
-        for delta in deltas:
-            key = delta.base_offset if delta.base_offset is not None else delta.base_oid
-            assert key is not None
-            self.dependents[key] = self.dependents.get(key, 0) + 1
-        # Whole objects no delta builds on are not needed any more.
-        for offset, (kind, data, data_start, size) in list(self.whole.items()):
-            if data is not None and not self._is_base(offset):
-                self.budget.held -= size
-                self.whole[offset] = (kind, None, data_start, size)
-        pending = {delta.offset: delta for delta in deltas}
-        while pending:
-            progress = False
-            for offset in list(pending):
-                waiting = pending.get(offset)
-                if waiting is None:
-                    continue
-                chain, base = self._chain(waiting, pending)
-                if base is not None:
-                    self._rebuild(chain, base, pending, max_object_size)
-                    progress = True
-            if not progress:
-                missing = next(d.base_oid for d in pending.values() if d.base_oid is not None)
-                assert missing is not None
-                found = self.external(missing)
-                if found is None:
-                    raise BundleError(
-                        f"the pack is thin and its delta base {missing.hex()} is neither in the"
-                        " pack nor in the repository"
-                    )
-                self.external_used[missing] = found
-
-    def _is_base(self, offset: int) -> bool:
-        return offset in self.dependents or self.entries[offset].oid in self.dependents
-
-    def _chain(
-        self, delta: _Delta, pending: dict[int, _Delta]
-    ) -> tuple[list[_Delta], tuple[int, bytes] | None]:
-        """``delta`` and the pending deltas it builds on, down to a known base (or ``None``)."""
-        chain = [delta]
-        while True:
-            current = chain[-1]
-            if current.base_offset is not None:
-                base = self._base_at(current.base_offset)
-                if base is not None:
-                    return chain, base
-                parent = pending.get(current.base_offset)
-                if parent is None:
-                    raise BundleError(
-                        f"the delta at offset {current.offset} refers to offset"
-                        f" {current.base_offset}, which starts no entry"
-                    )
-                chain.append(parent)
+        table = self.table
+        kinds = table.kinds
+        firsts = self.firsts
+        for index in range(len(table.offsets)):
+            kind = kinds[index]
+            if kind in (OFS_DELTA, REF_DELTA):
                 continue
-            assert current.base_oid is not None
-            where = self.by_oid.get(current.base_oid)
-            base = self._base_at(where) if where is not None else None
-            if base is None:
-                base = self.external_used.get(current.base_oid)
-            return chain, base  # None: the base may be a delta still to resolve
-
-    def _rebuild(
-        self,
-        chain: list[_Delta],
-        base: tuple[int, bytes],
-        pending: dict[int, _Delta],
-        max_object_size: int,
-    ) -> None:
-        """Apply the deltas of ``chain`` from its end, visiting each rebuilt object."""
-        for link in reversed(chain):
-            kind, base_data = base
-            patch = (
-                link.data if link.data is not None else self._inflated(link.data_start, link.size)
+            if firsts[index + 1] == firsts[index] and (
+                not table.ref_children or table.oid(index) not in table.ref_children
+            ):
+                continue
+            self._descend(index, table.oid(index), kind, self._data(index), max_object_size)
+        while table.ref_children:
+            missing = next(iter(table.ref_children))
+            found = self.external(missing)
+            if found is None:
+                raise BundleError(
+                    f"the pack is thin and its delta base {missing.hex()} is neither in the"
+                    " pack nor in the repository"
+                )
+            self.external_used[missing] = found
+            self._descend(None, missing, found[0], found[1], max_object_size)
+        deltas = table.ofs_children + sum(kind == REF_DELTA for kind in kinds)
+        if self.resolved != deltas:
+            raise BundleError(
+                f"{deltas - self.resolved} delta(s) of the pack build on each other in a"
+                " cycle: they cannot be resolved"
             )
-            data = apply_delta(base_data, patch, max_object_size)
-            self.budget.produce(len(data))
-            oid = object_id(kind, data)
-            self.entries[link.offset].oid = oid
-            self.by_oid.setdefault(oid, link.offset)
-            del pending[link.offset]
-            if link.data is not None:
-                self.budget.held -= link.size
-            self.visit(oid, kind, data)
-            if self._is_base(link.offset):
-                if not self.budget.keep(len(data)):
-                    raise BundleError(
-                        f"the pack holds more than {self.budget.max_held} bytes of delta bases"
-                        " at once; refusing it"
-                    )
-                self.built[link.offset] = (kind, data)
-            key = link.base_offset if link.base_offset is not None else link.base_oid
-            assert key is not None
-            self._release(key)
-            base = (kind, data)
+
+    def _descend(
+        self, index: int | None, oid: bytes, kind: int, data: bytes, max_object_size: int
+    ) -> None:
+        """Rebuild the deltas on ``data`` (object ``index``, or outside the pack), and theirs."""
+        budget = self.budget
+        stack = [(kind, data, self._children(index, oid))]
+        self._hold(len(data))
+        while stack:
+            kind, base, pending = stack[-1]
+            if not pending:
+                stack.pop()
+                budget.held -= len(base)
+                continue
+            child = pending.pop()
+            if not pending:  # the last delta on this base: the base is not needed after it
+                stack.pop()
+                budget.held -= len(base)
+            rebuilt = apply_delta(base, self._data(child), max_object_size)
+            budget.produce(len(rebuilt))
+            child_oid = object_id(kind, rebuilt)
+            self.table.set_oid(child, child_oid)
+            self.resolved += 1
+            self.visit(child_oid, kind, rebuilt)
+            grandchildren = self._children(child, child_oid)
+            if grandchildren:
+                self._hold(len(rebuilt))
+                stack.append((kind, rebuilt, grandchildren))
+
+    def _hold(self, size: int) -> None:
+        if not self.budget.keep(size, self.budget.max_held):
+            raise BundleError(
+                f"the pack holds more than {self.budget.max_held} bytes of delta bases"
+                " at once; refusing it"
+            )
 
 
 def complete_thin(
@@ -575,16 +705,51 @@ def complete_thin(
     """
     if not external:
         return pack, []
-    body = bytearray(pack[:-_TRAILER])
-    count = struct.unpack(">I", body[8:12])[0] + len(external)
-    body[8:12] = struct.pack(">I", count)
+    out = io.BytesIO()
+    _, added = write_completed(out, memoryview(pack), external, level)
+    return out.getvalue(), added
+
+
+def write_completed(
+    out: BinaryIO,
+    pack: memoryview,
+    external: dict[bytes, tuple[int, bytes]],
+    level: int = DEFAULT_LEVEL,
+    release: Release = _no_release,
+) -> tuple[bytes, list[IndexEntry]]:
+    """Write the (indexed) ``pack`` to ``out``, completed as :func:`complete_thin` does.
+
+    The pack is copied :data:`RELEASE_STEP` bytes at a time (``release`` is
+    told of each range copied), never whole in memory. Returns the checksum
+    of the pack written and the entries of the bases appended.
+    """
+    limit = len(pack) - _TRAILER
+    digest = hashlib.sha1()
+
+    def write(data: bytes | bytearray | memoryview) -> None:
+        out.write(data)
+        digest.update(data)
+
+    head = bytearray(pack[:12])
+    head[8:12] = struct.pack(">I", struct.unpack(">I", head[8:12])[0] + len(external))
+    write(head)
+    for start in range(12, limit, RELEASE_STEP):
+        end = min(limit, start + RELEASE_STEP)
+        write(pack[start:end])
+        release(start, end)
+    if not external:  # the same bytes: the same checksum
+        out.write(pack[limit:])
+        return bytes(pack[limit:]), []
+    position = limit
     added = []
     for oid, (kind, data) in external.items():
         entry = entry_header(kind, len(data)) + zlib.compress(data, level)
-        added.append(IndexEntry(oid, len(body), zlib.crc32(entry)))
-        body += entry
-    body += hashlib.sha1(body).digest()
-    return bytes(body), added
+        added.append(IndexEntry(oid, position, zlib.crc32(entry)))
+        write(entry)
+        position += len(entry)
+    checksum = digest.digest()
+    out.write(checksum)
+    return checksum, added
 
 
 def write_index(out: BinaryIO, entries: Iterable[IndexEntry], pack_checksum: bytes) -> None:
@@ -621,5 +786,64 @@ def write_index(out: BinaryIO, entries: Iterable[IndexEntry], pack_checksum: byt
     write(struct.pack(f">{len(small)}I", *small))
     if large:
         write(struct.pack(f">{len(large)}Q", *large))
+    write(pack_checksum)
+    out.write(digest.digest())
+
+
+def write_sorted_index(
+    out: BinaryIO, oids: bytes, offsets: array[int], crcs: array[int], pack_checksum: bytes
+) -> None:
+    """Write the ``.idx`` :func:`write_index` writes, for objects held in arrays.
+
+    Object ``n`` has id ``oids[20n:20n + 20]``, offset ``offsets[n]`` and CRC-32
+    ``crcs[n]``; an id given twice is indexed at its first offset. The objects
+    are sorted one leading byte at a time, so that no list of them all is built.
+    """
+    buckets = [array("I") for _ in range(256)]
+    for index in range(len(offsets)):
+        buckets[oids[20 * index]].append(index)
+    ordered = array("I")
+    for bucket in buckets:
+        previous = b""
+        for index in sorted(bucket, key=lambda n: oids[20 * n : 20 * n + 20]):
+            oid = oids[20 * index : 20 * index + 20]
+            if oid != previous:
+                ordered.append(index)
+                previous = oid
+    digest = hashlib.sha1()
+
+    def write(data: bytes) -> None:
+        out.write(data)
+        digest.update(data)
+
+    def big_endian(values: array[int]) -> bytes:
+        if sys.byteorder == "little":
+            values.byteswap()
+        return values.tobytes()
+
+    write(b"\xfftOc" + struct.pack(">I", 2))
+    fanout = array("I", bytes(4 * 256))
+    for index in ordered:
+        fanout[oids[20 * index]] += 1
+    for byte in range(1, 256):
+        fanout[byte] += fanout[byte - 1]
+    write(big_endian(fanout))
+    for start in range(0, len(ordered), 65536):  # a slice at a time: few ids at once
+        write(
+            b"".join(oids[20 * index : 20 * index + 20] for index in ordered[start : start + 65536])
+        )
+    write(big_endian(array("I", (crcs[index] for index in ordered))))
+    small = array("I")
+    large = array("Q")
+    for index in ordered:
+        offset = offsets[index]
+        if offset < 0x80000000:
+            small.append(offset)
+        else:
+            small.append(0x80000000 | len(large))
+            large.append(offset)
+    write(big_endian(small))
+    if large:
+        write(big_endian(large))
     write(pack_checksum)
     out.write(digest.digest())

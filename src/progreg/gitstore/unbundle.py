@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -29,9 +29,11 @@ from progreg.gitstore import objects
 from progreg.gitstore import pack as packs
 from progreg.gitstore.bundle import BundleHeader
 from progreg.gitstore.failures import write_failure
+from progreg.gitstore.mapped import MappedFile
 from progreg.gitstore.objects import OBJ_BLOB, OBJ_TREE, RawObject
-from progreg.gitstore.pack import IndexEntry
 
+#: Handles :meth:`IncomingPack.handles` gives before it opens a fresh one.
+USES_PER_HANDLE = 1024
 #: Names Git refuses in a tree (``git fsck``), in lower case.
 _BAD_NAMES = frozenset({b".", b"..", b".git"})
 _ENTRY = re.compile(rb"([0-7]{5,6}) ([^\x00/]+)\x00.{20}", re.DOTALL)
@@ -70,18 +72,16 @@ def tree_problem(
 
 @dataclass
 class _Check:
-    """Facts gathered while indexing: ids in the pack and the ids they refer to."""
+    """Facts gathered while indexing: the ids the pack's objects refer to, flagged blobs."""
 
     forbidden_modes: frozenset[bytes] = frozenset()
     flag_blob: Callable[[bytes], bool] | None = None
     max_blob_size: int | None = None
     max_tree_entries: int | None = None
-    present: set[bytes] = field(default_factory=set)
     referenced: set[bytes] = field(default_factory=set)
     flagged: list[bytes] = field(default_factory=list)
 
     def visit(self, oid: bytes, kind: int, data: bytes) -> None:
-        self.present.add(oid)
         if kind == OBJ_BLOB:
             if self.max_blob_size is not None and len(data) > self.max_blob_size:
                 raise BundleError(
@@ -133,6 +133,29 @@ class IncomingPack:
         repo = pygit2.Repository(str(self.repo_path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
         repo.odb.add_disk_alternate(str(self.quarantine))
         return repo
+
+    def handles(self, every: int | None = None) -> Generator[pygit2.Repository, None, None]:
+        """Handles as :meth:`repository` gives, a fresh one every ``every`` handles taken.
+
+        libgit2 caches the commits, tags and small trees a handle reads, up to a
+        process-wide limit counted in raw bytes, which their parsed form takes
+        several times over: checking 100k tags through one handle fills it.
+        Each handle left is emptied at once (``free()``), the last when the
+        iterator is closed. ``every`` is :data:`USES_PER_HANDLE` by default.
+        """
+        every = USES_PER_HANDLE if every is None else max(1, every)
+        repo = self.repository()
+        uses = 0
+        try:
+            while True:
+                if uses == every:
+                    repo.free()
+                    repo = self.repository()
+                    uses = 0
+                uses += 1
+                yield repo
+        finally:
+            repo.free()
 
     def migrate(self) -> None:
         """Move the checked pack into the repository's object store (pack first, index last)."""
@@ -211,11 +234,30 @@ def unpack(
             f" {', '.join(m[:12] for m in missing[:10])}. Import the bundle it continues first."
         )
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
+        mapped = MappedFile(path)
+    except (OSError, ValueError) as exc:
         raise BundleError(f"cannot read the bundle {where}: {exc}") from exc
-    pack_data = memoryview(data)[header.pack_offset :]
+    check = _Check(forbidden_modes, flag_blob, max_blob_size, max_tree_entries)
+    with mapped:
+        return _unpack(repo, where, header, mapped, max_object_size, progress, check)
+
+
+def _unpack(
+    repo: pygit2.Repository,
+    where: str,
+    header: BundleHeader,
+    mapped: MappedFile,
+    max_object_size: int,
+    progress: packs.Progress | None,
+    check: _Check,
+) -> IncomingPack:
+    """:func:`unpack` once the bundle is mapped: index, check and quarantine its pack."""
+    offset = header.pack_offset
+    pack_data = mapped.view[offset:]
+
+    def release(start: int, end: int) -> None:
+        mapped.release(offset + start, offset + end)
+
     odb = repo.odb
     prerequisites = {bytes.fromhex(oid) for oid, _ in header.prerequisites}
 
@@ -226,7 +268,6 @@ def unpack(
         kind, raw = odb.read(key)
         return int(kind), raw
 
-    check = _Check(forbidden_modes, flag_blob, max_blob_size, max_tree_entries)
     total = int.from_bytes(pack_data[8:12], "big") if len(pack_data) >= 12 else 0
     seen = 0
 
@@ -239,55 +280,71 @@ def unpack(
 
     try:
         indexed = packs.index_pack(
-            pack_data, external=external, visit=visit, max_object_size=max_object_size
+            pack_data,
+            external=external,
+            visit=visit,
+            max_object_size=max_object_size,
+            release=release,
         )
     except BundleError as exc:
         raise BundleError(f"{where}: {exc}") from exc
-    check.referenced.discard(b"")
-    wanted = check.referenced | {bytes.fromhex(oid) for _, oid in header.references}
+    wanted = check.referenced
+    check.referenced = set()
+    wanted.discard(b"")
+    wanted.update(bytes.fromhex(oid) for _, oid in header.references)
+    new_objects = False
+    for index in range(len(indexed)):  # what the pack holds is not wanted from elsewhere
+        oid = indexed.oid(index)
+        wanted.discard(oid)
+        new_objects = new_objects or pygit2.Oid(raw=oid) not in odb
     absent = [
         oid
-        for oid in wanted - check.present - indexed.external.keys() - prerequisites
+        for oid in wanted - indexed.external.keys() - prerequisites
         if pygit2.Oid(raw=oid) not in odb
     ]
+    del wanted
     if absent:
         raise BundleError(
             f"{where} is incomplete: {len(absent)} object(s) it refers to are neither in the"
             f" bundle nor in the repository (such as {absent[0].hex()})"
         )
-    new_objects = any(pygit2.Oid(raw=oid) not in odb for oid in check.present)
     repo_path = Path(repo.path)
     quarantine = repo_path / "objects" / f"incoming-{secrets.token_hex(6)}"
     try:
-        files = _write_pack(quarantine / "pack", bytes(pack_data), indexed) if new_objects else []
+        files = _write_pack(quarantine / "pack", pack_data, indexed, release) if new_objects else []
     except OSError as exc:
         shutil.rmtree(quarantine, ignore_errors=True)
         raise write_failure(repo_path, exc, f"write the bundle's objects into {repo_path}") from exc
     if not files:
         quarantine.mkdir(parents=True, exist_ok=True)
+    size = len(pack_data)
+    pack_data.release()
     return IncomingPack(
         repo_path,
         header,
         quarantine,
         files,
-        len(check.present),
+        len(indexed),
         new_objects,
-        len(pack_data),
+        size,
         check.flagged,
     )
 
 
-def _write_pack(directory: Path, pack_data: bytes, indexed: packs.IndexedPack) -> list[Path]:
-    complete, added = packs.complete_thin(pack_data, indexed.external)
-    entries: list[IndexEntry] = indexed.entries + added
-    checksum = complete[-20:]
+def _write_pack(
+    directory: Path, pack_data: memoryview, indexed: packs.IndexedPack, release: packs.Release
+) -> list[Path]:
+    """Write the pack (completed if thin) and its index into ``directory``."""
     directory.mkdir(parents=True)
+    partial = directory / "incoming.pack"
+    with open(partial, "wb") as out:
+        checksum, added = packs.write_completed(out, pack_data, indexed.external, release=release)
     name = f"pack-{checksum.hex()}"
     pack_path = directory / f"{name}.pack"
     index_path = directory / f"{name}.idx"
-    pack_path.write_bytes(complete)
+    os.replace(partial, pack_path)
     with open(index_path, "wb") as out:
-        packs.write_index(out, entries, checksum)
+        indexed.write_index(out, added, checksum)
     for file in (pack_path, index_path):
         file.chmod(0o444)
     return [pack_path, index_path]
