@@ -19,7 +19,7 @@ from progreg.cli.main import cli
 from progreg.gitstore import packstore, tailpack
 from progreg.gitstore.objects import OBJ_TREE, object_id, parse_tree
 from progreg.gitstore.repository import STALE_PACKS
-from progreg.gitstore.trees import RawTree, edit_tree
+from progreg.gitstore.trees import NewTrees, RawTree, edit_tree
 
 
 def _save(storage: ProgramStorage, i: int) -> str:
@@ -104,14 +104,20 @@ def test_edited_trees_are_those_libgit2_builds(
         path: (None if data is None else repo.create_blob(data).raw)
         for path, data in changes.items()
     }
-    new: list[tuple[bytes, bytes, RawTree]] = []
+    new: NewTrees = []
     root = edit_tree(read, base_tree, edits, new)
     want = _libgit2_tree(repo, expected) if expected else None
     assert (root is None) == (want is None)
     if want is not None:
         assert root == want.raw
-    for oid, data, _ in new:
+    for oid, data, tree in new:
         assert object_id(OBJ_TREE, data) == oid
+        assert tree is not None and tree.encode() == data
+    unparsed: NewTrees = []  # as a large edit makes them: the same trees, fewer kept parsed
+    assert edit_tree(read, base_tree, edits, unparsed, parsed=False) == root
+    assert [(oid, data) for oid, data, _ in unparsed] == [(oid, data) for oid, data, _ in new]
+    if unparsed:  # the root is written last: kept parsed when an edit went below it
+        assert (unparsed[-1][2] is not None) == any("/" in path for path in changes)
 
 
 def test_commits_are_those_libgit2_writes(storage: ProgramStorage) -> None:

@@ -547,7 +547,8 @@ class GitRepository:
         trees: NewTrees = []
         previous: dict[bytes, bytes] = {}
         base = tip.tree_id.raw if tip is not None else None
-        root = edit_tree(self._read_tree, base, edits, trees, previous)
+        parsed = len(edits) <= TREE_CACHE_SIZE  # else the cache could not keep them all
+        root = edit_tree(self._read_tree, base, edits, trees, previous, parsed=parsed)
         if root is None:
             root = EMPTY_TREE.raw
             new.append((root, objects.OBJ_TREE, b""))
@@ -623,7 +624,8 @@ class GitRepository:
         with self._trees_lock:
             cache = self._trees
             for oid, _data, tree in trees:
-                cache[oid] = tree
+                if tree is not None:
+                    cache[oid] = tree
             while len(cache) > TREE_CACHE_SIZE:
                 del cache[next(iter(cache))]
 

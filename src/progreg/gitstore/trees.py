@@ -57,8 +57,9 @@ class RawTree:
 
 #: ``read(raw id)`` returns the tree with that id.
 TreeReader = Callable[[bytes], RawTree]
-#: New trees, as ``edit_tree`` makes them: ``(raw id, raw data, tree)``.
-NewTrees = list[tuple[bytes, bytes, RawTree]]
+#: New trees, as ``edit_tree`` makes them: ``(raw id, raw data, tree)`` (the parsed tree
+#: left out, ``None``, for the deepest trees of a large edit).
+NewTrees = list[tuple[bytes, bytes, RawTree | None]]
 
 
 def _raw(mode: bytes, name: bytes, oid: bytes) -> bytes:
@@ -77,14 +78,18 @@ def edit_tree(
     edits: Mapping[str, bytes | None],
     new: NewTrees,
     previous: dict[bytes, bytes] | None = None,
+    *,
+    parsed: bool = True,
 ) -> bytes | None:
     """Apply ``edits`` (``"a/b/c.json" -> raw blob id or None``) to tree ``base``.
 
     Returns the new root tree's raw id, or ``None`` when nothing is left
-    (everything removed). Each tree written is appended to ``new``; nothing
-    is stored. ``previous``, if given, receives ``{new id: id it replaces at
-    the same path}`` for the new trees and files (what their deltas can be
-    made against). Raises ``ValueError`` for an invalid path.
+    (everything removed). Each tree written is appended to ``new``, parsed
+    too unless ``parsed`` is false and no directory below it was edited (a
+    merge of 100k programs writes 65k such trees, which the caller would not
+    keep); nothing is stored. ``previous``, if given, receives ``{new id: id
+    it replaces at the same path}`` for the new trees and files (what their
+    deltas can be made against). Raises ``ValueError`` for an invalid path.
     """
     grouped: dict[bytes, dict[str, bytes | None]] = {}
     leaves: dict[bytes, bytes | None] = {}
@@ -107,7 +112,7 @@ def edit_tree(
     for name, sub_edits in grouped.items():
         existing = tree.remove(name)
         sub_base = existing[2] if existing is not None and existing[0] == TREE_MODE else None
-        sub_tree = edit_tree(read, sub_base, sub_edits, new, previous)
+        sub_tree = edit_tree(read, sub_base, sub_edits, new, previous, parsed=parsed)
         if sub_tree is not None:
             tree.insert(TREE_MODE, name, sub_tree)
         elif existing is not None and existing[0] != TREE_MODE:
@@ -117,7 +122,7 @@ def edit_tree(
     result = RawTree(tuple(tree.entries), tuple(tree.keys), tuple(tree.raws))
     data = result.encode()
     oid = object_id(OBJ_TREE, data)
-    new.append((oid, data, result))
+    new.append((oid, data, result if parsed or grouped else None))
     if previous is not None and base is not None and base != oid:
         previous.setdefault(oid, base)
     return oid
