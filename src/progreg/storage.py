@@ -275,7 +275,7 @@ class ProgramStorage:
 
         def plan(tip: pygit2.Commit | None) -> CommitPlan:
             if tip is not None:
-                taken = _present(self._git.repo, tip.tree, map(path_of, generated))
+                taken = [p for p in map(path_of, generated) if self._git.has_path(tip, p)]
                 if taken:
                     raise ConflictError(
                         f"the generated program id {program_id_of_path(taken[0])} is already"
@@ -767,30 +767,6 @@ def check_marker(tree: pygit2.Tree, where: str, ref: str, error: type[ProgregErr
             f" to {FORMAT_VERSION}: upgrade progreg"
         )
     return version
-
-
-def _present(repo: pygit2.Repository, tree: pygit2.Tree, paths: Iterable[str]) -> list[str]:
-    """Those of ``paths`` that ``tree`` holds (each directory is read once)."""
-    directories: dict[str, pygit2.Tree | None] = {"": tree}
-
-    def directory(path: str) -> pygit2.Tree | None:
-        if path not in directories:
-            parent, _, name = path.rpartition("/")
-            above = directory(parent)
-            found = None
-            if above is not None and name in above:
-                obj = repo[above[name].id]
-                found = obj if isinstance(obj, pygit2.Tree) else None
-            directories[path] = found
-        return directories[path]
-
-    present = []
-    for path in paths:
-        parent, _, name = path.rpartition("/")
-        found = directory(parent)
-        if found is not None and name in found:
-            present.append(path)
-    return present
 
 
 def _batch_item(item: object, index: int) -> tuple[object, object, Any, str | None]:

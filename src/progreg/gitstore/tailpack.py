@@ -35,10 +35,6 @@ from progreg.gitstore.packstore import NewObject, install_pack
 MAX_OBJECTS = 256
 #: ... or this many bytes.
 MAX_BYTES = 256 * 1024
-#: zlib level of a tree written whole: stored, not compressed. A tree is
-#: mostly object ids, which do not compress (level 1 saves about 20% of a
-#: directory of 256 entries and costs 17 times as long); merges re-delta trees.
-TREE_LEVEL = 0
 
 
 class TailPack:
@@ -129,8 +125,7 @@ class TailPack:
                     )
         if entry is None:
             depth = 0
-            level = TREE_LEVEL if kind == OBJ_TREE else packs.DEFAULT_LEVEL
-            entry = packs.entry_header(kind, len(data)) + packs.compress(data, level)
+            entry = packs.entry_header(kind, len(data)) + packs.compress(data, packs.level_of(kind))
         self._body += entry
         self._entries[oid] = (offset, zlib.crc32(entry))
         bisect.insort(self._sorted, oid)
