@@ -13,7 +13,6 @@ than one Python object per entry.
 
 from __future__ import annotations
 
-import mmap
 import struct
 import sys
 import zlib
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from progreg.errors import BundleError
 from progreg.gitstore import pack as packs
+from progreg.gitstore.mapped import MappedFile
 from progreg.gitstore.objects import TYPE_NAMES
 
 #: Bytes of a mapped pack that reads may touch before its pages are dropped.
@@ -117,8 +117,8 @@ class PackSource:
         self.path = path
         self.residency = Residency() if residency is None else residency
         ids, crcs, offsets = read_index(path.with_suffix(".idx"))
-        with open(path, "rb") as handle:
-            self.data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        self._file = MappedFile(path)
+        self.data = self._file.view
         self.mtime = path.stat().st_mtime
         self.count = len(offsets)
         order = sorted(range(self.count), key=offsets.__getitem__)
@@ -173,7 +173,7 @@ class PackSource:
     def read(self, start: int, stop: int) -> bytes:
         """The bytes ``start`` to ``stop - 1`` of the pack."""
         self.residency.touch(stop - start)
-        return self.data[start:stop]
+        return bytes(self.data[start:stop])
 
     def inflate(self, position: int, head: packs.EntryHeader) -> bytes:
         """The stored data of the entry at ``position`` (the object, or the delta), inflated."""
@@ -197,10 +197,9 @@ class PackSource:
 
     def release(self) -> None:
         """Drop the pages of the pack from the resident set (they stay in the page cache)."""
-        if not self.data.closed and len(self.data):
-            self.data.madvise(mmap.MADV_DONTNEED)
+        self._file.release()
 
     def close(self) -> None:
-        self.data.close()
+        self._file.close()
         if self in self.residency.sources:
             self.residency.sources.remove(self)
