@@ -23,7 +23,7 @@ import sys
 import zlib
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
@@ -769,36 +769,14 @@ def write_index(out: BinaryIO, entries: Iterable[IndexEntry], pack_checksum: byt
     for entry in entries:
         unique.setdefault(entry.oid, entry)
     ordered = [unique[oid] for oid in sorted(unique)]
-    digest = hashlib.sha1()
-
-    def write(data: bytes) -> None:
-        out.write(data)
-        digest.update(data)
-
-    write(b"\xfftOc" + struct.pack(">I", 2))
-    fanout = [0] * 256
-    for entry in ordered:
-        fanout[entry.oid[0]] += 1
-    running = 0
-    for index in range(256):
-        running += fanout[index]
-        fanout[index] = running
-    write(struct.pack(">256I", *fanout))
-    write(b"".join(entry.oid for entry in ordered))
-    write(struct.pack(f">{len(ordered)}I", *(entry.crc for entry in ordered)))
-    small: list[int] = []
-    large: list[int] = []
-    for entry in ordered:
-        if entry.offset < 0x80000000:
-            small.append(entry.offset)
-        else:
-            small.append(0x80000000 | len(large))
-            large.append(entry.offset)
-    write(struct.pack(f">{len(small)}I", *small))
-    if large:
-        write(struct.pack(f">{len(large)}Q", *large))
-    write(pack_checksum)
-    out.write(digest.digest())
+    write_ordered_index(
+        out,
+        len(ordered),
+        lambda n: ordered[n].oid,
+        [entry.crc for entry in ordered],
+        [entry.offset for entry in ordered],
+        pack_checksum,
+    )
 
 
 def write_sorted_index(
@@ -821,40 +799,63 @@ def write_sorted_index(
             if oid != previous:
                 ordered.append(index)
                 previous = oid
+    write_ordered_index(
+        out,
+        len(ordered),
+        lambda n: oids[20 * ordered[n] : 20 * ordered[n] + 20],
+        array("I", (crcs[index] for index in ordered)),
+        array("Q", (offsets[index] for index in ordered)),
+        pack_checksum,
+    )
+
+
+def write_ordered_index(
+    out: BinaryIO,
+    count: int,
+    oid_at: Callable[[int], bytes],
+    crcs: Sequence[int],
+    offsets: Sequence[int],
+    pack_checksum: bytes,
+) -> None:
+    """Write a version-2 ``.idx`` of ``count`` objects given in id order, each id once.
+
+    The ``n``-th object has id ``oid_at(n)``, CRC-32 ``crcs[n]`` and offset
+    ``offsets[n]``; the ids are joined a slice at a time, so that no list of
+    them all is built.
+    """
     digest = hashlib.sha1()
 
     def write(data: bytes) -> None:
         out.write(data)
         digest.update(data)
 
-    def big_endian(values: array[int]) -> bytes:
-        if sys.byteorder == "little":
-            values.byteswap()
-        return values.tobytes()
-
-    write(b"\xfftOc" + struct.pack(">I", 2))
     fanout = array("I", bytes(4 * 256))
-    for index in ordered:
-        fanout[oids[20 * index]] += 1
+    for n in range(count):
+        fanout[oid_at(n)[0]] += 1
     for byte in range(1, 256):
         fanout[byte] += fanout[byte - 1]
+    write(b"\xfftOc" + struct.pack(">I", 2))
     write(big_endian(fanout))
-    for start in range(0, len(ordered), 65536):  # a slice at a time: few ids at once
-        write(
-            b"".join(oids[20 * index : 20 * index + 20] for index in ordered[start : start + 65536])
-        )
-    write(big_endian(array("I", (crcs[index] for index in ordered))))
+    for start in range(0, count, 65536):
+        write(b"".join(oid_at(n) for n in range(start, min(count, start + 65536))))
+    write(big_endian(array("I", crcs)))
     small = array("I")
     large = array("Q")
-    for index in ordered:
-        offset = offsets[index]
+    for offset in offsets:
         if offset < 0x80000000:
             small.append(offset)
         else:
             small.append(0x80000000 | len(large))
             large.append(offset)
     write(big_endian(small))
-    if large:
-        write(big_endian(large))
+    write(big_endian(large))
     write(pack_checksum)
     out.write(digest.digest())
+
+
+def big_endian(values: array[int]) -> bytes:
+    """The bytes of ``values`` in network order, as pack files and indexes hold numbers."""
+    if sys.byteorder == "little":
+        values = array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()

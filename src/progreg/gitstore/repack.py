@@ -39,7 +39,6 @@ import os
 import secrets
 import shutil
 import struct
-import sys
 import zlib
 from array import array
 from bisect import bisect_left
@@ -507,7 +506,14 @@ def _write(
             if durable:
                 os.fsync(handle.fileno())
         with open(index_temporary, "xb") as index_handle:
-            _write_index(index_handle, table.oids, out, checksum)
+            packs.write_ordered_index(
+                index_handle,
+                len(table.oids),
+                table.oids.__getitem__,
+                out.crcs,
+                out.written,
+                checksum,
+            )
             index_handle.flush()
             if durable:
                 os.fsync(index_handle.fileno())
@@ -524,40 +530,6 @@ def _write(
             with contextlib.suppress(OSError):
                 os.unlink(path)
         raise
-
-
-def _big_endian(values: array[int]) -> bytes:
-    if sys.byteorder == "little":
-        values = array(values.typecode, values)
-        values.byteswap()
-    return values.tobytes()
-
-
-def _write_index(handle: BinaryIO, oids: list[bytes], out: _Output, checksum: bytes) -> None:
-    """Write the version-2 index of the merged pack (``oids`` sorted, one entry each)."""
-    digest = hashlib.sha1()
-
-    def write(data: bytes) -> None:
-        handle.write(data)
-        digest.update(data)
-
-    fanout = [bisect_left(oids, bytes([first + 1])) for first in range(255)]
-    write(b"\xfftOc" + struct.pack(">I", 2) + struct.pack(">256I", *fanout, len(oids)))
-    for start in range(0, len(oids), 65536):
-        write(b"".join(oids[start : start + 65536]))
-    write(_big_endian(out.crcs))
-    small = array("I", [0]) * len(oids)
-    large = array("Q")
-    for rank, offset in enumerate(out.written):
-        if offset < 0x80000000:
-            small[rank] = offset
-        else:
-            small[rank] = 0x80000000 | len(large)
-            large.append(offset)
-    write(_big_endian(small))
-    write(_big_endian(large))
-    write(checksum)
-    handle.write(digest.digest())
 
 
 def _needs_care(source: PackSource, out: _Output, previous: array[int]) -> bool:
