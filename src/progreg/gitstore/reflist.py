@@ -88,12 +88,9 @@ def values_under(gitdir: Path, prefix: str) -> dict[str, str | None]:
     values: dict[str, str | None] = {}
     for name in loose:
         try:
-            with open(gitdir / prefix / name, "rb") as handle:
-                content = handle.read(256).strip()
+            values[name] = loose_value(gitdir / prefix / name)
         except (FileNotFoundError, IsADirectoryError):
             continue  # packed meanwhile: its packed line is read below
-        plain = len(content) == 40 and _HEX.issuperset(content)
-        values[name] = content.decode("ascii") if plain else None
     try:
         with open(gitdir / PACKED_REFS, "rb") as file:
             block = b""
@@ -108,6 +105,19 @@ def values_under(gitdir: Path, prefix: str) -> dict[str, str | None]:
         if space and name.startswith(prefix) and not line.startswith("^"):
             values.setdefault(name[skip:], oid)
     return values
+
+
+def loose_value(path: Path | str) -> str | None:
+    """The object id a loose ref file holds; ``None`` when it holds anything else.
+
+    A symbolic ref (``ref: refs/heads/main``) or a malformed file is ``None``;
+    a file that cannot be read raises its :class:`OSError`.
+    """
+    with open(path, "rb") as handle:
+        content = handle.read(256).strip()
+    if len(content) in (40, 64) and _HEX.issuperset(content):
+        return content.decode("ascii")
+    return None
 
 
 def _stat(path: Path | str) -> tuple[str, int | None, int | None, int | None]:

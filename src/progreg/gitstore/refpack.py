@@ -45,6 +45,7 @@ from pygit2.enums import ObjectType
 from progreg import events
 from progreg.gitstore.durability import fsync_dir
 from progreg.gitstore.locking import write_lock
+from progreg.gitstore.reflist import loose_value
 
 #: Loose refs below this count are never packed automatically.
 MIN_LOOSE_REFS = 256
@@ -310,12 +311,9 @@ def _read_loose(gitdir: Path, odb: pygit2.Odb) -> dict[str, str]:
 def _loose_value(path: Path) -> str | None:
     """The object id a loose ref file holds, or ``None`` (symbolic, unreadable, malformed)."""
     try:
-        text = path.read_bytes().decode("ascii").strip()
-    except (OSError, UnicodeDecodeError):
+        return loose_value(path)
+    except OSError:
         return None
-    if len(text) not in (40, 64) or not all(c in "0123456789abcdef" for c in text):
-        return None
-    return text
 
 
 def _exists(odb: pygit2.Odb, oid: str) -> bool:

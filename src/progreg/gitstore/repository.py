@@ -402,7 +402,7 @@ class GitRepository:
         return values
 
     def _resolved(self, ref: str) -> str | None:
-        """The object id symbolic ``ref`` leads to, or ``None``."""
+        """The object id ``ref`` leads to (through symbolic refs), or ``None``."""
         reference = self.repo.references.get(ref)
         try:
             return None if reference is None else str(reference.resolve().target)
