@@ -30,6 +30,7 @@ from progreg import (
     InvalidNameError,
     ProgramStorage,
     PushRejectedError,
+    PushResult,
     RemoteError,
     subscribe,
 )
@@ -821,17 +822,28 @@ def test_pulling_something_that_is_not_a_registry_is_refused(
 # -- the command line ------------------------------------------------------------------------------
 
 
-def test_a_push_records_what_the_remote_already_had_and_leaves_it_out_next_time(
-    git_daemon: GitServer, tmp_path: Path
-) -> None:
+def pushed_to_two_remotes(
+    git_daemon: GitServer, tmp_path: Path, tags: list[str]
+) -> tuple[Path, ProgramStorage, PushResult]:
+    """``(second.git, alice, her push)``: alice saves a program per tag of ``tags`` (tagged
+    so) and pushes to first.git; second.git gets the same refs from first.git, and alice
+    knows it as remote "second" without ever having pushed to it or pulled from it."""
     first, second = git_daemon.create("first.git"), git_daemon.create("second.git")
     alice = clone(tmp_path, "alice", git_daemon.url("first.git"))
-    for n in range(3):
-        save(alice, n, tags=["production"])
-    assert len(alice.push().created) == 4  # main and 3 tags
+    for n, tag in enumerate(tags):
+        save(alice, n, tags=[tag])
+    pushed = alice.push()
     git(first, "push", "-q", str(second), "--all")  # the second remote has all of it too
     git(first, "push", "-q", str(second), "--tags")
     alice.add_remote("second", git_daemon.url("second.git"))
+    return second, alice, pushed
+
+
+def test_a_push_records_what_the_remote_already_had_and_leaves_it_out_next_time(
+    git_daemon: GitServer, tmp_path: Path
+) -> None:
+    second, alice, first_push = pushed_to_two_remotes(git_daemon, tmp_path, ["production"] * 3)
+    assert len(first_push.created) == 4  # main and 3 tags
     pushed = alice.push("second")  # never pulled from: every ref is offered, all up to date
     assert (pushed.updated, pushed.up_to_date) == ([], 4)
     tracking = git(tmp_path / "alice", "for-each-ref", "refs/remotes/second/tags")
@@ -845,14 +857,8 @@ def test_a_push_records_what_the_remote_already_had_and_leaves_it_out_next_time(
 def test_a_push_records_many_tags_in_one_packed_refs_rewrite_and_corrects_a_stale_one(
     git_daemon: GitServer, tmp_path: Path
 ) -> None:
-    first, second = git_daemon.create("first.git"), git_daemon.create("second.git")
-    alice = clone(tmp_path, "alice", git_daemon.url("first.git"))
-    for n in range(80):  # more than are looked up one by one
-        save(alice, n, tags=["production" if n % 2 else "staging"])
-    alice.push()
-    git(first, "push", "-q", str(second), "--all")
-    git(first, "push", "-q", str(second), "--tags")
-    alice.add_remote("second", git_daemon.url("second.git"))
+    tags_given = ["production" if n % 2 else "staging" for n in range(80)]  # more than are
+    _, alice, _ = pushed_to_two_remotes(git_daemon, tmp_path, tags_given)  # looked up one by one
     path = tmp_path / "alice"
     tags = git(path, "for-each-ref", "--format=%(refname) %(objectname)", "refs/tags").split("\n")
     tags = [line for line in tags if line]
