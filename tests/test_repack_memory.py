@@ -108,7 +108,7 @@ def test_merge_is_the_same_with_tiny_budgets(
     assert len(_packs(registry_path)) > 10
 
     roomy = ProgramStorage(registry_path).gc()
-    monkeypatch.setattr(packsource, "RELEASE_BYTES", 1)
+    monkeypatch.setattr(packsource, "RELEASE_STEP", 1)
     monkeypatch.setattr(basecache, "DEFAULT_BUDGET", 600)
     tight = ProgramStorage(copy).gc()
 

@@ -17,6 +17,13 @@ import mmap
 import os
 from types import TracebackType
 
+#: Bytes of a mapped file that reads may touch before its pages are given back.
+RELEASE_STEP = 16 * 1024 * 1024
+#: Bytes a read of a few bytes of a mapped file can make resident (the kernel maps
+#: the cached pages around a faulting one too, 64 KiB by default): what a
+#: scattered read is counted as.
+FAULT_AROUND = 64 * 1024
+
 
 class MappedFile:
     """The bytes of a file as a :class:`memoryview` (:attr:`view`), mapped read-only."""

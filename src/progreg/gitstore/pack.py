@@ -29,6 +29,7 @@ from typing import BinaryIO, NamedTuple
 
 from progreg.errors import BundleError
 from progreg.gitstore.delta import apply_delta
+from progreg.gitstore.mapped import FAULT_AROUND, RELEASE_STEP
 from progreg.gitstore.objects import OBJ_TREE, TYPE_NAMES, object_id
 
 OFS_DELTA = 6
@@ -259,11 +260,6 @@ Progress = Callable[[int, int], None]
 #: (see :class:`~progreg.gitstore.mapped.MappedFile`); reading them again must still work.
 Release = Callable[[int, int], None]
 
-#: Bytes of a pack read between two calls of a ``release`` callback.
-RELEASE_STEP = 16 * 1024 * 1024
-#: Bytes a read of a few bytes of a mapped file can make resident (the kernel maps
-#: the pages around a faulting one too): what a scattered read is counted as.
-_FAULT_AROUND = 64 * 1024
 #: Bytes of memory one kept object costs besides its data (a ``bytes``, a dict slot).
 _KEPT_OVERHEAD = 128
 
@@ -624,7 +620,7 @@ class _Resolver:
         start = table.data_starts[index]
         self.budget.produce(size)
         data, end = _inflate(self.pack, start, size, self.limit)
-        self.reread += max(end - start, _FAULT_AROUND)
+        self.reread += max(end - start, FAULT_AROUND)
         if self.reread >= RELEASE_STEP:
             self.release(0, self.limit)
             self.reread = 0

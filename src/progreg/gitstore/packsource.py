@@ -6,7 +6,7 @@ that a read touches counts in the process's resident set until it is
 unmapped. :class:`PackSource` maps the pack but tells the kernel to drop the
 pages it holds (``MADV_DONTNEED``; they stay in the page cache) each time
 reads of the packs of one merge (a :class:`Residency`) have touched
-:data:`RELEASE_BYTES`. What the merge needs of each entry
+:data:`RELEASE_STEP`. What the merge needs of each entry
 is kept in columns (arrays and byte strings, a few bytes per entry) rather
 than one Python object per entry.
 """
@@ -22,14 +22,9 @@ from pathlib import Path
 
 from progreg.errors import BundleError
 from progreg.gitstore import pack as packs
-from progreg.gitstore.mapped import MappedFile
+from progreg.gitstore.mapped import FAULT_AROUND, RELEASE_STEP, MappedFile
 from progreg.gitstore.objects import TYPE_NAMES
 
-#: Bytes of a mapped pack that reads may touch before its pages are dropped.
-RELEASE_BYTES = 16 * 1024 * 1024
-#: What one read may bring into the resident set besides its own bytes (the
-#: kernel maps the cached pages around a faulting one, 64 KiB by default).
-_FAULT_AROUND = 64 * 1024
 #: Depths and heights saturate here (far above any delta chain allowed).
 SATURATED = 255
 _IDX_MAGIC = b"\xfftOc\x00\x00\x00\x02"
@@ -82,7 +77,7 @@ def index_count(idx: Path) -> int:
 class Residency:
     """Bytes that reads of a group of mapped packs touched since their pages were dropped.
 
-    Past :data:`RELEASE_BYTES`, every pack of the group drops its pages, so the
+    Past :data:`RELEASE_STEP`, every pack of the group drops its pages, so the
     group keeps that much resident at most, however many packs it has.
     """
 
@@ -92,8 +87,8 @@ class Residency:
 
     def touch(self, size: int) -> None:
         """Count a read of ``size`` bytes; release the group's pages past the bound."""
-        self.touched += size + _FAULT_AROUND
-        if self.touched >= RELEASE_BYTES:
+        self.touched += size + FAULT_AROUND
+        if self.touched >= RELEASE_STEP:
             self.release()
 
     def release(self) -> None:
