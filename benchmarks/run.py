@@ -61,6 +61,10 @@ AT_SCALE = 10_000
 #: Export/import are timed up to this size (the target is stated for 10k programs).
 BUNDLE_TIMING_LIMIT = 10_000
 MEMORY_LIMIT_MB = 300.0
+#: Save at N is compared with save into a registry of this many programs...
+REFERENCE_SIZE = 100
+#: ... timed this many times, alternating with the saves at N.
+REFERENCE_SAMPLES = 50
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Bench",
     "GIT_AUTHOR_EMAIL": "bench@example.com",
@@ -141,6 +145,29 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed_save(storage: ProgramStorage, i: int) -> float:
+    """Seconds one ``save_program`` of program ``i`` (with its tag) takes."""
+    state, result, meta = document(i)
+    start = time.perf_counter()
+    storage.save_program(state, result, meta, tags=[TAGS[i % len(TAGS)]])
+    return time.perf_counter() - start
+
+
+def reference_registry(path: Path) -> ProgramStorage:
+    """A registry one step short of :data:`REFERENCE_SAMPLES` saves of holding 100 programs.
+
+    The saves at N are timed alternating with saves into it: a file system's
+    cost of creating files depends on what was deleted in the last seconds
+    (ext4 without a journal passes over every inode freed in the last 5 s),
+    so "save at N vs save at 100" compares the two under the same conditions,
+    not a registry just built against one built minutes earlier.
+    """
+    storage = open_storage(path, durable=False)
+    for i in range(REFERENCE_SIZE - REFERENCE_SAMPLES):
+        storage.save_program(*document(i), tags=[TAGS[i % len(TAGS)]])
+    return storage
 
 
 def open_storage(path: Path, *, durable: bool) -> ProgramStorage:
@@ -407,8 +434,8 @@ class Plan:
 
 
 def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one function
-    n: int, plan: Plan, root: Path, save_at_100: float | None
-) -> tuple[Table, float]:
+    n: int, plan: Plan, root: Path
+) -> Table:
     table = Table()
     registry = root / "registry"
     storage = open_storage(registry, durable=False)
@@ -418,13 +445,19 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
     for i in range(built):
         storage.save_program(*document(i), tags=[TAGS[i % len(TAGS)]])
     build_s = time.perf_counter() - start
-    saves = []
-    for i in range(built, n):
-        state, result, meta = document(i)
-        start = time.perf_counter()
-        storage.save_program(state, result, meta, tags=[TAGS[i % len(TAGS)]])
-        saves.append(time.perf_counter() - start)
+    # save at 100, timed in the same window as the saves at N (see reference_registry)
+    reference = reference_registry(root / "registry-100") if n > REFERENCE_SIZE else None
+    saves: list[float] = []
+    reference_saves: list[float] = []
+    stride = max(1, samples // REFERENCE_SAMPLES)
+    for k, i in enumerate(range(built, n)):
+        saves.append(timed_save(storage, i))
+        if reference is not None and k % stride == 0 and len(reference_saves) < REFERENCE_SAMPLES:
+            reference_saves.append(
+                timed_save(reference, REFERENCE_SIZE - REFERENCE_SAMPLES + len(reference_saves))
+            )
     save_ms = median_ms(saves)
+    reference_ms = median_ms(reference_saves) if reference_saves else save_ms
     phase(n, f"built {built} programs in {build_s:.1f} s, then timed {samples} saves")
 
     # floor: the same bytes, written with an atomic rename, then read and parsed
@@ -480,8 +513,7 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
         "save vs naive git CLI", save_ms, "naive git", median_ms(naive_saves), 0.1, at_scale
     )
     table.ratio("save vs floor", save_ms, "atomic file", median_ms(floor_saves), 8)
-    base_100 = save_at_100 if save_at_100 is not None else save_ms
-    table.ratio("save at N vs save at 100", save_ms, "save at 100", base_100, 1.5)
+    table.ratio("save at N vs save at 100", save_ms, "save at 100, same time", reference_ms, 1.5)
     if has_durable_mode():
         durable = open_storage(registry, durable=True)
         durable_count = max(5, samples // 4)
@@ -657,7 +689,7 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
     for op in MEMORY_OPS:
         table.absolute(f"peak memory: {op}", memory[op], "MB", MEMORY_LIMIT_MB)
     phase(n, f"done (log cache file present before first queries: {has_cache})")
-    return table, save_ms
+    return table
 
 
 def measure_push(
@@ -729,14 +761,11 @@ def main() -> None:
             file_samples_at_scale=20,
         )
     started = time.perf_counter()
-    save_at_100: float | None = None
     tables = []
     for n in plan.sizes:
         with tempfile.TemporaryDirectory(prefix=f"progreg-bench-{n}-") as tmp:
-            table, save_ms = bench_size(n, plan, Path(tmp), save_at_100)
+            table = bench_size(n, plan, Path(tmp))
         phase(n, "temporary files removed")
-        if save_at_100 is None:
-            save_at_100 = save_ms
         tables.append((n, table))
     for n, table in tables:
         table.print(f"{n:,} programs (each with one of {len(TAGS)} tags; '{TAG}' is listed)")
