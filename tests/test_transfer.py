@@ -32,6 +32,7 @@ from conftest import (
 from progreg import (
     BundleError,
     ConflictError,
+    CorruptProgramError,
     InvalidProgramIdError,
     ProgramNotFoundError,
     ProgramStorage,
@@ -45,6 +46,7 @@ from progreg.gitstore import bundle as bundles
 from progreg.gitstore import delta as deltas
 from progreg.gitstore import objects, unbundle
 from progreg.gitstore import pack as packs
+from progreg.merging import _check_program
 from progreg.transfer import ImportResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared" / "bench"))
@@ -1011,3 +1013,24 @@ def test_the_cli_draws_a_progress_bar_only_on_a_terminal(tmp_path: Path) -> None
         os.close(main)
     assert b"exporting" in drawn
     assert done.returncode == 0
+
+
+def test_incoming_program_files_are_read_as_raw_blobs(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    """The merge's check of each incoming program: a file, within the limit, a document."""
+    storage, ids = source
+    repo = storage.git.repo
+    path = program_file(ids[0])
+    blob_id = repo.revparse_single("main").tree[path].id
+    _check_program(repo, blob_id, path, ids[0], 1 << 20)  # a valid program passes
+    tree_id = repo.revparse_single("main").tree.id
+    missing = pygit2.Oid(hex="1" * 40)  # a submodule's commit: not in the repository
+    for not_a_file in (tree_id, missing):
+        with pytest.raises(CorruptProgramError, match="on the other side is not a file"):
+            _check_program(repo, not_a_file, path, ids[0], 1 << 20)
+    with pytest.raises(CorruptProgramError, match="over the limit of 100"):
+        _check_program(repo, blob_id, path, ids[0], 100)
+    other = repo.create_blob(b'{"not": "a program"}\n')
+    with pytest.raises(CorruptProgramError):
+        _check_program(repo, other, path, ids[0], 1 << 20)

@@ -117,14 +117,16 @@ def plan_merge(
 def _check_program(
     repo: pygit2.Repository, blob_id: pygit2.Oid, path: str, program_id: str, limit: int
 ) -> None:
-    blob = repo.get(blob_id)  # a submodule's commit is not in this repository
-    if not isinstance(blob, pygit2.Blob):
+    try:  # the raw object: a Blob would be parsed and cached for nothing
+        kind, data = repo.odb.read(blob_id)
+    except KeyError:  # a submodule's commit is not in this repository
+        kind, data = None, b""
+    if kind != pygit2.enums.ObjectType.BLOB:
         raise CorruptProgramError(f"{path} on the other side is not a file")
-    if blob.size > limit:
+    if len(data) > limit:
         raise CorruptProgramError(
-            f"{path} on the other side is {blob.size} bytes, over the limit of {limit}"
+            f"{path} on the other side is {len(data)} bytes, over the limit of {limit}"
         )
-    data = blob.data
     where = f"{path} on the other side"
     try:
         value = orjson.loads(data)
