@@ -10,7 +10,8 @@ fifth of them) and prints one table: median time of each operation, the
 baseline measured in the same run, the ratio progreg / baseline, the target
 and PASS/MISS. Targets stated for a size apply from that size on (save against
 the files store and the naive git CLI: 10k; first query against ``git log``:
-10k; export/import: timed up to 10k); smaller sizes print the ratio alone.
+10k; export/import, stated for 10k programs: judged at 10k and timed up to 10k);
+smaller sizes print the ratio alone.
 Baselines: the reference files store (../shared/bench/files_store.py), a naive
 Git approach through the git command line (hash-object, update-index on a
 temporary index, write-tree, commit-tree, update-ref per save), the floor (the
@@ -651,7 +652,7 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
         for label, (_what, ours, theirs) in zip(names, rows, strict=True):
             if label is not None:
                 base = "git bundle create" if label == "export" else "git fetch"
-                table.ratio(label, ms(ours), base, ms(theirs), 2)
+                table.ratio(label, ms(ours), base, ms(theirs), 2, at_scale)
     else:
         for label in ("export", "import (progreg bundle)", "import (git bundle)"):
             table.missing(
