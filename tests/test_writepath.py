@@ -20,6 +20,7 @@ from progreg.gitstore import packstore, tailpack
 from progreg.gitstore.objects import OBJ_TREE, object_id, parse_tree
 from progreg.gitstore.repository import STALE_PACKS
 from progreg.gitstore.trees import NewTrees, RawTree, edit_tree
+from progreg.ids import program_path
 
 
 def _save(storage: ProgramStorage, i: int) -> str:
@@ -364,3 +365,45 @@ def test_packs_replaced_by_later_saves_are_not_kept_mapped(registry_path: Path) 
         if collecting:
             gc.enable()
     assert len(deleted) <= 2 * STALE_PACKS, len(deleted)  # about 2 per save when handles leak
+
+
+# -- the tip a plan starts from -------------------------------------------------------------
+
+
+def test_plan_tip_matches_git_whoever_moved_the_ref(tmp_path: Path) -> None:
+    """A plan's tip has the ids ``git`` reports, whether this handle, git or nobody wrote it."""
+    storage = ProgramStorage(tmp_path / "reg")
+    repo = storage.git
+    assert repo.plan_tip("refs/heads/main") is None
+    first = _save(storage, 1)
+    second = _save(storage, 2)
+
+    def ids_by_git() -> tuple[str, str]:
+        commit, tree = git(storage.path, "log", "-1", "--format=%H %T", "main").split()
+        return commit, tree
+
+    tip = repo.plan_tip("refs/heads/main")  # a commit this handle wrote: known without a lookup
+    assert tip is not None
+    assert (str(tip.id), str(tip.tree_id)) == ids_by_git()
+    assert tip.commit.tree_id == tip.tree_id  # looked up on demand
+    assert tip.tree.id == tip.tree_id
+    assert repo.has_path(tip, program_path(second))
+
+    # moved by another writer (git) to a commit this handle did not just write
+    git(storage.path, "update-ref", "refs/heads/main", "main~1")
+    tip = repo.plan_tip("refs/heads/main")
+    assert tip is not None
+    assert (str(tip.id), str(tip.tree_id)) == ids_by_git()
+    assert repo.has_path(tip, program_path(first))
+    assert not repo.has_path(tip, program_path(second))
+
+    # a symbolic ref is read through libgit2
+    git(storage.path, "symbolic-ref", "refs/heads/alias", "refs/heads/main")
+    alias = repo.plan_tip("refs/heads/alias")
+    assert alias is not None
+    assert (str(alias.id), str(alias.tree_id)) == ids_by_git()
+
+    # the next save starts from the tip git left
+    _save(storage, 3)
+    assert git(storage.path, "log", "-1", "--format=%P", "main").split() == [str(tip.id)]
+    assert_fsck_clean(storage.path)

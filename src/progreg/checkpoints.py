@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from progreg import canonical, events
 from progreg.document import ProgramDocument, decode_document, format_time
 from progreg.errors import CorruptProgramError, InvalidNameError, ProgregError
-from progreg.gitstore import CommitPlan
+from progreg.gitstore import CommitPlan, Tip
 from progreg.gitstore.maintenance import auto_maintenance
 from progreg.gitstore.trees import Edit
 from progreg.ids import check_program_id, new_program_id, program_path
@@ -113,7 +113,7 @@ class Checkpoints:
         )
         try:
 
-            def plan(tip: pygit2.Commit | None) -> CommitPlan:
+            def plan(tip: Tip | None) -> CommitPlan:
                 edits: dict[str, Edit] = {program_path(doc.program_id): data, MANIFEST: manifest}
                 previous = self._manifest(tip) if tip is not None else None
                 if previous is not None and previous["program_id"] != doc.program_id:
@@ -137,7 +137,7 @@ class Checkpoints:
         )
         return self._storage.saved_program(doc, program, str(commit))
 
-    def _manifest(self, commit: pygit2.Commit) -> dict[str, Any] | None:
+    def _manifest(self, commit: pygit2.Commit | Tip) -> dict[str, Any] | None:
         data = self._git.read(commit.tree, MANIFEST)
         if data is None:
             return None

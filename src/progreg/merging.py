@@ -26,7 +26,7 @@ from pygit2.enums import DeltaStatus
 from progreg import canonical, events
 from progreg.document import decode_document, document_from
 from progreg.errors import ConflictError, CorruptProgramError
-from progreg.gitstore import CommitPlan, format_message
+from progreg.gitstore import CommitPlan, Tip, format_message
 from progreg.ids import program_id_of_path
 from progreg.storage import MAIN, ProgramStorage
 from progreg.validation import kind_of_path, tree_files
@@ -241,12 +241,13 @@ def merge_into_main(
     outcome: list[MergePlan] = []
     moved: list[bool] = []
 
-    def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
+    def plan(tip: Tip | None) -> CommitPlan | None:
         tip_id = str(tip.id) if tip is not None else None
         if planned is not None and planned[0] == tip_id:
             merge = planned[1]
         else:
-            merge = plan_merge(repo, tip, their_commit, storage.max_program_bytes)
+            ours = tip.commit if tip is not None else None
+            merge = plan_merge(repo, ours, their_commit, storage.max_program_bytes)
         raise_conflicts(merge, source, theirs)
         outcome[:] = [merge]
         moved[:] = []

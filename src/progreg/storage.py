@@ -41,7 +41,7 @@ from progreg.errors import (
     UnsupportedFormatError,
     UnsupportedProgramError,
 )
-from progreg.gitstore import CommitPlan, GitRepository, Identity, resolve_identity
+from progreg.gitstore import CommitPlan, GitRepository, Identity, Tip, resolve_identity
 from progreg.gitstore.failures import read_failure, write_failure
 from progreg.gitstore.maintenance import PackReport, auto_maintenance, pack_loose_objects
 from progreg.gitstore.trees import Edit, blob_at
@@ -273,7 +273,7 @@ class ProgramStorage:
 
         tag_plan = [plan for doc in docs for plan in tag_plans(doc.program_id, tags, committer)]
 
-        def plan(tip: pygit2.Commit | None) -> CommitPlan:
+        def plan(tip: Tip | None) -> CommitPlan:
             if tip is not None:
                 taken = [p for p in map(path_of, generated) if self._git.has_path(tip, p)]
                 if taken:
@@ -356,7 +356,7 @@ class ProgramStorage:
         author, committer = self.identity()  # before any write: a bad identity changes nothing
         message = save_message(doc)
 
-        def plan(tip: pygit2.Commit | None) -> CommitPlan:
+        def plan(tip: Tip | None) -> CommitPlan:
             if must_be_new and tip is not None and self._git.has_path(tip, path):
                 raise ConflictError(
                     f"the generated program id {doc.program_id} is already taken; save again"
@@ -375,7 +375,7 @@ class ProgramStorage:
         auto_maintenance(self._git)
         return str(commit)
 
-    def with_marker(self, tip: pygit2.Commit | None, edits: Mapping[str, Edit]) -> dict[str, Edit]:
+    def with_marker(self, tip: Tip | None, edits: Mapping[str, Edit]) -> dict[str, Edit]:
         """``edits`` plus the registry marker file when ``tip`` does not have it yet."""
         if tip is None or not self._git.has_path(tip, MARKER):
             marker = canonical.encode({"format_version": FORMAT_VERSION}, MARKER)
@@ -542,7 +542,7 @@ class ProgramStorage:
         check_program_id(program_id)
         path = path_of(program_id)
 
-        def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
+        def plan(tip: Tip | None) -> CommitPlan | None:
             if tip is None or path not in tip.tree:
                 return None
             try:
@@ -572,7 +572,7 @@ class ProgramStorage:
         author, committer = self.identity()
         removed: list[str] = []
 
-        def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
+        def plan(tip: Tip | None) -> CommitPlan | None:
             removed[:] = [i for i in ids if tip is not None and path_of(i) in tip.tree]
             if not removed:
                 return None
@@ -612,7 +612,7 @@ class ProgramStorage:
         body = f"Restored from commit {source.id}."
         message = save_message(doc, action="restore", body=body)
 
-        def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
+        def plan(tip: Tip | None) -> CommitPlan | None:
             if tip is not None and path in tip.tree:
                 return None
             return CommitPlan(self.with_marker(tip, {path: blob_id}), message, author, committer)

@@ -41,7 +41,7 @@ from progreg.errors import (
     ProgregError,
     SecretDetectedError,
 )
-from progreg.gitstore import CommitPlan, Identity, format_message, objects, unbundle
+from progreg.gitstore import CommitPlan, Identity, Tip, format_message, objects, unbundle
 from progreg.gitstore import bundle as bundles
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.pack import Progress
@@ -676,7 +676,7 @@ def _import_reference(
     encoded = _encode_reference(storage, path, source, secrets)
     hashes = {pid: pygit2.hash(data) for pid, (_, data) in encoded.items()}
 
-    def sort(tip: pygit2.Commit | None) -> tuple[list[str], list[str], list[str]]:
+    def sort(tip: Tip | None) -> tuple[list[str], list[str], list[str]]:
         added, identical, conflicts = [], [], []
         for program_id in sorted(encoded):
             existing = None
@@ -697,7 +697,7 @@ def _import_reference(
             )
         return added, identical, conflicts
 
-    added, identical, _ = sort(storage.git.tip(MAIN))
+    added, identical, _ = sort(storage.git.plan_tip(MAIN))
     author, committer = storage.identity()
     commit = None
     if added:
@@ -707,7 +707,7 @@ def _import_reference(
             raise storage.write_error(exc) from exc
         outcome: list[tuple[list[str], list[str]]] = []
 
-        def plan(tip: pygit2.Commit | None) -> CommitPlan | None:
+        def plan(tip: Tip | None) -> CommitPlan | None:
             now_added, now_identical, _ = sort(tip)
             outcome[:] = [(now_added, now_identical)]
             if not now_added:

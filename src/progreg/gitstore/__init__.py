@@ -6,7 +6,7 @@ it decides what the paths, bytes and messages mean.
 """
 
 from progreg.gitstore.identity import Identity, resolve_identity
-from progreg.gitstore.repository import CommitPlan, GitRepository, TagPlan
+from progreg.gitstore.repository import CommitPlan, GitRepository, TagPlan, Tip
 from progreg.gitstore.trailers import format_message, parse_trailers
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "GitRepository",
     "Identity",
     "TagPlan",
+    "Tip",
     "format_message",
     "parse_trailers",
     "resolve_identity",
