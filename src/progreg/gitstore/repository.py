@@ -363,7 +363,7 @@ class GitRepository:
     ) -> pygit2.Oid | None:
         """Commit ``plan(tip)`` on top of ``ref`` and move ``ref`` to it atomically.
 
-        ``plan`` is called with the current tip (``None`` for a new ref) and
+        ``plan`` is called with the current :class:`Tip` (``None`` for a new ref) and
         returns the commit to make, or ``None`` to change nothing. It is called
         again if the ref moved underneath, so it must not have side effects.
         The plan's tags are created once the ref moved (a tag that exists is
