@@ -459,7 +459,8 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
             )
     save_ms = median_ms(saves)
     reference_ms = median_ms(reference_saves) if reference_saves else save_ms
-    phase(n, f"built {built} programs in {build_s:.1f} s, then timed {samples} saves")
+    beside = f" and {len(reference_saves)} at {REFERENCE_SIZE} beside them" if reference else ""
+    phase(n, f"built {built} programs in {build_s:.1f} s, then timed {samples} saves{beside}")
 
     # floor: the same bytes, written with an atomic rename, then read and parsed
     floor_dir = root / "floor"
