@@ -48,6 +48,7 @@ from progreg.gitstore import objects
 from progreg.gitstore import pack as packs
 from progreg.gitstore.delta import apply_delta
 from progreg.gitstore.treediff import TreeDiffer
+from progreg.gitstore.unbundle import tree_problem
 from progreg.secrets import REDACTED, REDACTED_KEY, find_secrets, may_hold_secrets
 from progreg.transfer import MAX_TREE_ENTRIES
 from progreg.validation import MAX_PATH_DEPTH
@@ -872,3 +873,24 @@ def test_loading_never_imports_the_stored_class_name(
         assert "evil_module_for_progreg" not in sys.modules
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_tree_problem_reads_entries_not_bytes() -> None:
+    """The quick look only decides whether to parse: names and modes decide the verdict."""
+    oid = b"\x20\x2e" * 10  # an id holding " ." by chance: parsed, and found safe
+
+    def tree(*entries: tuple[bytes, bytes]) -> bytes:
+        return b"".join(mode + b" " + name + b"\x00" + oid for mode, name in entries)
+
+    links = frozenset({b"120000", b"160000"})
+    safe = tree((b"100644", b".gitignore"), (b"40000", b"programs"), (b"100644", b"x.git"))
+    assert tree_problem(safe, links) is None
+    assert tree_problem(tree((b"100644", b".GIT")), links) == "a tree holds an entry named '.GIT'"
+    assert "'..'" in (tree_problem(tree((b"40000", b"..")), links) or "")
+    assert "symbolic link" in (tree_problem(tree((b"120000", b"a")), links) or "")
+    assert "submodule" in (tree_problem(tree((b"160000", b"a")), links) or "")
+    assert tree_problem(tree((b"120000", b"a"))) is None  # links allowed by the caller
+    executable = tree_problem(tree((b"100755", b"run")), frozenset({b"100755"}))
+    assert executable == "a tree holds an entry of mode 100755 ('run'), which is refused"
+    crowded = tree(*[(b"100644", b"f%d" % i) for i in range(5)])
+    assert "5 entries" in (tree_problem(crowded, links, max_entries=4) or "")

@@ -52,6 +52,7 @@ MAX_HEADER_BYTES = 128 * 1024 * 1024
 MAX_LINE_BYTES = 8192
 _HEX = re.compile(r"[0-9a-f]{40}")
 _CAPABILITY = re.compile(r"([A-Za-z0-9-]+)(?:=(.*))?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # control characters, refused in header lines
 _SUPPORTED_FORMATS = {"sha1"}
 #: A source reopens its object database after this many reads (see ``_Source``).
 _READS_PER_ODB = 4096
@@ -164,7 +165,7 @@ def _decode_line(raw: bytes, number: int, where: str) -> str:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BundleError(f"{where}: line {number} of the bundle header is not UTF-8") from exc
-    if not line or any(ord(char) < 32 or ord(char) == 127 for char in line):
+    if not line or _CONTROL.search(line) is not None:
         raise BundleError(
             f"{where}: line {number} of the bundle header is empty or has control characters"
         )
