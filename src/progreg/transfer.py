@@ -434,12 +434,14 @@ class _BundleImport:
             changes = not merge.up_to_date and merge.changes
             self.merge_plan = (str(ours.id) if ours is not None else None, merge)
         diverged = []
+        when: dict[str, tuple[int, str]] = {}  # tag -> its commit's (time, id)
         for (name, oid), handle in zip(self.header.references, handles, strict=False):
             if name.startswith(TAGS_PREFIX):
-                self._commit(handle, oid, name)
+                tagged = self._commit(handle, oid, name)
                 current = handle.references.get(name)
                 if current is None:
                     self._tags.append((name, oid))
+                    when[name] = (tagged.commit_time, str(tagged.id))
                 elif str(current.target) != oid:
                     self.tags_kept.append(name)
             elif name.startswith(CHECKPOINTS_PREFIX):
@@ -458,6 +460,9 @@ class _BundleImport:
                 " registry's (neither contains the other); nothing was imported. Rename or"
                 " delete one side's checkpoint and retry."
             )
+        # In the order of their commits: consecutive checks read trees that share
+        # delta bases, where name order reads each from a cold chain.
+        self._tags.sort(key=lambda tag: when[tag[0]])
         tip = theirs if theirs is not None or ours is None else str(ours.id)
         self._check_refs(handles, tip)
         return theirs, changes
