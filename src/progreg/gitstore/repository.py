@@ -289,15 +289,13 @@ class GitRepository:
         """The :class:`Tip` of ``ref`` for a plan, or ``None`` when the ref does not exist."""
         try:
             value = read_ref(self.path, ref)
-        except NeedsLibgit2:
-            commit = self.tip(ref)
-            return None if commit is None else Tip(commit.id, commit.tree_id, self, commit)
+        except NeedsLibgit2:  # a symbolic or unusual ref: libgit2 reads it below
+            value = ""
         if value is None:
             return None
-        oid = pygit2.Oid(hex=value)
-        tree = self._written.get(oid.raw)
+        tree = self._written.get(bytes.fromhex(value)) if value else None
         if tree is not None:
-            return Tip(oid, pygit2.Oid(raw=tree), self)
+            return Tip(pygit2.Oid(hex=value), pygit2.Oid(raw=tree), self)
         commit = self.tip(ref)  # read again through libgit2: it may have moved meanwhile
         return None if commit is None else Tip(commit.id, commit.tree_id, self, commit)
 
