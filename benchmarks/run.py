@@ -519,13 +519,7 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
     if has_durable_mode():
         durable = open_storage(registry, durable=True)
         durable_count = max(5, samples // 4)
-        durable_saves = []
-        for i in range(n, n + durable_count):
-            state, result, meta = document(i)
-            tag = [TAGS[i % len(TAGS)]]
-            start = time.perf_counter()
-            durable.save_program(state, result, meta, tags=tag)
-            durable_saves.append(time.perf_counter() - start)
+        durable_saves = [timed_save(durable, i) for i in range(n, n + durable_count)]
         durable_floor = [
             bench_core.timed(lambda d=d, k=k: durable_floor_write(floor_dir, f"d{k}.json", d))  # type: ignore[misc]
             for k, d in enumerate(payloads[:durable_count])
