@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/bench_bulk.py [--programs 2000] [--batch 100]
 
-Both sides save the same realistic documents (../shared/bench/workload.py)
+Both sides save the same realistic documents (tests/workload.py)
 into a fresh registry each; throughput is programs per second over the whole
 run (automatic maintenance included). The target is a ratio of 5x or more.
 """
@@ -10,17 +10,14 @@ run (automatic maintenance included). The target is a ratio of 5x or more.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from progreg import ProgramStorage
+from common import workload
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench"
-sys.path.insert(0, str(SHARED))
-import workload  # noqa: E402
+from progreg import ProgramStorage
 
 TARGET = 5.0
 

@@ -3,7 +3,7 @@
 Usage: .venv/bin/python benchmarks/bench_bundles.py [--programs 10000] [--repeat 3]
        [--cache DIR] [--no-packed]
 
-A registry of N programs from ../shared/bench/workload.py (with a tag on every
+A registry of N programs from tests/workload.py (with a tag on every
 500th program and a checkpoint run) is built once (kept in --cache if given).
 Then, each measured --repeat times (medians are printed), on the registry as
 progreg leaves it (as saved: the packs of its saves, merged by automatic
@@ -35,15 +35,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pygit2
+from common import workload
 
 from progreg import ProgramStorage
 from progreg.checkpoints import Checkpoints
 from progreg.gitstore import bundle as bundles
 from progreg.gitstore import unbundle
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench"
-sys.path.insert(0, str(SHARED))
-import workload  # noqa: E402
 
 
 def build(path: Path, count: int) -> None:

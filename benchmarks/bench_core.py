@@ -9,7 +9,7 @@ compared with (the machine's speed drifts):
 - durable floor: the same, with fsync of the file and of its directory;
 - files store (``--files-store``): the reference design's store (a file per
   program plus a history.json rewritten on every save), from
-  ../shared/bench/files_store.py; slow, it is quadratic.
+  tests/reference_store.py; slow, it is quadratic.
 Saves are timed with ``durable=False`` while N programs are saved (the mean
 and the maximum include automatic maintenance: merges of packs), then
 ``--durable-saves`` more with ``durable=True`` on the full registry.
@@ -21,18 +21,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from progreg import ProgramStorage, events
+from common import ReferenceStore, workload
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench"
-sys.path.insert(0, str(SHARED))
-import files_store  # noqa: E402
-import workload  # noqa: E402
+from progreg import ProgramStorage, events
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -127,7 +123,7 @@ def main() -> None:
         ]
         file_saves: list[float] = []
         if args.files_store:
-            store = files_store.FilesStore(str(root / "files"))
+            store = ReferenceStore(root / "files")
             file_saves = [
                 timed(lambda i=i: store.save_program(*document(i)))  # type: ignore[misc]
                 for i in range(count)

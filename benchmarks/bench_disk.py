@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/bench_disk.py [--programs 10000] [--no-maintenance]
 
-Builds a registry of N workload programs (../shared/bench/workload.py, saved
+Builds a registry of N workload programs (tests/workload.py, saved
 with ``durable=False``), then prints the size (bytes of every file, as ``du
 --apparent-size`` counts them), file count and pack count of the directory:
 as saved, after ``progreg gc`` (pack_loose_objects: every pack merged into
@@ -17,17 +17,14 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import workload
+
 from progreg import ProgramStorage
 from progreg.gitstore.maintenance import pack_loose_objects
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench"
-sys.path.insert(0, str(SHARED))
-import workload  # noqa: E402
 
 
 def usage(path: Path) -> tuple[int, int]:

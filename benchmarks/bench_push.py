@@ -24,17 +24,14 @@ import os
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from progreg import ProgramStorage
+from common import workload
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench"
-sys.path.insert(0, str(SHARED))
-import workload  # noqa: E402
+from progreg import ProgramStorage
 
 
 def git(*args: str, env: dict[str, str] | None = None) -> str:

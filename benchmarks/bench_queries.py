@@ -16,18 +16,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common import workload
+
 from progreg import OptimizationResult, StorageConfig, StorageManager
 from progreg.logcache import cache_path
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench"
-sys.path.insert(0, str(SHARED))
-import workload  # noqa: E402
 
 
 def timed(action: Callable[[], object]) -> float:

@@ -1,7 +1,7 @@
-"""What the benchmark scripts share: the workload beside the project, imported by path.
+"""What the benchmark scripts share: the project's workload and baseline store.
 
-``../shared/bench`` (workload.py, files_store.py) is put on ``sys.path`` once;
-the modules are used from there, never copied.
+Both live in ``tests/`` (``workload.py``, ``reference_store.py``), where the
+test suite uses them too; that folder is put on ``sys.path`` once.
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench"
-if str(SHARED) not in sys.path:
-    sys.path.insert(0, str(SHARED))
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
 
-import files_store  # noqa: E402
 import workload  # noqa: E402
+from reference_store import ReferenceStore  # noqa: E402
 
-__all__ = ["SHARED", "files_store", "workload"]
+__all__ = ["ReferenceStore", "workload"]

@@ -4,7 +4,7 @@ Usage: .venv/bin/python benchmarks/run.py --quick   # 100 and 10k programs (~2 m
        .venv/bin/python benchmarks/run.py --full    # adds 100k
        .venv/bin/python benchmarks/run.py --smoke   # 50 programs, seconds (the smoke test)
 
-Builds, per size N, a registry of N realistic programs (../shared/bench/workload.py,
+Builds, per size N, a registry of N realistic programs (tests/workload.py,
 each saved alone and carrying one of five tags in rotation, so one tag lists a
 fifth of them) and prints one table: median time of each operation, the
 baseline measured in the same run, the ratio progreg / baseline, the target
@@ -12,7 +12,7 @@ and PASS/MISS. Targets stated for a size apply from that size on (save against
 the files store and the naive git CLI: 10k; first query against ``git log``:
 10k; export/import, stated for 10k programs: judged at 10k and timed up to 10k);
 smaller sizes print the ratio alone.
-Baselines: the reference files store (../shared/bench/files_store.py), a naive
+Baselines: the reference files store (tests/reference_store.py), a naive
 Git approach through the git command line (hash-object, update-index on a
 temporary index, write-tree, commit-tree, update-ref per save), the floor (the
 same JSON written to a file with an atomic rename; and with fsync of the file
@@ -48,7 +48,7 @@ import bench_core
 import bench_disk
 import bench_push
 import orjson
-from common import files_store, workload
+from common import ReferenceStore, workload
 
 from progreg import ProgramStorage, StorageConfig, StorageManager
 from progreg.gitstore.maintenance import auto_threshold, loose_object_estimate
@@ -480,7 +480,7 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
     # the reference files store at the same N (its saves grow with N: fewer samples from 10k)
     store_root = root / "files"
     prefill_files_store(store_root, storage, built)
-    store = files_store.FilesStore(str(store_root))
+    store = ReferenceStore(store_root)
     file_samples = samples if n < AT_SCALE else min(samples, plan.file_samples_at_scale)
     file_saves = [
         bench_core.timed(lambda i=i: store.save_program(*document(i)))  # type: ignore[misc]

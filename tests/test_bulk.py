@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pygit2
 import pytest
 
+import workload
 from conftest import assert_fsck_clean, git, registry_state
 from progreg import (
     Event,
@@ -24,9 +24,6 @@ from progreg.gitstore import parse_trailers
 from progreg.ids import program_path
 from progreg.messages import MAX_LISTED_IDS
 from progreg.validation import validate_commit
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared" / "bench"))
-import workload
 
 
 def item(i: int, **extra: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

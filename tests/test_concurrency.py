@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import workload
 from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage, RegistryBusyError, StorageConfig, StorageManager
 from progreg.gitstore.locking import (
@@ -32,11 +33,10 @@ from progreg.gitstore.locking import (
     write_lock,
 )
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
-sys.path.insert(0, str(BENCH))
-import workload  # noqa: E402
+#: This folder, where the writer processes find ``workload``.
+TESTS = Path(__file__).resolve().parent
 
-#: A writer process: argv = bench dir, registry, first index, count, writer name, mode.
+#: A writer process: argv = tests dir, registry, first index, count, writer name, mode.
 #: It prints "ready" once it can save, waits for "go" on stdin (mode "wait") or starts
 #: at once (mode "run"), then prints the id of every save that returned, flushed.
 WRITER = """
@@ -68,7 +68,7 @@ def start_writer(
             sys.executable,
             "-c",
             WRITER,
-            str(BENCH),
+            str(TESTS),
             str(registry),
             str(first),
             str(count),

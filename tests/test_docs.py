@@ -194,3 +194,45 @@ def test_block_parser(tmp_path: Path) -> None:
         (10, "sh", (), "git log\n```\nstill sh\n"),
         (15, "python", ("skip",), "boom()\n"),
     ]
+
+
+def quick_start_commands() -> list[str]:
+    """The commands of the README's quick start section, in order."""
+    readme = ROOT / "README.md"
+    lines = readme.read_text(encoding="utf-8").splitlines()
+    start = lines.index("## Quick start") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return [
+        command
+        for block in code_blocks(readme)
+        if block.language == "sh" and start < block.line <= end
+        for command in shell_commands(block.code)
+    ]
+
+
+def test_quick_start_has_two_commands_and_ci_runs_the_second() -> None:
+    """The quick start is two commands: run the demo, run the suite; CI runs the second verbatim."""
+    commands = quick_start_commands()
+    assert len(commands) == 2, commands
+    demo, suite = commands
+    assert demo.endswith("progreg demo"), demo
+    assert suite.endswith("-m pytest"), suite
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert suite in shell_commands(ci), ".ci/run must run the README's test command verbatim"
+    # ... in a fresh clone placed in an empty temporary directory.
+    assert "mktemp -d" in ci
+    assert "git clone" in ci
+
+
+def test_project_reaches_nothing_outside_itself() -> None:
+    """No test, benchmark or source file reaches for a folder beside the checkout."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.py", ".ci/*", "pyproject.toml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    beside = re.compile(r"\.\./shared|parents\[\d+\]\s*/\s*\"shared\"|\"shared\"\s*/\s*\"bench\"")
+    offenders = [name for name in tracked if beside.search((ROOT / name).read_text())]
+    assert offenders == []

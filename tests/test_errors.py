@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 import progreg
+import workload
 from conftest import CLI_IDENTITY, commit_file, git, registry_state
 from progreg import (
     CorruptProgramError,
@@ -31,9 +31,6 @@ from progreg import (
     UnsupportedProgramError,
 )
 from progreg.programs import ProgramTypes
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared" / "bench"))
-import workload
 
 
 def program_file(program_id: str) -> str:

@@ -21,6 +21,7 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
+import workload
 from conftest import (
     CLI_IDENTITY,
     assert_fsck_clean,
@@ -52,9 +53,6 @@ from progreg.gitstore.unbundle import tree_problem
 from progreg.secrets import REDACTED, REDACTED_KEY, find_secrets, may_hold_secrets
 from progreg.transfer import MAX_TREE_ENTRIES
 from progreg.validation import MAX_PATH_DEPTH
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared" / "bench"))
-import workload
 
 IDENTITY = "Hostile Test <hostile@example.com>"
 API_KEY = "sk-proj-" + "Zq7" * 15

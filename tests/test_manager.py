@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import workload
 from conftest import assert_fsck_clean, commit_file, git, registry_state
 from progreg import (
     Event,
@@ -22,9 +22,6 @@ from progreg import (
     subscribe,
 )
 from progreg.ids import program_path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared" / "bench"))
-import workload
 
 DEFAULT: Any = object()
 

@@ -1,6 +1,6 @@
 """ProgramStorage end to end, checked with the real git command line.
 
-Programs and optimization results come from ``../shared/bench/workload.py``
+Programs and optimization results come from ``workload.py``
 (DSPy ChainOfThought states of about 5 KB, MIPROv2-like results).
 """
 
@@ -20,6 +20,7 @@ import pytest
 from pydantic import BaseModel
 
 import progreg
+import workload
 from conftest import assert_fsck_clean, commit_file, git, git_status
 from progreg import (
     ProgramHistory,
@@ -27,9 +28,6 @@ from progreg import (
     ProgramSummary,
     SavedProgram,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared" / "bench"))
-import workload
 
 ID_RE = re.compile(r"^[0-9a-f]{16}$")
 SAVED_AT_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")

@@ -1,8 +1,8 @@
 """Export and import: Git bundles checked against the real git command line, and migration
 from the reference system's JSON export and ``dspy_storage/`` folder.
 
-Programs come from ``../shared/bench/workload.py``; reference folders are made
-with ``../shared/bench/files_store.py``, the reference design's own store.
+Programs come from ``workload.py``; reference folders are made with
+``reference_store.py``, the reference design's own store.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
+import workload
 from conftest import (
     CLI_IDENTITY,
     assert_fsck_clean,
@@ -48,10 +49,7 @@ from progreg.gitstore import objects, unbundle
 from progreg.gitstore import pack as packs
 from progreg.merging import _check_program
 from progreg.transfer import ImportResult
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared" / "bench"))
-import files_store
-import workload
+from reference_store import ReferenceStore
 
 IDENTITY = "Ada Lovelace <ada@example.com>"
 
@@ -657,7 +655,7 @@ def test_reference_json_export_keeps_ids_and_saved_at(tmp_path: Path) -> None:
 
 def make_reference_folder(root: Path, count: int) -> tuple[Path, list[str], dict[str, str]]:
     """A dspy_storage/ folder written by the reference design's store."""
-    store = files_store.FilesStore(str(root))
+    store = ReferenceStore(root)
     ids = []
     for i in range(count):
         program = {"class_name": "DSPy::Predict", "state": workload.program_state(i)}
@@ -668,7 +666,9 @@ def make_reference_folder(root: Path, count: int) -> tuple[Path, list[str], dict
                 {"signature_class": workload.signature_of(i)},
             )
         )
-    saved_at = {pid: store.load_program(pid)["saved_at"] for pid in ids}
+    documents = [store.load_program(pid) for pid in ids]
+    saved_at = {document["program_id"]: document["saved_at"] for document in documents if document}
+    assert len(saved_at) == count
     return root, ids, saved_at
 
 

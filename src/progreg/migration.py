@@ -1,6 +1,6 @@
 """Reading the reference storage system's own formats, to migrate into a registry.
 
-Two formats exist (see ``shared/reference/behaviour.md``):
+Two formats exist:
 
 * its JSON export file: ``{"exported_at": ..., "programs": [document, ...]}``;
 * its storage folder (``dspy_storage/``): ``programs/<id>.json``, one
