@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 import workload
 from conftest import assert_fsck_clean, commit_file, git, registry_state
@@ -21,6 +23,7 @@ from progreg import (
     StorageManager,
     subscribe,
 )
+from progreg.cli import cli
 from progreg.ids import program_path
 
 DEFAULT: Any = object()
@@ -448,3 +451,51 @@ def test_tag_events_are_emitted_for_save_time_tags_only_when_created(
         unsubscribe()
     tag_events = [(e.name, e.fields["tags"]) for e in seen if e.name.startswith("progreg.tag")]
     assert tag_events == [("progreg.tag.add", ["production"])]
+
+
+@pytest.mark.parametrize("as_path", [str, Path], ids=["str", "Path"])
+def test_manager_takes_a_registry_path(tmp_path: Path, as_path: Any) -> None:
+    """``StorageManager("path")`` and ``StorageManager(storage_path=...)`` open that registry."""
+    by_position = StorageManager(as_path(tmp_path / "registry"))
+    saved = by_position.save_optimization_result(result_for(0))
+    assert saved is not None
+    by_name = StorageManager(storage_path=as_path(tmp_path / "registry"))
+    assert by_name.storage.path == tmp_path / "registry"
+    assert by_name.config.storage_path == tmp_path / "registry"
+    loaded = by_name.storage.load_program(saved.program_id)
+    assert loaded is not None and loaded.state == workload.program_state(0)
+    assert repr(by_name) == f"StorageManager({str(tmp_path / 'registry')!r})"
+
+
+def test_manager_refuses_an_ambiguous_or_wrong_configuration(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="once"):
+        StorageManager(tmp_path / "a", storage_path=tmp_path / "b")
+    with pytest.raises(InvalidInputError, match="not both"):
+        StorageManager(StorageConfig(storage_path=tmp_path / "a"), storage_path=tmp_path / "b")
+    with pytest.raises(InvalidInputError, match="not int"):
+        StorageManager(7)  # type: ignore[arg-type]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("variable", ["PROGREG_PATH", "PROGREG_STORAGE_PATH"])
+def test_every_entry_point_reads_the_registry_from_one_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """PROGREG_PATH (or its alias PROGREG_STORAGE_PATH) names the registry everywhere."""
+    monkeypatch.setenv(variable, str(tmp_path / "env"))
+    monkeypatch.chdir(tmp_path)
+    assert ProgramStorage().path == tmp_path / "env"
+    assert StorageManager().storage.path == tmp_path / "env"
+    assert StorageConfig().storage_path == tmp_path / "env"
+    saved = ProgramStorage().save_program(workload.program_state(1), None)
+    listed = CliRunner().invoke(cli, ["list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [row["program_id"] for row in json.loads(listed.output)] == [saved.program_id]
+    assert not (tmp_path / "dspy_storage").exists()
+
+
+def test_progreg_path_wins_over_its_alias(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROGREG_PATH", str(tmp_path / "main"))
+    monkeypatch.setenv("PROGREG_STORAGE_PATH", str(tmp_path / "alias"))
+    assert StorageManager().storage.path == tmp_path / "main"
+    assert ProgramStorage().path == tmp_path / "main"

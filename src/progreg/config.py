@@ -1,7 +1,8 @@
 """StorageConfig: how a StorageManager uses its registry.
 
 Every field can be set from the environment with a ``PROGREG_`` prefix
-(``PROGREG_STORAGE_PATH`` — or ``PROGREG_PATH`` — ``PROGREG_AUTO_SAVE``,
+(``PROGREG_PATH`` for the registry, as everywhere: see
+:func:`registry_path_from_environment`; ``PROGREG_AUTO_SAVE``,
 ``PROGREG_SAVE_INTERMEDIATE_RESULTS``, ``PROGREG_MAX_STORED_PROGRAMS``,
 ``PROGREG_PROTECTED_TAGS`` as a comma-separated list, ``PROGREG_SECRETS``,
 ``PROGREG_DURABLE``). The environment overrides the defaults; arguments given
@@ -27,10 +28,21 @@ from progreg.secrets import SecretsPolicy
 from progreg.tags import check_tags
 
 _ENV_PREFIX = "PROGREG_"
+#: The environment variable naming the registry, honoured by every entry point.
+PATH_ENV = "PROGREG_PATH"
+#: Another name of :data:`PATH_ENV`, used when that one is unset or empty.
+PATH_ENV_ALIAS = "PROGREG_STORAGE_PATH"
+#: The registry used when neither variable is set.
+DEFAULT_PATH = "./dspy_storage"
 DURABLE_ENV = "PROGREG_DURABLE"
 DURABLE_CONFIG = "progreg.durable"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def registry_path_from_environment() -> str:
+    """The registry's path: ``$PROGREG_PATH``, else ``$PROGREG_STORAGE_PATH``, else the default."""
+    return os.environ.get(PATH_ENV) or os.environ.get(PATH_ENV_ALIAS) or DEFAULT_PATH
 
 
 def parse_flag(value: str, where: str) -> bool:
@@ -68,7 +80,9 @@ class StorageConfig(BaseModel):
     model_config = ConfigDict(validate_assignment=True, extra="forbid")
 
     storage_path: Path = Field(
-        default=Path("./dspy_storage"), description="the registry's directory"
+        default=Path(DEFAULT_PATH),
+        description="the registry's directory (default: $PROGREG_PATH, else"
+        " $PROGREG_STORAGE_PATH, else ./dspy_storage)",
     )
     auto_save: bool = Field(
         default=True, description="when false, save_optimization_result saves nothing"
@@ -101,9 +115,10 @@ class StorageConfig(BaseModel):
             return data
         values = dict(data)
         for name in cls.model_fields:
-            env = os.environ.get(_ENV_PREFIX + name.upper())
-            if name == "storage_path" and env is None:
-                env = os.environ.get(_ENV_PREFIX + "PATH")
+            if name == "storage_path":
+                env = os.environ.get(PATH_ENV) or os.environ.get(PATH_ENV_ALIAS) or None
+            else:
+                env = os.environ.get(_ENV_PREFIX + name.upper())
             if name in values or env is None:
                 continue
             values[name] = (

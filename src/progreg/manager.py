@@ -9,6 +9,7 @@ diffs and cleanup, plus a process-wide default instance.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -39,9 +40,41 @@ class StorageManager:
     _instance_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
-        self, config: StorageConfig | None = None, *, storage: ProgramStorage | None = None
+        self,
+        config: StorageConfig | str | os.PathLike[str] | None = None,
+        *,
+        storage: ProgramStorage | None = None,
+        storage_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.config = config if config is not None else StorageConfig()
+        """A manager of the registry that ``config`` describes.
+
+        ``config`` is a :class:`~progreg.StorageConfig` or the registry's path
+        (``StorageManager("./registry")`` is ``StorageManager(StorageConfig(
+        storage_path="./registry"))``); ``storage_path=`` says the same by name.
+        Without either, the registry comes from the environment (``PROGREG_PATH``).
+        """
+        if isinstance(config, str | os.PathLike):
+            if storage_path is not None:
+                raise InvalidInputError(
+                    "give the registry's path once: as the first argument or as storage_path="
+                )
+            config, storage_path = None, config
+        if config is not None and not isinstance(config, StorageConfig):
+            raise InvalidInputError(
+                f"StorageManager takes a StorageConfig or a registry path, not"
+                f" {type(config).__name__}"
+            )
+        if config is None:
+            config = (
+                StorageConfig()
+                if storage_path is None
+                else StorageConfig(storage_path=storage_path)
+            )
+        elif storage_path is not None:
+            raise InvalidInputError(
+                "give the registry's path in the StorageConfig or as storage_path=, not both"
+            )
+        self.config = config
         if storage is None:
             storage = ProgramStorage(self.config.storage_path, durable=self.config.durable)
         self.storage = storage

@@ -21,7 +21,7 @@ import pygit2
 
 from progreg import canonical, events
 from progreg._version import __version__
-from progreg.config import resolve_durable
+from progreg.config import registry_path_from_environment, resolve_durable
 from progreg.document import (
     DEFAULT_MAX_PROGRAM_BYTES,
     FORMAT_VERSION,
@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 
 MAIN = "refs/heads/main"
 MARKER = "progreg.json"
-DEFAULT_PATH = "./dspy_storage"
 
 T = TypeVar("T")
 
@@ -75,7 +74,8 @@ _ITEM_KEYS = frozenset({"program", "optimization_result", "metadata", "program_i
 class ProgramStorage:
     """A registry of optimized programs in the bare Git repository at ``storage_path``.
 
-    ``storage_path`` defaults to ``$PROGREG_PATH``, else ``./dspy_storage``; the
+    ``storage_path`` defaults to ``$PROGREG_PATH`` (or its other name
+    ``$PROGREG_STORAGE_PATH``), else ``./dspy_storage``; the
     repository is created on first use. ``author``/``committer`` are
     ``"Name <email>"`` strings (default: ``GIT_AUTHOR_*``/``GIT_COMMITTER_*``,
     then ``user.name``/``user.email`` from Git config, then ``progreg``).
@@ -95,8 +95,8 @@ class ProgramStorage:
         max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
         durable: bool | None = None,
     ) -> None:
-        path = storage_path if storage_path is not None else os.environ.get("PROGREG_PATH")
-        self._git = GitRepository(path or DEFAULT_PATH, lock_timeout=lock_timeout)
+        path = storage_path if storage_path is not None else registry_path_from_environment()
+        self._git = GitRepository(path, lock_timeout=lock_timeout)
         self._git.durable = resolve_durable(durable, self._git.config)
         self.max_program_bytes = max_program_bytes
         self.types = ProgramTypes()

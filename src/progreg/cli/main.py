@@ -14,6 +14,7 @@ import click
 
 from progreg._version import __version__
 from progreg.cli.usage import OneLineUsageCommand, usage_errors_on_one_line
+from progreg.config import PATH_ENV, PATH_ENV_ALIAS
 from progreg.errors import ProgregError
 from progreg.storage import ProgramStorage
 
@@ -50,8 +51,9 @@ class RootGroup(OneLineUsageCommand, click.Group):
 @click.option(
     "--registry",
     type=click.Path(path_type=Path),
-    envvar="PROGREG_PATH",
-    help="Registry directory (a bare Git repository). Default: $PROGREG_PATH, else ./dspy_storage.",
+    envvar=[PATH_ENV, PATH_ENV_ALIAS],
+    help="Registry directory (a bare Git repository). Default: $PROGREG_PATH (or"
+    " $PROGREG_STORAGE_PATH), else ./dspy_storage.",
 )
 @click.option(
     "--durable/--no-durable",

@@ -24,10 +24,10 @@ import click
 
 from progreg.cli.main import EXIT_ERROR, EXIT_NOT_FOUND, Context
 from progreg.cli.usage import OneLineUsageCommand, one_line, usage_errors_on_one_line
-from progreg.config import StorageConfig
+from progreg.config import StorageConfig, registry_path_from_environment
 from progreg.errors import ProgramNotFoundError, ProgregError
 from progreg.manager import StorageManager
-from progreg.storage import DEFAULT_PATH, ProgramStorage
+from progreg.storage import ProgramStorage
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -87,7 +87,7 @@ def registry_path(ctx: Context) -> Path:
     """The registry named by ``--registry``, ``PROGREG_PATH`` or the default."""
     if ctx.registry is not None:
         return Path(ctx.registry)
-    return Path(os.environ.get("PROGREG_PATH") or DEFAULT_PATH)
+    return Path(registry_path_from_environment())
 
 
 def open_storage(ctx: Context, *, create: bool = False) -> ProgramStorage:

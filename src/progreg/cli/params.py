@@ -7,7 +7,6 @@ simply yields no suggestions.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,9 +16,10 @@ from click.shell_completion import CompletionItem
 
 from progreg.checkpoints import CHECKPOINTS_PREFIX
 from progreg.cli.render import format_score
+from progreg.config import registry_path_from_environment
 from progreg.errors import ProgregError
 from progreg.ids import is_program_id
-from progreg.storage import DEFAULT_PATH, ProgramStorage
+from progreg.storage import ProgramStorage
 from progreg.tags import all_tags
 
 _REVISION = re.compile(r"(?P<id>[^~]+)(?:~(?P<back>[0-9]{1,9}))?")
@@ -27,7 +27,7 @@ _REVISION = re.compile(r"(?P<id>[^~]+)(?:~(?P<back>[0-9]{1,9}))?")
 
 def _completion_storage(ctx: click.Context) -> ProgramStorage | None:
     registry = ctx.find_root().params.get("registry")
-    path = Path(registry or os.environ.get("PROGREG_PATH") or DEFAULT_PATH)
+    path = Path(registry or registry_path_from_environment())
     if not path.is_dir() or not any(path.iterdir()):
         return None
     try:
