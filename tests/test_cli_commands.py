@@ -987,3 +987,59 @@ def test_installed_executable_session(tmp_path: Path) -> None:
     )
     assert completion.stdout.splitlines() == ["plain,show"]
     assert_fsck_clean(registry)
+
+
+# -- editing a saved program: show -> edit -> save ------------------------------------
+
+
+def versions_of(registry: Path, program_id: str) -> list[str]:
+    """Subjects of main's commits that wrote ``program_id``, newest first."""
+    subjects = git(registry, "log", "--format=%s", "main").splitlines()
+    return [subject for subject in subjects if program_id in subject]
+
+
+def test_show_json_is_what_save_reads(storage: ProgramStorage, registry_path: Path) -> None:
+    """show --json, edit the instructions, save: a new version keeping score and optimizer."""
+    program_id = save(storage, score=0.83, optimizer="MIPROv2")
+    record = as_json(run(registry_path, "show", program_id, "--json"))
+    record["state"]["predict"]["signature"]["instructions"] = "Classify it, carefully."
+    saved = as_json(run(registry_path, "save", "--json", input=json.dumps(record)))
+    assert saved["program_id"] == program_id
+    assert saved["commit"] != record["commit"]
+    assert saved["optimization_result"] == record["optimization_result"]
+    assert saved["metadata"]["signature_class"] == "ClassifyText"
+    loaded = storage.load_program(program_id)
+    assert loaded is not None
+    assert loaded.state["predict"]["signature"]["instructions"] == "Classify it, carefully."
+    assert (loaded.best_score, loaded.optimizer) == (0.83, "MIPROv2")
+    assert len(versions_of(registry_path, program_id)) == 2
+    assert_fsck_clean(registry_path)
+
+
+def test_a_bare_state_saved_with_id_keeps_the_result(
+    storage: ProgramStorage, registry_path: Path
+) -> None:
+    """show --state, edit, save --id: score, optimizer and signature stay; options still win."""
+    program_id = save(storage, score=0.77, optimizer="GEPA")
+    state = as_json(run(registry_path, "show", program_id, "--state"))
+    state["predict"]["demos"].append({"text": "b", "label": "negative"})
+    result = ok(run(registry_path, "save", "--id", program_id, input=json.dumps(state)))
+    assert "kept the score" in result.stderr
+    loaded = storage.load_program(program_id)
+    assert loaded is not None and len(loaded.state["predict"]["demos"]) == 2
+    assert (loaded.best_score, loaded.optimizer, loaded.signature_class) == (
+        0.77,
+        "GEPA",
+        "ClassifyText",
+    )
+    ok(run(registry_path, "save", "--id", program_id, "--score", "0.8", input=json.dumps(state)))
+    again = storage.load_program(program_id)
+    assert again is not None and (again.best_score, again.optimizer) == (0.8, "GEPA")
+    # A bare state under a new id has no result to keep.
+    fresh = as_json(run(registry_path, "save", "--json", input=json.dumps(state)))
+    assert fresh["optimization_result"].get("best_score_value") is None
+
+
+def test_a_record_missing_its_state_is_not_taken_for_a_state(registry_path: Path) -> None:
+    record = {"program_id": "0123456789abcdef", "state": [1], "commit": "0" * 40}
+    fails(run(registry_path, "save", input=json.dumps(record)), 1, "state must be a JSON object")

@@ -499,3 +499,44 @@ def test_progreg_path_wins_over_its_alias(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("PROGREG_STORAGE_PATH", str(tmp_path / "alias"))
     assert StorageManager().storage.path == tmp_path / "main"
     assert ProgramStorage().path == tmp_path / "main"
+
+
+def test_a_loaded_version_is_saved_again_with_its_result_and_metadata(
+    manager: StorageManager, registry_path: Path
+) -> None:
+    """Re-saving what load_program returned is one call that keeps result, metadata and id."""
+    first = manager.storage.save_program(
+        workload.program_state(2),
+        workload.optimization_result(2),
+        {"signature_class": "RouteIntent", "team": "support"},
+    )
+    loaded = manager.storage.load_program(first.program_id)
+    assert loaded is not None
+    again = manager.storage.save_program(loaded)
+    assert again.program_id == first.program_id and again.commit != first.commit
+    assert again.state == workload.program_state(2)
+    assert again.optimization_result == first.optimization_result
+    assert again.metadata["team"] == "support" and again.signature_class == "RouteIntent"
+    # Arguments given win over the record's own.
+    rescored = manager.storage.save_program(loaded, {"best_score_value": 0.5})
+    assert rescored.best_score == 0.5 and rescored.metadata["team"] == "support"
+    through_manager = manager.save_optimization_result(loaded, tags=["candidate"])
+    assert through_manager is not None
+    assert through_manager.program_id == first.program_id
+    assert through_manager.best_score == first.best_score
+    assert through_manager.metadata["team"] == "support"
+    assert manager.find_programs(tags=["candidate"])[0].program_id == first.program_id
+    subjects = git(registry_path, "log", "--format=%s", "main").splitlines()
+    assert sum(first.program_id in subject for subject in subjects) == 4
+    assert_fsck_clean(registry_path)
+
+
+def test_a_restored_checkpoint_is_saved_as_its_program(manager: StorageManager) -> None:
+    checkpoint = manager.create_checkpoint(result_for(4), "run-a")
+    restored = manager.restore_checkpoint("run-a")
+    assert restored is not None
+    saved = manager.storage.save_program(restored)
+    assert saved.program_id == checkpoint.program_id
+    assert saved.state == workload.program_state(4)
+    assert saved.best_score == result_for(4).best_score_value
+    assert saved.optimizer == workload.optimizer_of(4)

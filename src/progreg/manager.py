@@ -95,10 +95,12 @@ class StorageManager:
     ) -> SavedProgram | None:
         """Save ``result.optimized_program`` with the result, tagged with ``tags``.
 
-        Returns ``None`` (and saves nothing) when ``auto_save`` is off or the
-        result has no optimized program.
+        ``result`` may also be a :class:`~progreg.SavedProgram` (a version loaded or a
+        checkpoint restored): it is saved as a new version of its program, with
+        its result and metadata. Returns ``None`` (and saves nothing) when
+        ``auto_save`` is off or the result has no optimized program.
         """
-        if not self.config.auto_save or optimized_program_of(result) is None:
+        if not self.config.auto_save:
             return None
         tag_names = check_tags(tags or [])
         item = _result_item(result, tag_names, description, metadata)
@@ -381,25 +383,38 @@ def _result_item(
     tag_names: list[str],
     description: str | None,
     metadata: Mapping[str, Any] | None,
-) -> tuple[object, dict[str, Any], dict[str, Any]] | None:
-    """``(program, optimization_result, metadata)`` to save for ``result``, if it has a program."""
-    program = optimized_program_of(result)
-    if program is None:
-        return None
+) -> tuple[object, dict[str, Any], dict[str, Any], str | None] | None:
+    """``(program, optimization_result, metadata, program_id)`` to save for ``result``.
+
+    ``None`` when it has no program. A :class:`SavedProgram` (a version loaded
+    or a checkpoint restored) is saved again as a new version of its program,
+    keeping its result and metadata.
+    """
+    if isinstance(result, SavedProgram):
+        program: object = result.program
+        data = dict(result.optimization_result)
+        base: dict[str, Any] = dict(result.metadata)
+        program_id: str | None = result.program_id
+    else:
+        program = optimized_program_of(result)
+        if program is None:
+            return None
+        data = normalize_result(result)
+        base = {}
+        program_id = None
     if description is not None and not isinstance(description, str):
         raise InvalidInputError("description must be a string")
-    data = normalize_result(result)
     result_meta = data.get("metadata") or {}
-    meta: dict[str, Any] = dict(metadata or {})
+    meta: dict[str, Any] = {**base, **(metadata or {})}
     meta.update(
         tags=tag_names,
-        description=description,
+        description=description if description is not None else base.get("description"),
         optimizer_class=result_meta.get("optimizer"),
         saved_by="progreg.StorageManager",
     )
     if "timestamp" in result_meta:
         meta["optimization_timestamp"] = result_meta["timestamp"]
-    return program, data, meta
+    return program, data, meta, program_id
 
 
 def _equal(records: list[ProgramRecord], field: str, value: str) -> list[ProgramRecord]:

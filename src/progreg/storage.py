@@ -178,7 +178,15 @@ class ProgramStorage:
         A program holding a credential is refused with a ``SecretDetectedError``
         error unless ``secrets="redact"`` is given: each credential is then
         replaced by ``[REDACTED]`` in what is saved.
+
+        ``program`` may be a ``SavedProgram`` (a version loaded, or a
+        checkpoint restored): it is saved as a new version of its own program,
+        with its optimization result and metadata unless others are given.
         """
+        if isinstance(program, SavedProgram):
+            program, optimization_result, metadata, program_id = _resave(
+                program, optimization_result, metadata, program_id
+            )
         chosen_id = check_program_id(program_id) if program_id is not None else new_program_id()
         tag_names = check_tags(tags)
         with events.operation("progreg.storage.save", program_id=chosen_id) as timer:
@@ -800,3 +808,18 @@ def _tags_added(commit: pygit2.Oid, created: list[str]) -> None:
     """Report the tags a save created with its commit (``<tag>/<program id>`` names)."""
     for program_id, tags in created_by_program(created).items():
         events.emit("progreg.tag.add", program_id=program_id, tags=tags)
+
+
+def _resave(
+    saved: SavedProgram,
+    optimization_result: object,
+    metadata: Mapping[str, Any] | None,
+    program_id: str | None,
+) -> tuple[object, object, Mapping[str, Any] | None, str | None]:
+    """What saving ``saved`` again means: its program, result, metadata and id, unless given."""
+    return (
+        saved.program,
+        saved.optimization_result if optimization_result is None else optimization_result,
+        saved.metadata if metadata is None else metadata,
+        saved.program_id if program_id is None else program_id,
+    )

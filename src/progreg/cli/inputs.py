@@ -1,18 +1,24 @@
 """Reading a program to save from a JSON file or stdin, and the options that amend it.
 
-The JSON is either a *wrapper*, an object whose keys are ``program`` and
-optionally ``optimization_result`` and ``metadata`` (and nothing else)::
+The JSON is one of:
+
+* a *record*, what ``progreg show ID --json`` prints: an object with
+  ``program_id``, ``state`` and ``commit`` among the keys of that output
+  (and nothing else). It is saved as a new version of that program, with its
+  optimization result and metadata;
+* a *wrapper*, an object whose keys are ``program`` and optionally
+  ``optimization_result`` and ``metadata`` (and nothing else)::
 
     {"program": {...state...}, "optimization_result": {...}, "metadata": {...}}
 
-or, anything else, a bare program state (a DSPy ``dump_state()``). A state
-whose only key happens to be ``program`` must be wrapped.
+* anything else, a bare program state (a DSPy ``dump_state()``). A state
+  whose only key happens to be ``program`` must be wrapped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any, TypeVar
 
 import click
@@ -24,6 +30,11 @@ from progreg.errors import InvalidInputError
 F = TypeVar("F", bound=Callable[..., Any])
 
 WRAPPER_KEYS = frozenset({"program", "optimization_result", "metadata"})
+#: The keys of ``show --json``; a record has at least :data:`RECORD_REQUIRED`.
+RECORD_KEYS = frozenset(
+    {"program_id", "program_type", "state", "optimization_result", "metadata", "saved_at", "commit"}
+)
+RECORD_REQUIRED = frozenset({"program_id", "state", "commit"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,10 @@ class ProgramInput:
     program: dict[str, Any]
     optimization_result: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The program a record names (it is saved as a new version of it).
+    program_id: str | None = None
+    #: True for a bare state: it says nothing of a result or metadata.
+    bare: bool = False
 
 
 def _object(value: object, what: str, source: str) -> dict[str, Any]:
@@ -51,6 +66,18 @@ def parse_program(data: bytes, source: str) -> ProgramInput:
         raise InvalidInputError(f"{source} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise InvalidInputError(f"{source} must hold a JSON object, not {type(value).__name__}")
+    if RECORD_REQUIRED <= value.keys() <= RECORD_KEYS:
+        state, program_id = value["state"], value["program_id"]
+        if not isinstance(state, dict):
+            raise InvalidInputError(f"{source}: state must be a JSON object")
+        if not isinstance(program_id, str):
+            raise InvalidInputError(f"{source}: program_id must be a string")
+        return ProgramInput(
+            state,
+            _object(value.get("optimization_result"), "optimization_result", source),
+            _object(value.get("metadata"), "metadata", source),
+            program_id=program_id,
+        )
     if "program" in value and value.keys() <= WRAPPER_KEYS:
         program = value["program"]
         if not isinstance(program, dict):
@@ -60,7 +87,7 @@ def parse_program(data: bytes, source: str) -> ProgramInput:
             _object(value.get("optimization_result"), "optimization_result", source),
             _object(value.get("metadata"), "metadata", source),
         )
-    return ProgramInput(value)
+    return ProgramInput(value, bare=True)
 
 
 def read_program(stream: IO[bytes]) -> ProgramInput:
@@ -91,7 +118,7 @@ def amended(
     metadata = dict(given.metadata)
     if signature is not None:
         metadata["signature_class"] = signature
-    return ProgramInput(given.program, result, metadata)
+    return replace(given, optimization_result=result, metadata=metadata)
 
 
 def result_options(func: F) -> F:

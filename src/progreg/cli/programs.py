@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
@@ -135,28 +136,40 @@ def save(
 ) -> None:
     """Save a program from a JSON file, or stdin (FILE omitted or -), as one commit.
 
-    The JSON is {"program": STATE, "optimization_result": {...}, "metadata":
-    {...}} (only "program" is required) or a bare program STATE such as a
-    DSPy dump_state(). The options override what the file says. Prints the
-    new program's id, signature, score and commit; --json prints the
-    program as show --json does.
+    The JSON is what show --json prints (saved as a new version of that
+    program, keeping its score, optimizer and metadata), {"program": STATE,
+    "optimization_result": {...}, "metadata": {...}} (only "program" is
+    required), or a bare program STATE such as a DSPy dump_state(); a bare
+    state saved with --id keeps the score, optimizer and metadata of that
+    program's current version. The options override what the file says.
+    Prints the new version's id, signature, score and commit; --json prints
+    it as show --json does.
 
     \b
     Example:
       progreg save program.json --score 0.91 --score-name accuracy \\
           --optimizer MIPROv2 --signature ClassifyText --tag candidate
-      progreg show 1a2b3c4d5e6f7a8b --state > state.json   # edit it, then:
-      progreg save state.json --id 1a2b3c4d5e6f7a8b --signature ClassifyText
+      progreg show 1a2b3c4d5e6f7a8b --json > program.json   # edit it, then:
+      progreg save program.json
     """
     if file is None:
         if sys.stdin.isatty():
             raise click.UsageError("give a FILE, or pipe the program's JSON into stdin")
         file = sys.stdin.buffer
-    given = amended(read_program(file), score, score_name, optimizer, signature)
+    given = read_program(file)
+    program_id = program_id if program_id is not None else given.program_id
+    storage = open_storage(ctx, create=True)
+    if given.bare and program_id is not None:
+        current = storage.load_program(program_id)
+        if current is not None:
+            given = replace(
+                given, optimization_result=current.optimization_result, metadata=current.metadata
+            )
+            info(f"kept the score, optimizer and metadata of {program_id}'s current version")
+    given = amended(given, score, score_name, optimizer, signature)
     metadata = dict(given.metadata)
     if description is not None:
         metadata["description"] = description
-    storage = open_storage(ctx, create=True)
     saved = storage.save_program(
         given.program,
         given.optimization_result,
