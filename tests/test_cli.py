@@ -66,3 +66,59 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path: Path) -> None:
         f"error: {not_a_registry} is a file, not a registry directory"
     ]
     assert "Traceback" not in done.stderr
+
+
+def progreg(*args: str, cwd: Path, stdout: int | None = subprocess.PIPE) -> tuple[int, str, str]:
+    """Run the installed ``progreg`` executable; its exit code, stdout and stderr."""
+    executable = Path(sys.executable).with_name("progreg")
+    done = subprocess.run(
+        [str(executable), *args], stdout=stdout, stderr=subprocess.PIPE, cwd=cwd, check=False
+    )
+    out = done.stdout.decode() if done.stdout is not None else ""
+    return done.returncode, out, done.stderr.decode()
+
+
+def test_a_large_demo_prints_a_screenful(tmp_path: Path) -> None:
+    code, out, err = progreg("--registry", "reg", "demo", "--count", "40", cwd=tmp_path)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) < 40, out
+    assert out.count("saved ") == 10 and "... and 30 more saves" in out
+    assert "40 programs, average score" in out
+    assert "the whole log: git -C" in out
+    assert len(git(tmp_path / "reg", "log", "--format=%s").splitlines()) == 40
+
+
+def test_a_full_or_closed_output_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    assert progreg("--registry", "reg", "demo", "--count", "2", cwd=tmp_path)[0] == 0
+    with open("/dev/full", "wb") as full:
+        for args in (["log"], ["list", "--json"], ["history"]):
+            code, _, err = progreg("--registry", "reg", *args, cwd=tmp_path, stdout=full.fileno())
+            assert code == 1, err
+            assert err == "error: No space left on device (standard output)\n"
+    # A reader that goes away (| head) ends the command quietly.
+    executable = Path(sys.executable).with_name("progreg")
+    reader = subprocess.Popen(
+        [str(executable), "--registry", "reg", "log"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.close()
+    assert reader.wait(timeout=60) == 1
+    assert b"Traceback" not in reader.stderr.read()
+
+
+def test_global_options_after_the_subcommand(tmp_path: Path) -> None:
+    """``progreg list --registry X`` is ``progreg --registry X list``."""
+    assert progreg("--registry", "reg", "demo", "--count", "2", cwd=tmp_path)[0] == 0
+    before = progreg("--registry", "reg", "list", "--json", cwd=tmp_path)
+    after = progreg("list", "--json", "--registry", "reg", cwd=tmp_path)
+    equals = progreg("list", "--registry=reg", "--json", "--no-durable", cwd=tmp_path)
+    assert before[0] == 0 and before == after == equals
+    code, _, err = progreg("list", "--registry", cwd=tmp_path)
+    assert code == 2 and err.strip() == "error: Option '--registry' requires an argument"
+    # Nothing after -- is taken for an option.
+    code, _, err = progreg("show", "--", "--registry", cwd=tmp_path)
+    assert code == 2 and "--registry" in err

@@ -331,7 +331,8 @@ def test_list_prints_a_table_and_json(storage: ProgramStorage, seeded: dict[str,
     assert lines[-1].split()[-1] == "production"
     listed = as_json(run(storage.path, "list", "--json"))
     assert [p["program_id"] for p in listed] == list(seeded.values())
-    assert all(set(p) == SUMMARY_KEYS for p in listed)
+    assert all(set(p) == SUMMARY_KEYS | {"tags"} for p in listed)
+    assert [p["tags"] for p in listed] == [[], [], [], ["production"]]
 
 
 def test_list_of_an_empty_registry(registry_path: Path) -> None:

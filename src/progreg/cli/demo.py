@@ -20,6 +20,8 @@ _SIGNATURES = {
     "AnswerQuestion": ("question", "answer", ["yes", "no", "it depends"]),
 }
 _OPTIMIZERS = ["MIPROv2", "BootstrapFewShot", "GEPA"]
+#: Saves and log entries printed; past that, one line says how many more there are.
+SHOWN = 10
 _WORDS = re.findall(
     r"\w+",
     "the customer says refund order late broken great shipping invoice account password"
@@ -91,10 +93,13 @@ def demo(ctx: Context, count: int) -> None:
             metadata={"signature_class": signature, "dataset": "demo"},
         )
         assert saved is not None
-        click.echo(
-            f"saved {saved.program_id}  {signature:<15} {format_score(saved.best_score)}"
-            f"  commit {saved.commit[:10]}"
-        )
+        if index < SHOWN:
+            click.echo(
+                f"saved {saved.program_id}  {signature:<15} {format_score(saved.best_score)}"
+                f"  commit {saved.commit[:10]}"
+            )
+    if count > SHOWN:
+        click.echo(f"... and {count - SHOWN} more saves")
     history = storage.get_history()
     summary = history.summary
     click.echo(f"\nRegistry {storage.path}")
@@ -111,6 +116,9 @@ def demo(ctx: Context, count: int) -> None:
                 f" ({best.optimizer}, commit {best.commit[:10]})"
             )
     click.echo("\nGit log (newest first):")
-    for line in format_log(storage, limit=count + 2):
+    log = format_log(storage, limit=SHOWN + 1)
+    for line in log[:SHOWN]:
         click.echo(f"  {line}")
+    if len(log) > SHOWN:
+        click.echo(f"  ... the whole log: git -C {storage.path} log --oneline")
     click.echo(f"\nBrowse it with: git clone {storage.path} checkout && ls checkout/programs")

@@ -6,6 +6,9 @@ code 1 for a progreg error, 2 for bad usage and 3 for "not found".
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,8 +39,46 @@ class Context:
         return ProgramStorage(self.registry, durable=self.durable)
 
 
+#: The group's own options, taken wherever they stand on the command line.
+_GLOBAL_FLAGS = frozenset({"--debug", "--durable", "--no-durable"})
+_GLOBAL_WITH_VALUE = frozenset({"--registry"})
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``args`` with the group's options moved before the subcommand.
+
+    ``progreg list --registry X`` means ``progreg --registry X list``: the
+    options of ``progreg`` itself are accepted after the subcommand too (no
+    subcommand has options of those names). Nothing after ``--`` is moved.
+    """
+    hoisted: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest += args[index:]
+            break
+        name = arg.split("=", 1)[0]
+        if arg in _GLOBAL_FLAGS or (name in _GLOBAL_WITH_VALUE and "=" in arg):
+            hoisted.append(arg)
+        elif arg in _GLOBAL_WITH_VALUE:
+            if index + 1 == len(args):
+                raise click.BadOptionUsage(arg, f"Option '{arg}' requires an argument.")
+            hoisted += args[index : index + 2]
+            index += 1
+        else:
+            rest.append(arg)
+        index += 1
+    return hoisted + rest
+
+
 class RootGroup(OneLineUsageCommand, click.Group):
     """The ``progreg`` group: its usage errors (an unknown command or option) are one line too."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse the group's options wherever they stand (see :func:`hoist_global_options`)."""
+        return super().parse_args(ctx, hoist_global_options(args))
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
@@ -93,7 +134,33 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_ERROR)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if debug:
+            raise
+        sys.exit(_output_failed(exc))
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        sys.exit(_output_failed(exc))
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _output_failed(exc: OSError) -> int:
+    """Report an error the registry layer did not map (writing the output, mostly); its code.
+
+    A reader that went away (``progreg log | head``) ends the command quietly,
+    as Git does; anything else is one line on stderr. Standard output is then
+    pointed at ``/dev/null`` so that Python's flush at exit cannot fail again.
+    """
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    if exc.errno == errno.EPIPE:
+        return EXIT_ERROR
+    where = f" ({exc.filename})" if exc.filename else " (standard output)"
+    click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+    return EXIT_ERROR
 
 
 # Subcommands register themselves on import.

@@ -60,13 +60,17 @@ def emit_summaries(
 ) -> None:
     """Print programs as a JSON array or a table (``empty`` on stderr when there are none)."""
     programs = list(programs)
+    tags = all_tags(storage.git) if programs else {}
     if as_json:
-        echo_json([program.model_dump(mode="json") for program in programs])
+        records = [program.model_dump(mode="json") for program in programs]
+        for record in records:
+            record["tags"] = sorted(tags.get(record["program_id"], ()))
+        echo_json(records)
         return
     if not programs:
         info(empty)
         return
-    headers, rows = summary_rows(programs, all_tags(storage.git))
+    headers, rows = summary_rows(programs, tags)
     for line in table(headers, rows):
         click.echo(line)
 
@@ -233,7 +237,7 @@ def list_programs(ctx: Context, as_json: bool) -> None:
     """List every program in the registry, in the order main recorded them.
 
     --json prints an array of {program_id, saved_at, best_score,
-    score_name, optimizer, signature_class, metadata}.
+    score_name, optimizer, signature_class, metadata, tags}.
 
     \b
     Example:
