@@ -393,6 +393,9 @@ def test_score_difference() -> None:
     assert score_difference(0.8, 0.9) == pytest.approx(-0.1)
     assert score_difference(None, 0.9) is None
     assert score_difference(0.9, None) is None
+    # Float noise and negative zero never reach what is shown.
+    assert score_difference(0.73, 0.9) == -0.17
+    assert str(score_difference(0.1, 0.1)) == "0.0"
 
 
 def test_better_program() -> None:
@@ -409,6 +412,7 @@ def test_age_difference_hours() -> None:
     assert age_difference_hours(T0, T0 + timedelta(minutes=90)) == -1.5
     assert age_difference_hours(T0 + timedelta(minutes=20), T0) == 0.33
     assert age_difference_hours(T0, T0) == 0.0
+    assert str(age_difference_hours(T0, T0 + timedelta(seconds=1))) == "0.0"
     other_zone = (T0 + timedelta(hours=2)).astimezone(timezone(timedelta(hours=5, minutes=30)))
     assert age_difference_hours(other_zone, T0) == 2.0
 

@@ -322,11 +322,16 @@ def cleanup_plan(records: Iterable[ProgramRecord], keep: int, protected: set[str
 # -- comparing two programs -------------------------------------------------------
 
 
+#: Decimal places a score difference keeps: enough for any metric, none of the float noise
+#: (``0.73 - 0.9`` is ``-0.17000000000000004`` before rounding).
+SCORE_DIFFERENCE_PLACES = 10
+
+
 def score_difference(score1: float | None, score2: float | None) -> float | None:
-    """``score1 - score2``; ``None`` if either is ``None``."""
+    """``score1 - score2`` without float noise; ``None`` if either is ``None``."""
     if score1 is None or score2 is None:
         return None
-    return score1 - score2
+    return round(score1 - score2, SCORE_DIFFERENCE_PLACES) + 0.0  # + 0.0: never -0.0
 
 
 def better_program(id1: str, score1: float | None, id2: str, score2: float | None) -> str | None:
@@ -344,4 +349,4 @@ def better_program(id1: str, score1: float | None, id2: str, score2: float | Non
 
 def age_difference_hours(saved_at1: datetime, saved_at2: datetime) -> float:
     """``saved_at1 - saved_at2`` in hours, rounded to 2 places (positive: 1 is newer)."""
-    return round((saved_at1 - saved_at2) / timedelta(hours=1), 2)
+    return round((saved_at1 - saved_at2) / timedelta(hours=1), 2) + 0.0  # + 0.0: never -0.0
