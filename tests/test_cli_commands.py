@@ -532,6 +532,28 @@ def test_history_plot_writes_an_html_report(
     assert len(polyline[1].split()) == 2  # the removed save and the live one
 
 
+def test_history_plot_follows_the_log_for_saves_in_the_same_second(
+    tmp_path: Path, storage: ProgramStorage
+) -> None:
+    """Saves made within one second are plotted in the order they were made."""
+    scores = [0.5, 0.9, 0.6, 0.8, 0.7]
+    ids = [save(storage, score=score) for score in scores]
+    times = {git(storage.path, "log", "-1", "--format=%at", "main").strip()}
+    plot = tmp_path / "report.html"
+    ok(run(storage.path, "history", "--plot", str(plot)))
+    html = plot.read_text(encoding="utf-8")
+    assert "5 saves, best 0.9000, latest 0.7000" in html
+    polyline = re.search(r'data-signature="ClassifyText">\n<polyline [^>]*points="([^"]+)"', html)
+    assert polyline is not None
+    xs = [float(point.split(",")[0]) for point in polyline[1].split()]
+    assert xs == sorted(xs), "the line goes back in time"
+    circles = re.findall(r"<title>ClassifyText ([0-9a-f]{16}):", html)
+    assert circles == ids, (circles, ids, times)
+    logged = as_json(run(storage.path, "log", "--json"))
+    assert [entry["program_id"] for entry in reversed(logged)] == ids
+    assert all(entry["date"].count(".") == 1 for entry in logged)  # to the microsecond
+
+
 def test_history_plot_of_an_empty_registry_and_bad_paths(
     tmp_path: Path, registry_path: Path
 ) -> None:

@@ -43,7 +43,7 @@ from progreg.gitstore import GitRepository, parse_trailers
 from progreg.gitstore.failures import read_failure
 from progreg.gitstore.objectread import BlobReader
 from progreg.ids import PROGRAMS_DIR, is_program_id, program_id_of_path, program_path
-from progreg.messages import NONE
+from progreg.messages import NONE, SAVED_AT
 from progreg.models import ProgramSummary
 from progreg.summaries import SortedView, SummaryCache
 
@@ -510,7 +510,7 @@ def _trailer_record(program_id: str, entry: LogEntry, position: int) -> ProgramR
             program_id=program_id,
             commit=entry.commit,
             position=position,
-            saved_at=datetime.fromisoformat(trailers["Saved-At"]),
+            saved_at=datetime.fromisoformat(trailers[SAVED_AT]),
             best_score=_score(trailers.get("Score", NONE)),
             score_name=_text(trailers.get("Score-Name", NONE)),
             optimizer=_text(trailers.get("Optimizer", NONE)),

@@ -36,6 +36,7 @@ from progreg.gitstore import format_message
 NONE = "none"
 ACTION = "Progreg-Action"
 PROGRAM_ID = "Program-Id"
+SAVED_AT = "Saved-At"
 SAVED_COUNT = "Saved-Count"
 SAVE_BATCH = "save-batch"
 
@@ -77,7 +78,7 @@ def save_message(
             ("Optimizer", _value(doc.optimizer)),
             ("Score", _value(doc.best_score)),
             ("Score-Name", _value(doc.score_name)),
-            ("Saved-At", format_time(doc.saved_at)),
+            (SAVED_AT, format_time(doc.saved_at)),
             *(extra or []),
             (ACTION, action),
         ],

@@ -7,6 +7,7 @@ with their subject.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ import pygit2
 from pydantic import BaseModel, ConfigDict, Field
 
 from progreg.gitstore import parse_trailers
-from progreg.messages import ACTION, NONE, PROGRAM_ID
+from progreg.messages import ACTION, NONE, PROGRAM_ID, SAVED_AT
 from progreg.storage import MAIN, ProgramStorage
 
 
@@ -50,6 +51,17 @@ def _score(text: str | None) -> float | None:
     return score if score is not None and math.isfinite(score) else None
 
 
+def _date(trailers: dict[str, str], author_time: int) -> datetime:
+    """The save's own time (``Saved-At``, to the microsecond), else the author date."""
+    text = trailers.get(SAVED_AT)
+    if text is not None:
+        with contextlib.suppress(ValueError):
+            moment = datetime.fromisoformat(text)
+            if moment.tzinfo is not None:
+                return moment.astimezone(UTC)
+    return datetime.fromtimestamp(author_time, UTC)
+
+
 def log_record(commit: pygit2.Commit) -> LogRecord:
     """The record of one commit."""
     trailers = parse_trailers(commit.message)
@@ -57,7 +69,7 @@ def log_record(commit: pygit2.Commit) -> LogRecord:
     author = commit.author
     return LogRecord(
         commit=str(commit.id),
-        date=datetime.fromtimestamp(author.time, UTC),
+        date=_date(trailers, author.time),
         action=trailers.get(ACTION, fallback),
         program_id=_value(trailers, PROGRAM_ID),
         signature_class=_value(trailers, "Signature"),

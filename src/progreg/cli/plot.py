@@ -46,15 +46,20 @@ class Point:
     optimizer: str | None
 
 
-def score_series(records: Iterable[LogRecord]) -> dict[str, list[Point]]:
-    """The scored saves of the log by signature, oldest first, signatures sorted."""
+def score_series(newest_first: Iterable[LogRecord]) -> dict[str, list[Point]]:
+    """The scored saves of the log by signature, oldest first, signatures sorted.
+
+    The order is the log's (``newest_first``, as ``git log`` walks it, reversed),
+    not the commit times': those have a resolution of one second, and saves in
+    the same second must still come in the order they were made.
+    """
     series: dict[str, list[Point]] = {}
-    for record in records:
+    for record in reversed(list(newest_first)):
         if record.action != "save" or record.score is None or record.program_id is None:
             continue
         point = Point(record.date, record.score, record.program_id, record.optimizer)
         series.setdefault(record.signature_class or NO_SIGNATURE, []).append(point)
-    return {name: sorted(series[name], key=lambda p: p.when) for name in sorted(series)}
+    return {name: series[name] for name in sorted(series)}
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
