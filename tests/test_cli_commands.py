@@ -1066,3 +1066,24 @@ def test_a_bare_state_saved_with_id_keeps_the_result(
 def test_a_record_missing_its_state_is_not_taken_for_a_state(registry_path: Path) -> None:
     record = {"program_id": "0123456789abcdef", "state": [1], "commit": "0" * 40}
     fails(run(registry_path, "save", input=json.dumps(record)), 1, "state must be a JSON object")
+
+
+def test_delete_removes_programs_and_restore_brings_them_back(
+    storage: ProgramStorage, seeded: dict[str, str]
+) -> None:
+    low, high = seeded["low"], seeded["high"]
+    result = ok(run(storage.path, "delete", low, high))
+    assert result.stdout.splitlines() == [
+        f"deleted {low} (restore it with: progreg restore {low})",
+        f"deleted {high} (restore it with: progreg restore {high})",
+    ]
+    assert [p.program_id for p in storage.list_programs()] == [seeded["route"], seeded["prod"]]
+    subjects = git(storage.path, "log", "-2", "--format=%s").splitlines()
+    assert all(subject.startswith("Delete ") for subject in subjects), subjects
+    before = registry_state(storage.path)
+    fails(run(storage.path, "delete", seeded["route"], low), 3, "'progreg restore")
+    fails(run(storage.path, "delete", "0123456789abcdef"), 3, "is not in the registry")
+    assert registry_state(storage.path) == before  # nothing removed
+    ok(run(storage.path, "restore", low))
+    assert low in {p.program_id for p in storage.list_programs()}
+    assert_fsck_clean(storage.path)

@@ -21,7 +21,7 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_fsck_clean, git
+from conftest import assert_fsck_clean, git, git_status
 from progreg import (
     AuthenticationError,
     ConflictError,
@@ -973,3 +973,52 @@ def test_cli_help_has_examples() -> None:
         result = runner.invoke(cli, [*command, "--help"])
         assert result.exit_code == 0
         assert "Example:" in result.output and "progreg " in result.output
+
+
+def test_a_remote_can_be_pointed_elsewhere_and_removed(tmp_path: Path) -> None:
+    """set-url and remove, from Python and the CLI, as git remote set-url / remove do."""
+    ProgramStorage(tmp_path / "first")
+    ProgramStorage(tmp_path / "second")
+    alice = clone(tmp_path, "alice", str(tmp_path / "first"))
+    save(alice, 1)
+    alice.push()
+    assert rev(tmp_path / "alice", "refs/remotes/origin/main") == rev(tmp_path / "first")
+    moved = alice.set_remote_url("origin", str(tmp_path / "second"))
+    assert moved.url == str(tmp_path / "second")
+    assert git(alice.path, "config", "remote.origin.url").strip() == str(tmp_path / "second")
+    alice.push()
+    assert rev(tmp_path / "second") == rev(tmp_path / "alice")
+    with pytest.raises(InvalidInputError):
+        alice.set_remote_url("origin", "https://user:hunter2-password@example.com/r.git")
+    assert git(alice.path, "config", "remote.origin.url").strip() == str(tmp_path / "second")
+    tags_before = git(alice.path, "for-each-ref", "--format=%(refname)", "refs/tags", MAIN)
+    removed = alice.remove_remote("origin")
+    assert removed.url == str(tmp_path / "second")
+    assert alice.remotes() == []
+    assert git(alice.path, "for-each-ref", "refs/remotes") == ""
+    assert git_status(alice.path, "config", "--get-regexp", r"^remote\.") == 1  # none left
+    assert git(alice.path, "for-each-ref", "--format=%(refname)", "refs/tags", MAIN) == tags_before
+    with pytest.raises(RemoteError, match=r"no remote named 'origin'.*configured: none"):
+        alice.remove_remote("origin")
+    with pytest.raises(RemoteError, match=r"no remote named 'origin'.*configured: none"):
+        alice.set_remote_url("origin", "x")
+    assert_fsck_clean(alice.path)
+
+
+def test_cli_remote_set_url_and_remove(tmp_path: Path) -> None:
+    ProgramStorage(tmp_path / "served")
+    alice = clone(tmp_path, "alice", str(tmp_path / "elsewhere"))
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(cli, ["--registry", str(alice.path), "remote", *args])
+
+    changed = run("set-url", "origin", str(tmp_path / "served"))
+    assert changed.exit_code == 0, changed.output
+    assert f"remote origin is now {tmp_path / 'served'}" in changed.stdout
+    assert [r.url for r in alice.remotes()] == [str(tmp_path / "served")]
+    removed = run("remove", "origin")
+    assert removed.exit_code == 0 and "removed remote origin" in removed.stdout
+    missing = run("remove", "origin")
+    assert missing.exit_code == 3
+    assert missing.stderr.strip() == "error: no remote named 'origin' (configured: none)"
+    assert run("set-url", "origin", "x").exit_code == 3

@@ -44,6 +44,7 @@ from progreg.errors import (
     RemoteError,
 )
 from progreg.gitstore import remote as gitremote
+from progreg.gitstore.locking import write_lock
 from progreg.gitstore.urls import check_url, redact_url
 from progreg.incoming import check_incoming, is_registry_tag
 from progreg.merging import MergeResult, merge_into_main
@@ -157,6 +158,51 @@ def add_remote(storage: ProgramStorage, name: str, url: str) -> RemoteInfo:
         raise RegistryError(f"cannot add remote {name!r} to {storage.path}: {exc}") from exc
     events.emit("progreg.remote.add", remote=name, url=shown)
     return RemoteInfo(name=name, url=shown)
+
+
+def _existing_remote(storage: ProgramStorage, name: str) -> pygit2.Remote:
+    """Remote ``name``; a :class:`~progreg.RemoteError` naming the configured ones if absent."""
+    check_name("remote", name, REMOTES_PREFIX)
+    repo = storage.git.repo
+    names = sorted(n for n in repo.remotes.names() if n)
+    if name not in names:
+        raise RemoteError(
+            f"no remote named {name!r} in {storage.path} (configured: {', '.join(names) or 'none'})"
+        )
+    return repo.remotes[name]
+
+
+def set_remote_url(storage: ProgramStorage, name: str, url: str) -> RemoteInfo:
+    """Point remote ``name`` at ``url``, checked as :func:`add_remote` checks it."""
+    _existing_remote(storage, name)
+    stored = check_url(url)
+    try:
+        storage.git.repo.remotes.set_url(name, stored)
+    except (pygit2.GitError, OSError) as exc:
+        raise RegistryError(f"cannot set the URL of remote {name!r}: {exc}") from exc
+    shown = redact_url(stored)
+    events.emit("progreg.remote.set_url", remote=name, url=shown)
+    return RemoteInfo(name=name, url=shown)
+
+
+def remove_remote(storage: ProgramStorage, name: str) -> RemoteInfo:
+    """Remove remote ``name``: its configuration and its tracking refs, as ``git remote remove``.
+
+    The tracking refs (``refs/remotes/<name>/``) go first, under the
+    registry's write lock, so a pull of that remote cannot write one back
+    half-way; the registry's own refs and objects are untouched.
+    """
+    removed = RemoteInfo(name=name, url=redact_url(_existing_remote(storage, name).url or ""))
+    git = storage.git
+    with write_lock(git.path, git.lock_timeout):
+        for ref in git.refs_under(tracking_prefix(name)):
+            git.delete_ref(ref)
+        try:
+            git.repo.remotes.delete(name)
+        except (pygit2.GitError, OSError) as exc:
+            raise RegistryError(f"cannot remove remote {name!r}: {exc}") from exc
+    events.emit("progreg.remote.remove", remote=name, url=removed.url)
+    return removed
 
 
 def list_remotes(storage: ProgramStorage) -> list[RemoteInfo]:

@@ -696,6 +696,18 @@ class ProgramStorage:
 
         return add_remote(self, name, url)
 
+    def set_remote_url(self, name: str, url: str) -> RemoteInfo:
+        """Point remote ``name`` at ``url`` (checked as :meth:`add_remote` checks it)."""
+        from progreg.remotes import set_remote_url
+
+        return set_remote_url(self, name, url)
+
+    def remove_remote(self, name: str) -> RemoteInfo:
+        """Remove remote ``name`` and its tracking refs; return what it was."""
+        from progreg.remotes import remove_remote
+
+        return remove_remote(self, name)
+
     def remotes(self) -> list[RemoteInfo]:
         """The configured remotes."""
         from progreg.remotes import list_remotes

@@ -308,6 +308,31 @@ def best(ctx: Context, signature: str, state_only: bool, as_json: bool) -> None:
 
 
 @cli.command(cls=ProgregCommand)
+@click.argument("program_ids", nargs=-1, required=True, type=PROGRAM_ID, metavar="ID...")
+@click.pass_obj
+def delete(ctx: Context, program_ids: tuple[str, ...]) -> None:
+    """Remove programs from the registry, one commit each; their history stays.
+
+    'progreg restore ID' brings a program back. Exits with 3, removing
+    nothing, when any ID is not in the registry.
+
+    \b
+    Example:
+      progreg delete 1a2b3c4d5e6f7a8b
+    """
+    storage = open_storage(ctx)
+    live = storage.records()
+    for program_id in program_ids:
+        if program_id not in live:
+            raise missing_program(storage, program_id)
+    for program_id in dict.fromkeys(program_ids):
+        if storage.delete_program(program_id):
+            click.echo(f"deleted {program_id} (restore it with: progreg restore {program_id})")
+        else:
+            info(f"{program_id} was removed meanwhile by another writer")
+
+
+@cli.command(cls=ProgregCommand)
 @click.argument("program_id", type=PROGRAM_ID, metavar="ID")
 @json_option
 @click.pass_obj

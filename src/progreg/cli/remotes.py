@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from progreg.cli.main import Context, cli
 from progreg.cli.output import (
+    NotFound,
     ProgregCommand,
     ProgregGroup,
     echo_json,
@@ -26,6 +27,7 @@ from progreg.cli.output import (
     open_storage,
 )
 from progreg.remotes import PullResult, PushResult
+from progreg.storage import ProgramStorage
 
 
 def _echo_model(model: BaseModel) -> None:
@@ -38,12 +40,14 @@ def _warn(message: str) -> None:
 
 @cli.group(cls=ProgregGroup)
 def remote() -> None:
-    """Add and list the remotes a registry pushes to and pulls from.
+    """Add, list, change and remove the remotes a registry pushes to and pulls from.
 
     \b
     Example:
       progreg remote add origin https://git.example.com/team/programs.git
       progreg remote list
+      progreg remote set-url origin git@git.example.com:team/programs.git
+      progreg remote remove origin
     """
 
 
@@ -64,6 +68,46 @@ def remote_add(ctx: Context, name: str, url: str) -> None:
     """
     added = open_storage(ctx, create=True).add_remote(name, url)
     click.echo(f"added remote {added.name}: {added.url}")
+
+
+def _configured(ctx: Context, name: str) -> ProgramStorage:
+    """The registry, once it is known to have remote ``name`` (else exit 3)."""
+    storage = open_storage(ctx)
+    names = [configured.name for configured in storage.remotes()]
+    if name not in names:
+        raise NotFound(f"no remote named {name!r} (configured: {', '.join(names) or 'none'})")
+    return storage
+
+
+@remote.command("set-url", cls=ProgregCommand)
+@click.argument("name")
+@click.argument("url")
+@click.pass_obj
+def remote_set_url(ctx: Context, name: str, url: str) -> None:
+    """Point remote NAME at URL, checked as for add.
+
+    \b
+    Example:
+      progreg remote set-url origin https://git.example.com/team/programs.git
+    """
+    changed = _configured(ctx, name).set_remote_url(name, url)
+    click.echo(f"remote {changed.name} is now {changed.url}")
+
+
+@remote.command("remove", cls=ProgregCommand)
+@click.argument("name")
+@click.pass_obj
+def remote_remove(ctx: Context, name: str) -> None:
+    """Remove remote NAME and its tracking refs (refs/remotes/NAME/).
+
+    The registry's programs, tags and checkpoints stay as they are.
+
+    \b
+    Example:
+      progreg remote remove origin
+    """
+    removed = _configured(ctx, name).remove_remote(name)
+    click.echo(f"removed remote {removed.name} ({removed.url})")
 
 
 @remote.command("list", cls=ProgregCommand)
