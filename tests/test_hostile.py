@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -596,6 +597,10 @@ def test_the_command_line_refuses_then_redacts(tmp_path: Path) -> None:
     assert refused_run.exit_code != 0
     assert "state.lm.api_key" in refused_run.output
     assert SECRETS["anthropic"] not in refused_run.output
+    # The way out is the command's own option, and no id that was never saved is named.
+    assert "--redact-secrets" in refused_run.stderr
+    assert "secrets='redact'" not in refused_run.stderr
+    assert not re.search(r"[0-9a-f]{16}", refused_run.stderr), refused_run.stderr
     done = runner.invoke(cli, ["--registry", registry, "save", str(program), "--redact-secrets"])
     assert done.exit_code == 0, done.output
     shown = runner.invoke(cli, ["--registry", registry, "list", "--json"])

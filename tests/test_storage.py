@@ -27,6 +27,7 @@ from progreg import (
     ProgramStorage,
     ProgramSummary,
     SavedProgram,
+    SecretDetectedError,
 )
 
 ID_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -993,3 +994,16 @@ def test_a_failing_subscriber_never_breaks_an_operation(storage: ProgramStorage)
         assert storage.load_program(saved.program_id) is not None
     finally:
         unsubscribe()
+
+
+def test_a_refused_secret_names_only_programs_that_exist(storage: ProgramStorage) -> None:
+    """A new program's refusal does not name the id it would have had; a new version's does."""
+    program = {"lm": {"api_key": "sk-proj-" + "a1B2c3D4e5" * 5}}
+    with pytest.raises(SecretDetectedError) as new:
+        storage.save_program(program)
+    assert "the program to save: state.lm.api_key" in str(new.value)
+    assert new.value.found.startswith("state.lm.api_key (")
+    saved = storage.save_program({"lm": {}})
+    with pytest.raises(SecretDetectedError) as version:
+        storage.save_program(program, program_id=saved.program_id)
+    assert f"program {saved.program_id}: state.lm.api_key" in str(version.value)

@@ -95,6 +95,7 @@ class Checkpoints:
             {**meta, "checkpoint": name},
             new_program_id(),
             secrets=secrets,
+            where=f"the checkpoint of run {name}",
         )
         data = doc.encode()
         self._storage.check_size(len(data), doc.program_id)

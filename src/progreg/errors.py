@@ -73,9 +73,12 @@ class SecretDetectedError(InvalidInputError):
     the secret values themselves appear nowhere in the error.
     """
 
-    def __init__(self, message: str, paths: list[str]) -> None:
+    def __init__(self, message: str, paths: list[str], found: str = "") -> None:
         super().__init__(message)
         self.paths = list(paths)
+        #: What was found where, as the message says it (``state.x (its name says api key)``),
+        #: for front ends that word the rest of the message their own way.
+        self.found = found
 
 
 class UnsupportedProgramError(InvalidInputError):

@@ -500,6 +500,7 @@ def secret_error(findings: list[SecretFinding], what: str, fix: str) -> SecretDe
         " secrets: give them to the LM through the environment (OPENAI_API_KEY...) rather than"
         f" in the program, or {fix}",
         [finding.path for finding in findings],
+        listed + more,
     )
 
 

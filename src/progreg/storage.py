@@ -191,7 +191,12 @@ class ProgramStorage:
         tag_names = check_tags(tags)
         with events.operation("progreg.storage.save", program_id=chosen_id) as timer:
             doc = self.document_for(
-                program, optimization_result, metadata, chosen_id, secrets=secrets
+                program,
+                optimization_result,
+                metadata,
+                chosen_id,
+                secrets=secrets,
+                where=f"program {chosen_id}" if program_id is not None else "the program to save",
             )
             data = doc.encode()
             self.check_size(len(data), chosen_id)
@@ -306,12 +311,14 @@ class ProgramStorage:
         program_id: str,
         *,
         secrets: SecretsPolicy = "refuse",
+        where: str | None = None,
     ) -> ProgramDocument:
         """The validated document that saving ``program`` would write (nothing is written).
 
         It is encoded once here (which checks it is JSON) and screened for
         credentials: refused, or redacted with ``secrets="redact"`` (see
-        :mod:`progreg.secrets`).
+        :mod:`progreg.secrets`). ``where`` names the program in that refusal
+        (default: ``program <id>``).
         """
         policy = check_policy(secrets)
         if policy == "redact" and is_dspy_module(program):
@@ -347,7 +354,7 @@ class ProgramStorage:
             metadata=meta,
             extra={},
         )
-        return screen_document(doc, policy)
+        return screen_document(doc, policy, where)
 
     def check_size(self, size: int, program_id: str) -> None:
         """Raise :class:`ProgramTooLargeError` if ``size`` bytes exceed the registry's limit."""

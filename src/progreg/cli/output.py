@@ -25,8 +25,9 @@ import click
 from progreg.cli.main import EXIT_ERROR, EXIT_NOT_FOUND, Context
 from progreg.cli.usage import OneLineUsageCommand, one_line, usage_errors_on_one_line
 from progreg.config import StorageConfig, registry_path_from_environment
-from progreg.errors import ProgramNotFoundError, ProgregError
+from progreg.errors import ProgramNotFoundError, ProgregError, SecretDetectedError
 from progreg.manager import StorageManager
+from progreg.secrets import REDACTED
 from progreg.storage import ProgramStorage
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -62,7 +63,19 @@ def _reported(ctx: click.Context) -> Iterator[None]:
             if obj is not None and obj.debug:
                 raise
             failure = NotFound if isinstance(exc, ProgramNotFoundError) else Failure
-            raise failure(str(exc)) from exc
+            raise failure(_for_the_command_line(ctx, exc)) from exc
+
+
+def _for_the_command_line(ctx: click.Context, exc: ProgregError) -> str:
+    """``exc``'s message, with a refused secret's way out said as an option of this command."""
+    redacts = any(param.name == "redact_secrets" for param in ctx.command.params)
+    if not isinstance(exc, SecretDetectedError) or not redacts or not exc.found:
+        return str(exc)
+    return (
+        f"refusing to store credentials: {exc.found}. progreg never stores secrets: give them"
+        " to the LM through the environment (OPENAI_API_KEY...) rather than in the program,"
+        f" or run the command again with --redact-secrets to store each replaced by {REDACTED!r}"
+    )
 
 
 class ProgregCommand(OneLineUsageCommand):
