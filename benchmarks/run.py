@@ -432,6 +432,55 @@ class Plan:
     bundle_repeat: int = 3  # export/import (seconds each at 10k)
     #: Timed saves of the files store from 10k on (each rewrites its whole history.json).
     file_samples_at_scale: int = 30
+    #: Runs of each command-line start-up measurement (interleaved with its baseline).
+    startup_runs: int = 15
+
+
+#: Programs in the registry that ``progreg list`` reads for the start-up rows.
+STARTUP_PROGRAMS = 1000
+
+
+def bench_startup(plan: Plan, root: Path) -> Table:
+    """The command line's start-up: ``--version`` and ``list`` against importing the deps.
+
+    Each run is a fresh process, as a shell starts it. The baseline is
+    ``python -c "import pygit2, click, pydantic, orjson"`` (what any command
+    must load); the three commands are run in turn, round after round, so that
+    the machine's noise falls on all of them alike. ``list`` reads a registry
+    of :data:`STARTUP_PROGRAMS` programs, after one untimed run (as a user's
+    second command finds the registry's log cache written).
+    """
+    registry = root / "startup-registry"
+    storage = open_storage(registry, durable=False)
+    storage.save_programs([document(i) for i in range(STARTUP_PROGRAMS)])
+    executable = str(Path(sys.executable).with_name("progreg"))
+    commands = {
+        "deps": [sys.executable, "-c", "import pygit2, click, pydantic, orjson"],
+        "version": [executable, "--version"],
+        "list": [executable, "--registry", str(registry), "list"],
+    }
+
+    def run(command: list[str]) -> float:
+        started = time.perf_counter()
+        subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
+        return time.perf_counter() - started
+
+    run(commands["list"])
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(plan.startup_runs):
+        for name, command in commands.items():
+            samples[name].append(run(command))
+    deps = median_ms(samples["deps"])
+    table = Table()
+    table.ratio("progreg --version", median_ms(samples["version"]), "import deps", deps, 1.3)
+    table.ratio(
+        f"progreg list ({STARTUP_PROGRAMS:,} programs)",
+        median_ms(samples["list"]),
+        "import deps",
+        deps,
+        2.0,
+    )
+    return table
 
 
 def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one function
@@ -741,7 +790,15 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.path, args.extra)))
         return
     if args.smoke:
-        plan = Plan([50], samples=25, naive_samples=10, repeat=1, push_rounds=2, bundle_repeat=1)
+        plan = Plan(
+            [50],
+            samples=25,
+            naive_samples=10,
+            repeat=1,
+            push_rounds=2,
+            bundle_repeat=1,
+            startup_runs=3,
+        )
     elif args.full:
         plan = Plan([100, 10_000, 100_000], samples=200, naive_samples=100, repeat=3)
     elif args.sizes:
@@ -763,9 +820,13 @@ def main() -> None:
             table = bench_size(n, plan, Path(tmp))
         phase(n, "temporary files removed")
         tables.append((n, table))
+    with tempfile.TemporaryDirectory(prefix="progreg-bench-startup-") as tmp:
+        phase(0, "command-line start-up")
+        startup = bench_startup(plan, Path(tmp))
     for n, table in tables:
         table.print(f"{n:,} programs (each with one of {len(TAGS)} tags; '{TAG}' is listed)")
-    rows = [row for _n, table in tables for row in table.rows]
+    startup.print(f"command-line start-up (median of {plan.startup_runs} fresh processes)")
+    rows = [row for table in (*(t for _n, t in tables), startup) for row in table.rows]
     missed = sum(row.ok is False for row in rows)
     print(
         f"\n{sum(row.ok is True for row in rows)} PASS, {missed} MISS, "

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+import progreg as package
 from conftest import assert_fsck_clean, git
 from progreg import StorageConfig, StorageManager
 from progreg.cli import cli
+from progreg.cli.main import COMMANDS, load_command
 
 
 def test_demo_saves_programs_and_shows_history_best_and_log(tmp_path: Path) -> None:
@@ -122,3 +124,33 @@ def test_global_options_after_the_subcommand(tmp_path: Path) -> None:
     # Nothing after -- is taken for an option.
     code, _, err = progreg("show", "--", "--registry", cwd=tmp_path)
     assert code == 2 and "--registry" in err
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after running ``code``."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(done.stdout.split())
+
+
+def test_importing_progreg_and_asking_its_version_load_no_dependency() -> None:
+    """``import progreg`` and ``progreg --version`` cost no more than Python's start-up."""
+    heavy = {"pygit2", "pydantic", "orjson", "progreg.storage", "progreg.gitstore"}
+    assert not heavy & loaded_after("import progreg")
+    version = "from progreg.cli import main\nimport sys\nsys.argv = ['progreg', '--version']\n"
+    assert not heavy & loaded_after(f"{version}try:\n    main()\nexcept SystemExit:\n    pass")
+    # Asking for a name imports its module, once.
+    assert "progreg.storage" in loaded_after("from progreg import ProgramStorage")
+
+
+def test_every_public_name_and_command_loads() -> None:
+    assert set(package._EXPORTS) == set(package.__all__) - {"__version__"}
+    for name in package.__all__:
+        assert getattr(package, name) is not None
+    for name in COMMANDS:
+        command = load_command(name)
+        assert command.name == name, (name, command.name)

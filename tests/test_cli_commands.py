@@ -787,7 +787,10 @@ MY_COMMANDS = [
 def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[list[str]]:
     """Every command and subcommand of the progreg command line."""
     found = []
-    for name, command in sorted(group.commands.items()):
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None, name
         found.append([*prefix, name])
         if isinstance(command, click.Group):
             found += all_commands(command, (*prefix, name))

@@ -124,7 +124,10 @@ def command_paths(command: click.Command, path: str = "progreg") -> list[str]:
     """``progreg``, then every visible command and subcommand, as typed."""
     paths = [path]
     if isinstance(command, click.Group):
-        for name, sub in sorted(command.commands.items()):
+        context = click.Context(command)
+        for name in command.list_commands(context):
+            sub = command.get_command(context, name)
+            assert sub is not None, name
             if not sub.hidden:
                 paths.extend(command_paths(sub, f"{path} {name}"))
     return paths
@@ -133,9 +136,9 @@ def command_paths(command: click.Command, path: str = "progreg") -> list[str]:
 def test_cli_reference_has_every_command(site: Path) -> None:
     """Each command has a section holding its --help, usage line included."""
     cli_page = page(site, "cli")
-    for name in cli.commands:
-        assert f'id="progreg-{name}"' in cli_page, f"no section for `progreg {name}`"
-    for path in command_paths(cli):
+    paths = command_paths(cli)
+    assert {"progreg save", "progreg remote remove", "progreg hooks install"} <= set(paths)
+    for path in paths:
         anchor = path.replace(" ", "-")
         assert f'id="{anchor}"' in cli_page, f"no section for `{path}`"
         assert f'href="#{anchor}"' in cli_page or path == "progreg", f"`{path}` not in the table"

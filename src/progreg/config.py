@@ -2,7 +2,7 @@
 
 Every field can be set from the environment with a ``PROGREG_`` prefix
 (``PROGREG_PATH`` for the registry, as everywhere: see
-:func:`registry_path_from_environment`; ``PROGREG_AUTO_SAVE``,
+:func:`~progreg.locations.registry_path_from_environment`; ``PROGREG_AUTO_SAVE``,
 ``PROGREG_SAVE_INTERMEDIATE_RESULTS``, ``PROGREG_MAX_STORED_PROGRAMS``,
 ``PROGREG_PROTECTED_TAGS`` as a comma-separated list, ``PROGREG_SECRETS``,
 ``PROGREG_DURABLE``). The environment overrides the defaults; arguments given
@@ -24,25 +24,15 @@ import pygit2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from progreg.errors import InvalidInputError
+from progreg.locations import DEFAULT_PATH, PATH_ENV, PATH_ENV_ALIAS
 from progreg.secrets import SecretsPolicy
 from progreg.tags import check_tags
 
 _ENV_PREFIX = "PROGREG_"
-#: The environment variable naming the registry, honoured by every entry point.
-PATH_ENV = "PROGREG_PATH"
-#: Another name of :data:`PATH_ENV`, used when that one is unset or empty.
-PATH_ENV_ALIAS = "PROGREG_STORAGE_PATH"
-#: The registry used when neither variable is set.
-DEFAULT_PATH = "./dspy_storage"
 DURABLE_ENV = "PROGREG_DURABLE"
 DURABLE_CONFIG = "progreg.durable"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-
-
-def registry_path_from_environment() -> str:
-    """The registry's path: ``$PROGREG_PATH``, else ``$PROGREG_STORAGE_PATH``, else the default."""
-    return os.environ.get(PATH_ENV) or os.environ.get(PATH_ENV_ALIAS) or DEFAULT_PATH
 
 
 def parse_flag(value: str, where: str) -> bool:

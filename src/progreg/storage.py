@@ -21,7 +21,7 @@ import pygit2
 
 from progreg import canonical, events
 from progreg._version import __version__
-from progreg.config import registry_path_from_environment, resolve_durable
+from progreg.config import resolve_durable
 from progreg.document import (
     DEFAULT_MAX_PROGRAM_BYTES,
     FORMAT_VERSION,
@@ -48,6 +48,7 @@ from progreg.gitstore.trees import Edit, blob_at
 from progreg.history import LogIndex, ProgramRecord
 from progreg.ids import check_program_id, new_program_id, program_id_of_path
 from progreg.ids import program_path as path_of
+from progreg.locations import registry_path_from_environment
 from progreg.messages import batch_message, delete_message, save_message
 from progreg.models import HistorySummary, ProgramHistory, ProgramSummary, SavedProgram
 from progreg.programs import ProgramTypes, export_state, load_into, signature_name

@@ -17,8 +17,8 @@ from typing import Any
 import click
 
 from progreg.analytics import OptimizationHistory, ProgramRef
+from progreg.cli.context import Context
 from progreg.cli.gitlog import read_log
-from progreg.cli.main import Context, cli
 from progreg.cli.output import (
     Failure,
     ProgregCommand,
@@ -84,7 +84,7 @@ def history_lines(history: OptimizationHistory) -> list[str]:
     return lines
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -131,7 +131,7 @@ def _action_style(color: bool) -> Callable[[str], str]:
     return style
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.option(
     "-n",
     "--limit",
@@ -181,7 +181,7 @@ def log(ctx: Context, limit: int, color: bool | None, as_json: bool) -> None:
         click.echo(line, color=colored)
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.option("--dry-run", is_flag=True, help="List what would be removed; change nothing.")
 @click.option(
     "--keep",

@@ -14,8 +14,8 @@ from typing import IO
 import click
 
 from progreg.checkpoints import CheckpointInfo, parse_revision
+from progreg.cli.context import Context
 from progreg.cli.inputs import amended, read_program, result_options
-from progreg.cli.main import Context, cli
 from progreg.cli.output import (
     NotFound,
     ProgregGroup,
@@ -31,7 +31,7 @@ from progreg.cli.programs import emit_program
 from progreg.cli.render import format_score, saved_json
 
 
-@cli.group(cls=ProgregGroup)
+@click.group(cls=ProgregGroup)
 def checkpoint() -> None:
     """Record, restore and inspect checkpoints of long optimization runs.
 

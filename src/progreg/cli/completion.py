@@ -13,21 +13,20 @@ from pathlib import Path
 import click
 from click.shell_completion import get_completion_class
 
-from progreg.cli.main import cli
 from progreg.cli.output import ProgregCommand
 
 SHELLS = ("bash", "zsh", "fish")
 COMPLETE_VAR = "_PROGREG_COMPLETE"
 
 
-def completion_script(shell: str) -> str:
-    """The completion script of ``shell`` for the ``progreg`` command."""
+def completion_script(shell: str, root: click.Command) -> str:
+    """The completion script of ``shell`` for the ``progreg`` command (``root``)."""
     complete = get_completion_class(shell)
     assert complete is not None
-    return complete(cli, {}, "progreg", COMPLETE_VAR).source()
+    return complete(root, {}, "progreg", COMPLETE_VAR).source()
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.argument("shell", required=False, type=click.Choice(SHELLS))
 def completion(shell: str | None) -> None:
     """Print the tab-completion script for SHELL (default: the one $SHELL names).
@@ -41,4 +40,4 @@ def completion(shell: str | None) -> None:
     if shell is None:
         name = Path(os.environ.get("SHELL", "")).name
         shell = name if name in SHELLS else "bash"
-    click.echo(completion_script(shell))
+    click.echo(completion_script(shell, click.get_current_context().find_root().command))

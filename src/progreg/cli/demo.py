@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from progreg.cli.main import Context, cli
+from progreg.cli.context import Context
 from progreg.cli.render import format_log, format_score
 from progreg.config import StorageConfig
 from progreg.manager import StorageManager
@@ -73,7 +73,7 @@ def demo_program(index: int) -> tuple[dict[str, Any], dict[str, Any], str]:
     return state, result, signature
 
 
-@cli.command()
+@click.command()
 @click.option("--count", default=6, show_default=True, help="How many programs to save.")
 @click.pass_obj
 def demo(ctx: Context, count: int) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import click
 
-from progreg.cli.main import Context, cli
+from progreg.cli.context import Context
 from progreg.cli.output import (
     ProgregCommand,
     color_option,
@@ -171,7 +171,7 @@ def colored_patch(patch: str) -> list[str]:
     return out
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.argument("first", type=PROGRAM_ID, metavar="ID1")
 @click.argument("second", type=PROGRAM_ID, metavar="ID2")
 @color_option

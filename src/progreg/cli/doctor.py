@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from progreg.cli.main import EXIT_ERROR, Context, cli
+from progreg.cli.context import EXIT_ERROR, Context
 from progreg.cli.output import ProgregCommand, echo_json, json_option, registry_path
 from progreg.doctor import DEFAULT_GRACE, DoctorReport, diagnose
 
@@ -51,7 +51,7 @@ def _lines(report: DoctorReport) -> list[str]:
     return lines
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.option(
     "--fix",
     is_flag=True,

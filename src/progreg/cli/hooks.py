@@ -8,12 +8,12 @@ from pathlib import Path
 import click
 import orjson
 
-from progreg.cli.main import EXIT_ERROR, cli
+from progreg.cli.context import EXIT_ERROR
 from progreg.hooks import install
 from progreg.worktree import Report, validate_paths, validate_range
 
 
-@cli.group()
+@click.group()
 def hooks() -> None:
     """Server-side Git hooks that keep pushed registries sound.
 
@@ -42,7 +42,7 @@ def install_command(repo: Path, force: bool) -> None:
     click.echo(f"installed {path}")
 
 
-@cli.command()
+@click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--fix", is_flag=True, help="Rewrite files whose only problem is non-canonical JSON.")
 @click.option(

@@ -1,13 +1,17 @@
-"""Entry point and shared conventions of the ``progreg`` command.
+"""Entry point of the ``progreg`` command: its own options and where each subcommand lives.
 
-Errors are one line on stderr (``--debug`` shows the traceback) with exit
-code 1 for a progreg error, 2 for bad usage and 3 for "not found".
+Subcommands are imported when they run (or when help lists them), not
+before: ``progreg --version`` and ``progreg list`` load only what they use.
+:data:`COMMANDS` names the module of each one. Errors are one line on stderr
+(``--debug`` shows the traceback) with exit code 1 for a progreg error, 2
+for bad usage and 3 for "not found" (see :mod:`progreg.cli.context`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -16,27 +20,51 @@ from pathlib import Path
 import click
 
 from progreg._version import __version__
+from progreg.cli.context import EXIT_ERROR, Context
 from progreg.cli.usage import OneLineUsageCommand, usage_errors_on_one_line
-from progreg.config import PATH_ENV, PATH_ENV_ALIAS
 from progreg.errors import ProgregError
-from progreg.storage import ProgramStorage
+from progreg.locations import PATH_ENV, PATH_ENV_ALIAS
 
-EXIT_ERROR = 1
-EXIT_NOT_FOUND = 3
+#: Each subcommand: its name, and the module and attribute defining it.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "best": ("programs", "best"),
+    "checkpoint": ("checkpoints", "checkpoint"),
+    "cleanup": ("analysis", "cleanup"),
+    "completion": ("completion", "completion"),
+    "delete": ("programs", "delete"),
+    "demo": ("demo", "demo"),
+    "diff": ("diffs", "diff"),
+    "doctor": ("doctor", "doctor"),
+    "export": ("transfer", "export_command"),
+    "find": ("programs", "find"),
+    "gc": ("maintenance", "gc"),
+    "history": ("analysis", "history"),
+    "hooks": ("hooks", "hooks"),
+    "import": ("transfer", "import_command"),
+    "init": ("programs", "init"),
+    "list": ("programs", "list_programs"),
+    "log": ("analysis", "log"),
+    "pull": ("remotes", "pull"),
+    "push": ("remotes", "push"),
+    "remote": ("remotes", "remote"),
+    "restore": ("programs", "restore"),
+    "save": ("programs", "save"),
+    "show": ("programs", "show"),
+    "sync": ("remotes", "sync"),
+    "tag": ("tags", "tag"),
+    "tags": ("tags", "tags"),
+    "untag": ("tags", "untag"),
+    "validate": ("hooks", "validate"),
+    "verify": ("verify", "verify"),
+}
 
 
-class Context:
-    """What every subcommand shares: where the registry is and how to report."""
-
-    def __init__(self, registry: Path | None, debug: bool, durable: bool | None = None) -> None:
-        self.registry = registry
-        self.debug = debug
-        #: ``--durable`` / ``--no-durable``; ``None`` leaves it to PROGREG_DURABLE and Git config.
-        self.durable = durable
-
-    def storage(self) -> ProgramStorage:
-        """Open (or create) the registry named by ``--registry`` / ``PROGREG_PATH``."""
-        return ProgramStorage(self.registry, durable=self.durable)
+def load_command(name: str) -> click.Command:
+    """Import the subcommand ``name`` (one of :data:`COMMANDS`)."""
+    module, attribute = COMMANDS[name]
+    command = getattr(importlib.import_module(f"progreg.cli.{module}"), attribute)
+    assert isinstance(command, click.Command), f"progreg.cli.{module}.{attribute}"
+    return command
 
 
 #: The group's own options, taken wherever they stand on the command line.
@@ -74,7 +102,15 @@ def hoist_global_options(args: list[str]) -> list[str]:
 
 
 class RootGroup(OneLineUsageCommand, click.Group):
-    """The ``progreg`` group: its usage errors (an unknown command or option) are one line too."""
+    """The ``progreg`` group: subcommands loaded on use; usage errors on one line too."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every subcommand's name, sorted (nothing is imported)."""
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The subcommand ``cmd_name``, imported now; ``None`` for an unknown name."""
+        return load_command(cmd_name) if cmd_name in COMMANDS else None
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """Parse the group's options wherever they stand (see :func:`hoist_global_options`)."""
@@ -161,19 +197,3 @@ def _output_failed(exc: OSError) -> int:
     where = f" ({exc.filename})" if exc.filename else " (standard output)"
     click.echo(f"error: {exc.strerror or exc}{where}", err=True)
     return EXIT_ERROR
-
-
-# Subcommands register themselves on import.
-from progreg.cli import analysis as _analysis  # noqa: E402, F401
-from progreg.cli import checkpoints as _checkpoints  # noqa: E402, F401
-from progreg.cli import completion as _completion  # noqa: E402, F401
-from progreg.cli import demo as _demo  # noqa: E402, F401
-from progreg.cli import diffs as _diffs  # noqa: E402, F401
-from progreg.cli import doctor as _doctor  # noqa: E402, F401
-from progreg.cli import hooks as _hooks  # noqa: E402, F401
-from progreg.cli import maintenance as _maintenance  # noqa: E402, F401
-from progreg.cli import programs as _programs  # noqa: E402, F401
-from progreg.cli import remotes as _remotes  # noqa: E402, F401
-from progreg.cli import tags as _tags  # noqa: E402, F401
-from progreg.cli import transfer as _transfer  # noqa: E402, F401
-from progreg.cli import verify as _verify  # noqa: E402, F401

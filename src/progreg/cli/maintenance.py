@@ -6,7 +6,7 @@ import dataclasses
 
 import click
 
-from progreg.cli.main import Context, cli
+from progreg.cli.context import Context
 from progreg.cli.output import ProgregCommand, echo_json, json_option, open_storage
 from progreg.gitstore.maintenance import pack_loose_objects
 
@@ -15,7 +15,7 @@ def _mb(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.option(
     "--pack-limit",
     type=click.IntRange(min=0),

@@ -22,10 +22,11 @@ from typing import IO, Any, TypeVar
 
 import click
 
-from progreg.cli.main import EXIT_ERROR, EXIT_NOT_FOUND, Context
+from progreg.cli.context import EXIT_ERROR, EXIT_NOT_FOUND, Context
 from progreg.cli.usage import OneLineUsageCommand, one_line, usage_errors_on_one_line
-from progreg.config import StorageConfig, registry_path_from_environment
+from progreg.config import StorageConfig
 from progreg.errors import ProgramNotFoundError, ProgregError, SecretDetectedError
+from progreg.locations import registry_path_from_environment
 from progreg.manager import StorageManager
 from progreg.secrets import REDACTED
 from progreg.storage import ProgramStorage

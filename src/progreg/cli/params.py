@@ -16,9 +16,9 @@ from click.shell_completion import CompletionItem
 
 from progreg.checkpoints import CHECKPOINTS_PREFIX
 from progreg.cli.render import format_score
-from progreg.config import registry_path_from_environment
 from progreg.errors import ProgregError
 from progreg.ids import is_program_id
+from progreg.locations import registry_path_from_environment
 from progreg.storage import ProgramStorage
 from progreg.tags import all_tags
 

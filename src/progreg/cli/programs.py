@@ -15,8 +15,8 @@ from typing import IO
 
 import click
 
+from progreg.cli.context import Context
 from progreg.cli.inputs import amended, read_program, result_options
-from progreg.cli.main import Context, cli
 from progreg.cli.output import (
     NotFound,
     ProgregCommand,
@@ -85,7 +85,7 @@ def missing_program(storage: ProgramStorage, program_id: str) -> NotFound:
     return NotFound(f"program {program_id} is not in the registry")
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.pass_obj
 def init(ctx: Context, path: Path | None) -> None:
@@ -106,7 +106,7 @@ def init(ctx: Context, path: Path | None) -> None:
     info("the registry already exists" if existed else "created an empty registry")
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.argument("file", type=click.File("rb"), required=False, metavar="[FILE|-]")
 @result_options
 @click.option("--tag", "tags", multiple=True, type=TAG, help="Tag the program (repeatable).")
@@ -191,7 +191,7 @@ def save(
     )
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.argument("revision", type=REVISION, metavar="ID[~N]")
 @click.option("--state", "state_only", is_flag=True, help="Print only the state (what save reads).")
 @json_option
@@ -230,7 +230,7 @@ def show(ctx: Context, revision: tuple[str, int], state_only: bool, as_json: boo
     emit_program(storage, saved, as_json=as_json, state_only=state_only, revision=label)
 
 
-@cli.command("list", cls=ProgregCommand)
+@click.command("list", cls=ProgregCommand)
 @json_option
 @click.pass_obj
 def list_programs(ctx: Context, as_json: bool) -> None:
@@ -249,7 +249,7 @@ def list_programs(ctx: Context, as_json: bool) -> None:
     emit_summaries(storage, programs, as_json=as_json, empty="the registry holds no programs")
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.option("--optimizer", help="Only programs from this optimizer (exact match).")
 @click.option("--min-score", type=float, help="Only programs scoring at least this.")
 @click.option("--max-age-days", type=float, help="Only programs saved in the last N days.")
@@ -284,7 +284,7 @@ def find(
     emit_summaries(manager.storage, found, as_json=as_json, empty="no program matches")
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.argument("signature", type=SIGNATURE)
 @click.option("--state", "state_only", is_flag=True, help="Print only the state (what save reads).")
 @json_option
@@ -307,7 +307,7 @@ def best(ctx: Context, signature: str, state_only: bool, as_json: bool) -> None:
     emit_program(manager.storage, saved, as_json=as_json, state_only=state_only)
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.argument("program_ids", nargs=-1, required=True, type=PROGRAM_ID, metavar="ID...")
 @click.pass_obj
 def delete(ctx: Context, program_ids: tuple[str, ...]) -> None:
@@ -332,7 +332,7 @@ def delete(ctx: Context, program_ids: tuple[str, ...]) -> None:
             info(f"{program_id} was removed meanwhile by another writer")
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.argument("program_id", type=PROGRAM_ID, metavar="ID")
 @json_option
 @click.pass_obj

@@ -16,7 +16,7 @@ from __future__ import annotations
 import click
 from pydantic import BaseModel
 
-from progreg.cli.main import Context, cli
+from progreg.cli.context import Context
 from progreg.cli.output import (
     NotFound,
     ProgregCommand,
@@ -38,7 +38,7 @@ def _warn(message: str) -> None:
     info(f"warning: {message}")
 
 
-@cli.group(cls=ProgregGroup)
+@click.group(cls=ProgregGroup)
 def remote() -> None:
     """Add, list, change and remove the remotes a registry pushes to and pulls from.
 
@@ -166,7 +166,7 @@ def _show_pull(result: PullResult) -> None:
         )
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.argument("remote", default="origin")
 @json_option
 @click.pass_obj
@@ -191,7 +191,7 @@ def push(ctx: Context, remote: str, as_json: bool) -> None:
         _show_push(result)
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.argument("remote", default="origin")
 @json_option
 @click.pass_obj
@@ -218,7 +218,7 @@ def pull(ctx: Context, remote: str, as_json: bool) -> None:
         _show_pull(result)
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.argument("remote", default="origin")
 @json_option
 @click.pass_obj

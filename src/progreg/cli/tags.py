@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from progreg.cli.main import Context, cli
+from progreg.cli.context import Context
 from progreg.cli.output import NotFound, ProgregCommand, echo_json, info, json_option, open_manager
 from progreg.cli.params import PROGRAM_ID, TAG
 from progreg.cli.versions import program_versions
@@ -26,7 +26,7 @@ def _known(manager: StorageManager, program_id: str) -> bool:
     )
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.argument("program_id", type=PROGRAM_ID, metavar="ID")
 @click.argument("tags", nargs=-1, required=True, type=TAG, metavar="TAG...")
 @click.pass_obj
@@ -49,7 +49,7 @@ def tag(ctx: Context, program_id: str, tags: tuple[str, ...]) -> None:
         info(f"{program_id} already had: {', '.join(kept)}")
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.argument("program_id", type=PROGRAM_ID, metavar="ID")
 @click.argument("tags", nargs=-1, required=True, type=TAG, metavar="TAG...")
 @click.pass_obj
@@ -74,7 +74,7 @@ def untag(ctx: Context, program_id: str, tags: tuple[str, ...]) -> None:
         info(f"{program_id} did not have: {', '.join(absent)}")
 
 
-@cli.command(cls=ProgregCommand)
+@click.command(cls=ProgregCommand)
 @click.argument("program_id", type=PROGRAM_ID, metavar="[ID]", required=False)
 @json_option
 @click.pass_obj

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from progreg.cli.main import Context, cli
+from progreg.cli.context import Context
 from progreg.cli.output import (
     ProgregCommand,
     echo_json,
@@ -42,7 +42,7 @@ def _size(size: int) -> str:
     return f"{scaled:.1f} {unit}"
 
 
-@cli.command("export", cls=ProgregCommand)
+@click.command("export", cls=ProgregCommand)
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("program_ids", nargs=-1, type=PROGRAM_ID, metavar="[IDS]...")
 @click.option("--all", "everything", is_flag=True, help="Bundle the whole registry.")
@@ -102,7 +102,7 @@ def export_command(
     info(f"check it with: git bundle verify {result.path}")
 
 
-@cli.command("import", cls=ProgregCommand)
+@click.command("import", cls=ProgregCommand)
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--redact-secrets",

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from progreg.cli.main import EXIT_ERROR, Context, cli
+from progreg.cli.context import EXIT_ERROR, Context
 from progreg.cli.output import registry_path
 from progreg.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.errors import DamagedObjectError
@@ -15,7 +15,7 @@ from progreg.gitstore import GitRepository
 from progreg.signing import DamagedObject, VerifyReport, verify_repository
 
 
-@cli.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--all", "show_all", is_flag=True, help="List every commit and tag, not a summary.")
 @click.pass_obj

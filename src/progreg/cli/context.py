@@ -1,0 +1,32 @@
+"""What every subcommand shares: the options of ``progreg`` itself and the exit codes.
+
+Errors are one line on stderr (``--debug`` shows the traceback) with exit
+code 1 for a progreg error, 2 for bad usage and 3 for "not found".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from progreg.storage import ProgramStorage
+
+EXIT_ERROR = 1
+EXIT_NOT_FOUND = 3
+
+
+class Context:
+    """Where the registry is and how to report, as ``progreg``'s own options say."""
+
+    def __init__(self, registry: Path | None, debug: bool, durable: bool | None = None) -> None:
+        self.registry = registry
+        self.debug = debug
+        #: ``--durable`` / ``--no-durable``; ``None`` leaves it to PROGREG_DURABLE and Git config.
+        self.durable = durable
+
+    def storage(self) -> ProgramStorage:
+        """Open (or create) the registry named by ``--registry`` / ``PROGREG_PATH``."""
+        from progreg.storage import ProgramStorage  # noqa: PLC0415 - not needed by --help
+
+        return ProgramStorage(self.registry, durable=self.durable)
