@@ -217,7 +217,11 @@ def test_a_program_survives_save_and_load_into_a_fresh_module(
 ) -> None:
     program = build()
     before = program.dump_state()
-    saved = storage.save_program(program, {"best_score_value": 0.8, "best_score_name": "em"})
+    saved = storage.save_program(
+        program,
+        {"best_score_value": 0.8, "best_score_name": "em"},
+        {"signature_class": "AnswerQuestion"},  # new instructions: DSPy dropped the class name
+    )
     assert saved.program_type == program_type
     assert saved.signature_class == "AnswerQuestion"
     versions = saved.state["metadata"]["dependency_versions"]
@@ -261,8 +265,8 @@ def test_nested_module_records_every_predictor_signature() -> None:
     assert name == f"{__name__}.AnswerThenSummarize"
     assert info.program_type == name
     assert info.signatures == {
-        "answer.predict": "AnswerQuestion",
-        "summarize": "SummarizeAnswer",
+        "answer.predict": "AnswerQuestion",  # ChainOfThought(AnswerQuestion), as the class wrote it
+        "summarize": None,  # new instructions: no name is guessed
     }
     assert info.signature_class == "AnswerQuestion"  # the first predictor's
     assert info.dependency_versions["dspy"] == dspy.__version__
@@ -270,22 +274,51 @@ def test_nested_module_records_every_predictor_signature() -> None:
     assert set(state) == {"answer.predict", "summarize", "metadata"}
 
 
-def test_signature_names_survive_loading_and_optimizer_instructions(
+def test_a_loaded_module_keeps_the_signature_name_of_its_program(
     storage: ProgramStorage,
 ) -> None:
-    # A loaded predictor's signature is rebuilt by DSPy as a "StringSignature";
-    # so is one whose instructions an optimizer rewrote: the name is still found.
-    first = storage.save_program(nested_with_demos())
-    fresh = AnswerThenSummarize()
+    # DSPy rebuilds a loaded predictor's signature as a "StringSignature": the
+    # module remembers the name of the program it was loaded from.
+    first = storage.save_program(
+        predict_with_demos(), metadata={"signature_class": "AnswerQuestion"}
+    )
+    fresh = dspy.Predict(AnswerQuestion)
     storage.load_program(first.program_id, into=fresh)
-    assert fresh.summarize.signature.__name__ == "StringSignature"
-    assert signature_names(fresh) == {
-        "answer.predict": "AnswerQuestion",
-        "summarize": "SummarizeAnswer",
-    }
+    assert fresh.signature.__name__ == "StringSignature"
+    assert signature_names(fresh) == {"self": None}  # its own signature says nothing
+    assert signature_class(DSPyProgram(fresh)) == "AnswerQuestion"
     second = storage.save_program(fresh)
     assert second.signature_class == "AnswerQuestion"
-    assert signature_class(DSPyProgram(fresh)) == "AnswerQuestion"
+    # So does one loaded through load_program(saved, module).
+    other = load_program(first, dspy.Predict(AnswerQuestion))
+    assert storage.save_program(other).signature_class == "AnswerQuestion"
+    # A module loaded nothing into is named by its own signatures only.
+    assert storage.save_program(predict_with_demos()).signature_class is None
+
+
+def test_a_name_is_never_taken_from_another_class_with_the_same_fields(
+    storage: ProgramStorage,
+) -> None:
+    class OrderUrgency(dspy.Signature):
+        order_note: str = dspy.InputField()
+        urgency: str = dspy.OutputField()
+
+    class RateUrgency(dspy.Signature):
+        """Rate how urgent an order note is."""
+
+        order_note: str = dspy.InputField()
+        urgency: str = dspy.OutputField()
+
+    for program in (
+        dspy.Predict("order_note -> urgency"),
+        dspy.ChainOfThought("order_note -> urgency"),
+        dspy.ChainOfThought(OrderUrgency),  # no docstring: DSPy's default instructions
+    ):
+        assert storage.save_program(program).signature_class is None
+    assert storage.save_program(dspy.Predict(OrderUrgency)).signature_class == "OrderUrgency"
+    assert storage.save_program(dspy.ChainOfThought(RateUrgency)).signature_class == "RateUrgency"
+    best = StorageManager(storage=storage).get_best_program("OrderUrgency")
+    assert best is None  # nothing was scored; above all, no string signature is found by it
 
 
 def test_string_signatures_have_no_signature_class(storage: ProgramStorage) -> None:
@@ -447,7 +480,7 @@ def test_redact_stores_the_program_without_the_key(
     assert "api_key" not in saved.state["predict"]["lm"]
     assert saved.state["predict"]["lm"]["temperature"] == 0.5  # the other settings are kept
     assert saved.program_type == "dspy.predict.chain_of_thought.ChainOfThought"
-    assert saved.signature_class == "AnswerQuestion"
+    assert saved.signature_class is None  # new instructions: no name is guessed
     assert API_KEY.encode() not in repository_bytes(registry_path)
     assert_fsck_clean(registry_path)
     # It loads into a fresh module: the LM comes back without its key.
@@ -492,7 +525,9 @@ def test_a_manager_save_with_a_secret_is_refused_and_redact_works(tmp_path: Path
     with pytest.raises(SecretDetectedError, match=r"predict\.lm\.api_key"):
         manager.save_optimization_result(optimization_result_from(program, 70.0))
     result = optimization_result_from(DSPyProgram(program, redact=True), 70.0, optimizer="MIPROv2")
-    saved = manager.save_optimization_result(result, tags=["prod"])
+    saved = manager.save_optimization_result(
+        result, tags=["prod"], metadata={"signature_class": "AnswerQuestion"}
+    )
     assert saved is not None and saved.signature_class == "AnswerQuestion"
     assert manager.get_tags(saved.program_id) == ["prod"]
     checkpoint = manager.create_checkpoint(result, "run-1")
@@ -706,7 +741,7 @@ def test_a_chain_of_thought_survives_export_and_import(tmp_path: Path) -> None:
     assert loaded is not None
     assert fresh.dump_state() == before
     assert loaded.state == saved.state
-    assert loaded.signature_class == "AnswerQuestion"
+    assert loaded.signature_class is None  # new instructions, and none was given
     assert loaded.program_type == "dspy.predict.chain_of_thought.ChainOfThought"
     assert_fsck_clean(tmp_path / "target")
 

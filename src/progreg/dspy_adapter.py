@@ -41,6 +41,7 @@ import inspect
 import logging
 import math
 import sys
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -315,44 +316,72 @@ def _user_signatures() -> list[type]:
     return found
 
 
+def _default_instructions(inputs: list[str], outputs: list[str]) -> str | None:
+    """The instructions DSPy gives a signature of these fields that has none of its own."""
+    try:
+        built = _dspy().Signature(f"{', '.join(inputs)} -> {', '.join(outputs)}")
+    except Exception:  # field names DSPy's string form cannot spell
+        return None
+    instructions = getattr(built, "instructions", None)
+    return instructions if isinstance(instructions, str) else None
+
+
 def _signature_name(signature: Any, candidates: list[type]) -> str | None:
     name = getattr(signature, "__name__", None)
     if not isinstance(name, str) or not name:
         return None
     if name != GENERIC_SIGNATURE:
         return name
-    # DSPy names every derived signature StringSignature: ChainOfThought's
-    # (the user's fields with "reasoning" first among the outputs), and any
-    # predictor's after load_state() or an optimizer's new instructions. Find
-    # the user's class with the same fields; on a tie, the same instructions.
+    # DSPy names every derived signature StringSignature: ChainOfThought's (the
+    # user's fields with "reasoning" first among the outputs), a string
+    # signature's, and any predictor's after load_state() or new instructions.
+    # It is named after a user's class only when it is that class's signature
+    # exactly: the same fields and the same instructions, which must be the
+    # class's own (a docstring). DSPy's default instructions say nothing of the
+    # class: a string signature "text -> label" has them too, so they never
+    # name one. Anything else (new instructions, no match, two matches): None.
     inputs = _field_names(signature, "input_fields")
     outputs = _field_names(signature, "output_fields")
-    reasoning = outputs[1:] if outputs[:1] == ["reasoning"] else None
-    matches = [
-        cls
+    own = outputs[1:] if outputs[:1] == ["reasoning"] else outputs
+    instructions = getattr(signature, "instructions", None)
+    if not isinstance(instructions, str) or instructions == _default_instructions(inputs, own):
+        return None
+    names = {
+        cls.__name__
         for cls in candidates
         if _field_names(cls, "input_fields") == inputs
-        and _field_names(cls, "output_fields") in (outputs, reasoning)
-    ]
-    names = {cls.__name__ for cls in matches}
-    if len(names) > 1:
-        instructions = getattr(signature, "instructions", None)
-        names = {
-            cls.__name__ for cls in matches if getattr(cls, "instructions", None) == instructions
-        }
+        and _field_names(cls, "output_fields") in (outputs, own)
+        and getattr(cls, "instructions", None) == instructions
+    }
     return names.pop() if len(names) == 1 else None
+
+
+#: Modules that progreg loaded a stored program into, and that program's signature name.
+_LOADED_AS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def remember_signature_class(module: object, name: str | None) -> None:
+    """Record that ``module`` holds a program stored under signature name ``name``.
+
+    DSPy rebuilds the signatures of a module it loads a state into (their
+    class name is lost), so a module loaded from the registry keeps the name
+    of the program it came from, for its next save.
+    """
+    if name is not None and is_dspy_module(module):
+        _LOADED_AS[module] = name
 
 
 def signature_names(module: object) -> dict[str, str | None]:
     """Each predictor of ``module`` (as ``named_predictors()`` names it) and its signature name.
 
-    The name is the signature class's ``__name__``. DSPy gives derived
+    The name is the signature class's own ``__name__``. DSPy gives derived
     signatures the generic name ``StringSignature`` (ChainOfThought adds a
-    ``reasoning`` field; ``load_state`` and optimizers rebuild signatures), so
-    for those the name is that of the one user-defined Signature class alive
-    in the process with the same input and output fields (``reasoning``
-    aside), the instructions deciding a tie; ``None`` when there is none
-    (a signature written as a string) or it is ambiguous.
+    ``reasoning`` field; ``load_state``, ``with_instructions`` and optimizers
+    rebuild signatures): such a signature is named after a user-defined
+    Signature class only when it has exactly that class's fields (``reasoning``
+    aside) and instructions, and those instructions are the class's own
+    docstring; otherwise its name is ``None``. A name is never guessed from
+    another class with the same fields.
     """
     named_predictors = getattr(module, "named_predictors", None)
     if not callable(named_predictors):
@@ -369,9 +398,15 @@ def signature_names(module: object) -> dict[str, str | None]:
 
 
 def signature_class(module: object) -> str | None:
-    """The signature name of the first predictor that has one (``metadata.signature_class``)."""
+    """The name saved as ``metadata.signature_class`` for ``module``.
+
+    The first predictor's signature name that :func:`signature_names` finds;
+    else, for a module progreg loaded a stored program into, that program's
+    signature name; else ``None`` (pass ``metadata={"signature_class": ...}``).
+    """
     target = module.module if isinstance(module, DSPyProgram) else module
-    return next((name for name in signature_names(target).values() if name), None)
+    own = next((name for name in signature_names(target).values() if name), None)
+    return own if own is not None else _LOADED_AS.get(target)
 
 
 # -- loading -----------------------------------------------------------------------------
@@ -448,13 +483,16 @@ def load_program(saved: object, module: Any, *, allow_unsafe_lm_state: bool = Fa
             " instance of the program's class"
         )
     try:
-        return load_state(module, state, allow_unsafe_lm_state=allow_unsafe_lm_state)
+        loaded = load_state(module, state, allow_unsafe_lm_state=allow_unsafe_lm_state)
     except (InvalidInputError, UnsupportedProgramError):
         raise
     except Exception as exc:
         raise UnsupportedProgramError(
             f"{_type_name(module)} could not load the stored state ({type(exc).__name__}: {exc})"
         ) from exc
+    name = getattr(saved, "signature_class", None)
+    remember_signature_class(loaded, name if isinstance(name, str) else None)
+    return loaded
 
 
 # -- optimization results ----------------------------------------------------------------

@@ -29,7 +29,7 @@ from progreg.document import (
     decode_document,
     now,
 )
-from progreg.dspy_adapter import DSPyProgram, is_dspy_module
+from progreg.dspy_adapter import DSPyProgram, is_dspy_module, remember_signature_class
 from progreg.errors import (
     ConflictError,
     InvalidInputError,
@@ -427,10 +427,18 @@ class ProgramStorage:
         return _Reading(self.path, what)
 
     def rebuild(self, doc: ProgramDocument, into: object = None) -> Any:
-        """The program object of ``doc``: loaded ``into`` an object, a registered type, or state."""
-        if into is not None:
-            return load_into(into, doc.state)
-        return self.types.build(doc.class_name, doc.state)
+        """The program object of ``doc``: loaded ``into`` an object, a registered type, or state.
+
+        A DSPy module keeps ``doc``'s signature name for its next save (DSPy
+        loses its signatures' class names when it loads a state).
+        """
+        program = (
+            load_into(into, doc.state)
+            if into is not None
+            else self.types.build(doc.class_name, doc.state)
+        )
+        remember_signature_class(program, doc.signature_class)
+        return program
 
     # -- reading -----------------------------------------------------------------
 
