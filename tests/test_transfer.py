@@ -36,6 +36,8 @@ from progreg import (
     InvalidProgramIdError,
     ProgramNotFoundError,
     ProgramStorage,
+    StorageConfig,
+    StorageManager,
     UnsupportedFormatError,
     subscribe,
 )
@@ -46,6 +48,7 @@ from progreg.gitstore import bundle as bundles
 from progreg.gitstore import delta as deltas
 from progreg.gitstore import objects, unbundle
 from progreg.gitstore import pack as packs
+from progreg.hooks import install
 from progreg.merging import _check_program
 from progreg.transfer import ImportResult
 
@@ -240,12 +243,11 @@ def test_round_trip_keeps_ids_tags_checkpoints_and_bytes(
         assert loaded is not None and original is not None
         assert loaded.saved_at == original.saved_at
     assert target.list_programs() == storage.list_programs()
-    # The import is a commit on main whose parent (the target was empty) is the exported main.
-    assert git(target.path, "rev-parse", "main^@") == git(storage.path, "rev-parse", "main")
-    found = trailers(target.path)
-    assert found["Progreg-Action"] == "import"
-    assert found["Source"] == "all.bundle"
-    assert found["Added-Count"] == str(len(ids))
+    # The target was empty: main is fast-forwarded to the exported main, no commit of its own.
+    assert result.fast_forward
+    assert git(target.path, "rev-parse", "main") == git(storage.path, "rev-parse", "main")
+    assert result.commit == git(storage.path, "rev-parse", "main").strip()
+    assert git(target.path, "log", "--merges", "--format=%H", "main") == ""
     restored = Checkpoints(target).restore("run-1~1")
     assert restored is not None and restored.state == workload.program_state(10)
     assert_fsck_clean(target.path)
@@ -300,6 +302,171 @@ def test_exported_programs_import_into_another_registry(
     assert sorted(result.imported) == sorted(ids[:2])
     assert {p.program_id for p in target.list_programs()} == {mine, *ids[:2]}
     assert_fsck_clean(target.path)
+
+
+# -- fast-forward, and tags on main ----------------------------------------------------
+
+
+def merges(repo: Path) -> list[str]:
+    return git(repo, "log", "--merges", "--format=%H", "main").split()
+
+
+def test_a_bundle_that_extends_main_is_a_fast_forward(tmp_path: Path) -> None:
+    storage = new_storage(tmp_path / "source")
+    first = [save(storage, i) for i in range(3)]
+    storage.export_registry(tmp_path / "one.bundle")
+    target = new_storage(tmp_path / "target")
+    one = target.import_programs(tmp_path / "one.bundle")
+    assert one.fast_forward and sorted(one.imported) == sorted(first)
+    assert git(target.path, "rev-parse", "main") == git(storage.path, "rev-parse", "main")
+
+    later = [save(storage, i) for i in (3, 4)]
+    storage.export_registry(tmp_path / "two.bundle")  # a full bundle: target's main is behind
+    assert git_status(target.path, "bundle", "verify", "-q", str(tmp_path / "two.bundle")) == 0
+    two = target.import_programs(tmp_path / "two.bundle")
+    assert two.fast_forward and sorted(two.imported) == sorted(later)
+    assert two.commit == git(storage.path, "rev-parse", "main").strip()
+
+    newest = save(storage, 5)
+    storage.export_registry(tmp_path / "three.bundle", since=str(tmp_path / "two.bundle"))
+    three = target.import_programs(tmp_path / "three.bundle")
+    assert three.fast_forward and three.imported == [newest]
+    assert git(target.path, "rev-parse", "main") == git(storage.path, "rev-parse", "main")
+    assert merges(target.path) == []
+    assert_fsck_clean(target.path)
+
+    # Both sides saved: that is still a merge, recorded by one commit with two parents.
+    mine = save(target, 6)
+    theirs = save(storage, 7)
+    storage.export_registry(tmp_path / "four.bundle")
+    four = target.import_programs(tmp_path / "four.bundle")
+    assert not four.fast_forward and four.imported == [theirs]
+    assert merges(target.path) == [four.commit]
+    assert git(target.path, "rev-parse", "main^2") == git(storage.path, "rev-parse", "main")
+    assert trailers(target.path)["Progreg-Action"] == "import"
+    assert {p.program_id for p in target.list_programs()} == {*first, *later, newest, mine, theirs}
+    assert_fsck_clean(target.path)
+
+
+def test_a_bundle_behind_main_whose_commits_change_no_file_still_fast_forwards(
+    tmp_path: Path,
+) -> None:
+    storage = new_storage(tmp_path / "source")
+    kept = save(storage, 1)
+    storage.export_registry(tmp_path / "one.bundle")
+    target = new_storage(tmp_path / "target")
+    target.import_programs(tmp_path / "one.bundle")
+    gone = save(storage, 2)
+    storage.delete_program(gone)  # two commits whose changes cancel out
+    storage.export_registry(tmp_path / "two.bundle")
+    result = target.import_programs(tmp_path / "two.bundle")
+    assert result.fast_forward and result.imported == [] and result.removed == []
+    assert git(target.path, "rev-parse", "main") == git(storage.path, "rev-parse", "main")
+    assert [p.program_id for p in target.list_programs()] == [kept]
+    assert merges(target.path) == []
+
+
+def hooked_server(tmp_path: Path) -> Path:
+    server = tmp_path / "server.git"
+    git(tmp_path, "init", "-q", "--bare", str(server))
+    install(server)
+    return server
+
+
+def push_all(registry: Path, server: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "-C", str(registry), "push", "--porcelain", str(server), "main", "refs/tags/*"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_a_tags_only_bundle_needs_the_programs_on_main(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    tags_only = tmp_path / "tags.bundle"
+    git(storage.path, "bundle", "create", "-q", str(tags_only), "--tags")
+    tag_refs = sorted(n for n in refs_of(storage.path) if n.startswith("refs/tags/"))
+    assert len(tag_refs) == 2
+
+    target = new_storage(tmp_path / "target")
+    mine = save(target, 40)
+    before = registry_state(target.path)
+    with pytest.raises(BundleError) as refused:
+        target.import_programs(tags_only)
+    message = str(refused.value)
+    assert all(ref.removeprefix("refs/tags/") in message for ref in tag_refs)
+    assert "not in this registry's main" in message and "Export main with the tags" in message
+    assert "nothing was imported" in message
+    assert registry_state(target.path) == before
+    # What the import refuses, the server's hook refuses too.
+    for ref in tag_refs:
+        git(target.path, "fetch", "-q", str(storage.path), f"{ref}:{ref}")
+    assert not target.verify().ok  # the same registry, as verify sees it
+    git(target.path, "tag", "-d", *(ref.removeprefix("refs/tags/") for ref in tag_refs))
+    git(target.path, "gc", "-q", "--prune=now")
+    assert registry_state(target.path)[0] == before[0]
+
+    # With main in the same bundle (or imported first) the tags are accepted.
+    both = tmp_path / "both.bundle"
+    git(storage.path, "bundle", "create", "-q", str(both), "main", "--tags")
+    result = target.import_programs(both)
+    assert sorted(result.tags_created) == tag_refs
+    assert {p.program_id for p in target.list_programs()} == {*ids, mine}
+    assert target.verify().ok
+    server = hooked_server(tmp_path)
+    pushed = push_all(target.path, server)
+    assert pushed.returncode == 0, pushed.stderr
+    assert_fsck_clean(target.path)
+
+
+def test_tags_whose_commits_only_the_bundle_brings_join_its_main(tmp_path: Path) -> None:
+    """Their main changes no file here, but their tags need its history: it joins ours."""
+    storage = new_storage(tmp_path / "source")
+    program = save(storage, 1)
+    target = new_storage(tmp_path / "target")
+    storage.export_registry(tmp_path / "one.bundle")
+    target.import_programs(tmp_path / "one.bundle")
+    save(target, 2)  # ours moves on: the histories diverge
+    manager = StorageManager(StorageConfig(storage_path=storage.path), storage=storage)
+    manager.tag_program(program, "prod")  # a tag on a commit that target already has
+    gone = save(storage, 3, tags=["beta"])
+    storage.delete_program(gone)  # their main ends as it began: no file changes here
+    storage.export_registry(tmp_path / "two.bundle")
+    result = target.import_programs(tmp_path / "two.bundle")
+    assert sorted(result.tags_created) == [f"refs/tags/beta/{gone}", f"refs/tags/prod/{program}"]
+    assert result.commit is not None and not result.fast_forward
+    assert git(target.path, "rev-parse", "main^2") == git(storage.path, "rev-parse", "main")
+    assert target.verify().ok
+    assert push_all(target.path, hooked_server(tmp_path)).returncode == 0
+    assert_fsck_clean(target.path)
+
+
+def test_verify_reports_tags_the_hook_refuses(storage: ProgramStorage, tmp_path: Path) -> None:
+    program = save(storage, 1)
+    registry = storage.path
+    # A commit holding the program but not on main, tagged as progreg tags.
+    tree = git(registry, "rev-parse", "main^{tree}").strip()
+    who = ("-c", "user.name=Ada", "-c", "user.email=ada@example.com")
+    stray = git(registry, *who, "commit-tree", tree, "-m", "Not on main").strip()
+    git(registry, *who, "tag", "-a", f"prod/{program}", stray, "-m", "prod")
+    report = storage.verify()
+    assert not report.ok
+    assert [(t.ref, t.commit) for t in report.tag_problems] == [
+        (f"refs/tags/prod/{program}", stray)
+    ]
+    assert "not in main's history" in report.tag_problems[0].message
+    shown = CliRunner().invoke(cli, ["--registry", str(registry), "verify"])
+    assert shown.exit_code == 1 and f"refs/tags/prod/{program}" in shown.output
+    server = hooked_server(tmp_path)
+    pushed = push_all(registry, server)
+    assert pushed.returncode != 0 and "not in main's history" in pushed.stderr
+    git(registry, "tag", "-d", f"prod/{program}")
+    git(registry, *who, "tag", "-a", f"prod/{program}", "main", "-m", "prod")
+    assert storage.verify().ok
+    assert push_all(registry, server).returncode == 0
 
 
 # -- bundles made by git ---------------------------------------------------------------

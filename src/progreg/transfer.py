@@ -57,7 +57,14 @@ from progreg.names import check_name
 from progreg.secrets import SecretsPolicy, check_policy, may_hold_secrets, screen_document
 from progreg.storage import MAIN, MARKER, check_marker
 from progreg.tags import TAGS_PREFIX
-from progreg.validation import Problem, RefUpdate, tree_files, unsafe_path, validate_ref_update
+from progreg.validation import (
+    Problem,
+    RefUpdate,
+    commits_in_history,
+    tree_files,
+    unsafe_path,
+    validate_ref_update,
+)
 
 if TYPE_CHECKING:
     from progreg.storage import ProgramStorage
@@ -107,6 +114,10 @@ class ImportResult(BaseModel):
     source: str = Field(description="the file or folder imported")
     source_kind: SourceKind
     commit: str | None = Field(description="the new tip of main, or None when unchanged")
+    fast_forward: bool = Field(
+        default=False,
+        description="main moved to the bundle's main as it was (no merge commit)",
+    )
     imported: list[str] = Field(description="programs added to main")
     updated: list[str] = Field(default_factory=list, description="programs given a new version")
     removed: list[str] = Field(default_factory=list, description="programs the bundle deleted")
@@ -402,6 +413,8 @@ class _BundleImport:
         self._tags: list[tuple[str, str]] = []
         self.merge_plan: tuple[str | None, MergePlan] | None = None
         self._checkpoints: list[tuple[str, str]] = []
+        #: Their main must join ours even if it changes no file: new tags need it.
+        self.join = False
 
     def _commit(self, repo: pygit2.Repository, oid: str, name: str) -> pygit2.Commit:
         try:
@@ -431,7 +444,11 @@ class _BundleImport:
             merge = plan_merge(repo, our_commit, their_commit, self.storage.max_program_bytes)
             raise_conflicts(merge, self.source, theirs)
             self._check_files(merge.edits)
-            changes = not merge.up_to_date and merge.changes
+            # their main is ahead of ours (or there is no main here): a fast-forward
+            behind = not merge.up_to_date and (
+                our_commit is None or repo.descendant_of(their_commit.id, our_commit.id)
+            )
+            changes = not merge.up_to_date and (merge.changes or behind)
             self.merge_plan = (str(ours.id) if ours is not None else None, merge)
         diverged = []
         when: dict[str, tuple[int, str]] = {}  # tag -> its commit's (time, id)
@@ -463,9 +480,55 @@ class _BundleImport:
         # In the order of their commits: consecutive checks read trees that share
         # delta bases, where name order reads each from a cold chain.
         self._tags.sort(key=lambda tag: when[tag[0]])
+        if self._tags:
+            needed = self._check_tags_on_main(
+                next(handles), {name: when[name][1] for name, _ in self._tags}, ours, theirs
+            )
+            if needed and not changes:  # their main changes no file, but the tags need it
+                self.join = changes = True
         tip = theirs if theirs is not None or ours is None else str(ours.id)
         self._check_refs(handles, tip)
         return theirs, changes
+
+    def _check_tags_on_main(
+        self,
+        repo: pygit2.Repository,
+        tagged: dict[str, str],
+        ours: pygit2.Commit | None,
+        theirs: str | None,
+    ) -> bool:
+        """Refuse tags whose commit will not be in main's history; True if theirs must join.
+
+        The rule of the server hook (:func:`~progreg.validation.validate_ref_update`):
+        a tag labels a program version saved on ``main``. Main after the import
+        holds ours and, when the bundle has a main, theirs. The commits only
+        theirs reaches are walked first (what the bundle brings), then ours,
+        each walk stopping once every tagged commit is found.
+        """
+        wanted = {pygit2.Oid(hex=commit) for commit in tagged.values()}
+        from_theirs: set[pygit2.Oid] = set()
+        if theirs is not None:
+            hidden = [ours.id] if ours is not None else []
+            from_theirs = commits_in_history(repo, wanted, pygit2.Oid(hex=theirs), hidden)
+        rest = wanted - from_theirs
+        if rest and ours is not None:
+            rest -= commits_in_history(repo, rest, ours.id, [])
+        if rest:
+            names = sorted(
+                name for name, commit in tagged.items() if pygit2.Oid(hex=commit) in rest
+            )
+            shown = ", ".join(names[:10]) + (
+                f" and {len(names) - 10} more" if len(names) > 10 else ""
+            )
+            source = "this registry's main or the bundle's" if theirs else "this registry's main"
+            raise BundleError(
+                f"{self.where}: {len(names)} tag(s) label commits that are not in {source}"
+                f" history: {shown}. A tag labels a program version saved on main (a server"
+                " with progreg's hook refuses such tags too); nothing was imported. Export main"
+                " with the tags (progreg export FILE --all, or git bundle create FILE main"
+                " --tags), or import the bundle that brings their programs first."
+            )
+        return bool(from_theirs)
 
     def _refuse(self, problems: list[Problem], what: str) -> None:
         if not problems:
@@ -592,9 +655,10 @@ def _import_bundle(
             theirs,
             action="import",
             source=job.source,
+            fast_forward=True,
             planned=job.merge_plan,
             emit=False,
-            join=False,
+            join=job.join,
         )
     try:
         with write_lock(storage.path, storage.git.lock_timeout):  # a crash here is recovered
@@ -613,6 +677,7 @@ def _import_bundle(
         source=str(path),
         source_kind="bundle",
         commit=merged.commit if merged is not None else None,
+        fast_forward=merged.fast_forward if merged is not None else False,
         imported=merged.added if merged is not None else [],
         updated=merged.updated if merged is not None else [],
         removed=merged.removed if merged is not None else [],

@@ -787,6 +787,34 @@ def validate_push(
     return problems
 
 
+def commits_in_history(
+    repo: pygit2.Repository,
+    wanted: Iterable[pygit2.Oid],
+    tip: pygit2.Oid,
+    hidden: Iterable[pygit2.Oid] = (),
+) -> set[pygit2.Oid]:
+    """The commits of ``wanted`` reachable from ``tip`` but not from ``hidden``.
+
+    One walk, newest first, that stops once every wanted commit is found (tags
+    usually label recent saves): checking many tags costs one walk of the
+    history at most, where :meth:`~pygit2.Repository.descendant_of` per tag
+    could cost one each.
+    """
+    left = set(wanted)
+    found: set[pygit2.Oid] = set()
+    if not left:
+        return found
+    walker = repo.walk(tip, SortMode.TIME)
+    for oid in hidden:
+        walker.hide(oid)
+    for commit in walker:
+        if commit.id in left:
+            found.add(commit.id)
+            if len(found) == len(left):
+                break
+    return found
+
+
 def validate_ref_update(
     repo: pygit2.Repository,
     update: RefUpdate,
