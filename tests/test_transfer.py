@@ -304,6 +304,125 @@ def test_exported_programs_import_into_another_registry(
     assert_fsck_clean(target.path)
 
 
+def header_lines(bundle: Path) -> list[str]:
+    """The lines of a bundle's header, read as bytes (not by progreg's parser)."""
+    data = bundle.read_bytes()
+    return data[: data.index(b"\n\n")].decode().splitlines()[1:]
+
+
+def prerequisites_in(bundle: Path) -> list[str]:
+    return sorted(line[1:].split(" ", 1)[0] for line in header_lines(bundle) if line[0] == "-")
+
+
+def git_bundle(repo: Path, bundle: Path, *revisions: str) -> list[str]:
+    """The prerequisites of the bundle `git bundle create` writes for ``revisions``."""
+    git(repo, "bundle", "create", "-q", str(bundle), *revisions)
+    return prerequisites_in(bundle)
+
+
+def test_incremental_prerequisites_are_git_bundle_create_s(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    """Linear history, tags and an unmoved checkpoint: the boundary, as git computes it."""
+    storage, _ = source
+    full = storage.export_registry(tmp_path / "full.bundle")
+    for i in range(40, 44):
+        save(storage, i, tags=["prod"] if i == 41 else ())
+    since = git(storage.path, "rev-parse", "main~3").strip()
+    boundary = git(storage.path, "rev-list", "--boundary", f"{since}..main").split()
+    assert [line[1:] for line in boundary if line.startswith("-")] == [since]
+    by_commit = storage.export_registry(tmp_path / "inc.bundle", since=since)
+    assert by_commit.prerequisites == [since]
+    assert prerequisites_in(tmp_path / "inc.bundle") == [since]
+    assert git_bundle(storage.path, tmp_path / "git.bundle", f"{since}..main") == [since]
+    assert git_bundle(storage.path, tmp_path / "all.bundle", "--all", f"^{since}") == [since]
+    # Since a bundle: what that bundle carried is excluded, as `^<each of its refs>`.
+    by_bundle = storage.export_registry(
+        tmp_path / "inc2.bundle", since=str(tmp_path / "full.bundle")
+    )
+    excluded = [f"^{oid}" for oid in set(full.refs.values())]
+    assert git_bundle(storage.path, tmp_path / "git2.bundle", "--all", *excluded) == [full.commit]
+    # The checkpoint run did not move and is not on main: git leaves its branch out of
+    # the bundle; progreg keeps it, so it lists its commit, which nothing else implies.
+    checkpoint = git(storage.path, "rev-parse", "checkpoints/run-1").strip()
+    heads = git(storage.path, "bundle", "list-heads", str(tmp_path / "git2.bundle"))
+    assert "refs/heads/checkpoints/run-1" not in heads
+    assert "refs/heads/checkpoints/run-1" in by_bundle.refs
+    assert by_bundle.prerequisites == prerequisites_in(tmp_path / "inc2.bundle")
+    assert by_bundle.prerequisites == sorted([full.commit, checkpoint])
+    # The reader that has the prerequisites verifies and imports it.
+    target = new_storage(tmp_path / "target")
+    target.import_programs(tmp_path / "full.bundle")
+    assert git_status(target.path, "bundle", "verify", "-q", str(tmp_path / "inc2.bundle")) == 0
+    assert target.import_programs(tmp_path / "inc2.bundle").fast_forward
+    assert refs_of(target.path) == {
+        name: oid for name, oid in refs_of(storage.path).items() if not name.startswith("refs/rem")
+    }
+    assert_fsck_clean(target.path)
+
+
+def test_incremental_prerequisites_across_a_merge_are_git_s(tmp_path: Path) -> None:
+    alice = new_storage(tmp_path / "alice")
+    bob = new_storage(tmp_path / "bob")
+    save(alice, 1, tags=["prod"])
+    alice.export_registry(tmp_path / "a1.bundle")
+    bob.import_programs(tmp_path / "a1.bundle")
+    fork = git(bob.path, "rev-parse", "main").strip()
+    save(alice, 2, tags=["beta"])
+    save(alice, 3)
+    save(bob, 4, tags=["prod"])  # tags before and inside each range: never prerequisites
+    mine = save(bob, 5)
+    before_merge = git(bob.path, "rev-parse", "main").strip()
+    alice.export_registry(tmp_path / "a2.bundle")
+    merged = bob.import_programs(tmp_path / "a2.bundle")
+    assert not merged.fast_forward and mine not in merged.imported
+    save(bob, 6)
+    assert len(git(bob.path, "log", "--merges", "--format=%H").split()) == 1
+    for since in (before_merge, f"{before_merge}~1", fork):
+        commit = git(bob.path, "rev-parse", since).strip()
+        bundle = tmp_path / f"since-{commit[:8]}.bundle"
+        result = bob.export_registry(bundle, since=commit)
+        expected = git_bundle(bob.path, tmp_path / f"git-{commit[:8]}.bundle", f"{commit}..main")
+        boundary = git(bob.path, "rev-list", "--boundary", f"{commit}..main").split()
+        assert expected == sorted(line[1:] for line in boundary if line.startswith("-"))
+        assert result.prerequisites == prerequisites_in(bundle) == expected
+        assert git_status(bob.path, "bundle", "verify", "-q", str(bundle)) == 0
+    # Since the commit before the merge, alice's side is cut at the fork: two prerequisites.
+    assert bob.export_registry(tmp_path / "x.bundle", since=before_merge).prerequisites == sorted(
+        [before_merge, fork]
+    )
+
+
+def test_an_incremental_export_with_nothing_new_lists_what_nothing_else_implies(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    """git refuses an empty bundle; progreg's lists main's tip (which implies the tags)
+    and the unmoved checkpoint run, which is not on main."""
+    storage, _ = source
+    storage.export_registry(tmp_path / "full.bundle")
+    checkpoint = git(storage.path, "rev-parse", "checkpoints/run-1").strip()
+    nothing = storage.export_registry(tmp_path / "none.bundle", since=str(tmp_path / "full.bundle"))
+    main = git(storage.path, "rev-parse", "main").strip()
+    assert nothing.prerequisites == sorted([main, checkpoint])  # the run is not on main
+    done = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(storage.path),
+            "bundle",
+            "create",
+            "-q",
+            str(tmp_path / "g.bundle"),
+            "main",
+            f"^{main}",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode != 0  # "Refusing to create empty bundle."
+    assert git_status(storage.path, "bundle", "verify", "-q", str(tmp_path / "none.bundle")) == 0
+
+
 # -- fast-forward, and tags on main ----------------------------------------------------
 
 
