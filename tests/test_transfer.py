@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import pty
+import shlex
 import subprocess
 import sys
 from datetime import datetime
@@ -1320,3 +1321,59 @@ def test_incoming_program_files_are_read_as_raw_blobs(
     other = repo.create_blob(b'{"not": "a program"}\n')
     with pytest.raises(CorruptProgramError):
         _check_program(repo, other, path, ids[0], 1 << 20)
+
+
+def progreg_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``progreg`` command."""
+    executable = Path(sys.executable).with_name("progreg")
+    return subprocess.run([str(executable), *args], capture_output=True, text=True, check=False)
+
+
+def hinted(stderr: str, label: str) -> str:
+    """The command the CLI suggests after ``label``."""
+    line = next(line for line in stderr.splitlines() if line.startswith(label))
+    return line[len(label) :].strip()
+
+
+def test_the_export_hints_are_git_commands_that_work_outside_a_repository(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    outside = tmp_path / "nowhere"  # not a repository, and git may not look above it
+    outside.mkdir()
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(tmp_path)}
+
+    def run_here(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            shlex.split(command), cwd=outside, env=env, capture_output=True, text=True, check=False
+        )
+
+    folder = tmp_path / "with space"  # the hints quote paths for a shell
+    folder.mkdir()
+    full, picked, weekly = folder / "full.bundle", folder / "picked.bundle", folder / "w.bundle"
+    done = progreg_command("--registry", str(storage.path), "export", str(full), "--all")
+    assert done.returncode == 0, done.stderr
+    # What the hint used to say fails outside a repository.
+    assert run_here(f"git bundle verify {shlex.quote(str(full))}").returncode != 0
+    done_picked = progreg_command("--registry", str(storage.path), "export", str(picked), ids[0])
+    save(storage, 60)
+    done_weekly = progreg_command(
+        "--registry", str(storage.path), "export", str(weekly), "--since", str(full)
+    )
+    target = new_storage(tmp_path / "target")
+    target.import_programs(full)  # a reader that has what the weekly bundle builds on
+    for result, bundle in ((done, full), (done_picked, picked), (done_weekly, weekly)):
+        assert result.returncode == 0, result.stderr
+        verify = hinted(result.stderr, "check it with:")
+        assert "bundle verify" in verify and shlex.split(verify)[-1] == str(bundle)
+        checked = run_here(verify)
+        assert checked.returncode == 0, checked.stderr
+        assert "is okay" in checked.stderr
+        heads = run_here(hinted(result.stderr, "list its refs anywhere with:"))
+        assert heads.returncode == 0, heads.stderr
+        assert "refs/heads/main" in heads.stdout
+    reader = hinted(done_weekly.stderr, "incremental:")
+    command = reader.split(": ", 1)[1].replace("<that registry>", shlex.quote(str(target.path)))
+    checked = run_here(command)
+    assert checked.returncode == 0 and "is okay" in checked.stderr
+    assert "incremental:" not in done.stderr

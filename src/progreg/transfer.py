@@ -1,6 +1,6 @@
 """Export and import: real Git bundles, and the reference system's own formats.
 
-Exports are Git bundles (``git bundle verify`` accepts them, ``git clone`` and
+Exports are Git bundles (``git -C <repository> bundle verify`` accepts them, ``git clone`` and
 ``git fetch`` read them):
 
 * :func:`export_programs` bundles one new, parentless commit whose tree holds
