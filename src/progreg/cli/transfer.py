@@ -86,10 +86,10 @@ def export_command(
 
     With IDS, the bundle holds one new commit with exactly those programs
     (their current versions). With --all it holds main, every tag and every
-    checkpoint branch; --since makes it incremental. Git reads the bundle: 'git -C REGISTRY bundle verify PATH'
-    (git verifies a bundle only inside a repository, one that has what it
-    builds on), 'git bundle list-heads PATH' anywhere, 'git clone PATH' for a
-    full bundle.
+    checkpoint branch; --since makes it incremental. Git reads the bundle:
+    'git -C REGISTRY bundle verify PATH' (git verifies a bundle only inside a
+    repository, one that has what it builds on), 'git bundle list-heads PATH'
+    anywhere, 'git clone PATH' for a full bundle.
 
     \b
     Examples:
