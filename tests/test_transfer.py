@@ -1377,3 +1377,43 @@ def test_the_export_hints_are_git_commands_that_work_outside_a_repository(
     checked = run_here(command)
     assert checked.returncode == 0 and "is okay" in checked.stderr
     assert "incremental:" not in done.stderr
+
+
+def test_a_refused_import_leaves_no_registry_it_created(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, _ = source
+    tags_only = tmp_path / "tags.bundle"
+    git(storage.path, "bundle", "create", "-q", str(tags_only), "--tags")
+    garbage = tmp_path / "garbage.bundle"
+    garbage.write_bytes(b"# v2 git bundle\nnonsense\n\n")
+    places = tmp_path / "places"
+    places.mkdir()
+    (places / "empty").mkdir()
+    (places / "keep.txt").write_text("not ours\n")
+
+    def listing() -> list[str]:
+        return sorted(str(p.relative_to(places)) for p in places.rglob("*"))
+
+    before = listing()
+    for bundle in (tags_only, garbage):
+        for registry in (places / "new" / "deeper" / "registry", places / "empty"):
+            done = progreg_command("--registry", str(registry), "import", str(bundle))
+            assert done.returncode == 1 and done.stderr.startswith("error: "), done.stderr
+            assert listing() == before  # the new directories, or the files in "empty", are gone
+    assert (places / "empty").is_dir()
+
+    # An existing registry is left exactly as it was, and never removed.
+    existing = new_storage(places / "existing")
+    save(existing, 70)
+    state = registry_state(existing.path)
+    done = progreg_command("--registry", str(existing.path), "import", str(tags_only))
+    assert done.returncode == 1 and registry_state(existing.path) == state
+
+    # A successful import keeps the registry it created.
+    full = tmp_path / "full.bundle"
+    storage.export_registry(full)
+    done = progreg_command("--registry", str(places / "new" / "registry"), "import", str(full))
+    assert done.returncode == 0, done.stderr
+    assert_fsck_clean(places / "new" / "registry")
+    assert (places / "keep.txt").read_text() == "not ours\n"
