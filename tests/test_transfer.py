@@ -305,6 +305,45 @@ def test_exported_programs_import_into_another_registry(
     assert_fsck_clean(target.path)
 
 
+def test_exported_programs_carry_their_tags_on_those_versions(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source  # prod is on ids[1] and ids[3]
+    manager = StorageManager(StorageConfig(storage_path=storage.path), storage=storage)
+    manager.tag_program(ids[1], "beta")
+    storage.save_program(  # a new version of ids[3]: its prod tag labels the old one
+        workload.program_state(33), workload.optimization_result(33), program_id=ids[3]
+    )
+    bundle = tmp_path / "picked.bundle"
+    result = storage.export_programs([ids[1], ids[3]], bundle)
+    carried = {f"refs/tags/beta/{ids[1]}", f"refs/tags/prod/{ids[1]}"}
+    assert set(result.refs) == {"HEAD", "refs/heads/main", *carried}
+    assert result.tags_left_out == [f"refs/tags/prod/{ids[3]}"]
+    heads = git(storage.path, "bundle", "list-heads", str(bundle))
+    assert all(ref in heads for ref in carried)
+    assert git_status(storage.path, "bundle", "verify", "-q", str(bundle)) == 0
+
+    # Each carried tag is the original's name, tagger, time and message, on the export commit.
+    checkout = tmp_path / "checkout"
+    git(tmp_path, "clone", "-q", str(bundle), str(checkout))
+    for ref in carried:
+        name = ref.removeprefix("refs/tags/")
+        assert git(checkout, "rev-parse", f"{name}^{{commit}}").strip() == result.commit
+        ours = git(storage.path, "cat-file", "tag", name).split("\n")
+        theirs = git(checkout, "cat-file", "tag", name).split("\n")
+        assert theirs[0] == f"object {result.commit}" and theirs[2:] == ours[2:]
+
+    target = new_storage(tmp_path / "target")
+    mine = save(target, 80)
+    imported = target.import_programs(bundle)
+    assert sorted(imported.tags_created) == sorted(carried)
+    assert sorted(imported.imported) == sorted([ids[1], ids[3]])
+    assert {p.program_id for p in target.list_programs()} == {mine, ids[1], ids[3]}
+    assert target.verify().ok
+    assert push_all(target.path, hooked_server(tmp_path)).returncode == 0
+    assert_fsck_clean(target.path)
+
+
 def header_lines(bundle: Path) -> list[str]:
     """The lines of a bundle's header, read as bytes (not by progreg's parser)."""
     data = bundle.read_bytes()

@@ -5,7 +5,8 @@ Exports are Git bundles (``git -C <repository> bundle verify`` accepts them, ``g
 
 * :func:`export_programs` bundles one new, parentless commit whose tree holds
   exactly the chosen programs (their current files) and ``progreg.json``, as
-  ``refs/heads/main`` (and ``HEAD``);
+  ``refs/heads/main`` (and ``HEAD``), with the programs' tags on those
+  versions re-made on it;
 * :func:`export_registry` bundles ``main``, every tag and every checkpoint
   branch, or, with ``since``, only what is new since a previous bundle or a
   commit (an incremental bundle whose prerequisites are what it builds on).
@@ -45,6 +46,7 @@ from progreg.gitstore import CommitPlan, Identity, Tip, format_message, objects,
 from progreg.gitstore import bundle as bundles
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.pack import Progress
+from progreg.gitstore.signing import tag_signature
 from progreg.ids import check_program_id, is_program_id, program_id_of_path, program_path
 from progreg.merging import MergePlan, merge_into_main, plan_merge, raise_conflicts
 from progreg.migration import (
@@ -56,7 +58,7 @@ from progreg.migration import (
 from progreg.names import check_name
 from progreg.secrets import SecretsPolicy, check_policy, may_hold_secrets, screen_document
 from progreg.storage import MAIN, MARKER, check_marker
-from progreg.tags import TAGS_PREFIX
+from progreg.tags import TAGS_PREFIX, all_tags
 from progreg.validation import (
     Problem,
     RefUpdate,
@@ -101,6 +103,11 @@ class ExportResult(BaseModel):
     )
     program_ids: list[str] = Field(description="the programs on the bundle's main")
     commit: str = Field(description="the commit the bundle's main points at")
+    tags_left_out: list[str] = Field(
+        default_factory=list,
+        description="export_programs: tags of the chosen programs on other versions than the"
+        " exported one (they label history the bundle does not carry)",
+    )
     object_count: int
     size_bytes: int
     duration_ms: float
@@ -206,6 +213,54 @@ def _ids(program_ids: Iterable[str]) -> list[str]:
     return ids
 
 
+def _carried_tags(
+    storage: ProgramStorage, blobs: dict[str, pygit2.Oid], commit: bytes
+) -> tuple[dict[str, bytes], dict[bytes, objects.RawObject], list[str]]:
+    """The chosen programs' tags, re-made on the export commit; and those left out.
+
+    A tag labels the version its commit holds: one on the exported version is
+    carried as an annotated tag of the same name, tagger, time and message on
+    the export commit (a signature is dropped: it signed another object). A
+    tag on another version is left out, since the bundle has no history.
+    """
+    git = storage.git
+    repo = git.repo
+    refs: dict[str, bytes] = {}
+    extra: dict[bytes, objects.RawObject] = {}
+    left_out: list[str] = []
+    wanted = {f"{TAGS_PREFIX}{name}" for name in _tag_names(storage, blobs)}
+    for ref, oid in sorted(git.values_of(wanted).items()):
+        program_id = ref.rpartition("/")[2]
+        tag = repo.get(oid)
+        commit_of = tag.target if isinstance(tag, pygit2.Tag) else None
+        tagged = repo.get(commit_of) if commit_of is not None else None
+        blob = (
+            git.blob(tagged.tree, program_path(program_id))
+            if isinstance(tagged, pygit2.Commit)
+            else None
+        )
+        if blob is None or blob.id != blobs[program_id]:
+            left_out.append(ref)
+            continue
+        raw = repo.odb.read(tag.id)[1]
+        signed = tag_signature(raw)
+        payload = signed[1] if signed is not None else raw
+        header, _, message = payload.partition(b"\n\n")
+        kept = [line for line in header.split(b"\n") if not line.startswith((b"object ", b"type "))]
+        data = b"\n".join([b"object " + commit.hex().encode(), b"type commit", *kept])
+        data += b"\n\n" + message
+        made = objects.object_id(objects.OBJ_TAG, data)
+        extra[made] = (objects.OBJ_TAG, data)
+        refs[ref] = made
+    return refs, extra, left_out
+
+
+def _tag_names(storage: ProgramStorage, blobs: dict[str, pygit2.Oid]) -> list[str]:
+    """``<tag>/<program id>`` of every tag of the programs in ``blobs``."""
+    tags = all_tags(storage.git)
+    return [f"{tag}/{pid}" for pid in blobs for tag in sorted(tags.get(pid, ()))]
+
+
 def export_programs(
     storage: ProgramStorage,
     program_ids: Iterable[str],
@@ -216,7 +271,10 @@ def export_programs(
 
     The bundle's ``main`` is one new parentless commit (not on the registry's
     ``main``) whose tree holds those programs and ``progreg.json``; its
-    trailers say what was exported from where. Unknown ids raise
+    trailers say what was exported from where. The programs' tags on those
+    versions come along, re-made on that commit (same name, tagger, time and
+    message); tags on other versions are left out (``tags_left_out``): they
+    need the history, which :func:`export_registry` carries. Unknown ids raise
     :class:`~progreg.ProgramNotFoundError` and nothing is written.
     """
     timer = events.Timer()
@@ -249,9 +307,11 @@ def export_programs(
         f"Programs: {shown}",
     )
     commit, extra = _export_commit(storage, blobs, marker, message)
+    tags, tag_objects, left_out = _carried_tags(storage, blobs, commit)
     refs = [(HEAD, commit.hex()), (MAIN, commit.hex())]
-    written = _write(storage, path, refs, extra=extra, progress=progress)
-    return _exported(storage, written, "programs", ids, commit.hex(), timer)
+    refs += [(name, oid.hex()) for name, oid in tags.items()]
+    written = _write(storage, path, refs, extra={**extra, **tag_objects}, progress=progress)
+    return _exported(storage, written, "programs", ids, commit.hex(), timer, left_out)
 
 
 def _write(
@@ -281,6 +341,7 @@ def _exported(
     ids: list[str],
     commit: str,
     timer: events.Timer,
+    tags_left_out: list[str] | None = None,
 ) -> ExportResult:
     result = ExportResult(
         path=str(written.path),
@@ -290,6 +351,7 @@ def _exported(
         prerequisites=written.prerequisites,
         program_ids=ids,
         commit=commit,
+        tags_left_out=tags_left_out or [],
         object_count=written.object_count,
         size_bytes=written.size,
         duration_ms=timer.ms,

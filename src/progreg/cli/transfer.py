@@ -85,8 +85,9 @@ def export_command(
     """Write a Git bundle: the programs IDS, or the whole registry with --all.
 
     With IDS, the bundle holds one new commit with exactly those programs
-    (their current versions). With --all it holds main, every tag and every
-    checkpoint branch; --since makes it incremental. Git reads the bundle:
+    (their current versions) and their tags on those versions. With --all it
+    holds main, every tag and every checkpoint branch; --since makes it
+    incremental. Git reads the bundle:
     'git -C REGISTRY bundle verify PATH' (git verifies a bundle only inside a
     repository, one that has what it builds on), 'git bundle list-heads PATH'
     anywhere, 'git clone PATH' for a full bundle.
@@ -120,6 +121,11 @@ def export_command(
         f"exported {what} to {result.path}: {result.object_count} objects,"
         f" {_size(result.size_bytes)}"
     )
+    if result.tags_left_out:
+        info(
+            f"tags left out (they label other versions, whose history --all carries):"
+            f" {', '.join(result.tags_left_out)}"
+        )
     for line in check_hints(storage.path, Path(result.path), bool(result.prerequisites)):
         info(line)
 
