@@ -62,7 +62,7 @@ from progreg.tags import TAGS_PREFIX, all_tags
 from progreg.validation import (
     Problem,
     RefUpdate,
-    commits_in_history,
+    outside_merged_history,
     tree_files,
     unsafe_path,
     validate_ref_update,
@@ -563,18 +563,13 @@ class _BundleImport:
 
         The rule of the server hook (:func:`~progreg.validation.validate_ref_update`):
         a tag labels a program version saved on ``main``. Main after the import
-        holds ours and, when the bundle has a main, theirs. The commits only
-        theirs reaches are walked first (what the bundle brings), then ours,
-        each walk stopping once every tagged commit is found.
+        holds ours and, when the bundle has a main, theirs.
         """
+        their_tip = pygit2.Oid(hex=theirs) if theirs is not None else None
         wanted = {pygit2.Oid(hex=commit) for commit in tagged.values()}
-        from_theirs: set[pygit2.Oid] = set()
-        if theirs is not None:
-            hidden = [ours.id] if ours is not None else []
-            from_theirs = commits_in_history(repo, wanted, pygit2.Oid(hex=theirs), hidden)
-        rest = wanted - from_theirs
-        if rest and ours is not None:
-            rest -= commits_in_history(repo, rest, ours.id, [])
+        from_theirs, rest = outside_merged_history(
+            repo, wanted, ours.id if ours is not None else None, their_tip
+        )
         if rest:
             names = sorted(
                 name for name, commit in tagged.items() if pygit2.Oid(hex=commit) in rest

@@ -815,6 +815,38 @@ def commits_in_history(
     return found
 
 
+def outside_merged_history(
+    repo: pygit2.Repository,
+    wanted: Iterable[pygit2.Oid],
+    ours: pygit2.Oid | None,
+    theirs: pygit2.Oid | None,
+) -> tuple[set[pygit2.Oid], set[pygit2.Oid]]:
+    """Where the commits ``wanted`` are once ``theirs`` is merged into ``ours``.
+
+    Returns ``(only_theirs, neither)``: those reached from ``theirs`` but not
+    ``ours`` (so ``theirs`` must join ``main`` for them to be in its history),
+    and those reached from neither. The commits only ``theirs`` reaches are
+    walked first (what comes in), then ``ours``, each walk stopping once
+    every commit looked for is found.
+    """
+    left = set(wanted)
+    only_theirs: set[pygit2.Oid] = set()
+    if theirs is not None and left:
+        only_theirs = commits_in_history(repo, left, theirs, [ours] if ours is not None else [])
+        left -= only_theirs
+    if ours is not None and left:
+        left -= commits_in_history(repo, left, ours)
+    return only_theirs, left
+
+
+def off_main_problem(commit: str) -> str:
+    """What is wrong with a tag on ``commit``, which is not in ``main``'s history."""
+    return (
+        f"commit {commit[:12]} is not in main's history: a tag labels a program version"
+        " saved on main; push (or import, or pull) main with the tag"
+    )
+
+
 def validate_ref_update(
     repo: pygit2.Repository,
     update: RefUpdate,
