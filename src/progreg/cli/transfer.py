@@ -165,6 +165,7 @@ def import_command(ctx: Context, path: Path, redact_secrets: bool, as_json: bool
         f" ({result.source_kind}): {len(result.updated)} updated,"
         f" {len(result.identical)} identical (skipped)"
         + (f", commit {result.commit[:10]}" if result.commit else ", registry unchanged")
+        + (" (main fast-forwarded to the bundle's)" if result.fast_forward else "")
     )
     for label, refs in (
         ("tags created", result.tags_created),
