@@ -546,7 +546,7 @@ class _BundleImport:
             needed = self._check_tags_on_main(
                 next(handles), {name: when[name][1] for name, _ in self._tags}, ours, theirs
             )
-            if needed and not changes:  # their main changes no file, but the tags need it
+            if needed:  # their main joins ours even if it changes no file (or no longer does)
                 self.join = changes = True
         tip = theirs if theirs is not None or ours is None else str(ours.id)
         self._check_refs(handles, tip)
