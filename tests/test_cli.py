@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -154,3 +155,19 @@ def test_every_public_name_and_command_loads() -> None:
     for name in COMMANDS:
         command = load_command(name)
         assert command.name == name, (name, command.name)
+
+
+def test_a_failed_save_removes_the_registry_it_created(tmp_path: Path) -> None:
+    """Any command that creates its registry removes it again when it fails."""
+    program = tmp_path / "program.json"
+    key = "sk-proj-" + "Zq7" * 15
+    program.write_text(json.dumps({"predict": {"lm": {"api_key": key}}}))
+    registry = tmp_path / "made" / "registry"
+    done = CliRunner().invoke(cli, ["--registry", str(registry), "save", str(program)])
+    assert done.exit_code == 1 and "error: " in done.output
+    assert not (tmp_path / "made").exists()
+    done = CliRunner().invoke(
+        cli, ["--registry", str(registry), "save", str(program), "--redact-secrets"]
+    )
+    assert done.exit_code == 0, done.output
+    assert_fsck_clean(registry)

@@ -72,6 +72,7 @@ def test_a_sound_registry_is_ok(storage: ProgramStorage, registry_path: Path) ->
         "program_problems": 0,
         "damaged_objects": 0,
         "bad_signatures": 0,
+        "tag_problems": 0,
     }
     text = CliRunner().invoke(cli, ["--registry", str(registry_path), "doctor"])
     assert text.exit_code == 0 and text.output.splitlines()[-1] == "ok"
@@ -189,6 +190,10 @@ def test_locks_of_a_crashed_git_process_are_reported_never_removed(
     (registry_path / "packed-refs.new").unlink(missing_ok=True)
     assert ProgramStorage(registry_path, lock_timeout=1).save_program({"b": 2}).program_id
     assert storage.load_program(saved.program_id) is not None
+    # git's plain tag "packed" is not a registry tag: a server's hook would refuse it
+    code, report = doctor(registry_path)
+    assert code == 1 and report["verify"]["tag_problems"] == 1
+    git(registry_path, "tag", "-d", "packed")
     assert doctor(registry_path)[0] == 0
     assert_fsck_clean(registry_path)
 

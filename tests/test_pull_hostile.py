@@ -145,6 +145,26 @@ def test_a_tag_on_a_commit_without_its_program_is_refused(
     assert refs(bob.path) == before
 
 
+def test_a_tag_on_a_commit_off_main_is_refused(
+    pulled: tuple[ProgramStorage, Path, str],
+) -> None:
+    """The hook's rule, as imports apply it: a tag labels a version saved on main."""
+    bob, served, program_id = pulled
+    tree = git(served, "rev-parse", "main^{tree}").strip()
+    stray = git(served, "commit-tree", tree, "-m", "not on main", env=CLI_IDENTITY).strip()
+    git(served, "tag", "-a", "-m", "x", f"best/{program_id}", stray, env=CLI_IDENTITY)
+    before = refs(bob.path)
+    with pytest.raises(RemoteError, match=f"refs/tags/best/{program_id}") as caught:
+        bob.pull("origin")
+    assert "not in main's history" in str(caught.value)
+    assert refs(bob.path) == before
+    assert bob.verify().ok
+    git(served, "tag", "-d", f"best/{program_id}")  # tagged on main, it is pulled
+    git(served, "tag", "-a", "-m", "x", f"best/{program_id}", "main", env=CLI_IDENTITY)
+    assert bob.pull("origin").tags_created == [f"best/{program_id}"]
+    assert bob.verify().ok
+
+
 def test_a_checkpoint_branch_that_is_not_a_checkpoint_is_refused(
     pulled: tuple[ProgramStorage, Path, str],
 ) -> None:

@@ -225,6 +225,20 @@ def test_a_push_behind_the_remote_is_refused_with_fetch_first(
     assert served_ids(served) == ids(bob) == ids(alice) | ids(bob)
 
 
+def test_pull_fast_forwards_a_main_that_is_behind(git_daemon: GitServer, tmp_path: Path) -> None:
+    """As bundle imports do: a main the remote's extends moves to it, no merge commit."""
+    served, _url, alice, bob = clones_in_step(git_daemon, tmp_path)
+    assert rev(tmp_path / "bob") == rev(served)  # bob's main exists and is behind from here
+    added = {save(alice, 2), save(alice, 3)}
+    alice.push()
+    pulled = bob.pull()
+    assert pulled.fast_forward and set(pulled.added) == added
+    assert pulled.commit == rev(served) == rev(tmp_path / "bob")
+    assert git(tmp_path / "bob", "log", "--merges", "--format=%H", MAIN) == ""
+    assert bob.push().updated == []  # nothing to send back: the histories are one
+    assert_fsck_clean(tmp_path / "bob")
+
+
 def test_remote_commits_that_change_no_program_still_join_the_history(
     git_daemon: GitServer, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import pty
+import shlex
 import subprocess
 import sys
 from datetime import datetime
@@ -37,6 +38,8 @@ from progreg import (
     InvalidProgramIdError,
     ProgramNotFoundError,
     ProgramStorage,
+    StorageConfig,
+    StorageManager,
     UnsupportedFormatError,
     subscribe,
 )
@@ -47,6 +50,7 @@ from progreg.gitstore import bundle as bundles
 from progreg.gitstore import delta as deltas
 from progreg.gitstore import objects, unbundle
 from progreg.gitstore import pack as packs
+from progreg.hooks import install
 from progreg.merging import _check_program
 from progreg.transfer import ImportResult
 from reference_store import ReferenceStore
@@ -238,12 +242,11 @@ def test_round_trip_keeps_ids_tags_checkpoints_and_bytes(
         assert loaded is not None and original is not None
         assert loaded.saved_at == original.saved_at
     assert target.list_programs() == storage.list_programs()
-    # The import is a commit on main whose parent (the target was empty) is the exported main.
-    assert git(target.path, "rev-parse", "main^@") == git(storage.path, "rev-parse", "main")
-    found = trailers(target.path)
-    assert found["Progreg-Action"] == "import"
-    assert found["Source"] == "all.bundle"
-    assert found["Added-Count"] == str(len(ids))
+    # The target was empty: main is fast-forwarded to the exported main, no commit of its own.
+    assert result.fast_forward
+    assert git(target.path, "rev-parse", "main") == git(storage.path, "rev-parse", "main")
+    assert result.commit == git(storage.path, "rev-parse", "main").strip()
+    assert git(target.path, "log", "--merges", "--format=%H", "main") == ""
     restored = Checkpoints(target).restore("run-1~1")
     assert restored is not None and restored.state == workload.program_state(10)
     assert_fsck_clean(target.path)
@@ -298,6 +301,329 @@ def test_exported_programs_import_into_another_registry(
     assert sorted(result.imported) == sorted(ids[:2])
     assert {p.program_id for p in target.list_programs()} == {mine, *ids[:2]}
     assert_fsck_clean(target.path)
+
+
+def test_exported_programs_carry_their_tags_on_those_versions(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source  # prod is on ids[1] and ids[3]
+    manager = StorageManager(StorageConfig(storage_path=storage.path), storage=storage)
+    manager.tag_program(ids[1], "beta")
+    storage.save_program(  # a new version of ids[3]: its prod tag labels the old one
+        workload.program_state(33), workload.optimization_result(33), program_id=ids[3]
+    )
+    bundle = tmp_path / "picked.bundle"
+    result = storage.export_programs([ids[1], ids[3]], bundle)
+    carried = {f"refs/tags/beta/{ids[1]}", f"refs/tags/prod/{ids[1]}"}
+    assert set(result.refs) == {"HEAD", "refs/heads/main", *carried}
+    assert result.tags_left_out == [f"refs/tags/prod/{ids[3]}"]
+    heads = git(storage.path, "bundle", "list-heads", str(bundle))
+    assert all(ref in heads for ref in carried)
+    assert git_status(storage.path, "bundle", "verify", "-q", str(bundle)) == 0
+
+    # Each carried tag is the original's name, tagger, time and message, on the export commit.
+    checkout = tmp_path / "checkout"
+    git(tmp_path, "clone", "-q", str(bundle), str(checkout))
+    for ref in carried:
+        name = ref.removeprefix("refs/tags/")
+        assert git(checkout, "rev-parse", f"{name}^{{commit}}").strip() == result.commit
+        ours = git(storage.path, "cat-file", "tag", name).split("\n")
+        theirs = git(checkout, "cat-file", "tag", name).split("\n")
+        assert theirs[0] == f"object {result.commit}" and theirs[2:] == ours[2:]
+
+    target = new_storage(tmp_path / "target")
+    mine = save(target, 80)
+    imported = target.import_programs(bundle)
+    assert sorted(imported.tags_created) == sorted(carried)
+    assert sorted(imported.imported) == sorted([ids[1], ids[3]])
+    assert {p.program_id for p in target.list_programs()} == {mine, ids[1], ids[3]}
+    assert target.verify().ok
+    assert push_all(target.path, hooked_server(tmp_path)).returncode == 0
+    assert_fsck_clean(target.path)
+
+
+def header_lines(bundle: Path) -> list[str]:
+    """The lines of a bundle's header, read as bytes (not by progreg's parser)."""
+    data = bundle.read_bytes()
+    return data[: data.index(b"\n\n")].decode().splitlines()[1:]
+
+
+def prerequisites_in(bundle: Path) -> list[str]:
+    return sorted(line[1:].split(" ", 1)[0] for line in header_lines(bundle) if line[0] == "-")
+
+
+def git_bundle(repo: Path, bundle: Path, *revisions: str) -> list[str]:
+    """The prerequisites of the bundle `git bundle create` writes for ``revisions``."""
+    git(repo, "bundle", "create", "-q", str(bundle), *revisions)
+    return prerequisites_in(bundle)
+
+
+def test_incremental_prerequisites_are_git_bundle_create_s(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    """Linear history, tags and an unmoved checkpoint: the boundary, as git computes it."""
+    storage, _ = source
+    full = storage.export_registry(tmp_path / "full.bundle")
+    for i in range(40, 44):
+        save(storage, i, tags=["prod"] if i == 41 else ())
+    since = git(storage.path, "rev-parse", "main~3").strip()
+    boundary = git(storage.path, "rev-list", "--boundary", f"{since}..main").split()
+    assert [line[1:] for line in boundary if line.startswith("-")] == [since]
+    by_commit = storage.export_registry(tmp_path / "inc.bundle", since=since)
+    assert by_commit.prerequisites == [since]
+    assert prerequisites_in(tmp_path / "inc.bundle") == [since]
+    assert git_bundle(storage.path, tmp_path / "git.bundle", f"{since}..main") == [since]
+    assert git_bundle(storage.path, tmp_path / "all.bundle", "--all", f"^{since}") == [since]
+    # Since a bundle: what that bundle carried is excluded, as `^<each of its refs>`.
+    by_bundle = storage.export_registry(
+        tmp_path / "inc2.bundle", since=str(tmp_path / "full.bundle")
+    )
+    excluded = [f"^{oid}" for oid in set(full.refs.values())]
+    assert git_bundle(storage.path, tmp_path / "git2.bundle", "--all", *excluded) == [full.commit]
+    # The checkpoint run did not move and is not on main: git leaves its branch out of
+    # the bundle; progreg keeps it, so it lists its commit, which nothing else implies.
+    checkpoint = git(storage.path, "rev-parse", "checkpoints/run-1").strip()
+    heads = git(storage.path, "bundle", "list-heads", str(tmp_path / "git2.bundle"))
+    assert "refs/heads/checkpoints/run-1" not in heads
+    assert "refs/heads/checkpoints/run-1" in by_bundle.refs
+    assert by_bundle.prerequisites == prerequisites_in(tmp_path / "inc2.bundle")
+    assert by_bundle.prerequisites == sorted([full.commit, checkpoint])
+    # The reader that has the prerequisites verifies and imports it.
+    target = new_storage(tmp_path / "target")
+    target.import_programs(tmp_path / "full.bundle")
+    assert git_status(target.path, "bundle", "verify", "-q", str(tmp_path / "inc2.bundle")) == 0
+    assert target.import_programs(tmp_path / "inc2.bundle").fast_forward
+    assert refs_of(target.path) == {
+        name: oid for name, oid in refs_of(storage.path).items() if not name.startswith("refs/rem")
+    }
+    assert_fsck_clean(target.path)
+
+
+def test_incremental_prerequisites_across_a_merge_are_git_s(tmp_path: Path) -> None:
+    alice = new_storage(tmp_path / "alice")
+    bob = new_storage(tmp_path / "bob")
+    save(alice, 1, tags=["prod"])
+    alice.export_registry(tmp_path / "a1.bundle")
+    bob.import_programs(tmp_path / "a1.bundle")
+    fork = git(bob.path, "rev-parse", "main").strip()
+    save(alice, 2, tags=["beta"])
+    save(alice, 3)
+    save(bob, 4, tags=["prod"])  # tags before and inside each range: never prerequisites
+    mine = save(bob, 5)
+    before_merge = git(bob.path, "rev-parse", "main").strip()
+    alice.export_registry(tmp_path / "a2.bundle")
+    merged = bob.import_programs(tmp_path / "a2.bundle")
+    assert not merged.fast_forward and mine not in merged.imported
+    save(bob, 6)
+    assert len(git(bob.path, "log", "--merges", "--format=%H").split()) == 1
+    for since in (before_merge, f"{before_merge}~1", fork):
+        commit = git(bob.path, "rev-parse", since).strip()
+        bundle = tmp_path / f"since-{commit[:8]}.bundle"
+        result = bob.export_registry(bundle, since=commit)
+        expected = git_bundle(bob.path, tmp_path / f"git-{commit[:8]}.bundle", f"{commit}..main")
+        boundary = git(bob.path, "rev-list", "--boundary", f"{commit}..main").split()
+        assert expected == sorted(line[1:] for line in boundary if line.startswith("-"))
+        assert result.prerequisites == prerequisites_in(bundle) == expected
+        assert git_status(bob.path, "bundle", "verify", "-q", str(bundle)) == 0
+    # Since the commit before the merge, alice's side is cut at the fork: two prerequisites.
+    assert bob.export_registry(tmp_path / "x.bundle", since=before_merge).prerequisites == sorted(
+        [before_merge, fork]
+    )
+
+
+def test_an_incremental_export_with_nothing_new_lists_what_nothing_else_implies(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    """git refuses an empty bundle; progreg's lists main's tip (which implies the tags)
+    and the unmoved checkpoint run, which is not on main."""
+    storage, _ = source
+    storage.export_registry(tmp_path / "full.bundle")
+    checkpoint = git(storage.path, "rev-parse", "checkpoints/run-1").strip()
+    nothing = storage.export_registry(tmp_path / "none.bundle", since=str(tmp_path / "full.bundle"))
+    main = git(storage.path, "rev-parse", "main").strip()
+    assert nothing.prerequisites == sorted([main, checkpoint])  # the run is not on main
+    done = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(storage.path),
+            "bundle",
+            "create",
+            "-q",
+            str(tmp_path / "g.bundle"),
+            "main",
+            f"^{main}",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode != 0  # "Refusing to create empty bundle."
+    assert git_status(storage.path, "bundle", "verify", "-q", str(tmp_path / "none.bundle")) == 0
+
+
+# -- fast-forward, and tags on main ----------------------------------------------------
+
+
+def merges(repo: Path) -> list[str]:
+    return git(repo, "log", "--merges", "--format=%H", "main").split()
+
+
+def test_a_bundle_that_extends_main_is_a_fast_forward(tmp_path: Path) -> None:
+    storage = new_storage(tmp_path / "source")
+    first = [save(storage, i) for i in range(3)]
+    storage.export_registry(tmp_path / "one.bundle")
+    target = new_storage(tmp_path / "target")
+    one = target.import_programs(tmp_path / "one.bundle")
+    assert one.fast_forward and sorted(one.imported) == sorted(first)
+    assert git(target.path, "rev-parse", "main") == git(storage.path, "rev-parse", "main")
+
+    later = [save(storage, i) for i in (3, 4)]
+    storage.export_registry(tmp_path / "two.bundle")  # a full bundle: target's main is behind
+    assert git_status(target.path, "bundle", "verify", "-q", str(tmp_path / "two.bundle")) == 0
+    two = target.import_programs(tmp_path / "two.bundle")
+    assert two.fast_forward and sorted(two.imported) == sorted(later)
+    assert two.commit == git(storage.path, "rev-parse", "main").strip()
+
+    newest = save(storage, 5)
+    storage.export_registry(tmp_path / "three.bundle", since=str(tmp_path / "two.bundle"))
+    three = target.import_programs(tmp_path / "three.bundle")
+    assert three.fast_forward and three.imported == [newest]
+    assert git(target.path, "rev-parse", "main") == git(storage.path, "rev-parse", "main")
+    assert merges(target.path) == []
+    assert_fsck_clean(target.path)
+
+    # Both sides saved: that is still a merge, recorded by one commit with two parents.
+    mine = save(target, 6)
+    theirs = save(storage, 7)
+    storage.export_registry(tmp_path / "four.bundle")
+    four = target.import_programs(tmp_path / "four.bundle")
+    assert not four.fast_forward and four.imported == [theirs]
+    assert merges(target.path) == [four.commit]
+    assert git(target.path, "rev-parse", "main^2") == git(storage.path, "rev-parse", "main")
+    assert trailers(target.path)["Progreg-Action"] == "import"
+    assert {p.program_id for p in target.list_programs()} == {*first, *later, newest, mine, theirs}
+    assert_fsck_clean(target.path)
+
+
+def test_a_bundle_behind_main_whose_commits_change_no_file_still_fast_forwards(
+    tmp_path: Path,
+) -> None:
+    storage = new_storage(tmp_path / "source")
+    kept = save(storage, 1)
+    storage.export_registry(tmp_path / "one.bundle")
+    target = new_storage(tmp_path / "target")
+    target.import_programs(tmp_path / "one.bundle")
+    gone = save(storage, 2)
+    storage.delete_program(gone)  # two commits whose changes cancel out
+    storage.export_registry(tmp_path / "two.bundle")
+    result = target.import_programs(tmp_path / "two.bundle")
+    assert result.fast_forward and result.imported == [] and result.removed == []
+    assert git(target.path, "rev-parse", "main") == git(storage.path, "rev-parse", "main")
+    assert [p.program_id for p in target.list_programs()] == [kept]
+    assert merges(target.path) == []
+
+
+def hooked_server(tmp_path: Path) -> Path:
+    server = tmp_path / "server.git"
+    git(tmp_path, "init", "-q", "--bare", str(server))
+    install(server)
+    return server
+
+
+def push_all(registry: Path, server: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "-C", str(registry), "push", "--porcelain", str(server), "main", "refs/tags/*"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_a_tags_only_bundle_needs_the_programs_on_main(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    tags_only = tmp_path / "tags.bundle"
+    git(storage.path, "bundle", "create", "-q", str(tags_only), "--tags")
+    tag_refs = sorted(n for n in refs_of(storage.path) if n.startswith("refs/tags/"))
+    assert len(tag_refs) == 2
+
+    target = new_storage(tmp_path / "target")
+    mine = save(target, 40)
+    before = registry_state(target.path)
+    with pytest.raises(BundleError) as refused:
+        target.import_programs(tags_only)
+    message = str(refused.value)
+    assert all(ref.removeprefix("refs/tags/") in message for ref in tag_refs)
+    assert "not in this registry's main" in message and "Export main with the tags" in message
+    assert "nothing was imported" in message
+    assert registry_state(target.path) == before
+    # What the import refuses, the server's hook refuses too.
+    for ref in tag_refs:
+        git(target.path, "fetch", "-q", str(storage.path), f"{ref}:{ref}")
+    assert not target.verify().ok  # the same registry, as verify sees it
+    git(target.path, "tag", "-d", *(ref.removeprefix("refs/tags/") for ref in tag_refs))
+    git(target.path, "gc", "-q", "--prune=now")
+    assert registry_state(target.path)[0] == before[0]
+
+    # With main in the same bundle (or imported first) the tags are accepted.
+    both = tmp_path / "both.bundle"
+    git(storage.path, "bundle", "create", "-q", str(both), "main", "--tags")
+    result = target.import_programs(both)
+    assert sorted(result.tags_created) == tag_refs
+    assert {p.program_id for p in target.list_programs()} == {*ids, mine}
+    assert target.verify().ok
+    server = hooked_server(tmp_path)
+    pushed = push_all(target.path, server)
+    assert pushed.returncode == 0, pushed.stderr
+    assert_fsck_clean(target.path)
+
+
+def test_tags_whose_commits_only_the_bundle_brings_join_its_main(tmp_path: Path) -> None:
+    """Their main changes no file here, but their tags need its history: it joins ours."""
+    storage = new_storage(tmp_path / "source")
+    program = save(storage, 1)
+    target = new_storage(tmp_path / "target")
+    storage.export_registry(tmp_path / "one.bundle")
+    target.import_programs(tmp_path / "one.bundle")
+    save(target, 2)  # ours moves on: the histories diverge
+    manager = StorageManager(StorageConfig(storage_path=storage.path), storage=storage)
+    manager.tag_program(program, "prod")  # a tag on a commit that target already has
+    gone = save(storage, 3, tags=["beta"])
+    storage.delete_program(gone)  # their main ends as it began: no file changes here
+    storage.export_registry(tmp_path / "two.bundle")
+    result = target.import_programs(tmp_path / "two.bundle")
+    assert sorted(result.tags_created) == [f"refs/tags/beta/{gone}", f"refs/tags/prod/{program}"]
+    assert result.commit is not None and not result.fast_forward
+    assert git(target.path, "rev-parse", "main^2") == git(storage.path, "rev-parse", "main")
+    assert target.verify().ok
+    assert push_all(target.path, hooked_server(tmp_path)).returncode == 0
+    assert_fsck_clean(target.path)
+
+
+def test_verify_reports_tags_the_hook_refuses(storage: ProgramStorage, tmp_path: Path) -> None:
+    program = save(storage, 1)
+    registry = storage.path
+    # A commit holding the program but not on main, tagged as progreg tags.
+    tree = git(registry, "rev-parse", "main^{tree}").strip()
+    who = ("-c", "user.name=Ada", "-c", "user.email=ada@example.com")
+    stray = git(registry, *who, "commit-tree", tree, "-m", "Not on main").strip()
+    git(registry, *who, "tag", "-a", f"prod/{program}", stray, "-m", "prod")
+    report = storage.verify()
+    assert not report.ok
+    assert [(t.ref, t.commit) for t in report.tag_problems] == [
+        (f"refs/tags/prod/{program}", stray)
+    ]
+    assert "not in main's history" in report.tag_problems[0].message
+    shown = CliRunner().invoke(cli, ["--registry", str(registry), "verify"])
+    assert shown.exit_code == 1 and f"refs/tags/prod/{program}" in shown.output
+    server = hooked_server(tmp_path)
+    pushed = push_all(registry, server)
+    assert pushed.returncode != 0 and "not in main's history" in pushed.stderr
+    git(registry, "tag", "-d", f"prod/{program}")
+    git(registry, *who, "tag", "-a", f"prod/{program}", "main", "-m", "prod")
+    assert storage.verify().ok
+    assert push_all(registry, server).returncode == 0
 
 
 # -- bundles made by git ---------------------------------------------------------------
@@ -1034,3 +1360,99 @@ def test_incoming_program_files_are_read_as_raw_blobs(
     other = repo.create_blob(b'{"not": "a program"}\n')
     with pytest.raises(CorruptProgramError):
         _check_program(repo, other, path, ids[0], 1 << 20)
+
+
+def progreg_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``progreg`` command."""
+    executable = Path(sys.executable).with_name("progreg")
+    return subprocess.run([str(executable), *args], capture_output=True, text=True, check=False)
+
+
+def hinted(stderr: str, label: str) -> str:
+    """The command the CLI suggests after ``label``."""
+    line = next(line for line in stderr.splitlines() if line.startswith(label))
+    return line[len(label) :].strip()
+
+
+def test_the_export_hints_are_git_commands_that_work_outside_a_repository(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, ids = source
+    outside = tmp_path / "nowhere"  # not a repository, and git may not look above it
+    outside.mkdir()
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(tmp_path)}
+
+    def run_here(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            shlex.split(command), cwd=outside, env=env, capture_output=True, text=True, check=False
+        )
+
+    folder = tmp_path / "with space"  # the hints quote paths for a shell
+    folder.mkdir()
+    full, picked, weekly = folder / "full.bundle", folder / "picked.bundle", folder / "w.bundle"
+    done = progreg_command("--registry", str(storage.path), "export", str(full), "--all")
+    assert done.returncode == 0, done.stderr
+    # What the hint used to say fails outside a repository.
+    assert run_here(f"git bundle verify {shlex.quote(str(full))}").returncode != 0
+    done_picked = progreg_command("--registry", str(storage.path), "export", str(picked), ids[0])
+    save(storage, 60)
+    done_weekly = progreg_command(
+        "--registry", str(storage.path), "export", str(weekly), "--since", str(full)
+    )
+    target = new_storage(tmp_path / "target")
+    target.import_programs(full)  # a reader that has what the weekly bundle builds on
+    for result, bundle in ((done, full), (done_picked, picked), (done_weekly, weekly)):
+        assert result.returncode == 0, result.stderr
+        verify = hinted(result.stderr, "check it with:")
+        assert "bundle verify" in verify and shlex.split(verify)[-1] == str(bundle)
+        checked = run_here(verify)
+        assert checked.returncode == 0, checked.stderr
+        assert "is okay" in checked.stderr
+        heads = run_here(hinted(result.stderr, "list its refs anywhere with:"))
+        assert heads.returncode == 0, heads.stderr
+        assert "refs/heads/main" in heads.stdout
+    reader = hinted(done_weekly.stderr, "incremental:")
+    command = reader.split(": ", 1)[1].replace("<that registry>", shlex.quote(str(target.path)))
+    checked = run_here(command)
+    assert checked.returncode == 0 and "is okay" in checked.stderr
+    assert "incremental:" not in done.stderr
+
+
+def test_a_refused_import_leaves_no_registry_it_created(
+    source: tuple[ProgramStorage, list[str]], tmp_path: Path
+) -> None:
+    storage, _ = source
+    tags_only = tmp_path / "tags.bundle"
+    git(storage.path, "bundle", "create", "-q", str(tags_only), "--tags")
+    garbage = tmp_path / "garbage.bundle"
+    garbage.write_bytes(b"# v2 git bundle\nnonsense\n\n")
+    places = tmp_path / "places"
+    places.mkdir()
+    (places / "empty").mkdir()
+    (places / "keep.txt").write_text("not ours\n")
+
+    def listing() -> list[str]:
+        return sorted(str(p.relative_to(places)) for p in places.rglob("*"))
+
+    before = listing()
+    for bundle in (tags_only, garbage):
+        for registry in (places / "new" / "deeper" / "registry", places / "empty"):
+            done = progreg_command("--registry", str(registry), "import", str(bundle))
+            assert done.returncode == 1 and done.stderr.startswith("error: "), done.stderr
+            assert listing() == before  # the new directories, or the files in "empty", are gone
+    assert (places / "empty").is_dir()
+
+    # An existing registry is left exactly as it was, and never removed.
+    existing = new_storage(places / "existing")
+    save(existing, 70)
+    state = registry_state(existing.path)
+    done = progreg_command("--registry", str(existing.path), "import", str(tags_only))
+    assert done.returncode == 1 and registry_state(existing.path) == state
+
+    # A successful import keeps the registry it created.
+    full = tmp_path / "full.bundle"
+    storage.export_registry(full)
+    done = progreg_command("--registry", str(places / "new" / "registry"), "import", str(full))
+    assert done.returncode == 0, done.stderr
+    assert_fsck_clean(places / "new" / "registry")
+    assert (places / "keep.txt").read_text() == "not ours\n"

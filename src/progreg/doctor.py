@@ -127,6 +127,7 @@ class VerifySummary(BaseModel):
     program_problems: int
     damaged_objects: int
     bad_signatures: int
+    tag_problems: int = 0
 
 
 class DoctorReport(BaseModel):
@@ -355,11 +356,17 @@ def _verify(git: GitRepository, problems: list[str]) -> VerifySummary:
         problems.append(f"{len(report.problems)} program file(s) fail validation: see verify")
     if report.bad_signatures:
         problems.append(f"{len(report.bad_signatures)} bad signature(s): see verify")
+    if report.tag_problems:
+        problems.append(
+            f"{len(report.tag_problems)} tag(s) a server's hook would refuse (such as one off"
+            " main's history): `progreg verify` lists them"
+        )
     return VerifySummary(
         programs_checked=report.programs_checked,
         program_problems=len(report.problems),
         damaged_objects=len(report.damaged_objects),
         bad_signatures=len(report.bad_signatures),
+        tag_problems=len(report.tag_problems),
     )
 
 

@@ -12,7 +12,7 @@ makes of its tags and checkpoints:
   ``.git`` entry, path that is not UTF-8 or not a registry file, and every
   program file a valid canonical document of its path;
 * each tag to create: an annotated tag on a commit holding a valid file for
-  its program;
+  its program, in ``main``'s history once theirs is merged (the hook's rule);
 * each checkpoint branch to create or fast-forward: every new commit is a
   checkpoint's tree (``progreg.json``, ``checkpoint.json`` naming the run and
   exactly its program).
@@ -23,13 +23,21 @@ checkpoint with an invalid name) are not checked: the pull ignores them.
 
 from __future__ import annotations
 
+import pygit2
+
 from progreg.checkpoints import CHECKPOINTS_PREFIX
 from progreg.errors import InvalidNameError, RegistryError, RemoteError, SecretDetectedError
 from progreg.ids import is_program_id
 from progreg.names import check_name
 from progreg.storage import MAIN, ProgramStorage
 from progreg.tags import TAGS_PREFIX
-from progreg.validation import Problem, RefUpdate, validate_ref_update
+from progreg.validation import (
+    Problem,
+    RefUpdate,
+    off_main_problem,
+    outside_merged_history,
+    validate_ref_update,
+)
 
 ZERO = "0" * 40
 _SHOWN = 5
@@ -94,8 +102,26 @@ def incoming_problems(storage: ProgramStorage, prefix: str) -> list[Problem]:
     problems: list[Problem] = []
     for update in _main_update(storage, prefix) + _checkpoint_updates(storage, prefix):
         problems += validate_ref_update(repo, update, max_program_bytes=limit)
+    tagged: dict[str, pygit2.Oid] = {}
     for update in _tag_updates(storage, prefix):
-        problems += validate_ref_update(repo, update, max_program_bytes=limit, check_history=False)
+        found = validate_ref_update(repo, update, max_program_bytes=limit, check_history=False)
+        problems += found
+        tag = repo.get(update.new)
+        if not found and isinstance(tag, pygit2.Tag):
+            tagged[update.ref] = tag.target
+    if tagged:  # main after the pull holds ours and theirs (merged in, or fast-forwarded)
+        ours, theirs = storage.git.tip(MAIN), storage.git.tip(prefix + "main")
+        _, neither = outside_merged_history(
+            repo,
+            set(tagged.values()),
+            ours.id if ours is not None else None,
+            theirs.id if theirs is not None else None,
+        )
+        problems += [
+            Problem(off_main_problem(str(commit)), ref=ref, commit=str(commit))
+            for ref, commit in tagged.items()
+            if commit in neither
+        ]
     return problems
 
 

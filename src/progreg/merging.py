@@ -11,7 +11,9 @@ identical content are skipped and differing ones are conflicts.
 Every program file the other side brings is checked (canonical JSON, a valid
 document whose id matches its path, within the size limit) before anything
 is written. The merge is recorded as one commit with two parents, so the
-other side's commits (their authors, times and trailers) stay in history.
+other side's commits (their authors, times and trailers) stay in history;
+when ``main`` is an ancestor of the other side (or there is no ``main`` yet)
+it is fast-forwarded instead, after the same checks, and gains no commit.
 """
 
 from __future__ import annotations
@@ -221,7 +223,8 @@ def merge_into_main(
 
     Raises :class:`~progreg.ConflictError` (nothing written) when a program
     differs on both sides. With ``fast_forward``, a ``main`` that is an
-    ancestor of ``theirs`` simply moves to it; otherwise a merge commit whose
+    ancestor of ``theirs`` (or no ``main`` yet) simply moves to it, with no
+    commit of its own, as ``git merge`` does; otherwise a merge commit whose
     trailers name ``action`` and ``source`` records the change.
 
     With ``join`` (the default), ``theirs`` always becomes part of ``main``'s
@@ -251,19 +254,26 @@ def merge_into_main(
         raise_conflicts(merge, source, theirs)
         outcome[:] = [merge]
         moved[:] = []
-        if merge.up_to_date or (not merge.changes and not join):
+        if merge.up_to_date:
             return None
-        if fast_forward and (tip is None or repo.merge_base(tip.id, their_commit.id) == tip.id):
-            moved.append(True)
+        if fast_forward and (tip is None or repo.descendant_of(their_commit.id, tip.id)):
+            moved.append(True)  # main only falls behind: it moves to theirs, as git does
+            return None
+        if not merge.changes and not join:
             return None
         message = merge_message(merge, action, source, theirs)
         edits = storage.with_marker(tip, merge.edits)
         return CommitPlan(edits, message, author, committer, extra_parents=[their_commit.id])
 
     try:
-        commit = git.update_ref(MAIN, plan)
-        if moved:
+        while True:
+            commit = git.update_ref(MAIN, plan)
+            if not moved:
+                break
             commit = git.fast_forward(MAIN, their_commit.id)
+            if commit is not None:
+                break
+            # main moved between the plan and the fast-forward: plan again
     except (pygit2.GitError, OSError) as exc:
         raise storage.write_error(exc) from exc
     merge = outcome[0]

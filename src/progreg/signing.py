@@ -23,13 +23,15 @@ from progreg import events
 from progreg.gitstore import integrity
 from progreg.gitstore.signing import check_signature, tag_signature
 from progreg.ids import PROGRAMS_DIR, program_id_of_path
-from progreg.validation import check_file
+from progreg.tags import TAGS_PREFIX
+from progreg.validation import RefUpdate, check_file, commits_in_history, validate_ref_update
 
 if TYPE_CHECKING:
     from progreg.gitstore import GitRepository
     from progreg.storage import ProgramStorage
 
 MAIN = "refs/heads/main"
+ZERO_ID = "0" * 40
 
 
 class ProgramProblem(BaseModel):
@@ -39,6 +41,16 @@ class ProgramProblem(BaseModel):
 
     path: str
     program_id: str | None
+    message: str
+
+
+class TagProblem(BaseModel):
+    """A tag that a server running progreg's hook would refuse, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ref: str
+    commit: str | None = Field(description="the commit it labels, when it leads to one")
     message: str
 
 
@@ -83,6 +95,10 @@ class VerifyReport(BaseModel):
     problems: list[ProgramProblem]
     signatures: list[SignatureRecord]
     damaged_objects: list[DamagedObject] = Field(default_factory=list)
+    tag_problems: list[TagProblem] = Field(
+        default_factory=list,
+        description="tags the server hook would refuse (such as one off main's history)",
+    )
 
     @property
     def signed(self) -> int:
@@ -101,8 +117,13 @@ class VerifyReport(BaseModel):
 
     @property
     def ok(self) -> bool:
-        """No damaged object or program and no bad signature (unsigned objects are allowed)."""
-        return not self.problems and not self.bad_signatures and not self.damaged_objects
+        """No damaged object, program or tag and no bad signature (unsigned ones are allowed)."""
+        return (
+            not self.problems
+            and not self.bad_signatures
+            and not self.damaged_objects
+            and not self.tag_problems
+        )
 
 
 def verify(storage: ProgramStorage) -> VerifyReport:
@@ -124,12 +145,15 @@ def verify_repository(git: GitRepository, max_program_bytes: int) -> VerifyRepor
     damaged = {d.object_id or "": d for d in walked.damaged}
     unreachable = [d for oid, d in skip.items() if oid not in damaged]
     found = walked.damaged + unreachable + integrity.check_packs(git.path)
-    problems, checked = _check_programs(git, max_program_bytes, {**skip, **damaged})
+    problems, checked, sound = _check_programs(git, max_program_bytes, {**skip, **damaged})
     records = _signatures(git, walked.commits if found else None, set(damaged))
+    # Damaged objects make tags unreadable: those are reported as damage.
+    tag_problems = [] if found else _check_tags(git, max_program_bytes, sound)
     report = VerifyReport(
         programs_checked=checked,
         problems=problems,
         signatures=records,
+        tag_problems=tag_problems,
         damaged_objects=sorted(
             (_damaged_object(d, walked.blob_paths) for d in found), key=_damage_order
         ),
@@ -142,8 +166,62 @@ def verify_repository(git: GitRepository, max_program_bytes: int) -> VerifyRepor
         unsigned=report.unsigned,
         bad_signatures=len(report.bad_signatures),
         damaged_objects=len(report.damaged_objects),
+        tag_problems=len(report.tag_problems),
     )
     return report
+
+
+def _check_tags(
+    git: GitRepository, limit: int, sound: Mapping[str, pygit2.Oid]
+) -> list[TagProblem]:
+    """Check every tag as the server hook checks a new one, main's history included.
+
+    A tag must be an annotated tag of its own name on a commit that holds its
+    program (a valid file) and is in ``main``'s history: what
+    :func:`~progreg.validation.validate_ref_update` requires of a pushed tag,
+    so that a registry ``verify`` accepts can be pushed to a hooked server.
+    ``sound`` (main's program files found valid) are not read again.
+    """
+    repo = git.repo
+    values = git.ref_values(TAGS_PREFIX)
+    if not values:
+        return []
+    main = git.tip(MAIN)
+    main_tip = str(main.id) if main is not None else None
+    targets: dict[str, pygit2.Oid] = {}
+    problems: list[TagProblem] = []
+    for name, oid in sorted(values.items()):
+        ref = TAGS_PREFIX + name
+        update = RefUpdate(ZERO_ID, oid, ref)
+        found = validate_ref_update(
+            repo,
+            update,
+            main_tip=main_tip,
+            max_program_bytes=limit,
+            check_history=False,
+            checked=sound,
+        )
+        problems += [
+            TagProblem(ref=ref, commit=problem.commit, message=problem.message) for problem in found
+        ]
+        target = repo.get(oid)
+        if not found and isinstance(target, pygit2.Tag):
+            targets[ref] = target.target
+    on_main = (
+        commits_in_history(repo, set(targets.values()), main.id) if main is not None else set()
+    )
+    problems += [
+        TagProblem(
+            ref=ref,
+            commit=str(commit),
+            message=f"commit {str(commit)[:12]} is not in main's history: a tag labels a program"
+            " version saved on main, and a server with progreg's hook refuses this one; delete"
+            " the tag, or bring the commit into main (import or pull the history it is on)",
+        )
+        for ref, commit in targets.items()
+        if commit not in on_main
+    ]
+    return sorted(problems, key=lambda problem: problem.ref)
 
 
 def _damaged_object(damage: integrity.Damage, blob_paths: set[str]) -> DamagedObject:
@@ -205,15 +283,17 @@ def _signatures(
 
 def _check_programs(
     git: GitRepository, limit: int, damaged: Mapping[str, integrity.Damage]
-) -> tuple[list[ProgramProblem], int]:
+) -> tuple[list[ProgramProblem], int, dict[str, pygit2.Oid]]:
+    """Check every program file on main: (problems, files checked, {path: blob} of sound ones)."""
     repo = git.repo
     main = repo.references.get(MAIN)
+    sound: dict[str, pygit2.Oid] = {}
     if main is None or str(main.target) in damaged:
-        return [], 0
+        return [], 0, sound
     tip = git.tip(MAIN)
     problems: list[ProgramProblem] = []
     if tip is None or str(tip.tree_id) in damaged or PROGRAMS_DIR not in tip.tree:
-        return problems, 0
+        return problems, 0, sound
     checked = 0
     stack: list[tuple[str, pygit2.Oid]] = [(PROGRAMS_DIR, tip.tree[PROGRAMS_DIR].id)]
     while stack:
@@ -245,8 +325,10 @@ def _check_programs(
             )
             if problem is not None:
                 problems.append(problem)
+            else:
+                sound[path] = entry.id
     problems.sort(key=lambda problem: problem.path)
-    return problems, checked
+    return problems, checked, sound
 
 
 def _check_program(

@@ -666,7 +666,9 @@ class ProgramStorage:
     ) -> ExportResult:
         """Write a Git bundle at ``path`` holding exactly these programs (see transfer).
 
-        ``progress(done, total)``, if given, is called as the bundle is written.
+        Their tags on the exported versions come along; tags on other versions
+        are listed in ``tags_left_out``. ``progress(done, total)``, if given,
+        is called as the bundle is written.
         """
         from progreg.transfer import export_programs
 

@@ -1,11 +1,12 @@
 """Export and import: real Git bundles, and the reference system's own formats.
 
-Exports are Git bundles (``git bundle verify`` accepts them, ``git clone`` and
+Exports are Git bundles (``git -C <repository> bundle verify`` accepts them, ``git clone`` and
 ``git fetch`` read them):
 
 * :func:`export_programs` bundles one new, parentless commit whose tree holds
   exactly the chosen programs (their current files) and ``progreg.json``, as
-  ``refs/heads/main`` (and ``HEAD``);
+  ``refs/heads/main`` (and ``HEAD``), with the programs' tags on those
+  versions re-made on it;
 * :func:`export_registry` bundles ``main``, every tag and every checkpoint
   branch, or, with ``since``, only what is new since a previous bundle or a
   commit (an incremental bundle whose prerequisites are what it builds on).
@@ -45,6 +46,7 @@ from progreg.gitstore import CommitPlan, Identity, Tip, format_message, objects,
 from progreg.gitstore import bundle as bundles
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.pack import Progress
+from progreg.gitstore.signing import tag_signature
 from progreg.ids import check_program_id, is_program_id, program_id_of_path, program_path
 from progreg.merging import MergePlan, merge_into_main, plan_merge, raise_conflicts
 from progreg.migration import (
@@ -56,8 +58,15 @@ from progreg.migration import (
 from progreg.names import check_name
 from progreg.secrets import SecretsPolicy, check_policy, may_hold_secrets, screen_document
 from progreg.storage import MAIN, MARKER, check_marker
-from progreg.tags import TAGS_PREFIX
-from progreg.validation import Problem, RefUpdate, tree_files, unsafe_path, validate_ref_update
+from progreg.tags import TAGS_PREFIX, all_tags
+from progreg.validation import (
+    Problem,
+    RefUpdate,
+    outside_merged_history,
+    tree_files,
+    unsafe_path,
+    validate_ref_update,
+)
 
 if TYPE_CHECKING:
     from progreg.storage import ProgramStorage
@@ -94,6 +103,11 @@ class ExportResult(BaseModel):
     )
     program_ids: list[str] = Field(description="the programs on the bundle's main")
     commit: str = Field(description="the commit the bundle's main points at")
+    tags_left_out: list[str] = Field(
+        default_factory=list,
+        description="export_programs: tags of the chosen programs on other versions than the"
+        " exported one (they label history the bundle does not carry)",
+    )
     object_count: int
     size_bytes: int
     duration_ms: float
@@ -107,6 +121,10 @@ class ImportResult(BaseModel):
     source: str = Field(description="the file or folder imported")
     source_kind: SourceKind
     commit: str | None = Field(description="the new tip of main, or None when unchanged")
+    fast_forward: bool = Field(
+        default=False,
+        description="main moved to the bundle's main as it was (no merge commit)",
+    )
     imported: list[str] = Field(description="programs added to main")
     updated: list[str] = Field(default_factory=list, description="programs given a new version")
     removed: list[str] = Field(default_factory=list, description="programs the bundle deleted")
@@ -195,6 +213,54 @@ def _ids(program_ids: Iterable[str]) -> list[str]:
     return ids
 
 
+def _carried_tags(
+    storage: ProgramStorage, blobs: dict[str, pygit2.Oid], commit: bytes
+) -> tuple[dict[str, bytes], dict[bytes, objects.RawObject], list[str]]:
+    """The chosen programs' tags, re-made on the export commit; and those left out.
+
+    A tag labels the version its commit holds: one on the exported version is
+    carried as an annotated tag of the same name, tagger, time and message on
+    the export commit (a signature is dropped: it signed another object). A
+    tag on another version is left out, since the bundle has no history.
+    """
+    git = storage.git
+    repo = git.repo
+    refs: dict[str, bytes] = {}
+    extra: dict[bytes, objects.RawObject] = {}
+    left_out: list[str] = []
+    wanted = {f"{TAGS_PREFIX}{name}" for name in _tag_names(storage, blobs)}
+    for ref, oid in sorted(git.values_of(wanted).items()):
+        program_id = ref.rpartition("/")[2]
+        tag = repo.get(oid)
+        commit_of = tag.target if isinstance(tag, pygit2.Tag) else None
+        tagged = repo.get(commit_of) if commit_of is not None else None
+        blob = (
+            git.blob(tagged.tree, program_path(program_id))
+            if isinstance(tagged, pygit2.Commit)
+            else None
+        )
+        if blob is None or blob.id != blobs[program_id]:
+            left_out.append(ref)
+            continue
+        raw = repo.odb.read(tag.id)[1]
+        signed = tag_signature(raw)
+        payload = signed[1] if signed is not None else raw
+        header, _, message = payload.partition(b"\n\n")
+        kept = [line for line in header.split(b"\n") if not line.startswith((b"object ", b"type "))]
+        data = b"\n".join([b"object " + commit.hex().encode(), b"type commit", *kept])
+        data += b"\n\n" + message
+        made = objects.object_id(objects.OBJ_TAG, data)
+        extra[made] = (objects.OBJ_TAG, data)
+        refs[ref] = made
+    return refs, extra, left_out
+
+
+def _tag_names(storage: ProgramStorage, blobs: dict[str, pygit2.Oid]) -> list[str]:
+    """``<tag>/<program id>`` of every tag of the programs in ``blobs``."""
+    tags = all_tags(storage.git)
+    return [f"{tag}/{pid}" for pid in blobs for tag in sorted(tags.get(pid, ()))]
+
+
 def export_programs(
     storage: ProgramStorage,
     program_ids: Iterable[str],
@@ -205,7 +271,10 @@ def export_programs(
 
     The bundle's ``main`` is one new parentless commit (not on the registry's
     ``main``) whose tree holds those programs and ``progreg.json``; its
-    trailers say what was exported from where. Unknown ids raise
+    trailers say what was exported from where. The programs' tags on those
+    versions come along, re-made on that commit (same name, tagger, time and
+    message); tags on other versions are left out (``tags_left_out``): they
+    need the history, which :func:`export_registry` carries. Unknown ids raise
     :class:`~progreg.ProgramNotFoundError` and nothing is written.
     """
     timer = events.Timer()
@@ -238,9 +307,11 @@ def export_programs(
         f"Programs: {shown}",
     )
     commit, extra = _export_commit(storage, blobs, marker, message)
+    tags, tag_objects, left_out = _carried_tags(storage, blobs, commit)
     refs = [(HEAD, commit.hex()), (MAIN, commit.hex())]
-    written = _write(storage, path, refs, extra=extra, progress=progress)
-    return _exported(storage, written, "programs", ids, commit.hex(), timer)
+    refs += [(name, oid.hex()) for name, oid in tags.items()]
+    written = _write(storage, path, refs, extra={**extra, **tag_objects}, progress=progress)
+    return _exported(storage, written, "programs", ids, commit.hex(), timer, left_out)
 
 
 def _write(
@@ -270,6 +341,7 @@ def _exported(
     ids: list[str],
     commit: str,
     timer: events.Timer,
+    tags_left_out: list[str] | None = None,
 ) -> ExportResult:
     result = ExportResult(
         path=str(written.path),
@@ -279,6 +351,7 @@ def _exported(
         prerequisites=written.prerequisites,
         program_ids=ids,
         commit=commit,
+        tags_left_out=tags_left_out or [],
         object_count=written.object_count,
         size_bytes=written.size,
         duration_ms=timer.ms,
@@ -402,6 +475,8 @@ class _BundleImport:
         self._tags: list[tuple[str, str]] = []
         self.merge_plan: tuple[str | None, MergePlan] | None = None
         self._checkpoints: list[tuple[str, str]] = []
+        #: Their main must join ours even if it changes no file: new tags need it.
+        self.join = False
 
     def _commit(self, repo: pygit2.Repository, oid: str, name: str) -> pygit2.Commit:
         try:
@@ -431,7 +506,11 @@ class _BundleImport:
             merge = plan_merge(repo, our_commit, their_commit, self.storage.max_program_bytes)
             raise_conflicts(merge, self.source, theirs)
             self._check_files(merge.edits)
-            changes = not merge.up_to_date and merge.changes
+            # their main is ahead of ours (or there is no main here): a fast-forward
+            behind = not merge.up_to_date and (
+                our_commit is None or repo.descendant_of(their_commit.id, our_commit.id)
+            )
+            changes = not merge.up_to_date and (merge.changes or behind)
             self.merge_plan = (str(ours.id) if ours is not None else None, merge)
         diverged = []
         when: dict[str, tuple[int, str]] = {}  # tag -> its commit's (time, id)
@@ -463,9 +542,50 @@ class _BundleImport:
         # In the order of their commits: consecutive checks read trees that share
         # delta bases, where name order reads each from a cold chain.
         self._tags.sort(key=lambda tag: when[tag[0]])
+        if self._tags:
+            needed = self._check_tags_on_main(
+                next(handles), {name: when[name][1] for name, _ in self._tags}, ours, theirs
+            )
+            if needed:  # their main joins ours even if it changes no file (or no longer does)
+                self.join = changes = True
         tip = theirs if theirs is not None or ours is None else str(ours.id)
         self._check_refs(handles, tip)
         return theirs, changes
+
+    def _check_tags_on_main(
+        self,
+        repo: pygit2.Repository,
+        tagged: dict[str, str],
+        ours: pygit2.Commit | None,
+        theirs: str | None,
+    ) -> bool:
+        """Refuse tags whose commit will not be in main's history; True if theirs must join.
+
+        The rule of the server hook (:func:`~progreg.validation.validate_ref_update`):
+        a tag labels a program version saved on ``main``. Main after the import
+        holds ours and, when the bundle has a main, theirs.
+        """
+        their_tip = pygit2.Oid(hex=theirs) if theirs is not None else None
+        wanted = {pygit2.Oid(hex=commit) for commit in tagged.values()}
+        from_theirs, rest = outside_merged_history(
+            repo, wanted, ours.id if ours is not None else None, their_tip
+        )
+        if rest:
+            names = sorted(
+                name for name, commit in tagged.items() if pygit2.Oid(hex=commit) in rest
+            )
+            shown = ", ".join(names[:10]) + (
+                f" and {len(names) - 10} more" if len(names) > 10 else ""
+            )
+            source = "this registry's main or the bundle's" if theirs else "this registry's main"
+            raise BundleError(
+                f"{self.where}: {len(names)} tag(s) label commits that are not in {source}"
+                f" history: {shown}. A tag labels a program version saved on main (a server"
+                " with progreg's hook refuses such tags too); nothing was imported. Export main"
+                " with the tags (progreg export FILE --all, or git bundle create FILE main"
+                " --tags), or import the bundle that brings their programs first."
+            )
+        return bool(from_theirs)
 
     def _refuse(self, problems: list[Problem], what: str) -> None:
         if not problems:
@@ -592,9 +712,10 @@ def _import_bundle(
             theirs,
             action="import",
             source=job.source,
+            fast_forward=True,
             planned=job.merge_plan,
             emit=False,
-            join=False,
+            join=job.join,
         )
     try:
         with write_lock(storage.path, storage.git.lock_timeout):  # a crash here is recovered
@@ -613,6 +734,7 @@ def _import_bundle(
         source=str(path),
         source_kind="bundle",
         commit=merged.commit if merged is not None else None,
+        fast_forward=merged.fast_forward if merged is not None else False,
         imported=merged.added if merged is not None else [],
         updated=merged.updated if merged is not None else [],
         removed=merged.removed if merged is not None else [],

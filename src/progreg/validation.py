@@ -787,6 +787,66 @@ def validate_push(
     return problems
 
 
+def commits_in_history(
+    repo: pygit2.Repository,
+    wanted: Iterable[pygit2.Oid],
+    tip: pygit2.Oid,
+    hidden: Iterable[pygit2.Oid] = (),
+) -> set[pygit2.Oid]:
+    """The commits of ``wanted`` reachable from ``tip`` but not from ``hidden``.
+
+    One walk, newest first, that stops once every wanted commit is found (tags
+    usually label recent saves): checking many tags costs one walk of the
+    history at most, where :meth:`~pygit2.Repository.descendant_of` per tag
+    could cost one each.
+    """
+    left = set(wanted)
+    found: set[pygit2.Oid] = set()
+    if not left:
+        return found
+    walker = repo.walk(tip, SortMode.TIME)
+    for oid in hidden:
+        walker.hide(oid)
+    for commit in walker:
+        if commit.id in left:
+            found.add(commit.id)
+            if len(found) == len(left):
+                break
+    return found
+
+
+def outside_merged_history(
+    repo: pygit2.Repository,
+    wanted: Iterable[pygit2.Oid],
+    ours: pygit2.Oid | None,
+    theirs: pygit2.Oid | None,
+) -> tuple[set[pygit2.Oid], set[pygit2.Oid]]:
+    """Where the commits ``wanted`` are once ``theirs`` is merged into ``ours``.
+
+    Returns ``(only_theirs, neither)``: those reached from ``theirs`` but not
+    ``ours`` (so ``theirs`` must join ``main`` for them to be in its history),
+    and those reached from neither. The commits only ``theirs`` reaches are
+    walked first (what comes in), then ``ours``, each walk stopping once
+    every commit looked for is found.
+    """
+    left = set(wanted)
+    only_theirs: set[pygit2.Oid] = set()
+    if theirs is not None and left:
+        only_theirs = commits_in_history(repo, left, theirs, [ours] if ours is not None else [])
+        left -= only_theirs
+    if ours is not None and left:
+        left -= commits_in_history(repo, left, ours)
+    return only_theirs, left
+
+
+def off_main_problem(commit: str) -> str:
+    """What is wrong with a tag on ``commit``, which is not in ``main``'s history."""
+    return (
+        f"commit {commit[:12]} is not in main's history: a tag labels a program version"
+        " saved on main; push (or import, or pull) main with the tag"
+    )
+
+
 def validate_ref_update(
     repo: pygit2.Repository,
     update: RefUpdate,

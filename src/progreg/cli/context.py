@@ -24,6 +24,9 @@ class Context:
         self.debug = debug
         #: ``--durable`` / ``--no-durable``; ``None`` leaves it to PROGREG_DURABLE and Git config.
         self.durable = durable
+        #: Registries this command created, as ``(registry, topmost directory created,
+        #: that directory existed empty)``: removed again if the command fails.
+        self.created: list[tuple[Path, Path, bool]] = []
 
     def storage(self) -> ProgramStorage:
         """Open (or create) the registry named by ``--registry`` / ``PROGREG_PATH``."""

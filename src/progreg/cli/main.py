@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import click
 
@@ -59,10 +59,67 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _command_module(module: str) -> ModuleType:
+    """The subcommand module ``module``: one of a fixed list, never a name from data."""
+    if module == "analysis":
+        from progreg.cli import analysis
+
+        return analysis
+    if module == "checkpoints":
+        from progreg.cli import checkpoints
+
+        return checkpoints
+    if module == "completion":
+        from progreg.cli import completion
+
+        return completion
+    if module == "demo":
+        from progreg.cli import demo
+
+        return demo
+    if module == "diffs":
+        from progreg.cli import diffs
+
+        return diffs
+    if module == "doctor":
+        from progreg.cli import doctor
+
+        return doctor
+    if module == "hooks":
+        from progreg.cli import hooks
+
+        return hooks
+    if module == "maintenance":
+        from progreg.cli import maintenance
+
+        return maintenance
+    if module == "programs":
+        from progreg.cli import programs
+
+        return programs
+    if module == "remotes":
+        from progreg.cli import remotes
+
+        return remotes
+    if module == "tags":
+        from progreg.cli import tags
+
+        return tags
+    if module == "transfer":
+        from progreg.cli import transfer
+
+        return transfer
+    if module == "verify":
+        from progreg.cli import verify
+
+        return verify
+    raise KeyError(module)
+
+
 def load_command(name: str) -> click.Command:
     """Import the subcommand ``name`` (one of :data:`COMMANDS`)."""
     module, attribute = COMMANDS[name]
-    command = getattr(importlib.import_module(f"progreg.cli.{module}"), attribute)
+    command = getattr(_command_module(module), attribute)
     assert isinstance(command, click.Command), f"progreg.cli.{module}.{attribute}"
     return command
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
+import pygit2
 
 from progreg.cli.context import EXIT_ERROR, EXIT_NOT_FOUND, Context
 from progreg.cli.usage import OneLineUsageCommand, one_line, usage_errors_on_one_line
@@ -83,9 +85,25 @@ class ProgregCommand(OneLineUsageCommand):
     """A subcommand that follows the error conventions of the module docstring."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; progreg errors become one-line failures."""
-        with _reported(ctx):
-            return super().invoke(ctx)
+        """Run the command; progreg errors become one-line failures.
+
+        A command that fails leaves no registry it created behind (see
+        :func:`open_storage`).
+        """
+        try:
+            with _reported(ctx):
+                return super().invoke(ctx)
+        except BaseException as exc:
+            if not _succeeded(exc):
+                _remove_created(ctx.find_object(Context))
+            raise
+
+
+def _succeeded(exc: BaseException) -> bool:
+    """True for the exceptions that end a command successfully (exit code 0)."""
+    if isinstance(exc, click.exceptions.Exit):
+        return exc.exit_code == 0
+    return isinstance(exc, SystemExit) and exc.code in (0, None)
 
 
 class ProgregGroup(ProgregCommand, click.Group):
@@ -105,14 +123,62 @@ def registry_path(ctx: Context) -> Path:
 
 
 def open_storage(ctx: Context, *, create: bool = False) -> ProgramStorage:
-    """The registry; without ``create``, a missing one is an error rather than made."""
+    """The registry; without ``create``, a missing one is an error rather than made.
+
+    A registry ``create`` makes is removed again, with the directories made
+    for it, if the command then fails: a refused import leaves nothing behind.
+    """
     path = registry_path(ctx)
     if not create and (not path.exists() or (path.is_dir() and not any(path.iterdir()))):
         raise Failure(
             f"no registry at {path}: create one with 'progreg init {path}',"
             " or name another with --registry or PROGREG_PATH"
         )
+    creation = _creation(path) if create else None
+    if creation is not None:  # recorded first: a failure half way through is undone too
+        ctx.created.append((path.absolute(), *creation))
     return ProgramStorage(path, durable=ctx.durable)
+
+
+def _creation(path: Path) -> tuple[Path, bool] | None:
+    """What opening a registry at ``path`` creates: (topmost new directory, it exists empty)."""
+    path = path.absolute()
+    if os.path.lexists(path):
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            return path, True
+        return None  # a registry (or something else) is there already: never removed
+    top = path
+    while not os.path.lexists(top.parent):
+        top = top.parent
+    return top, False
+
+
+def _remove_created(ctx: Context | None) -> None:
+    """Remove the registries the failed command created, and only what it created.
+
+    A registry that has any ref by now is left: someone else wrote into it.
+    """
+    if ctx is None:
+        return
+    while ctx.created:
+        registry, top, existed = ctx.created.pop()
+        try:
+            repo = pygit2.Repository(str(registry), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
+        except pygit2.GitError:
+            repo = None  # not made, or not finished: what is there is ours
+        if repo is not None:
+            written = any(True for _ in repo.references)
+            repo.free()
+            if written:
+                continue
+        if not existed:
+            shutil.rmtree(top, ignore_errors=True)
+            continue
+        for child in top.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
 
 
 def open_manager(ctx: Context, *, create: bool = False, **settings: Any) -> StorageManager:

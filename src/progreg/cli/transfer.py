@@ -13,6 +13,7 @@ fields (``path``, ``kind``, ``bundle_version``, ``refs``, ``prerequisites``,
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -42,6 +43,26 @@ def _size(size: int) -> str:
     return f"{scaled:.1f} {unit}"
 
 
+def check_hints(registry: Path, bundle: Path, incremental: bool) -> list[str]:
+    """How to check the bundle with git: commands that work from any directory.
+
+    ``git bundle verify`` needs a repository (to look for the prerequisites):
+    the registry the bundle was exported from has them. ``git bundle
+    list-heads`` reads the header anywhere.
+    """
+    where = shlex.quote(str(registry.absolute()))
+    path = shlex.quote(str(bundle.absolute()))
+    lines = []
+    if incremental:
+        lines.append(
+            "incremental: the reader needs the commit(s) it builds on; it verifies it in its"
+            f" own registry: git -C <that registry> bundle verify {path}"
+        )
+    lines.append(f"check it with: git -C {where} bundle verify {path}")
+    lines.append(f"list its refs anywhere with: git bundle list-heads {path}")
+    return lines
+
+
 @click.command("export", cls=ProgregCommand)
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("program_ids", nargs=-1, type=PROGRAM_ID, metavar="[IDS]...")
@@ -64,9 +85,12 @@ def export_command(
     """Write a Git bundle: the programs IDS, or the whole registry with --all.
 
     With IDS, the bundle holds one new commit with exactly those programs
-    (their current versions). With --all it holds main, every tag and every
-    checkpoint branch; --since makes it incremental. Git reads the bundle:
-    'git bundle verify PATH', 'git clone PATH'.
+    (their current versions) and their tags on those versions. With --all it
+    holds main, every tag and every checkpoint branch; --since makes it
+    incremental. Git reads the bundle:
+    'git -C REGISTRY bundle verify PATH' (git verifies a bundle only inside a
+    repository, one that has what it builds on), 'git bundle list-heads PATH'
+    anywhere, 'git clone PATH' for a full bundle.
 
     \b
     Examples:
@@ -97,9 +121,13 @@ def export_command(
         f"exported {what} to {result.path}: {result.object_count} objects,"
         f" {_size(result.size_bytes)}"
     )
-    if result.prerequisites:
-        info(f"incremental: the reader needs {len(result.prerequisites)} commit(s) it already has")
-    info(f"check it with: git bundle verify {result.path}")
+    if result.tags_left_out:
+        info(
+            f"tags left out (they label other versions, whose history --all carries):"
+            f" {', '.join(result.tags_left_out)}"
+        )
+    for line in check_hints(storage.path, Path(result.path), bool(result.prerequisites)):
+        info(line)
 
 
 @click.command("import", cls=ProgregCommand)
@@ -137,6 +165,7 @@ def import_command(ctx: Context, path: Path, redact_secrets: bool, as_json: bool
         f" ({result.source_kind}): {len(result.updated)} updated,"
         f" {len(result.identical)} identical (skipped)"
         + (f", commit {result.commit[:10]}" if result.commit else ", registry unchanged")
+        + (" (main fast-forwarded to the bundle's)" if result.fast_forward else "")
     )
     for label, refs in (
         ("tags created", result.tags_created),

@@ -24,8 +24,10 @@ def verify(ctx: Context, as_json: bool, show_all: bool) -> None:
 
     Every object the refs reach is read (loose object files are checked
     before Git reads them); a damaged or missing one is listed with its file,
-    the refs that reach it and the programs whose files it holds. Exits with
-    1 when an object or a program is damaged or a signature does not hold.
+    the refs that reach it and the programs whose files it holds. Every tag
+    is checked as progreg's server hook checks a pushed one (an annotated
+    tag on a commit of main's history holding its program). Exits with 1
+    when an object, a program or a tag is wrong or a signature does not hold.
 
     \b
     Example:
@@ -43,6 +45,10 @@ def verify(ctx: Context, as_json: bool, show_all: bool) -> None:
         click.echo(f"programs checked: {report.programs_checked}, problems: {len(report.problems)}")
         for problem in report.problems:
             click.echo(f"  {problem.path}: {problem.message}")
+        if report.tag_problems:
+            click.echo(f"tags a server's hook would refuse: {len(report.tag_problems)}")
+            for tag in report.tag_problems:
+                click.echo(f"  {tag.ref}: {tag.message}")
         click.echo(
             f"commits and tags: {report.signed} signed, {report.unsigned} unsigned,"
             f" {len(report.bad_signatures)} bad signatures"

@@ -385,6 +385,24 @@ def _reachable_commits(source: _Source, starts: Iterable[bytes]) -> set[bytes]:
     return seen
 
 
+def _ancestors_among(source: _Source, starts: Iterable[bytes], wanted: set[bytes]) -> set[bytes]:
+    """The commits of ``wanted`` reachable from ``starts``; the walk stops once all are found."""
+    found: set[bytes] = set()
+    seen: set[bytes] = set()
+    stack = list(starts)
+    while stack and len(found) < len(wanted):
+        oid = stack.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        if oid in wanted:
+            found.add(oid)
+        kind, data = source.read(oid)
+        if kind == OBJ_COMMIT:
+            stack.extend(objects.commit_parents(data))
+    return found
+
+
 def _peel(source: _Source, oid: bytes) -> tuple[list[tuple[bytes, bytes]], bytes, int]:
     """Follow annotated tags from ``oid``: the tag objects crossed, the final id and type."""
     tags: list[tuple[bytes, bytes]] = []
@@ -433,7 +451,18 @@ def _plan(source: _Source, references: Sequence[tuple[str, str]], exclude: Itera
         else:
             others.append((target, kind))
     commits, boundary = _walk_commits(source, tips, excluded)
-    boundary |= {tip for tip in tips if tip in excluded}
+    # The boundary is what `git rev-list --boundary` (and so `git bundle create`)
+    # lists. A ref that did not move points at an excluded commit, which the
+    # reader has when it is an ancestor of the boundary; only those that are
+    # not (git would leave such a branch out, or refuse an empty bundle), and
+    # are not ancestors of one another, are listed too.
+    unmoved = {tip for tip in tips if tip in excluded} - boundary
+    if unmoved:
+        unmoved -= _ancestors_among(source, boundary, unmoved)
+    if len(unmoved) > 1:
+        parents = [p for tip in unmoved for p in objects.commit_parents(source.read(tip)[1])]
+        unmoved -= _ancestors_among(source, parents, unmoved)
+    boundary |= unmoved
     prerequisites = [
         (commit.hex(), _subject(source.read(commit)[1])) for commit in sorted(boundary)
     ]
@@ -590,7 +619,11 @@ def write_bundle(
     """Write a bundle of ``references`` (``(refname, object id)``) to ``path``, atomically.
 
     Objects reachable from the commits in ``exclude`` are left out, and the
-    excluded commits the bundle builds on are listed as its prerequisites.
+    excluded commits the bundle builds on are listed as its prerequisites: the
+    excluded parents of its commits, as ``git rev-list --boundary`` (and so
+    ``git bundle create``) finds them, plus the commit of any reference that
+    points at an excluded commit none of those reaches (where git would leave
+    a branch out of the bundle, or refuse to write an empty one).
     ``extra`` holds objects that are not in the repository (``{raw id: (type,
     data)}``). ``version`` is 2 or 3 (v3 adds ``@object-format=sha1``).
     ``progress(done, total)`` is told how many commits have been written; a
