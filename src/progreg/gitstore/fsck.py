@@ -33,10 +33,11 @@ code works on bytes with ``find``/slicing, no regular expression per byte.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from progreg.gitstore.objects import OBJ_BLOB, OBJ_COMMIT, OBJ_TAG, OBJ_TREE, TYPE_NAMES
+from progreg.gitstore.objects import OBJ_BLOB, OBJ_COMMIT, OBJ_TAG, OBJ_TREE, TYPE_NAMES, RawObject
 
 Severity = Literal["error", "warning"]
 
@@ -763,11 +764,73 @@ def describe(kind: int, oid: bytes, problem: FsckProblem) -> str:
     return f"{TYPE_NAMES.get(kind, b'object').decode()} {oid.hex()}: {problem}"
 
 
+class IncomingObjects:
+    """Judges objects as they arrive, then the blobs their trees name specially.
+
+    :meth:`refusal` checks one object (as ``index-pack --strict`` does);
+    :meth:`finish` then checks the blobs that trees named ``.gitattributes``
+    (Git's ``fsck_finish``) and refuses any named ``.gitmodules``: Git parses
+    those as configuration (submodule names, URLs, paths, update commands),
+    which this module does not; a registry holds no submodules, so progreg
+    refuses them rather than judge them loosely.
+    """
+
+    def __init__(self) -> None:
+        #: How many objects :meth:`refusal` checked.
+        self.checked = 0
+        self._gitattributes: dict[bytes, bytes] = {}
+        self._gitmodules: dict[bytes, bytes] = {}
+
+    def refusal(self, oid: bytes, kind: int, data: bytes) -> str | None:
+        """Why ``git fsck --strict`` refuses this object (object, message id, entry), or None."""
+        self.checked += 1
+        if kind == OBJ_BLOB:
+            return None
+        verdict = check_object(kind, data)
+        for blob in verdict.gitattributes:
+            self._gitattributes.setdefault(blob, oid)
+        for blob in verdict.gitmodules:
+            self._gitmodules.setdefault(blob, oid)
+        errors = verdict.errors
+        if not errors:
+            return None
+        more = f" (and {', '.join(p.message_id for p in errors[1:])})" if len(errors) > 1 else ""
+        return describe(kind, oid, errors[0]) + more
+
+    def finish(self, read: Callable[[bytes], RawObject | None]) -> str | None:
+        """Check the blobs trees named ``.gitattributes`` or ``.gitmodules``; the first refusal.
+
+        ``read(oid)`` gives an object or ``None`` when it is not there (a
+        missing object is the completeness check's business, not this one's).
+        """
+        if self._gitmodules:
+            blob, tree = next(iter(self._gitmodules.items()))
+            return (
+                f"tree {tree.hex()} names a .gitmodules file (blob {blob.hex()}): Git checks"
+                " its submodule settings (gitmodulesName, gitmodulesUrl...), which progreg"
+                " does not parse, and a registry holds no submodules"
+            )
+        for blob, tree in self._gitattributes.items():
+            found = read(blob)
+            if found is None:
+                continue
+            kind, data = found
+            where = f" (named .gitattributes in tree {tree.hex()})"
+            if kind != OBJ_BLOB:
+                problem = FsckProblem("gitattributesBlob", "non-blob found at .gitattributes")
+                return describe(kind, blob, problem) + where
+            errors = check_gitattributes(data).errors
+            if errors:
+                return describe(OBJ_BLOB, blob, errors[0]) + where
+        return None
+
+
 __all__ = [
     "ATTR_MAX_FILE_SIZE",
     "ATTR_MAX_LINE_LENGTH",
     "STRICT_SEVERITY",
     "FsckProblem",
+    "IncomingObjects",
     "Verdict",
     "check_commit",
     "check_gitattributes",
