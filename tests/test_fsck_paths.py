@@ -181,12 +181,33 @@ def test_a_pull_of_it_from_git_daemon_is_refused(
     bob = ProgramStorage(tmp_path / "bob")
     bob.add_remote("origin", git_daemon.url("registry.git"))
     bob.pull("origin")
+    sound = git(served, "rev-parse", "main").strip()
     _main, bad = make(served)
     before = snapshot(bob.path)
     with pytest.raises(RemoteError) as caught:
         bob.pull("origin")
     assert_names(str(caught.value), message_id, bad)
     assert snapshot(bob.path) == before  # no ref moved (tracking refs too), no pack left
+    assert_fsck_clean(bob.path)
+    # once the remote is put right, the same handle pulls again (the removed packs are gone)
+    git(served, "update-ref", "refs/heads/main", sound)
+    alice.save_program({"predict": {"demos": [{"q": "and now?", "a": "fine"}]}})
+    alice.push("origin")
+    assert len(bob.pull("origin").added) == 1
+    assert_fsck_clean(bob.path)
+
+
+def test_a_pull_of_it_from_a_path_is_refused(tmp_path: Path) -> None:
+    alice = registry(tmp_path / "alice")
+    bob = ProgramStorage(tmp_path / "bob")
+    bob.add_remote("origin", str(alice.path))
+    bob.pull("origin")
+    _main, bad = _github_git(alice.path)
+    before = snapshot(bob.path)
+    with pytest.raises(RemoteError, match="is not a sound registry") as caught:
+        bob.pull("origin")
+    assert_names(str(caught.value), "hasDotgit", bad)
+    assert snapshot(bob.path) == before
     assert_fsck_clean(bob.path)
 
 
