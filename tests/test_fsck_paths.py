@@ -3,12 +3,14 @@
 A sound registry gets, on ``main``, one commit carrying one object Git's fsck
 refuses (written with ``git hash-object --literally``, as anyone with write
 access could): duplicate tree entries, a zero-padded ``040000`` mode,
-``.github/GIT~1/``, ``.g\\u200cit``, ``.GIT `` and a NUL byte in a commit
-message. Each must be refused by a bundle import, a pull from ``git daemon``,
-a local-path push into a target that asks for fsck checks and the
-pre-receive hook, with a typed error naming the object and Git's message id,
-and leave the receiving registry as it was (refs, object files, and ``git
-fsck --strict`` still clean).
+``.github/GIT~1/``, ``.g\\u200cit``, ``.GIT ``, a NUL byte in a commit
+message, a ``.gitattributes`` with a line Git will not parse, and a
+``.gitmodules`` (which progreg refuses without parsing it). Each must be
+refused by a bundle import, a pull from ``git daemon``, a local-path push
+into a target that asks for fsck checks and the pre-receive hook, with a
+typed error naming the object and Git's message id, and leave the receiving
+registry as it was (refs, object files, and ``git fsck --strict`` still
+clean).
 """
 
 from __future__ import annotations
@@ -109,6 +111,17 @@ def _nul_in_message(repo: Path) -> tuple[str, str]:
     return commit, commit
 
 
+def _dot_file(name: bytes, content: bytes, refused: str) -> Callable[[Path], tuple[str, str]]:
+    """A top-level ``name`` holding ``content``; the refused object is its blob or the tree."""
+
+    def make(repo: Path) -> tuple[str, str]:
+        blob = write(repo, "blob", content)
+        tree = write(repo, "tree", raw_tree([(b"100644", name, blob), *root_entries(repo)]))
+        return commit_on_main(repo, tree), blob if refused == "blob" else tree
+
+    return make
+
+
 #: ``case: (Git's message id, make(repo) -> (new main, the object refused))``.
 CASES: dict[str, tuple[str, Callable[[Path], tuple[str, str]]]] = {
     "duplicate entries": ("duplicateEntries", _duplicate),
@@ -117,6 +130,14 @@ CASES: dict[str, tuple[str, Callable[[Path], tuple[str, str]]]] = {
     ".g\\u200cit": ("hasDotgit", _extra_dir(".g\u200cit".encode())),
     ".GIT with a trailing space": ("hasDotgit", _extra_dir(b".GIT ")),
     "NUL in a commit message": ("nulInCommit", _nul_in_message),
+    ".gitattributes with a 4 KiB line": (
+        "gitattributesLineLength",
+        _dot_file(b".gitattributes", b"*.json " + b"x" * 4096 + b"\n", "blob"),
+    ),
+    ".gitmodules (progreg refuses it unread)": (
+        ".gitmodules",
+        _dot_file(b".gitmodules", b'[submodule "x"]\n\tpath = x\n', "tree"),
+    ),
 }
 
 
