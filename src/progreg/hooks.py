@@ -39,7 +39,7 @@ from pygit2.enums import RepositoryOpenFlag
 from progreg.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.errors import ConflictError, InvalidInputError, NotARegistryError
 from progreg.gitstore.fsck import IncomingObjects
-from progreg.gitstore.objects import RawObject
+from progreg.gitstore.objectread import raw_reader
 from progreg.gitstore.pushobjects import missing_objects
 from progreg.storage import MARKER
 from progreg.validation import (
@@ -260,15 +260,7 @@ def pushed_object_problems(
                 break
     if problems:
         return problems
-
-    def read(oid: bytes) -> RawObject | None:
-        key = pygit2.Oid(raw=oid)
-        if key not in repository.odb:
-            return None
-        kind, data = repository.odb.read(key)
-        return int(kind), data
-
-    refusal = incoming.finish(read)
+    refusal = incoming.finish(raw_reader(repository.odb))
     return [Problem(f"{refusal}{_FSCK_FIX}")] if refusal is not None else []
 
 

@@ -56,7 +56,7 @@ from progreg import events
 from progreg.errors import RemoteError
 from progreg.gitstore.fsck import IncomingObjects
 from progreg.gitstore.locking import remove_stale_ref_locks, write_lock
-from progreg.gitstore.objects import RawObject
+from progreg.gitstore.objectread import raw_reader
 from progreg.gitstore.refupdates import (
     ZERO,
     PushOutcome,
@@ -177,16 +177,7 @@ def fsck_refusal(
         refusal = incoming.refusal(oid.raw, int(kind), data)
         if refusal is not None:
             return refusal
-
-    def read(oid: bytes) -> RawObject | None:
-        key = pygit2.Oid(raw=oid)
-        for odb in (source_odb, target.odb):
-            if key in odb:
-                kind, data = odb.read(key)
-                return int(kind), data
-        return None
-
-    return incoming.finish(read)
+    return incoming.finish(raw_reader(source_odb, target.odb))
 
 
 def _value(repo: pygit2.Repository, ref: str) -> str | None:

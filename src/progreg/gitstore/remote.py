@@ -67,7 +67,7 @@ from progreg.gitstore.fsck import IncomingObjects
 from progreg.gitstore.localpush import push_local
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.maintenance import maintenance_lock
-from progreg.gitstore.objects import RawObject
+from progreg.gitstore.objectread import raw_reader
 from progreg.gitstore.packsource import read_index
 from progreg.gitstore.refupdates import (
     ZERO,
@@ -277,15 +277,7 @@ def _fsck_packs(repo: pygit2.Repository, pack_dir: Path, names: Sequence[str]) -
             refusal = incoming.refusal(oid.raw, int(kind), data)
             if refusal is not None:
                 return refusal
-
-    def read(oid: bytes) -> RawObject | None:
-        key = pygit2.Oid(raw=oid)
-        if key not in odb:
-            return None
-        kind, data = odb.read(key)
-        return int(kind), data
-
-    return incoming.finish(read)
+    return incoming.finish(raw_reader(odb))
 
 
 def _remove_packs(pack_dir: Path, names: Sequence[str]) -> None:

@@ -31,6 +31,7 @@ from progreg.gitstore.bundle import BundleHeader
 from progreg.gitstore.failures import write_failure
 from progreg.gitstore.fsck import IncomingObjects
 from progreg.gitstore.mapped import MappedFile
+from progreg.gitstore.objectread import raw_reader
 from progreg.gitstore.objects import OBJ_BLOB, OBJ_TREE, RawObject
 
 #: Why an object git fsck refuses is refused here too.
@@ -350,15 +351,7 @@ def _finish_fsck(repo_path: Path, quarantine: Path, fsck: IncomingObjects, where
     repo = pygit2.Repository(str(repo_path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
     try:
         repo.odb.add_disk_alternate(str(quarantine))
-
-        def read(oid: bytes) -> RawObject | None:
-            key = pygit2.Oid(raw=oid)
-            if key not in repo.odb:
-                return None
-            kind, data = repo.odb.read(key)
-            return int(kind), data
-
-        refusal = fsck.finish(read)
+        refusal = fsck.finish(raw_reader(repo.odb))
     finally:
         repo.free()
     if refusal is not None:
