@@ -239,7 +239,12 @@ def fetch(
             repo.remotes[name].fetch(list(refspecs), callbacks=callbacks, prune=FetchPrune.PRUNE)
             if check_objects:
                 new_packs = sorted(_pack_names(pack_dir) - before)
-                refusal = _fsck_packs(repo, pack_dir, new_packs)
+                try:
+                    refusal = _fsck_packs(repo, pack_dir, new_packs)
+                except BaseException:  # unjudged objects are not kept either
+                    restore_tips(git, callbacks.tips)
+                    _remove_packs(pack_dir, new_packs)
+                    raise
                 if refusal is not None:
                     restore_tips(git, callbacks.tips)
                     _remove_packs(pack_dir, new_packs)
