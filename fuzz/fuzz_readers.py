@@ -1,7 +1,9 @@
 """Coverage-guided fuzzing of progreg's readers of untrusted bytes, with atheris.
 
 The readers: a bundle's header, a pack (indexing, inflating, resolving
-deltas), a delta on its own, and a program document. Any exception but a
+deltas), a delta on its own, a program document, and Git's object checks
+(``fsck``: the first byte picks commit, tree or tag, the rest is the object;
+the tree fast path must agree with the entry-by-entry reading). Any exception but a
 ``ProgregError`` is a crash, which atheris reports with the input.
 
 This is a companion to ``tests/test_fuzz.py`` (bounded, in every test run),
@@ -32,6 +34,7 @@ with atheris.instrument_imports(include=["progreg"]):
     from progreg import ProgramStorage, ProgregError
     from progreg.document import decode_document
     from progreg.gitstore import bundle as bundles
+    from progreg.gitstore import fsck
     from progreg.gitstore import pack as packs
     from progreg.gitstore.delta import apply_delta, make_delta
 
@@ -64,11 +67,19 @@ def _document(data: bytes) -> None:
     decode_document(data, "fuzzed")
 
 
+def _fsck(data: bytes) -> None:
+    kind = (1, 2, 4)[data[0] % 3 if data else 0]  # commit, tree or tag
+    verdict = fsck.check_object(kind, data[1:])
+    if kind == 2 and fsck.check_tree_entries(data[1:]) != verdict:
+        raise AssertionError("the tree fast path disagrees with the full reading")
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "header": _header,
     "pack": _pack,
     "delta": _delta,
     "document": _document,
+    "fsck": _fsck,
 }
 
 
@@ -91,11 +102,23 @@ def make_corpus(directory: Path) -> None:
         "pack": [data[header.pack_offset : -20]],
         "delta": [make_delta(DELTA_BASE, DELTA_BASE[:-7] + b"changed") or b""],
         "document": [document or b"{}"],
+        "fsck": _object_seeds(storage),
     }
     for target, inputs in seeds.items():
         (directory / target).mkdir(parents=True, exist_ok=True)
         for number, seed in enumerate(inputs):
             (directory / target / f"seed-{number}").write_bytes(seed)
+
+
+def _object_seeds(storage: ProgramStorage) -> list[bytes]:
+    """Every commit, tree and tag of ``storage``, with its type byte first (see :func:`_fsck`)."""
+    odb = storage.git.repo.odb
+    seeds = []
+    for oid in odb:
+        kind, data = odb.read(oid)
+        if int(kind) in (1, 2, 4):
+            seeds.append(bytes([{1: 0, 2: 1, 4: 2}[int(kind)]]) + data)
+    return seeds
 
 
 def _path(program_id: str) -> str:

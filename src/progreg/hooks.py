@@ -4,7 +4,9 @@
 ``<bare repo>/hooks/pre-receive`` with the current interpreter in its first
 line, so the hook runs the progreg that installed it. Git runs the hook in
 the repository receiving the push with one ``<old> <new> <ref>`` line per
-ref on stdin; :func:`pre_receive` checks them with :mod:`progreg.validation`
+ref on stdin; :func:`pre_receive` first judges every pushed object as ``git
+fsck --strict`` does (:mod:`progreg.gitstore.fsck`, whatever the server's
+``receive.fsckObjects``), then checks the updates with :mod:`progreg.validation`
 and prints each problem on stderr (which ``git push`` shows as ``remote:
 ...``). Exit status 1 refuses the whole push.
 
@@ -27,7 +29,7 @@ import os
 import shlex
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -36,10 +38,14 @@ from pygit2.enums import RepositoryOpenFlag
 
 from progreg.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.errors import ConflictError, InvalidInputError, NotARegistryError
+from progreg.gitstore.fsck import IncomingObjects
+from progreg.gitstore.objectread import raw_reader
+from progreg.gitstore.pushobjects import missing_objects
 from progreg.storage import MARKER
 from progreg.validation import (
     MAIN,
     Problem,
+    RefUpdate,
     parse_updates,
     validate_push,
 )
@@ -214,6 +220,56 @@ def _unquote(value: str, position: int) -> tuple[str, int]:
     return out.decode("utf-8", errors="surrogateescape"), position
 
 
+def pushed_objects(
+    repository: pygit2.Repository, updates: list[RefUpdate], env: Mapping[str, str] | None = None
+) -> Iterator[tuple[pygit2.Oid, int, bytes]]:
+    """The objects the push brings: ``(id, type, raw data)``.
+
+    Git's quarantine (``GIT_QUARANTINE_PATH``, else a ``GIT_OBJECT_DIRECTORY``
+    other than the repository's own) holds exactly them. Without one (an
+    older Git, or a progreg push into a path that runs this hook after
+    copying the objects), they are the objects the new ref values reach and
+    the repository's current refs do not.
+    """
+    env = os.environ if env is None else env
+    own = os.path.realpath(os.path.join(repository.path, "objects"))
+    quarantine = env.get("GIT_QUARANTINE_PATH") or env.get("GIT_OBJECT_DIRECTORY", "")
+    if quarantine and os.path.realpath(quarantine) != own and os.path.isdir(quarantine):
+        odb = pygit2.Odb(quarantine)
+        for oid in odb:
+            found, data = odb.read(oid)
+            yield oid, int(found), data
+        return
+    new = [pygit2.Oid(hex=u.new) for u in updates if not u.deleted]
+    present = [r.target for r in repository.references.objects if isinstance(r.target, pygit2.Oid)]
+    for raw, its_kind, its_data in missing_objects(repository, new, present):
+        yield pygit2.Oid(raw=raw), its_kind, its_data
+
+
+def pushed_object_problems(
+    repository: pygit2.Repository, updates: list[RefUpdate], env: Mapping[str, str] | None = None
+) -> list[Problem]:
+    """The pushed objects ``git fsck --strict`` refuses (as ``receive.fsckObjects`` would)."""
+    incoming = IncomingObjects()
+    problems = []
+    for oid, kind, data in pushed_objects(repository, updates, env):
+        refusal = incoming.refusal(oid.raw, kind, data)
+        if refusal is not None:
+            problems.append(Problem(f"{refusal}{_FSCK_FIX}"))
+            if len(problems) >= MAX_SHOWN:
+                break
+    if problems:
+        return problems
+    refusal = incoming.finish(raw_reader(repository.odb))
+    return [Problem(f"{refusal}{_FSCK_FIX}")] if refusal is not None else []
+
+
+_FSCK_FIX = (
+    ": git fsck --strict refuses this object (a server with receive.fsckObjects refuses any"
+    " push holding it); rewrite the commit that brought it"
+)
+
+
 def max_program_bytes(repository: pygit2.Repository) -> int:
     """``progreg.maxProgramBytes`` from the repository's configuration, else 16 MiB."""
     config = repository.config
@@ -237,9 +293,11 @@ def pre_receive(
     try:
         updates = parse_updates(stdin.read().decode("utf-8", errors="surrogateescape"))
         repository = open_repository(repo_path, env)
-        problems = validate_push(
-            repository, updates, max_program_bytes=max_program_bytes(repository)
-        )
+        problems = pushed_object_problems(repository, updates, env)
+        if not problems:  # objects Git refuses may not even parse: judge them first
+            problems = validate_push(
+                repository, updates, max_program_bytes=max_program_bytes(repository)
+            )
     except Exception as exc:  # refuse rather than let a broken push through
         err.write(f"{_PREFIX}cannot check this push ({type(exc).__name__}: {exc}); refused\n")
         return 1

@@ -19,6 +19,10 @@ makes of its tags and checkpoints:
 
 Refs whose names are not a registry's (a tag without a program id, a
 checkpoint with an invalid name) are not checked: the pull ignores them.
+
+Before any of this, the fetch itself has judged every object it brought as
+``git fsck --strict`` does (:func:`progreg.gitstore.remote.fetch` with
+``check_objects``), and removed them if one was refused.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ on the registry too. Its refs are fetched into ``refs/remotes/<name>/``:
   never forces: a ref the remote has moved on (``fetch first``,
   ``non-fast-forward``), a tag that would move, or a refusal by the server
   (a hook) raises :class:`~progreg.PushRejectedError` with the reasons.
-* :func:`pull` fetches, then merges the remote's ``main`` into ours with
+* :func:`pull` fetches (every object fetched is judged as ``git fsck
+  --strict`` judges it, :mod:`progreg.gitstore.fsck`: one it refuses
+  refuses the pull, leaving no trace), then merges the remote's ``main`` into ours with
   :func:`~progreg.merging.merge_into_main` (fast-forward when ours is
   behind; a merge commit when both sides saved; a program changed
   differently on both sides is a :class:`~progreg.ConflictError` naming the
@@ -399,7 +401,9 @@ def pull(storage: ProgramStorage, remote: str, credentials: object = None) -> Pu
     source = f"{name} ({shown})"
     timer = events.Timer()
     try:
-        tips = gitremote.fetch(storage.git, name, fetch_refspecs(name), credentials)
+        tips = gitremote.fetch(
+            storage.git, name, fetch_refspecs(name), credentials, check_objects=True
+        )
         try:  # before any ref of the registry moves
             their_main = storage.git.tip(tracking_prefix(name) + "main")
             if their_main is not None:

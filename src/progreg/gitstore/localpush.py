@@ -12,16 +12,23 @@ pushes; :func:`push_local` does what ``git receive-pack`` does instead:
    checkpoints) only move forward, tags never move, nothing is deleted
    (:func:`~progreg.gitstore.refupdates.refusal`). A refusal raises
    :class:`~progreg.PushRejectedError` and nothing is changed.
-2. **Copy the missing objects** straight into the target's object database,
+2. **Check the missing objects** as ``git fsck --strict`` does
+   (:mod:`progreg.gitstore.fsck`) when the target asks for it as Git's
+   ``receive-pack`` reads it (``receive.fsckObjects``, else
+   ``transfer.fsckObjects``) and also when it sets neither (see
+   :func:`fsck_objects_wanted`): one object refused raises
+   :class:`~progreg.PushRejectedError` naming it, Git's message id and the
+   entry, before anything is written.
+3. **Copy the missing objects** straight into the target's object database,
    children before parents (blobs, then trees, then commits and tags), so
    that any object present in the target always has everything it points
    to. The walk stops at objects the target already has: pushing one new
    program into a registry of any size copies a handful of objects.
-3. **Run the target's** ``pre-receive`` **hook**, if it has an executable one
+4. **Run the target's** ``pre-receive`` **hook**, if it has an executable one
    (``core.hooksPath`` is honoured), with the usual ``<old> <new> <ref>``
    lines on its standard input; a non-zero exit refuses the push and its
    output becomes the error's message, as ``remote:`` lines do over the wire.
-4. **Update the refs under the target's own write lock** (the same
+5. **Update the refs under the target's own write lock** (the same
    ``progreg.lock`` that every progreg writer of that registry takes), each
    with a compare-and-swap against the value judged in step 1. If any ref
    moved in the meantime (a save into the target, another push), the whole
@@ -47,7 +54,9 @@ from pygit2.enums import FileMode, RepositoryOpenFlag
 
 from progreg import events
 from progreg.errors import RemoteError
+from progreg.gitstore.fsck import IncomingObjects
 from progreg.gitstore.locking import remove_stale_ref_locks, write_lock
+from progreg.gitstore.objectread import raw_reader
 from progreg.gitstore.refupdates import (
     ZERO,
     PushOutcome,
@@ -103,31 +112,72 @@ def _children(obj: pygit2.Object) -> list[pygit2.Oid]:
     return []
 
 
-def copy_missing(
+def missing_in_target(
     source: pygit2.Repository, target: pygit2.Repository, roots: Iterable[pygit2.Oid]
-) -> int:
-    """Copy every object reachable from ``roots`` that ``target`` lacks; return how many.
+) -> list[pygit2.Oid]:
+    """The objects reachable from ``roots`` that ``target`` lacks, children before parents.
 
-    Objects are written children first, and the walk does not enter an
-    object the target already has (it has all that object reaches).
+    The walk does not enter an object the target already has (it has all
+    that object reaches).
     """
-    source_odb, target_odb = source.odb, target.odb
+    target_odb = target.odb
     expanded: set[pygit2.Oid] = set()
     stack: list[tuple[pygit2.Oid, bool]] = [(oid, False) for oid in roots]
-    copied = 0
+    order: list[pygit2.Oid] = []
     while stack:
         oid, ready = stack.pop()
         if ready:
-            kind, data = source_odb.read(oid)
-            target_odb.write(kind, data)
-            copied += 1
+            order.append(oid)
             continue
         if oid in expanded or oid in target_odb:
             continue
         expanded.add(oid)
         stack.append((oid, True))
         stack.extend((child, False) for child in _children(source[oid]) if child not in expanded)
-    return copied
+    return order
+
+
+def copy_objects(
+    source: pygit2.Repository, target: pygit2.Repository, oids: Sequence[pygit2.Oid]
+) -> int:
+    """Write the objects ``oids`` of ``source`` into ``target``, in order; return how many."""
+    source_odb, target_odb = source.odb, target.odb
+    for oid in oids:
+        kind, data = source_odb.read(oid)
+        target_odb.write(kind, data)
+    return len(oids)
+
+
+def fsck_objects_wanted(target: pygit2.Repository) -> bool:
+    """Whether a push into ``target`` judges the objects it brings as ``git fsck`` does.
+
+    As ``git receive-pack``: ``receive.fsckObjects``, else
+    ``transfer.fsckObjects``. When neither is set progreg checks anyway (Git
+    would not): an object Git refuses would make the target unpushable to
+    any server that checks. Only an explicit ``false`` turns the check off.
+    """
+    config = target.config
+    for key in ("receive.fsckObjects", "transfer.fsckObjects"):
+        if key in config:
+            try:
+                return bool(config.get_bool(key))
+            except (pygit2.GitError, ValueError):
+                return True  # an unreadable setting: stay safe
+    return True
+
+
+def fsck_refusal(
+    source: pygit2.Repository, target: pygit2.Repository, oids: Sequence[pygit2.Oid]
+) -> str | None:
+    """The first of ``oids`` (objects of ``source``) git fsck --strict refuses, described."""
+    incoming = IncomingObjects()
+    source_odb = source.odb
+    for oid in oids:
+        kind, data = source_odb.read(oid)
+        refusal = incoming.refusal(oid.raw, int(kind), data)
+        if refusal is not None:
+            return refusal
+    return incoming.finish(raw_reader(source_odb, target.odb))
 
 
 def _value(repo: pygit2.Repository, ref: str) -> str | None:
@@ -187,7 +237,13 @@ def push_local(
         raise rejected(shown, reasons)
     if not updates:
         return PushOutcome([], up_to_date)
-    copy_missing(source, target, [pygit2.Oid(hex=u.new) for u in updates])
+    missing = missing_in_target(source, target, [pygit2.Oid(hex=u.new) for u in updates])
+    if fsck_objects_wanted(target):
+        refusal = fsck_refusal(source, target, missing)
+        if refusal is not None:
+            reason = f"git fsck --strict refuses an object of the push: {refusal}"
+            raise rejected(shown, {u.ref: reason for u in updates})
+    copy_objects(source, target, missing)
     run_pre_receive(target, path, updates, shown)
     return PushOutcome(_apply(target, path, updates, shown, lock_timeout), up_to_date)
 

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pygit2
 from pygit2.enums import ObjectType
+
+from progreg.gitstore.objects import RawObject
 
 
 class BlobReader:
@@ -66,3 +69,17 @@ class BlobReader:
             local.backends = backends
             local.pid = os.getpid()
         return backends
+
+
+def raw_reader(*odbs: pygit2.Odb) -> Callable[[bytes], RawObject | None]:
+    """``read(id)``: the object ``(type, data)`` from the first of ``odbs`` holding it, or None."""
+
+    def read(oid: bytes) -> RawObject | None:
+        key = pygit2.Oid(raw=oid)
+        for odb in odbs:
+            if key in odb:
+                kind, data = odb.read(key)
+                return int(kind), data
+        return None
+
+    return read

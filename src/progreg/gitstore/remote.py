@@ -42,9 +42,12 @@ handed out (:func:`progreg.gitstore.urls.scrub`).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pygit2
@@ -60,8 +63,12 @@ from progreg.errors import (
     RemoteError,
 )
 from progreg.gitstore.credentials import Credential, CredentialSource
+from progreg.gitstore.fsck import IncomingObjects
 from progreg.gitstore.localpush import push_local
 from progreg.gitstore.locking import write_lock
+from progreg.gitstore.maintenance import maintenance_lock
+from progreg.gitstore.objectread import raw_reader
+from progreg.gitstore.packsource import read_index
 from progreg.gitstore.refupdates import (
     ZERO,
     PushOutcome,
@@ -198,7 +205,12 @@ def remote_url(git: GitRepository, name: str, *, push: bool = False) -> str:
 
 
 def fetch(
-    git: GitRepository, name: str, refspecs: Sequence[str], credentials: object = None
+    git: GitRepository,
+    name: str,
+    refspecs: Sequence[str],
+    credentials: object = None,
+    *,
+    check_objects: bool = False,
 ) -> list[RefUpdate]:
     """Fetch ``refspecs`` from remote ``name`` (pruning stale ones); return the refs moved.
 
@@ -206,18 +218,79 @@ def fetch(
     fetch, so the fetch runs under the registry's write lock, which ref
     packing holds too (a pack between a ref's deletion and the rewrite of
     ``packed-refs`` would bring the ref back). Undo it with :func:`restore_tips`.
+
+    With ``check_objects``, every object of the packs the fetch wrote is
+    judged as ``git fsck --strict`` judges it (:mod:`progreg.gitstore.fsck`)
+    before the lock is released; if one is refused, the refs the fetch moved
+    are put back, the new packs are removed and :class:`~progreg.RemoteError`
+    names the object, Git's message id and the entry. The maintenance lock
+    is held too, so that no pack merge copies the new packs meanwhile.
     """
     url = remote_url(git, name)
     repo = git.repo
     callbacks = Callbacks(repo, url, credentials)
+    pack_dir = git.path / "objects" / "pack"
     try:
-        with write_lock(git.path, git.lock_timeout):
+        with contextlib.ExitStack() as locks:
+            if check_objects:
+                locks.enter_context(maintenance_lock(git.path, git.lock_timeout))
+            locks.enter_context(write_lock(git.path, git.lock_timeout))
+            before = _pack_names(pack_dir)
             repo.remotes[name].fetch(list(refspecs), callbacks=callbacks, prune=FetchPrune.PRUNE)
+            if check_objects:
+                new_packs = sorted(_pack_names(pack_dir) - before)
+                try:
+                    refusal = _fsck_packs(repo, pack_dir, new_packs)
+                except BaseException:  # unjudged objects are not kept either
+                    restore_tips(git, callbacks.tips)
+                    _remove_packs(pack_dir, new_packs)
+                    raise
+                if refusal is not None:
+                    restore_tips(git, callbacks.tips)
+                    _remove_packs(pack_dir, new_packs)
+                    raise RemoteError(
+                        f"{callbacks.url} is not a sound registry: it sent an object git fsck"
+                        f" --strict refuses: {refusal}. A server with receive.fsckObjects would"
+                        " refuse every push of a registry holding it, so nothing was pulled"
+                        " (no ref moved, the fetched objects were removed); fix the remote's"
+                        " history first"
+                    )
     except ProgregError:
         raise
     except (pygit2.GitError, OSError) as exc:
         raise callbacks.failure("fetch", exc) from None
     return callbacks.tips
+
+
+def _pack_names(pack_dir: Path) -> set[str]:
+    """The names (without suffix) of the indexed packs in ``pack_dir``."""
+    try:
+        return {entry[:-4] for entry in os.listdir(pack_dir) if entry.endswith(".idx")}
+    except FileNotFoundError:
+        return set()
+
+
+def _fsck_packs(repo: pygit2.Repository, pack_dir: Path, names: Sequence[str]) -> str | None:
+    """Judge every object of the packs ``names`` as git fsck does; the first refusal or None."""
+    incoming = IncomingObjects()
+    odb = repo.odb
+    for pack in names:
+        ids = read_index(pack_dir / f"{pack}.idx")[0]
+        for start in range(0, len(ids), 20):
+            oid = pygit2.Oid(raw=ids[start : start + 20])
+            kind, data = odb.read(oid)
+            refusal = incoming.refusal(oid.raw, int(kind), data)
+            if refusal is not None:
+                return refusal
+    return incoming.finish(raw_reader(odb))
+
+
+def _remove_packs(pack_dir: Path, names: Sequence[str]) -> None:
+    """Remove the packs ``names`` (index first, so no reader finds an index without its pack)."""
+    for pack in names:
+        for suffix in (".idx", ".rev", ".keep", ".pack"):
+            with contextlib.suppress(FileNotFoundError):
+                (pack_dir / f"{pack}{suffix}").unlink()
 
 
 def restore_tips(git: GitRepository, tips: Sequence[RefUpdate]) -> None:

@@ -29,9 +29,16 @@ from progreg.gitstore import objects
 from progreg.gitstore import pack as packs
 from progreg.gitstore.bundle import BundleHeader
 from progreg.gitstore.failures import write_failure
+from progreg.gitstore.fsck import IncomingObjects
 from progreg.gitstore.mapped import MappedFile
+from progreg.gitstore.objectread import raw_reader
 from progreg.gitstore.objects import OBJ_BLOB, OBJ_TREE, RawObject
 
+#: Why an object git fsck refuses is refused here too.
+FSCK_REFUSED = (
+    "git fsck --strict refuses this object, and a server with receive.fsckObjects would"
+    " refuse every push of a registry holding it; nothing was imported"
+)
 #: Handles :meth:`IncomingPack.handles` gives before it opens a fresh one.
 USES_PER_HANDLE = 1024
 #: Names Git refuses in a tree (``git fsck``), in lower case.
@@ -80,6 +87,7 @@ class _Check:
     max_tree_entries: int | None = None
     referenced: set[bytes] = field(default_factory=set)
     flagged: list[bytes] = field(default_factory=list)
+    fsck: IncomingObjects = field(default_factory=IncomingObjects)
 
     def visit(self, oid: bytes, kind: int, data: bytes) -> None:
         if kind == OBJ_BLOB:
@@ -96,6 +104,9 @@ class _Check:
                 problem = tree_problem(data, self.forbidden_modes, self.max_tree_entries)
                 if problem is not None:
                     raise BundleError(f"{problem} (tree {oid.hex()})")
+            refusal = self.fsck.refusal(oid, kind, data)
+            if refusal is not None:
+                raise BundleError(f"{refusal}; {FSCK_REFUSED}")
 
 
 class IncomingPack:
@@ -220,6 +231,8 @@ def unpack(
     ``flag_blob(data)`` is asked about every blob of the pack as it is read;
     the ids of those it flags are listed in :attr:`IncomingPack.flagged`.
     ``max_blob_size`` and ``max_tree_entries`` refuse larger blobs and trees.
+    Every object is also judged as ``git fsck --strict`` judges it
+    (:mod:`progreg.gitstore.fsck`); one it refuses refuses the bundle.
     ``progress(done, total)`` is told how many of the pack's objects are checked.
     """
     where = str(path)
@@ -317,6 +330,7 @@ def _unpack(
         raise write_failure(repo_path, exc, f"write the bundle's objects into {repo_path}") from exc
     if not files:
         quarantine.mkdir(parents=True, exist_ok=True)
+    _finish_fsck(repo_path, quarantine, check.fsck, where)
     size = len(pack_data)
     pack_data.release()
     return IncomingPack(
@@ -329,6 +343,20 @@ def _unpack(
         size,
         check.flagged,
     )
+
+
+def _finish_fsck(repo_path: Path, quarantine: Path, fsck: IncomingObjects, where: str) -> None:
+    """Check the blobs the bundle's trees name ``.gitattributes``/``.gitmodules`` (Git's
+    ``fsck_finish``), in the quarantine and the repository; remove the quarantine if refused."""
+    repo = pygit2.Repository(str(repo_path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
+    try:
+        repo.odb.add_disk_alternate(str(quarantine))
+        refusal = fsck.finish(raw_reader(repo.odb))
+    finally:
+        repo.free()
+    if refusal is not None:
+        shutil.rmtree(quarantine, ignore_errors=True)
+        raise BundleError(f"{where}: {refusal}; {FSCK_REFUSED}")
 
 
 def _write_pack(
