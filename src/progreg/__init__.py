@@ -34,6 +34,7 @@ from progreg.errors import (
     SecretDetectedError,
     SigningError,
     UnsupportedFormatError,
+    UnsupportedObjectFormatError,
     UnsupportedProgramError,
 )
 from progreg.events import Event, subscribe
@@ -104,6 +105,7 @@ __all__ = [
     "SyncResult",
     "Trends",
     "UnsupportedFormatError",
+    "UnsupportedObjectFormatError",
     "UnsupportedProgramError",
     "VerifyReport",
     "__version__",

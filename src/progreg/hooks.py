@@ -36,6 +36,7 @@ from pygit2.enums import RepositoryOpenFlag
 
 from progreg.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.errors import ConflictError, InvalidInputError, NotARegistryError
+from progreg.gitstore.settings import check_object_format
 from progreg.storage import MARKER
 from progreg.validation import (
     MAIN,
@@ -127,6 +128,7 @@ def _open_bare(path: Path) -> pygit2.Repository:
     try:
         repository = pygit2.Repository(str(path), RepositoryOpenFlag.NO_SEARCH)
     except pygit2.GitError as exc:
+        check_object_format(path)
         raise NotARegistryError(f"{path} is not a Git repository") from exc
     if not repository.is_bare:
         raise NotARegistryError(

@@ -26,7 +26,7 @@ from pygit2.enums import DeltaStatus
 from progreg import canonical, events
 from progreg.document import decode_document, document_from
 from progreg.errors import ConflictError, CorruptProgramError
-from progreg.gitstore import CommitPlan, Tip, format_message
+from progreg.gitstore import CommitPlan, RefLogEntry, Tip, format_message
 from progreg.ids import program_id_of_path
 from progreg.storage import MAIN, ProgramStorage
 from progreg.validation import kind_of_path, tree_files
@@ -263,7 +263,8 @@ def merge_into_main(
     try:
         commit = git.update_ref(MAIN, plan)
         if moved:
-            commit = git.fast_forward(MAIN, their_commit.id)
+            entry = RefLogEntry(committer, f"merge {source}: Fast-forward")
+            commit = git.fast_forward(MAIN, their_commit.id, entry)
     except (pygit2.GitError, OSError) as exc:
         raise storage.write_error(exc) from exc
     merge = outcome[0]

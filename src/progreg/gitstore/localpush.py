@@ -47,7 +47,9 @@ from pygit2.enums import FileMode, RepositoryOpenFlag
 
 from progreg import events
 from progreg.errors import RemoteError
+from progreg.gitstore.identity import resolve_identity
 from progreg.gitstore.locking import remove_stale_ref_locks, write_lock
+from progreg.gitstore.permissions import adjust_ref_paths
 from progreg.gitstore.refupdates import (
     ZERO,
     PushOutcome,
@@ -56,6 +58,7 @@ from progreg.gitstore.refupdates import (
     rejected,
     remote_lines,
 )
+from progreg.gitstore.settings import check_object_format, repository_settings
 
 #: Variables that would point a hook's git commands at another repository.
 _REPOSITORY_VARIABLES = frozenset(
@@ -84,6 +87,7 @@ def open_target(path: Path) -> pygit2.Repository:
     try:
         target = pygit2.Repository(str(path), RepositoryOpenFlag.NO_SEARCH)
     except pygit2.GitError as exc:
+        check_object_format(path)
         raise RemoteError(f"{path} is not a Git repository: {exc}") from exc
     if not target.is_bare:
         raise RemoteError(
@@ -208,11 +212,19 @@ def _apply(
         if moved:
             raise rejected(shown, moved)
         applied: list[RefUpdate] = []
-        for update in updates:
-            error = _compare_and_swap(target, update)
-            if error is not None:
-                raise rejected(shown, {update.ref: error}, accepted=applied)
-            applied.append(update)
+        who = resolve_identity("COMMITTER", None, target.config)
+        target.set_ident(who.name, who.email)  # who the target's reflogs name, as receive-pack
+        shared = repository_settings(path).shared
+        try:
+            for update in updates:
+                error = _compare_and_swap(target, update)
+                if error is not None:
+                    raise rejected(shown, {update.ref: error}, accepted=applied)
+                applied.append(update)
+        finally:
+            target.set_ident(None, None)
+            for update in updates:  # libgit2 wrote them: Git's modes
+                adjust_ref_paths(path, update.ref, shared)
     return applied
 
 
@@ -220,12 +232,12 @@ def _compare_and_swap(target: pygit2.Repository, update: RefUpdate) -> str | Non
     new = pygit2.Oid(hex=update.new)
     try:
         if update.old is None:
-            target.references.create(update.ref, new)
+            target.create_reference_direct(update.ref, new, False, "push")
             return None
         reference = target.references.get(update.ref)
         if reference is None or str(reference.target) != update.old:
             return MOVED
-        reference.set_target(new)
+        reference.set_target(new, "push")
     except pygit2.AlreadyExistsError:
         return MOVED
     except (pygit2.GitError, OSError) as exc:
