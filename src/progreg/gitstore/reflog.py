@@ -59,11 +59,13 @@ def creates_reflog(ref: str, log_refs: str) -> bool:
 def wants_reflog(gitdir: Path, ref: str, log_refs: str) -> bool:
     """Whether Git might log an update of ``ref``: its reflog (or ``HEAD``'s) exists or
     would be created. :func:`append_reflog` then decides for each of the two."""
+    if creates_reflog(ref, log_refs):
+        return True
     logs = gitdir / "logs"
-    return (
-        creates_reflog(ref, log_refs)
-        or os.path.isfile(logs / ref)
-        or (ref.startswith("refs/heads/") and os.path.isfile(logs / "HEAD"))
+    if not os.path.isdir(logs):  # a bare repository's usual state: one stat per update
+        return False
+    return os.path.isfile(logs / ref) or (
+        ref.startswith("refs/heads/") and os.path.isfile(logs / "HEAD")
     )
 
 
