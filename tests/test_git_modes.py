@@ -48,6 +48,7 @@ from progreg.gitstore.permissions import (
     shared_mode,
 )
 from progreg.history import LogIndex
+from progreg.hooks import install
 from progreg.transfer import export_registry, import_programs
 
 COMMITTER = "Ann Committer <ann@example.com>"
@@ -529,3 +530,20 @@ def test_a_sha256_bundle_is_refused_with_a_typed_error(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="SHA-256 bundles are not supported"):
         import_programs(storage, bundle)
     assert git(storage.path, "for-each-ref") == before
+
+
+@pytest.mark.parametrize("shared", SHARED_VALUES)
+def test_the_installed_hook_has_the_mode_of_gits_own_hooks(
+    tmp_path: Path, shared: str, umask_022: None
+) -> None:
+    registry = init_bare(tmp_path / "registry", f"--shared={shared}")
+    hook = install(registry)
+    sample = registry / "hooks" / "pre-receive.sample"  # copied and adjusted by git init
+    assert stat.S_IMODE(hook.stat().st_mode) == stat.S_IMODE(sample.stat().st_mode)
+
+
+def test_a_hook_is_not_installed_in_a_sha256_repository(tmp_path: Path) -> None:
+    registry = init_bare(tmp_path / "sha256", "--object-format=sha256")
+    with pytest.raises(UnsupportedObjectFormatError, match="SHA-256 repositories"):
+        install(registry)
+    assert not (registry / "hooks" / "pre-receive").exists()

@@ -36,7 +36,8 @@ from pygit2.enums import RepositoryOpenFlag
 
 from progreg.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.errors import ConflictError, InvalidInputError, NotARegistryError
-from progreg.gitstore.settings import check_object_format
+from progreg.gitstore.permissions import adjust_path
+from progreg.gitstore.settings import check_object_format, repository_settings
 from progreg.storage import MARKER
 from progreg.validation import (
     MAIN,
@@ -120,6 +121,7 @@ def install(
     temporary.write_text(text, encoding="utf-8")
     mode = temporary.stat().st_mode
     temporary.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    adjust_path(temporary, repository_settings(Path(repository.path)).shared)  # as Git's hooks
     temporary.replace(target)
     return target
 
