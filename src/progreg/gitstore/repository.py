@@ -702,7 +702,9 @@ class GitRepository:
             kind, data = self.repo.odb.read(pygit2.Oid(hex=target))
         except (KeyError, ValueError, pygit2.GitError):
             return ""
-        return _subject_of(bytes(data).partition(b"\n\n")[2]) if int(kind) == 1 else ""
+        if int(kind) != objects.OBJ_COMMIT:
+            return ""
+        return _subject_of(bytes(data).partition(b"\n\n")[2])
 
     @contextlib.contextmanager
     def _as_libgit2(
