@@ -547,3 +547,24 @@ def test_a_hook_is_not_installed_in_a_sha256_repository(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedObjectFormatError, match="SHA-256 repositories"):
         install(registry)
     assert not (registry / "hooks" / "pre-receive").exists()
+
+
+def test_a_push_to_a_registry_on_disk_logs_and_shares_as_git_would(
+    tmp_path: Path, umask_022: None
+) -> None:
+    target = init_bare(tmp_path / "target", "--shared=group")
+    git(target, "config", "core.logAllRefUpdates", "always")
+    git(target, "config", "user.name", "Target Owner")
+    git(target, "config", "user.email", "owner@example.com")
+    source = ProgramStorage(tmp_path / "source", committer=COMMITTER)
+    source.save_program({"a": 1}, tags=["pushed"])
+    source.add_remote("origin", str(target))
+    assert source.push().created
+    assert reflog(target, "main") == ["Target Owner owner@example.com push"]
+    expected = git_reference_modes(
+        init_bare(tmp_path / "twin", "--shared=group"), tmp_path / "git.bundle"
+    )
+    for path, mode in modes(target).items():
+        if path.startswith(("refs/", "logs/")) or path.endswith((".pack", ".idx")):
+            kind = kind_of(path, (target / path).is_dir())
+            assert mode == expected[kind], (path, oct(mode), kind)
