@@ -49,7 +49,8 @@ from progreg import events
 from progreg.errors import RemoteError
 from progreg.gitstore.identity import resolve_identity
 from progreg.gitstore.locking import remove_stale_ref_locks, write_lock
-from progreg.gitstore.permissions import adjust_ref_paths
+from progreg.gitstore.permissions import PERM_UMASK, adjust_loose_object, adjust_ref_paths
+from progreg.gitstore.reflog import RefLogEntry, wants_reflog
 from progreg.gitstore.refupdates import (
     ZERO,
     PushOutcome,
@@ -58,7 +59,12 @@ from progreg.gitstore.refupdates import (
     rejected,
     remote_lines,
 )
-from progreg.gitstore.settings import check_object_format, repository_settings
+from progreg.gitstore.refwrite import NeedsLibgit2, swap_ref
+from progreg.gitstore.settings import (
+    RepositorySettings,
+    check_object_format,
+    repository_settings,
+)
 
 #: Variables that would point a hook's git commands at another repository.
 _REPOSITORY_VARIABLES = frozenset(
@@ -108,13 +114,19 @@ def _children(obj: pygit2.Object) -> list[pygit2.Oid]:
 
 
 def copy_missing(
-    source: pygit2.Repository, target: pygit2.Repository, roots: Iterable[pygit2.Oid]
+    source: pygit2.Repository,
+    target: pygit2.Repository,
+    roots: Iterable[pygit2.Oid],
+    shared: int = PERM_UMASK,
 ) -> int:
     """Copy every object reachable from ``roots`` that ``target`` lacks; return how many.
 
     Objects are written children first, and the walk does not enter an
-    object the target already has (it has all that object reaches).
+    object the target already has (it has all that object reaches). Each
+    gets the mode Git gives a loose object in the target (``shared``, its
+    ``core.sharedRepository``).
     """
+    objects_dir = Path(target.path) / "objects"
     source_odb, target_odb = source.odb, target.odb
     expanded: set[pygit2.Oid] = set()
     stack: list[tuple[pygit2.Oid, bool]] = [(oid, False) for oid in roots]
@@ -123,7 +135,8 @@ def copy_missing(
         oid, ready = stack.pop()
         if ready:
             kind, data = source_odb.read(oid)
-            target_odb.write(kind, data)
+            written = target_odb.write(kind, data)
+            adjust_loose_object(objects_dir, str(written), shared)
             copied += 1
             continue
         if oid in expanded or oid in target_odb:
@@ -191,7 +204,8 @@ def push_local(
         raise rejected(shown, reasons)
     if not updates:
         return PushOutcome([], up_to_date)
-    copy_missing(source, target, [pygit2.Oid(hex=u.new) for u in updates])
+    settings = repository_settings(path)
+    copy_missing(source, target, [pygit2.Oid(hex=u.new) for u in updates], settings.shared)
     run_pre_receive(target, path, updates, shown)
     return PushOutcome(_apply(target, path, updates, shown, lock_timeout), up_to_date)
 
@@ -212,23 +226,50 @@ def _apply(
         if moved:
             raise rejected(shown, moved)
         applied: list[RefUpdate] = []
-        who = resolve_identity("COMMITTER", None, target.config)
-        target.set_ident(who.name, who.email)  # who the target's reflogs name, as receive-pack
-        shared = repository_settings(path).shared
-        try:
-            for update in updates:
-                error = _compare_and_swap(target, update)
-                if error is not None:
-                    raise rejected(shown, {update.ref: error}, accepted=applied)
-                applied.append(update)
-        finally:
-            target.set_ident(None, None)
-            for update in updates:  # libgit2 wrote them: Git's modes
-                adjust_ref_paths(path, update.ref, shared)
+        # the target's reflogs name its own committer, as receive-pack's do
+        entry = RefLogEntry(resolve_identity("COMMITTER", None, target.config), "push")
+        settings = repository_settings(path)
+        for update in updates:
+            error = _compare_and_swap(target, path, update, entry, settings)
+            if error is not None:
+                raise rejected(shown, {update.ref: error}, accepted=applied)
+            applied.append(update)
     return applied
 
 
-def _compare_and_swap(target: pygit2.Repository, update: RefUpdate) -> str | None:
+def _compare_and_swap(
+    target: pygit2.Repository,
+    path: Path,
+    update: RefUpdate,
+    entry: RefLogEntry,
+    settings: RepositorySettings,
+) -> str | None:
+    """Move ``update.ref`` with Git's lock-file protocol, logged as Git would."""
+    wanted = wants_reflog(path, update.ref, settings.log_refs)
+    try:
+        reason = swap_ref(
+            path,
+            update.ref,
+            update.old,
+            update.new,
+            durable=False,
+            shared=settings.shared,
+            reflog=entry if wanted else None,
+            log_refs=settings.log_refs,
+        )
+    except NeedsLibgit2:  # a symbolic ref: libgit2 moves it
+        target.set_ident(entry.who.name, entry.who.email)
+        try:
+            return _libgit2_swap(target, update)
+        finally:
+            target.set_ident(None, None)
+            adjust_ref_paths(path, update.ref, settings.shared)
+    except OSError as exc:
+        return f"could not update the ref: {exc}"
+    return MOVED if reason == "the ref moved" else reason
+
+
+def _libgit2_swap(target: pygit2.Repository, update: RefUpdate) -> str | None:
     new = pygit2.Oid(hex=update.new)
     try:
         if update.old is None:

@@ -178,6 +178,20 @@ def adjust_ref_paths(gitdir: Path, ref: str, shared: int) -> None:
             adjust_path(path, shared)
 
 
+def adjust_loose_object(objects_dir: Path, oid: str, shared: int) -> None:
+    """Give a loose object libgit2 just wrote (and its directory) Git's modes.
+
+    Nothing when the object was not written loose (it was in a pack already),
+    or when the file is another user's.
+    """
+    if shared == PERM_UMASK:
+        return
+    directory = objects_dir / oid[:2]
+    for path in (directory, directory / oid[2:]):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            adjust_path(path, shared)
+
+
 def make_dir(path: Path, shared: int) -> bool:
     """Create directory ``path`` (its parent exists) as Git would; ``False`` if it existed."""
     try:

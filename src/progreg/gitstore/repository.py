@@ -35,7 +35,13 @@ from progreg.gitstore.locking import ref_locked_error, remove_stale_ref_locks, w
 from progreg.gitstore.memory import bound_libgit2_memory
 from progreg.gitstore.pack import MIN_DELTA_SIZE
 from progreg.gitstore.packstore import NewObject, store_objects
-from progreg.gitstore.permissions import PERM_UMASK, adjust_path, adjust_ref_paths, adjust_tree
+from progreg.gitstore.permissions import (
+    PERM_UMASK,
+    adjust_loose_object,
+    adjust_path,
+    adjust_ref_paths,
+    adjust_tree,
+)
 from progreg.gitstore.reflist import values_under
 from progreg.gitstore.reflog import RefLogEntry, append_reflog, wants_reflog
 from progreg.gitstore.refpack import PACKED_REFS, add_packed_refs
@@ -356,15 +362,7 @@ class GitRepository:
     def write_blob(self, data: bytes) -> pygit2.Oid:
         """Store ``data`` as a blob (idempotent: same bytes, same id)."""
         oid = self.repo.create_blob(data)
-        shared = self.settings.shared
-        if shared != PERM_UMASK:  # libgit2 ignores core.sharedRepository
-            text = str(oid)
-            for path in (
-                self.path / "objects" / text[:2],
-                self.path / "objects" / text[:2] / text[2:],
-            ):
-                with contextlib.suppress(FileNotFoundError, PermissionError):  # packed, or not ours
-                    adjust_path(path, shared)
+        adjust_loose_object(self.path / "objects", str(oid), self.settings.shared)  # libgit2's
         if self.durable:
             self._sync_loose(oid)
         return oid
