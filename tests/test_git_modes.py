@@ -568,3 +568,18 @@ def test_a_push_to_a_registry_on_disk_logs_and_shares_as_git_would(
         if path.startswith(("refs/", "logs/", "objects/")):  # loose objects copied by the push
             kind = kind_of(path, (target / path).is_dir())
             assert mode == expected[kind], (path, oct(mode), kind)
+
+
+@pytest.mark.parametrize("shared", SHARED_VALUES)
+def test_a_loose_object_libgit2_writes_gets_the_mode_git_gives_one(
+    tmp_path: Path, shared: str, umask_022: None
+) -> None:
+    """Reference imports write their blobs through libgit2, which ignores the setting."""
+    registry = init_bare(tmp_path / "registry", f"--shared={shared}")
+    expected = git_reference_modes(
+        init_bare(tmp_path / "twin", f"--shared={shared}"), tmp_path / "git.bundle"
+    )
+    oid = str(ProgramStorage(registry).git.write_blob(b"a blob of a reference import\n"))
+    loose = registry / "objects" / oid[:2] / oid[2:]
+    assert stat.S_IMODE(loose.stat().st_mode) == expected["loose"]
+    assert stat.S_IMODE(loose.parent.stat().st_mode) == expected["objects directory"]
