@@ -329,7 +329,8 @@ def _users(group: str, *names: str) -> Iterator[None]:
     reason="creating the second and third Unix users of a shared group needs root and useradd",
 )
 def test_other_members_of_the_group_save_into_a_shared_registry(umask_022: None) -> None:
-    group, second, third = "progregshare", "progreg_second", "progreg_third"
+    tag = os.getpid() % 100000  # distinct names for concurrent runs
+    group, second, third = f"prgshare{tag}", f"prgsecond{tag}", f"prgthird{tag}"
     top = Path(tempfile.mkdtemp(prefix="progreg-shared-"))
     try:
         top.chmod(0o755)  # the users must reach it (pytest's tmp_path is root's alone)
