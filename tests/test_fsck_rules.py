@@ -384,7 +384,7 @@ def _run_generated(examples: int, size: int, derandomize: bool) -> tuple[int, in
 
 
 def test_generated_objects_agree_with_git() -> None:
-    checked, refused, runs = _run_generated(examples=15, size=25, derandomize=True)
+    checked, refused, runs = _run_generated(examples=18, size=25, derandomize=True)
     print(
         f"\nfsck differential (default): {checked} generated objects in {runs} batches,"
         f" {refused} refused by both, 0 disagreements"

@@ -10,6 +10,8 @@ tags and checkpoints in both directions, hostile names and URLs, the CLI.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import threading
 import time
@@ -1036,3 +1038,38 @@ def test_cli_remote_set_url_and_remove(tmp_path: Path) -> None:
     assert missing.exit_code == 3
     assert missing.stderr.strip() == "error: no remote named 'origin' (configured: none)"
     assert run("set-url", "origin", "x").exit_code == 3
+
+
+def test_a_pull_logs_and_shares_what_it_writes_as_git_would(
+    git_daemon: GitServer, tmp_path: Path, isolated_git_config: Path
+) -> None:
+    """In a ``--shared=group`` registry logging every ref: the tracking refs a fetch moves,
+    the tags and checkpoints a pull creates get Git's modes and reflog entries."""
+    isolated_git_config.write_text("[user]\n\tname = Bob Config\n\temail = bob@example.com\n")
+    git_daemon.create()
+    url = git_daemon.url("registry.git")
+    alice = clone(tmp_path, "alice", url)
+    saved = save(alice, 1, tags=["prod"])
+    alice.push()
+    path = tmp_path / "bob"
+    previous = os.umask(0o022)
+    try:
+        subprocess.run(["git", "init", "-q", "--bare", "--shared=group", str(path)], check=True)
+        git(path, "config", "core.logAllRefUpdates", "always")
+        bob = ProgramStorage(path, committer="Bob Committer <bob.c@example.com>")
+        bob.add_remote("origin", url)
+        bob.pull()
+    finally:
+        os.umask(previous)
+    tag = f"refs/tags/prod/{saved}"
+    [line] = (path / "logs" / tag).read_text().splitlines()
+    assert line.endswith("\tpull origin: storing tag")
+    assert " Bob Committer <bob.c@example.com> " in line
+    tracking = git(path, "reflog", "show", "--format=%gn <%ge> %gs", "refs/remotes/origin/main")
+    assert tracking.splitlines() == ["Bob Config <bob@example.com> fetch origin"]
+    for ref in (tag, "refs/remotes/origin/main", "refs/heads/main"):
+        for top in (path, path / "logs"):
+            assert stat.S_IMODE((top / ref).stat().st_mode) == 0o664, (top, ref)
+            assert stat.S_IMODE((top / ref).parent.stat().st_mode) == 0o2775, (top, ref)
+    for pack in (path / "objects" / "pack").iterdir():
+        assert stat.S_IMODE(pack.stat().st_mode) == 0o444, pack

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         SecretDetectedError,
         SigningError,
         UnsupportedFormatError,
+        UnsupportedObjectFormatError,
         UnsupportedProgramError,
     )
     from progreg.events import Event, subscribe
@@ -99,6 +100,7 @@ _EXPORTS: dict[str, str] = {
     "SecretDetectedError": "errors",
     "SigningError": "errors",
     "UnsupportedFormatError": "errors",
+    "UnsupportedObjectFormatError": "errors",
     "UnsupportedProgramError": "errors",
     "Event": "events",
     "subscribe": "events",
@@ -256,6 +258,7 @@ __all__ = [
     "SyncResult",
     "Trends",
     "UnsupportedFormatError",
+    "UnsupportedObjectFormatError",
     "UnsupportedProgramError",
     "VerifyReport",
     "__version__",

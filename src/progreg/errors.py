@@ -18,6 +18,7 @@ the message says what to do about it.
     ├── RegistryError                           the registry itself is the problem
     │   ├── NotARegistryError                   path is a file, a work tree, foreign data
     │   ├── UnsupportedFormatError              written by a newer progreg
+    │   │   └── UnsupportedObjectFormatError    SHA-256 objects (also a BundleError)
     │   ├── CorruptProgramError                 a stored program cannot be decoded
     │   │   └── DamagedObjectError              a Git object is damaged or missing
     │   ├── RegistryBusyError                   could not take the write lock in time
@@ -104,16 +105,25 @@ class UnsupportedFormatError(RegistryError):
     """The registry was written in a format this progreg version does not know."""
 
 
+class BundleError(ProgregError, ValueError):
+    """A bundle (or a reference-format export) is malformed, incomplete or unsafe to import."""
+
+
+class UnsupportedObjectFormatError(UnsupportedFormatError, BundleError):
+    """A repository or bundle uses an object format other than SHA-1 (SHA-256).
+
+    Raised when opening a registry made with ``git init --object-format=sha256``
+    and when reading a bundle of such a repository; it is an
+    :class:`UnsupportedFormatError` and, for bundles, a :class:`BundleError`.
+    """
+
+
 class CorruptProgramError(RegistryError):
     """A program file in the registry exists but cannot be decoded or is inconsistent."""
 
 
 class RegistryBusyError(RegistryError):
     """The registry's write lock could not be taken before the timeout."""
-
-
-class BundleError(ProgregError, ValueError):
-    """A bundle (or a reference-format export) is malformed, incomplete or unsafe to import."""
 
 
 class RemoteError(ProgregError):

@@ -40,7 +40,9 @@ from progreg.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.errors import ConflictError, InvalidInputError, NotARegistryError
 from progreg.gitstore.fsck import IncomingObjects
 from progreg.gitstore.objectread import raw_reader
+from progreg.gitstore.permissions import adjust_path
 from progreg.gitstore.pushobjects import missing_objects
+from progreg.gitstore.settings import check_object_format, repository_settings
 from progreg.storage import MARKER
 from progreg.validation import (
     MAIN,
@@ -125,6 +127,7 @@ def install(
     temporary.write_text(text, encoding="utf-8")
     mode = temporary.stat().st_mode
     temporary.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    adjust_path(temporary, repository_settings(Path(repository.path)).shared)  # as Git's hooks
     temporary.replace(target)
     return target
 
@@ -133,6 +136,7 @@ def _open_bare(path: Path) -> pygit2.Repository:
     try:
         repository = pygit2.Repository(str(path), RepositoryOpenFlag.NO_SEARCH)
     except pygit2.GitError as exc:
+        check_object_format(path)
         raise NotARegistryError(f"{path} is not a Git repository") from exc
     if not repository.is_bare:
         raise NotARegistryError(

@@ -52,6 +52,9 @@ from typing import Any
 
 import orjson
 
+from progreg.errors import RegistryError
+from progreg.gitstore.permissions import FILE_MODE, make_dir, set_created_mode
+from progreg.gitstore.settings import repository_settings
 from progreg.summaries import Fields, SummaryCache, SummaryRow
 
 #: The directory, inside the registry, that holds derived caches.
@@ -135,14 +138,16 @@ def write(path: Path, data: dict[str, Any]) -> bool:
         "sha256": hashlib.sha256(body).hexdigest(),
     }
     try:
-        path.parent.mkdir(exist_ok=True)
+        shared = repository_settings(path.parent.parent).shared  # the registry's file modes
+        make_dir(path.parent, shared)
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError:
+    except (OSError, RegistryError):
         return False
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(json.dumps(header).encode() + b"\n")
             file.write(body)
+        set_created_mode(temp, FILE_MODE, shared)
         os.replace(temp, path)
     except OSError:
         with contextlib.suppress(OSError):

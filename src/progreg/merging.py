@@ -28,7 +28,7 @@ from pygit2.enums import DeltaStatus
 from progreg import canonical, events
 from progreg.document import decode_document, document_from
 from progreg.errors import ConflictError, CorruptProgramError
-from progreg.gitstore import CommitPlan, Tip, format_message
+from progreg.gitstore import CommitPlan, RefLogEntry, Tip, format_message
 from progreg.ids import program_id_of_path
 from progreg.storage import MAIN, ProgramStorage
 from progreg.validation import kind_of_path, tree_files
@@ -270,7 +270,8 @@ def merge_into_main(
             commit = git.update_ref(MAIN, plan)
             if not moved:
                 break
-            commit = git.fast_forward(MAIN, their_commit.id)
+            entry = RefLogEntry(committer, f"merge {source}: Fast-forward")
+            commit = git.fast_forward(MAIN, their_commit.id, entry)
             if commit is not None:
                 break
             # main moved between the plan and the fast-forward: plan again

@@ -45,6 +45,7 @@ from progreg.errors import (
     RegistryError,
     RemoteError,
 )
+from progreg.gitstore import RefLogEntry
 from progreg.gitstore import remote as gitremote
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.urls import check_url, redact_url
@@ -358,7 +359,8 @@ def _pull_tags(storage: ProgramStorage, name: str) -> tuple[list[str], list[str]
             kept.append(label)
         else:
             missing[TAGS_PREFIX + label] = str(theirs)
-    made = set(storage.git.create_refs(missing))
+    entry = RefLogEntry(storage.identity()[1], f"pull {name}: storing tag")
+    made = set(storage.git.create_refs(missing, entry))
     created = [ref[len(TAGS_PREFIX) :] for ref in missing if ref in made]
     kept += [ref[len(TAGS_PREFIX) :] for ref in missing if ref not in made]  # made meanwhile
     return created, sorted(kept), ignored
@@ -384,7 +386,8 @@ def _pull_checkpoints(storage: ProgramStorage, name: str) -> tuple[list[str], li
         if mine is not None and (mine.id == theirs.id or repo.descendant_of(mine.id, theirs.id)):
             continue
         ahead = mine is None or repo.descendant_of(theirs.id, mine.id)
-        if ahead and git.fast_forward(local, theirs.id) is not None:
+        entry = RefLogEntry(storage.identity()[1], f"pull {name}: fast-forward")
+        if ahead and git.fast_forward(local, theirs.id, entry) is not None:
             advanced.append(run)
         else:
             diverged.append(run)

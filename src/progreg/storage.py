@@ -44,6 +44,7 @@ from progreg.errors import (
 from progreg.gitstore import CommitPlan, GitRepository, Identity, Tip, resolve_identity
 from progreg.gitstore.failures import read_failure, write_failure
 from progreg.gitstore.maintenance import PackReport, auto_maintenance, pack_loose_objects
+from progreg.gitstore.permissions import adjust_ref_paths
 from progreg.gitstore.trees import Edit, blob_at
 from progreg.history import LogIndex, ProgramRecord
 from progreg.ids import check_program_id, new_program_id, program_id_of_path
@@ -136,6 +137,7 @@ class ProgramStorage:
             if head is not None and head.target != MAIN:
                 with contextlib.suppress(pygit2.GitError, OSError):  # read-only: leave it
                     repo.set_head(MAIN)
+                    adjust_ref_paths(self.path, "HEAD", self._git.settings.shared)
             return
         try:
             commit = repo[repo.references[ref].resolve().target].peel(pygit2.Commit)

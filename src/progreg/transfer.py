@@ -42,7 +42,15 @@ from progreg.errors import (
     ProgregError,
     SecretDetectedError,
 )
-from progreg.gitstore import CommitPlan, Identity, Tip, format_message, objects, unbundle
+from progreg.gitstore import (
+    CommitPlan,
+    Identity,
+    RefLogEntry,
+    Tip,
+    format_message,
+    objects,
+    unbundle,
+)
 from progreg.gitstore import bundle as bundles
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.pack import Progress
@@ -668,12 +676,16 @@ class _BundleImport:
         git = self.storage.git
         repo = git.repo
         tags = dict(self._tags)
-        created = set(git.create_refs(tags))
+        committer = self.storage.identity()[1]
+        created = set(
+            git.create_refs(tags, RefLogEntry(committer, f"import {self.source}: storing tag"))
+        )
         self.tags_created += [name for name in tags if name in created]
         self.tags_kept += [name for name in tags if name not in created]
         for name, oid in self._checkpoints:
             existed = repo.references.get(name) is not None
-            moved = git.fast_forward(name, pygit2.Oid(hex=oid))
+            entry = RefLogEntry(committer, f"import {self.source}: fast-forward")
+            moved = git.fast_forward(name, pygit2.Oid(hex=oid), entry)
             if moved is None:
                 continue
             (self.checkpoints_updated if existed else self.checkpoints_created).append(name)

@@ -6,6 +6,7 @@ it decides what the paths, bytes and messages mean.
 """
 
 from progreg.gitstore.identity import Identity, resolve_identity
+from progreg.gitstore.reflog import RefLogEntry
 from progreg.gitstore.repository import CommitPlan, GitRepository, TagPlan, Tip
 from progreg.gitstore.trailers import format_message, parse_trailers
 
@@ -13,6 +14,7 @@ __all__ = [
     "CommitPlan",
     "GitRepository",
     "Identity",
+    "RefLogEntry",
     "TagPlan",
     "Tip",
     "format_message",

@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 import pygit2
 
-from progreg.errors import BundleError
+from progreg.errors import BundleError, UnsupportedObjectFormatError
 from progreg.gitstore import objects
 from progreg.gitstore import pack as packs
 from progreg.gitstore.delta import make_delta
@@ -44,6 +44,8 @@ from progreg.gitstore.objects import (
     RawObject,
 )
 from progreg.gitstore.pack import PackWriter, Progress
+from progreg.gitstore.permissions import FILE_MODE, set_created_mode
+from progreg.gitstore.settings import repository_settings
 
 SIGNATURES = {b"# v2 git bundle\n": 2, b"# v3 git bundle\n": 3}
 #: Largest header accepted (refs and prerequisites); a registry with a million
@@ -51,6 +53,7 @@ SIGNATURES = {b"# v2 git bundle\n": 2, b"# v3 git bundle\n": 3}
 MAX_HEADER_BYTES = 128 * 1024 * 1024
 MAX_LINE_BYTES = 8192
 _HEX = re.compile(r"[0-9a-f]{40}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _CAPABILITY = re.compile(r"([A-Za-z0-9-]+)(?:=(.*))?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # control characters, refused in header lines
 _SUPPORTED_FORMATS = {"sha1"}
@@ -139,6 +142,8 @@ def parse_header(data: bytes, where: str = "bundle") -> BundleHeader:
             if match is None:
                 raise BundleError(f"{where}: line {number}: malformed capability {line[:80]!r}")
             capabilities[match.group(1)] = match.group(2)
+            if match.group(1) == "object-format":  # before the ids, which it sizes
+                _check_object_format(match.group(2), where)
         elif line.startswith("-"):
             if references:
                 raise BundleError(f"{where}: line {number}: a prerequisite after the references")
@@ -148,6 +153,8 @@ def parse_header(data: bytes, where: str = "bundle") -> BundleHeader:
             prerequisites.append((oid, comment))
         else:
             oid, sep, name = line.partition(" ")
+            if _SHA256_HEX.fullmatch(oid) is not None:  # a v2 bundle cannot say its format
+                _check_object_format("sha256", where)
             if not sep or _HEX.fullmatch(oid) is None or not _valid_refname(name):
                 raise BundleError(f"{where}: line {number}: malformed reference line {line[:80]!r}")
             if name in listed:
@@ -176,13 +183,20 @@ def _valid_refname(name: str) -> bool:
     return name == "HEAD" or (name.startswith("refs/") and pygit2.reference_is_valid_name(name))
 
 
+def _check_object_format(value: str | None, where: str) -> None:
+    """Raise :class:`~progreg.UnsupportedObjectFormatError` unless ``value`` is ``sha1``."""
+    if value not in _SUPPORTED_FORMATS:
+        name = "SHA-256" if value == "sha256" else repr(value)
+        raise UnsupportedObjectFormatError(
+            f"{where} is a bundle of {name} objects (@object-format={value}): {name} bundles"
+            " are not supported; progreg imports bundles of SHA-1 repositories only"
+        )
+
+
 def _check_capabilities(capabilities: Mapping[str, str | None], where: str) -> None:
     for key, value in capabilities.items():
         if key == "object-format":
-            if value not in _SUPPORTED_FORMATS:
-                raise BundleError(
-                    f"{where}: the bundle uses object format {value!r}; only SHA-1 is supported"
-                )
+            _check_object_format(value, where)
         elif key == "filter":
             raise BundleError(
                 f"{where}: the bundle is partial (filter={value}): it lacks objects and cannot"
@@ -567,13 +581,18 @@ def _whole_pack(repo: pygit2.Repository, references: Sequence[tuple[str, str]]) 
 
 
 @contextlib.contextmanager
-def _atomic_file(destination: Path) -> Iterator[BinaryIO]:
-    """A file that appears at ``destination`` whole when the block succeeds, or not at all."""
+def _atomic_file(destination: Path, shared: int) -> Iterator[BinaryIO]:
+    """A file that appears at ``destination`` whole when the block succeeds, or not at all.
+
+    It gets the mode ``git bundle create`` gives its file: ``0666`` less the
+    umask, adjusted for the repository's ``core.sharedRepository`` (``shared``).
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
     try:
         with os.fdopen(descriptor, "w+b") as handle:
             yield handle
+        set_created_mode(temporary, FILE_MODE, shared)
         os.replace(temporary, destination)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -582,12 +601,16 @@ def _atomic_file(destination: Path) -> Iterator[BinaryIO]:
 
 
 def _copy_pack(
-    pack: Path, destination: Path, references: Sequence[tuple[str, str]], version: int
+    pack: Path,
+    destination: Path,
+    references: Sequence[tuple[str, str]],
+    version: int,
+    shared: int,
 ) -> WrittenBundle:
     header = _signature_lines(version) + b"".join(
         f"{oid} {name}\n".encode() for name, oid in references
     )
-    with _atomic_file(destination) as out, open(pack, "rb") as source:
+    with _atomic_file(destination, shared) as out, open(pack, "rb") as source:
         out.write(header + b"\n")
         start = source.read(12)
         if len(start) != 12 or start[:4] != b"PACK":
@@ -636,9 +659,10 @@ def write_bundle(
         if not _valid_refname(name) or _HEX.fullmatch(oid) is None:
             raise ValueError(f"invalid bundle reference {name!r} -> {oid!r}")
     exclude = list(exclude)
+    shared = repository_settings(Path(repo.path)).shared
     whole = None if exclude or extra else _whole_pack(repo, references)
     if whole is not None:
-        copied = _copy_pack(whole, Path(path), references, version)
+        copied = _copy_pack(whole, Path(path), references, version, shared)
         if progress is not None:
             progress(1, 1)
         return copied
@@ -649,7 +673,7 @@ def write_bundle(
     lines += [f"{oid} {name}\n".encode() for name, oid in references]
     lines.append(b"\n")
     destination = Path(path)
-    with _atomic_file(destination) as handle:
+    with _atomic_file(destination, shared) as handle:
         handle.write(b"".join(lines))
         writer = PackWriter(handle, level)
         _write_objects(source, plan, writer, progress)

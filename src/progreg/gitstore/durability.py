@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from progreg.gitstore.permissions import PERM_UMASK, make_dir
+
 
 def fsync_file(path: str | os.PathLike[str]) -> None:
     """Flush the data of the file at ``path`` to the disk."""
@@ -43,11 +45,12 @@ def fsync_dirs(paths: Iterable[Path]) -> None:
         fsync_dir(directory)
 
 
-def make_dirs(directory: Path, stop: Path) -> list[Path]:
+def make_dirs(directory: Path, stop: Path, shared: int = PERM_UMASK) -> list[Path]:
     """Create ``directory`` and missing parents below ``stop``; return the parents that changed.
 
     The returned directories are those that got a new entry (the parent of
-    each directory created), for :func:`fsync_dirs`.
+    each directory created), for :func:`fsync_dirs`. Each directory created
+    gets the mode Git gives it (``shared``: see :mod:`progreg.gitstore.permissions`).
     """
     missing: list[Path] = []
     current = directory
@@ -55,5 +58,5 @@ def make_dirs(directory: Path, stop: Path) -> list[Path]:
         missing.append(current)
         current = current.parent
     for path in reversed(missing):
-        path.mkdir(exist_ok=True)  # another writer may create it meanwhile: flush it anyway
+        make_dir(path, shared)  # another writer may create it meanwhile: flush it anyway
     return [path.parent for path in missing]

@@ -55,8 +55,11 @@ from pygit2.enums import FileMode, RepositoryOpenFlag
 from progreg import events
 from progreg.errors import RemoteError
 from progreg.gitstore.fsck import IncomingObjects
+from progreg.gitstore.identity import resolve_identity
 from progreg.gitstore.locking import remove_stale_ref_locks, write_lock
 from progreg.gitstore.objectread import raw_reader
+from progreg.gitstore.permissions import PERM_UMASK, adjust_loose_object, adjust_ref_paths
+from progreg.gitstore.reflog import RefLogEntry, wants_reflog
 from progreg.gitstore.refupdates import (
     ZERO,
     PushOutcome,
@@ -64,6 +67,12 @@ from progreg.gitstore.refupdates import (
     plan,
     rejected,
     remote_lines,
+)
+from progreg.gitstore.refwrite import NeedsLibgit2, swap_ref
+from progreg.gitstore.settings import (
+    RepositorySettings,
+    check_object_format,
+    repository_settings,
 )
 
 #: Variables that would point a hook's git commands at another repository.
@@ -93,6 +102,7 @@ def open_target(path: Path) -> pygit2.Repository:
     try:
         target = pygit2.Repository(str(path), RepositoryOpenFlag.NO_SEARCH)
     except pygit2.GitError as exc:
+        check_object_format(path)
         raise RemoteError(f"{path} is not a Git repository: {exc}") from exc
     if not target.is_bare:
         raise RemoteError(
@@ -138,13 +148,22 @@ def missing_in_target(
 
 
 def copy_objects(
-    source: pygit2.Repository, target: pygit2.Repository, oids: Sequence[pygit2.Oid]
+    source: pygit2.Repository,
+    target: pygit2.Repository,
+    oids: Sequence[pygit2.Oid],
+    shared: int = PERM_UMASK,
 ) -> int:
-    """Write the objects ``oids`` of ``source`` into ``target``, in order; return how many."""
+    """Write the objects ``oids`` of ``source`` into ``target``, in order; return how many.
+
+    Each gets the mode Git gives a loose object in the target (``shared``, its
+    ``core.sharedRepository``).
+    """
+    objects_dir = Path(target.path) / "objects"
     source_odb, target_odb = source.odb, target.odb
     for oid in oids:
         kind, data = source_odb.read(oid)
-        target_odb.write(kind, data)
+        written = target_odb.write(kind, data)
+        adjust_loose_object(objects_dir, str(written), shared)
     return len(oids)
 
 
@@ -243,7 +262,7 @@ def push_local(
         if refusal is not None:
             reason = f"git fsck --strict refuses an object of the push: {refusal}"
             raise rejected(shown, {u.ref: reason for u in updates})
-    copy_objects(source, target, missing)
+    copy_objects(source, target, missing, repository_settings(path).shared)
     run_pre_receive(target, path, updates, shown)
     return PushOutcome(_apply(target, path, updates, shown, lock_timeout), up_to_date)
 
@@ -264,24 +283,59 @@ def _apply(
         if moved:
             raise rejected(shown, moved)
         applied: list[RefUpdate] = []
+        # the target's reflogs name its own committer, as receive-pack's do
+        entry = RefLogEntry(resolve_identity("COMMITTER", None, target.config), "push")
+        settings = repository_settings(path)
         for update in updates:
-            error = _compare_and_swap(target, update)
+            error = _compare_and_swap(target, path, update, entry, settings)
             if error is not None:
                 raise rejected(shown, {update.ref: error}, accepted=applied)
             applied.append(update)
     return applied
 
 
-def _compare_and_swap(target: pygit2.Repository, update: RefUpdate) -> str | None:
+def _compare_and_swap(
+    target: pygit2.Repository,
+    path: Path,
+    update: RefUpdate,
+    entry: RefLogEntry,
+    settings: RepositorySettings,
+) -> str | None:
+    """Move ``update.ref`` with Git's lock-file protocol, logged as Git would."""
+    wanted = wants_reflog(path, update.ref, settings.log_refs)
+    try:
+        reason = swap_ref(
+            path,
+            update.ref,
+            update.old,
+            update.new,
+            durable=False,
+            shared=settings.shared,
+            reflog=entry if wanted else None,
+            log_refs=settings.log_refs,
+        )
+    except NeedsLibgit2:  # a symbolic ref: libgit2 moves it
+        target.set_ident(entry.who.name, entry.who.email)
+        try:
+            return _libgit2_swap(target, update)
+        finally:
+            target.set_ident(None, None)
+            adjust_ref_paths(path, update.ref, settings.shared)
+    except OSError as exc:
+        return f"could not update the ref: {exc}"
+    return MOVED if reason == "the ref moved" else reason
+
+
+def _libgit2_swap(target: pygit2.Repository, update: RefUpdate) -> str | None:
     new = pygit2.Oid(hex=update.new)
     try:
         if update.old is None:
-            target.references.create(update.ref, new)
+            target.create_reference_direct(update.ref, new, False, "push")
             return None
         reference = target.references.get(update.ref)
         if reference is None or str(reference.target) != update.old:
             return MOVED
-        reference.set_target(new)
+        reference.set_target(new, "push")
     except pygit2.AlreadyExistsError:
         return MOVED
     except (pygit2.GitError, OSError) as exc:

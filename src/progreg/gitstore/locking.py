@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import random
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ from pathlib import Path
 from progreg import events
 from progreg.errors import RegistryBusyError
 from progreg.gitstore.failures import write_failure
+from progreg.gitstore.permissions import FILE_MODE, PERM_UMASK, shared_mode
+from progreg.gitstore.settings import repository_settings
 
 try:
     import fcntl
@@ -128,9 +131,17 @@ def lock_is_free(gitdir: Path) -> bool | None:
 def _open(gitdir: Path) -> int:
     path = gitdir / LOCK_FILE
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        return os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
     except OSError as exc:
         raise write_failure(gitdir, exc) from exc
+
+
+def _share(fd: int, mode: int, shared: int) -> None:
+    """Give the lock file the mode Git would give it, so that the group can write it too."""
+    wanted = shared_mode(mode, shared)
+    if wanted != mode:
+        with contextlib.suppress(PermissionError):  # another user's file: theirs to fix
+            os.fchmod(fd, stat.S_IMODE(wanted))
 
 
 def _held_keys() -> set[tuple[int, int, int]]:
@@ -141,16 +152,24 @@ def _held_keys() -> set[tuple[int, int, int]]:
 
 
 @contextlib.contextmanager
-def write_lock(gitdir: Path, timeout: float) -> Iterator[LockGrant]:
-    """Hold the registry's write lock for the duration of the ``with`` block."""
+def write_lock(gitdir: Path, timeout: float, shared: int | None = None) -> Iterator[LockGrant]:
+    """Hold the registry's write lock for the duration of the ``with`` block.
+
+    ``shared`` is the registry's ``core.sharedRepository`` when the caller
+    knows it (else it is read from the config).
+    """
     fd = _open(gitdir)
     try:
-        stat = os.fstat(fd)
-        key = (os.getpid(), stat.st_dev, stat.st_ino)
+        info = os.fstat(fd)
+        key = (os.getpid(), info.st_dev, info.st_ino)
         held = _held_keys()
         if key in held:  # this thread holds it already
             yield LockGrant(False, 0.0)
             return
+        if shared is None:
+            shared = repository_settings(gitdir).shared
+        if shared != PERM_UMASK:
+            _share(fd, info.st_mode, shared)
         _acquire(fd, gitdir / LOCK_FILE, timeout)
         try:
             grant = _take(fd, gitdir)

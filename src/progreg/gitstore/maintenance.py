@@ -55,8 +55,10 @@ from progreg.gitstore import pack as packs
 from progreg.gitstore.failures import write_failure
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.objects import OBJ_COMMIT, TYPE_NAMES, object_id
+from progreg.gitstore.permissions import FILE_MODE, READ_ONLY_MODE, adjust_fd, set_created_mode
 from progreg.gitstore.repack import MergeResult, PackInfo, index_count, merge_packs
 from progreg.gitstore.repository import GitRepository
+from progreg.gitstore.settings import repository_settings
 
 try:
     import fcntl
@@ -223,8 +225,9 @@ def _write_pack(
             os.fsync(index_out.fileno())
         name = f"pack-{checksum.hex()}"
         final = pack_dir / f"{name}.pack"
+        shared = repository_settings(pack_dir.parent.parent).shared
         for path in (temporary, index_temporary):
-            os.chmod(path, 0o444)
+            set_created_mode(path, READ_ONLY_MODE, shared)  # as Git's packs, see permissions
         os.replace(temporary, final)  # the pack first, the index last: then it is visible
         os.replace(index_temporary, pack_dir / f"{name}.idx")
         _fsync_dir(pack_dir)
@@ -291,10 +294,12 @@ def maintenance_lock(gitdir: Path, timeout: float | None) -> Iterator[bool]:
     """
     path = gitdir / MAINTENANCE_LOCK
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
     except OSError as exc:
         raise write_failure(gitdir, exc, f"open the maintenance lock {path}") from exc
     try:
+        with contextlib.suppress(PermissionError):  # another user's lock file: theirs to fix
+            adjust_fd(fd, repository_settings(gitdir).shared)
         taken = _take(fd, path, timeout)
         try:
             yield taken

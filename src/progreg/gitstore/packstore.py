@@ -22,6 +22,8 @@ from pathlib import Path
 
 from progreg.gitstore import pack as packs
 from progreg.gitstore.durability import fsync_dir, fsync_dirs, make_dirs
+from progreg.gitstore.permissions import adjust_path
+from progreg.gitstore.settings import repository_settings
 
 #: ``(id, type, data)`` of an object to store.
 NewObject = tuple[bytes, int, bytes]
@@ -52,7 +54,8 @@ def install_pack(
     an index); the index is written under a temporary name and renamed, so it
     appears whole. A pack file left without an index by a crash is replaced.
     """
-    changed = [] if pack_dir.is_dir() else make_dirs(pack_dir, pack_dir.parent.parent)
+    shared = repository_settings(pack_dir.parent.parent).shared  # Git's modes, see permissions
+    changed = [] if pack_dir.is_dir() else make_dirs(pack_dir, pack_dir.parent.parent, shared)
     directory = str(pack_dir)
     stem = os.path.join(directory, f"{PACK_PREFIX}{checksum.hex()}")
     final, final_index = stem + ".pack", stem + ".idx"
@@ -68,6 +71,8 @@ def install_pack(
         with contextlib.suppress(OSError):
             os.unlink(final)  # a pack without its index: nobody can be using it
         raise
+    for path in (final, final_index):
+        adjust_path(path, shared)
     if durable:
         fsync_dir(pack_dir)
         fsync_dirs(changed)

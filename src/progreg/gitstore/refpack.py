@@ -45,7 +45,9 @@ from pygit2.enums import ObjectType
 from progreg import events
 from progreg.gitstore.durability import fsync_dir
 from progreg.gitstore.locking import write_lock
+from progreg.gitstore.permissions import FILE_MODE, adjust_fd
 from progreg.gitstore.reflist import loose_value
+from progreg.gitstore.settings import repository_settings
 
 #: Loose refs below this count are never packed automatically.
 MIN_LOOSE_REFS = 256
@@ -116,7 +118,8 @@ def pack_refs(gitdir: str | os.PathLike[str]) -> int | None:
         if not loose and fully_peeled:
             return 0  # nothing to pack: packed-refs stays as it is
         _write_packed(out, _merged(repo.odb, packed, fully_peeled, loose))
-    return sum(_prune(path, name, oid) for name, oid in loose.items())
+    shared = repository_settings(path).shared
+    return sum(_prune(path, name, oid, shared) for name, oid in loose.items())
 
 
 @contextlib.contextmanager
@@ -129,11 +132,12 @@ def _rewriting(path: Path) -> Iterator[BinaryIO | None]:
     """
     lock = path / (PACKED_REFS + ".lock")
     try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
         yield None
         return
     try:
+        adjust_fd(fd, repository_settings(path).shared)  # Git's mode, kept by the rename
         with os.fdopen(fd, "wb") as out:
             yield out
             written = out.tell() > 0
@@ -353,15 +357,16 @@ def _peel(odb: pygit2.Odb, oid: str) -> str | None:
     return None
 
 
-def _prune(gitdir: Path, name: str, oid: str) -> int:
+def _prune(gitdir: Path, name: str, oid: str, shared: int) -> int:
     """Delete the loose ref ``name`` if it still holds ``oid``, under its lock; 1 if deleted."""
     path = gitdir / name
     lock = gitdir / (name + ".lock")
     try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except OSError:
         return 0  # being updated by another writer: it stays loose, and wins
     try:
+        adjust_fd(fd, shared)
         if _loose_value(path) != oid:
             return 0
         path.unlink()

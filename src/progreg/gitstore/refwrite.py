@@ -6,8 +6,11 @@ makes the swap fail, never wait), check under it that the ref still holds
 the expected value (a loose file first, else ``packed-refs``), write the new
 value into the lock file and rename it over the ref. With ``durable`` the new
 ref file and the directories that got new entries are flushed before
-returning. Refs that need more (a symbolic ref, a reflog to append to) are
-left to libgit2: :func:`swap_ref` says so by raising :class:`NeedsLibgit2`.
+returning. Given a reflog entry, it is appended under the lock before the
+rename, as Git does (see :mod:`progreg.gitstore.reflog`). Each file and
+directory created gets the mode Git gives it in a shared repository. Refs
+that need more (a symbolic ref) are left to libgit2: :func:`swap_ref` says so
+by raising :class:`NeedsLibgit2`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import os
 from pathlib import Path
 
 from progreg.gitstore.durability import fsync_dir, fsync_dirs, make_dirs
+from progreg.gitstore.permissions import FILE_MODE, PERM_UMASK, adjust_fd
 from progreg.gitstore.reflist import packed_value
+from progreg.gitstore.reflog import RefLogEntry, append_reflog
+from progreg.gitstore.settings import LOG_NONE
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -41,10 +47,21 @@ def read_ref(gitdir: Path, ref: str) -> str | None:
 
 
 def swap_ref(
-    gitdir: Path, ref: str, expected: str | None, new: str, *, durable: bool
+    gitdir: Path,
+    ref: str,
+    expected: str | None,
+    new: str,
+    *,
+    durable: bool,
+    shared: int = PERM_UMASK,
+    reflog: RefLogEntry | None = None,
+    log_refs: str = LOG_NONE,
 ) -> str | None:
     """Move ``ref`` from ``expected`` (``None``: absent) to ``new``; return why not, or ``None``.
 
+    ``shared`` is the registry's ``core.sharedRepository`` (as
+    :func:`~progreg.gitstore.permissions.parse_shared` reads it); ``reflog``,
+    if given, is logged as ``core.logAllRefUpdates`` (``log_refs``) says.
     A concurrent writer (the lock file exists) or a moved ref is returned as
     a reason; a failure of the file system itself (a full disk, a read-only
     registry) is raised as the :class:`OSError` it is, the ref unchanged.
@@ -54,13 +71,14 @@ def swap_ref(
     changed: list[Path] = []
     try:
         if not path.parent.is_dir():
-            changed = make_dirs(path.parent, gitdir)
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            changed = make_dirs(path.parent, gitdir, shared)
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
         return f"{lock} exists: another Git process is updating {ref}"
     renamed = False
     try:
         try:
+            adjust_fd(fd, shared)
             current = read_ref(gitdir, ref)
             if current != expected:
                 return "the ref moved"
@@ -69,6 +87,11 @@ def swap_ref(
                 os.fsync(fd)
         finally:
             os.close(fd)
+        if reflog is not None:
+            line = reflog.line(expected, new)
+            changed += append_reflog(
+                gitdir, ref, line, log_refs=log_refs, shared=shared, durable=durable
+            )
         os.replace(lock, path)
         renamed = True
     finally:

@@ -236,7 +236,18 @@ def fetch(
                 locks.enter_context(maintenance_lock(git.path, git.lock_timeout))
             locks.enter_context(write_lock(git.path, git.lock_timeout))
             before = _pack_names(pack_dir)
-            repo.remotes[name].fetch(list(refspecs), callbacks=callbacks, prune=FetchPrune.PRUNE)
+            who = git.reflog_entry("").who  # the reflogs of the tracking refs name the committer
+            repo.set_ident(who.name, who.email)
+            try:
+                repo.remotes[name].fetch(
+                    list(refspecs),
+                    message=f"fetch {name}",
+                    callbacks=callbacks,
+                    prune=FetchPrune.PRUNE,
+                )
+            finally:
+                repo.set_ident(None, None)
+                git.adopt_libgit2_files(f"refs/remotes/{name}")
             if check_objects:
                 new_packs = sorted(_pack_names(pack_dir) - before)
                 try:
@@ -297,7 +308,8 @@ def restore_tips(git: GitRepository, tips: Sequence[RefUpdate]) -> None:
     """Put the refs a :func:`fetch` moved back where they were, under the write lock."""
     with write_lock(git.path, git.lock_timeout):
         for tip in reversed(tips):
-            git.set_ref(tip.ref, pygit2.Oid(hex=tip.old) if tip.old is not None else None)
+            entry = git.reflog_entry(f"restore {tip.ref} after a failed pull")
+            git.set_ref(tip.ref, pygit2.Oid(hex=tip.old) if tip.old is not None else None, entry)
 
 
 def push(
@@ -397,11 +409,12 @@ def _track(git: GitRepository, name: str, outcome: PushOutcome) -> None:
     with write_lock(git.path, git.lock_timeout):
         current = git.values_of(wanted)
         missing = {ref: value for ref, value in wanted.items() if ref not in current}
+        entry = git.reflog_entry("update by push")  # what Git logs for tracking refs
         if missing:
-            git.create_refs(missing)
+            git.create_refs(missing, entry)
         for ref, value in wanted.items():
             if ref in current and current[ref] != value:
-                git.set_ref(ref, pygit2.Oid(hex=value))
+                git.set_ref(ref, pygit2.Oid(hex=value), entry)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,8 @@ from progreg.gitstore.packsource import (
     index_count,
     read_index,
 )
+from progreg.gitstore.permissions import READ_ONLY_MODE, set_created_mode
+from progreg.gitstore.settings import repository_settings
 
 __all__ = [
     "CHECK_SAMPLE",
@@ -518,8 +520,9 @@ def _write(
             if durable:
                 os.fsync(index_handle.fileno())
         final = pack_dir / f"pack-{checksum.hex()}.pack"
+        shared = repository_settings(pack_dir.parent.parent).shared
         for path in (temporary, index_temporary):
-            os.chmod(path, 0o444)
+            set_created_mode(path, READ_ONLY_MODE, shared)  # as Git's packs, see permissions
         os.replace(temporary, final)
         os.replace(index_temporary, final.with_suffix(".idx"))
         if durable:

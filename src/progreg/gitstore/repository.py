@@ -28,16 +28,29 @@ from pygit2.enums import RepositoryOpenFlag, SortMode
 from progreg import events
 from progreg.errors import NotARegistryError, ProgregError, RegistryBusyError, RegistryError
 from progreg.gitstore import objects
-from progreg.gitstore.durability import fsync_dir, fsync_file
+from progreg.gitstore.durability import fsync_dir, fsync_dirs, fsync_file
 from progreg.gitstore.failures import write_failure
-from progreg.gitstore.identity import Identity
+from progreg.gitstore.identity import Identity, resolve_identity
 from progreg.gitstore.locking import ref_locked_error, remove_stale_ref_locks, write_lock
 from progreg.gitstore.memory import bound_libgit2_memory
 from progreg.gitstore.pack import MIN_DELTA_SIZE
 from progreg.gitstore.packstore import NewObject, store_objects
+from progreg.gitstore.permissions import (
+    PERM_UMASK,
+    adjust_loose_object,
+    adjust_path,
+    adjust_ref_paths,
+    adjust_tree,
+)
 from progreg.gitstore.reflist import values_under
-from progreg.gitstore.refpack import add_packed_refs
+from progreg.gitstore.reflog import RefLogEntry, append_reflog, wants_reflog
+from progreg.gitstore.refpack import PACKED_REFS, add_packed_refs
 from progreg.gitstore.refwrite import NeedsLibgit2, read_ref, swap_ref
+from progreg.gitstore.settings import (
+    RepositorySettings,
+    check_object_format,
+    repository_settings,
+)
 from progreg.gitstore.signing import Signer
 from progreg.gitstore.tailpack import TailPack
 from progreg.gitstore.trees import EMPTY_TREE, Edit, NewTrees, RawTree, blob_at, edit_tree
@@ -153,7 +166,6 @@ class GitRepository:
         #: Packs this handle wrote without flushing them (``durable`` off).
         self.volatile_packs: set[str] = set()
         self.hints_lock = threading.Lock()
-        self._reflog_config: tuple[tuple[int, int], bool] | None = None
         self._generation = 0
         self._deleted_packs = 0
         #: How many packs this handle wrote that no later write replaced, and how
@@ -185,6 +197,7 @@ class GitRepository:
         try:
             repo = pygit2.Repository(str(path), RepositoryOpenFlag.NO_SEARCH)
         except pygit2.GitError as exc:
+            check_object_format(path)
             raise NotARegistryError(
                 f"{path} exists and is not a Git repository; progreg will not write into it"
             ) from exc
@@ -349,6 +362,7 @@ class GitRepository:
     def write_blob(self, data: bytes) -> pygit2.Oid:
         """Store ``data`` as a blob (idempotent: same bytes, same id)."""
         oid = self.repo.create_blob(data)
+        adjust_loose_object(self.path / "objects", str(oid), self.settings.shared)  # libgit2's
         if self.durable:
             self._sync_loose(oid)
         return oid
@@ -370,7 +384,8 @@ class GitRepository:
         new commit id, or ``None`` when the plan was empty.
         """
         deadline = time.monotonic() + self.lock_timeout
-        with write_lock(self.path, self.lock_timeout) as grant:
+        settings = self.settings
+        with write_lock(self.path, self.lock_timeout, settings.shared) as grant:
             if grant.previous_holder_crashed:
                 for removed in remove_stale_ref_locks(self.path, grant.previous_since):
                     events.emit(
@@ -383,10 +398,20 @@ class GitRepository:
                 if commit_plan is None:
                     return None
                 new, tags = self._write_commit(tip, commit_plan)
-                error = self._compare_and_swap(ref, tip.id if tip is not None else None, new)
+                entry = _commit_entry(tip, commit_plan)
+                error = self._compare_and_swap(
+                    ref, tip.id if tip is not None else None, new, entry, settings
+                )
                 if error is None:
                     created = [
-                        name for name, tag in tags if self._create_ref(f"refs/tags/{name}", tag)
+                        name
+                        for name, tag in tags
+                        if self._create_ref(
+                            f"refs/tags/{name}",
+                            tag,
+                            _tag_entry(name, new, commit_plan, tags=commit_plan.tags),
+                            settings,
+                        )
                     ]
                     if after is not None:
                         after(new, created)
@@ -398,19 +423,26 @@ class GitRepository:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.05)
 
-    def fast_forward(self, ref: str, target: pygit2.Oid) -> pygit2.Oid | None:
+    def fast_forward(
+        self, ref: str, target: pygit2.Oid, reflog: RefLogEntry | None = None
+    ) -> pygit2.Oid | None:
         """Move ``ref`` to ``target`` if its tip is an ancestor of it; return the new tip.
 
         Returns ``None`` (and changes nothing) when the ref has moved so that it
-        is no longer an ancestor of ``target``.
+        is no longer an ancestor of ``target``. ``reflog`` is the entry logged
+        for the move (by default: the committer of the config, ``fast-forward``).
         """
-        with write_lock(self.path, self.lock_timeout):
+        settings = self.settings
+        with write_lock(self.path, self.lock_timeout, settings.shared):
             tip = self.tip(ref)
             if tip is not None and not self.repo.descendant_of(target, tip.id):
                 return None
             if self.durable:
                 self.sync_object_store()
-            error = self._compare_and_swap(ref, tip.id if tip is not None else None, target)
+            entry = reflog or self.reflog_entry(f"fast-forward: {ref} to {str(target)[:12]}")
+            error = self._compare_and_swap(
+                ref, tip.id if tip is not None else None, target, entry, settings
+            )
             if error is not None:
                 raise RegistryBusyError(f"could not fast-forward {ref}: {error}")
             return target
@@ -472,13 +504,18 @@ class GitRepository:
         The tag object is written as a pack, as commits are.
         """
         ref = f"refs/tags/{name}"
-        with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(ref):
+        settings = self.settings
+        with (
+            write_lock(self.path, self.lock_timeout, settings.shared),
+            self._ref_lock_errors(ref),
+        ):
             if self.repo.references.get(ref) is not None:
                 return False
             new: list[NewObject] = []
             [(_, tag)] = self._tag_objects(target, [TagPlan(name, tagger, message)], new)
             self._store(new, {})
-            return self._create_ref(ref, tag)
+            entry = RefLogEntry(tagger, f"tag: tagging {target[:7]} ({self._subject(target)})")
+            return self._create_ref(ref, tag, entry, settings)
 
     def _tag_objects(
         self, target: str, tags: list[TagPlan], new: list[NewObject]
@@ -496,82 +533,212 @@ class GitRepository:
             made.append((tag.name, tag_id))
         return made
 
-    def _create_ref(self, ref: str, target: bytes) -> bool:
-        """Create ``ref`` at ``target`` (the write lock held); ``False`` if it exists."""
-        if not self._wants_reflog(ref):
+    def _create_ref(
+        self,
+        ref: str,
+        target: bytes,
+        reflog: RefLogEntry | None,
+        settings: RepositorySettings,
+    ) -> bool:
+        """Create ``ref`` at ``target`` (the write lock held); ``False`` if it exists.
+
+        ``reflog`` is logged if Git would log the creation (see
+        :mod:`~progreg.gitstore.reflog`).
+        """
+        entry = reflog if wants_reflog(self.path, ref, settings.log_refs) else None
+        try:
+            reason = swap_ref(
+                self.path,
+                ref,
+                None,
+                target.hex(),
+                durable=self.durable,
+                shared=settings.shared,
+                reflog=entry,
+                log_refs=settings.log_refs,
+            )
+        except NeedsLibgit2:
+            pass
+        except OSError as exc:
+            raise write_failure(self.path, exc, f"create {ref} in {self.path}") from exc
+        else:
+            if reason is not None and "exists:" in reason:  # another Git process's lock
+                raise ref_locked_error(self.path, ref, reason)
+            return reason is None
+        with self._ref_lock_errors(ref), self._as_libgit2(ref, entry, settings) as message:
             try:
-                reason = swap_ref(self.path, ref, None, target.hex(), durable=self.durable)
-            except NeedsLibgit2:
-                pass
-            except OSError as exc:
-                raise write_failure(self.path, exc, f"create {ref} in {self.path}") from exc
-            else:
-                if reason is not None and "exists:" in reason:  # another Git process's lock
-                    raise ref_locked_error(self.path, ref, reason)
-                return reason is None
-        with self._ref_lock_errors(ref):
-            try:
-                self.repo.references.create(ref, pygit2.Oid(raw=target))
+                self.repo.create_reference_direct(ref, pygit2.Oid(raw=target), False, message)
             except pygit2.AlreadyExistsError:
                 return False
         if self.durable:
             self._sync_ref(ref)
         return True
 
-    def create_ref(self, name: str, target: pygit2.Oid) -> bool:
-        """Create ref ``name`` at ``target`` under the write lock; ``False`` if it exists."""
-        with write_lock(self.path, self.lock_timeout):
+    def create_ref(self, name: str, target: pygit2.Oid, reflog: RefLogEntry | None = None) -> bool:
+        """Create ref ``name`` at ``target`` under the write lock; ``False`` if it exists.
+
+        ``reflog`` is the entry logged (by default: the config's committer, ``created``).
+        """
+        settings = self.settings
+        with write_lock(self.path, self.lock_timeout, settings.shared):
             if self.durable:  # the objects it names may have come from a fetch
                 self.sync_object_store()
-            return self._create_ref(name, target.raw)
+            entry = reflog or self.reflog_entry(f"created {name}")
+            return self._create_ref(name, target.raw, entry, settings)
 
-    def create_refs(self, refs: Mapping[str, str]) -> list[str]:
+    def create_refs(self, refs: Mapping[str, str], reflog: RefLogEntry | None = None) -> list[str]:
         """Create the refs of ``refs`` (``{name: hex id}``) that do not exist; return those made.
 
         Under the write lock. Many at once (an import's tags) are written into
         ``packed-refs`` in one rewrite rather than as a loose file each; refs
         whose names clash with others' paths are created one by one, with the
-        error that gives.
+        error that gives. ``reflog`` is the entry logged for each ref Git would
+        log (by default: the config's committer, ``created``).
         """
-        with write_lock(self.path, self.lock_timeout):
+        settings = self.settings
+        with write_lock(self.path, self.lock_timeout, settings.shared):
             if self.durable:  # the objects they name may have come from a bundle or a fetch
                 self.sync_object_store()
+            entry = reflog or self.reflog_entry("created")
             if len(refs) >= PACKED_CREATE_MIN:
                 packed = add_packed_refs(self.path, refs, durable=self.durable)
                 if packed is not None:
+                    self._log_created(packed[0], refs, entry, settings)
                     return packed[0]
             return [
-                name for name, oid in refs.items() if self._create_ref(name, bytes.fromhex(oid))
+                name
+                for name, oid in refs.items()
+                if self._create_ref(name, bytes.fromhex(oid), entry, settings)
             ]
 
-    def set_ref(self, name: str, target: pygit2.Oid | None) -> None:
+    def _log_created(
+        self,
+        names: list[str],
+        refs: Mapping[str, str],
+        entry: RefLogEntry,
+        settings: RepositorySettings,
+    ) -> None:
+        """Log the creation of the refs ``names`` written into ``packed-refs``, as Git would."""
+        changed: list[Path] = []
+        try:
+            for name in names:
+                if wants_reflog(self.path, name, settings.log_refs):
+                    changed += append_reflog(
+                        self.path,
+                        name,
+                        entry.line(None, refs[name]),
+                        log_refs=settings.log_refs,
+                        shared=settings.shared,
+                        durable=self.durable,
+                    )
+        except OSError as exc:
+            raise write_failure(self.path, exc, f"write the reflogs of {self.path}") from exc
+        if self.durable:
+            fsync_dirs(changed)
+
+    def set_ref(
+        self, name: str, target: pygit2.Oid | None, reflog: RefLogEntry | None = None
+    ) -> None:
         """Point ref ``name`` at ``target`` (delete it for ``None``) under the write lock.
 
         For refs that mirror another repository (remote-tracking refs), never
         for the registry's own refs, which move only by compare-and-swap.
+        ``reflog`` is the entry logged (by default: the config's committer, ``updated``).
         """
-        with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(name):
-            if target is not None:
-                self.repo.references.create(name, target, force=True)
-                if self.durable:
-                    self._sync_ref(name)
+        settings = self.settings
+        with write_lock(self.path, self.lock_timeout, settings.shared):
+            if target is None:
+                self._delete(name, settings)
                 return
-            reference = self.repo.references.get(name)
-            if reference is not None:
-                reference.delete()
-                if self.durable:
-                    self._sync_deleted_ref(name)
+            entry = reflog or self.reflog_entry(f"updated {name}")
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    current = read_ref(self.path, name)
+                except NeedsLibgit2:
+                    current = self._resolved(name)
+                expected = pygit2.Oid(hex=current) if current is not None else None
+                if expected == target:
+                    return
+                error = self._compare_and_swap(name, expected, target, entry, settings)
+                if error is None:
+                    return
+                if time.monotonic() >= deadline:
+                    raise ref_locked_error(self.path, name, error)
+                time.sleep(0.001)
 
     def delete_ref(self, name: str) -> bool:
-        """Delete ref ``name``; ``False`` if it did not exist."""
-        with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(name):
+        """Delete ref ``name`` (and its reflog, as Git does); ``False`` if it did not exist."""
+        settings = self.settings
+        with write_lock(self.path, self.lock_timeout, settings.shared):
+            return self._delete(name, settings)
+
+    def _delete(self, name: str, settings: RepositorySettings) -> bool:
+        """Delete ``name`` through libgit2 (the write lock held); ``False`` if it was absent."""
+        with self._ref_lock_errors(name):
             reference = self.repo.references.get(name)
             if reference is None:
                 return False
-            reference.delete()
-            if self.durable:
-                self._sync_deleted_ref(name)
-            return True
+            reference.delete()  # its reflog too
+        self._share_ref_files(name, settings.shared)
+        if self.durable:
+            self._sync_deleted_ref(name)
+        return True
+
+    @property
+    def settings(self) -> RepositorySettings:
+        """The registry's ``core.sharedRepository`` and ``core.logAllRefUpdates`` (cached)."""
+        return repository_settings(self.path)
+
+    def reflog_entry(self, message: str) -> RefLogEntry:
+        """A reflog entry by the committer Git would name (environment, config, default)."""
+        return RefLogEntry(resolve_identity("COMMITTER", None, self.config), message)
+
+    def _subject(self, target: str) -> str:
+        """The subject of commit ``target`` (empty if it cannot be read)."""
+        try:
+            kind, data = self.repo.odb.read(pygit2.Oid(hex=target))
+        except (KeyError, ValueError, pygit2.GitError):
+            return ""
+        if int(kind) != objects.OBJ_COMMIT:
+            return ""
+        return _subject_of(bytes(data).partition(b"\n\n")[2])
+
+    @contextlib.contextmanager
+    def _as_libgit2(
+        self, ref: str, entry: RefLogEntry | None, settings: RepositorySettings
+    ) -> Iterator[str | None]:
+        """Around a ref write done by libgit2: the reflog identity set, Git's modes after.
+
+        Yields the reflog message to give libgit2.
+        """
+        repo = self.repo
+        if entry is not None:
+            repo.set_ident(entry.who.name, entry.who.email)
+        try:
+            yield None if entry is None else " ".join(entry.message.split())
+        finally:
+            if entry is not None:
+                repo.set_ident(None, None)
+            self._share_ref_files(ref, settings.shared)
+
+    def adopt_libgit2_files(self, ref_prefix: str) -> None:
+        """Give what a libgit2 fetch wrote Git's modes: refs and reflogs under ``ref_prefix``,
+        ``packed-refs``, ``FETCH_HEAD`` and the packs (libgit2 ignores ``core.sharedRepository``).
+        """
+        shared = self.settings.shared
+        if shared == PERM_UMASK:
+            return
+        for top in (self.path, self.path / "logs"):
+            adjust_tree(top / ref_prefix, shared)
+        adjust_tree(self.path / "objects" / "pack", shared)
+        for name in (PACKED_REFS, "FETCH_HEAD"):
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                adjust_path(self.path / name, shared)
+
+    def _share_ref_files(self, ref: str, shared: int) -> None:
+        """Give the files libgit2 wrote for ``ref`` (and their directories) Git's modes."""
+        adjust_ref_paths(self.path, ref, shared)
 
     @contextlib.contextmanager
     def _ref_lock_errors(self, ref: str) -> Iterator[None]:
@@ -692,26 +859,48 @@ class GitRepository:
                 del cache[next(iter(cache))]
 
     def _compare_and_swap(
-        self, ref: str, expected: pygit2.Oid | None, new: pygit2.Oid
+        self,
+        ref: str,
+        expected: pygit2.Oid | None,
+        new: pygit2.Oid,
+        reflog: RefLogEntry,
+        settings: RepositorySettings,
     ) -> str | None:
-        """Move ``ref`` from ``expected`` to ``new``; return why not, or ``None`` on success."""
-        if not self._wants_reflog(ref):
-            old = str(expected) if expected is not None else None
-            try:
-                return swap_ref(self.path, ref, old, str(new), durable=self.durable)
-            except NeedsLibgit2:
-                pass
-            except OSError as exc:
-                raise write_failure(self.path, exc, f"update {ref} in {self.path}") from exc
+        """Move ``ref`` from ``expected`` to ``new``; return why not, or ``None`` on success.
+
+        ``reflog`` is logged if Git would log the move (see :mod:`~progreg.gitstore.reflog`).
+        """
+        entry = reflog if wants_reflog(self.path, ref, settings.log_refs) else None
+        old = str(expected) if expected is not None else None
+        try:
+            return swap_ref(
+                self.path,
+                ref,
+                old,
+                str(new),
+                durable=self.durable,
+                shared=settings.shared,
+                reflog=entry,
+                log_refs=settings.log_refs,
+            )
+        except NeedsLibgit2:  # a symbolic ref: libgit2 moves the ref it names
+            pass
+        except OSError as exc:
+            raise write_failure(self.path, exc, f"update {ref} in {self.path}") from exc
         references = self.repo.references
         try:
-            if expected is None:
-                references.create(ref, new)
-            else:
-                reference = references.get(ref)
-                if reference is None or reference.target != expected:
-                    return "the ref moved"
-                reference.set_target(new)
+            with self._as_libgit2(ref, entry, settings) as message:
+                if expected is None:
+                    self.repo.create_reference_direct(ref, new, False, message)
+                else:
+                    reference = references.get(ref)
+                    if reference is None or reference.resolve().target != expected:
+                        return "the ref moved"
+                    direct = reference.resolve()
+                    if message is None:
+                        direct.set_target(new)
+                    else:
+                        direct.set_target(new, message)
         except (pygit2.GitError, OSError) as exc:
             if "failed to lock" in str(exc) or "exists" in str(exc):  # another writer
                 return str(exc)
@@ -719,23 +908,6 @@ class GitRepository:
         if self.durable:
             self._sync_ref(ref)
         return None
-
-    def _wants_reflog(self, ref: str) -> bool:
-        """Whether Git would append to a reflog for ``ref`` (then libgit2 moves it)."""
-        if (self.path / "logs" / ref).exists():
-            return True
-        try:
-            stat = (self.path / "config").stat()
-            stamp = (stat.st_mtime_ns, stat.st_size)
-        except OSError:
-            stamp = (0, 0)
-        if self._reflog_config is None or self._reflog_config[0] != stamp:
-            config = self.config
-            key = "core.logAllRefUpdates"
-            value = str(config[key]).strip().lower() if key in config else "false"
-            wanted = value in ("true", "yes", "on", "1", "always")
-            self._reflog_config = (stamp, wanted)
-        return self._reflog_config[1]
 
     # -- durability ----------------------------------------------------------------
 
@@ -792,6 +964,28 @@ class GitRepository:
         with contextlib.suppress(FileNotFoundError):
             fsync_file(self.path / "packed-refs")
         fsync_dir(self.path)
+
+
+def _subject_of(message: bytes) -> str:
+    """The subject of a commit message (its first paragraph, on one line), as Git takes it."""
+    return " ".join(message.decode("utf-8", "replace").split("\n\n", 1)[0].split())
+
+
+def _commit_entry(tip: Tip | None, plan: CommitPlan) -> RefLogEntry:
+    """The reflog entry of a commit, as ``git commit`` writes it: ``commit: <subject>``."""
+    kind = (
+        "commit (initial)" if tip is None else "commit (merge)" if plan.extra_parents else "commit"
+    )
+    return RefLogEntry(plan.committer, f"{kind}: {_subject_of(plan.message.encode())}", plan.when)
+
+
+def _tag_entry(
+    name: str, commit: pygit2.Oid, plan: CommitPlan, *, tags: list[TagPlan]
+) -> RefLogEntry:
+    """The reflog entry of tag ``name`` made with a commit, as ``git tag`` writes it."""
+    tagger = next((tag.tagger for tag in tags if tag.name == name), plan.committer)
+    subject = _subject_of(plan.message.encode())
+    return RefLogEntry(tagger, f"tag: tagging {str(commit)[:7]} ({subject})", plan.when)
 
 
 def _person(signature: pygit2.Signature) -> bytes:

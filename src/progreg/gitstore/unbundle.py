@@ -28,11 +28,14 @@ from progreg.errors import BundleError
 from progreg.gitstore import objects
 from progreg.gitstore import pack as packs
 from progreg.gitstore.bundle import BundleHeader
+from progreg.gitstore.durability import make_dirs
 from progreg.gitstore.failures import write_failure
 from progreg.gitstore.fsck import IncomingObjects
 from progreg.gitstore.mapped import MappedFile
 from progreg.gitstore.objectread import raw_reader
 from progreg.gitstore.objects import OBJ_BLOB, OBJ_TREE, RawObject
+from progreg.gitstore.permissions import READ_ONLY_MODE, set_created_mode
+from progreg.gitstore.settings import repository_settings
 
 #: Why an object git fsck refuses is refused here too.
 FSCK_REFUSED = (
@@ -173,7 +176,7 @@ class IncomingPack:
         if self._migrated:
             return
         target = self.repo_path / "objects" / "pack"
-        target.mkdir(parents=True, exist_ok=True)
+        make_dirs(target, self.repo_path, repository_settings(self.repo_path).shared)
         for file in self._files:
             final = target / file.name
             if final.exists():
@@ -373,6 +376,7 @@ def _write_pack(
     os.replace(partial, pack_path)
     with open(index_path, "wb") as out:
         indexed.write_index(out, added, checksum)
+    shared = repository_settings(directory.parents[2]).shared  # <gitdir>/objects/incoming-*/pack
     for file in (pack_path, index_path):
-        file.chmod(0o444)
+        set_created_mode(file, READ_ONLY_MODE, shared)  # as Git's packs, see permissions
     return [pack_path, index_path]
