@@ -8,11 +8,13 @@ evaluated by ``dspy.Evaluate`` on modules whose ``forward`` calls no LM.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -659,9 +661,10 @@ def test_an_optimizer_run_and_its_evaluation_become_a_result(tmp_path: Path) -> 
     )
     assert isinstance(result, OptimizationResult)
     assert result.optimized_program is optimized
-    assert result.best_score_value == 100.0
+    assert result.best_score_value == 1.0  # Evaluate's percentage, as a fraction
     assert result.best_score_name == "exact_match"
-    assert result.scores == {"exact_match": 100.0}
+    assert result.scores == {"exact_match": 1.0}
+    assert result.metadata["evaluate_percentage"] == 100.0
     assert result.metadata["optimizer"] == "LabeledFewShot"
     assert result.metadata["trainset_size"] == 3
     assert result.metadata["evaluated_examples"] == 3
@@ -671,10 +674,18 @@ def test_an_optimizer_run_and_its_evaluation_become_a_result(tmp_path: Path) -> 
     manager = StorageManager(StorageConfig(storage_path=str(tmp_path / "registry")))
     saved = manager.save_optimization_result(result)
     assert saved is not None and saved.optimizer == "LabeledFewShot"
+    # A metric's fraction from elsewhere compares with Evaluate's result on one scale.
+    other = manager.save_optimization_result(
+        optimization_result_from(LookupQA(), 0.9, optimizer="MIPROv2")
+    )
+    assert other is not None and other.best_score == 0.9
     best = manager.get_best_program("AnswerQuestion")
     assert best is not None and best.program_id == saved.program_id
     fresh = load_program(best, LookupQA())
     assert fresh.dump_state() == optimized.dump_state()
+    into = manager.get_best_program("AnswerQuestion", into=LookupQA())
+    assert into is not None and isinstance(into.program, LookupQA)
+    assert into.program.dump_state() == optimized.dump_state()
 
 
 @pytest.mark.parametrize(
@@ -763,3 +774,70 @@ def test_a_chain_of_thought_survives_push_and_pull(tmp_path: Path) -> None:
     assert loaded is not None and loaded.commit == saved.commit
     assert fresh.dump_state() == before
     assert_fsck_clean(tmp_path / "shared")
+
+
+def test_percentages_are_stored_as_fractions_when_said_so() -> None:
+    program = dspy.Predict(AnswerQuestion)
+    evaluation = dspy.evaluate.EvaluationResult(score=75.0, results=[("e", "p", 1.0)] * 4)
+    assert optimization_result_from(program, evaluation).best_score_value == 0.75
+    assert optimization_result_from(program, evaluation, percent=False).best_score_value == 75.0
+    stated = optimization_result_from(program, 62.5, percent=True)
+    assert stated.best_score_value == 0.625
+    assert stated.metadata["evaluate_percentage"] == 62.5
+    plain = optimization_result_from(program, 0.625)
+    assert plain.best_score_value == 0.625 and "evaluate_percentage" not in plain.metadata
+
+
+def test_demo_values_are_stored_as_dspy_save_writes_them(
+    storage: ProgramStorage, tmp_path: Path
+) -> None:
+    """Dates, datetimes, UUIDs and NaN in demos: what DSPy's save() writes, not a refusal."""
+    program = dspy.Predict(AnswerQuestion)
+    program.demos = [
+        dspy.Example(
+            question="When?",
+            answer=datetime.date(2024, 5, 1),
+            asked=datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.UTC),
+            request=uuid.UUID(int=7),
+            confidence=math.nan,
+        ).with_inputs("question")
+    ]
+    saved = storage.save_program(program, metadata={"signature_class": "AnswerQuestion"})
+    path = tmp_path / "program.json"
+    program.save(str(path))
+    written = json.loads(path.read_bytes())
+    assert saved.state["demos"] == written["demos"]
+    assert saved.state["demos"][0]["answer"] == "2024-05-01"
+    assert saved.state["demos"][0]["request"] == str(uuid.UUID(int=7))
+    assert saved.state["demos"][0]["confidence"] is None
+    # A plain dict program is still held to JSON exactly.
+    with pytest.raises(NotJSONError, match="demos"):
+        storage.save_program({"demos": [{"answer": datetime.date(2024, 5, 1)}]})
+    with pytest.raises(NotJSONError):
+        storage.save_program({"confidence": math.nan})
+    # A value DSPy cannot write either is refused, with its path.
+    program.demos = [dspy.Example(question="q", answer={1, 2}).with_inputs("question")]
+    with pytest.raises(NotJSONError, match="answer"):
+        storage.save_program(program)
+
+
+def test_a_record_holding_a_module_dumps_to_json(storage: ProgramStorage) -> None:
+    saved = storage.save_program(dspy.ChainOfThought(AnswerQuestion))
+    loaded = storage.load_program(saved.program_id, into=dspy.ChainOfThought(AnswerQuestion))
+    assert loaded is not None and isinstance(loaded.program, dspy.ChainOfThought)
+    as_json = json.loads(loaded.model_dump_json())
+    assert as_json["program"] == loaded.state == as_json["state"]
+    assert loaded.model_dump(mode="json")["program"] == loaded.state
+    assert loaded.model_dump()["program"] is loaded.program  # Python mode keeps the object
+
+
+def test_the_global_manager_loads_into_a_module(
+    storage: ProgramStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(StorageManager, "_instance", None)
+    StorageManager.configure(StorageConfig(storage_path=storage.path))
+    saved = storage.save_program(dspy.ChainOfThought(AnswerQuestion), {"best_score_value": 0.5})
+    best = StorageManager.best("AnswerQuestion", into=dspy.ChainOfThought(AnswerQuestion))
+    assert best is not None and isinstance(best.program, dspy.ChainOfThought)
+    loaded = StorageManager.load(saved.program_id, into=dspy.ChainOfThought(AnswerQuestion))
+    assert loaded is not None and isinstance(loaded.program, dspy.ChainOfThought)

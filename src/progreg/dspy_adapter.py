@@ -46,10 +46,16 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from progreg import canonical
-from progreg.errors import InvalidInputError, SecretDetectedError, UnsupportedProgramError
+from progreg.errors import (
+    InvalidInputError,
+    NotJSONError,
+    SecretDetectedError,
+    UnsupportedProgramError,
+)
 from progreg.results import OptimizationResult
 from progreg.secrets import (
     LM_KEY,
@@ -215,6 +221,24 @@ def dump_module_state(module: Any) -> dict[str, Any]:
     return state
 
 
+def as_dspy_saves(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` as DSPy's ``save("program.json")`` writes it, read back.
+
+    DSPy encodes a state with orjson: a ``datetime``, ``date`` or ``time`` in a
+    demo becomes ISO 8601 text, a ``UUID`` its text, a dataclass or an enum
+    its value, a tuple a list, and NaN or an infinity ``null``. The registry
+    stores exactly that. A value orjson cannot encode either (a set, bytes...)
+    raises :class:`~progreg.NotJSONError` naming its path.
+    """
+    try:
+        encoded = orjson.dumps(state)
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        canonical.check_json(state, "program state")  # names the value's path
+        raise NotJSONError(f"program state cannot be stored as JSON: {exc}") from exc
+    decoded: dict[str, Any] = orjson.loads(encoded)
+    return decoded
+
+
 def dependency_versions() -> dict[str, str]:
     """DSPy's record of the versions a program was saved with (python, dspy, cloudpickle)."""
     dspy = _dspy()
@@ -251,7 +275,7 @@ def program_state(
     """
     if not is_dspy_module(module):
         raise UnsupportedProgramError(f"not a dspy.Module: a {_type_name(module)}")
-    state = dict(dump_module_state(module))
+    state = as_dspy_saves(dump_module_state(module))
     findings = find_secrets(state)
     redacted: list[str] = []
     if findings:
@@ -508,8 +532,9 @@ def evaluation_score_of(evaluation: object) -> tuple[float, int | None]:
     """``(score, number of examples evaluated or None)`` from what ``dspy.Evaluate`` returned.
 
     DSPy 3.x returns an ``EvaluationResult`` (``.score``, ``.results``);
-    earlier versions a number, or a tuple starting with it. The score is kept
-    as DSPy gives it (``Evaluate`` reports a percentage, 0 to 100).
+    earlier versions a number, or a tuple starting with it. The score is
+    returned as DSPy gives it (``Evaluate`` reports a percentage, 0 to 100);
+    :func:`optimization_result_from` turns it into a fraction.
     """
     score = _number(evaluation)
     results: object = None
@@ -532,7 +557,14 @@ def evaluation_score_of(evaluation: object) -> tuple[float, int | None]:
 
 #: The metadata keys optimization_result_from() sets; ``extra`` may not use them.
 _RESULT_KEYS = frozenset(
-    {"optimizer", "trainset_size", "evaluated_examples", "timestamp", "dspy_version"}
+    {
+        "optimizer",
+        "trainset_size",
+        "evaluated_examples",
+        "timestamp",
+        "dspy_version",
+        "evaluate_percentage",
+    }
 )
 
 
@@ -552,6 +584,7 @@ def optimization_result_from(
     score_name: str = "score",
     trainset_size: int | None = None,
     extra: Mapping[str, Any] | None = None,
+    percent: bool | None = None,
 ) -> OptimizationResult:
     """An :class:`~progreg.OptimizationResult` for a DSPy optimizer run.
 
@@ -560,9 +593,22 @@ def optimization_result_from(
     returned, or the score itself. ``optimizer`` is the optimizer (its class
     name is recorded) or a name; ``extra`` is added to the result's metadata
     (it must be JSON and must not redefine the keys set here: ``optimizer``,
-    ``trainset_size``, ``evaluated_examples``, ``timestamp``, ``dspy_version``).
+    ``trainset_size``, ``evaluated_examples``, ``timestamp``, ``dspy_version``,
+    ``evaluate_percentage``).
+
+    Scores are stored as fractions, 0 to 1, as a DSPy metric averages them,
+    so that results of every origin compare in ``get_best_program``. What
+    ``dspy.Evaluate`` returned is a percentage: it is divided by 100 and the
+    percentage kept as ``metadata.evaluate_percentage``. A number is taken as
+    a fraction unless ``percent=True`` says it is a percentage too
+    (``percent=False`` takes an Evaluate result's score as it is).
     """
     score, count = evaluation_score_of(evaluation_score)
+    if percent is None:
+        percent = _number(evaluation_score) is None  # what dspy.Evaluate returned
+    percentage = score if percent else None
+    if percent:
+        score = round(score / 100, 10)
     if not isinstance(score_name, str) or not score_name:
         raise InvalidInputError(f"score_name must be a non-empty string, got {score_name!r}")
     if trainset_size is not None and (
@@ -582,6 +628,8 @@ def optimization_result_from(
     version = getattr(_dspy(), "__version__", None)
     if isinstance(version, str):
         metadata["dspy_version"] = version
+    if percentage is not None:
+        metadata["evaluate_percentage"] = percentage
     if extra is not None:
         if not isinstance(extra, Mapping):
             raise InvalidInputError(f"extra must be a dict, got {type(extra).__name__}")

@@ -181,8 +181,12 @@ class StorageManager:
         found.sort(key=attrgetter("position"))
         return found
 
-    def get_best_program(self, signature_class: str) -> SavedProgram | None:
-        """The highest-scoring program for ``signature_class`` (ties go to the newest)."""
+    def get_best_program(self, signature_class: str, *, into: object = None) -> SavedProgram | None:
+        """The highest-scoring program for ``signature_class`` (ties go to the newest).
+
+        ``into`` is as for :meth:`~progreg.ProgramStorage.load_program`: a fresh
+        DSPy module (or a class) the program is loaded into.
+        """
         candidates = [
             record
             for record in self._find_records(None, None, None, signature_class, None)
@@ -191,7 +195,7 @@ class StorageManager:
         if not candidates:
             return None
         best = max(candidates, key=lambda record: (record.best_score, record.position))
-        return self.storage.load_program(best.program_id)
+        return self.storage.load_program(best.program_id, into=into)
 
     # -- tags --------------------------------------------------------------------
 
@@ -368,14 +372,14 @@ class StorageManager:
         return cls.instance().save_optimization_result(result, metadata=metadata)
 
     @classmethod
-    def load(cls, program_id: str) -> SavedProgram | None:
-        """``instance().storage.load_program(program_id)``."""
-        return cls.instance().storage.load_program(program_id)
+    def load(cls, program_id: str, *, into: object = None) -> SavedProgram | None:
+        """``instance().storage.load_program(program_id, into=into)``."""
+        return cls.instance().storage.load_program(program_id, into=into)
 
     @classmethod
-    def best(cls, signature_class: str) -> SavedProgram | None:
-        """``instance().get_best_program(signature_class)``."""
-        return cls.instance().get_best_program(signature_class)
+    def best(cls, signature_class: str, *, into: object = None) -> SavedProgram | None:
+        """``instance().get_best_program(signature_class, into=into)``."""
+        return cls.instance().get_best_program(signature_class, into=into)
 
 
 def _result_item(

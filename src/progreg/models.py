@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from progreg.results import best_score_of, optimizer_of, signature_class_of
 
@@ -62,6 +62,11 @@ class SavedProgram(BaseModel):
     metadata: dict[str, Any]
     saved_at: datetime
     commit: str = Field(description="hex id of the commit that recorded this version")
+
+    @field_serializer("program", when_used="json")
+    def _program_in_json(self, program: Any) -> Any:
+        """In JSON, a program object (a DSPy module...) is written as its stored state."""
+        return program if isinstance(program, dict) else self.state
 
     @property
     def best_score(self) -> float | None:
