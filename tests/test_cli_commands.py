@@ -1090,3 +1090,25 @@ def test_delete_removes_programs_and_restore_brings_them_back(
     ok(run(storage.path, "restore", low))
     assert low in {p.program_id for p in storage.list_programs()}
     assert_fsck_clean(storage.path)
+
+
+def test_missing_output_directories_are_refused_alike(
+    tmp_path: Path, storage: ProgramStorage, seeded: dict[str, str]
+) -> None:
+    """export and history --plot both refuse to write into a directory that is not there."""
+    missing = tmp_path / "no" / "such"
+    fails(
+        run(storage.path, "export", str(missing / "all.bundle"), "--all"),
+        1,
+        f"its directory {missing} does not exist",
+    )
+    fails(
+        run(storage.path, "history", "--plot", str(missing / "scores.html")),
+        1,
+        f"cannot write {missing / 'scores.html'}",
+    )
+    assert not (tmp_path / "no").exists()
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        storage.export_registry(missing / "all.bundle")
+    assert not (tmp_path / "no").exists()
+    ok(run(storage.path, "export", str(tmp_path / "all.bundle"), "--all"))

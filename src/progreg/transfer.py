@@ -20,6 +20,7 @@ written; see :mod:`progreg.gitstore.bundle` for the quarantine.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -36,6 +37,7 @@ from progreg.document import DEFAULT_MAX_PROGRAM_BYTES, ProgramDocument, decode_
 from progreg.errors import (
     BundleError,
     ConflictError,
+    DiskFullError,
     InvalidInputError,
     InvalidNameError,
     ProgramNotFoundError,
@@ -334,11 +336,21 @@ def _write(
     target = Path(path)
     if target.is_dir():
         raise InvalidInputError(f"{target} is a directory; give the bundle file to write")
+    if not target.absolute().parent.is_dir():
+        raise InvalidInputError(
+            f"cannot write the bundle {target}: its directory {target.absolute().parent} does"
+            " not exist (create it first, as git bundle create needs too)"
+        )
     try:
         return bundles.write_bundle(
             storage.git.repo, target, refs, exclude=exclude, extra=extra, progress=progress
         )
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"cannot write the bundle {target}: the disk holding it is full"
+                f" ({exc.strerror}); nothing was written: free some space and retry"
+            ) from exc
         raise InvalidInputError(f"cannot write the bundle {target}: {exc}") from exc
 
 

@@ -587,7 +587,6 @@ def _atomic_file(destination: Path, shared: int) -> Iterator[BinaryIO]:
     It gets the mode ``git bundle create`` gives its file: ``0666`` less the
     umask, adjusted for the repository's ``core.sharedRepository`` (``shared``).
     """
-    destination.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
     try:
         with os.fdopen(descriptor, "w+b") as handle:
