@@ -15,6 +15,12 @@ the section of the built page, and :func:`on_page_content` checks that the
 section exists: a missing page or heading is a warning, so a renamed heading
 fails the build.
 
+**Examples the tests do not run.** A block opened with ```` ```python skip ````
+is shown but not executed by ``tests/test_docs.py``. ``skip`` is for the
+tests only: Python-Markdown's fences take no such word, and would show the
+block as text (its ``# ...`` comments as headings). :func:`on_page_markdown`
+drops it before the page is rendered.
+
 This file is excluded from the site (``exclude_docs`` in mkdocs.yml).
 """
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from typing import Any
 
 import click
@@ -34,6 +41,8 @@ from progreg.cli import cli
 
 log = logging.getLogger("mkdocs.hooks.progreg")
 
+#: The opening fence of an example the tests show but do not run, and what the site renders.
+SKIPPED_FENCE = re.compile(r"^(\s*```python) skip$", re.MULTILINE)
 #: The line of ``cli.md`` that the CLI reference replaces.
 CLI_MARKER = "<!-- progreg-cli-reference -->"
 #: The width of the terminal the help is rendered for.
@@ -103,7 +112,8 @@ def on_page_content(output: str, page: Page, config: MkDocsConfig, files: Files)
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
-    """Put the CLI reference into ``cli.md``, in place of its marker line."""
+    """Drop the tests' ``skip`` from fences; put the CLI reference into ``cli.md``."""
+    markdown = SKIPPED_FENCE.sub(r"\1", markdown)
     if page.file.src_uri != "cli.md":
         return markdown
     if CLI_MARKER not in markdown:

@@ -154,3 +154,14 @@ def test_nav_links_to_sections(site: Path) -> None:
 def test_site_holds_no_build_scripts(site: Path) -> None:
     """The hook and griffe extension under docs/ are not published."""
     assert not list(site.rglob("*.py"))
+
+
+@pytest.mark.parametrize("name", ["manager", "sharing", "review"])
+def test_every_section_is_in_the_page_contents(site: Path, name: str) -> None:
+    """Examples the tests skip render as code, so the page's contents list every section."""
+    built = page(site, name)
+    assert "```" not in built, f"{name}: a code fence was rendered as text"
+    sections = set(re.findall(r'<h2 id="([^"]+)"', built))
+    contents = built[built.index('class="md-nav md-nav--secondary"') :]
+    listed = set(re.findall(r'href="#([^"]+)"', contents))
+    assert len(sections) > 5 and sections <= listed, sorted(sections - listed)
