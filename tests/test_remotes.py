@@ -1073,3 +1073,75 @@ def test_a_pull_logs_and_shares_what_it_writes_as_git_would(
             assert stat.S_IMODE((top / ref).parent.stat().st_mode) == 0o2775, (top, ref)
     for pack in (path / "objects" / "pack").iterdir():
         assert stat.S_IMODE(pack.stat().st_mode) == 0o444, pack
+
+
+def diverged_program(
+    git_daemon: GitServer, tmp_path: Path
+) -> tuple[ProgramStorage, ProgramStorage, str]:
+    """Alice and Bob each saved a new version of one program; Alice pushed hers."""
+    git_daemon.create()
+    alice, bob = (clone(tmp_path, n, git_daemon.url("registry.git")) for n in ("alice", "bob"))
+    program_id = save(alice, 1)
+    alice.push()
+    bob.pull()
+    save(alice, 2, program_id)
+    alice.push()
+    save(bob, 3, program_id)
+    return alice, bob, program_id
+
+
+def test_a_conflict_shows_the_fields_that_differ(git_daemon: GitServer, tmp_path: Path) -> None:
+    _alice, bob, program_id = diverged_program(git_daemon, tmp_path)
+    with pytest.raises(ConflictError) as raised:
+        bob.pull()
+    message = str(raised.value)
+    assert f"{program_id} (" in message
+    fields = (
+        'state.predict.signature.instructions: "Instruction 3" (ours) / "Instruction 2" (theirs)'
+    )
+    assert fields in message
+    assert "optimization_result.best_score_value: 0.503 (ours) / 0.502 (theirs)" in message
+    assert "pull(resolve='ours' or 'theirs')" in message and "--theirs" in message
+
+
+@pytest.mark.parametrize("side", ["ours", "theirs"])
+def test_a_pull_settles_conflicts_as_asked_keeping_both_in_history(
+    git_daemon: GitServer, tmp_path: Path, side: str
+) -> None:
+    alice, bob, program_id = diverged_program(git_daemon, tmp_path)
+    mine = rev(tmp_path / "bob")
+    pulled = bob.pull(resolve=side)  # type: ignore[arg-type]
+    assert pulled.resolved == [program_id]
+    loaded = bob.load_program(program_id)
+    assert loaded is not None
+    expected = "Instruction 3" if side == "ours" else "Instruction 2"
+    assert loaded.state["predict"]["signature"]["instructions"] == expected
+    # Both versions stay in history: the merge commit has both sides as parents.
+    parents = git(bob.path, "log", "-1", "--format=%P", MAIN).split()
+    assert parents == [mine, rev(tmp_path / "alice")]
+    resolved = git(bob.path, "log", "-1", "--format=%(trailers:key=Resolved,valueonly)", MAIN)
+    assert resolved.strip() == f"{side} 1"
+    bob.push()  # the merge is a fast-forward for the server
+    alice.pull()
+    again = alice.load_program(program_id)
+    assert again is not None
+    assert again.state["predict"]["signature"]["instructions"] == expected
+    assert_fsck_clean(bob.path)
+
+
+def test_cli_pull_settles_with_ours_or_theirs(git_daemon: GitServer, tmp_path: Path) -> None:
+    _alice, bob, program_id = diverged_program(git_daemon, tmp_path)
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(cli, ["--registry", str(bob.path), "pull", *args])
+
+    refused = run()
+    assert refused.exit_code == 1
+    assert "state.predict.signature.instructions" in refused.stderr
+    assert "--ours or --theirs" in refused.stderr
+    settled = run("--theirs")
+    assert settled.exit_code == 0, settled.output
+    assert f"settled 1 program(s) changed on both sides: {program_id}" in settled.stderr
+    loaded = bob.load_program(program_id)
+    assert loaded is not None
+    assert loaded.state["predict"]["signature"]["instructions"] == "Instruction 2"

@@ -3,7 +3,11 @@
 A merge works file by file on program files, never inside one: a program
 changed on one side only takes that side's version; changed on both sides
 to the same bytes it is identical; changed on both sides differently it is a
-conflict, and nothing is merged (a JSON document is never line-merged). With
+conflict, and nothing is merged (a JSON document is never line-merged): the
+error names each conflicting program and the fields that differ. A caller
+may settle every conflict one way (``resolve="ours"`` keeps this registry's
+version, ``"theirs"`` takes the other side's); both versions stay in
+history either way, as the merge commit's two parents. With
 no common history (an import from an unrelated registry), every program of
 the other side is "changed" on that side, so programs already present with
 identical content are skipped and differing ones are conflicts.
@@ -19,6 +23,7 @@ it is fast-forwarded instead, after the same checks, and gains no commit.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import orjson
 import pygit2
@@ -33,6 +38,12 @@ from progreg.ids import program_id_of_path
 from progreg.storage import MAIN, ProgramStorage
 from progreg.validation import kind_of_path, tree_files
 
+#: How a merge settles programs changed differently on both sides: this registry's
+#: version, or the other side's.
+Resolution = Literal["ours", "theirs"]
+#: Fields shown per conflicting program.
+_SHOWN_FIELDS = 6
+
 
 @dataclass
 class MergePlan:
@@ -44,6 +55,10 @@ class MergePlan:
     removed: list[str] = field(default_factory=list)
     identical: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
+    #: What differs in each conflicting program (``path: ours / theirs``).
+    conflict_fields: dict[str, list[str]] = field(default_factory=dict)
+    #: Conflicting programs settled by the caller's resolution.
+    resolved: list[str] = field(default_factory=list)
     up_to_date: bool = False
 
     @property
@@ -67,13 +82,57 @@ def _changes(
     return changes
 
 
+def _shown(value: Any) -> str:
+    text = "removed" if value is _ABSENT else orjson.dumps(value).decode()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_ABSENT = object()
+
+
+def _differences(ours: Any, theirs: Any, where: str, found: list[str]) -> None:
+    """Append ``path: ours / theirs`` for each leaf that differs (up to a few)."""
+    if len(found) > _SHOWN_FIELDS or ours == theirs:
+        return
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        for key in sorted(ours.keys() | theirs.keys()):
+            path = f"{where}.{key}" if where else str(key)
+            _differences(ours.get(key, _ABSENT), theirs.get(key, _ABSENT), path, found)
+        return
+    found.append(f"{where or '(document)'}: {_shown(ours)} (ours) / {_shown(theirs)} (theirs)")
+
+
+def conflict_fields(
+    repo: pygit2.Repository, mine: pygit2.Oid | None, theirs: pygit2.Oid | None
+) -> list[str]:
+    """What differs between two versions of one file, for people: each field, both values."""
+    if mine is None or theirs is None:
+        return ["the program is deleted on " + ("our side" if mine is None else "their side")]
+    try:
+        ours_value = orjson.loads(repo.odb.read(mine)[1])
+        theirs_value = orjson.loads(repo.odb.read(theirs)[1])
+    except (KeyError, orjson.JSONDecodeError):
+        return ["the two files differ (one is not JSON)"]
+    found: list[str] = []
+    _differences(ours_value, theirs_value, "", found)
+    if len(found) > _SHOWN_FIELDS:
+        found[_SHOWN_FIELDS:] = ["..."]
+    return found
+
+
 def plan_merge(
     repo: pygit2.Repository,
     ours: pygit2.Commit | None,
     theirs: pygit2.Commit,
     max_program_bytes: int,
+    resolve: Resolution | None = None,
 ) -> MergePlan:
-    """Plan merging ``theirs`` into ``ours`` (``None`` for an empty registry)."""
+    """Plan merging ``theirs`` into ``ours`` (``None`` for an empty registry).
+
+    A program both sides changed differently is a conflict; with ``resolve``
+    it is settled instead: ``"ours"`` keeps our version, ``"theirs"`` takes
+    theirs (checked as every incoming program is).
+    """
     plan = MergePlan()
     base_id = repo.merge_base(ours.id, theirs.id) if ours is not None else None
     if base_id is not None and base_id == theirs.id:
@@ -100,9 +159,14 @@ def plan_merge(
             if mine == blob_id:
                 if program_id is not None:
                     plan.identical.append(program_id)
-            else:
+                continue
+            if resolve is None:
                 plan.conflicts.append(program_id or path)
-            continue
+                plan.conflict_fields[program_id or path] = conflict_fields(repo, mine, blob_id)
+                continue
+            plan.resolved.append(program_id or path)
+            if resolve == "ours":
+                continue
         if program_id is None:  # a README or the like: carried over as it is
             plan.edits[path] = blob_id
             continue
@@ -146,16 +210,25 @@ def _check_program(
         )
 
 
-def raise_conflicts(plan: MergePlan, source: str, theirs: str) -> None:
-    """Raise :class:`ConflictError` naming every conflicting program, if there are any."""
+def raise_conflicts(plan: MergePlan, source: str, theirs: str, settle: str = "") -> None:
+    """Raise :class:`ConflictError` naming every conflicting program, if there are any.
+
+    The message lists what differs in each (up to ten programs) and ends with
+    ``settle``, the way to settle them that the caller offers.
+    """
     if plan.conflicts:
-        shown = ", ".join(plan.conflicts[:10]) + (" ..." if len(plan.conflicts) > 10 else "")
+        listed = "; ".join(
+            f"{name} ({', '.join(plan.conflict_fields.get(name, []))})"
+            for name in plan.conflicts[:10]
+        ) + (" ..." if len(plan.conflicts) > 10 else "")
+        how = settle or (
+            "To settle it, merge the two histories in a Git checkout, keep the version you"
+            " want of each file, and push or import that result (see docs/sharing.md)."
+        )
         raise ConflictError(
             f"{len(plan.conflicts)} program(s) differ between this registry and {source}"
-            f" (commit {theirs[:12]}): {shown}. Nothing was merged; both versions stay"
-            " reachable. To settle it, merge the two histories in a Git checkout, keep the"
-            " version you want of each file, and push or import that result (see"
-            " docs/sharing.md)."
+            f" (commit {theirs[:12]}): {listed}. Nothing was merged; both versions stay"
+            f" reachable. {how}"
         )
 
 
@@ -164,7 +237,9 @@ def _some(ids: list[str], shown: int = 50) -> str:
     return ", ".join(ids[:shown]) + more
 
 
-def merge_message(plan: MergePlan, action: str, source: str, theirs: str) -> str:
+def merge_message(
+    plan: MergePlan, action: str, source: str, theirs: str, resolution: Resolution | None = None
+) -> str:
     """The message of the merge commit recording an import or a pull."""
     verb = "Import" if action == "import" else "Merge"
     subject = (
@@ -177,6 +252,7 @@ def merge_message(plan: MergePlan, action: str, source: str, theirs: str) -> str
             ("Added", plan.added),
             ("Updated", plan.updated),
             ("Removed", plan.removed),
+            (f"Conflicts settled ({resolution})", plan.resolved),
         )
         if ids
     ]
@@ -189,6 +265,7 @@ def merge_message(plan: MergePlan, action: str, source: str, theirs: str) -> str
             ("Updated-Count", str(len(plan.updated))),
             ("Removed-Count", str(len(plan.removed))),
             ("Identical-Count", str(len(plan.identical))),
+            *([("Resolved", f"{resolution} {len(plan.resolved)}")] if plan.resolved else []),
             ("Progreg-Action", action),
         ],
         "\n".join(body_lines),
@@ -206,6 +283,10 @@ class MergeResult(BaseModel):
     updated: list[str]
     removed: list[str]
     identical: list[str] = Field(description="programs both sides already had, byte for byte")
+    resolved: list[str] = Field(
+        default_factory=list,
+        description="programs both sides changed differently, settled by the resolution asked",
+    )
 
 
 def merge_into_main(
@@ -218,14 +299,20 @@ def merge_into_main(
     planned: tuple[str | None, MergePlan] | None = None,
     emit: bool = True,
     join: bool = True,
+    resolve: Resolution | None = None,
+    settle: str = "",
 ) -> MergeResult:
     """Merge commit ``theirs`` (already in the object store) into ``main``.
 
     Raises :class:`~progreg.ConflictError` (nothing written) when a program
-    differs on both sides. With ``fast_forward``, a ``main`` that is an
-    ancestor of ``theirs`` (or no ``main`` yet) simply moves to it, with no
-    commit of its own, as ``git merge`` does; otherwise a merge commit whose
-    trailers name ``action`` and ``source`` records the change.
+    differs on both sides, its message naming the fields and ending with
+    ``settle``; with ``resolve`` such programs are settled instead (see
+    :func:`plan_merge`) and listed in the result's ``resolved``.
+
+    With ``fast_forward``, a ``main`` that is an ancestor of ``theirs`` (or no
+    ``main`` yet) simply moves to it, with no commit of its own, as ``git
+    merge`` does; otherwise a merge commit whose trailers name ``action`` and
+    ``source`` records the change.
 
     With ``join`` (the default), ``theirs`` always becomes part of ``main``'s
     history, even when it changes no file here, so that ``main`` can later be
@@ -250,8 +337,8 @@ def merge_into_main(
             merge = planned[1]
         else:
             ours = tip.commit if tip is not None else None
-            merge = plan_merge(repo, ours, their_commit, storage.max_program_bytes)
-        raise_conflicts(merge, source, theirs)
+            merge = plan_merge(repo, ours, their_commit, storage.max_program_bytes, resolve)
+        raise_conflicts(merge, source, theirs, settle)
         outcome[:] = [merge]
         moved[:] = []
         if merge.up_to_date:
@@ -261,7 +348,7 @@ def merge_into_main(
             return None
         if not merge.changes and not join:
             return None
-        message = merge_message(merge, action, source, theirs)
+        message = merge_message(merge, action, source, theirs, resolve)
         edits = storage.with_marker(tip, merge.edits)
         return CommitPlan(edits, message, author, committer, extra_parents=[their_commit.id])
 
@@ -285,6 +372,7 @@ def merge_into_main(
         updated=merge.updated,
         removed=merge.removed,
         identical=merge.identical,
+        resolved=merge.resolved,
     )
     if not emit:
         return result

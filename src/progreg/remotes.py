@@ -50,7 +50,7 @@ from progreg.gitstore import remote as gitremote
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.urls import check_url, redact_url
 from progreg.incoming import check_incoming, is_registry_tag
-from progreg.merging import MergeResult, merge_into_main
+from progreg.merging import MergeResult, Resolution, merge_into_main
 from progreg.names import check_name
 from progreg.storage import MAIN, ProgramStorage, check_marker
 from progreg.tags import TAGS_PREFIX
@@ -101,6 +101,10 @@ class PullResult(BaseModel):
     updated: list[str] = Field(description="program ids whose newer version came in")
     removed: list[str] = Field(description="program ids deleted on the remote")
     identical: list[str] = Field(description="program ids both sides changed the same way")
+    resolved: list[str] = Field(
+        default_factory=list,
+        description="program ids both sides changed differently, settled by pull(resolve=...)",
+    )
     tags_created: list[str] = Field(description="tags created here, as '<tag>/<program id>'")
     tags_kept: list[str] = Field(description="tags that differ on the remote; ours were kept")
     checkpoints_updated: list[str] = Field(description="checkpoint runs created or advanced")
@@ -320,21 +324,27 @@ def _check_their_main(commit: pygit2.Commit, source: str) -> None:
     check_marker(commit.tree, where, MAIN, RemoteError)
 
 
-def _pull_main(storage: ProgramStorage, name: str, source: str) -> MergeResult | None:
+def _pull_main(
+    storage: ProgramStorage, name: str, source: str, resolve: Resolution | None
+) -> MergeResult | None:
     git = storage.git
     theirs = git.tip(tracking_prefix(name) + "main")
     if theirs is None:
         return None
     _check_their_main(theirs, source)
-    try:
-        result = merge_into_main(
-            storage, str(theirs.id), action="merge", source=source, fast_forward=True
-        )
-    except ConflictError as exc:
-        raise ConflictError(
-            f"{exc} Ours is on main, theirs on {tracking_prefix(name)}main."
-        ) from None
-    return result
+    return merge_into_main(
+        storage,
+        str(theirs.id),
+        action="merge",
+        source=source,
+        fast_forward=True,
+        resolve=resolve,
+        settle=(
+            f"Ours is on main, theirs on {tracking_prefix(name)}main. Pull again keeping ours"
+            " or taking theirs for every such program: pull(resolve='ours' or 'theirs'),"
+            " progreg pull --ours or --theirs; the other version stays in history."
+        ),
+    )
 
 
 def _pull_tags(storage: ProgramStorage, name: str) -> tuple[list[str], list[str], list[str]]:
@@ -394,12 +404,22 @@ def _pull_checkpoints(storage: ProgramStorage, name: str) -> tuple[list[str], li
     return advanced, diverged, ignored
 
 
-def pull(storage: ProgramStorage, remote: str, credentials: object = None) -> PullResult:
+def pull(
+    storage: ProgramStorage,
+    remote: str,
+    credentials: object = None,
+    *,
+    resolve: Resolution | None = None,
+) -> PullResult:
     """Fetch ``remote`` and merge its main, tags and checkpoints.
 
     Raises :class:`~progreg.ConflictError` (main unchanged, tags and
-    checkpoints untouched) when a program differs on both sides.
+    checkpoints untouched) when a program differs on both sides, naming the
+    fields that differ; ``resolve="ours"`` keeps our version of every such
+    program and ``"theirs"`` takes theirs (both stay in history).
     """
+    if resolve not in (None, "ours", "theirs"):
+        raise InvalidInputError(f"resolve must be 'ours', 'theirs' or None, not {resolve!r}")
     name, shown = _remote(storage, remote)
     source = f"{name} ({shown})"
     timer = events.Timer()
@@ -415,7 +435,7 @@ def pull(storage: ProgramStorage, remote: str, credentials: object = None) -> Pu
         except ProgregError:
             gitremote.restore_tips(storage.git, tips)
             raise
-        merge = _pull_main(storage, name, source)
+        merge = _pull_main(storage, name, source, resolve)
         tags_created, tags_kept, tags_ignored = _pull_tags(storage, name)
         advanced, diverged, runs_ignored = _pull_checkpoints(storage, name)
     except ProgregError as exc:
@@ -437,6 +457,7 @@ def pull(storage: ProgramStorage, remote: str, credentials: object = None) -> Pu
         updated=merge.updated if merge is not None else [],
         removed=merge.removed if merge is not None else [],
         identical=merge.identical if merge is not None else [],
+        resolved=merge.resolved if merge is not None else [],
         tags_created=tags_created,
         tags_kept=tags_kept,
         checkpoints_updated=advanced,
@@ -462,7 +483,13 @@ def pull(storage: ProgramStorage, remote: str, credentials: object = None) -> Pu
     return result
 
 
-def sync(storage: ProgramStorage, remote: str, credentials: object = None) -> SyncResult:
+def sync(
+    storage: ProgramStorage,
+    remote: str,
+    credentials: object = None,
+    *,
+    resolve: Resolution | None = None,
+) -> SyncResult:
     """Pull, then push all but what the pull reported as differing: diverged runs, kept tags.
 
     When another writer pushed between our pull and our push (a refusal that
@@ -471,7 +498,7 @@ def sync(storage: ProgramStorage, remote: str, credentials: object = None) -> Sy
     one, is raised.
     """
     for round_number in range(1, SYNC_ROUNDS + 1):
-        pulled = pull(storage, remote, credentials)
+        pulled = pull(storage, remote, credentials, resolve=resolve)
         skip = frozenset(
             [CHECKPOINTS_PREFIX + run for run in pulled.checkpoints_diverged]
             + [TAGS_PREFIX + label for label in pulled.tags_kept]

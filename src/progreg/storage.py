@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pygit2
 
@@ -740,17 +740,34 @@ class ProgramStorage:
 
         return push(self, remote, credentials)
 
-    def pull(self, remote: str = "origin", *, credentials: object = None) -> PullResult:
-        """Fetch ``remote`` and merge its programs, tags and checkpoints into this registry."""
+    def pull(
+        self,
+        remote: str = "origin",
+        *,
+        credentials: object = None,
+        resolve: Literal["ours", "theirs"] | None = None,
+    ) -> PullResult:
+        """Fetch ``remote`` and merge its programs, tags and checkpoints into this registry.
+
+        A program changed differently on both sides raises
+        :class:`~progreg.ConflictError` naming the fields, unless ``resolve``
+        says which side's version to keep (``"ours"`` or ``"theirs"``).
+        """
         from progreg.remotes import pull
 
-        return pull(self, remote, credentials)
+        return pull(self, remote, credentials, resolve=resolve)
 
-    def sync(self, remote: str = "origin", *, credentials: object = None) -> SyncResult:
-        """Pull, then push."""
+    def sync(
+        self,
+        remote: str = "origin",
+        *,
+        credentials: object = None,
+        resolve: Literal["ours", "theirs"] | None = None,
+    ) -> SyncResult:
+        """Pull (settling conflicts by ``resolve``, as :meth:`pull`), then push."""
         from progreg.remotes import sync
 
-        return sync(self, remote, credentials)
+        return sync(self, remote, credentials, resolve=resolve)
 
     def gc(self) -> PackReport:
         """Pack loose objects and merge every pack into one (``progreg gc``); see docs/format.md."""

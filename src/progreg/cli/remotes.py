@@ -13,6 +13,9 @@ JSON shapes (``--json``): ``remote list``: ``[{"name", "url"}]``; ``push``:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
 from pydantic import BaseModel
 
@@ -26,6 +29,7 @@ from progreg.cli.output import (
     json_option,
     open_storage,
 )
+from progreg.merging import Resolution
 from progreg.remotes import PullResult, PushResult
 from progreg.storage import ProgramStorage
 
@@ -157,6 +161,9 @@ def _show_pull(result: PullResult) -> None:
         f" {len(result.tags_created)} tag(s) and {len(result.checkpoints_updated)}"
         " checkpoint run(s) brought in"
     )
+    if result.resolved:
+        settled = ", ".join(result.resolved)
+        info(f"settled {len(result.resolved)} program(s) changed on both sides: {settled}")
     for label in result.tags_kept:
         _warn(f"tag {label} differs on {result.remote}; kept ours")
     for run in result.checkpoints_diverged:
@@ -191,18 +198,43 @@ def push(ctx: Context, remote: str, as_json: bool) -> None:
         _show_push(result)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def resolution_option(func: F) -> F:
+    """``--ours`` / ``--theirs``: how a pull settles programs changed on both sides."""
+    return click.option(
+        "--ours",
+        "resolve",
+        flag_value="ours",
+        default=None,
+        help="Keep this registry's version of every program changed differently on both"
+        " sides (theirs stays in history).",
+    )(
+        click.option(
+            "--theirs",
+            "resolve",
+            flag_value="theirs",
+            help="Take the remote's version of every such program (ours stays in history).",
+        )(func)
+    )
+
+
 @click.command(cls=ProgregCommand)
 @click.argument("remote", default="origin")
+@resolution_option
 @json_option
 @click.pass_obj
-def pull(ctx: Context, remote: str, as_json: bool) -> None:
+def pull(ctx: Context, remote: str, resolve: Resolution | None, as_json: bool) -> None:
     """Fetch REMOTE (default: origin) and merge its programs, tags and checkpoints.
 
-    Diverged histories are merged with a merge commit; a program changed
-    differently on both sides is an error naming it (both versions stay).
+    Diverged histories are merged with a merge commit. A program changed
+    differently on both sides is an error naming it and the fields that
+    differ, and nothing is merged; pull again with --ours or --theirs to
+    settle every such program one way (both versions stay in history).
     JSON: {"remote", "url", "commit", "fast_forward", "added", "updated",
-    "removed", "identical", "tags_created", "tags_kept", "checkpoints_updated",
-    "checkpoints_diverged", "ignored"}.
+    "removed", "identical", "resolved", "tags_created", "tags_kept",
+    "checkpoints_updated", "checkpoints_diverged", "ignored"}.
 
     Credentials: PROGREG_GIT_USERNAME + PROGREG_GIT_PASSWORD (or PROGREG_GIT_TOKEN)
     for http(s); PROGREG_GIT_SSH_KEY or the SSH agent for ssh. Never stored.
@@ -210,8 +242,9 @@ def pull(ctx: Context, remote: str, as_json: bool) -> None:
     \b
     Example:
       progreg pull origin
+      progreg pull origin --theirs
     """
-    result = open_storage(ctx).pull(remote)
+    result = open_storage(ctx).pull(remote, resolve=resolve)
     if as_json:
         _echo_model(result)
     else:
@@ -220,13 +253,16 @@ def pull(ctx: Context, remote: str, as_json: bool) -> None:
 
 @click.command(cls=ProgregCommand)
 @click.argument("remote", default="origin")
+@resolution_option
 @json_option
 @click.pass_obj
-def sync(ctx: Context, remote: str, as_json: bool) -> None:
+def sync(ctx: Context, remote: str, resolve: Resolution | None, as_json: bool) -> None:
     """Pull from REMOTE (default: origin), then push to it.
 
     Checkpoint runs that diverged and tags that differ are kept as they are
-    on each side (and reported). JSON: {"pulled": <pull's>, "pushed": <push's>}.
+    on each side (and reported); programs changed differently on both sides
+    are settled by --ours or --theirs, as for pull. JSON: {"pulled": <pull's>,
+    "pushed": <push's>}.
 
     Credentials: PROGREG_GIT_USERNAME + PROGREG_GIT_PASSWORD (or PROGREG_GIT_TOKEN)
     for http(s); PROGREG_GIT_SSH_KEY or the SSH agent for ssh. Never stored.
@@ -235,7 +271,7 @@ def sync(ctx: Context, remote: str, as_json: bool) -> None:
     Example:
       PROGREG_GIT_TOKEN=... progreg sync origin
     """
-    result = open_storage(ctx).sync(remote)
+    result = open_storage(ctx).sync(remote, resolve=resolve)
     if as_json:
         _echo_model(result)
         return
