@@ -232,11 +232,6 @@ def raise_conflicts(plan: MergePlan, source: str, theirs: str, settle: str = "")
         )
 
 
-def _some(ids: list[str], shown: int = 50) -> str:
-    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
-    return ", ".join(ids[:shown]) + more
-
-
 def merge_message(
     plan: MergePlan, action: str, source: str, theirs: str, resolution: Resolution | None = None
 ) -> str:
