@@ -536,6 +536,12 @@ def test_wrong_credentials_fail_fast_without_leaking(
         "http://reviewer:hunter2-secret@127.0.0.1:9/registry.git",
         "https://ghp_hunter2secretTokenValue@github.com/team/registry.git",
         "reviewer:hunter2-secret@git.example.com:team/registry.git",
+        "https://git.example.com/team/registry.git?access_token=hunter2-secret",
+        "https://git.example.com/team/registry.git?private_token=hunter2-secret&x=1",
+        "https://git.example.com/team/registry.git#token=hunter2-secret",
+        "http://reviewer%3Ahunter2-secret@127.0.0.1:9/registry.git",
+        "https://glpat-hunter2secret@gitlab.example.com/team/registry.git",
+        "https://git.example.com/team/registry.git?",
     ],
 )
 def test_urls_with_credentials_are_never_stored(storage: ProgramStorage, url: str) -> None:
@@ -547,12 +553,27 @@ def test_urls_with_credentials_are_never_stored(storage: ProgramStorage, url: st
     assert "PROGREG_GIT_PASSWORD" in message and "environment" in message
     assert (storage.path / "config").read_text() == config_before
     assert storage.remotes() == []
+    # set-url checks the same way.
+    storage.add_remote("origin", "https://git.example.com/team/registry.git")
+    config_before = (storage.path / "config").read_text()
+    with pytest.raises(InvalidInputError) as again:
+        storage.set_remote_url("origin", url)
+    assert "hunter2" not in str(again.value)
+    assert (storage.path / "config").read_text() == config_before
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://me:hunter2-secret@127.0.0.1:9/x.git",
+        "https://127.0.0.1:9/x.git?access_token=hunter2-secret",
+        "https://127.0.0.1:9/x.git#hunter2-secret",
+    ],
+)
 def test_a_password_configured_by_hand_is_refused_and_not_shown(
-    storage: ProgramStorage, registry_path: Path
+    storage: ProgramStorage, registry_path: Path, url: str
 ) -> None:
-    git(registry_path, "remote", "add", "origin", "https://me:hunter2-secret@127.0.0.1:9/x.git")
+    git(registry_path, "remote", "add", "origin", url)
     assert [r.url for r in storage.remotes()] == ["https://127.0.0.1:9/x.git"]
     for action in (storage.push, storage.pull):
         with pytest.raises(RemoteError) as refused:

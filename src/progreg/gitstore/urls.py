@@ -1,12 +1,18 @@
 """Remote URLs: which ones are accepted, which are local paths, and how to show them safely.
 
 A remote URL is stored in the repository's configuration, so it must never
-hold a secret: a URL with a password (``https://user:pw@host/...``) or with a
-well-known access-token prefix in place of a user name is refused, with a
-message pointing at the environment variables that carry credentials instead.
-Whenever a URL is shown (messages, events, results), its user information is
-stripped by :func:`redact_url`, and :func:`scrub` removes any that a libgit2
-message might echo.
+hold a secret. Refused, with a message that does not echo the secret and
+points at the environment variables that carry credentials instead:
+
+* a password in the user information (``https://user:pw@host/...``), also
+  percent-encoded (``user%3Apw@``), and a well-known access-token prefix in
+  place of a user name (``https://ghp_...@host/...``);
+* any query or fragment (``...?access_token=...``, ``#token=...``): Git's
+  transports build their own queries, and a remote URL needs neither.
+
+Whenever a URL is shown (messages, events, results, commit messages), its
+user information, query and fragment are stripped by :func:`redact_url`, and
+:func:`scrub` removes user information that a libgit2 message might echo.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ def redact_url(url: str) -> str:
         except ValueError:
             return _USERINFO.sub(r"\1", url)
         host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=host))
+        return urlunsplit(parts._replace(netloc=host, query="", fragment=""))
     scp = _SCP.match(url)
     if scp is not None and not _is_drive(url):
         return f"{scp['host']}:{scp['path']}"
@@ -74,7 +80,9 @@ def local_path(url: str) -> Path:
 
 
 def _looks_like_token(user: str) -> bool:
-    return user.startswith(_TOKEN_PREFIXES)
+    """A user name that is a password in disguise: a token prefix, or ``user:pw`` encoded."""
+    decoded = unquote(user)
+    return decoded.startswith(_TOKEN_PREFIXES) or ":" in decoded
 
 
 def check_url(url: object) -> str:
@@ -126,6 +134,11 @@ def _check_scheme_url(url: str, scheme: str, shown: str) -> str:
         return url
     if not parts.hostname:
         raise InvalidInputError(f"remote URL {shown!r} has no host")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise InvalidInputError(
+            f"remote URL {shown!r} has a query or fragment (after '?' or '#'), where tokens"
+            f" hide and which Git remotes never need: remove it and {CREDENTIALS_HELP}"
+        )
     if parts.password is not None or _looks_like_token(parts.username or ""):
         raise InvalidInputError(
             f"remote URL {shown!r} contains a password or token, which would be stored in"
