@@ -1112,3 +1112,38 @@ def test_missing_output_directories_are_refused_alike(
         storage.export_registry(missing / "all.bundle")
     assert not (tmp_path / "no").exists()
     ok(run(storage.path, "export", str(tmp_path / "all.bundle"), "--all"))
+
+
+HOSTILE_TEXT = "ok\x1b]0;pwned\x07\x1b[2J\rfake\u202etxt.exe\x9b31m\x7f"
+RAW_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_stored_control_characters_are_shown_not_obeyed(storage: ProgramStorage) -> None:
+    """Escapes in stored text (a bundle from someone else, say) never reach the terminal raw."""
+    state = program_state(f"Classify {HOSTILE_TEXT}")
+    first = storage.save_program(
+        state,
+        {"best_score_value": 0.7, "metadata": {"optimizer": f"MIPRO{HOSTILE_TEXT}"}},
+        {"signature_class": f"Sig{HOSTILE_TEXT}", "note": HOSTILE_TEXT},
+    ).program_id
+    second = save(storage, signature="Plain", instructions="Classify the text.")
+    for args in (
+        ["list"],
+        ["show", first],
+        ["log"],
+        ["history"],
+        ["find", "--min-score", "0"],
+        ["diff", first, second],
+        ["best", f"Sig{HOSTILE_TEXT}"],
+    ):
+        result = run(storage.path, *args)
+        assert result.exit_code in (0, 3), (args, result.output)
+        assert not RAW_CONTROLS.search(result.stdout), (args, result.stdout)
+        assert not RAW_CONTROLS.search(result.stderr), (args, result.stderr)
+    shown = ok(run(storage.path, "show", first)).stdout
+    assert "\\x1b]0;pwned\\x07" in shown and "\\u202e" in shown and "\\x9b" in shown
+    # JSON stays exact: the same strings, escaped as JSON escapes them.
+    record = as_json(run(storage.path, "show", first, "--json"))
+    assert record["metadata"]["note"] == HOSTILE_TEXT
+    listed = as_json(run(storage.path, "list", "--json"))
+    assert listed[0]["signature_class"] == f"Sig{HOSTILE_TEXT}"

@@ -27,6 +27,7 @@ from progreg.cli.output import (
 )
 from progreg.cli.params import PROGRAM_ID
 from progreg.cli.render import format_score
+from progreg.cli.terminal import visible
 from progreg.compare import ComparedProgram, ProgramComparison
 
 Style = Callable[[str], str]
@@ -61,7 +62,7 @@ def colored_word_diff(old: str, new: str) -> str:
 
 
 def _side(label: str, side: ComparedProgram) -> str:
-    return (
+    return visible(
         f"{label}  {side.program_id}  {side.signature_class or '-'}  {side.optimizer or '-'}"
         f"  score {format_score(side.score)}  saved {format_time(side.saved_at)}"
     )
@@ -82,21 +83,22 @@ def summary_lines(comparison: ProgramComparison, color: bool) -> list[str]:
         lines.append(f"score change: {change:+.4f} ({verdict})")
     if diff.optimizer_change is not None:
         old, new = diff.optimizer_change
-        lines.append(f"optimizer: {old or '-'} -> {new or '-'}")
+        lines.append(visible(f"optimizer: {old or '-'} -> {new or '-'}"))
     for predictor in diff.predictors_added:
-        lines.append(f"predictor added: {predictor}")
+        lines.append(visible(f"predictor added: {predictor}"))
     for predictor in diff.predictors_removed:
-        lines.append(f"predictor removed: {predictor}")
+        lines.append(visible(f"predictor removed: {predictor}"))
     for change_ in diff.instructions:
-        words = colored_word_diff(change_.old, change_.new) if color else change_.word_diff
-        lines.append(f"instructions of {change_.predictor}:")
+        old_text, new_text = visible(change_.old), visible(change_.new)
+        words = colored_word_diff(old_text, new_text) if color else visible(change_.word_diff)
+        lines.append(visible(f"instructions of {change_.predictor}:"))
         lines.append(f"  {words}")
     if diff.demos:
         per = ", ".join(f"{d.predictor} +{d.added} -{d.removed}" for d in diff.demos)
-        lines.append(f"demos: +{diff.demos_added} -{diff.demos_removed} ({per})")
+        lines.append(visible(f"demos: +{diff.demos_added} -{diff.demos_removed} ({per})"))
     for field in diff.fields:
         keys = f": {', '.join(field.changed_keys)}" if field.changed_keys else ""
-        lines.append(f"field {field.predictor}[{field.index}] {field.change}{keys}")
+        lines.append(visible(f"field {field.predictor}[{field.index}] {field.change}{keys}"))
     changes = (diff.instructions, diff.demos, diff.fields, diff.predictors_added)
     if not any(changes) and not diff.predictors_removed:
         lines.append("no change to instructions, demos, fields or predictors")
@@ -199,6 +201,6 @@ def diff(ctx: Context, first: str, second: str, color: bool | None, as_json: boo
         click.echo(line, color=colored)
     if comparison.diff.unified:
         click.echo("", color=colored)
-        patch = comparison.diff.unified
+        patch = visible(comparison.diff.unified)
         for line in colored_patch(patch) if colored else patch.splitlines():
             click.echo(line, color=colored)

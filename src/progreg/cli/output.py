@@ -25,6 +25,7 @@ import click
 import pygit2
 
 from progreg.cli.context import EXIT_ERROR, EXIT_NOT_FOUND, Context
+from progreg.cli.terminal import visible
 from progreg.cli.usage import OneLineUsageCommand, one_line, usage_errors_on_one_line
 from progreg.config import StorageConfig
 from progreg.errors import ProgramNotFoundError, ProgregError, SecretDetectedError
@@ -212,9 +213,12 @@ def table(
 ) -> list[str]:
     """Rows aligned in columns under ``headers`` (trailing spaces removed).
 
-    ``styles`` maps a column index to a function (``click.style`` with
-    arguments, say) applied to that column's padded cells, headers excepted.
+    Cells hold stored text: their control characters are made visible
+    (:func:`~progreg.cli.terminal.visible`). ``styles`` maps a column index to
+    a function (``click.style`` with arguments, say) applied to that column's
+    padded cells, headers excepted.
     """
+    rows = [[visible(cell) for cell in row] for row in rows]
     widths = [len(header) for header in headers]
     for row in rows:
         widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]

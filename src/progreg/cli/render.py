@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from progreg.analytics import OptimizationHistory
+from progreg.cli.terminal import visible
 from progreg.models import ProgramSummary, SavedProgram
 from progreg.storage import MAIN, ProgramStorage
 
@@ -27,7 +28,8 @@ def format_log(storage: ProgramStorage, limit: int) -> list[str]:
         if count >= limit:
             break
         when = datetime.fromtimestamp(commit.commit_time, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        lines.append(f"{str(commit.id)[:10]} {when} {commit.message.splitlines()[0]}")
+        subject = commit.message.splitlines()[0] if commit.message else ""
+        lines.append(f"{str(commit.id)[:10]} {when} {visible(subject)}")
     return lines
 
 
@@ -68,9 +70,10 @@ def program_lines(
         ("tags", ", ".join(sorted(tags)) or "-"),
         ("metadata", json.dumps(meta, ensure_ascii=False, sort_keys=True) if meta else "-"),
     ]
-    lines = [f"{name:<10}{value}" for name, value in facts]
+    lines = [f"{name:<10}{visible(value)}" for name, value in facts]
     lines.append("state:")
-    lines.extend(json.dumps(saved.state, indent=2, ensure_ascii=False).splitlines())
+    state = json.dumps(saved.state, indent=2, ensure_ascii=False)
+    lines.extend(visible(state).splitlines())
     return lines
 
 

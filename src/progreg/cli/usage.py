@@ -12,10 +12,15 @@ from typing import IO, Any
 
 import click
 
+from progreg.cli.terminal import visible
+
 
 def one_line(message: str) -> str:
-    """``message`` with its lines joined by ``; `` (pydantic errors span several)."""
-    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+    """``message`` with its lines joined by ``; `` (pydantic errors span several).
+
+    Control characters are made visible: a message may quote stored text.
+    """
+    return visible("; ".join(line.strip() for line in message.splitlines() if line.strip()))
 
 
 class OneLineUsageError(click.UsageError):
