@@ -897,3 +897,39 @@ def test_tree_problem_reads_entries_not_bytes() -> None:
     assert executable == "a tree holds an entry of mode 100755 ('run'), which is refused"
     crowded = tree(*[(b"100644", b"f%d" % i) for i in range(5)])
     assert "5 entries" in (tree_problem(crowded, links, max_entries=4) or "")
+
+
+def test_a_redacted_checkpoint_keeps_no_credential_in_its_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """secrets='redact' covers checkpoint.json too: through Checkpoints and the manager."""
+    key = SECRETS["openai"]
+    result = {"optimized_program": {"lm": {"model": "x"}}, "best_score_value": 1}
+    storage = ProgramStorage(tmp_path / "direct")
+    created = Checkpoints(storage).create(
+        {"lm": {"model": "x"}}, None, "run-a", {"api_key": key, "step": 3}, secrets="redact"
+    )
+    monkeypatch.setenv("PROGREG_SECRETS", "redact")
+    manager = StorageManager(StorageConfig(storage_path=tmp_path / "managed"))
+    managed = manager.create_checkpoint(result, "run-b", metadata={"openai_api_key": key})
+    for registry, run, record in (
+        (tmp_path / "direct", "run-a", created),
+        (tmp_path / "managed", "run-b", managed),
+    ):
+        manifest = json.loads(
+            subprocess.run(
+                ["git", "-C", str(registry), "show", f"checkpoints/{run}:checkpoint.json"],
+                capture_output=True,
+                check=True,
+            ).stdout
+        )
+        assert key not in json.dumps(manifest)
+        assert REDACTED in json.dumps(manifest["metadata"])
+        assert key not in json.dumps(record.metadata)
+        every_object = subprocess.run(
+            ["git", "-C", str(registry), "cat-file", "--batch-all-objects", "--batch"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        assert key.encode() not in every_object
+    assert created.metadata["step"] == 3

@@ -99,12 +99,14 @@ class Checkpoints:
         )
         data = doc.encode()
         self._storage.check_size(len(data), doc.program_id)
+        # The caller's metadata as the document holds it: screened, and redacted with it.
+        screened = {key: doc.metadata[key] for key in meta if key in doc.metadata}
         manifest = canonical.encode(
             {
                 "name": name,
                 "program_id": doc.program_id,
                 "created_at": format_time(doc.saved_at),
-                "metadata": meta,
+                "metadata": screened,
             },
             MANIFEST,
         )
