@@ -933,3 +933,31 @@ def test_a_redacted_checkpoint_keeps_no_credential_in_its_manifest(
         ).stdout
         assert key.encode() not in every_object
     assert created.metadata["step"] == 3
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["minified", "escaped", "escaped slashes"],
+)
+def test_a_credential_in_history_is_found_however_its_json_is_written(
+    source: ProgramStorage, target: ProgramStorage, tmp_path: Path, written: str
+) -> None:
+    """History blobs need not be canonical JSON: the screen reads what they decode to."""
+    program_id = source.list_programs()[0].program_id
+    leaked = json.loads(a_document(source))
+    if written == "minified":  # an Azure-style key under lm.api_key, no layout at all
+        leaked["program_data"]["state"]["predict"]["lm"] = {"api_key": "0f" * 16}
+        data = json.dumps(leaked, separators=(",", ":")).encode()
+    elif written == "escaped":  # an OpenAI key whose first letter is a JSON escape
+        leaked["program_data"]["state"]["note"] = SECRETS["openai"]
+        data = json.dumps(leaked).replace('"sk-proj-', '"\\u0073k-proj-').encode()
+    else:  # a URL with a password, its slashes escaped
+        leaked["program_data"]["state"]["endpoint"] = "https://bot:hunter2hunter2@api.example"
+        data = json.dumps(leaked).replace("/", "\\/").encode()
+    assert json.loads(data) == leaked
+    commit_file(source.path, program_file(program_id), data, "Leak a key")
+    commit_file(source.path, program_file(program_id), a_document(source), "Remove it")
+    field = {"minified": "api_key", "escaped": "note", "escaped slashes": "endpoint"}[written]
+    refused(
+        target, bundle_of(source.path, tmp_path / "x.bundle", "main"), SecretDetectedError, field
+    )

@@ -328,8 +328,12 @@ _QUICK_VALUES: tuple[tuple[tuple[bytes, ...], re.Pattern[bytes], bool], ...] = (
         True,
     ),
 )
-#: Every key of canonical JSON, at the start of its line: ``  "name": ``.
-_KEYS = re.compile(rb'\n *"([^"\\\n]*(?:\\.[^"\\\n]*)*)": ')
+#: Every key of a JSON text, in any layout: a string followed by ``:`` is always a key
+#: (a value is followed by ``,``, ``}`` or ``]``).
+_KEYS = re.compile(rb'"((?:[^"\\]|\\.)*)"[ \t\r\n]*:')
+#: JSON escapes that can spell a credential's characters in another form (``\u0073k-``,
+#: ``https:\/\/``): a text holding one is walked, whatever its bytes look like.
+_DISGUISING_ESCAPES = (b"\\u", b"\\/")
 
 
 def _caseless(word: bytes) -> bytes:
@@ -360,11 +364,15 @@ def _suspicious_key(raw: bytes) -> bool:
 
 
 def may_hold_secrets(data: bytes) -> bool:
-    """False when the canonical JSON ``data`` certainly holds no credential :func:`find_secrets`
-    would report; True when it may (then walk it).
+    """False when the JSON text ``data`` certainly holds no credential :func:`find_secrets`
+    would report in its decoded value; True when it may (then decode and walk it).
 
-    Tests the value formats on the bytes and the key-name rules on each distinct key.
+    Tests the value formats on the bytes and the key-name rules on each distinct key,
+    whatever the layout (canonical, minified...). A text using a ``\\u`` or ``\\/``
+    escape, which could spell a credential's characters differently, may hold one.
     """
+    if any(escape in data for escape in _DISGUISING_ESCAPES):
+        return True
     lowered = data.lower()
     if _SIEVE.search(data) is not None or b"bearer" in lowered or b"basic" in lowered:
         for hints, pattern, on_lowered in _QUICK_VALUES:
