@@ -58,6 +58,8 @@ def calls(job: dict[str, Any]) -> dict[str, Call]:
         "restore": lambda s, m: s.restore_program(deleted).program_id,
         "import": lambda s, m: s.import_programs(bundle).imported,
         "gc": lambda s, m: s.gc().objects_packed,
+        "pull": lambda s, m: s.pull("origin").added,
+        "export": lambda s, m: s.export_registry(s.path.parent / "all.bundle").object_count,
         "load": lambda s, m: s.load_program(program_id) is not None,
         "list": lambda s, m: len(s.list_programs()),
         "find": lambda s, m: len(m.find_programs()),

@@ -58,11 +58,14 @@ from pygit2.remotes import PushUpdate
 
 from progreg.errors import (
     AuthenticationError,
+    DiskFullError,
     ProgregError,
     PushRejectedError,
+    ReadOnlyRegistryError,
     RemoteError,
 )
 from progreg.gitstore.credentials import Credential, CredentialSource
+from progreg.gitstore.failures import write_failure
 from progreg.gitstore.fsck import IncomingObjects
 from progreg.gitstore.localpush import push_local
 from progreg.gitstore.locking import write_lock
@@ -269,6 +272,13 @@ def fetch(
     except ProgregError:
         raise
     except (pygit2.GitError, OSError) as exc:
+        # A fetch that failed here (a full disk: the pack, a ref) may have moved some
+        # tracking refs already: they go back, and a local write failure says so.
+        with contextlib.suppress(ProgregError, pygit2.GitError, OSError):
+            restore_tips(git, callbacks.tips)
+        local = write_failure(git.path, exc, f"fetch from {callbacks.url} into {git.path}")
+        if isinstance(local, DiskFullError | ReadOnlyRegistryError):
+            raise local from None
         raise callbacks.failure("fetch", exc) from None
     return callbacks.tips
 
