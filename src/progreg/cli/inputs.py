@@ -67,27 +67,21 @@ def parse_program(data: bytes, source: str) -> ProgramInput:
     if not isinstance(value, dict):
         raise InvalidInputError(f"{source} must hold a JSON object, not {type(value).__name__}")
     if RECORD_REQUIRED <= value.keys() <= RECORD_KEYS:
-        state, program_id = value["state"], value["program_id"]
-        if not isinstance(state, dict):
-            raise InvalidInputError(f"{source}: state must be a JSON object")
+        state, what, program_id = value["state"], "state", value["program_id"]
         if not isinstance(program_id, str):
             raise InvalidInputError(f"{source}: program_id must be a string")
-        return ProgramInput(
-            state,
-            _object(value.get("optimization_result"), "optimization_result", source),
-            _object(value.get("metadata"), "metadata", source),
-            program_id=program_id,
-        )
-    if "program" in value and value.keys() <= WRAPPER_KEYS:
-        program = value["program"]
-        if not isinstance(program, dict):
-            raise InvalidInputError(f"{source}: program must be a JSON object (the state)")
-        return ProgramInput(
-            program,
-            _object(value.get("optimization_result"), "optimization_result", source),
-            _object(value.get("metadata"), "metadata", source),
-        )
-    return ProgramInput(value, bare=True)
+    elif "program" in value and value.keys() <= WRAPPER_KEYS:
+        state, what, program_id = value["program"], "program", None
+    else:
+        return ProgramInput(value, bare=True)
+    if not isinstance(state, dict):
+        raise InvalidInputError(f"{source}: {what} must be a JSON object (the state)")
+    return ProgramInput(
+        state,
+        _object(value.get("optimization_result"), "optimization_result", source),
+        _object(value.get("metadata"), "metadata", source),
+        program_id=program_id,
+    )
 
 
 def read_program(stream: IO[bytes]) -> ProgramInput:
