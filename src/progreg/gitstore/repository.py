@@ -34,7 +34,8 @@ from progreg.gitstore.identity import Identity
 from progreg.gitstore.locking import ref_locked_error, remove_stale_ref_locks, write_lock
 from progreg.gitstore.memory import bound_libgit2_memory
 from progreg.gitstore.pack import MIN_DELTA_SIZE
-from progreg.gitstore.packstore import NewObject, store_objects
+from progreg.gitstore.packdir import PackKeep, delete_packs, freshen, update_pack_info
+from progreg.gitstore.packstore import InstalledPack, NewObject, store_objects
 from progreg.gitstore.reflist import values_under
 from progreg.gitstore.refpack import add_packed_refs
 from progreg.gitstore.refwrite import NeedsLibgit2, read_ref, swap_ref
@@ -163,6 +164,8 @@ class GitRepository:
         self.tail = TailPack(self.path / "objects" / "pack")
         #: ``{commit id: its tree's id}`` of the last :data:`WRITTEN_TIPS` commits written.
         self._written: dict[bytes, bytes] = {}
+        #: Called (tests) once a write's objects are in place, before its ref moves.
+        self.before_ref_update: Callable[[], None] | None = None
         bound_libgit2_memory()
         self._open_or_create(create)
 
@@ -370,7 +373,7 @@ class GitRepository:
         new commit id, or ``None`` when the plan was empty.
         """
         deadline = time.monotonic() + self.lock_timeout
-        with write_lock(self.path, self.lock_timeout) as grant:
+        with write_lock(self.path, self.lock_timeout) as grant, self._settling():
             if grant.previous_holder_crashed:
                 for removed in remove_stale_ref_locks(self.path, grant.previous_since):
                     events.emit(
@@ -383,6 +386,8 @@ class GitRepository:
                 if commit_plan is None:
                     return None
                 new, tags = self._write_commit(tip, commit_plan)
+                if self.before_ref_update is not None:
+                    self.before_ref_update()
                 error = self._compare_and_swap(ref, tip.id if tip is not None else None, new)
                 if error is None:
                     created = [
@@ -472,12 +477,19 @@ class GitRepository:
         The tag object is written as a pack, as commits are.
         """
         ref = f"refs/tags/{name}"
-        with write_lock(self.path, self.lock_timeout), self._ref_lock_errors(ref):
+        with (
+            write_lock(self.path, self.lock_timeout),
+            self._settling(),
+            self._ref_lock_errors(ref),
+        ):
             if self.repo.references.get(ref) is not None:
                 return False
+            self._freshen([bytes.fromhex(target)])
             new: list[NewObject] = []
             [(_, tag)] = self._tag_objects(target, [TagPlan(name, tagger, message)], new)
             self._store(new, {})
+            if self.before_ref_update is not None:
+                self.before_ref_update()
             return self._create_ref(ref, tag)
 
     def _tag_objects(
@@ -591,6 +603,7 @@ class GitRepository:
         new: list[NewObject] = []
         edits: dict[str, bytes | None] = {}
         outside = bool(plan.extra_parents)  # refers to objects this handle did not write
+        reused = [parent.raw for parent in plan.extra_parents]
         for path, value in plan.edits.items():
             if isinstance(value, bytes):
                 blob = objects.object_id(objects.OBJ_BLOB, value)
@@ -600,6 +613,7 @@ class GitRepository:
                 edits[path] = None
             else:
                 edits[path] = value.raw
+                reused.append(value.raw)
                 outside = True
         trees: NewTrees = []
         previous: dict[bytes, bytes] = {}
@@ -614,6 +628,8 @@ class GitRepository:
         commit, content = self._commit_object(root, parents, plan)
         new.append((commit, objects.OBJ_COMMIT, content))
         tags = self._tag_objects(commit.hex(), plan.tags, new)
+        if reused:
+            self._freshen(reused)
         if outside and self.durable:
             self.sync_object_store()
         self._store(new, previous)
@@ -638,13 +654,25 @@ class GitRepository:
         return objects.object_id(objects.OBJ_COMMIT, content), content
 
     def _store(self, new: list[NewObject], previous: dict[bytes, bytes]) -> None:
-        """Write ``new`` into the open pack (or a pack of their own when they are many)."""
+        """Write ``new`` into the open pack (or a pack of their own when they are many).
+
+        Within :meth:`_settling`: the new pack's keep is released, and the pack
+        it replaces deleted, once the write's refs are written.
+        """
         replaced = None
-        written: Path | None
+        installed: InstalledPack | None
         if self.tail.fits(new):
-            written, replaced = self.tail.write(new, previous, durable=self.durable)
+            installed, replaced = self.tail.write(new, previous, durable=self.durable)
         else:
-            written = store_objects(self.path / "objects", new, durable=self.durable)
+            installed = store_objects(self.path / "objects", new, durable=self.durable)
+        written = installed.path if installed is not None else None
+        pending = self._pending()
+        if installed is not None:
+            pending.added = True
+            if installed.keep is not None:
+                pending.keeps.append(installed.keep)
+        if replaced is not None:
+            pending.replaced.append(replaced)
         with self.hints_lock:
             if replaced is not None:
                 self.volatile_packs.discard(replaced.name)
@@ -660,6 +688,46 @@ class GitRepository:
             hints.update((oid, base) for oid, base in previous.items() if oid in large)
             while len(hints) > MAX_DELTA_HINTS:
                 del hints[next(iter(hints))]
+
+    def _pending(self) -> _PendingWrite:
+        """This thread's write in progress (see :meth:`_settling`)."""
+        pending: _PendingWrite | None = getattr(self._local, "pending", None)
+        if pending is None:
+            pending = self._local.pending = _PendingWrite()
+        return pending
+
+    @contextlib.contextmanager
+    def _settling(self) -> Iterator[None]:
+        """End a write: release its packs' keeps, then delete the packs they replace.
+
+        Runs when the block ends, its refs written or the write failed (then
+        nothing names the new objects). Keeps go first: the replaced pack's
+        objects are all in the new one, which Git must see as an ordinary pack
+        once refs reach it. ``objects/info/packs`` is written again if it exists.
+        """
+        if getattr(self._local, "pending", None) is not None:
+            yield  # within an outer write: that one settles
+            return
+        pending = self._pending()
+        try:
+            yield
+        finally:
+            self._local.pending = None
+            for keep in pending.keeps:
+                keep.release()
+            pack_dir = self.path / "objects" / "pack"
+            deleted = delete_packs(pack_dir, pending.replaced, force_midx=False)
+            if len(deleted) != len(pending.replaced):
+                self.packs_left += 1  # one stays (a keep, the multi-pack-index): merged later
+            if pending.added and not deleted:
+                update_pack_info(self.path / "objects")
+
+    def _freshen(self, oids: list[bytes]) -> None:
+        """Refresh the files of objects a write reuses (Git's rule: prune keeps them)."""
+        try:
+            freshen(self.path / "objects", oids)
+        except OSError as exc:
+            raise write_failure(self.path, exc, f"refresh objects in {self.path}") from exc
 
     def _read_tree(self, oid: bytes) -> RawTree:
         cached = self._trees.get(oid)
@@ -792,6 +860,15 @@ class GitRepository:
         with contextlib.suppress(FileNotFoundError):
             fsync_file(self.path / "packed-refs")
         fsync_dir(self.path)
+
+
+@dataclass
+class _PendingWrite:
+    """What a write in progress must settle once its refs are written (see ``_settling``)."""
+
+    keeps: list[PackKeep] = field(default_factory=list)
+    replaced: list[Path] = field(default_factory=list)
+    added: bool = False
 
 
 def _person(signature: pygit2.Signature) -> bytes:
