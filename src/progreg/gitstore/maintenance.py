@@ -490,8 +490,9 @@ def _counts(gitdir: Path) -> dict[str, PackInfo]:
 
 
 def remove_garbage(objects_dir: Path, age: float = GARBAGE_AGE) -> int:
-    """Remove temporary files, packs without an index, and keep files of progreg writers
-    that died (:func:`~progreg.gitstore.packdir.stale_keeps`), older than ``age`` seconds."""
+    """Remove what is older than ``age`` seconds of: temporary files, packs without an index
+    (and no keep), indexes without a pack, and keep files of progreg writers that died
+    (:func:`~progreg.gitstore.packdir.stale_keeps`)."""
     pack_dir = objects_dir / "pack"
     try:
         entries = list(os.scandir(pack_dir))
@@ -507,7 +508,15 @@ def remove_garbage(objects_dir: Path, age: float = GARBAGE_AGE) -> int:
     for entry in entries:
         name = entry.name
         orphan = name.startswith("pack-") and name.endswith(".pack")
-        orphan = orphan and name[:-5] + ".idx" not in names
+        orphan = orphan and name[:-5] + ".idx" not in names and name[:-5] + ".keep" not in names
+        orphan = (
+            orphan
+            or (  # what an interrupted deletion leaves (git gc removes it too)
+                name.startswith("pack-")
+                and name.endswith(".idx")
+                and name[:-4] + ".pack" not in names
+            )
+        )
         if not (name.startswith("tmp_") or orphan):
             continue
         with contextlib.suppress(OSError):

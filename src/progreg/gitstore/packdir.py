@@ -20,7 +20,9 @@ rules it follows there, taken from Git's sources (Git 2.39):
   verify``) when one of them is gone. A pack it lists is only deleted after
   the file is removed, under ``multi-pack-index.lock`` (Git's lock for it),
   together with its ``multi-pack-index-*.bitmap`` and ``.rev``
-  (``clear_midx_file``); Git then reads every pack through its ``.idx``;
+  (``clear_midx_file``); Git then reads every pack through its ``.idx``.
+  Packs it does not list are deleted without the lock, as ``git repack -d``
+  deletes them;
 - **objects/info/packs** (``server-info.c``): what dumb-HTTP clients read to
   find packs; when it exists it is written again, in
   ``git update-server-info``'s format, whenever packs are added or removed
@@ -231,35 +233,36 @@ def deletable(pack: Path) -> bool:
 def delete_packs(pack_dir: Path, packs: Iterable[Path], *, force_midx: bool = True) -> list[Path]:
     """Delete ``packs`` (``.pack`` paths) the way Git does; return those deleted.
 
-    Packs with a ``.keep`` or a ``.promisor`` are left alone. Under
-    ``multi-pack-index.lock``: when the multi-pack-index lists one of the packs,
-    it is removed first (``force_midx``), or those packs are left for a later
-    run; when the lock is taken by a Git process, nothing is deleted. Then
-    ``objects/info/packs`` is written again if it exists, and a
+    Packs with a ``.keep`` or a ``.promisor`` are left alone. When the
+    multi-pack-index lists one of them, it is removed first, under
+    ``multi-pack-index.lock`` (``force_midx``; when a Git process holds the
+    lock, those packs are left for a later run), or those packs are left
+    alone. Other packs are deleted without the lock, as ``git repack -d``
+    does. Then ``objects/info/packs`` is written again if it exists, and a
     multi-pack-index that a concurrent ``git multi-pack-index write`` based
     on the old packs is removed (:func:`heal_midx`).
     """
     wanted = [pack for pack in packs if deletable(pack)]
     if not wanted:
         return []
+    listed = midx_packs(pack_dir)
+    if listed and any(pack.stem in listed for pack in wanted):
+        if force_midx:
+            with midx_lock(pack_dir) as taken:
+                if taken:
+                    remove_midx(pack_dir)
+                else:
+                    wanted = [pack for pack in wanted if pack.stem not in listed]
+        else:
+            wanted = [pack for pack in wanted if pack.stem not in listed]
     deleted: list[Path] = []
-    with midx_lock(pack_dir) as taken:
-        if not taken:
-            return []
-        listed = midx_packs(pack_dir)
-        if listed:
-            named = [pack for pack in wanted if pack.stem in listed]
-            if named and force_midx:
-                remove_midx(pack_dir)
-            elif named:
-                wanted = [pack for pack in wanted if pack.stem not in listed]
-        for pack in wanted:
-            if not deletable(pack):  # a keep created meanwhile
-                continue
-            for suffix in PACK_EXTENSIONS:
-                with contextlib.suppress(FileNotFoundError):
-                    pack.with_suffix(suffix).unlink()
-            deleted.append(pack)
+    for pack in wanted:
+        if not deletable(pack):  # a keep created meanwhile
+            continue
+        for suffix in PACK_EXTENSIONS:
+            with contextlib.suppress(FileNotFoundError):
+                pack.with_suffix(suffix).unlink()
+        deleted.append(pack)
     if deleted:
         update_pack_info(pack_dir.parent)
         heal_midx(pack_dir)

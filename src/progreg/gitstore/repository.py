@@ -26,7 +26,13 @@ import pygit2
 from pygit2.enums import RepositoryOpenFlag, SortMode
 
 from progreg import events
-from progreg.errors import NotARegistryError, ProgregError, RegistryBusyError, RegistryError
+from progreg.errors import (
+    DamagedObjectError,
+    NotARegistryError,
+    ProgregError,
+    RegistryBusyError,
+    RegistryError,
+)
 from progreg.gitstore import objects
 from progreg.gitstore.durability import fsync_dir, fsync_file
 from progreg.gitstore.failures import write_failure
@@ -34,7 +40,13 @@ from progreg.gitstore.identity import Identity
 from progreg.gitstore.locking import ref_locked_error, remove_stale_ref_locks, write_lock
 from progreg.gitstore.memory import bound_libgit2_memory
 from progreg.gitstore.pack import MIN_DELTA_SIZE
-from progreg.gitstore.packdir import PackKeep, delete_packs, freshen, update_pack_info
+from progreg.gitstore.packdir import (
+    PackKeep,
+    delete_packs,
+    freshen,
+    heal_midx,
+    update_pack_info,
+)
 from progreg.gitstore.packstore import InstalledPack, NewObject, store_objects
 from progreg.gitstore.reflist import values_under
 from progreg.gitstore.refpack import add_packed_refs
@@ -55,6 +67,8 @@ STALE_PACKS = 32
 PACKED_CREATE_MIN = 16
 #: From this many refs, :meth:`GitRepository.values_of` reads them a directory at a time.
 MANY_REFS = 64
+#: How many times a write reads its objects again (packs looked at anew) when one is missing.
+READ_RETRIES = 8
 #: How many of the commits it wrote last a handle remembers the tree of (see :class:`Tip`).
 WRITTEN_TIPS = 16
 
@@ -115,7 +129,9 @@ class Tip:
         if self._commit is None:
             found = self._repository.repo.get(self.id)
             if not isinstance(found, pygit2.Commit):
-                raise RegistryError(f"commit {self.id} is missing from {self._repository.path}")
+                raise DamagedObjectError(
+                    f"commit {self.id} is missing from {self._repository.path}", str(self.id)
+                )
             self._commit = found
         return self._commit
 
@@ -380,12 +396,26 @@ class GitRepository:
                         "progreg.lock.recovered", level=logging.WARNING, lock_path=str(removed)
                     )
             delay = 0.001
+            rereads = READ_RETRIES
             while True:
-                tip = self.plan_tip(ref)
-                commit_plan = plan(tip)
-                if commit_plan is None:
-                    return None
-                new, tags = self._write_commit(tip, commit_plan)
+                try:
+                    tip = self.plan_tip(ref)
+                    commit_plan = plan(tip)
+                    if commit_plan is None:
+                        return None
+                    new, tags = self._write_commit(tip, commit_plan)
+                except (DamagedObjectError, KeyError, pygit2.GitError) as exc:
+                    if not _missing_object(exc) or rereads == 0:
+                        raise
+                    # Git's rule: on a missing object, look at the packs again and retry
+                    # (git multi-pack-index expire deletes packs before it rewrites the file;
+                    # libgit2 reads nothing while the file names a missing pack).
+                    rereads -= 1
+                    heal_midx(self.path / "objects" / "pack")
+                    self.forget_packs()
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.05)
+                    continue
                 if self.before_ref_update is not None:
                     self.before_ref_update()
                 error = self._compare_and_swap(ref, tip.id if tip is not None else None, new)
@@ -739,7 +769,9 @@ class GitRepository:
         try:
             kind, data = self.repo.odb.read(pygit2.Oid(raw=oid))
         except KeyError as exc:
-            raise RegistryError(f"tree {oid.hex()} is missing from {self.path}") from exc
+            raise DamagedObjectError(
+                f"tree {oid.hex()} is missing from {self.path}", oid.hex()
+            ) from exc
         if int(kind) != objects.OBJ_TREE:
             raise RegistryError(f"object {oid.hex()} in {self.path} is not a tree")
         try:
@@ -869,6 +901,17 @@ class _PendingWrite:
     keeps: list[PackKeep] = field(default_factory=list)
     replaced: list[Path] = field(default_factory=list)
     added: bool = False
+
+
+def _missing_object(exc: BaseException) -> bool:
+    """Whether ``exc`` says an object was not found, or its pack deleted (not damaged)."""
+    text = str(exc)
+    vanished = "not found" in text or "invalid packfile" in text  # a pack deleted meanwhile
+    if isinstance(exc, DamagedObjectError):
+        return vanished or "missing" in text
+    if isinstance(exc, ProgregError):  # ProgramNotFoundError is a KeyError too
+        return False
+    return isinstance(exc, KeyError) or vanished
 
 
 def _person(signature: pygit2.Signature) -> bytes:

@@ -35,7 +35,7 @@ from pathlib import Path
 from progreg.gitstore import pack as packs
 from progreg.gitstore.delta import make_delta
 from progreg.gitstore.objects import OBJ_TREE
-from progreg.gitstore.packdir import MIDX, midx_packs
+from progreg.gitstore.packdir import MIDX, heal_midx, midx_packs
 from progreg.gitstore.packstore import InstalledPack, NewObject, install_pack
 
 #: A pack stays open until it holds this many objects...
@@ -122,7 +122,11 @@ class TailPack:
             return False
         stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if stamp != self._midx_stamp:
-            self._midx_names = midx_packs(self.pack_dir) or set()
+            names = midx_packs(self.pack_dir) or set()
+            if any(not (self.pack_dir / f"{stem}.pack").exists() for stem in names):
+                heal_midx(self.pack_dir)  # written by a git that listed a pack deleted since
+                names = midx_packs(self.pack_dir) or set()
+            self._midx_names = names
             self._midx_stamp = stamp
         return pack.stem in self._midx_names
 
