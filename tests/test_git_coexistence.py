@@ -523,3 +523,29 @@ def test_progreg_and_git_tools_at_once(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_progreg_and_git_tools_at_once_for_longer(tmp_path: Path) -> None:
     _coexist(tmp_path, seconds=15.0)
+
+
+def test_a_multi_pack_index_written_across_a_deletion_is_removed(storage: ProgramStorage) -> None:
+    # The race Git's own repack -d has: git multi-pack-index write lists the open pack,
+    # progreg replaces and deletes it, then git writes its file. Replayed in order: the file
+    # is made while the pack exists, held aside while progreg deletes the pack, put back.
+    _save(storage, 0)
+    old = storage.git.tail.path
+    assert old is not None
+    midx = _pack_dir(storage) / packdir.MIDX
+    aside = storage.path / "midx.aside"
+
+    def list_then_hold_aside() -> None:
+        git(storage.path, "multi-pack-index", "write")
+        midx.replace(aside)
+
+    storage.git.before_ref_update = list_then_hold_aside
+    _save(storage, 1)
+    storage.git.before_ref_update = None
+    assert not old.exists()  # replaced and deleted: no file listed it then
+    aside.replace(midx)  # git's write lands now, naming the deleted pack
+    assert old.stem in (packdir.midx_packs(_pack_dir(storage)) or set())
+    assert not diagnose(storage.path, quick=True).ok  # what git fsck would say too
+    commit = _save(storage, 2)  # the writer sees the file change and removes it
+    assert not midx.exists() and _exists(storage.path, commit)
+    _assert_git_is_happy(storage.path)

@@ -505,6 +505,7 @@ def remove_garbage(objects_dir: Path, age: float = GARBAGE_AGE) -> int:
         with contextlib.suppress(FileNotFoundError):
             keep.unlink()
             removed += 1
+        names.discard(keep.name)  # its pack, if it has no index, goes below
     for entry in entries:
         name = entry.name
         orphan = name.startswith("pack-") and name.endswith(".pack")

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import mmap
 import os
 import secrets
@@ -70,8 +71,8 @@ class PackKeep:
     @classmethod
     def create(cls, stem: str) -> PackKeep | None:
         """Create ``<stem>.keep``; ``None`` when it exists (another writer or a person holds it)."""
-        path = Path(stem + ".keep")
-        message = f"progreg {os.getpid()} on {socket.gethostname()}\n".encode()
+        path = stem + ".keep"
+        message = f"progreg {os.getpid()} on {_host()}\n".encode()
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         except FileExistsError:
@@ -80,12 +81,17 @@ class PackKeep:
             os.write(fd, message)
         finally:
             os.close(fd)
-        return cls(path)
+        return cls(Path(path))
 
     def release(self) -> None:
         """Remove the keep file (the pack's objects are reachable, or nothing names them)."""
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            os.unlink(self.path)
+
+
+@functools.cache
+def _host() -> str:
+    return socket.gethostname()
 
 
 def stale_keeps(pack_dir: Path, before: float) -> list[Path]:
@@ -93,7 +99,7 @@ def stale_keeps(pack_dir: Path, before: float) -> list[Path]:
 
     Only those whose writer (named in the file) is no longer running.
     """
-    host = socket.gethostname()
+    host = _host()
     found = []
     for path in pack_dir.glob("pack-*.keep"):
         try:
@@ -127,16 +133,22 @@ def temporary_name(pack_dir: Path, kind: str) -> str:
 # -- the multi-pack-index -------------------------------------------------------------
 
 
-def midx_packs(pack_dir: Path) -> set[str] | None:
+def _read(path: str) -> bytes | None:
+    """The bytes of the file at ``path``, or ``None`` when there is none."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def midx_packs(pack_dir: str | Path) -> set[str] | None:
     """The stems (``pack-<sha>``) of the packs the multi-pack-index lists; ``None``: no file.
 
     An unreadable file lists nothing (Git ignores it too).
     """
-    try:
-        data = (pack_dir / MIDX).read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return _midx_names(data)
+    data = _read(os.path.join(pack_dir, MIDX))
+    return None if data is None else _midx_names(data)
 
 
 def _midx_names(data: bytes) -> set[str]:
@@ -163,13 +175,13 @@ def _stem(name: str) -> str:
 
 
 @contextlib.contextmanager
-def midx_lock(pack_dir: Path) -> Iterator[bool]:
+def midx_lock(pack_dir: str | Path) -> Iterator[bool]:
     """Hold ``multi-pack-index.lock`` (Git's lock file for it); yield whether it was taken.
 
     Never waits: a Git process writing the file holds it for a moment only,
     and a caller that cannot take it leaves its packs for a later run.
     """
-    path = pack_dir / MIDX_LOCK
+    path = os.path.join(pack_dir, MIDX_LOCK)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
@@ -185,17 +197,17 @@ def midx_lock(pack_dir: Path) -> Iterator[bool]:
         yield True
     finally:
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            os.unlink(path)
 
 
-def remove_midx(pack_dir: Path) -> bool:
+def remove_midx(pack_dir: str | Path) -> bool:
     """Remove the multi-pack-index and its bitmaps and reverse indexes (lock held by caller).
 
     Git's ``clear_midx_file``; Git then reads each pack through its ``.idx``.
     """
     removed = False
     with contextlib.suppress(FileNotFoundError):
-        (pack_dir / MIDX).unlink()
+        os.unlink(os.path.join(pack_dir, MIDX))
         removed = True
     with contextlib.suppress(FileNotFoundError), os.scandir(pack_dir) as entries:
         for entry in entries:
@@ -206,7 +218,7 @@ def remove_midx(pack_dir: Path) -> bool:
     return removed
 
 
-def heal_midx(pack_dir: Path) -> bool:
+def heal_midx(pack_dir: str | Path) -> bool:
     """Remove a multi-pack-index that lists a pack that is gone; whether it did."""
     listed = midx_packs(pack_dir)
     if not listed:
@@ -227,10 +239,13 @@ def heal_midx(pack_dir: Path) -> bool:
 
 def deletable(pack: Path) -> bool:
     """Whether progreg may delete ``pack``: no ``.keep`` (nobody holds it), no ``.promisor``."""
-    return not (pack.with_suffix(".keep").exists() or pack.with_suffix(".promisor").exists())
+    stem = str(pack)[:-5]
+    return not (os.path.exists(stem + ".keep") or os.path.exists(stem + ".promisor"))
 
 
-def delete_packs(pack_dir: Path, packs: Iterable[Path], *, force_midx: bool = True) -> list[Path]:
+def delete_packs(
+    pack_dir: str | Path, packs: Iterable[Path], *, force_midx: bool = True
+) -> list[Path]:
     """Delete ``packs`` (``.pack`` paths) the way Git does; return those deleted.
 
     Packs with a ``.keep`` or a ``.promisor`` are left alone. When the
@@ -257,36 +272,34 @@ def delete_packs(pack_dir: Path, packs: Iterable[Path], *, force_midx: bool = Tr
             wanted = [pack for pack in wanted if pack.stem not in listed]
     deleted: list[Path] = []
     for pack in wanted:
-        if not deletable(pack):  # a keep created meanwhile
-            continue
+        stem = str(pack)[:-5]
         for suffix in PACK_EXTENSIONS:
             with contextlib.suppress(FileNotFoundError):
-                pack.with_suffix(suffix).unlink()
+                os.unlink(stem + suffix)
         deleted.append(pack)
     if deleted:
-        update_pack_info(pack_dir.parent)
-        heal_midx(pack_dir)
+        update_pack_info(os.path.dirname(pack_dir))
+        if listed is not None:
+            heal_midx(pack_dir)  # a file written meanwhile is seen by the next write
     return deleted
 
 
 # -- objects/info/packs -----------------------------------------------------------------
 
 
-def update_pack_info(objects_dir: Path, *, create: bool = False) -> bool:
+def update_pack_info(objects_dir: str | Path, *, create: bool = False) -> bool:
     """Write ``objects/info/packs`` again if it exists (or ``create``); whether it changed.
 
     The format of ``git update-server-info``: a line ``P pack-<sha>.pack``
     per pack that has an index, then an empty line; packs listed before keep
     their order, new ones follow. Written to a temporary file and renamed.
     """
-    info = objects_dir / "info" / "packs"
-    try:
-        old = info.read_bytes()
-    except FileNotFoundError:
-        if not create:
-            return False
-        old = b""
-    pack_dir = objects_dir / "pack"
+    found = _read(os.path.join(objects_dir, "info", "packs"))
+    if found is None and not create:
+        return False
+    old = found or b""
+    info = Path(objects_dir, "info", "packs")
+    pack_dir = os.path.join(objects_dir, "pack")
     try:
         names = set(os.listdir(pack_dir))
     except FileNotFoundError:

@@ -71,8 +71,8 @@ def install_pack(
     """Put a finished pack and its index into ``pack_dir`` with Git's protocol (the module).
 
     The caller must release the returned keep once refs reach the objects
-    (or the write failed). When the same pack is already installed, its
-    modification time is refreshed (Git's freshen rule) and it is kept too.
+    (or the write failed). When the same pack is already installed, it is
+    replaced by the same bytes (a fresh modification time) and kept too.
     """
     changed = [] if pack_dir.is_dir() else make_dirs(pack_dir, pack_dir.parent.parent)
     stem = os.path.join(pack_dir, f"{PACK_PREFIX}{checksum.hex()}")
@@ -85,23 +85,21 @@ def install_pack(
         _write(temporary, data, durable)
         _write(temporary_index, index, durable)
         keep = PackKeep.create(stem)
-        if os.path.exists(final) and os.path.exists(final_index):
-            os.utime(final)  # the very same pack is installed: freshened, not rewritten
-        else:
-            os.replace(temporary, final)
-            renamed = True
-            os.replace(temporary_index, final_index)
+        # The same pack installed already (same name, same bytes) is replaced by itself:
+        # a fresh modification time, Git's freshen rule.
+        os.replace(temporary, final)
+        renamed = True
+        os.replace(temporary_index, final_index)
     except BaseException:
         if renamed and not os.path.exists(final_index):
             with contextlib.suppress(OSError):
                 os.unlink(final)  # a pack without its index: nobody can be using it
         if keep is not None:
             keep.release()
-        raise
-    finally:
         for path in (temporary, temporary_index):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+        raise
     if durable:
         fsync_dir(pack_dir)
         fsync_dirs(changed)

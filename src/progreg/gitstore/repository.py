@@ -178,6 +178,8 @@ class GitRepository:
         self.packs_left = 0
         self.packs_looked = 0
         self.tail = TailPack(self.path / "objects" / "pack")
+        self._objects_dir = os.path.join(self.path, "objects")
+        self._pack_dir = os.path.join(self._objects_dir, "pack")
         #: ``{commit id: its tree's id}`` of the last :data:`WRITTEN_TIPS` commits written.
         self._written: dict[bytes, bytes] = {}
         #: Called (tests) once a write's objects are in place, before its ref moves.
@@ -745,12 +747,13 @@ class GitRepository:
             self._local.pending = None
             for keep in pending.keeps:
                 keep.release()
-            pack_dir = self.path / "objects" / "pack"
-            deleted = delete_packs(pack_dir, pending.replaced, force_midx=False)
-            if len(deleted) != len(pending.replaced):
-                self.packs_left += 1  # one stays (a keep, the multi-pack-index): merged later
+            deleted = []
+            if pending.replaced:
+                deleted = delete_packs(self._pack_dir, pending.replaced, force_midx=False)
+                if len(deleted) != len(pending.replaced):
+                    self.packs_left += 1  # one stays (a keep, the multi-pack-index): merged later
             if pending.added and not deleted:
-                update_pack_info(self.path / "objects")
+                update_pack_info(self._objects_dir)
 
     def _freshen(self, oids: list[bytes]) -> None:
         """Refresh the files of objects a write reuses (Git's rule: prune keeps them)."""

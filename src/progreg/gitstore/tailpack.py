@@ -50,6 +50,7 @@ class TailPack:
     def __init__(self, pack_dir: Path) -> None:
         self.pack_dir = pack_dir
         self._lock = threading.Lock()
+        self._midx_path = os.path.join(pack_dir, MIDX)
         self._midx_stamp: tuple[int, int, int] | None = None
         self._midx_names: set[str] = set()
         self._reset()
@@ -116,7 +117,7 @@ class TailPack:
     def _in_midx(self, pack: Path) -> bool:
         """Whether the multi-pack-index lists ``pack`` (read again when it changed)."""
         try:
-            stat = os.stat(self.pack_dir / MIDX)
+            stat = os.stat(self._midx_path)
         except OSError:
             self._midx_stamp = None
             return False
