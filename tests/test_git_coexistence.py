@@ -549,3 +549,23 @@ def test_a_multi_pack_index_written_across_a_deletion_is_removed(storage: Progra
     commit = _save(storage, 2)  # the writer sees the file change and removes it
     assert not midx.exists() and _exists(storage.path, commit)
     _assert_git_is_happy(storage.path)
+
+
+def test_a_write_heals_a_multi_pack_index_naming_deleted_packs(registry_path: Path) -> None:
+    # What git multi-pack-index expire leaves for a moment (packs deleted, file not yet
+    # rewritten), or a racing midx write for good: every object is in another pack.
+    storage = ProgramStorage(registry_path)
+    for i in range(2):
+        _save(storage, i)
+        storage.git.tail.close()
+    git(registry_path, "multi-pack-index", "write")
+    midx = registry_path / "objects" / "pack" / packdir.MIDX
+    stale = midx.read_bytes()
+    git(registry_path, "repack", "-a", "-d", "-q")  # one new pack; the file is cleared
+    midx.write_bytes(stale)
+    assert not diagnose(registry_path, quick=True).ok
+    fresh = ProgramStorage(registry_path)
+    commit = _save(fresh, 2)
+    assert _exists(registry_path, commit) and not midx.exists()
+    assert fresh.load_program(fresh.list_programs()[0].program_id) is not None
+    _assert_git_is_happy(registry_path)

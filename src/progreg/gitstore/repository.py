@@ -754,6 +754,8 @@ class GitRepository:
                     self.packs_left += 1  # one stays (a keep, the multi-pack-index): merged later
             if pending.added and not deleted:
                 update_pack_info(self._objects_dir)
+            if pending.added:
+                self.tail.midx_names()  # removes a file naming a pack that is gone
 
     def _freshen(self, oids: list[bytes]) -> None:
         """Refresh the files of objects a write reuses (Git's rule: prune keeps them)."""

@@ -115,21 +115,29 @@ class TailPack:
             return installed, old if old != installed.path else None
 
     def _in_midx(self, pack: Path) -> bool:
-        """Whether the multi-pack-index lists ``pack`` (read again when it changed)."""
+        """Whether the multi-pack-index lists ``pack``."""
+        return pack.stem in self.midx_names()
+
+    def midx_names(self) -> set[str]:
+        """The packs the multi-pack-index lists (read again when the file changed).
+
+        A file that names a pack that is gone (written by a ``git
+        multi-pack-index write`` that listed a pack deleted since) is removed.
+        """
         try:
             stat = os.stat(self._midx_path)
         except OSError:
             self._midx_stamp = None
-            return False
+            return set()
         stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if stamp != self._midx_stamp:
             names = midx_packs(self.pack_dir) or set()
             if any(not (self.pack_dir / f"{stem}.pack").exists() for stem in names):
-                heal_midx(self.pack_dir)  # written by a git that listed a pack deleted since
+                heal_midx(self.pack_dir)
                 names = midx_packs(self.pack_dir) or set()
             self._midx_names = names
             self._midx_stamp = stamp
-        return pack.stem in self._midx_names
+        return self._midx_names
 
     def _append(self, oid: bytes, kind: int, data: bytes, base: bytes | None) -> None:
         offset = len(self._body) + 12
