@@ -370,7 +370,7 @@ def freshen(objects_dir: Path, oids: Iterable[bytes]) -> list[bytes]:
     with contextlib.suppress(FileNotFoundError), os.scandir(objects_dir / "pack") as entries:
         indexes = [e.path for e in entries if e.name.startswith("pack-") and e.name[-4:] == ".idx"]
     for index_path in indexes:
-        holds = [oid for oid in wanted if oid not in found and _index_holds(index_path, oid)]
+        holds = _index_holds(index_path, [oid for oid in wanted if oid not in found])
         if holds:
             with contextlib.suppress(FileNotFoundError):
                 os.utime(index_path[:-4] + ".pack")
@@ -380,28 +380,40 @@ def freshen(objects_dir: Path, oids: Iterable[bytes]) -> list[bytes]:
     return [oid for oid in wanted if oid not in found]
 
 
-def _index_holds(index_path: str, oid: bytes) -> bool:
-    """Whether the version-2 pack index at ``index_path`` lists ``oid``."""
+#: Up to this many ids are looked up in an index one binary search each; more, in a set.
+_SEARCHES = 256
+
+
+def _index_holds(index_path: str, oids: list[bytes]) -> list[bytes]:
+    """Those of ``oids`` that the version-2 pack index at ``index_path`` lists."""
+    held: list[bytes] = []
     try:
         with (
             open(index_path, "rb") as handle,
             mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as index,
         ):
             if len(index) < 8 + 1024 or index[:8] != b"\xfftOc\x00\x00\x00\x02":
-                return False
-            low = struct.unpack_from(">I", index, 8 + 4 * (oid[0] - 1))[0] if oid[0] else 0
-            high = struct.unpack_from(">I", index, 8 + 4 * oid[0])[0]
+                return held
             start = 8 + 1024
-            while low < high:
-                middle = (low + high) // 2
-                at = start + 20 * middle
-                current = index[at : at + 20]
-                if current == oid:
-                    return True
-                if current < oid:
-                    low = middle + 1
-                else:
-                    high = middle
+            if len(oids) > _SEARCHES:  # many: one pass over the index's ids
+                count = struct.unpack_from(">I", index, 8 + 4 * 255)[0]
+                table = index[start : start + 20 * count]
+                listed = {table[at : at + 20] for at in range(0, len(table), 20)}
+                return [oid for oid in oids if oid in listed]
+            for oid in oids:
+                low = struct.unpack_from(">I", index, 8 + 4 * (oid[0] - 1))[0] if oid[0] else 0
+                high = struct.unpack_from(">I", index, 8 + 4 * oid[0])[0]
+                while low < high:
+                    middle = (low + high) // 2
+                    at = start + 20 * middle
+                    current = index[at : at + 20]
+                    if current == oid:
+                        held.append(oid)
+                        break
+                    if current < oid:
+                        low = middle + 1
+                    else:
+                        high = middle
     except (OSError, ValueError):
-        return False
-    return False
+        return held
+    return held
