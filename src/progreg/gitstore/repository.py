@@ -406,7 +406,7 @@ class GitRepository:
                     if commit_plan is None:
                         return None
                     new, tags = self._write_commit(tip, commit_plan)
-                except (DamagedObjectError, KeyError, pygit2.GitError) as exc:
+                except (DamagedObjectError, KeyError, pygit2.GitError, OSError) as exc:
                     if not _missing_object(exc) or rereads == 0:
                         raise
                     # Git's rule: on a missing object, look at the packs again and retry
@@ -911,12 +911,14 @@ class _PendingWrite:
 def _missing_object(exc: BaseException) -> bool:
     """Whether ``exc`` says an object was not found, or its pack deleted (not damaged)."""
     text = str(exc)
-    vanished = "not found" in text or "invalid packfile" in text  # a pack deleted meanwhile
+    # libgit2 says "not found", or (pygit2 raises it as an OSError) "invalid packfile" for
+    # a pack it knew that was deleted meanwhile.
+    vanished = "not found" in text or "invalid packfile" in text
     if isinstance(exc, DamagedObjectError):
         return vanished or "missing" in text
     if isinstance(exc, ProgregError):  # ProgramNotFoundError is a KeyError too
         return False
-    return isinstance(exc, KeyError) or vanished
+    return (isinstance(exc, KeyError) and not isinstance(exc, OSError)) or vanished
 
 
 def _person(signature: pygit2.Signature) -> bytes:
