@@ -30,9 +30,16 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_fsck_clean, git
-from progreg import DamagedObjectError, ProgramStorage, ProgregError, StorageConfig, StorageManager
+from progreg import (
+    DamagedObjectError,
+    ProgramStorage,
+    ProgregError,
+    RegistryError,
+    StorageConfig,
+    StorageManager,
+)
 from progreg.doctor import diagnose
-from progreg.gitstore import maintenance, packdir, unbundle
+from progreg.gitstore import maintenance, packdir, packstore, unbundle
 from progreg.gitstore.repository import GitRepository
 from progreg.signing import verify_repository
 
@@ -569,3 +576,29 @@ def test_a_write_heals_a_multi_pack_index_naming_deleted_packs(registry_path: Pa
     assert _exists(registry_path, commit) and not midx.exists()
     assert fresh.load_program(fresh.list_programs()[0].program_id) is not None
     _assert_git_is_happy(registry_path)
+
+
+def test_git_prune_now_during_a_write_fails_it_cleanly(
+    storage: ProgramStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # git prune --expire=now (and plain git prune) deletes tmp_* files of any age: unsafe
+    # beside any writer (docs/format.md). progreg's write then fails and changes nothing.
+    _save(storage, 0)
+    before = _main(storage.path)
+    real_write = packstore._write
+
+    def write_then_prune(path: str, content: bytes, durable: bool) -> None:
+        real_write(path, content, durable)
+        if os.path.basename(path).startswith("tmp_idx_"):
+            git(storage.path, "prune", "--expire=now")
+
+    monkeypatch.setattr(packstore, "_write", write_then_prune)
+    with pytest.raises(RegistryError):
+        _save(storage, 1)
+    monkeypatch.undo()
+    assert _main(storage.path) == before
+    assert not list(_pack_dir(storage).glob("tmp_*")) and not list(
+        _pack_dir(storage).glob("*.keep")
+    )
+    _save(storage, 2)
+    _assert_git_is_happy(storage.path)
