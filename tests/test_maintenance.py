@@ -19,6 +19,7 @@ from progreg import ProgramStorage, events
 from progreg.cli.main import cli
 from progreg.gitstore import maintenance, repack, tailpack
 from progreg.gitstore.objects import OBJ_BLOB, object_id
+from progreg.gitstore.packstore import InstalledPack
 
 
 def _save(storage: ProgramStorage, i: int, program_id: str | None = None) -> str:
@@ -64,7 +65,7 @@ def _each_save_its_own_pack(storage: ProgramStorage) -> None:
     """Close the open pack after every write, so that each save leaves a pack of its own."""
     original = storage.git.tail.write
 
-    def write(*args: object, **kwargs: object) -> tuple[Path, Path | None]:
+    def write(*args: object, **kwargs: object) -> tuple[InstalledPack, Path | None]:
         storage.git.tail.close()
         return original(*args, **kwargs)  # type: ignore[arg-type]
 

@@ -158,16 +158,21 @@ def test_a_failed_pack_write_changes_nothing(
 ) -> None:
     ids = [_save(storage, i) for i in range(3)]
     before = registry_state(storage.path)
-    original = packstore._replace
+    original = packstore._write
+    pack_dir = storage.path / "objects" / "pack"
+    files_before = sorted(os.listdir(pack_dir))
 
-    def disk_full(directory: str, final: str, content: bytes, durable: bool) -> None:
-        raise OSError(28, "No space left on device")
+    def disk_full(path: str, content: bytes, durable: bool) -> None:
+        if os.path.basename(path).startswith("tmp_idx_"):  # the pack is written, not its index
+            raise OSError(28, "No space left on device")
+        original(path, content, durable)
 
-    monkeypatch.setattr(packstore, "_replace", disk_full)
+    monkeypatch.setattr(packstore, "_write", disk_full)
     with pytest.raises(RegistryError, match="No space left"):
         _save(storage, 3)
     assert registry_state(storage.path) == before
-    monkeypatch.setattr(packstore, "_replace", original)
+    assert sorted(os.listdir(pack_dir)) == files_before  # no temporary file, no keep left
+    monkeypatch.setattr(packstore, "_write", original)
     ids.append(_save(storage, 4))  # the open pack is as it was: the next save works
     assert_fsck_clean(storage.path)
     assert {p.program_id for p in ProgramStorage(storage.path).list_programs()} == set(ids)
@@ -234,6 +239,13 @@ def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return paths
 
 
+def _flushed(synced: list[str], prefix: str) -> int:
+    """Where the one file named ``prefix...`` was flushed in ``synced``."""
+    found = [n for n, p in enumerate(synced) if os.path.basename(p).startswith(prefix)]
+    assert len(found) == 1, synced
+    return found[0]
+
+
 def test_a_durable_save_flushes_its_objects_then_the_ref(
     storage: ProgramStorage, synced: list[str]
 ) -> None:
@@ -245,12 +257,13 @@ def test_a_durable_save_flushes_its_objects_then_the_ref(
     assert pack is not None
     pack_dir = str(pack.parent)
     ref = str(storage.path / "refs" / "heads" / "main")
-    assert str(pack) in synced
-    index_writes = [p for p in synced if os.path.basename(p).startswith("tmp_pack_")]
-    assert len(index_writes) == 1  # the index, flushed before its rename
+    # Git's protocol: pack and index flushed under temporary names, renamed, the directory
+    # flushed; all of it before the ref.
+    pack_write = _flushed(synced, "tmp_pack_")
+    index_write = _flushed(synced, "tmp_idx_")
     assert pack_dir in synced
     ref_flush = synced.index(ref + ".lock")  # flushed before the rename that publishes it
-    assert synced.index(str(pack)) < ref_flush and synced.index(pack_dir) < ref_flush
+    assert pack_write < index_write < synced.index(pack_dir) < ref_flush
     assert synced[ref_flush + 1] == str(storage.path / "refs" / "heads")
 
 
@@ -264,7 +277,8 @@ def test_a_tag_added_later_is_a_flushed_pack_and_ref(
     tag_ref = registry_path / "refs" / "tags" / "reviewed" / saved.program_id
     pack = manager.storage.git.tail.path
     assert pack is not None
-    assert synced.index(str(pack)) < synced.index(str(tag_ref) + ".lock")
+    assert _flushed(synced, "tmp_pack_") < synced.index(str(tag_ref) + ".lock")
+    assert synced.index(str(pack.parent)) < synced.index(str(tag_ref) + ".lock")
     assert not list(registry_path.glob("objects/[0-9a-f][0-9a-f]/*"))  # nothing loose
     tag = git(registry_path, "rev-parse", f"refs/tags/reviewed/{saved.program_id}").strip()
     assert git(registry_path, "cat-file", "-t", tag).strip() == "tag"
@@ -281,7 +295,7 @@ def test_tags_deletes_and_imports_are_durable(
     assert str(tag_ref.parent) in synced[tag_flush:]  # then the rename itself
     tag = git(storage.path, "rev-parse", f"refs/tags/production/{saved.program_id}").strip()
     pack = storage.git.tail.path  # the tag object went into the save's pack, flushed first
-    assert pack is not None and str(pack) in synced[:tag_flush]
+    assert pack is not None and _flushed(synced[:tag_flush], "tmp_pack_") >= 0
     assert tag in git(storage.path, "show-index", input=pack.with_suffix(".idx").read_bytes())
     synced.clear()
     assert storage.delete_program(saved.program_id)

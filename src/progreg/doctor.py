@@ -10,6 +10,10 @@ works on one too damaged to open as a registry) and reports:
   ``objects/incoming-*``, ``progreg-cache/.*.tmp``, ``hooks/.*.tmp``,
   ``packed-refs.new``;
 - loose objects and packs; the log cache; the format marker on ``main``;
+- the files beside the packs that Git's tools write and read
+  (:func:`progreg.gitstore.integrity.check_pack_dir`): a multi-pack-index
+  naming a pack that is gone, a pack without its index, ``objects/info/packs``
+  naming a pack that is gone; refs pointing at missing objects;
 - a summary of :func:`progreg.signing.verify_repository` (every object read).
 
 With ``fix`` it removes only what is provably safe to remove:
@@ -215,6 +219,18 @@ def _cache(gitdir: Path, repo: pygit2.Repository, damaged: set[str]) -> tuple[Ca
     return "stale", path
 
 
+def _missing_ref_targets(git: GitRepository) -> list[str]:
+    """A sentence for each ref that points at an object no file holds (``git fsck``'s
+    "invalid sha1 pointer")."""
+    odb = git.repo.odb
+    return [
+        f"refs/{name} points at {value}, which no file of the registry holds:"
+        " restore it from a copy or a remote (see docs/recovery.md)"
+        for name, value in sorted(git.ref_values("refs/").items())
+        if pygit2.Oid(hex=value) not in odb
+    ]
+
+
 def _format_version(repo: pygit2.Repository, damaged: set[str]) -> tuple[int | None, str | None]:
     """main's format version, or why it cannot be read (never reading a damaged object)."""
     reference = repo.references.get(MAIN)
@@ -388,6 +404,8 @@ def diagnose(
     ref_locks = _ref_locks(gitdir, lock, fix, lock_timeout, problems)
     temp_files = _temp_files(gitdir, fix, grace, notes)
     objects = _objects(gitdir)
+    problems += [f"{d.file}: {d.message}" for d in integrity.check_pack_dir(gitdir)]
+    problems += _missing_ref_targets(git)
     if objects.loose_objects > DEFAULT_AUTO_THRESHOLD:
         notes.append(f"{objects.loose_objects} loose objects: `progreg gc` packs them")
     state, cache_file = _cache(gitdir, git.repo, damaged)

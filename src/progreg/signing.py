@@ -145,6 +145,7 @@ def verify_repository(git: GitRepository, max_program_bytes: int) -> VerifyRepor
     damaged = {d.object_id or "": d for d in walked.damaged}
     unreachable = [d for oid, d in skip.items() if oid not in damaged]
     found = walked.damaged + unreachable + integrity.check_packs(git.path)
+    found += integrity.check_pack_dir(git.path)
     problems, checked, sound = _check_programs(git, max_program_bytes, {**skip, **damaged})
     records = _signatures(git, walked.commits if found else None, set(damaged))
     # Damaged objects make tags unreadable: those are reported as damage.

@@ -730,22 +730,26 @@ def _import_bundle(
             except OSError as exc:
                 raise storage.write_error(exc) from exc
     merged = None
-    if theirs is not None and changes:
-        merged = merge_into_main(
-            storage,
-            theirs,
-            action="import",
-            source=job.source,
-            fast_forward=True,
-            planned=job.merge_plan,
-            emit=False,
-            join=job.join,
-        )
-    try:
-        with write_lock(storage.path, storage.git.lock_timeout):  # a crash here is recovered
-            job.write_refs()
-    except (pygit2.GitError, OSError) as exc:
-        raise storage.write_error(exc) from exc
+    try:  # the migrated pack is kept (git repack leaves it) until the refs reach it
+        with storage.reading(f"the objects of {path}"):
+            if theirs is not None and changes:
+                merged = merge_into_main(
+                    storage,
+                    theirs,
+                    action="import",
+                    source=job.source,
+                    fast_forward=True,
+                    planned=job.merge_plan,
+                    emit=False,
+                    join=job.join,
+                )
+        try:
+            with write_lock(storage.path, storage.git.lock_timeout):  # a crash here is recovered
+                job.write_refs()
+        except (pygit2.GitError, OSError) as exc:
+            raise storage.write_error(exc) from exc
+    finally:
+        incoming.release()
     identical = merged.identical if merged is not None else []
     if merged is None and theirs is not None:
         plan = job.merge_plan[1] if job.merge_plan is not None else None

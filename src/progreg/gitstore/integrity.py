@@ -7,7 +7,11 @@ first (libgit2 1.9 loops forever reading a *truncated* loose object):
   stream, a ``<type> <size>`` header that matches the content, and the
   SHA-1 of the content equal to the file's name;
 - :func:`check_packs` checks each pack's and index's trailing checksum and
-  that the index belongs to the pack;
+  that the index belongs to the pack; :func:`check_pack_dir` checks what
+  ``git fsck`` and ``git count-objects`` check of the files beside them: a
+  multi-pack-index naming a pack that is gone, a pack without its index
+  (and no ``.keep``: then it is being written), ``objects/info/packs``
+  naming a pack that is gone;
 - :func:`walk` reads every object reachable from the refs (commits, tags,
   trees, blobs) through libgit2, except the loose ones already found
   damaged, and records for each unreadable or missing object the ref and
@@ -24,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pygit2
+
+from progreg.gitstore import packdir
 
 _KINDS = (b"commit", b"tree", b"blob", b"tag")
 _READ_ERRORS = (pygit2.GitError, KeyError, ValueError)
@@ -128,6 +134,47 @@ def check_packs(gitdir: Path) -> list[Damage]:
         problem = _pack_problem(pack)
         if problem is not None:
             damaged.append(Damage(None, None, str(pack.relative_to(gitdir)), problem))
+    return damaged
+
+
+def check_pack_dir(gitdir: Path) -> list[Damage]:
+    """Files of ``objects/pack`` (and ``objects/info/packs``) that Git would fail on."""
+    pack_dir = gitdir / "objects" / "pack"
+    try:
+        names = set(os.listdir(pack_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        names = set()
+    damaged = []
+    listed = packdir.midx_packs(pack_dir)
+    for stem in sorted(listed or ()):
+        if stem + ".pack" not in names or stem + ".idx" not in names:
+            damaged.append(
+                Damage(
+                    None,
+                    None,
+                    f"objects/pack/{packdir.MIDX}",
+                    f"the multi-pack-index lists {stem}.pack, which is gone (git fsck fails):"
+                    f" remove the file or run `git multi-pack-index write`",
+                )
+            )
+    for name in sorted(names):
+        stem, dot, suffix = name.rpartition(".")
+        if not stem.startswith("pack-") or not dot:
+            continue
+        # A kept pack without its index is being written (or its writer died: harmless);
+        # an index without its pack is what an interrupted deletion leaves (git gc removes it).
+        if suffix == "pack" and stem + ".idx" not in names and stem + ".keep" not in names:
+            message = "a pack without its index (.idx): Git does not read its objects"
+            damaged.append(Damage(None, None, f"objects/pack/{name}", message))
+    damaged += [
+        Damage(
+            None,
+            None,
+            "objects/info/packs",
+            f"names {name}, which is gone (dumb-HTTP clients fail): run `git update-server-info`",
+        )
+        for name in packdir.pack_info_problems(gitdir / "objects")
+    ]
     return damaged
 
 

@@ -55,6 +55,7 @@ from progreg.gitstore import pack as packs
 from progreg.gitstore.failures import write_failure
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.objects import OBJ_COMMIT, TYPE_NAMES, object_id
+from progreg.gitstore.packdir import PackKeep, heal_midx, stale_keeps, update_pack_info
 from progreg.gitstore.permissions import FILE_MODE, READ_ONLY_MODE, adjust_fd, set_created_mode
 from progreg.gitstore.repack import MergeResult, PackInfo, index_count, merge_packs
 from progreg.gitstore.repository import GitRepository
@@ -205,9 +206,13 @@ def _fsync_dir(directory: Path) -> None:
 
 def _write_pack(
     repo: pygit2.Repository, pack_dir: Path, wanted: set[bytes], commits: Iterable[bytes]
-) -> tuple[Path, int]:
-    """Write ``wanted`` as one pack plus index into ``pack_dir``; return the pack and its count."""
+) -> tuple[Path, int, PackKeep | None]:
+    """Write ``wanted`` as one pack plus index into ``pack_dir``, kept (see packstore).
+
+    Returns the pack, its count, and the keep to release once done.
+    """
     pack_dir.mkdir(parents=True, exist_ok=True)
+    keep: PackKeep | None = None
     fd, temporary = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
     index_fd, index_temporary = tempfile.mkstemp(dir=pack_dir, prefix="tmp_idx_")
     try:
@@ -228,14 +233,17 @@ def _write_pack(
         shared = repository_settings(pack_dir.parent.parent).shared
         for path in (temporary, index_temporary):
             set_created_mode(path, READ_ONLY_MODE, shared)  # as Git's packs, see permissions
+        keep = PackKeep.create(str(pack_dir / name))  # before git repack can list it
         os.replace(temporary, final)  # the pack first, the index last: then it is visible
         os.replace(index_temporary, pack_dir / f"{name}.idx")
         _fsync_dir(pack_dir)
-        return final, writer.count
+        return final, writer.count, keep
     except BaseException:
         for path in (temporary, index_temporary):
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        if keep is not None:
+            keep.release()
         raise
 
 
@@ -347,8 +355,10 @@ def list_packs(
         if not name.startswith("pack-") or not name.endswith(".idx"):
             continue
         stem = name[:-4]
-        if stem + ".pack" not in names or stem + ".keep" in names or stem + ".pack" == skip:
+        if stem + ".pack" not in names or stem + ".pack" == skip:
             continue
+        if stem + ".keep" in names or stem + ".promisor" in names:
+            continue  # held by a writer or a person, or a partial clone's: never merged
         info = known.get(stem) if known is not None else None
         if info is None:
             try:
@@ -485,7 +495,9 @@ def _counts(gitdir: Path) -> dict[str, PackInfo]:
 
 
 def remove_garbage(objects_dir: Path, age: float = GARBAGE_AGE) -> int:
-    """Remove temporary files, and packs without an index, older than ``age`` seconds."""
+    """Remove what is older than ``age`` seconds of: temporary files, packs without an index
+    (and no keep), indexes without a pack, and keep files of progreg writers that died
+    (:func:`~progreg.gitstore.packdir.stale_keeps`)."""
     pack_dir = objects_dir / "pack"
     try:
         entries = list(os.scandir(pack_dir))
@@ -494,10 +506,23 @@ def remove_garbage(objects_dir: Path, age: float = GARBAGE_AGE) -> int:
     names = {entry.name for entry in entries}
     cutoff = time.time() - age
     removed = 0
+    for keep in stale_keeps(pack_dir, cutoff):
+        with contextlib.suppress(FileNotFoundError):
+            keep.unlink()
+            removed += 1
+        names.discard(keep.name)  # its pack, if it has no index, goes below
     for entry in entries:
         name = entry.name
         orphan = name.startswith("pack-") and name.endswith(".pack")
-        orphan = orphan and name[:-5] + ".idx" not in names
+        orphan = orphan and name[:-5] + ".idx" not in names and name[:-5] + ".keep" not in names
+        orphan = (
+            orphan
+            or (  # what an interrupted deletion leaves (git gc removes it too)
+                name.startswith("pack-")
+                and name.endswith(".idx")
+                and name[:-4] + ".pack" not in names
+            )
+        )
         if not (name.startswith("tmp_") or orphan):
             continue
         with contextlib.suppress(OSError):
@@ -539,10 +564,15 @@ def pack_loose_objects(
             commits = [oid for oid in wanted if _loose_kind(loose[oid]) == OBJ_COMMIT]
             new_pack: Path | None = None
             count = 0
-            if wanted:
-                new_pack, count = _write_pack(repo, objects_dir / "pack", wanted, commits)
-            _verify(objects_dir, loose)
-            removed = _remove_loose(loose.values())
+            keep: PackKeep | None = None
+            try:
+                if wanted:
+                    new_pack, count, keep = _write_pack(repo, objects_dir / "pack", wanted, commits)
+                _verify(objects_dir, loose)
+                removed = _remove_loose(loose.values())
+            finally:
+                if keep is not None:
+                    keep.release()
             refpack.pack_refs(gitdir)
             # Close these packs: libgit2 keeps a cache of delta bases per open pack.
             repo.free()
@@ -554,6 +584,8 @@ def pack_loose_objects(
             result = _merge(handle, [info.path for info in existing], walk_all=True)
             new_pack, consolidated = result.pack, len(existing)
         remove_garbage(objects_dir)
+        heal_midx(objects_dir / "pack")
+        update_pack_info(objects_dir)
         report = PackReport(
             objects_packed=count,
             loose_removed=removed,

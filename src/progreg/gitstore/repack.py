@@ -14,11 +14,14 @@ Earlier versions come from the writer's hints (what each object it wrote
 replaced) and, for ``progreg gc``, from comparing every merged commit's tree
 with its first parent's, along the changed paths only.
 
-The new pack is written under a temporary name, flushed to the disk,
+The new pack is written under a temporary name, flushed to the disk, kept
+(``pack-<sha>.keep``, so that a concurrent ``git repack -a -d`` leaves it),
 renamed into place (pack first, index last) and checked, and only then are
-the merged packs deleted (index first): a reader always finds every object,
-in the old packs or in the new one (libgit2 and Git look for new packs when
-an object is missing).
+the merged packs deleted as Git deletes packs
+(:func:`~progreg.gitstore.packdir.delete_packs`: a multi-pack-index listing
+them removed first, under its lock) and the keep released: a reader always
+finds every object, in the old packs or in the new one (libgit2 and Git look
+for new packs when an object is missing).
 
 Memory stays bounded by a few bytes per merged object: objects are numbered
 by their place in the sorted list of merged ids (their *rank*), and what the
@@ -57,6 +60,7 @@ from progreg.gitstore.basecache import BaseCache
 from progreg.gitstore.delta import apply_delta, make_delta
 from progreg.gitstore.durability import fsync_dir
 from progreg.gitstore.objects import GITLINK_MODE, OBJ_COMMIT, TREE_MODE, object_id
+from progreg.gitstore.packdir import PACK_EXTENSIONS, PackKeep, delete_packs, temporary_name
 from progreg.gitstore.packsource import (
     FANOUT_END,
     SATURATED,
@@ -449,14 +453,16 @@ def merge_packs(
             previous = array("i", [_NONE]) * len(table)
             ordered = sorted(sources, key=lambda source: source.mtime)  # older objects first
         settled = _apply_hints(table, previous, hints)
-        final, out = _write(pack_dir, ordered, table, previous, reader, durable)
+        final, out, keep = _write(pack_dir, ordered, table, previous, reader, durable)
     finally:
         for source in sources:
             source.close()
-    _check(pack_dir, final, table, out)
-    for path in pack_paths:
-        if path != final:
-            remove_pack(path)
+    try:
+        _check(pack_dir, final, table, out)
+        delete_packs(pack_dir, [path for path in pack_paths if path != final])
+    finally:
+        if keep is not None:
+            keep.release()
     redeltified = frozenset(table.oids[rank] for rank in out.redeltified)
     return MergeResult(final, len(table), redeltified, settled)
 
@@ -485,13 +491,15 @@ def _write(
     previous: array[int],
     reader: _Reader,
     durable: bool,
-) -> tuple[Path, _Output]:
-    """Write the merged pack (every object of ``table`` once) and its index.
+) -> tuple[Path, _Output, PackKeep | None]:
+    """Write the merged pack (every object of ``table`` once) and its index, kept.
 
-    Returns the pack and what was written (offsets, deltas made, bases).
+    Returns the pack, what was written (offsets, deltas made, bases) and the
+    keep to release once the merged packs are deleted.
     """
-    temporary = pack_dir / f"tmp_pack_{secrets.token_hex(8)}"
-    index_temporary = pack_dir / f"tmp_idx_{secrets.token_hex(8)}"
+    temporary = Path(temporary_name(pack_dir, "pack"))
+    index_temporary = Path(temporary_name(pack_dir, "idx"))
+    keep: PackKeep | None = None
     count = len(table)
     try:
         with open(temporary, "xb") as handle:
@@ -523,15 +531,18 @@ def _write(
         shared = repository_settings(pack_dir.parent.parent).shared
         for path in (temporary, index_temporary):
             set_created_mode(path, READ_ONLY_MODE, shared)  # as Git's packs, see permissions
+        keep = PackKeep.create(str(final.with_suffix("")))
         os.replace(temporary, final)
         os.replace(index_temporary, final.with_suffix(".idx"))
         if durable:
             fsync_dir(pack_dir)
-        return final, out
+        return final, out, keep
     except BaseException:
         for path in (temporary, index_temporary):
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        if keep is not None:
+            keep.release()
         raise
 
 
@@ -709,7 +720,7 @@ def _check_bases(final: Path, table: _Table, out: _Output) -> None:
 
 
 def remove_pack(path: Path) -> None:
-    """Delete a pack: its index first (so no reader starts using it), then the rest."""
-    for suffix in (".idx", ".rev", ".bitmap", ".mtimes", ".pack"):
+    """Delete a pack this process just wrote and no one else knows (Git's order of files)."""
+    for suffix in PACK_EXTENSIONS:
         with contextlib.suppress(FileNotFoundError):
             path.with_suffix(suffix).unlink()

@@ -26,7 +26,13 @@ import pygit2
 from pygit2.enums import RepositoryOpenFlag, SortMode
 
 from progreg import events
-from progreg.errors import NotARegistryError, ProgregError, RegistryBusyError, RegistryError
+from progreg.errors import (
+    DamagedObjectError,
+    NotARegistryError,
+    ProgregError,
+    RegistryBusyError,
+    RegistryError,
+)
 from progreg.gitstore import objects
 from progreg.gitstore.durability import fsync_dir, fsync_dirs, fsync_file
 from progreg.gitstore.failures import write_failure
@@ -34,7 +40,14 @@ from progreg.gitstore.identity import Identity, resolve_identity
 from progreg.gitstore.locking import ref_locked_error, remove_stale_ref_locks, write_lock
 from progreg.gitstore.memory import bound_libgit2_memory
 from progreg.gitstore.pack import MIN_DELTA_SIZE
-from progreg.gitstore.packstore import NewObject, store_objects
+from progreg.gitstore.packdir import (
+    PackKeep,
+    delete_packs,
+    freshen,
+    heal_midx,
+    update_pack_info,
+)
+from progreg.gitstore.packstore import InstalledPack, NewObject, store_objects
 from progreg.gitstore.permissions import (
     PERM_UMASK,
     adjust_loose_object,
@@ -67,6 +80,8 @@ STALE_PACKS = 32
 PACKED_CREATE_MIN = 16
 #: From this many refs, :meth:`GitRepository.values_of` reads them a directory at a time.
 MANY_REFS = 64
+#: How many times a write reads its objects again (packs looked at anew) when one is missing.
+READ_RETRIES = 8
 #: How many of the commits it wrote last a handle remembers the tree of (see :class:`Tip`).
 WRITTEN_TIPS = 16
 
@@ -127,7 +142,9 @@ class Tip:
         if self._commit is None:
             found = self._repository.repo.get(self.id)
             if not isinstance(found, pygit2.Commit):
-                raise RegistryError(f"commit {self.id} is missing from {self._repository.path}")
+                raise DamagedObjectError(
+                    f"commit {self.id} is missing from {self._repository.path}", str(self.id)
+                )
             self._commit = found
         return self._commit
 
@@ -173,8 +190,12 @@ class GitRepository:
         self.packs_left = 0
         self.packs_looked = 0
         self.tail = TailPack(self.path / "objects" / "pack")
+        self._objects_dir = os.path.join(self.path, "objects")
+        self._pack_dir = os.path.join(self._objects_dir, "pack")
         #: ``{commit id: its tree's id}`` of the last :data:`WRITTEN_TIPS` commits written.
         self._written: dict[bytes, bytes] = {}
+        #: Called (tests) once a write's objects are in place, before its ref moves.
+        self.before_ref_update: Callable[[], None] | None = None
         bound_libgit2_memory()
         self._open_or_create(create)
 
@@ -385,19 +406,35 @@ class GitRepository:
         """
         deadline = time.monotonic() + self.lock_timeout
         settings = self.settings
-        with write_lock(self.path, self.lock_timeout, settings.shared) as grant:
+        with write_lock(self.path, self.lock_timeout, settings.shared) as grant, self._settling():
             if grant.previous_holder_crashed:
                 for removed in remove_stale_ref_locks(self.path, grant.previous_since):
                     events.emit(
                         "progreg.lock.recovered", level=logging.WARNING, lock_path=str(removed)
                     )
             delay = 0.001
+            rereads = READ_RETRIES
             while True:
-                tip = self.plan_tip(ref)
-                commit_plan = plan(tip)
-                if commit_plan is None:
-                    return None
-                new, tags = self._write_commit(tip, commit_plan)
+                try:
+                    tip = self.plan_tip(ref)
+                    commit_plan = plan(tip)
+                    if commit_plan is None:
+                        return None
+                    new, tags = self._write_commit(tip, commit_plan)
+                except (DamagedObjectError, KeyError, pygit2.GitError, OSError) as exc:
+                    if not _missing_object(exc) or rereads == 0:
+                        raise
+                    # Git's rule: on a missing object, look at the packs again and retry
+                    # (git multi-pack-index expire deletes packs before it rewrites the file;
+                    # libgit2 reads nothing while the file names a missing pack).
+                    rereads -= 1
+                    heal_midx(self.path / "objects" / "pack")
+                    self.forget_packs()
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.05)
+                    continue
+                if self.before_ref_update is not None:
+                    self.before_ref_update()
                 entry = _commit_entry(tip, commit_plan)
                 error = self._compare_and_swap(
                     ref, tip.id if tip is not None else None, new, entry, settings
@@ -507,13 +544,17 @@ class GitRepository:
         settings = self.settings
         with (
             write_lock(self.path, self.lock_timeout, settings.shared),
+            self._settling(),
             self._ref_lock_errors(ref),
         ):
             if self.repo.references.get(ref) is not None:
                 return False
+            self._freshen([bytes.fromhex(target)])
             new: list[NewObject] = []
             [(_, tag)] = self._tag_objects(target, [TagPlan(name, tagger, message)], new)
             self._store(new, {})
+            if self.before_ref_update is not None:
+                self.before_ref_update()
             entry = RefLogEntry(tagger, f"tag: tagging {target[:7]} ({self._subject(target)})")
             return self._create_ref(ref, tag, entry, settings)
 
@@ -758,6 +799,7 @@ class GitRepository:
         new: list[NewObject] = []
         edits: dict[str, bytes | None] = {}
         outside = bool(plan.extra_parents)  # refers to objects this handle did not write
+        reused = [parent.raw for parent in plan.extra_parents]
         for path, value in plan.edits.items():
             if isinstance(value, bytes):
                 blob = objects.object_id(objects.OBJ_BLOB, value)
@@ -767,6 +809,7 @@ class GitRepository:
                 edits[path] = None
             else:
                 edits[path] = value.raw
+                reused.append(value.raw)
                 outside = True
         trees: NewTrees = []
         previous: dict[bytes, bytes] = {}
@@ -781,6 +824,8 @@ class GitRepository:
         commit, content = self._commit_object(root, parents, plan)
         new.append((commit, objects.OBJ_COMMIT, content))
         tags = self._tag_objects(commit.hex(), plan.tags, new)
+        if reused:
+            self._freshen(reused)
         if outside and self.durable:
             self.sync_object_store()
         self._store(new, previous)
@@ -805,13 +850,25 @@ class GitRepository:
         return objects.object_id(objects.OBJ_COMMIT, content), content
 
     def _store(self, new: list[NewObject], previous: dict[bytes, bytes]) -> None:
-        """Write ``new`` into the open pack (or a pack of their own when they are many)."""
+        """Write ``new`` into the open pack (or a pack of their own when they are many).
+
+        Within :meth:`_settling`: the new pack's keep is released, and the pack
+        it replaces deleted, once the write's refs are written.
+        """
         replaced = None
-        written: Path | None
+        installed: InstalledPack | None
         if self.tail.fits(new):
-            written, replaced = self.tail.write(new, previous, durable=self.durable)
+            installed, replaced = self.tail.write(new, previous, durable=self.durable)
         else:
-            written = store_objects(self.path / "objects", new, durable=self.durable)
+            installed = store_objects(self.path / "objects", new, durable=self.durable)
+        written = installed.path if installed is not None else None
+        pending = self._pending()
+        if installed is not None:
+            pending.added = True
+            if installed.keep is not None:
+                pending.keeps.append(installed.keep)
+        if replaced is not None:
+            pending.replaced.append(replaced)
         with self.hints_lock:
             if replaced is not None:
                 self.volatile_packs.discard(replaced.name)
@@ -828,6 +885,49 @@ class GitRepository:
             while len(hints) > MAX_DELTA_HINTS:
                 del hints[next(iter(hints))]
 
+    def _pending(self) -> _PendingWrite:
+        """This thread's write in progress (see :meth:`_settling`)."""
+        pending: _PendingWrite | None = getattr(self._local, "pending", None)
+        if pending is None:
+            pending = self._local.pending = _PendingWrite()
+        return pending
+
+    @contextlib.contextmanager
+    def _settling(self) -> Iterator[None]:
+        """End a write: release its packs' keeps, then delete the packs they replace.
+
+        Runs when the block ends, its refs written or the write failed (then
+        nothing names the new objects). Keeps go first: the replaced pack's
+        objects are all in the new one, which Git must see as an ordinary pack
+        once refs reach it. ``objects/info/packs`` is written again if it exists.
+        """
+        if getattr(self._local, "pending", None) is not None:
+            yield  # within an outer write: that one settles
+            return
+        pending = self._pending()
+        try:
+            yield
+        finally:
+            self._local.pending = None
+            for keep in pending.keeps:
+                keep.release()
+            deleted = []
+            if pending.replaced:
+                deleted = delete_packs(self._pack_dir, pending.replaced, force_midx=False)
+                if len(deleted) != len(pending.replaced):
+                    self.packs_left += 1  # one stays (a keep, the multi-pack-index): merged later
+            if pending.added and not deleted:
+                update_pack_info(self._objects_dir)
+            if pending.added:
+                self.tail.midx_names()  # removes a file naming a pack that is gone
+
+    def _freshen(self, oids: list[bytes]) -> None:
+        """Refresh the files of objects a write reuses (Git's rule: prune keeps them)."""
+        try:
+            freshen(self.path / "objects", oids)
+        except OSError as exc:
+            raise write_failure(self.path, exc, f"refresh objects in {self.path}") from exc
+
     def _read_tree(self, oid: bytes) -> RawTree:
         cached = self._trees.get(oid)
         if cached is not None:
@@ -838,7 +938,9 @@ class GitRepository:
         try:
             kind, data = self.repo.odb.read(pygit2.Oid(raw=oid))
         except KeyError as exc:
-            raise RegistryError(f"tree {oid.hex()} is missing from {self.path}") from exc
+            raise DamagedObjectError(
+                f"tree {oid.hex()} is missing from {self.path}", oid.hex()
+            ) from exc
         if int(kind) != objects.OBJ_TREE:
             raise RegistryError(f"object {oid.hex()} in {self.path} is not a tree")
         try:
@@ -986,6 +1088,28 @@ def _tag_entry(
     tagger = next((tag.tagger for tag in tags if tag.name == name), plan.committer)
     subject = _subject_of(plan.message.encode())
     return RefLogEntry(tagger, f"tag: tagging {str(commit)[:7]} ({subject})", plan.when)
+
+
+@dataclass
+class _PendingWrite:
+    """What a write in progress must settle once its refs are written (see ``_settling``)."""
+
+    keeps: list[PackKeep] = field(default_factory=list)
+    replaced: list[Path] = field(default_factory=list)
+    added: bool = False
+
+
+def _missing_object(exc: BaseException) -> bool:
+    """Whether ``exc`` says an object was not found, or its pack deleted (not damaged)."""
+    text = str(exc)
+    # libgit2 says "not found", or (pygit2 raises it as an OSError) "invalid packfile" for
+    # a pack it knew that was deleted meanwhile.
+    vanished = "not found" in text or "invalid packfile" in text
+    if isinstance(exc, DamagedObjectError):
+        return vanished or "missing" in text
+    if isinstance(exc, ProgregError):  # ProgramNotFoundError is a KeyError too
+        return False
+    return (isinstance(exc, KeyError) and not isinstance(exc, OSError)) or vanished
 
 
 def _person(signature: pygit2.Signature) -> bytes:

@@ -6,8 +6,14 @@ directory of all programs) are large. :class:`TailPack` keeps the latest
 pack a handle wrote open in memory: the next commit writes a new pack made of
 that pack's entries (copied as they are: offsets inside do not move) followed
 by its own objects, trees stored as deltas against their previous versions
-when those are in the pack, then deletes the pack it replaces. Readers see
-the old pack or the new one, and both hold every object written before.
+when those are in the pack. The new pack is installed with Git's protocol
+(temporary names, a ``.keep`` until the refs are written: see
+:mod:`progreg.gitstore.packstore`); the writer deletes the pack it replaces
+only after that (:func:`~progreg.gitstore.packdir.delete_packs`: never one
+a multi-pack-index lists, nor one with someone else's ``.keep``). Readers
+see the old pack or the new one, and both hold every object written before.
+A pack that a multi-pack-index lists is not replaced: the next commit starts
+a new one, and maintenance merges it.
 
 Once the pack holds :data:`MAX_OBJECTS` objects or :data:`MAX_BYTES` bytes
 it is left as it is for maintenance to merge (see
@@ -17,9 +23,9 @@ it is left as it is for maintenance to merge (see
 from __future__ import annotations
 
 import bisect
-import contextlib
 import hashlib
 import itertools
+import os
 import struct
 import threading
 import zlib
@@ -29,7 +35,8 @@ from pathlib import Path
 from progreg.gitstore import pack as packs
 from progreg.gitstore.delta import make_delta
 from progreg.gitstore.objects import OBJ_TREE
-from progreg.gitstore.packstore import NewObject, install_pack
+from progreg.gitstore.packdir import MIDX, heal_midx, midx_packs
+from progreg.gitstore.packstore import InstalledPack, NewObject, install_pack
 
 #: A pack stays open until it holds this many objects...
 MAX_OBJECTS = 256
@@ -43,6 +50,9 @@ class TailPack:
     def __init__(self, pack_dir: Path) -> None:
         self.pack_dir = pack_dir
         self._lock = threading.Lock()
+        self._midx_path = os.path.join(pack_dir, MIDX)
+        self._midx_stamp: tuple[int, int, int] | None = None
+        self._midx_names: set[str] = set()
         self._reset()
 
     def _reset(self) -> None:
@@ -66,12 +76,12 @@ class TailPack:
 
     def write(
         self, objects: Sequence[NewObject], previous: Mapping[bytes, bytes], *, durable: bool
-    ) -> tuple[Path, Path | None]:
+    ) -> tuple[InstalledPack, Path | None]:
         """Write the open pack's entries and ``objects`` as a new pack; return it and the old one.
 
         ``previous`` maps new trees to their previous versions (delta bases
-        when those are in the pack). The replaced pack, if any, is deleted
-        before returning.
+        when those are in the pack). The caller releases the new pack's keep
+        once its refs are written, then deletes the replaced pack.
         """
         with self._lock:
             size = sum(len(data) for _, _, data in objects)
@@ -80,6 +90,7 @@ class TailPack:
                 or len(self._entries) + len(objects) > MAX_OBJECTS
                 or len(self._body) + size // 2 > MAX_BYTES
                 or not self.path.with_suffix(".idx").exists()  # merged away meanwhile
+                or self._in_midx(self.path)  # Git reads it through the multi-pack-index
             ):
                 self._reset()
             old = self.path
@@ -90,7 +101,7 @@ class TailPack:
                     if oid not in self._entries:
                         self._append(oid, kind, data, previous.get(oid))
                         added.append(oid)
-                final = self._install(durable)
+                installed = self._install(durable)
             except BaseException:
                 del self._body[mark:]
                 for oid in added:
@@ -100,12 +111,33 @@ class TailPack:
                     self._depths.pop(oid, None)
                     self._trees.pop(oid, None)
                 raise
-            self.path = final
-            if old is not None and old != final:
-                for suffix in (".idx", ".pack"):
-                    with contextlib.suppress(FileNotFoundError):
-                        old.with_suffix(suffix).unlink()
-            return final, old
+            self.path = installed.path
+            return installed, old if old != installed.path else None
+
+    def _in_midx(self, pack: Path) -> bool:
+        """Whether the multi-pack-index lists ``pack``."""
+        return pack.stem in self.midx_names()
+
+    def midx_names(self) -> set[str]:
+        """The packs the multi-pack-index lists (read again when the file changed).
+
+        A file that names a pack that is gone (written by a ``git
+        multi-pack-index write`` that listed a pack deleted since) is removed.
+        """
+        try:
+            stat = os.stat(self._midx_path)
+        except OSError:
+            self._midx_stamp = None
+            return set()
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        if stamp != self._midx_stamp:
+            names = midx_packs(self.pack_dir) or set()
+            if any(not (self.pack_dir / f"{stem}.pack").exists() for stem in names):
+                heal_midx(self.pack_dir)
+                names = midx_packs(self.pack_dir) or set()
+            self._midx_names = names
+            self._midx_stamp = stamp
+        return self._midx_names
 
     def _append(self, oid: bytes, kind: int, data: bytes, base: bytes | None) -> None:
         offset = len(self._body) + 12
@@ -134,7 +166,7 @@ class TailPack:
         if kind == OBJ_TREE:
             self._trees[oid] = data
 
-    def _install(self, durable: bool) -> Path:
+    def _install(self, durable: bool) -> InstalledPack:
         header = b"PACK" + struct.pack(">II", 2, len(self._entries))
         digest = hashlib.sha1(header)
         digest.update(self._body)

@@ -8,11 +8,15 @@ an index, into a *quarantine*: a temporary object directory inside the
 repository that Git and libgit2 do not look at. Nothing is visible until
 :meth:`IncomingPack.migrate` moves the pack into ``objects/pack``; leaving the
 ``with`` block removes the quarantine. So a bundle refused at any step leaves
-the repository exactly as it was.
+the repository exactly as it was. As ``git receive-pack`` does, the migrated
+pack holds a ``.keep`` (created before it is renamed into place) until the
+caller has written the refs that reach its objects and calls
+:meth:`IncomingPack.release`: a concurrent ``git repack -a -d`` leaves it alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -34,6 +38,7 @@ from progreg.gitstore.fsck import IncomingObjects
 from progreg.gitstore.mapped import MappedFile
 from progreg.gitstore.objectread import raw_reader
 from progreg.gitstore.objects import OBJ_BLOB, OBJ_TREE, RawObject
+from progreg.gitstore.packdir import PackKeep, update_pack_info
 from progreg.gitstore.permissions import READ_ONLY_MODE, set_created_mode
 from progreg.gitstore.settings import repository_settings
 
@@ -141,6 +146,7 @@ class IncomingPack:
         self.flagged = list(flagged or [])
         self._files = files
         self._migrated = False
+        self._keeps: list[PackKeep] = []
 
     def repository(self) -> pygit2.Repository:
         """A new handle on the repository that also sees the quarantined objects."""
@@ -172,17 +178,33 @@ class IncomingPack:
             repo.free()
 
     def migrate(self) -> None:
-        """Move the checked pack into the repository's object store (pack first, index last)."""
+        """Move the checked pack into the repository's object store, kept until :meth:`release`.
+
+        Git's order: the ``.keep`` first, then the pack, the index last.
+        """
         if self._migrated:
             return
         target = self.repo_path / "objects" / "pack"
         make_dirs(target, self.repo_path, repository_settings(self.repo_path).shared)
         for file in self._files:
             final = target / file.name
+            if file.suffix == ".pack":
+                keep = PackKeep.create(str(final.with_suffix("")))
+                if keep is not None:
+                    self._keeps.append(keep)
             if final.exists():
-                continue  # the same pack (same checksum) is already there
+                with contextlib.suppress(OSError):
+                    os.utime(final)  # the same pack (same checksum) is there: freshened
+                continue
             os.replace(file, final)
         self._migrated = True
+        update_pack_info(self.repo_path / "objects")
+
+    def release(self) -> None:
+        """Release the migrated pack's keep: call once refs reach its objects (or on failure)."""
+        keeps, self._keeps = self._keeps, []
+        for keep in keeps:
+            keep.release()
 
     def close(self) -> None:
         """Remove the quarantine (and whatever was not migrated)."""
