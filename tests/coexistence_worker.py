@@ -1,4 +1,5 @@
-"""The progreg side of the Git coexistence tests: saves, tags, checkpoints and imports in a loop.
+"""The progreg side of the Git coexistence tests: saves, tags, checkpoints, imports, pulls and
+gc in a loop.
 
 ``python coexistence_worker.py REGISTRY SEED [BUNDLE ...]`` opens the registry,
 prints ``ready``, then for each line read from stdin (a path, the round's
@@ -8,7 +9,8 @@ tool stopped), and prints ``done``. Each call prints one JSON line:
 ``{"op", "ok": true, "objects": [ids the call returned as written]}`` or
 ``{"op", "ok": false, "error", "message"}`` for a progreg error; anything
 else is printed as ``{"crash": traceback}`` and ends the process. Bundles
-are imported once each, in turn, between the other calls.
+are imported once each, in turn, between the other calls; pulls are from the
+registry's remote ``origin`` (the test sets it up), and gc is ``progreg gc``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ def call(
         outcome = SimpleNamespace(optimized_program=state, best_score_value=0.5)
         saved = manager.create_checkpoint(outcome, f"run-{n % 3}")
         return [saved.commit]
+    if op == "pull":
+        pulled = storage.pull("origin")
+        return [pulled.commit] if pulled.commit else []
+    if op == "gc":
+        storage.gc()
+        return []
     result = storage.import_programs(bundle)
     return [result.commit] if result.commit else []
 
@@ -66,7 +74,9 @@ def main() -> None:
             return
         while True:
             last = Path(stop).exists()
-            op = rng.choices(("save", "tag", "checkpoint", "import"), (60, 15, 15, 10))[0]
+            op = rng.choices(
+                ("save", "tag", "checkpoint", "import", "pull", "gc"), (50, 12, 12, 8, 8, 10)
+            )[0]
             if (op == "tag" and not mine) or (op == "import" and not pending):
                 op = "save"
             bundle = pending.pop(0) if op == "import" else ""

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -42,6 +43,11 @@ from progreg.doctor import diagnose
 from progreg.gitstore import maintenance, packdir, packstore, unbundle
 from progreg.gitstore.repository import GitRepository
 from progreg.signing import verify_repository
+
+if TYPE_CHECKING:
+    from servers import GitServer
+
+pytest_plugins = ["servers"]
 
 WORKER = Path(__file__).with_name("coexistence_worker.py")
 
@@ -507,14 +513,41 @@ def _round(writer: _Writer, tool: str, seconds: float) -> dict[str, object]:
     }
 
 
-def _coexist(tmp_path: Path, seconds: float) -> None:
-    registry = tmp_path / "registry"
+def _clones_work(server: GitServer, registry: Path, scratch: Path) -> None:
+    """What others do with the registry right after a round works, with nothing refused.
+
+    A dumb-HTTP clone (``git update-server-info`` and a static file server), a
+    ``git daemon`` clone that checks every object it fetches, and a push of
+    every ref to a server repository with ``receive.fsckObjects=true``.
+    """
+    main = _main(registry)
+    git(registry, "update-server-info")
+    with _dumb_http(registry) as url:
+        git(scratch, "-c", "http.lowSpeedTime=10", "clone", "-q", url, "dumb")
+    assert git(scratch / "dumb", "rev-parse", "HEAD").strip() == main
+    mirror = scratch / "mirror.git"
+    url = server.url(registry.name)
+    git(scratch, "-c", "fetch.fsckObjects=true", "clone", "-q", "--mirror", url, str(mirror))
+    target = server.create(f"{scratch.name}-target.git")
+    git(target, "config", "receive.fsckObjects", "true")
+    git(mirror, "push", "-q", "--mirror", server.url(target.name))
+    assert git(target, "rev-parse", "refs/heads/main").strip() == main
+    git(target, "fsck", "--strict", "--no-dangling")
+
+
+def _coexist(tmp_path: Path, server: GitServer, seconds: float) -> None:
+    registry = server.root / "registry"  # served by git daemon too
     ProgramStorage(registry).save_program({"first": True})
-    writer = _Writer(registry, _bundles(tmp_path, 3))
+    bundles = _bundles(tmp_path, 3)
+    ProgramStorage(registry).add_remote("origin", str(tmp_path / "bundle-source"))
+    writer = _Writer(registry, bundles)
     counts: dict[str, dict[str, object]] = {}
     try:
-        for tool in GIT_TOOLS:
+        for number, tool in enumerate(GIT_TOOLS):
             counts[tool] = _round(writer, tool, seconds)
+            scratch = tmp_path / f"after-{number}"
+            scratch.mkdir()
+            _clones_work(server, registry, scratch)
     finally:
         writer.close()
     print("\nprogreg calls beside each Git tool:")
@@ -523,13 +556,13 @@ def _coexist(tmp_path: Path, seconds: float) -> None:
     assert all(int(count["acknowledged"]) > 1 for count in counts.values())  # type: ignore[call-overload]
 
 
-def test_progreg_and_git_tools_at_once(tmp_path: Path) -> None:
-    _coexist(tmp_path, seconds=0.8)
+def test_progreg_and_git_tools_at_once(tmp_path: Path, git_daemon: GitServer) -> None:
+    _coexist(tmp_path, git_daemon, seconds=0.8)
 
 
 @pytest.mark.slow
-def test_progreg_and_git_tools_at_once_for_longer(tmp_path: Path) -> None:
-    _coexist(tmp_path, seconds=15.0)
+def test_progreg_and_git_tools_at_once_for_longer(tmp_path: Path, git_daemon: GitServer) -> None:
+    _coexist(tmp_path, git_daemon, seconds=15.0)
 
 
 def test_a_multi_pack_index_written_across_a_deletion_is_removed(storage: ProgramStorage) -> None:
