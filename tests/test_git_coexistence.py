@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -635,3 +635,28 @@ def test_git_prune_now_during_a_write_fails_it_cleanly(
     )
     _save(storage, 2)
     _assert_git_is_happy(storage.path)
+
+
+def test_progreg_gc_lists_the_packs_again_when_git_repacks_under_it(
+    storage: ProgramStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pack progreg gc was about to merge is deleted by git repack: gc still succeeds."""
+    commits = []
+    for i in range(6):
+        commits.append(_save(storage, i))
+        storage.git.tail.close()  # a pack per save
+    real_merge = maintenance._merge
+    repacked: list[int] = []
+
+    def merge_after_a_git_repack(*args: Any, **kwargs: Any) -> Any:
+        if not repacked:  # the first time: Git's repack takes the packs progreg listed
+            git(storage.path, "repack", "-a", "-d", "-q")
+            repacked.append(1)
+        return real_merge(*args, **kwargs)
+
+    monkeypatch.setattr(maintenance, "_merge", merge_after_a_git_repack)
+    report = storage.gc()
+    assert repacked and report.packs_after == 1
+    _assert_git_is_happy(storage.path)
+    assert all(_exists(storage.path, commit) for commit in commits)
+    assert len(storage.list_programs()) == 6

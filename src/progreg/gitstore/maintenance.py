@@ -486,6 +486,9 @@ def _merge(git: GitRepository, paths: list[Path], *, walk_all: bool) -> MergeRes
 
 
 _known_packs: dict[Path, dict[str, PackInfo]] = {}
+#: How often ``progreg gc`` lists the packs again when Git's tools delete one it was merging;
+#: after that the merge is left to them (nothing is lost: they hold the objects).
+MERGE_ATTEMPTS = 3
 
 
 def _counts(gitdir: Path) -> dict[str, PackInfo]:
@@ -578,11 +581,20 @@ def pack_loose_objects(
             repo.free()
             del repo, packed_odb, loose, already, wanted
         consolidated = 0
-        existing = list_packs(objects_dir)
-        if limit > 0 and len(existing) > limit:
+        for _ in range(MERGE_ATTEMPTS):
+            existing = list_packs(objects_dir)
+            if limit <= 0 or len(existing) <= limit:
+                break
             handle = git if git is not None else GitRepository(gitdir, create=False)
-            result = _merge(handle, [info.path for info in existing], walk_all=True)
+            try:
+                result = _merge(handle, [info.path for info in existing], walk_all=True)
+            except FileNotFoundError:
+                # A pack listed a moment ago is gone: Git's own repack (or gc) merged it
+                # meanwhile, and its objects are in Git's new pack. List the packs again.
+                handle.forget_packs()
+                continue
             new_pack, consolidated = result.pack, len(existing)
+            break
         remove_garbage(objects_dir)
         heal_midx(objects_dir / "pack")
         update_pack_info(objects_dir)
