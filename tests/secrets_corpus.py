@@ -307,6 +307,8 @@ def _harmless_values(rng: random.Random) -> Iterator[tuple[str, str]]:
     yield "model", rng.choice(["gpt-4o-mini", "claude-3-5-sonnet-20241022", "llama-3.1-8b"])
     yield "path", "models/Qwen2.5-7B-Instruct/tokenizer_config.json"
     yield "camel", "ClassifyTextPredictorWithReasoningStepV2"
+    yield "model-path", "models/Llama3/Instruct8B/checkpoints/v12"
+    yield "route", "api/v2/Tickets/Escalated/ByAgent/2024Q31"
 
 
 def harmless_cases(count: int = 400) -> list[Case]:

@@ -250,7 +250,7 @@ SECRET_VALUES = [
     ("xapp-1-A0123ABCDEF-1234567890123-" + "0a1b2c3d4e5f" * 5, "0a1b2c3d4e5f0a1b"),
     ("whsec_" + "Zx8Cv7Bn6Mq5Wr4Et3Yu2Io1Pa0SdFg", "Mq5Wr4Et3Y"),
     ("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "K7MDENG"),
-    ("AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY42", "MDENGbPxRf"),
+    ("AKIAIOSFODNN7EXAMPLE Zt8mQ2vR9kX4pL7wN1cB6yH3jF5dS0gA2eU8iO4r", "R9kX4pL7wN"),
     # base64 of an OpenAI key at each alignment, in either alphabet, and percent-encoded
     *(
         (encoded, encoded[8:20])

@@ -92,7 +92,7 @@ OPENAI = "sk-proj-" + "Q3vT9xLm2Rk8Pz4Wn7Yb1Hc6Jd0Fg5Sa" * 3
         ("xapp-1-A0123ABCDEF-1234567890123-" + "0a1b2c3d4e5f" * 5, "Slack"),
         ("whsec_" + "Zx8Cv7Bn6Mq5Wr4Et3Yu2Io1Pa0SdFg", "webhook"),
         ("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AWS secret"),
-        ("AKIAIOSFODNN7EXAMPLE and wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY42", "AWS"),
+        ("AKIAIOSFODNN7EXAMPLE and Zt8mQ2vR9kX4pL7wN1cB6yH3jF5dS0gA2eU8iO4r", "AWS"),
         (base64.b64encode(OPENAI.encode()).decode(), "base64-encoded"),
         ("see " + base64.b64encode(b":" + OPENAI.encode()).decode(), "base64-encoded"),
         (base64.urlsafe_b64encode(b"k=" + OPENAI.encode()).decode(), "base64-encoded"),
@@ -150,6 +150,7 @@ def test_other_names_ending_in_key_are_not_credentials(key: str) -> None:
             }
         },
         {"note": "ClassifyTextPredictorWithReasoningStepV2"},
+        {"path": "models/Llama3/Instruct8B/checkpoints/v12"},
         {"note": base64.b64encode(b"The quick brown fox jumps over").decode()},
         {"commit": "9fceb02d0ae598e95dc970b74767f19372d61af8"},
     ],
