@@ -1,6 +1,6 @@
 """What the benchmark scripts share: the project's workload and baseline store.
 
-Both live in ``tests/`` (``workload.py``, ``reference_store.py``), where the
+They live in ``tests/`` (``workload.py``, ``reference_store.py``, ``secrets_corpus.py``), where the
 test suite uses them too; that folder is put on ``sys.path`` once.
 """
 
@@ -13,7 +13,8 @@ TESTS = Path(__file__).resolve().parents[1] / "tests"
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
+import secrets_corpus  # noqa: E402
 import workload  # noqa: E402
 from reference_store import ReferenceStore  # noqa: E402
 
-__all__ = ["ReferenceStore", "workload"]
+__all__ = ["ReferenceStore", "secrets_corpus", "workload"]

@@ -18,6 +18,7 @@ Examples are bounded by the hypothesis profile (tests/conftest.py).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import json
@@ -234,6 +235,32 @@ SECRET_VALUES = [
     ),
     ("https://user:hunter2@example.com/v1", "hunter2"),
     ("https://api.example.com/v1?api_key=abcdef123456", "abcdef123456"),
+    ("Basic " + base64.b64encode(b"admin:hunter2hunter2").decode(), "YWRtaW46aHVudGVy"),
+    (
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBGN1c2VyAQgAx7k\n"
+        "-----END PGP PRIVATE KEY BLOCK-----",
+        "lQOYBGN1c2Vy",
+    ),
+    ("glpat-" + "xY9_kL2mN4pQ7rS1tU3v", "kL2mN4pQ7r"),
+    ("npm_" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5", "jK9mN1pQ3s"),
+    ("pypi-AgEIcHlwaS5vcmc" + "CJDk3YzQ5ZmEtNTY3OC00YjI0LWE2" * 2, "CJDk3YzQ5Zm"),
+    ("ya29.a0AfH6SMBx" + "Kq9Lw2Er5Ty8Ui1Op4As" * 2, "Kq9Lw2Er5T"),
+    ("GOCSPX-" + "Ab3Cd5Ef7Gh9Ij1Kl3Mn5Op7Qr9S", "Gh9Ij1Kl3M"),
+    ("SG." + "aB3dE5gH7jK9mN1pQ3sT5v." + "wY9zA1bC3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5z", "fG7hI9jK"),
+    ("xapp-1-A0123ABCDEF-1234567890123-" + "0a1b2c3d4e5f" * 5, "0a1b2c3d4e5f0a1b"),
+    ("whsec_" + "Zx8Cv7Bn6Mq5Wr4Et3Yu2Io1Pa0SdFg", "Mq5Wr4Et3Y"),
+    ("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "K7MDENG"),
+    ("AKIAIOSFODNN7EXAMPLE Zt8mQ2vR9kX4pL7wN1cB6yH3jF5dS0gA2eU8iO4r", "R9kX4pL7wN"),
+    # base64 of an OpenAI key at each alignment, in either alphabet, and percent-encoded
+    *(
+        (encoded, encoded[8:20])
+        for lead in (b"", b":", b"k=")
+        for encoder in (base64.b64encode, base64.urlsafe_b64encode)
+        for encoded in [encoder(lead + b"sk-proj-Q3vT9xLm2Rk8Pz4Wn7Yb1Hc6").decode()]
+    ),
+    ("%73k-proj-Q3vT9xLm2Rk8Pz4Wn7Yb1Hc6", "Q3vT9xLm2Rk8"),
+    ("sk%2Dproj%2DQ3vT9xLm2Rk8Pz4Wn7Yb1Hc6", "Q3vT9xLm2Rk8"),
+    ("-----BEGIN%20EC%20PRIVATE%20KEY-----%0AMHcCAQEEIBkg%0A", "MHcCAQEEIBkg"),
 ]
 
 
@@ -285,7 +312,7 @@ def strings(value: Any) -> Iterator[str]:
 @given(
     document=st.dictionaries(st.text(max_size=8), clean_json, max_size=4),
     secret_and_payload=st.sampled_from(SECRET_VALUES),
-    key=st.sampled_from(["api_key", "note", "lm", "Authorization", "x"]),
+    key=st.sampled_from(["api_key", "note", "lm", "Authorization", "x", "openai_key"]),
     prefix=st.sampled_from(["", "my key: ", "line\n", "\t"]),
 )
 def test_the_quick_secret_test_never_misses_what_the_walk_finds(
@@ -302,6 +329,45 @@ def test_the_quick_secret_test_never_misses_what_the_walk_finds(
         assert sorted(redacted) == sorted(f.path for f in findings)
         assert not any(payload in text for text in strings(cleaned)), cleaned
     assert find_secrets({**document, key: prefix + secret})
+
+
+#: Credentials whose encoded forms the walk decodes (base64 runs, percent-escapes).
+PLAIN_SECRETS = [
+    "sk-proj-Q3vT9xLm2Rk8Pz4Wn7Yb1Hc6",
+    "ghp_" + "A1b2" * 9,
+    "AKIA" + "ABCDEFGH12345678",
+    "glpat-" + "xY9_kL2mN4pQ7rS1tU3v",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBGN1c2VyAQgAx7k\n",
+]
+
+
+@given(
+    secret=st.sampled_from(PLAIN_SECRETS),
+    lead=st.binary(max_size=6),
+    before=st.text(max_size=6),
+    after=st.text(max_size=6),
+    urlsafe=st.booleans(),
+    escaped=st.lists(st.booleans(), max_size=40),
+)
+def test_the_quick_test_never_misses_an_encoded_credential(
+    secret: str, lead: bytes, before: str, after: str, urlsafe: bool, escaped: list[bool]
+) -> None:
+    """Base64 at any alignment (any bytes before the key, any text around the run) and
+    any choice of percent-escaped characters: what the walk finds, the bytes test sees."""
+    encoder = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    encoded = encoder(lead + secret.encode()).decode()
+    percent = "".join(
+        f"%{ord(char):02X}" if index < len(escaped) and escaped[index] else char
+        for index, char in enumerate(secret)
+    )
+    for text in (before + encoded + after, before + percent + after):
+        document = {"note": text}
+        if find_secrets(document):
+            for data in encodings(document):
+                assert may_hold_secrets(data), (data, find_secrets(document))
+    assert find_secrets({"note": f"{before} {encoded}"}) or lead
+    assert find_secrets({"note": f"{before} {percent} {after}"})
 
 
 # -- names --------------------------------------------------------------------------------
