@@ -404,6 +404,10 @@ def _decode_entry(data: bytes, pos: int) -> tuple[int, bytes, bytes, int, bool] 
 
 #: An entry of standard mode and a name without ``/`` (found all at once over a whole tree).
 _PLAIN_ENTRY = re.compile(rb"(100644|100755|40000|120000|160000) ([^\x00/]+)\x00.{20}", re.DOTALL)
+#: A whole tree of such entries (one pass in C, before the names are looked at).
+_PLAIN_TREE = re.compile(
+    rb"(?:(?:100644|100755|40000|120000|160000) [^\x00/]+\x00.{20})*", re.DOTALL
+)
 _NULL_ENTRY = b"\x00" + _NULL_OID
 
 
@@ -416,12 +420,9 @@ def _plainly_sound(data: bytes) -> bool:
     ``name/``): then ``verify_ordered`` finds nothing either. Anything else
     takes the entry-by-entry path that mirrors ``fsck_tree``.
     """
-    if _NULL_ENTRY in data:
+    if _NULL_ENTRY in data or _PLAIN_TREE.fullmatch(data) is None:
         return False  # perhaps a null id (or a name ending where an id starts with zeros)
-    entries = _PLAIN_ENTRY.findall(data)
-    # Matches never overlap: they cover the whole tree, with no gap, when their lengths add up.
-    if sum(len(mode) + len(name) for mode, name in entries) + 22 * len(entries) != len(data):
-        return False
+    entries = _PLAIN_ENTRY.findall(data)  # the same entries, now that they cover the tree
     names = [name for _mode, name in entries]
     joined = b"\x00" + b"\x00".join(names)
     if not joined.isascii() or b"\x00." in joined or b"~" in joined or b"\\" in joined:
