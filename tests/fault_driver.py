@@ -10,7 +10,8 @@ Jobs (``job["kind"]``):
 
 - ``disk-full``: mount a tmpfs of ``size`` bytes at ``mount``, and for each
   call and each amount of free space in ``leave`` (bytes): copy the registry
-  ``source`` onto it, fill the disk but for that much, make the call, copy
+  ``source`` onto it (and ``push_target``, the registry its remote ``backup``
+  names, beside it), fill the disk but for that much, make the call, copy
   the registry out to ``<out>/<call>-<leave>`` for the test to inspect, then
   free the space, make the call again and copy the result to ``...-retry``;
   last, ``progreg gc`` on a full disk (``cli-gc``);
@@ -59,6 +60,7 @@ def calls(job: dict[str, Any]) -> dict[str, Call]:
         "import": lambda s, m: s.import_programs(bundle).imported,
         "gc": lambda s, m: s.gc().objects_packed,
         "pull": lambda s, m: s.pull("origin").added,
+        "push": lambda s, m: s.push("backup").updated,
         "export": lambda s, m: s.export_registry(s.path.parent / "all.bundle").object_count,
         "load": lambda s, m: s.load_program(program_id) is not None,
         "list": lambda s, m: len(s.list_programs()),
@@ -113,13 +115,17 @@ def disk_full(job: dict[str, Any]) -> dict[str, Any]:
         for leave in job["leave"]:
             registry = mount / "registry"
             shutil.copytree(job["source"], registry, symlinks=True)
+            target = mount / "target"  # where a push goes: on the full disk too
+            shutil.copytree(job["push_target"], target, symlinks=True)
             fill(mount, leave)
             result = attempt(registry, call)
             shutil.copytree(registry, out / f"{name}-{leave}", symlinks=True)
+            shutil.copytree(target, out / f"{name}-{leave}-target", symlinks=True)
             (mount / "filler").unlink()
             result["retry"] = attempt(registry, call)
             shutil.copytree(registry, out / f"{name}-{leave}-retry", symlinks=True)
             shutil.rmtree(registry)
+            shutil.rmtree(target)
             results[f"{name}-{leave}"] = result
     registry = mount / "registry"
     shutil.copytree(job["source"], registry, symlinks=True)

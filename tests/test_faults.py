@@ -56,6 +56,7 @@ WRITES = (
     "import",
     "gc",
     "pull",
+    "push",
     "export",
 )
 READS = ("load", "list", "find", "verify")
@@ -120,11 +121,15 @@ def prepared(tmp_path: Path) -> dict[str, Any]:
     bundle = tmp_path / "other.bundle"
     other.export_programs([s.program_id for s in bundled], bundle)
     storage.add_remote("origin", str(other.path))  # a pull brings its three programs
+    push_target = tmp_path / "push-target"
+    ProgramStorage(push_target)  # copied beside the registry, on the full disk: see fault_driver
+    storage.add_remote("backup", str(tmp_path / "disk" / "target"))
     return {
         "source": str(source),
         "program": saved[1].program_id,
         "deleted": saved[3].program_id,
         "bundle": str(bundle),
+        "push_target": str(push_target),
     }
 
 
@@ -176,9 +181,11 @@ def test_a_full_disk_fails_each_write_cleanly_and_nothing_is_lost(tmp_path: Path
                 result
             )
             assert "is full" in result["message"], result["message"]
-            written = "all.bundle" if name.startswith("export") else "registry"
+            written = {"export": "all.bundle", "push": "target"}.get(name.split("-")[0], "registry")
             assert str(tmp_path / "disk" / written) in result["message"]
             assert refs_and_head(after) == before, f"{name} failed but changed refs"
+            target = out / f"{name}-target"
+            assert refs_and_head(target) == refs_and_head(Path(job["push_target"]))
         assert leftovers(after) == [], f"{name} left temporary files"
         assert_fsck_clean(after)
         retry = result["retry"]
@@ -201,7 +208,7 @@ def test_a_read_only_registry_reads_and_refuses_writes_by_name(tmp_path: Path) -
     before = registry_state(source)
     results = run_driver(tmp_path, {**job, "kind": "read-only"})
     assert "returned" in results["export"], results["export"]  # it writes beside the registry
-    for name in (write for write in WRITES if write != "export"):
+    for name in (write for write in WRITES if write not in ("export", "push")):  # push: elsewhere
         result = results[name]
         assert (result.get("module"), result.get("error")) == (
             "progreg.errors",

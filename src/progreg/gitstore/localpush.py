@@ -54,6 +54,7 @@ from pygit2.enums import FileMode, RepositoryOpenFlag
 
 from progreg import events
 from progreg.errors import RemoteError
+from progreg.gitstore.failures import write_failure
 from progreg.gitstore.fsck import IncomingObjects
 from progreg.gitstore.identity import resolve_identity
 from progreg.gitstore.locking import remove_stale_ref_locks, write_lock
@@ -262,7 +263,10 @@ def push_local(
         if refusal is not None:
             reason = f"git fsck --strict refuses an object of the push: {refusal}"
             raise rejected(shown, {u.ref: reason for u in updates})
-    copy_objects(source, target, missing, repository_settings(path).shared)
+    try:
+        copy_objects(source, target, missing, repository_settings(path).shared)
+    except (pygit2.GitError, OSError) as exc:  # the target's disk: full, or read-only
+        raise write_failure(path, exc, f"push into {path}") from None
     run_pre_receive(target, path, updates, shown)
     return PushOutcome(_apply(target, path, updates, shown, lock_timeout), up_to_date)
 
