@@ -37,6 +37,7 @@ DSPy installed.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import math
@@ -340,8 +341,12 @@ def _user_signatures() -> list[type]:
     return found
 
 
-def _default_instructions(inputs: list[str], outputs: list[str]) -> str | None:
-    """The instructions DSPy gives a signature of these fields that has none of its own."""
+@functools.lru_cache(maxsize=256)
+def _default_instructions(inputs: tuple[str, ...], outputs: tuple[str, ...]) -> str | None:
+    """The instructions DSPy gives a signature of these fields that has none of its own.
+
+    Building a signature costs DSPy most of a millisecond: each field set is asked once.
+    """
     try:
         built = _dspy().Signature(f"{', '.join(inputs)} -> {', '.join(outputs)}")
     except Exception:  # field names DSPy's string form cannot spell
@@ -368,7 +373,7 @@ def _signature_name(signature: Any, candidates: list[type]) -> str | None:
     outputs = _field_names(signature, "output_fields")
     own = outputs[1:] if outputs[:1] == ["reasoning"] else outputs
     instructions = getattr(signature, "instructions", None)
-    if not isinstance(instructions, str) or instructions == _default_instructions(inputs, own):
+    if not isinstance(instructions, str):
         return None
     names = {
         cls.__name__
@@ -377,7 +382,9 @@ def _signature_name(signature: Any, candidates: list[type]) -> str | None:
         and _field_names(cls, "output_fields") in (outputs, own)
         and getattr(cls, "instructions", None) == instructions
     }
-    return names.pop() if len(names) == 1 else None
+    if len(names) != 1 or instructions == _default_instructions(tuple(inputs), tuple(own)):
+        return None
+    return names.pop()
 
 
 #: Modules that progreg loaded a stored program into, and that program's signature name.

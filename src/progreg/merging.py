@@ -82,12 +82,13 @@ def _changes(
     return changes
 
 
+#: A key one side of a conflict does not have.
+_ABSENT = object()
+
+
 def _shown(value: Any) -> str:
     text = "removed" if value is _ABSENT else orjson.dumps(value).decode()
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-_ABSENT = object()
 
 
 def _differences(ours: Any, theirs: Any, where: str, found: list[str]) -> None:
