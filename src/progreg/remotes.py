@@ -174,7 +174,9 @@ def _existing_remote(storage: ProgramStorage, name: str) -> pygit2.Remote:
     names = sorted(n for n in repo.remotes.names() if n)
     if name not in names:
         raise RemoteError(
-            f"no remote named {name!r} in {storage.path} (configured: {', '.join(names) or 'none'})"
+            f"no remote named {name!r} in {storage.path}"
+            f" (configured: {', '.join(names) or 'none'}): add one with"
+            f" storage.add_remote({name!r}, URL) or `progreg remote add {name} URL`"
         )
     return repo.remotes[name]
 
@@ -223,12 +225,8 @@ def list_remotes(storage: ProgramStorage) -> list[RemoteInfo]:
 
 def _remote(storage: ProgramStorage, remote: str, *, push: bool = False) -> tuple[str, str]:
     """Check that ``remote`` is configured with a safe URL; return its name and shown URL."""
-    name = check_name("remote", remote, REMOTES_PREFIX)
-    if name not in set(storage.git.repo.remotes.names()):
-        raise RemoteError(
-            f"no remote named {name!r} in {storage.path}: add one with"
-            f" storage.add_remote({name!r}, URL) or `progreg remote add {name} URL`"
-        )
+    _existing_remote(storage, remote)
+    name = remote
     url = gitremote.remote_url(storage.git, name, push=push)
     try:
         check_url(url)
