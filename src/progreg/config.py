@@ -24,7 +24,7 @@ import pygit2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from progreg.errors import InvalidInputError
-from progreg.locations import DEFAULT_PATH, PATH_ENV, PATH_ENV_ALIAS
+from progreg.locations import DEFAULT_PATH, path_in_environment
 from progreg.secrets import SecretsPolicy
 from progreg.tags import check_tags
 
@@ -106,7 +106,7 @@ class StorageConfig(BaseModel):
         values = dict(data)
         for name in cls.model_fields:
             if name == "storage_path":
-                env = os.environ.get(PATH_ENV) or os.environ.get(PATH_ENV_ALIAS) or None
+                env = path_in_environment()
             else:
                 env = os.environ.get(_ENV_PREFIX + name.upper())
             if name in values or env is None:

@@ -18,6 +18,11 @@ PATH_ENV_ALIAS = "PROGREG_STORAGE_PATH"
 DEFAULT_PATH = "./dspy_storage"
 
 
+def path_in_environment() -> str | None:
+    """``$PROGREG_PATH``, else ``$PROGREG_STORAGE_PATH``; ``None`` when neither is set."""
+    return os.environ.get(PATH_ENV) or os.environ.get(PATH_ENV_ALIAS) or None
+
+
 def registry_path_from_environment() -> str:
     """The registry's path: ``$PROGREG_PATH``, else ``$PROGREG_STORAGE_PATH``, else the default."""
-    return os.environ.get(PATH_ENV) or os.environ.get(PATH_ENV_ALIAS) or DEFAULT_PATH
+    return path_in_environment() or DEFAULT_PATH
