@@ -40,7 +40,7 @@ from progreg import (
     StorageManager,
 )
 from progreg.doctor import diagnose
-from progreg.gitstore import maintenance, packdir, packstore, unbundle
+from progreg.gitstore import maintenance, packdir, packstore, repository, unbundle
 from progreg.gitstore.repository import GitRepository
 from progreg.signing import verify_repository
 
@@ -609,6 +609,42 @@ def test_a_write_heals_a_multi_pack_index_naming_deleted_packs(registry_path: Pa
     assert _exists(registry_path, commit) and not midx.exists()
     assert fresh.load_program(fresh.list_programs()[0].program_id) is not None
     _assert_git_is_happy(registry_path)
+
+
+def test_reads_heal_a_multi_pack_index_naming_packs_this_handle_merged(
+    storage: ProgramStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen under a `git multi-pack-index write` loop: the file lists packs that progreg's
+    # gc merged and deleted a moment later. libgit2 trusts the file for every pack its
+    # handle still knows (a handle keeps deleted packs in its list), and misses their
+    # objects although the merged pack has them; Git itself looks in the other packs.
+    monkeypatch.setattr(repository, "PACKS_CHECK_SECONDS", 3600.0)  # no timed reopen
+    ids = []
+    for i in range(3):  # three packs, that no handle of this process opens for reading
+        ids.append(storage.save_program({"instructions": f"Answer {i}"}).program_id)
+        storage.git.tail.close()
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "clone", "-q", "--bare", str(storage.path), str(origin))
+    late = ProgramStorage(origin).save_program({"late": True})
+    storage.add_remote("origin", str(origin))
+    git(storage.path, "multi-pack-index", "write")
+    midx = _pack_dir(storage) / packdir.MIDX
+    listed = midx.read_bytes()
+    midx.unlink()
+    reader = ProgramStorage(storage.path)  # knows every pack, has read few of them
+    # Another process merges them into one and deletes them.
+    code = "import sys, progreg; progreg.ProgramStorage(sys.argv[1]).gc()"
+    subprocess.run([sys.executable, "-c", code, os.fspath(storage.path)], check=True)
+    midx.write_bytes(listed)  # git's write lands now, naming the deleted packs
+    for program_id in ids:
+        assert reader.load_program(program_id) is not None
+    assert not midx.exists()
+    midx.write_bytes(listed)  # and once more, before a pull
+    reader = ProgramStorage(storage.path)
+    pulled = reader.pull("origin")  # new objects: the handle looks at the packs again
+    assert pulled.added == [late.program_id]
+    assert [s.program_id for s in reader.list_programs()] == [*ids, late.program_id]
+    _assert_git_is_happy(storage.path)
 
 
 def test_git_prune_now_during_a_write_fails_it_cleanly(

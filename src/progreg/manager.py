@@ -8,6 +8,7 @@ diffs and cleanup, plus a process-wide default instance.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -292,13 +293,15 @@ class StorageManager:
     def compare_programs(self, program_id_1: str, program_id_2: str) -> ProgramComparison:
         """Compare two live programs: scores, ages, a structural summary and a unified diff."""
         docs = []
-        with self.storage.reading("the tip of main"):
-            tip = self.storage.git.tip(MAIN)
+        git = self.storage.git
+        tip = self.storage.reread("the tip of main", lambda: git.tip(MAIN))
         for program_id in (program_id_1, program_id_2):
             check_program_id(program_id)
-            with self.storage.reading(f"program {program_id}"):
-                path = program_path(program_id)
-                data = None if tip is None else self.storage.git.read(tip.tree, path)
+            path = program_path(program_id)
+            data = None
+            if tip is not None:
+                read = functools.partial(git.read, tip.tree, path)
+                data = self.storage.reread(f"program {program_id}", read)
             if data is None:
                 raise ProgramNotFoundError(f"program {program_id} is not in the registry")
             docs.append((decode_document(data, program_path(program_id), program_id), data))

@@ -425,11 +425,15 @@ def pull(
         tips = gitremote.fetch(
             storage.git, name, fetch_refspecs(name), credentials, check_objects=True
         )
-        try:  # before any ref of the registry moves
+
+        def check() -> None:
             their_main = storage.git.tip(tracking_prefix(name) + "main")
             if their_main is not None:
                 _check_their_main(their_main, source)
             check_incoming(storage, tracking_prefix(name), source)
+
+        try:  # before any ref of the registry moves
+            storage.reread(f"what {source} sent", check)
         except ProgregError:
             gitremote.restore_tips(storage.git, tips)
             raise

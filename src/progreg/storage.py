@@ -125,8 +125,8 @@ class ProgramStorage:
 
     def _check_registry(self) -> None:
         repo = self._git.repo
-        with self.reading("the tip of main"):
-            ref = MAIN if self._git.tip(MAIN) is not None else None
+        main = self.reread("the tip of main", lambda: self._git.tip(MAIN))
+        ref = MAIN if main is not None else None
         if ref is None:
             ref = next((name for name in sorted(repo.references) if name.startswith("refs/")), None)
         if ref is None:
@@ -428,6 +428,11 @@ class ProgramStorage:
         """Raise :class:`~progreg.DamagedObjectError` when Git finds an object damaged or gone."""
         return _Reading(self.path, what)
 
+    def reread(self, what: str, read: Callable[[], T]) -> T:
+        """``read()``, looking at the packs anew when an object is missing (see ``reading``)."""
+        with self.reading(what):
+            return self._git.reread(read)
+
     def rebuild(self, doc: ProgramDocument, into: object = None) -> Any:
         """The program object of ``doc``: loaded ``into`` an object, a registered type, or state.
 
@@ -454,8 +459,7 @@ class ProgramStorage:
         """
         check_program_id(program_id)
         with events.operation("progreg.storage.load", program_id=program_id) as timer:
-            with self.reading(f"program {program_id}"):
-                found = self._locate(program_id)
+            found = self.reread(f"program {program_id}", lambda: self._locate(program_id))
             if found is None:
                 events.emit(
                     "progreg.storage.load_complete",
@@ -524,8 +528,7 @@ class ProgramStorage:
 
     def list_programs(self) -> list[ProgramSummary]:
         """Every program the registry holds, oldest save first."""
-        with self.reading("the list of programs"):
-            return self._log.by_time()
+        return self.reread("the list of programs", self._log.by_time)
 
     def records(self) -> dict[str, ProgramRecord]:
         """What the commit log says about each live program (no program file is read).
@@ -533,13 +536,12 @@ class ProgramStorage:
         This is the fast path for queries: scores, optimizers, signatures,
         save times, the commit of each program and its position in the log.
         """
-        with self.reading("the log of main"):
-            return self._log.records()
+        return self.reread("the log of main", self._log.records)
 
     def summaries(self, program_ids: Iterable[str]) -> list[ProgramSummary]:
         """Summaries of the given live programs (unknown ids are skipped), in the order given."""
-        with self.reading("the programs' summaries"):
-            return self._log.summaries(program_ids)
+        wanted = list(program_ids)
+        return self.reread("the programs' summaries", lambda: self._log.summaries(wanted))
 
     def get_history(self) -> ProgramHistory:
         """The registry's programs in the order the log recorded them, with a summary.
@@ -548,8 +550,7 @@ class ProgramStorage:
         wrote each program), which is exact even for saves in the same
         microsecond or from machines whose clocks disagree.
         """
-        with self.reading("the log of main"):
-            programs = self._log.by_position()
+        programs = self.reread("the log of main", self._log.by_position)
         scores = [s.best_score for s in programs if s.best_score is not None]
         summary = HistorySummary(
             total_programs=len(programs),
@@ -617,23 +618,21 @@ class ProgramStorage:
         """
         check_program_id(program_id)
         path = path_of(program_id)
-        with self.reading(f"the history of program {program_id}"):
-            found = next(
-                (
-                    (commit, commit.tree[path])
-                    for commit in self._git.walk(MAIN)
-                    if path in commit.tree
-                ),
-                None,
-            )
-            if found is None:
-                raise ProgramNotFoundError(f"program {program_id} is not in the registry's history")
-            source, entry = found
-            blob_id = entry.id
-            blob = self._git.repo[blob_id]
-            assert isinstance(blob, pygit2.Blob)
-            blob.data  # noqa: B018 - read it now: a damaged blob fails here
-        doc = decode_document(blob.data, self._where(program_id, source.id), program_id)
+        what = f"the history of program {program_id}"
+
+        def last_version() -> tuple[pygit2.Commit, pygit2.Oid, bytes] | None:
+            for commit in self._git.walk(MAIN):
+                if path in commit.tree:
+                    blob = self._git.repo[commit.tree[path].id]
+                    assert isinstance(blob, pygit2.Blob)
+                    return commit, blob.id, blob.data  # read now: a damaged blob fails here
+            return None
+
+        found = self.reread(what, last_version)
+        if found is None:
+            raise ProgramNotFoundError(f"program {program_id} is not in the registry's history")
+        source, blob_id, data = found
+        doc = decode_document(data, self._where(program_id, source.id), program_id)
         author, committer = self.identity()
         body = f"Restored from commit {source.id}."
         message = save_message(doc, action="restore", body=body)
@@ -799,7 +798,12 @@ class _Reading:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if isinstance(exc, (pygit2.GitError, KeyError)) and not isinstance(exc, ProgregError):
+        if isinstance(exc, ProgregError):
+            return
+        # pygit2 raises an OSError for a pack that libgit2 listed and is gone.
+        if isinstance(exc, (pygit2.GitError, KeyError)) or (
+            isinstance(exc, OSError) and "invalid packfile" in str(exc)
+        ):
             raise read_failure(self._path, self._what, exc) from exc
 
 

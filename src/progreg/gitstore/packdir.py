@@ -34,7 +34,9 @@ rules it follows there, taken from Git's sources (Git 2.39):
 A ``git multi-pack-index write`` that listed a pack before progreg deleted it
 and commits its file after progreg released the lock names a missing pack
 (``git repack -d`` has the same race with it); :func:`heal_midx`, run by
-every write that deletes packs and by maintenance, removes such a file.
+every write that deletes or adds packs, by maintenance and by a read that
+misses an object, removes such a file (Git's readers look for the objects
+of a missing pack in the other packs; libgit2's do not).
 """
 
 from __future__ import annotations

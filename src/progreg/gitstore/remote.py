@@ -71,6 +71,7 @@ from progreg.gitstore.localpush import push_local
 from progreg.gitstore.locking import write_lock
 from progreg.gitstore.maintenance import maintenance_lock
 from progreg.gitstore.objectread import raw_reader
+from progreg.gitstore.packdir import heal_midx
 from progreg.gitstore.packsource import read_index
 from progreg.gitstore.refupdates import (
     ZERO,
@@ -269,6 +270,8 @@ def fetch(
                         " (no ref moved, the fetched objects were removed); fix the remote's"
                         " history first"
                     )
+            if heal_midx(pack_dir):  # it names packs deleted since: the handle has it too
+                git.forget_packs()
     except ProgregError:
         raise
     except (pygit2.GitError, OSError) as exc:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import pygit2
 from pygit2.enums import RepositoryOpenFlag, SortMode
@@ -72,6 +73,8 @@ from progreg.gitstore.trees import EMPTY_TREE, Edit, NewTrees, RawTree, blob_at,
 TREE_CACHE_SIZE = 4096
 #: How many delta hints (object written -> earlier version) a handle keeps at most.
 MAX_DELTA_HINTS = 1 << 20
+T = TypeVar("T")
+
 #: How often (seconds) a libgit2 handle checks whether packs were added or removed.
 PACKS_CHECK_SECONDS = 1.0
 #: Handles are reopened once this many packs they may know were deleted.
@@ -277,6 +280,35 @@ class GitRepository:
         except OSError:
             return 0
 
+    def reread(self, read: Callable[[], T]) -> T:
+        """``read()``; when it misses an object, again after looking at the packs anew.
+
+        Git's rule: a reader that misses an object looks at the packs again
+        before it says the object is missing, since a concurrent repack may
+        have moved it. libgit2 needs a new handle for that when a
+        multi-pack-index names packs that were deleted after the handle
+        listed them (it trusts the file, where Git looks in the other
+        packs): such a file is removed, as Git's next repack would.
+        """
+        delay = 0.001
+        for _ in range(READ_RETRIES):
+            try:
+                return read()
+            except (DamagedObjectError, KeyError, pygit2.GitError, OSError) as exc:
+                if not _missing_object(exc):
+                    raise
+                delay = self._look_again(delay)
+        return read()
+
+    def _look_again(self, delay: float) -> float:
+        """Heal the multi-pack-index, reopen the handles after ``delay``; the next delay."""
+        # git multi-pack-index expire deletes packs before it rewrites the file, and a
+        # racing write can name packs deleted meanwhile: libgit2 reads nothing of them.
+        heal_midx(self.path / "objects" / "pack")
+        self.forget_packs()
+        time.sleep(delay * (0.5 + random.random()))
+        return min(delay * 2, 0.05)
+
     def forget_packs(self, deleted: int | None = None) -> None:
         """Say that packs were deleted: handles are reopened at their next use.
 
@@ -424,14 +456,8 @@ class GitRepository:
                 except (DamagedObjectError, KeyError, pygit2.GitError, OSError) as exc:
                     if not _missing_object(exc) or rereads == 0:
                         raise
-                    # Git's rule: on a missing object, look at the packs again and retry
-                    # (git multi-pack-index expire deletes packs before it rewrites the file;
-                    # libgit2 reads nothing while the file names a missing pack).
                     rereads -= 1
-                    heal_midx(self.path / "objects" / "pack")
-                    self.forget_packs()
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 0.05)
+                    delay = self._look_again(delay)
                     continue
                 if self.before_ref_update is not None:
                     self.before_ref_update()
