@@ -208,6 +208,18 @@ def test_gitmodules_entries_are_listed_for_the_caller() -> None:
         assert fsck.check_tree(entry(b"100644", name, oid)).gitmodules == (oid,), name
 
 
+def test_a_remembered_tree_shape_never_hides_what_its_ids_say() -> None:
+    # Plain trees are judged once per shape (modes and names); the ids are looked at anew.
+    names = (b"a", b"b", b"c")
+    sound = b"".join(entry(b"100644", name, fresh_oid()) for name in names)
+    assert not fsck.check_tree(sound).errors
+    null = b"".join(entry(b"100644", name, b"\x00" * 20) for name in names)
+    assert [p.message_id for p in fsck.check_tree(null).errors] == ["nullSha1"]
+    disordered = b"".join(entry(b"100644", name, fresh_oid()) for name in reversed(names))
+    assert [p.message_id for p in fsck.check_tree(disordered).errors] == ["treeNotSorted"]
+    assert not fsck.check_tree(sound).errors
+
+
 # -- generated objects -------------------------------------------------------------
 
 _NAMES = [

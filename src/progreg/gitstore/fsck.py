@@ -402,13 +402,16 @@ def _decode_entry(data: bytes, pos: int) -> tuple[int, bytes, bytes, int, bool] 
     return mode, name, data[nul + 1 : nul + 21], nul + 21, data[pos] == 0x30
 
 
-#: An entry of standard mode and a name without ``/`` (found all at once over a whole tree).
-_PLAIN_ENTRY = re.compile(rb"(100644|100755|40000|120000|160000) ([^\x00/]+)\x00.{20}", re.DOTALL)
-#: A whole tree of such entries (one pass in C, before the names are looked at).
+#: A whole tree of entries of standard modes and names without ``/`` (one pass in C).
 _PLAIN_TREE = re.compile(
     rb"(?:(?:100644|100755|40000|120000|160000) [^\x00/]+\x00.{20})*", re.DOTALL
 )
 _NULL_ENTRY = b"\x00" + _NULL_OID
+#: The id after each name's NUL, in a tree :data:`_PLAIN_TREE` matched.
+_ENTRY_IDS = re.compile(rb"\x00.{20}", re.DOTALL)
+#: How many tree shapes :func:`_plainly_sound` remembers (a few MB at most).
+SHAPES_REMEMBERED = 4096
+_shapes: dict[bytes, bool] = {}
 
 
 def _plainly_sound(data: bytes) -> bool:
@@ -419,15 +422,33 @@ def _plainly_sound(data: bytes) -> bool:
     names unique and strictly in Git's order (a directory sorting as
     ``name/``): then ``verify_ordered`` finds nothing either. Anything else
     takes the entry-by-entry path that mirrors ``fsck_tree``.
+
+    Past the null ids and the layout, the verdict depends on the modes and
+    names alone, which successive versions of a directory mostly share: it is
+    remembered by the tree's *shape* (the tree without its ids).
     """
     if _NULL_ENTRY in data or _PLAIN_TREE.fullmatch(data) is None:
         return False  # perhaps a null id (or a name ending where an id starts with zeros)
-    entries = _PLAIN_ENTRY.findall(data)  # the same entries, now that they cover the tree
-    names = [name for _mode, name in entries]
-    joined = b"\x00" + b"\x00".join(names)
-    if not joined.isascii() or b"\x00." in joined or b"~" in joined or b"\\" in joined:
+    # The layout matched: each NUL that ends a name is followed by its 20-byte id.
+    shape = _ENTRY_IDS.sub(b"\x00", data)
+    verdict = _shapes.get(shape)
+    if verdict is None:
+        verdict = _plain_shape(shape)
+        if len(_shapes) >= SHAPES_REMEMBERED:
+            _shapes.clear()
+        _shapes[shape] = verdict
+    return verdict
+
+
+def _plain_shape(shape: bytes) -> bool:
+    """:func:`_plainly_sound` for a tree of standard modes without its ids (``mode name\\0``...)."""
+    # A name starting with a dot follows its mode's space; " ." elsewhere only costs the
+    # entry-by-entry path.
+    if not shape.isascii() or b" ." in shape or b"~" in shape or b"\\" in shape:
         return False
-    keys = [name + b"/" if mode == b"40000" else name for mode, name in entries]
+    entries = [entry.partition(b" ") for entry in shape[:-1].split(b"\x00")]
+    names = [name for _mode, _space, name in entries]
+    keys = [name + b"/" if mode == b"40000" else name for mode, _space, name in entries]
     return len(set(names)) == len(names) == len(set(keys)) and sorted(keys) == keys
 
 
