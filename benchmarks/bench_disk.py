@@ -24,7 +24,7 @@ from pathlib import Path
 from common import workload
 
 from progreg import ProgramStorage
-from progreg.gitstore.maintenance import pack_loose_objects
+from progreg.git.maintenance import pack_loose_objects
 
 
 def usage(path: Path) -> tuple[int, int]:

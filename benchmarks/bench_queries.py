@@ -24,7 +24,7 @@ from pathlib import Path
 from common import workload
 
 from progreg import OptimizationResult, StorageConfig, StorageManager
-from progreg.logcache import cache_path
+from progreg.registry.logcache import cache_path
 
 
 def timed(action: Callable[[], object]) -> float:

@@ -27,8 +27,8 @@ from typing import Any
 
 from common import secrets_corpus, workload
 
-from progreg.canonical import encode
-from progreg.secrets import find_secrets, may_hold_secrets
+from progreg.core.canonical import encode
+from progreg.core.secrets import find_secrets, may_hold_secrets
 
 FIVE_KB = 5 * 1024
 

@@ -51,8 +51,8 @@ import orjson
 from common import ReferenceStore, workload
 
 from progreg import ProgramStorage, StorageConfig, StorageManager
-from progreg.gitstore.maintenance import auto_threshold, loose_object_estimate
-from progreg.logcache import cache_path
+from progreg.git.maintenance import auto_threshold, loose_object_estimate
+from progreg.registry.logcache import cache_path
 
 HERE = Path(__file__).resolve()
 TAGS = ("production", "staging", "candidate", "archived", "experiment")

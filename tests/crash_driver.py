@@ -30,7 +30,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from progreg import ProgramStorage, StorageConfig, StorageManager
-from progreg.models import SavedProgram
+from progreg.core.models import SavedProgram
 
 TAGS = ("best", "candidate", "reviewed", "production")
 CHECKPOINTS = ("run-a", "run-b", "run-c")

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from progreg.analytics import (
+from progreg.core.models import HistorySummary
+from progreg.registry.analytics import (
     OptimizationHistory,
     ProgramRef,
     age_difference_hours,
@@ -22,8 +23,7 @@ from progreg.analytics import (
     trend_windows,
     trends,
 )
-from progreg.history import ProgramRecord
-from progreg.models import HistorySummary
+from progreg.registry.history import ProgramRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -19,11 +19,11 @@ from progreg import (
     StorageManager,
     subscribe,
 )
+from progreg.core.ids import program_path
 from progreg.errors import ConflictError, InvalidProgramIdError, NotJSONError, ProgramTooLargeError
-from progreg.gitstore import parse_trailers
-from progreg.ids import program_path
-from progreg.messages import MAX_LISTED_IDS
-from progreg.validation import validate_commit
+from progreg.git import parse_trailers
+from progreg.registry.messages import MAX_LISTED_IDS
+from progreg.registry.validation import validate_commit
 
 
 def item(i: int, **extra: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -303,7 +303,7 @@ def test_a_generated_id_already_taken_is_refused(
 ) -> None:
     existing = storage.save_program(*item(0))
     fresh = iter(["00000000000000f1", existing.program_id])
-    monkeypatch.setattr("progreg.storage.new_program_id", lambda: next(fresh))
+    monkeypatch.setattr("progreg.registry.store.new_program_id", lambda: next(fresh))
     refs = git(registry_path, "for-each-ref")
     with pytest.raises(ConflictError, match=existing.program_id):
         storage.save_programs([item(1), item(2)])

@@ -140,7 +140,7 @@ def loaded_after(code: str) -> set[str]:
 
 def test_importing_progreg_and_asking_its_version_load_no_dependency() -> None:
     """``import progreg`` and ``progreg --version`` cost no more than Python's start-up."""
-    heavy = {"pygit2", "pydantic", "orjson", "progreg.storage", "progreg.gitstore"}
+    heavy = {"pygit2", "pydantic", "orjson", "progreg.storage", "progreg.git"}
     assert not heavy & loaded_after("import progreg")
     version = "from progreg.cli import main\nimport sys\nsys.argv = ['progreg', '--version']\n"
     assert not heavy & loaded_after(f"{version}try:\n    main()\nexcept SystemExit:\n    pass")

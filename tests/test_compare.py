@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
-import progreg.gitstore.diffs
-from progreg.compare import (
+import progreg.git.diffs
+from progreg.core.document import ProgramDocument
+from progreg.core.ids import program_path
+from progreg.git.diffs import unified_diff
+from progreg.registry.compare import (
     ComparedProgram,
     Comparison,
     DemoChange,
@@ -25,9 +28,6 @@ from progreg.compare import (
     find_predictors,
     word_diff,
 )
-from progreg.document import ProgramDocument
-from progreg.gitstore.diffs import unified_diff
-from progreg.ids import program_path
 
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 ID1 = "0a1b2c3d4e5f6071"
@@ -428,7 +428,7 @@ def test_unified_diff_of_equal_and_empty_inputs() -> None:
 
 
 def test_gitstore_diffs_knows_nothing_of_the_registry() -> None:
-    source = Path(progreg.gitstore.diffs.__file__).read_text()
+    source = Path(progreg.git.diffs.__file__).read_text()
     imported: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):

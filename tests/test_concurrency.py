@@ -23,7 +23,7 @@ import pytest
 import workload
 from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage, RegistryBusyError, StorageConfig, StorageManager
-from progreg.gitstore.locking import (
+from progreg.git.locking import (
     RECORD_SIZE,
     LockGrant,
     LockRecord,

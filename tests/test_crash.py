@@ -31,8 +31,8 @@ import pytest
 from conftest import assert_fsck_clean, git
 from crash_driver import digest
 from progreg import ProgramStorage, StorageConfig, StorageManager
-from progreg.doctor import diagnose
-from progreg.gitstore.locking import read_record, ref_lock_files
+from progreg.git.locking import read_record, ref_lock_files
+from progreg.registry.doctor import diagnose
 
 DRIVER = Path(__file__).with_name("crash_driver.py")
 

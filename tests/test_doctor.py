@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from conftest import assert_fsck_clean, git, registry_state, unpack_to_loose
 from progreg import ProgramStorage, RegistryBusyError
 from progreg.cli import cli
-from progreg.doctor import diagnose
-from progreg.logcache import cache_path
+from progreg.registry.doctor import diagnose
+from progreg.registry.logcache import cache_path
 
 
 def doctor(registry: Path, *args: str) -> tuple[int, dict[str, Any]]:

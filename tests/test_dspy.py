@@ -35,7 +35,7 @@ from progreg import (
     StorageManager,
     UnsupportedProgramError,
 )
-from progreg.dspy_adapter import (
+from progreg.core.dspy import (
     REDACTED,
     DSPyProgram,
     SecretDetectedError,
@@ -176,14 +176,15 @@ def test_progreg_imports_and_works_without_dspy(tmp_path: Path) -> None:
 import sys
 sys.modules["dspy"] = None  # "import dspy" now fails, as without the package
 import progreg
-from progreg import ProgramStorage, dspy_adapter
+from progreg import ProgramStorage
+from progreg.core import dspy as dspy_adapter
 assert not dspy_adapter.is_dspy_module(object())
 storage = ProgramStorage({str(tmp_path / "registry")!r})
 saved = storage.save_program({{"predict": {{"demos": []}}}})
 assert storage.load_program(saved.program_id).state == {{"predict": {{"demos": []}}}}
 """
     subprocess.run([sys.executable, "-c", code], check=True)
-    untouched = "import sys, progreg.programs, progreg.dspy_adapter; print('dspy' in sys.modules)"
+    untouched = "import sys, progreg.core.programs, progreg.core.dspy; print('dspy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", untouched], capture_output=True, check=True)
     assert out.stdout.strip() == b"False"  # progreg never imports DSPy itself
 

@@ -30,7 +30,7 @@ from progreg import (
     UnsupportedFormatError,
     UnsupportedProgramError,
 )
-from progreg.programs import ProgramTypes
+from progreg.core.programs import ProgramTypes
 
 
 def program_file(program_id: str) -> str:

@@ -37,7 +37,7 @@ from progreg import (
     StorageManager,
 )
 from progreg.cli import cli
-from progreg.ids import program_path
+from progreg.core.ids import program_path
 
 DRIVER = Path(__file__).with_name("fault_driver.py")
 #: Ways to get a private mount namespace in which this process may mount.

@@ -24,8 +24,8 @@ import pytest
 
 from conftest import git
 from progreg import BundleError, ProgramStorage, PushRejectedError, RemoteError
-from progreg.gitstore.objects import parse_tree
-from progreg.hooks import install
+from progreg.git.objects import parse_tree
+from progreg.integrations.hooks import install
 
 if TYPE_CHECKING:
     from servers import GitServer

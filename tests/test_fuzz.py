@@ -1,6 +1,6 @@
 """Fuzzing the readers of untrusted bytes: bundle headers, packs, deltas, documents,
 a push server's replies (pkt-lines, side-band, ref advertisements, reports) and
-Git's object checks (:mod:`progreg.gitstore.fsck`).
+Git's object checks (:mod:`progreg.git.fsck`).
 
 Inputs are mutations of VALID seeds (bundles made by progreg and by ``git
 bundle create``, thin ones included; their packs, entries and deltas;
@@ -36,17 +36,17 @@ from hypothesis import strategies as st
 
 from conftest import delta_varint, git
 from progreg import BundleError, ProgramStorage, ProgregError
-from progreg.canonical import decode
-from progreg.checkpoints import Checkpoints
-from progreg.document import decode_document
-from progreg.gitstore import bundle as bundles
-from progreg.gitstore import fsck, objects, unbundle
-from progreg.gitstore import pack as packs
-from progreg.gitstore.advertisement import parse_advertisement
-from progreg.gitstore.delta import apply_delta, make_delta
-from progreg.gitstore.pktline import FLUSH, PktReader, demultiplex, encode, split
-from progreg.gitstore.sendpack import parse_report
-from progreg.secrets import may_hold_secrets
+from progreg.core.canonical import decode
+from progreg.core.document import decode_document
+from progreg.core.secrets import may_hold_secrets
+from progreg.git import bundle as bundles
+from progreg.git import fsck, objects, unbundle
+from progreg.git import pack as packs
+from progreg.git.advertisement import parse_advertisement
+from progreg.git.delta import apply_delta, make_delta
+from progreg.git.pktline import FLUSH, PktReader, demultiplex, encode, split
+from progreg.git.sendpack import parse_report
+from progreg.registry.checkpoints import Checkpoints
 
 IDENTITY = "Fuzz Er <fuzz@example.com>"
 #: Each fuzz target runs this many times the profile's examples (600 with "ci").

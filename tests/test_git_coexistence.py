@@ -39,10 +39,10 @@ from progreg import (
     StorageConfig,
     StorageManager,
 )
-from progreg.doctor import diagnose
-from progreg.gitstore import maintenance, packdir, packstore, repository, unbundle
-from progreg.gitstore.repository import GitRepository
-from progreg.signing import verify_repository
+from progreg.git import maintenance, packdir, packstore, repository, unbundle
+from progreg.git.repository import GitRepository
+from progreg.registry.doctor import diagnose
+from progreg.registry.verify import verify_repository
 
 if TYPE_CHECKING:
     from servers import GitServer

@@ -37,19 +37,19 @@ from progreg import (
     UnsupportedFormatError,
     UnsupportedObjectFormatError,
 )
-from progreg.gitstore import bundle as bundles
-from progreg.gitstore import refpack
-from progreg.gitstore.locking import write_lock
-from progreg.gitstore.permissions import (
+from progreg.git import bundle as bundles
+from progreg.git import refpack
+from progreg.git.locking import write_lock
+from progreg.git.permissions import (
     PERM_EVERYBODY,
     PERM_GROUP,
     PERM_UMASK,
     parse_shared,
     shared_mode,
 )
-from progreg.history import LogIndex
-from progreg.hooks import install
-from progreg.transfer import export_registry, import_programs
+from progreg.integrations.hooks import install
+from progreg.registry.history import LogIndex
+from progreg.sharing.transfer import export_registry, import_programs
 
 COMMITTER = "Ann Committer <ann@example.com>"
 AUTHOR = "Bob Author <bob@example.com>"
@@ -495,10 +495,8 @@ def test_moves_without_a_given_entry_name_the_configured_committer(
     storage = ProgramStorage(logged, committer=COMMITTER)
     storage.save_program({"a": 1})
     commit = pygit2.Oid(hex=git(logged, "rev-parse", "main").strip())
-    assert storage.git.create_ref("refs/heads/copy", commit)
-    assert reflog(logged, "refs/heads/copy") == [
-        "Config Person conf@example.com created refs/heads/copy"
-    ]
+    assert storage.git.create_refs({"refs/heads/copy": str(commit)}) == ["refs/heads/copy"]
+    assert reflog(logged, "refs/heads/copy") == ["Config Person conf@example.com created"]
 
 
 # -- SHA-256 ---------------------------------------------------------------------------------

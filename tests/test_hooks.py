@@ -30,8 +30,14 @@ from conftest import CLI_IDENTITY, assert_fsck_clean, git
 from progreg import ProgramStorage, StorageConfig, StorageManager
 from progreg.cli import cli, main
 from progreg.errors import ConflictError, NotARegistryError
-from progreg.hooks import hook_script, install, open_repository, pre_receive, split_alternates
-from progreg.validation import check_file
+from progreg.integrations.hooks import (
+    hook_script,
+    install,
+    open_repository,
+    pre_receive,
+    split_alternates,
+)
+from progreg.registry.validation import check_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGREG = Path(sys.executable).with_name("progreg")

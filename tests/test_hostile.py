@@ -43,17 +43,17 @@ from progreg import (
     StorageConfig,
     StorageManager,
 )
-from progreg.canonical import MAX_DEPTH, encode
-from progreg.checkpoints import Checkpoints
 from progreg.cli import cli
-from progreg.gitstore import objects
-from progreg.gitstore import pack as packs
-from progreg.gitstore.delta import apply_delta
-from progreg.gitstore.treediff import TreeDiffer
-from progreg.gitstore.unbundle import tree_problem
-from progreg.secrets import REDACTED, REDACTED_KEY, find_secrets, may_hold_secrets
-from progreg.transfer import MAX_TREE_ENTRIES
-from progreg.validation import MAX_PATH_DEPTH
+from progreg.core.canonical import MAX_DEPTH, encode
+from progreg.core.secrets import REDACTED, REDACTED_KEY, find_secrets, may_hold_secrets
+from progreg.git import objects
+from progreg.git import pack as packs
+from progreg.git.delta import apply_delta
+from progreg.git.treediff import TreeDiffer
+from progreg.git.unbundle import tree_problem
+from progreg.registry.checkpoints import Checkpoints
+from progreg.registry.validation import MAX_PATH_DEPTH
+from progreg.sharing.transfer import MAX_TREE_ENTRIES
 
 IDENTITY = "Hostile Test <hostile@example.com>"
 API_KEY = "sk-proj-" + "Zq7" * 15

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_fsck_clean, commit_file, git
-from progreg import ProgramStorage, logcache
-from progreg.history import LogIndex, ProgramRecord
+from progreg import ProgramStorage
+from progreg.registry import logcache
+from progreg.registry.history import LogIndex, ProgramRecord
 
 MAIN = "refs/heads/main"
 
@@ -117,8 +118,8 @@ def test_a_fresh_process_answers_from_the_cache(
     storage, _ = built
     script = (
         "import sys, json\n"
-        "from progreg import ProgramStorage, logcache\n"
-        "from progreg.history import LogIndex\n"
+        "from progreg import ProgramStorage\nfrom progreg.registry import logcache\n"
+        "from progreg.registry.history import LogIndex\n"
         "hits = []\n"
         "read = logcache.read\n"
         "logcache.read = lambda p: hits.append(1) or read(p)\n"

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from conftest import CLI_IDENTITY, assert_fsck_clean, git
 from progreg import ProgramStorage, events
 from progreg.cli.main import cli
-from progreg.gitstore import maintenance, repack, tailpack
-from progreg.gitstore.objects import OBJ_BLOB, object_id
-from progreg.gitstore.packstore import InstalledPack
+from progreg.git import maintenance, repack, tailpack
+from progreg.git.objects import OBJ_BLOB, object_id
+from progreg.git.packstore import InstalledPack
 
 
 def _save(storage: ProgramStorage, i: int, program_id: str | None = None) -> str:

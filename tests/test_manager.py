@@ -24,7 +24,7 @@ from progreg import (
     subscribe,
 )
 from progreg.cli import cli
-from progreg.ids import program_path
+from progreg.core.ids import program_path
 
 DEFAULT: Any = object()
 

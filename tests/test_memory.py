@@ -9,8 +9,8 @@ import pytest
 
 from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage
-from progreg.gitstore import bundle, memory
-from progreg.gitstore.objectread import BlobReader
+from progreg.git import bundle, memory
+from progreg.git.objectread import BlobReader
 
 
 def test_opening_a_registry_bounds_libgit2_windows_and_cache(registry_path: Path) -> None:

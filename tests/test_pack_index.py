@@ -14,10 +14,10 @@ import pytest
 from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage
 from progreg.errors import BundleError
-from progreg.gitstore import delta as deltas
-from progreg.gitstore import objects, unbundle
-from progreg.gitstore import pack as packs
-from progreg.gitstore.mapped import MappedFile
+from progreg.git import delta as deltas
+from progreg.git import objects, unbundle
+from progreg.git import pack as packs
+from progreg.git.mapped import MappedFile
 
 
 def _versions(count: int) -> list[bytes]:

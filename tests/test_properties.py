@@ -42,10 +42,10 @@ from progreg import (
     SecretDetectedError,
     StorageManager,
 )
-from progreg.canonical import MAX_DEPTH, encode
-from progreg.checkpoints import Checkpoints
-from progreg.document import decode_document
-from progreg.secrets import find_secrets, may_hold_secrets, redact_secrets
+from progreg.core.canonical import MAX_DEPTH, encode
+from progreg.core.document import decode_document
+from progreg.core.secrets import find_secrets, may_hold_secrets, redact_secrets
+from progreg.registry.checkpoints import Checkpoints
 
 IDENTITY = "Prop Erty <prop@example.com>"
 #: Examples of the properties that import (each checks the registry with the git CLI).

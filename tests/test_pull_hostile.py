@@ -17,9 +17,9 @@ import pytest
 
 from conftest import CLI_IDENTITY, git
 from progreg import ProgramStorage, ProgregError, RemoteError
-from progreg.checkpoints import Checkpoints
-from progreg.gitstore.locking import write_lock
-from progreg.ids import program_path
+from progreg.core.ids import program_path
+from progreg.git.locking import write_lock
+from progreg.registry.checkpoints import Checkpoints
 
 if TYPE_CHECKING:
     from servers import GitServer

@@ -29,11 +29,10 @@ from progreg import (
     ProgramStorage,
     ProgramSummary,
     StorageManager,
-    history,
-    logcache,
 )
-from progreg.history import LogIndex
-from progreg.summaries import SummaryCache, trusted_summary
+from progreg.core.summaries import SummaryCache, trusted_summary
+from progreg.registry import history, logcache
+from progreg.registry.history import LogIndex
 
 MAIN = "refs/heads/main"
 
@@ -380,7 +379,7 @@ def test_trusted_summaries_are_the_validated_model() -> None:
 WORKER = """
 import sys
 from progreg import ProgramStorage, StorageManager
-from progreg.history import LogIndex
+from progreg.registry.history import LogIndex
 
 LogIndex.persist_after = 1
 storage = ProgramStorage(sys.argv[1])

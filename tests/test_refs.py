@@ -20,11 +20,11 @@ import pytest
 
 from conftest import CLI_IDENTITY, assert_fsck_clean, git
 from progreg import ProgramStorage, RegistryError, StorageManager
-from progreg.checkpoints import Checkpoints
-from progreg.gitstore import maintenance, reflist, refpack
-from progreg.gitstore.locking import write_lock
-from progreg.gitstore.reflist import names_under
-from progreg.tags import all_tags, tagged
+from progreg.git import maintenance, reflist, refpack
+from progreg.git.locking import write_lock
+from progreg.git.reflist import names_under
+from progreg.registry.checkpoints import Checkpoints
+from progreg.registry.tags import all_tags, tagged
 
 PACKED = "packed-refs"
 
@@ -216,7 +216,7 @@ def test_gc_packs_refs_too(tagged_registry: tuple[StorageManager, list[str]]) ->
 TAGGER = """
 import sys
 from progreg import ProgramStorage, RegistryError, StorageManager
-from progreg.checkpoints import Checkpoints
+from progreg.registry.checkpoints import Checkpoints
 
 manager = StorageManager(storage=ProgramStorage(sys.argv[1]))
 for i in range(int(sys.argv[2])):
@@ -229,8 +229,8 @@ for i in range(int(sys.argv[2])):
 PACKER = """
 import sys, time
 from pathlib import Path
-from progreg.gitstore import refpack
-from progreg.gitstore.locking import write_lock
+from progreg.git import refpack
+from progreg.git.locking import write_lock
 
 deadline = time.monotonic() + float(sys.argv[2])
 runs = 0

@@ -36,12 +36,12 @@ from progreg import (
     RemoteError,
     subscribe,
 )
-from progreg.checkpoints import Checkpoints
 from progreg.cli import cli
-from progreg.gitstore.credentials import from_environment
-from progreg.gitstore.localpush import push_local
-from progreg.ids import program_path
-from progreg.tags import all_tags
+from progreg.core.ids import program_path
+from progreg.git.credentials import from_environment
+from progreg.git.localpush import push_local
+from progreg.registry.checkpoints import Checkpoints
+from progreg.registry.tags import all_tags
 
 if TYPE_CHECKING:
     from servers import GitServer

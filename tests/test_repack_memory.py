@@ -10,9 +10,9 @@ import pytest
 
 from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage
-from progreg.gitstore import basecache, packsource, repack
-from progreg.gitstore.basecache import BaseCache
-from progreg.gitstore.packsource import PackSource, Residency
+from progreg.git import basecache, packsource, repack
+from progreg.git.basecache import BaseCache
+from progreg.git.packsource import PackSource, Residency
 from test_maintenance import _each_save_its_own_pack
 
 _VERIFY_LINE = re.compile(

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import secrets_corpus
-from progreg.canonical import encode
-from progreg.secrets import (
+from progreg.core.canonical import encode
+from progreg.core.secrets import (
     credential_key_reason,
     find_secrets,
     may_hold_secrets,

@@ -15,12 +15,12 @@ import pytest
 
 from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage, PushRejectedError, RemoteError
-from progreg.checkpoints import Checkpoints
-from progreg.gitstore.advertisement import parse_advertisement
-from progreg.gitstore.pktline import FLUSH, PktReader, demultiplex, encode, split
-from progreg.gitstore.pushobjects import missing_objects
-from progreg.gitstore.remote import smart_scheme
-from progreg.gitstore.sendpack import parse_report
+from progreg.git.advertisement import parse_advertisement
+from progreg.git.pktline import FLUSH, PktReader, demultiplex, encode, split
+from progreg.git.pushobjects import missing_objects
+from progreg.git.remote import smart_scheme
+from progreg.git.sendpack import parse_report
+from progreg.registry.checkpoints import Checkpoints
 
 if TYPE_CHECKING:
     from pathlib import Path

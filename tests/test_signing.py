@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from conftest import commit_file, git, git_status
 from progreg import ProgramStorage, SigningError, StorageConfig, StorageManager
 from progreg.cli import cli
-from progreg.ids import program_path
-from progreg.merging import merge_into_main
+from progreg.core.ids import program_path
+from progreg.sharing.merging import merge_into_main
 
 needs_ssh_keygen = pytest.mark.skipif(
     shutil.which("ssh-keygen") is None, reason="ssh-keygen (OpenSSH) is not installed"

@@ -43,16 +43,16 @@ from progreg import (
     UnsupportedFormatError,
     subscribe,
 )
-from progreg.checkpoints import Checkpoints
 from progreg.cli import cli
 from progreg.events import Event
-from progreg.gitstore import bundle as bundles
-from progreg.gitstore import delta as deltas
-from progreg.gitstore import objects, unbundle
-from progreg.gitstore import pack as packs
-from progreg.hooks import install
-from progreg.merging import _check_program
-from progreg.transfer import ImportResult
+from progreg.git import bundle as bundles
+from progreg.git import delta as deltas
+from progreg.git import objects, unbundle
+from progreg.git import pack as packs
+from progreg.integrations.hooks import install
+from progreg.registry.checkpoints import Checkpoints
+from progreg.sharing.merging import _check_program
+from progreg.sharing.transfer import ImportResult
 from reference_store import ReferenceStore
 
 IDENTITY = "Ada Lovelace <ada@example.com>"

@@ -16,11 +16,11 @@ from pygit2.enums import FileMode
 from conftest import assert_fsck_clean, git, registry_state
 from progreg import InvalidInputError, ProgramStorage, RegistryError, StorageConfig, StorageManager
 from progreg.cli.main import cli
-from progreg.gitstore import packstore, tailpack
-from progreg.gitstore.objects import OBJ_TREE, object_id, parse_tree
-from progreg.gitstore.repository import STALE_PACKS
-from progreg.gitstore.trees import NewTrees, RawTree, edit_tree
-from progreg.ids import program_path
+from progreg.core.ids import program_path
+from progreg.git import packstore, tailpack
+from progreg.git.objects import OBJ_TREE, object_id, parse_tree
+from progreg.git.repository import STALE_PACKS
+from progreg.git.trees import NewTrees, RawTree, edit_tree
 
 
 def _save(storage: ProgramStorage, i: int) -> str:

@@ -17,11 +17,15 @@ from typing import TYPE_CHECKING, Any
 from progreg._version import __version__
 
 if TYPE_CHECKING:
-    from progreg.analytics import OptimizationHistory, OptimizerStats, ProgramRef, Trends
-    from progreg.checkpoints import CheckpointInfo
-    from progreg.compare import ComparedProgram, Comparison, ProgramComparison, ProgramDiff
-    from progreg.config import StorageConfig
-    from progreg.document import FORMAT_VERSION
+    from progreg.core.document import FORMAT_VERSION
+    from progreg.core.models import (
+        CleanupPlan,
+        HistorySummary,
+        ProgramHistory,
+        ProgramSummary,
+        SavedProgram,
+    )
+    from progreg.core.results import OptimizationResult
     from progreg.errors import (
         AuthenticationError,
         BundleError,
@@ -49,21 +53,17 @@ if TYPE_CHECKING:
         UnsupportedProgramError,
     )
     from progreg.events import Event, subscribe
-    from progreg.history import ProgramRecord
     from progreg.manager import StorageManager
-    from progreg.merging import MergeResult
-    from progreg.models import (
-        CleanupPlan,
-        HistorySummary,
-        ProgramHistory,
-        ProgramSummary,
-        SavedProgram,
-    )
-    from progreg.remotes import PullResult, PushResult, RemoteInfo, SyncResult
-    from progreg.results import OptimizationResult
-    from progreg.signing import VerifyReport
+    from progreg.registry.analytics import OptimizationHistory, OptimizerStats, ProgramRef, Trends
+    from progreg.registry.checkpoints import CheckpointInfo
+    from progreg.registry.compare import ComparedProgram, Comparison, ProgramComparison, ProgramDiff
+    from progreg.registry.config import StorageConfig
+    from progreg.registry.history import ProgramRecord
+    from progreg.registry.verify import VerifyReport
+    from progreg.sharing.merging import MergeResult
+    from progreg.sharing.remotes import PullResult, PushResult, RemoteInfo, SyncResult
+    from progreg.sharing.transfer import ExportResult, ImportResult
     from progreg.storage import ProgramStorage
-    from progreg.transfer import ExportResult, ImportResult
 
 #: Each public name and the module of progreg that defines it.
 _EXPORTS: dict[str, str] = {
@@ -117,7 +117,7 @@ _EXPORTS: dict[str, str] = {
     "RemoteInfo": "remotes",
     "SyncResult": "remotes",
     "OptimizationResult": "results",
-    "VerifyReport": "signing",
+    "VerifyReport": "verify",
     "ProgramStorage": "storage",
     "ExportResult": "transfer",
     "ImportResult": "transfer",
@@ -127,23 +127,23 @@ _EXPORTS: dict[str, str] = {
 def _module(module: str) -> ModuleType:
     """progreg's module ``module``, imported now: one of a fixed list, never a name from data."""
     if module == "analytics":
-        from progreg import analytics
+        from progreg.registry import analytics
 
         return analytics
     if module == "checkpoints":
-        from progreg import checkpoints
+        from progreg.registry import checkpoints
 
         return checkpoints
     if module == "compare":
-        from progreg import compare
+        from progreg.registry import compare
 
         return compare
     if module == "config":
-        from progreg import config
+        from progreg.registry import config
 
         return config
     if module == "document":
-        from progreg import document
+        from progreg.core import document
 
         return document
     if module == "errors":
@@ -155,7 +155,7 @@ def _module(module: str) -> ModuleType:
 
         return events
     if module == "history":
-        from progreg import history
+        from progreg.registry import history
 
         return history
     if module == "manager":
@@ -163,33 +163,33 @@ def _module(module: str) -> ModuleType:
 
         return manager
     if module == "merging":
-        from progreg import merging
+        from progreg.sharing import merging
 
         return merging
     if module == "models":
-        from progreg import models
+        from progreg.core import models
 
         return models
     if module == "remotes":
-        from progreg import remotes
+        from progreg.sharing import remotes
 
         return remotes
     if module == "results":
-        from progreg import results
+        from progreg.core import results
 
         return results
-    if module == "signing":
-        from progreg import signing
-
-        return signing
     if module == "storage":
         from progreg import storage
 
         return storage
     if module == "transfer":
-        from progreg import transfer
+        from progreg.sharing import transfer
 
         return transfer
+    if module == "verify":
+        from progreg.registry import verify
+
+        return verify
     raise AttributeError(f"progreg has no module {module!r} to export from")
 
 

@@ -19,19 +19,20 @@ from operator import attrgetter, eq
 from typing import Any, ClassVar
 
 from progreg import events
-from progreg.analytics import OptimizationHistory, cleanup_plan, optimization_history
-from progreg.checkpoints import CheckpointInfo, Checkpoints
-from progreg.compare import ProgramComparison, compare_documents
-from progreg.config import StorageConfig
-from progreg.document import decode_document
+from progreg.core.document import decode_document
+from progreg.core.ids import check_program_id, program_path
+from progreg.core.layout import MAIN
+from progreg.core.models import CleanupPlan, ProgramSummary, SavedProgram
+from progreg.core.results import normalize_result, optimized_program_of
 from progreg.errors import InvalidInputError, ProgramNotFoundError
-from progreg.history import ProgramRecord
-from progreg.ids import check_program_id, program_path
-from progreg.messages import cleanup_message
-from progreg.models import CleanupPlan, ProgramSummary, SavedProgram
-from progreg.results import normalize_result, optimized_program_of
-from progreg.storage import MAIN, ProgramStorage
-from progreg.tags import all_tags, check_tags, create_tags, delete_tags, tagged
+from progreg.registry.analytics import OptimizationHistory, cleanup_plan, optimization_history
+from progreg.registry.checkpoints import CheckpointInfo, Checkpoints
+from progreg.registry.compare import ProgramComparison, compare_documents
+from progreg.registry.config import StorageConfig
+from progreg.registry.history import ProgramRecord
+from progreg.registry.messages import cleanup_message
+from progreg.registry.tags import all_tags, check_tags, create_tags, delete_tags, tagged
+from progreg.storage import ProgramStorage
 
 
 class StorageManager:

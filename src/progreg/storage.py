@@ -1,79 +1,29 @@
-"""ProgramStorage: optimized programs kept in a bare Git repository.
+"""``ProgramStorage``: the registry's public class, over registry and sharing.
 
-Every save is one commit on ``refs/heads/main`` that writes one canonical JSON
-file, ``programs/ab/cd/abcd....json``; every delete is a commit that removes
-it. Nothing is ever lost: history keeps every version, and
-:meth:`ProgramStorage.restore_program` brings a deleted program back.
+It is :class:`~progreg.registry.store.Registry` (save, load, list, delete,
+restore, tags, gc) with the calls that move programs between registries:
+bundles (:mod:`progreg.sharing.transfer`), remotes
+(:mod:`progreg.sharing.remotes`), and :meth:`ProgramStorage.verify`. Each of
+these is a one-line call into its module: the logic lives there.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import platform
-from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
-from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from collections.abc import Callable, Iterable
 
-import pygit2
-
-from progreg import canonical, events
-from progreg._version import __version__
-from progreg.config import resolve_durable
-from progreg.document import (
-    DEFAULT_MAX_PROGRAM_BYTES,
-    FORMAT_VERSION,
-    ProgramDocument,
-    decode_document,
-    now,
-)
-from progreg.dspy_adapter import DSPyProgram, is_dspy_module, remember_signature_class
-from progreg.errors import (
-    ConflictError,
-    InvalidInputError,
-    NotARegistryError,
-    ProgramNotFoundError,
-    ProgramTooLargeError,
-    ProgregError,
-    RegistryError,
-    UnsupportedFormatError,
-    UnsupportedProgramError,
-)
-from progreg.gitstore import CommitPlan, GitRepository, Identity, Tip, resolve_identity
-from progreg.gitstore.failures import read_failure, write_failure
-from progreg.gitstore.maintenance import PackReport, auto_maintenance, pack_loose_objects
-from progreg.gitstore.permissions import adjust_ref_paths
-from progreg.gitstore.trees import Edit, blob_at
-from progreg.history import LogIndex, ProgramRecord
-from progreg.ids import check_program_id, new_program_id, program_id_of_path
-from progreg.ids import program_path as path_of
-from progreg.locations import registry_path_from_environment
-from progreg.messages import batch_message, delete_message, save_message
-from progreg.models import HistorySummary, ProgramHistory, ProgramSummary, SavedProgram
-from progreg.programs import ProgramTypes, export_state, load_into, signature_name
-from progreg.results import normalize_result
-from progreg.secrets import SecretsPolicy, check_policy, screen_document
-from progreg.tags import check_tags, created_by_program, tag_plans
-
-if TYPE_CHECKING:
-    from progreg.remotes import PullResult, PushResult, RemoteInfo, SyncResult
-    from progreg.signing import VerifyReport
-    from progreg.transfer import ExportResult, ImportResult
-
-MAIN = "refs/heads/main"
-MARKER = "progreg.json"
-
-T = TypeVar("T")
-
-#: One program of :meth:`ProgramStorage.save_programs`: a
-#: ``(program, optimization_result, metadata[, program_id])`` tuple or a mapping.
-BatchItem = tuple[Any, ...] | Mapping[str, Any]
-_ITEM_KEYS = frozenset({"program", "optimization_result", "metadata", "program_id"})
+from progreg.core.secrets import SecretsPolicy
+from progreg.registry import verify as _verify
+from progreg.registry.store import Registry
+from progreg.registry.verify import VerifyReport
+from progreg.sharing import remotes as _remotes
+from progreg.sharing import transfer as _transfer
+from progreg.sharing.merging import Resolution
+from progreg.sharing.remotes import PullResult, PushResult, RemoteInfo, SyncResult
+from progreg.sharing.transfer import ExportResult, ImportResult
 
 
-class ProgramStorage:
+class ProgramStorage(Registry):
     """A registry of optimized programs in the bare Git repository at ``storage_path``.
 
     ``storage_path`` defaults to ``$PROGREG_PATH`` (or its other name
@@ -82,579 +32,10 @@ class ProgramStorage:
     ``"Name <email>"`` strings (default: ``GIT_AUTHOR_*``/``GIT_COMMITTER_*``,
     then ``user.name``/``user.email`` from Git config, then ``progreg``).
     Writers wait up to ``lock_timeout`` seconds for each other. With
-    ``durable`` (the default: see :func:`~progreg.config.resolve_durable` for
+    ``durable`` (the default: see :func:`~progreg.registry.config.resolve_durable` for
     ``PROGREG_DURABLE`` and the ``progreg.durable`` Git config), every write is
     on the disk (``fsync``) before the call returns, so it survives power loss.
     """
-
-    def __init__(
-        self,
-        storage_path: str | os.PathLike[str] | None = None,
-        *,
-        author: str | None = None,
-        committer: str | None = None,
-        lock_timeout: float = 30.0,
-        max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
-        durable: bool | None = None,
-    ) -> None:
-        path = storage_path if storage_path is not None else registry_path_from_environment()
-        self._git = GitRepository(path, lock_timeout=lock_timeout)
-        self._git.durable = resolve_durable(durable, self._git.config)
-        self.max_program_bytes = max_program_bytes
-        self.types = ProgramTypes()
-        self._author_arg = author
-        self._committer_arg = committer
-        self._identities: tuple[Identity, Identity] | None = None
-        self._log = LogIndex(self._git, MAIN)
-        self._check_registry()
-
-    def __repr__(self) -> str:
-        return f"ProgramStorage({str(self.path)!r})"
-
-    # -- registry ----------------------------------------------------------------
-
-    @property
-    def path(self) -> Path:
-        """The registry's directory (the bare Git repository)."""
-        return self._git.path
-
-    @property
-    def git(self) -> GitRepository:
-        """The underlying Git repository, for layers built on this one."""
-        return self._git
-
-    def _check_registry(self) -> None:
-        repo = self._git.repo
-        main = self.reread("the tip of main", lambda: self._git.tip(MAIN))
-        ref = MAIN if main is not None else None
-        if ref is None:
-            ref = next((name for name in sorted(repo.references) if name.startswith("refs/")), None)
-        if ref is None:
-            # An empty repository made elsewhere (`git init --bare`) may have HEAD
-            # on another unborn branch; a registry's HEAD names main, so that
-            # `git clone` checks it out. Nothing can be lost: there are no refs.
-            head = repo.references.get("HEAD")
-            if head is not None and head.target != MAIN:
-                with contextlib.suppress(pygit2.GitError, OSError):  # read-only: leave it
-                    repo.set_head(MAIN)
-                    adjust_ref_paths(self.path, "HEAD", self._git.settings.shared)
-            return
-        try:
-            commit = repo[repo.references[ref].resolve().target].peel(pygit2.Commit)
-        except (pygit2.GitError, ValueError, KeyError) as exc:
-            raise NotARegistryError(f"{self.path}: {ref} does not lead to a commit") from exc
-        with self.reading(f"the tree of {ref}"):
-            tree = commit.tree
-            check_marker(tree, f"{self.path} is a Git repository but", ref, NotARegistryError)
-
-    def register_type(
-        self,
-        cls: type,
-        *,
-        name: str | None = None,
-        factory: Callable[[dict[str, Any]], Any] | None = None,
-    ) -> None:
-        """Let :meth:`load_program` rebuild programs saved as ``cls`` into new objects.
-
-        ``factory(state)`` builds the object; by default ``model_validate``
-        (pydantic), ``from_dict`` or ``cls()`` followed by ``load_state``.
-        """
-        self.types.register(cls, name=name, factory=factory)
-
-    # -- saving ------------------------------------------------------------------
-
-    def save_program(
-        self,
-        program: object,
-        optimization_result: object = None,
-        metadata: Mapping[str, Any] | None = None,
-        program_id: str | None = None,
-        *,
-        tags: Iterable[str] | None = (),
-        secrets: SecretsPolicy = "refuse",
-    ) -> SavedProgram:
-        """Save ``program`` with its optimization result as one commit; return the saved record.
-
-        A new id is generated unless ``program_id`` is given; saving under an
-        existing id records a new version of that program (the old one stays
-        in history). ``tags`` are created as tag refs together with the commit.
-        A program holding a credential is refused with a ``SecretDetectedError``
-        error unless ``secrets="redact"`` is given: each credential is then
-        replaced by ``[REDACTED]`` in what is saved.
-
-        ``program`` may be a ``SavedProgram`` (a version loaded, or a
-        checkpoint restored): it is saved as a new version of its own program,
-        with its optimization result and metadata unless others are given.
-        """
-        if isinstance(program, SavedProgram):
-            program, optimization_result, metadata, program_id = _resave(
-                program, optimization_result, metadata, program_id
-            )
-        chosen_id = check_program_id(program_id) if program_id is not None else new_program_id()
-        tag_names = check_tags(tags)
-        with events.operation("progreg.storage.save", program_id=chosen_id) as timer:
-            doc = self.document_for(
-                program,
-                optimization_result,
-                metadata,
-                chosen_id,
-                secrets=secrets,
-                where=f"program {chosen_id}" if program_id is not None else "the program to save",
-            )
-            data = doc.encode()
-            self.check_size(len(data), chosen_id)
-            commit = self._commit_document(
-                doc, data, must_be_new=program_id is None, tags=tag_names
-            )
-        events.emit(
-            "progreg.storage.save_complete",
-            program_id=chosen_id,
-            commit=commit,
-            size_bytes=len(data),
-            duration_ms=timer.ms,
-        )
-        return self.saved_program(doc, program, commit)
-
-    def save_programs(
-        self,
-        items: Iterable[BatchItem],
-        *,
-        tags: Iterable[str] | None = (),
-        secrets: SecretsPolicy = "refuse",
-    ) -> list[SavedProgram]:
-        """Save many programs as ONE commit; return their records, in the order given.
-
-        Each item is a ``(program, optimization_result, metadata)`` tuple (a
-        fourth element is a ``program_id``) or a mapping with those keys
-        (``program_id`` optional). Every document is built and checked before
-        anything is written: an invalid item, or an id given twice, raises
-        and leaves the registry unchanged. ``tags`` are put on every program,
-        created together with the commit. No items: no commit, ``[]``.
-        ``secrets`` is as for :meth:`save_program`.
-        """
-        tag_names = check_tags(tags)
-        given = list(items)
-        if not given:
-            return []
-        with events.operation("progreg.storage.save_batch", count=len(given)) as timer:
-            requested = [_batch_item(item, n) for n, item in enumerate(given)]
-            ids = [
-                check_program_id(pid) if pid is not None else new_program_id()
-                for *_, pid in requested
-            ]
-            seen: set[str] = set()
-            for program_id in ids:
-                if program_id in seen:
-                    raise InvalidInputError(
-                        f"program id {program_id} appears more than once in one batch:"
-                        " save each program once (or in separate calls)"
-                    )
-                seen.add(program_id)
-            docs: list[ProgramDocument] = []
-            encoded: list[bytes] = []
-            for (program, result, metadata, _), program_id in zip(requested, ids, strict=True):
-                doc = self.document_for(program, result, metadata, program_id, secrets=secrets)
-                data = doc.encode()
-                self.check_size(len(data), program_id)
-                docs.append(doc)
-                encoded.append(data)
-            generated = [i for i, (*_, pid) in zip(ids, requested, strict=True) if pid is None]
-            commit = self._commit_batch(docs, encoded, generated, tag_names)
-        size = sum(map(len, encoded))
-        events.emit(
-            "progreg.storage.save_batch_complete",
-            count=len(docs),
-            commit=commit,
-            size_bytes=size,
-            duration_ms=timer.ms,
-        )
-        return [
-            self.saved_program(doc, item[0], commit)
-            for doc, item in zip(docs, requested, strict=True)
-        ]
-
-    def _commit_batch(
-        self,
-        docs: list[ProgramDocument],
-        encoded: list[bytes],
-        generated: list[str],
-        tags: list[str],
-    ) -> str:
-        author, committer = self.identity()  # before any write: a bad identity changes nothing
-        edits: dict[str, Edit] = {
-            path_of(doc.program_id): data for doc, data in zip(docs, encoded, strict=True)
-        }
-        message = batch_message(docs)
-        when = max(doc.saved_at for doc in docs)
-
-        tag_plan = [plan for doc in docs for plan in tag_plans(doc.program_id, tags, committer)]
-
-        def plan(tip: Tip | None) -> CommitPlan:
-            if tip is not None:
-                taken = [p for p in map(path_of, generated) if self._git.has_path(tip, p)]
-                if taken:
-                    raise ConflictError(
-                        f"the generated program id {program_id_of_path(taken[0])} is already"
-                        " taken; save again"
-                    )
-            return CommitPlan(
-                self.with_marker(tip, edits), message, author, committer, when, tags=tag_plan
-            )
-
-        commit = self._write(lambda: self._git.update_ref(MAIN, plan, _tags_added))
-        assert commit is not None
-        auto_maintenance(self._git)
-        return str(commit)
-
-    def document_for(
-        self,
-        program: object,
-        optimization_result: object,
-        metadata: Mapping[str, Any] | None,
-        program_id: str,
-        *,
-        secrets: SecretsPolicy = "refuse",
-        where: str | None = None,
-    ) -> ProgramDocument:
-        """The validated document that saving ``program`` would write (nothing is written).
-
-        It is encoded once here (which checks it is JSON) and screened for
-        credentials: refused, or redacted with ``secrets="redact"`` (see
-        :mod:`progreg.secrets`). ``where`` names the program in that refusal
-        (default: ``program <id>``).
-        """
-        policy = check_policy(secrets)
-        if policy == "redact" and is_dspy_module(program):
-            program = DSPyProgram(program, redact=True)
-        try:
-            class_name, state = export_state(program)
-        except ProgregError:
-            raise
-        except Exception as exc:
-            raise UnsupportedProgramError(
-                f"exporting the state of a {type(program).__name__} failed: {exc}"
-            ) from exc
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
-        meta = dict(metadata or {})
-        if meta.get("signature_class") is None:
-            signature = signature_name(program)
-            if signature is not None:
-                meta["signature_class"] = signature
-        elif not isinstance(meta["signature_class"], str):
-            raise InvalidInputError("metadata.signature_class must be a string")
-        meta.update(
-            progreg_version=__version__,
-            python_version=platform.python_version(),
-            saved_with="progreg",
-        )
-        doc = ProgramDocument(
-            program_id=program_id,
-            saved_at=now(),
-            class_name=class_name,
-            state=state,
-            optimization_result=normalize_result(optimization_result),
-            metadata=meta,
-            extra={},
-        )
-        return screen_document(doc, policy, where)
-
-    def check_size(self, size: int, program_id: str) -> None:
-        """Raise :class:`ProgramTooLargeError` if ``size`` bytes exceed the registry's limit."""
-        if size > self.max_program_bytes:
-            raise ProgramTooLargeError(
-                f"program {program_id} encodes to {size} bytes, over the registry's limit of"
-                f" {self.max_program_bytes} bytes (max_program_bytes)"
-            )
-
-    def _commit_document(
-        self, doc: ProgramDocument, data: bytes, *, must_be_new: bool, tags: list[str]
-    ) -> str:
-        path = path_of(doc.program_id)
-        author, committer = self.identity()  # before any write: a bad identity changes nothing
-        message = save_message(doc)
-
-        def plan(tip: Tip | None) -> CommitPlan:
-            if must_be_new and tip is not None and self._git.has_path(tip, path):
-                raise ConflictError(
-                    f"the generated program id {doc.program_id} is already taken; save again"
-                )
-            return CommitPlan(
-                self.with_marker(tip, {path: data}),
-                message,
-                author,
-                committer,
-                doc.saved_at,
-                tags=tag_plans(doc.program_id, tags, committer),
-            )
-
-        commit = self._write(lambda: self._git.update_ref(MAIN, plan, _tags_added))
-        assert commit is not None
-        auto_maintenance(self._git)
-        return str(commit)
-
-    def with_marker(self, tip: Tip | None, edits: Mapping[str, Edit]) -> dict[str, Edit]:
-        """``edits`` plus the registry marker file when ``tip`` does not have it yet."""
-        if tip is None or not self._git.has_path(tip, MARKER):
-            marker = canonical.encode({"format_version": FORMAT_VERSION}, MARKER)
-            return {**edits, MARKER: marker}
-        return dict(edits)
-
-    def identity(self) -> tuple[Identity, Identity]:
-        """The (author, committer) this registry writes as."""
-        if self._identities is None:
-            try:
-                config = self._git.config
-                author = resolve_identity("AUTHOR", self._author_arg, config)
-                committer = resolve_identity("COMMITTER", self._committer_arg, config)
-            except ValueError as exc:
-                raise InvalidInputError(str(exc)) from exc
-            self._identities = (author, committer)
-        return self._identities
-
-    def _write(self, action: Callable[[], T]) -> T:
-        try:
-            return action()
-        except ProgregError:
-            raise
-        except (pygit2.GitError, OSError) as exc:
-            raise self.write_error(exc) from exc
-
-    def write_error(self, exc: Exception) -> RegistryError:
-        """The error to raise when Git failed to write (disk full, permissions...)."""
-        return write_failure(self.path, exc)
-
-    def reading(self, what: str) -> _Reading:
-        """Raise :class:`~progreg.DamagedObjectError` when Git finds an object damaged or gone."""
-        return _Reading(self.path, what)
-
-    def reread(self, what: str, read: Callable[[], T]) -> T:
-        """``read()``, looking at the packs anew when an object is missing (see ``reading``)."""
-        with self.reading(what):
-            return self._git.reread(read)
-
-    def rebuild(self, doc: ProgramDocument, into: object = None) -> Any:
-        """The program object of ``doc``: loaded ``into`` an object, a registered type, or state.
-
-        A DSPy module keeps ``doc``'s signature name for its next save (DSPy
-        loses its signatures' class names when it loads a state).
-        """
-        program = (
-            load_into(into, doc.state)
-            if into is not None
-            else self.types.build(doc.class_name, doc.state)
-        )
-        remember_signature_class(program, doc.signature_class)
-        return program
-
-    # -- reading -----------------------------------------------------------------
-
-    def load_program(self, program_id: str, *, into: object = None) -> SavedProgram | None:
-        """The program with ``program_id``, or ``None`` when the registry does not hold it.
-
-        ``into`` may be an object with ``load_state`` (a fresh DSPy module) or
-        a class; the state is loaded into it. Without it, a registered type is
-        rebuilt, else ``program`` is the state dict. A program file that exists
-        but cannot be decoded raises :class:`~progreg.CorruptProgramError`.
-        """
-        check_program_id(program_id)
-        with events.operation("progreg.storage.load", program_id=program_id) as timer:
-            found = self.reread(f"program {program_id}", lambda: self._locate(program_id))
-            if found is None:
-                events.emit(
-                    "progreg.storage.load_complete",
-                    program_id=program_id,
-                    found=False,
-                    duration_ms=timer.ms,
-                )
-                return None
-            data, where, commit = found
-            doc = decode_document(data, where, program_id)
-            program = self.rebuild(doc, into)
-        if events.listening():
-            age_hours = (datetime.now(UTC) - doc.saved_at).total_seconds() / 3600
-            events.emit(
-                "progreg.storage.load_complete",
-                program_id=program_id,
-                found=True,
-                size_bytes=len(data),
-                age_hours=round(age_hours, 3),
-                duration_ms=timer.ms,
-            )
-        return self.saved_program(doc, program, commit)
-
-    def _locate(self, program_id: str) -> tuple[bytes, str, str] | None:
-        """``(file content, where it is, commit that wrote it)`` of a live program, or ``None``.
-
-        The log index knows the blob and the commit of every live program at
-        the tip it was refreshed to: one object read. The tree of the tip is
-        consulted only when the index does not list the program.
-        """
-        located = self._log.locate(program_id)
-        if located is not None:
-            tip_id, live = located
-            data = self._log.blob(live.blob)
-            if data is not None:
-                return data, self._where(program_id, tip_id), live.commit
-        tip = self._git.tip(MAIN)
-        found = None if tip is None else self._git.blob(tip.tree, path_of(program_id))
-        if found is None or tip is None:
-            return None
-        commit = self._commit_of(program_id, found.id, tip)
-        return found.data, self._where(program_id, tip.id), commit
-
-    def _commit_of(self, program_id: str, blob_id: pygit2.Oid, tip: pygit2.Commit) -> str:
-        """The commit, back along first parents from ``tip``, that wrote this blob of a program."""
-        first = self._git.introducing_commit(path_of(program_id), blob_id, tip)
-        return str(first.id if first is not None else tip.id)
-
-    def _where(self, program_id: str, commit: pygit2.Oid | str) -> str:
-        """How errors name a program's file: its path, the commit it was read at, the registry."""
-        return f"{path_of(program_id)} (commit {str(commit)[:12]} of {self.path})"
-
-    @staticmethod
-    def saved_program(doc: ProgramDocument, program: object, commit: str) -> SavedProgram:
-        """The :class:`SavedProgram` record of ``doc`` as written by ``commit``."""
-        return SavedProgram(
-            program_id=doc.program_id,
-            program=program,
-            program_type=doc.class_name,
-            state=doc.state,
-            optimization_result=doc.optimization_result,
-            metadata=doc.metadata,
-            saved_at=doc.saved_at,
-            commit=commit,
-        )
-
-    def list_programs(self) -> list[ProgramSummary]:
-        """Every program the registry holds, oldest save first."""
-        return self.reread("the list of programs", self._log.by_time)
-
-    def records(self) -> dict[str, ProgramRecord]:
-        """What the commit log says about each live program (no program file is read).
-
-        This is the fast path for queries: scores, optimizers, signatures,
-        save times, the commit of each program and its position in the log.
-        """
-        return self.reread("the log of main", self._log.records)
-
-    def summaries(self, program_ids: Iterable[str]) -> list[ProgramSummary]:
-        """Summaries of the given live programs (unknown ids are skipped), in the order given."""
-        wanted = list(program_ids)
-        return self.reread("the programs' summaries", lambda: self._log.summaries(wanted))
-
-    def get_history(self) -> ProgramHistory:
-        """The registry's programs in the order the log recorded them, with a summary.
-
-        The order is that of the commits on ``main`` (the last commit that
-        wrote each program), which is exact even for saves in the same
-        microsecond or from machines whose clocks disagree.
-        """
-        programs = self.reread("the log of main", self._log.by_position)
-        scores = [s.best_score for s in programs if s.best_score is not None]
-        summary = HistorySummary(
-            total_programs=len(programs),
-            avg_score=sum(scores) / len(scores) if scores else None,
-            latest_save=programs[-1].saved_at if programs else None,
-        )
-        return ProgramHistory(programs=programs, summary=summary)
-
-    # -- deleting and restoring --------------------------------------------------
-
-    def delete_program(self, program_id: str) -> bool:
-        """Remove a program from ``main`` (one commit); ``False`` if it was not there.
-
-        The program stays in history: :meth:`restore_program` brings it back.
-        """
-        check_program_id(program_id)
-        path = path_of(program_id)
-
-        def plan(tip: Tip | None) -> CommitPlan | None:
-            if tip is None or path not in tip.tree:
-                return None
-            try:
-                data = self._git.read(tip.tree, path) or b""
-                signature = decode_document(data, path, program_id).signature_class
-            except (ProgregError, pygit2.GitError, KeyError):  # a damaged program can go too
-                signature = None
-            message = delete_message(program_id, signature)
-            return CommitPlan({path: None}, message, author, committer)
-
-        with events.operation("progreg.storage.delete", program_id=program_id) as timer:
-            author, committer = self.identity()
-            commit = self._write(lambda: self._git.update_ref(MAIN, plan))
-        auto_maintenance(self._git)
-        events.emit(
-            "progreg.storage.delete_complete",
-            program_id=program_id,
-            deleted=commit is not None,
-            commit=None if commit is None else str(commit),
-            duration_ms=timer.ms,
-        )
-        return commit is not None
-
-    def delete_programs(self, program_ids: Iterable[str], message: str) -> list[str]:
-        """Remove several programs in one commit with ``message``; return those removed."""
-        ids = [check_program_id(program_id) for program_id in program_ids]
-        author, committer = self.identity()
-        removed: list[str] = []
-
-        def plan(tip: Tip | None) -> CommitPlan | None:
-            removed[:] = [i for i in ids if tip is not None and path_of(i) in tip.tree]
-            if not removed:
-                return None
-            return CommitPlan(dict.fromkeys(map(path_of, removed)), message, author, committer)
-
-        self._write(lambda: self._git.update_ref(MAIN, plan))
-        auto_maintenance(self._git)
-        return list(removed)
-
-    def restore_program(self, program_id: str) -> SavedProgram:
-        """Bring back the last version of a deleted program, as a new commit.
-
-        Returns the program (unchanged, with no commit, if it is already
-        present); raises :class:`~progreg.ProgramNotFoundError` if the registry
-        never held it.
-        """
-        check_program_id(program_id)
-        path = path_of(program_id)
-        what = f"the history of program {program_id}"
-
-        def last_version() -> tuple[pygit2.Commit, pygit2.Oid, bytes] | None:
-            for commit in self._git.walk(MAIN):
-                if path in commit.tree:
-                    blob = self._git.repo[commit.tree[path].id]
-                    assert isinstance(blob, pygit2.Blob)
-                    return commit, blob.id, blob.data  # read now: a damaged blob fails here
-            return None
-
-        found = self.reread(what, last_version)
-        if found is None:
-            raise ProgramNotFoundError(f"program {program_id} is not in the registry's history")
-        source, blob_id, data = found
-        doc = decode_document(data, self._where(program_id, source.id), program_id)
-        author, committer = self.identity()
-        body = f"Restored from commit {source.id}."
-        message = save_message(doc, action="restore", body=body)
-
-        def plan(tip: Tip | None) -> CommitPlan | None:
-            if tip is not None and path in tip.tree:
-                return None
-            return CommitPlan(self.with_marker(tip, {path: blob_id}), message, author, committer)
-
-        commit = self._write(lambda: self._git.update_ref(MAIN, plan))
-        auto_maintenance(self._git)
-        if commit is None:
-            loaded = self.load_program(program_id)
-            assert loaded is not None
-            return loaded
-        events.emit(
-            "progreg.storage.restore",
-            program_id=program_id,
-            commit=str(commit),
-            restored_from=str(source.id),
-        )
-        return self.saved_program(doc, self.rebuild(doc), str(commit))
 
     # -- sharing -----------------------------------------------------------------
 
@@ -671,9 +52,8 @@ class ProgramStorage:
         are listed in ``tags_left_out``. ``progress(done, total)``, if given,
         is called as the bundle is written.
         """
-        from progreg.transfer import export_programs
 
-        return export_programs(self, program_ids, path, progress)
+        return _transfer.export_programs(self, program_ids, path, progress)
 
     def export_registry(
         self,
@@ -688,9 +68,8 @@ class ProgramStorage:
         then lists what it builds on as prerequisites. ``progress(done, total)``,
         if given, is called as the bundle is written.
         """
-        from progreg.transfer import export_registry
 
-        return export_registry(self, path, since, progress)
+        return _transfer.export_registry(self, path, since, progress)
 
     def import_programs(
         self,
@@ -703,48 +82,42 @@ class ProgramStorage:
 
         ``progress(done, total)``, if given, is called as a bundle's objects are checked.
         ``secrets="redact"`` redacts credentials in a reference export's programs
-        instead of refusing them (see :mod:`progreg.secrets`).
+        instead of refusing them (see :mod:`progreg.core.secrets`).
         """
-        from progreg.transfer import import_programs
 
-        return import_programs(self, path, progress, secrets)
+        return _transfer.import_programs(self, path, progress, secrets)
 
     def add_remote(self, name: str, url: str) -> RemoteInfo:
         """Add a Git remote (credentials are never stored: see remotes)."""
-        from progreg.remotes import add_remote
 
-        return add_remote(self, name, url)
+        return _remotes.add_remote(self, name, url)
 
     def set_remote_url(self, name: str, url: str) -> RemoteInfo:
         """Point remote ``name`` at ``url`` (checked as :meth:`add_remote` checks it)."""
-        from progreg.remotes import set_remote_url
 
-        return set_remote_url(self, name, url)
+        return _remotes.set_remote_url(self, name, url)
 
     def remove_remote(self, name: str) -> RemoteInfo:
         """Remove remote ``name`` and its tracking refs; return what it was."""
-        from progreg.remotes import remove_remote
 
-        return remove_remote(self, name)
+        return _remotes.remove_remote(self, name)
 
     def remotes(self) -> list[RemoteInfo]:
         """The configured remotes."""
-        from progreg.remotes import list_remotes
 
-        return list_remotes(self)
+        return _remotes.list_remotes(self)
 
     def push(self, remote: str = "origin", *, credentials: object = None) -> PushResult:
         """Push ``main``, tags and checkpoints; a refusal raises :class:`PushRejectedError`."""
-        from progreg.remotes import push
 
-        return push(self, remote, credentials)
+        return _remotes.push(self, remote, credentials)
 
     def pull(
         self,
         remote: str = "origin",
         *,
         credentials: object = None,
-        resolve: Literal["ours", "theirs"] | None = None,
+        resolve: Resolution | None = None,
     ) -> PullResult:
         """Fetch ``remote`` and merge its programs, tags and checkpoints into this registry.
 
@@ -752,127 +125,24 @@ class ProgramStorage:
         :class:`~progreg.ConflictError` naming the fields, unless ``resolve``
         says which side's version to keep (``"ours"`` or ``"theirs"``).
         """
-        from progreg.remotes import pull
 
-        return pull(self, remote, credentials, resolve=resolve)
+        return _remotes.pull(self, remote, credentials, resolve=resolve)
 
     def sync(
         self,
         remote: str = "origin",
         *,
         credentials: object = None,
-        resolve: Literal["ours", "theirs"] | None = None,
+        resolve: Resolution | None = None,
     ) -> SyncResult:
         """Pull (settling conflicts by ``resolve``, as :meth:`pull`), then push."""
-        from progreg.remotes import sync
 
-        return sync(self, remote, credentials, resolve=resolve)
-
-    def gc(self) -> PackReport:
-        """Pack loose objects and merge every pack into one (``progreg gc``); see docs/format.md."""
-        git = self._git
-        return self._write(lambda: pack_loose_objects(git, lock_timeout=git.lock_timeout))
+        return _remotes.sync(self, remote, credentials, resolve=resolve)
 
     def verify(self) -> VerifyReport:
         """Check every program and object; report which commits are signed and by whom."""
-        from progreg.signing import verify
 
-        return verify(self)
-
-
-class _Reading:
-    """The context of :meth:`ProgramStorage.reading` (a class: loads are microseconds)."""
-
-    __slots__ = ("_path", "_what")
-
-    def __init__(self, path: Path, what: str) -> None:
-        self._path = path
-        self._what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, ProgregError):
-            return
-        # pygit2 raises an OSError for a pack that libgit2 listed and is gone.
-        if isinstance(exc, (pygit2.GitError, KeyError)) or (
-            isinstance(exc, OSError) and "invalid packfile" in str(exc)
-        ):
-            raise read_failure(self._path, self._what, exc) from exc
+        return _verify.verify(self)
 
 
-def check_marker(tree: pygit2.Tree, where: str, ref: str, error: type[ProgregError]) -> int:
-    """The registry format of ``tree`` (the tip of ``ref``), from its ``progreg.json``.
-
-    Raises ``error`` (phrased after ``where``) when the tree is not a
-    registry's, and :class:`UnsupportedFormatError` when a newer progreg wrote it.
-    """
-    marker = blob_at(tree, MARKER)
-    if marker is None:
-        raise error(f"{where} not a progreg registry (no {MARKER} on {ref})")
-    try:
-        version = canonical.decode(marker.data, MARKER)["format_version"]
-    except (ProgregError, KeyError, TypeError) as exc:
-        raise error(f"{where} its {MARKER} is damaged (on {ref}: {exc})") from exc
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise error(f"{where} its {MARKER} has an invalid format_version {version!r} (on {ref})")
-    if version > FORMAT_VERSION:
-        raise UnsupportedFormatError(
-            f"{where} written in registry format {version} (on {ref}); this progreg reads up"
-            f" to {FORMAT_VERSION}: upgrade progreg"
-        )
-    return version
-
-
-def _batch_item(item: object, index: int) -> tuple[object, object, Any, str | None]:
-    """``(program, optimization_result, metadata, program_id)`` of one batch item."""
-    if isinstance(item, Mapping):
-        unknown = set(item) - _ITEM_KEYS
-        if unknown or "program" not in item:
-            problem = f"unknown keys {sorted(map(str, unknown))}" if unknown else "no 'program'"
-            raise InvalidInputError(
-                f"batch item {index}: {problem}; expected the keys program,"
-                " optimization_result, metadata and optionally program_id"
-            )
-        fields = (
-            item["program"],
-            item.get("optimization_result"),
-            item.get("metadata"),
-            item.get("program_id"),
-        )
-    elif isinstance(item, tuple) and len(item) in (3, 4):
-        fields = (*item, None) if len(item) == 3 else item
-    else:
-        raise InvalidInputError(
-            f"batch item {index} is a {type(item).__name__}: give a (program,"
-            " optimization_result, metadata) tuple or a dict with those keys"
-        )
-    program, result, metadata, program_id = fields
-    return program, result, metadata, program_id
-
-
-def _tags_added(commit: pygit2.Oid, created: list[str]) -> None:
-    """Report the tags a save created with its commit (``<tag>/<program id>`` names)."""
-    for program_id, tags in created_by_program(created).items():
-        events.emit("progreg.tag.add", program_id=program_id, tags=tags)
-
-
-def _resave(
-    saved: SavedProgram,
-    optimization_result: object,
-    metadata: Mapping[str, Any] | None,
-    program_id: str | None,
-) -> tuple[object, object, Mapping[str, Any] | None, str | None]:
-    """What saving ``saved`` again means: its program, result, metadata and id, unless given."""
-    return (
-        saved.program,
-        saved.optimization_result if optimization_result is None else optimization_result,
-        saved.metadata if metadata is None else metadata,
-        saved.program_id if program_id is None else program_id,
-    )
+__all__ = ["ProgramStorage"]

@@ -16,7 +16,6 @@ from typing import Any
 
 import click
 
-from progreg.analytics import OptimizationHistory, ProgramRef
 from progreg.cli.context import Context
 from progreg.cli.gitlog import read_log
 from progreg.cli.output import (
@@ -35,8 +34,9 @@ from progreg.cli.output import (
 from progreg.cli.params import TAG
 from progreg.cli.plot import render_report, score_series
 from progreg.cli.render import format_score, optimizer_rows
-from progreg.storage import MAIN
-from progreg.tags import check_tags
+from progreg.core.layout import MAIN
+from progreg.registry.analytics import OptimizationHistory, ProgramRef
+from progreg.registry.tags import check_tags
 
 _ACTION_COLORS = {
     "save": "green",

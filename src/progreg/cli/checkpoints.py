@@ -13,7 +13,6 @@ from typing import IO
 
 import click
 
-from progreg.checkpoints import CheckpointInfo, parse_revision
 from progreg.cli.context import Context
 from progreg.cli.inputs import amended, read_program, result_options
 from progreg.cli.output import (
@@ -29,6 +28,7 @@ from progreg.cli.output import (
 from progreg.cli.params import CHECKPOINT_NAME
 from progreg.cli.programs import emit_program
 from progreg.cli.render import format_score, saved_json
+from progreg.registry.checkpoints import CheckpointInfo, parse_revision
 
 
 @click.group(cls=ProgregGroup)

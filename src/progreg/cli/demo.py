@@ -10,9 +10,9 @@ import click
 
 from progreg.cli.context import Context
 from progreg.cli.render import format_log, format_score
-from progreg.config import StorageConfig
+from progreg.core.results import OptimizationResult
 from progreg.manager import StorageManager
-from progreg.results import OptimizationResult
+from progreg.registry.config import StorageConfig
 
 _SIGNATURES = {
     "ClassifyText": ("text", "label", ["positive", "negative", "neutral"]),

@@ -28,7 +28,7 @@ from progreg.cli.output import (
 from progreg.cli.params import PROGRAM_ID
 from progreg.cli.render import format_score
 from progreg.cli.terminal import visible
-from progreg.compare import ComparedProgram, ProgramComparison
+from progreg.registry.compare import ComparedProgram, ProgramComparison
 
 Style = Callable[[str], str]
 _TOKENS = re.compile(r"\s+|\w+|[^\w\s]")

@@ -8,7 +8,7 @@ import click
 
 from progreg.cli.context import EXIT_ERROR, Context
 from progreg.cli.output import ProgregCommand, echo_json, json_option, registry_path
-from progreg.doctor import DEFAULT_GRACE, DoctorReport, diagnose
+from progreg.registry.doctor import DEFAULT_GRACE, DoctorReport, diagnose
 
 
 def _lines(report: DoctorReport) -> list[str]:

@@ -1,6 +1,6 @@
 """The log of ``main`` as records: what each commit did, to which program, by whom.
 
-Each commit's trailers (see :mod:`progreg.messages`) say what it did; commits
+Each commit's trailers (see :mod:`progreg.registry.messages`) say what it did; commits
 made without progreg have none, and are listed as ``merge`` or ``commit``
 with their subject.
 """
@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 import pygit2
 from pydantic import BaseModel, ConfigDict, Field
 
-from progreg.gitstore import parse_trailers
-from progreg.messages import ACTION, NONE, PROGRAM_ID, SAVED_AT
-from progreg.storage import MAIN, ProgramStorage
+from progreg.core.layout import MAIN
+from progreg.registry.messages import ACTION, NONE, PROGRAM_ID, SAVED_AT, trailers_of
+from progreg.storage import ProgramStorage
 
 
 class LogRecord(BaseModel):
@@ -64,7 +64,7 @@ def _date(trailers: dict[str, str], author_time: int) -> datetime:
 
 def log_record(commit: pygit2.Commit) -> LogRecord:
     """The record of one commit."""
-    trailers = parse_trailers(commit.message)
+    trailers = trailers_of(commit.message)
     fallback = "merge" if len(commit.parent_ids) > 1 else "commit"
     author = commit.author
     return LogRecord(

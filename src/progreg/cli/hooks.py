@@ -9,8 +9,8 @@ import click
 import orjson
 
 from progreg.cli.context import EXIT_ERROR
-from progreg.hooks import install
-from progreg.worktree import Report, validate_paths, validate_range
+from progreg.integrations.hooks import install
+from progreg.integrations.worktree import Report, validate_paths, validate_range
 
 
 @click.group()

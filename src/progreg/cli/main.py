@@ -23,7 +23,7 @@ from progreg._version import __version__
 from progreg.cli.context import EXIT_ERROR, Context
 from progreg.cli.usage import OneLineUsageCommand, usage_errors_on_one_line
 from progreg.errors import ProgregError
-from progreg.locations import PATH_ENV, PATH_ENV_ALIAS
+from progreg.registry.locations import PATH_ENV, PATH_ENV_ALIAS
 
 #: Each subcommand: its name, and the module and attribute defining it.
 COMMANDS: dict[str, tuple[str, str]] = {

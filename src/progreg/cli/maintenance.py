@@ -8,7 +8,6 @@ import click
 
 from progreg.cli.context import Context
 from progreg.cli.output import ProgregCommand, echo_json, json_option, open_storage
-from progreg.gitstore.maintenance import pack_loose_objects
 
 
 def _mb(size: int) -> str:
@@ -41,12 +40,7 @@ def gc(ctx: Context, pack_limit: int | None, as_json: bool) -> None:
       progreg gc --json
     """
     storage = open_storage(ctx)
-    try:
-        report = pack_loose_objects(
-            storage.git, lock_timeout=storage.git.lock_timeout, pack_limit=pack_limit
-        )
-    except OSError as exc:  # a full disk...: the loose objects are all still there
-        raise storage.write_error(exc) from exc
+    report = storage.gc(pack_limit=pack_limit)
     if as_json:
         echo_json(dataclasses.asdict(report))
         return

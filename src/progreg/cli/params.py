@@ -14,13 +14,13 @@ from pathlib import Path
 import click
 from click.shell_completion import CompletionItem
 
-from progreg.checkpoints import CHECKPOINTS_PREFIX
 from progreg.cli.render import format_score
+from progreg.core.ids import is_program_id
+from progreg.core.layout import CHECKPOINTS_PREFIX
 from progreg.errors import ProgregError
-from progreg.ids import is_program_id
-from progreg.locations import registry_path_from_environment
+from progreg.registry.locations import registry_path_from_environment
+from progreg.registry.tags import all_tags
 from progreg.storage import ProgramStorage
-from progreg.tags import all_tags
 
 _REVISION = re.compile(r"(?P<id>[^~]+)(?:~(?P<back>[0-9]{1,9}))?")
 

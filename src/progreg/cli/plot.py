@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import escape
 
-from progreg.analytics import OptimizationHistory
 from progreg.cli.gitlog import LogRecord
 from progreg.cli.render import format_score, optimizer_rows
+from progreg.registry.analytics import OptimizationHistory
 
 WIDTH, HEIGHT = 880, 440
 LEFT, RIGHT, TOP, BOTTOM = 64, 40, 24, 56

@@ -31,9 +31,9 @@ from progreg.cli.output import (
 from progreg.cli.params import PROGRAM_ID, REVISION, SIGNATURE, TAG
 from progreg.cli.render import format_score, program_lines, saved_json, summary_rows
 from progreg.cli.versions import program_version, program_versions, version_count
-from progreg.models import ProgramSummary, SavedProgram
+from progreg.core.models import ProgramSummary, SavedProgram
+from progreg.registry.tags import all_tags
 from progreg.storage import ProgramStorage
-from progreg.tags import all_tags
 
 
 def emit_program(

@@ -7,7 +7,8 @@ and never printed. Messages for the person at the terminal (warnings about
 diverged checkpoints and differing tags) go to stderr; stdout stays data.
 
 JSON shapes (``--json``): ``remote list``: ``[{"name", "url"}]``; ``push``:
-:class:`~progreg.remotes.PushResult`; ``pull``: :class:`~progreg.remotes.PullResult`;
+:class:`~progreg.sharing.remotes.PushResult`; ``pull``:
+:class:`~progreg.sharing.remotes.PullResult`;
 ``sync``: ``{"pulled": PullResult, "pushed": PushResult}``.
 """
 
@@ -29,8 +30,8 @@ from progreg.cli.output import (
     json_option,
     open_storage,
 )
-from progreg.merging import Resolution
-from progreg.remotes import PullResult, PushResult
+from progreg.sharing.merging import Resolution
+from progreg.sharing.remotes import PullResult, PushResult
 from progreg.storage import ProgramStorage
 
 

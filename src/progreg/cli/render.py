@@ -7,10 +7,11 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from progreg.analytics import OptimizationHistory
 from progreg.cli.terminal import visible
-from progreg.models import ProgramSummary, SavedProgram
-from progreg.storage import MAIN, ProgramStorage
+from progreg.core.layout import MAIN
+from progreg.core.models import ProgramSummary, SavedProgram
+from progreg.registry.analytics import OptimizationHistory
+from progreg.storage import ProgramStorage
 
 #: Metadata progreg adds on save; ``show`` leaves it out of the metadata line.
 _PROVENANCE = frozenset({"progreg_version", "python_version", "saved_with", "signature_class"})

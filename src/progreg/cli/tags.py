@@ -13,7 +13,7 @@ from progreg.cli.output import NotFound, ProgregCommand, echo_json, info, json_o
 from progreg.cli.params import PROGRAM_ID, TAG
 from progreg.cli.versions import program_versions
 from progreg.manager import StorageManager
-from progreg.tags import all_tags
+from progreg.registry.tags import all_tags
 
 
 def _known(manager: StorageManager, program_id: str) -> bool:

@@ -1,10 +1,10 @@
 """``progreg export`` and ``progreg import``: Git bundles and the reference formats.
 
-JSON shape of ``export --json``: the :class:`~progreg.transfer.ExportResult`
+JSON shape of ``export --json``: the :class:`~progreg.sharing.transfer.ExportResult`
 fields (``path``, ``kind``, ``bundle_version``, ``refs``, ``prerequisites``,
 ``program_ids``, ``commit``, ``object_count``, ``size_bytes``,
 ``duration_ms``); of ``import --json``: the
-:class:`~progreg.transfer.ImportResult` fields (``source``, ``source_kind``,
+:class:`~progreg.sharing.transfer.ImportResult` fields (``source``, ``source_kind``,
 ``commit``, ``imported``, ``updated``, ``removed``, ``identical``,
 ``tags_created``, ``tags_kept``, ``checkpoints_created``,
 ``checkpoints_updated``, ``history_missing``, ``history_unlisted``,

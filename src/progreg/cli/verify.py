@@ -9,10 +9,9 @@ import click
 
 from progreg.cli.context import EXIT_ERROR, Context
 from progreg.cli.output import registry_path
-from progreg.document import DEFAULT_MAX_PROGRAM_BYTES
+from progreg.core.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.errors import DamagedObjectError
-from progreg.gitstore import GitRepository
-from progreg.signing import DamagedObject, VerifyReport, verify_repository
+from progreg.registry.verify import DamagedObject, VerifyReport, verify_path
 
 
 @click.command()
@@ -70,7 +69,7 @@ def _report(ctx: Context) -> VerifyReport:
         return ctx.storage().verify()
     except DamagedObjectError:
         path = registry_path(ctx)
-        return verify_repository(GitRepository(path, create=False), DEFAULT_MAX_PROGRAM_BYTES)
+        return verify_path(path, DEFAULT_MAX_PROGRAM_BYTES)
 
 
 def describe_damage(damage: DamagedObject) -> str:

@@ -11,10 +11,11 @@ from collections.abc import Iterator
 
 import pygit2
 
-from progreg.document import decode_document
-from progreg.ids import program_path
-from progreg.models import SavedProgram
-from progreg.storage import MAIN, ProgramStorage
+from progreg.core.document import decode_document
+from progreg.core.ids import program_path
+from progreg.core.layout import MAIN
+from progreg.core.models import SavedProgram
+from progreg.storage import ProgramStorage
 
 
 def _version_commits(storage: ProgramStorage, program_id: str) -> Iterator[pygit2.Commit]:

@@ -1,0 +1,20 @@
+"""Where a registry keeps things in its Git repository: the one definition of each name.
+
+docs/format.md describes the layout; these names are a contract with every
+registry already written.
+"""
+
+#: The branch holding every live program.
+MAIN = "refs/heads/main"
+#: The file at the root of ``main``'s tree saying "this is a progreg registry".
+MARKER = "progreg.json"
+#: The directory of ``main``'s tree holding the program files.
+PROGRAMS_DIR = "programs"
+#: Tags are ``refs/tags/<tag>/<program id>``.
+TAGS_PREFIX = "refs/tags/"
+#: Checkpoints are branches ``refs/heads/checkpoints/<run>``.
+CHECKPOINTS_PREFIX = "refs/heads/checkpoints/"
+#: Remote-tracking refs are ``refs/remotes/<remote>/...``.
+REMOTES_PREFIX = "refs/remotes/"
+
+__all__ = ["CHECKPOINTS_PREFIX", "MAIN", "MARKER", "PROGRAMS_DIR", "REMOTES_PREFIX", "TAGS_PREFIX"]

@@ -1,0 +1,96 @@
+"""The records progreg returns: typed, immutable pydantic models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from progreg.core.results import best_score_of, optimizer_of, signature_class_of
+
+
+class ProgramSummary(BaseModel):
+    """One program as listed: what ``list_programs`` and histories return."""
+
+    model_config = ConfigDict(frozen=True)
+
+    program_id: str = Field(description="16 lowercase hex characters")
+    saved_at: datetime = Field(description="when the program was saved (UTC, microseconds)")
+    best_score: float | None = Field(description="optimization_result.best_score_value")
+    score_name: str | None = Field(description="optimization_result.best_score_name")
+    optimizer: str | None = Field(description="optimization_result.metadata.optimizer")
+    signature_class: str | None = Field(description="the DSPy signature the program solves")
+    metadata: dict[str, Any] = Field(description="the caller's metadata plus provenance")
+
+
+class HistorySummary(BaseModel):
+    """Totals over the programs in a registry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    total_programs: int
+    avg_score: float | None = Field(
+        description="mean of the programs' non-null best scores; None when no program has one"
+    )
+    latest_save: datetime | None = Field(description="saved_at of the newest save, if any")
+
+
+class ProgramHistory(BaseModel):
+    """The programs of a registry in the order they were saved, with a summary."""
+
+    model_config = ConfigDict(frozen=True)
+
+    programs: list[ProgramSummary]
+    summary: HistorySummary
+
+
+class SavedProgram(BaseModel):
+    """A program as saved in (or loaded from) a registry."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    program_id: str = Field(description="16 lowercase hex characters")
+    program: Any = Field(
+        description="the program object: the caller's object on save; on load, an object"
+        " rebuilt from its state where the caller allowed it (into=, registered types),"
+        " else the state dict"
+    )
+    program_type: str | None = Field(description="module.Class of the saved program, if any")
+    state: dict[str, Any] = Field(description="the program's state as stored")
+    optimization_result: dict[str, Any]
+    metadata: dict[str, Any]
+    saved_at: datetime
+    commit: str = Field(description="hex id of the commit that recorded this version")
+
+    @field_serializer("program", when_used="json")
+    def _program_in_json(self, program: Any) -> Any:
+        """In JSON, a program object (a DSPy module...) is written as its stored state."""
+        return program if isinstance(program, dict) else self.state
+
+    @property
+    def best_score(self) -> float | None:
+        """``optimization_result["best_score_value"]``, if it is a finite number."""
+        return best_score_of(self.optimization_result)
+
+    @property
+    def signature_class(self) -> str | None:
+        """``metadata["signature_class"]``."""
+        return signature_class_of(self.metadata)
+
+    @property
+    def optimizer(self) -> str | None:
+        """``optimization_result["metadata"]["optimizer"]``."""
+        return optimizer_of(self.optimization_result)
+
+
+class CleanupPlan(BaseModel):
+    """What ``cleanup_old_programs`` would remove now, and why the others stay."""
+
+    model_config = ConfigDict(frozen=True)
+
+    keep: int = Field(description="max_stored_programs: how many unprotected programs stay")
+    protected_tags: list[str] = Field(description="the tags that protect a program")
+    protected: list[str] = Field(description="ids of live programs kept for a protected tag")
+    remove: list[str] = Field(description="ids cleanup would remove, oldest first")
+    remaining: int = Field(description="how many programs the registry holds afterwards")

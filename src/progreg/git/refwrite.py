@@ -1,0 +1,104 @@
+"""Compare-and-swap of a loose ref with Git's own lock-file protocol.
+
+This is what ``git update-ref <ref> <new> <old>`` does: create
+``<ref>.lock`` exclusively (a concurrent ``git`` or libgit2 writer holding it
+makes the swap fail, never wait), check under it that the ref still holds
+the expected value (a loose file first, else ``packed-refs``), write the new
+value into the lock file and rename it over the ref. With ``durable`` the new
+ref file and the directories that got new entries are flushed before
+returning. Given a reflog entry, it is appended under the lock before the
+rename, as Git does (see :mod:`progreg.git.reflog`). Each file and
+directory created gets the mode Git gives it in a shared repository. Refs
+that need more (a symbolic ref) are left to libgit2: :func:`swap_ref` says so
+by raising :class:`NeedsLibgit2`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from progreg.git.durability import fsync_dir, fsync_dirs, make_dirs
+from progreg.git.permissions import FILE_MODE, PERM_UMASK, adjust_fd
+from progreg.git.reflist import packed_value
+from progreg.git.reflog import RefLogEntry, append_reflog
+from progreg.git.settings import LOG_NONE
+
+_HEX = frozenset("0123456789abcdef")
+
+
+class NeedsLibgit2(Exception):
+    """The ref is not a plain loose or packed ref: update it through libgit2."""
+
+
+def read_ref(gitdir: Path, ref: str) -> str | None:
+    """The id ``ref`` holds (loose file, else ``packed-refs``), or ``None`` when it is absent."""
+    try:
+        with open(gitdir / ref, "rb") as handle:
+            content = handle.read(256).decode("ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return packed_value(gitdir, ref)
+    except IsADirectoryError:
+        return None
+    if len(content) != 40 or not _HEX.issuperset(content):
+        raise NeedsLibgit2(f"{ref} is not a plain ref ({content[:60]!r})")
+    return content
+
+
+def swap_ref(
+    gitdir: Path,
+    ref: str,
+    expected: str | None,
+    new: str,
+    *,
+    durable: bool,
+    shared: int = PERM_UMASK,
+    reflog: RefLogEntry | None = None,
+    log_refs: str = LOG_NONE,
+) -> str | None:
+    """Move ``ref`` from ``expected`` (``None``: absent) to ``new``; return why not, or ``None``.
+
+    ``shared`` is the registry's ``core.sharedRepository`` (as
+    :func:`~progreg.git.permissions.parse_shared` reads it); ``reflog``,
+    if given, is logged as ``core.logAllRefUpdates`` (``log_refs``) says.
+    A concurrent writer (the lock file exists) or a moved ref is returned as
+    a reason; a failure of the file system itself (a full disk, a read-only
+    registry) is raised as the :class:`OSError` it is, the ref unchanged.
+    """
+    path = gitdir / ref
+    lock = path.with_name(path.name + ".lock")
+    changed: list[Path] = []
+    try:
+        if not path.parent.is_dir():
+            changed = make_dirs(path.parent, gitdir, shared)
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return f"{lock} exists: another Git process is updating {ref}"
+    renamed = False
+    try:
+        try:
+            adjust_fd(fd, shared)
+            current = read_ref(gitdir, ref)
+            if current != expected:
+                return "the ref moved"
+            os.write(fd, f"{new}\n".encode())
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if reflog is not None:
+            line = reflog.line(expected, new)
+            changed += append_reflog(
+                gitdir, ref, line, log_refs=log_refs, shared=shared, durable=durable
+            )
+        os.replace(lock, path)
+        renamed = True
+    finally:
+        if not renamed:  # after the rename, a lock file there is another writer's
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+    if durable:
+        fsync_dir(path.parent)
+        fsync_dirs(changed)
+    return None
