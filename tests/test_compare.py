@@ -151,6 +151,8 @@ def test_compare_documents_numbers() -> None:
     assert result.comparison.better_program == ID2
     assert result.comparison.age_difference_hours == -26.0
     assert result.diff.score_change == pytest.approx(0.09)
+    # One direction for "change" everywhere: from program 1 to program 2, new minus old.
+    assert result.comparison.score_change == result.diff.score_change
     assert result.diff.optimizer_change == ("MIPROv2", "GEPA")
 
 
@@ -221,7 +223,7 @@ def test_comparing_a_program_with_itself() -> None:
     doc = old_doc()
     result = compare_documents(doc, doc.encode(), doc, doc.encode())
     assert result.comparison == Comparison(
-        score_difference=0.0, better_program=None, age_difference_hours=0.0
+        score_change=0.0, score_difference=0.0, better_program=None, age_difference_hours=0.0
     )
     diff = result.diff
     assert (diff.unified, diff.added_lines, diff.removed_lines) == ("", 0, 0)
@@ -244,6 +246,7 @@ def test_two_versions_of_one_program_without_scores() -> None:
     )
     result = compare_documents(doc2, doc2.encode(), doc1, doc1.encode())
     assert result.comparison.score_difference is None
+    assert result.comparison.score_change is None
     assert result.comparison.better_program == ID1
     assert result.comparison.age_difference_hours == 0.5
     assert result.diff.score_change is None

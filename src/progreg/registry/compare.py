@@ -63,11 +63,22 @@ class ComparedProgram(BaseModel):
 
 
 class Comparison(BaseModel):
-    """Program 1 relative to program 2."""
+    """Program 1 relative to program 2, and the change from program 1 to program 2.
+
+    ``score_change`` reads as ``diff.score_change`` and as ``git diff 1 2``:
+    new minus old. ``score_difference`` is its opposite, kept from the
+    reference API that progreg replaces.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    score_difference: float | None = Field(description="score1 - score2; None if either is null")
+    score_change: float | None = Field(
+        description="score2 - score1, the change from program 1 to program 2 (as"
+        " diff.score_change); None if either is null"
+    )
+    score_difference: float | None = Field(
+        description="score1 - score2 (the opposite of score_change); None if either is null"
+    )
     better_program: str | None = Field(
         description="id with the higher score; None on a tie or when neither has a score"
     )
@@ -358,6 +369,7 @@ def compare_documents(
         optimizer_change=optimizers if optimizers[0] != optimizers[1] else None,
     )
     comparison = Comparison(
+        score_change=score_difference(program_2.score, program_1.score),
         score_difference=score_difference(program_1.score, program_2.score),
         better_program=better_program(
             program_1.program_id, program_1.score, program_2.program_id, program_2.score
