@@ -71,18 +71,8 @@ class Registry:
     """The operations on one registry: the bare Git repository at ``storage_path``.
 
     :class:`~progreg.ProgramStorage` is this class with the calls that move
-    programs between registries; the layers below it (sharing, checkpoints,
-    validation) take a ``Registry``.
-
-    ``storage_path`` defaults to ``$PROGREG_PATH`` (or its other name
-    ``$PROGREG_STORAGE_PATH``), else ``./dspy_storage``; the
-    repository is created on first use. ``author``/``committer`` are
-    ``"Name <email>"`` strings (default: ``GIT_AUTHOR_*``/``GIT_COMMITTER_*``,
-    then ``user.name``/``user.email`` from Git config, then ``progreg``).
-    Writers wait up to ``lock_timeout`` seconds for each other. With
-    ``durable`` (the default: see :func:`~progreg.registry.config.resolve_durable` for
-    ``PROGREG_DURABLE`` and the ``progreg.durable`` Git config), every write is
-    on the disk (``fsync``) before the call returns, so it survives power loss.
+    programs between registries, and documents the arguments; the layers
+    below it (sharing, checkpoints, validation) take a ``Registry``.
     """
 
     def __init__(
