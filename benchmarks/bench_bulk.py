@@ -48,7 +48,7 @@ def main() -> None:
         for first in range(0, count, batch):
             bulk.save_programs(items[first : first + batch])
         bulk_s = time.perf_counter() - start
-        assert len(bulk.records()) == len(single.records()) == count
+        assert len(bulk.registry.records()) == len(single.registry.records()) == count
 
     single_rate, bulk_rate = count / single_s, count / bulk_s
     ratio = bulk_rate / single_rate

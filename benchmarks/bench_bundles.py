@@ -58,7 +58,7 @@ def build(path: Path, count: int) -> None:
             {"signature_class": workload.signature_of(i)},
             tags=["prod"] if i % 500 == 0 else (),
         )
-    checkpoints = Checkpoints(storage)
+    checkpoints = Checkpoints(storage.registry)
     for step in range(5):
         checkpoints.create(workload.program_state(step), workload.optimization_result(step), "run")
     print(f"built {count} programs in {time.perf_counter() - start:.1f} s", file=sys.stderr)

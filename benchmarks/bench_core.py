@@ -100,7 +100,7 @@ def main() -> None:
             saved = storage.save_program(state, result, meta)
             saves.append(time.perf_counter() - start)
             ids.append(saved.program_id)
-            data = storage.document_for(state, result, meta, saved.program_id).encode()
+            data = storage.registry.document_for(state, result, meta, saved.program_id).encode()
             floors.append(timed(lambda d=data, n=i: floor_write(floor_dir / f"{n}.json", d, False)))  # type: ignore[misc]
 
         durable = ProgramStorage(root / "registry", durable=True)
@@ -110,7 +110,7 @@ def main() -> None:
             start = time.perf_counter()
             saved = durable.save_program(state, result, meta)
             durable_saves.append(time.perf_counter() - start)
-            data = durable.document_for(state, result, meta, saved.program_id).encode()
+            data = durable.registry.document_for(state, result, meta, saved.program_id).encode()
             durable_floors.append(
                 timed(lambda d=data, n=i: floor_write(floor_dir / f"{n}.json", d, True))  # type: ignore[misc]
             )

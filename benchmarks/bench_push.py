@@ -132,7 +132,7 @@ def main() -> None:
             storage.add_remote("origin", f"git://127.0.0.1:{port}/progreg.git")
             storage.add_remote("shared", str(served / "local-progreg.git"))
             storage.add_remote("libgit2", f"git://127.0.0.1:{port}/libgit2.git")
-            libgit2 = storage.git.repo.remotes["libgit2"]
+            libgit2 = storage.registry.git.repo.remotes["libgit2"]
             registry = str(storage.path)
             cli_push = ["-C", registry, "push", "-q", f"git://127.0.0.1:{port}/cli.git", "main"]
             local_cli_push = ["-C", registry, "push", "-q", str(served / "local-cli.git"), "main"]

@@ -134,7 +134,7 @@ def document(i: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
 def encoded(storage: ProgramStorage, i: int) -> bytes:
     """The exact bytes progreg stores for program ``i`` (what every baseline writes too)."""
     state, result, meta = document(i)
-    return storage.document_for(state, result, meta, f"{i:016x}").encode()
+    return storage.registry.document_for(state, result, meta, f"{i:016x}").encode()
 
 
 def peak_rss_mb() -> float:
@@ -652,7 +652,7 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
     size_after, files_after = bench_disk.usage(registry)
     git_gc = bench_core.timed(lambda: run_git("-C", str(copy), "gc", "--quiet"))
     size_git, files_git = bench_disk.usage(copy)
-    threshold = auto_threshold(storage.git.repo)
+    threshold = auto_threshold(storage.registry.git.repo)
     table.add(
         Row(
             "disk as built (auto-maintenance)",

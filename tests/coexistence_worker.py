@@ -43,7 +43,7 @@ def call(
         program_id = mine[n % len(mine)]
         manager.tag_program(program_id, f"t{n}")
         ref = f"refs/tags/t{n}/{program_id}"
-        return [storage.git.values_of([ref])[ref]]
+        return [storage.registry.git.values_of([ref])[ref]]
     if op == "checkpoint":
         outcome = SimpleNamespace(optimized_program=state, best_score_value=0.5)
         saved = manager.create_checkpoint(outcome, f"run-{n % 3}")

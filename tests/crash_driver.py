@@ -75,7 +75,7 @@ class Worker:
         self.storage = ProgramStorage(job["registry"], lock_timeout=job.get("lock_timeout", 30))
         config = StorageConfig(storage_path=Path(job["registry"]), max_stored_programs=KEEP)
         self.manager = StorageManager(config, storage=self.storage)
-        self.live = sorted(self.storage.records())
+        self.live = sorted(self.storage.registry.records())
         self.deleted = [i for i in job.get("deleted", []) if i not in self.live]
         self.count = 0
 
@@ -185,10 +185,10 @@ class Worker:
         return None
 
     def op_cleanup(self) -> None:
-        before = set(self.storage.records())
+        before = set(self.storage.registry.records())
         self.write({"begin": "cleanup"})
         removed = self.manager.cleanup_old_programs()
-        gone = sorted(before - set(self.storage.records()))
+        gone = sorted(before - set(self.storage.registry.records()))
         self.live = [i for i in self.live if i not in gone]
         self.deleted += gone
         self.write({"done": "cleanup", "programs": dict.fromkeys(gone), "removed": removed})

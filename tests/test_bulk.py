@@ -81,7 +81,7 @@ def test_first_save_of_a_registry_can_be_a_batch(
     assert len(commits(registry_path)) == 1
     assert git(registry_path, "show", "refs/heads/main:progreg.json").strip()
     reopened = ProgramStorage(registry_path)
-    assert sorted(reopened.records()) == sorted(s.program_id for s in saved)
+    assert sorted(reopened.registry.records()) == sorted(s.program_id for s in saved)
     assert_fsck_clean(registry_path)
 
 
@@ -90,11 +90,11 @@ def test_queries_after_a_batch_use_the_tree_diff(
 ) -> None:
     manager = StorageManager(storage=storage)
     first = storage.save_program(*item(0))
-    storage.records()  # the index is warm before the batch: it must extend through it
+    storage.registry.records()  # the index is warm before the batch: it must extend through it
     batch = storage.save_programs(item(i) for i in range(1, 11))
     last = storage.save_program(*item(11))
     for view in (storage, ProgramStorage(registry_path)):  # warm index, and a fresh one
-        records = view.records()
+        records = view.registry.records()
         assert len(records) == 12
         for i, s in enumerate(batch, start=1):
             record = records[s.program_id]
@@ -228,14 +228,14 @@ def test_validation_accepts_a_batch_and_refuses_lying_trailers(
 ) -> None:
     storage.save_program(*item(0))
     saved = storage.save_programs(item(i) for i in range(1, 6))
-    repo = storage.git.repo
+    repo = storage.registry.git.repo
     commit = repo[saved[0].commit]
     assert isinstance(commit, pygit2.Commit)
     assert validate_commit(repo, commit) == []
     fresh = ProgramStorage(tmp_path / "fresh")  # a root commit is checked by its whole tree
-    root = fresh.git.repo[fresh.save_programs([item(7), item(8)])[0].commit]
+    root = fresh.registry.git.repo[fresh.save_programs([item(7), item(8)])[0].commit]
     assert isinstance(root, pygit2.Commit) and not root.parents
-    assert validate_commit(fresh.git.repo, root) == []
+    assert validate_commit(fresh.registry.git.repo, root) == []
 
     def forged(message: str) -> pygit2.Commit:
         oid = repo.create_commit(

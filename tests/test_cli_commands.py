@@ -729,7 +729,7 @@ def test_cleanup_removes_in_one_commit_and_restore_brings_back(
     removed = [ref["program_id"] for ref in data["removed"]]
     assert removed == [seeded["low"], seeded["route"], seeded["prod"]]
     assert data["commit"] == git(storage.path, "rev-parse", "main").strip()
-    assert set(storage.records()) == {seeded["high"]}
+    assert set(storage.registry.records()) == {seeded["high"]}
     assert git(storage.path, "log", "-1", "--format=%s").startswith("Cleanup: remove 3 programs")
     restored = ok(run(storage.path, "restore", seeded["low"])).stdout
     assert restored.startswith(f"restored {seeded['low']}  ClassifyText  0.6000  commit ")
@@ -737,7 +737,7 @@ def test_cleanup_removes_in_one_commit_and_restore_brings_back(
     assert again.startswith(f"{seeded['low']} is already in the registry")
     shown = as_json(run(storage.path, "restore", seeded["route"], "--json"))
     assert set(shown) == SAVED_KEYS
-    assert set(storage.records()) == {seeded["high"], seeded["low"], seeded["route"]}
+    assert set(storage.registry.records()) == {seeded["high"], seeded["low"], seeded["route"]}
     nothing = ok(run(storage.path, "cleanup", "--keep", "10")).stdout
     assert nothing.startswith("removed 0 of 3 programs")
     assert_fsck_clean(storage.path)

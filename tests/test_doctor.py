@@ -54,7 +54,7 @@ def leave_crash_debris(registry: Path) -> list[Path]:
 
 def test_a_sound_registry_is_ok(storage: ProgramStorage, registry_path: Path) -> None:
     saved = storage.save_program({"a": 1})
-    storage.records()  # writes nothing yet: the cache is written after enough commits
+    storage.registry.records()  # writes nothing yet: the cache is written after enough commits
     code, report = doctor(registry_path)
     assert code == 0 and report["ok"] is True
     assert report["problems"] == [] and report["ref_locks"] == [] and report["temp_files"] == []
@@ -212,7 +212,7 @@ def test_a_damaged_cache_is_reported_and_removed(
     report = diagnose(registry_path, fix=True)
     assert (report.cache.state, report.cache.removed) == ("damaged", True)
     assert not cache.exists()
-    assert len(ProgramStorage(registry_path).records()) == 3
+    assert len(ProgramStorage(registry_path).registry.records()) == 3
 
 
 def test_a_damaged_registry_is_reported(storage: ProgramStorage, registry_path: Path) -> None:

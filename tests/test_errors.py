@@ -295,7 +295,7 @@ def test_tags_must_be_a_list_of_names(populated: ProgramStorage) -> None:
             populated.save_programs([({"a": 1}, None)], tags=tags)
     assert registry_state(populated.path) == before
     saved = populated.save_program({"a": 2}, tags=None)  # None: no tags, as StorageManager takes
-    assert saved.program_id in populated.records()
+    assert saved.program_id in populated.registry.records()
 
 
 def test_invalid_identity(populated: ProgramStorage) -> None:
@@ -518,7 +518,7 @@ def test_registered_type_that_cannot_load_the_state(populated: ProgramStorage) -
         populated.load_program(saved.program_id)
     with pytest.raises(UnsupportedProgramError, match="missing field 'instructions'"):
         populated.load_program(saved.program_id, into=Strict)
-    populated.types = ProgramTypes()
+    populated.registry.types = ProgramTypes()
     plain = populated.load_program(saved.program_id)
     assert plain is not None
     assert plain.program == {"other": 1}

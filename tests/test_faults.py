@@ -317,7 +317,7 @@ def test_a_damaged_loose_program_raises_and_is_reported(tmp_path: Path) -> None:
         with pytest.raises(DamagedObjectError, match=blob):
             call()
     assert fresh.load_program(ids[0]) is not None  # the others still load, unchanged
-    assert set(fresh.records()) == set(ids)  # the log is intact: it is correct
+    assert set(fresh.registry.records()) == set(ids)  # the log is intact: it is correct
     best = manager.get_best_program("QA")  # not the damaged one: it is correct
     assert best is not None and best.program_id == ids[3]
     assert registry_state(storage.path) == before

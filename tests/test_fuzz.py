@@ -161,7 +161,7 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> Seeds:
     first = storage.save_program(_program(0), {"best_score_value": 0.5}, tags=["prod"])
     for version in range(1, 4):
         storage.save_program(_program(version, 3 + version), None, program_id=first.program_id)
-    Checkpoints(storage).create(_program(9), None, "run-1")
+    Checkpoints(storage.registry).create(_program(9), None, "run-1")
     full = storage.export_registry(base / "full.bundle")
     storage.save_program(_program(10, 5), None, program_id=first.program_id)
     storage.export_registry(base / "thin.bundle", since=full.commit)
@@ -350,7 +350,7 @@ def test_fuzz_bundle_headers(seeds: Seeds, data: st.DataObject) -> None:
 @given(data=st.data())
 def test_fuzz_pack_index(seeds: Seeds, data: st.DataObject) -> None:
     pack = data.draw(mutated_pack(data.draw(st.sampled_from(seeds.packs))))
-    odb = seeds.repo.git.repo.odb
+    odb = seeds.repo.registry.git.repo.odb
 
     def external(oid: bytes) -> tuple[int, bytes] | None:
         key = pygit2.Oid(raw=oid)
@@ -397,7 +397,7 @@ def test_fuzz_unbundle_into_a_repository(seeds: Seeds, data: st.DataObject) -> N
     target = data.draw(st.sampled_from([seeds.repo, seeds.empty]))
     path = target.path.parent / "fuzzed.bundle"
     path.write_bytes(seed[: header.pack_offset] + pack)
-    repo = target.git.repo
+    repo = target.registry.git.repo
     with bounded("unbundle.unpack"):
         result = allowed(
             lambda: unbundle.unpack(
@@ -611,7 +611,7 @@ def test_the_push_reply_seeds_are_read_as_valid() -> None:
 
 def _raw_objects(storage: ProgramStorage) -> list[tuple[int, bytes]]:
     """Every commit, tree and tag of ``storage``, raw."""
-    odb = storage.git.repo.odb
+    odb = storage.registry.git.repo.odb
     found = [odb.read(oid) for oid in odb]
     return [(int(kind), data) for kind, data in found if int(kind) != objects.OBJ_BLOB]
 

@@ -104,7 +104,7 @@ def test_a_repack_between_the_pack_and_the_ref_loses_nothing(
     # The pack holding the new commit is in place, the ref not moved yet: before the keep
     # protocol, git repack -a -d deleted the pack (unreachable) and main pointed at nothing.
     _save(storage, 0)
-    calls = _run_at_ref_update(storage.git, *tool)
+    calls = _run_at_ref_update(storage.registry.git, *tool)
     commit = _save(storage, 1)
     assert calls == [1]  # the new pack was kept while the tool ran
     assert _exists(storage.path, commit) and _main(storage.path) == commit
@@ -136,7 +136,7 @@ def test_a_repack_between_the_pack_and_its_index_loses_nothing(
 def test_a_repack_before_a_tag_ref_loses_nothing(registry_path: Path) -> None:
     manager = StorageManager(StorageConfig(storage_path=registry_path))
     saved = manager.storage.save_program({"x": 1})
-    calls = _run_at_ref_update(manager.storage.git, "repack", "-a", "-d", "-q")
+    calls = _run_at_ref_update(manager.storage.registry.git, "repack", "-a", "-d", "-q")
     assert manager.tag_program(saved.program_id, "reviewed") == ["reviewed"]
     assert calls == [1]
     tag = git(registry_path, "rev-parse", f"refs/tags/reviewed/{saved.program_id}").strip()
@@ -151,7 +151,7 @@ def test_a_repack_during_an_import_loses_nothing(storage: ProgramStorage, tmp_pa
     bundle = tmp_path / "all.bundle"
     source.export_registry(bundle)
     _save(storage, 0)
-    calls = _run_at_ref_update(storage.git, "repack", "-a", "-d", "-q")
+    calls = _run_at_ref_update(storage.registry.git, "repack", "-a", "-d", "-q")
     result = storage.import_programs(bundle)
     assert calls and all(count >= 1 for count in calls)  # the bundle's pack was kept
     assert result.commit is not None and _exists(storage.path, result.commit)
@@ -182,7 +182,7 @@ def test_an_import_whose_objects_vanish_raises_a_progreg_error(
                 )
 
     monkeypatch.setattr(unbundle.IncomingPack, "migrate", migrate_then_lose)
-    storage.git.forget_packs()
+    storage.registry.git.forget_packs()
     with pytest.raises(ProgregError) as raised:
         storage.import_programs(bundle)
     assert isinstance(raised.value, DamagedObjectError), raised.value
@@ -208,8 +208,8 @@ def test_saves_after_a_multi_pack_index_keep_it_valid(storage: ProgramStorage) -
         _save(storage, i)
     git(storage.path, "multi-pack-index", "write")
     listed = packdir.midx_packs(_pack_dir(storage))
-    assert listed and storage.git.tail.path is not None
-    assert storage.git.tail.path.stem in listed
+    assert listed and storage.registry.git.tail.path is not None
+    assert storage.registry.git.tail.path.stem in listed
     commits = [_save(storage, i) for i in range(3, 8)]
     # The open pack the file lists was not replaced: a new pack was started.
     assert all((_pack_dir(storage) / f"{stem}.pack").exists() for stem in listed)
@@ -223,18 +223,18 @@ def test_merges_remove_a_multi_pack_index_that_lists_merged_packs(
 ) -> None:
     monkeypatch.setattr(maintenance, "SMALL_PACKS", 3)
     git(storage.path, "config", "gc.auto", "0")  # no automatic merge before the file is written
-    storage.git.tail.close()
+    storage.registry.git.tail.close()
     for i in range(4):
         _save(storage, i)
-        storage.git.tail.close()  # one pack per save
+        storage.registry.git.tail.close()  # one pack per save
     git(storage.path, "maintenance", "run", "--task=incremental-repack")
     git(storage.path, "multi-pack-index", "write", "--bitmap")
     assert (_pack_dir(storage) / packdir.MIDX).exists()
     if how == "progreg gc":
         storage.gc()
     else:
-        storage.git.tail.close()
-        assert maintenance.merge_small_packs(storage.git) is not None
+        storage.registry.git.tail.close()
+        assert maintenance.merge_small_packs(storage.registry.git) is not None
     listed = packdir.midx_packs(_pack_dir(storage))
     assert listed is None or all((_pack_dir(storage) / f"{s}.pack").exists() for s in listed)
     assert not list(_pack_dir(storage).glob("multi-pack-index-*.bitmap")) or listed
@@ -246,15 +246,15 @@ def test_packs_with_a_keep_or_promisor_are_never_merged_or_deleted(
     storage: ProgramStorage,
 ) -> None:
     _save(storage, 0)
-    first = storage.git.tail.path
+    first = storage.registry.git.tail.path
     assert first is not None
     held = first.with_suffix(".keep")
     held.write_text("a person's keep\n")
     _save(storage, 1)  # the open pack is replaced: the kept one stays
-    second = storage.git.tail.path
+    second = storage.registry.git.tail.path
     assert second is not None and second != first and first.exists()
     second.with_suffix(".promisor").write_bytes(b"")
-    storage.git.tail.close()
+    storage.registry.git.tail.close()
     _save(storage, 2)
     storage.gc()
     assert first.exists() and held.read_text() == "a person's keep\n"
@@ -264,7 +264,7 @@ def test_packs_with_a_keep_or_promisor_are_never_merged_or_deleted(
 
 def test_stale_keeps_of_dead_progreg_writers_are_removed(storage: ProgramStorage) -> None:
     _save(storage, 0)
-    pack = storage.git.tail.path
+    pack = storage.registry.git.tail.path
     assert pack is not None
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
@@ -313,7 +313,7 @@ def test_info_packs_stays_true_and_dumb_http_clones_work(
 ) -> None:
     for i in range(6):
         _save(storage, i)
-        storage.git.tail.close()
+        storage.registry.git.tail.close()
     git(storage.path, "update-server-info")
     for i in range(6, 9):
         _save(storage, i)
@@ -341,7 +341,7 @@ def _problems(storage: ProgramStorage) -> tuple[list[str], list[str]]:
 def test_verify_and_doctor_see_what_git_fsck_sees(storage: ProgramStorage) -> None:
     for i in range(2):
         _save(storage, i)
-        storage.git.tail.close()
+        storage.registry.git.tail.close()
     git(storage.path, "multi-pack-index", "write")
     saved_midx = (_pack_dir(storage) / packdir.MIDX).read_bytes()
     git(storage.path, "update-server-info")
@@ -351,7 +351,7 @@ def test_verify_and_doctor_see_what_git_fsck_sees(storage: ProgramStorage) -> No
     victim = sorted(_pack_dir(storage).glob("pack-*.pack"))[0]
     for suffix in (".pack", ".idx"):
         victim.with_suffix(suffix).unlink()
-    storage.git.forget_packs()
+    storage.registry.git.forget_packs()
     doctor, verify = _problems(storage)
     assert any("multi-pack-index lists" in p and victim.name in p for p in doctor), doctor
     assert any("multi-pack-index lists" in p for p in verify), verify
@@ -570,7 +570,7 @@ def test_a_multi_pack_index_written_across_a_deletion_is_removed(storage: Progra
     # progreg replaces and deletes it, then git writes its file. Replayed in order: the file
     # is made while the pack exists, held aside while progreg deletes the pack, put back.
     _save(storage, 0)
-    old = storage.git.tail.path
+    old = storage.registry.git.tail.path
     assert old is not None
     midx = _pack_dir(storage) / packdir.MIDX
     aside = storage.path / "midx.aside"
@@ -579,9 +579,9 @@ def test_a_multi_pack_index_written_across_a_deletion_is_removed(storage: Progra
         git(storage.path, "multi-pack-index", "write")
         midx.replace(aside)
 
-    storage.git.before_ref_update = list_then_hold_aside
+    storage.registry.git.before_ref_update = list_then_hold_aside
     _save(storage, 1)
-    storage.git.before_ref_update = None
+    storage.registry.git.before_ref_update = None
     assert not old.exists()  # replaced and deleted: no file listed it then
     aside.replace(midx)  # git's write lands now, naming the deleted pack
     assert old.stem in (packdir.midx_packs(_pack_dir(storage)) or set())
@@ -597,7 +597,7 @@ def test_a_write_heals_a_multi_pack_index_naming_deleted_packs(registry_path: Pa
     storage = ProgramStorage(registry_path)
     for i in range(2):
         _save(storage, i)
-        storage.git.tail.close()
+        storage.registry.git.tail.close()
     git(registry_path, "multi-pack-index", "write")
     midx = registry_path / "objects" / "pack" / packdir.MIDX
     stale = midx.read_bytes()
@@ -622,7 +622,7 @@ def test_reads_heal_a_multi_pack_index_naming_packs_this_handle_merged(
     ids = []
     for i in range(3):  # three packs, that no handle of this process opens for reading
         ids.append(storage.save_program({"instructions": f"Answer {i}"}).program_id)
-        storage.git.tail.close()
+        storage.registry.git.tail.close()
     origin = tmp_path / "origin.git"
     git(tmp_path, "clone", "-q", "--bare", str(storage.path), str(origin))
     late = ProgramStorage(origin).save_program({"late": True})
@@ -680,7 +680,7 @@ def test_progreg_gc_lists_the_packs_again_when_git_repacks_under_it(
     commits = []
     for i in range(6):
         commits.append(_save(storage, i))
-        storage.git.tail.close()  # a pack per save
+        storage.registry.git.tail.close()  # a pack per save
     real_merge = maintenance._merge
     repacked: list[int] = []
 

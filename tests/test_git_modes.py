@@ -149,7 +149,7 @@ def exercise(registry: Path, elsewhere: Path) -> Path:
     )
     manager.create_checkpoint(outcome, "run-b")
     manager.delete_checkpoint("run-b")
-    index = LogIndex(storage.git, "refs/heads/main")
+    index = LogIndex(storage.registry.git, "refs/heads/main")
     index.persist_after = 0  # write the log cache now (it waits for 128 commits)
     index.entries()
     storage.gc()
@@ -157,8 +157,8 @@ def exercise(registry: Path, elsewhere: Path) -> Path:
         refpack.pack_refs(registry)
     storage.save_program({"after": "gc"}, tags=["post"])
     bundle = registry.parent / "export.bundle"
-    export_registry(storage, bundle)
-    import_programs(ProgramStorage(elsewhere, committer=COMMITTER), bundle)
+    export_registry(storage.registry, bundle)
+    import_programs(ProgramStorage(elsewhere, committer=COMMITTER).registry, bundle)
     return bundle
 
 
@@ -201,7 +201,7 @@ def test_without_sharing_the_umask_decides_as_for_git(tmp_path: Path) -> None:
         storage = ProgramStorage(registry, committer=COMMITTER)
         storage.save_program({"a": 1}, tags=["t"])
         bundle = tmp_path / "out.bundle"
-        export_registry(storage, bundle)
+        export_registry(storage.registry, bundle)
     finally:
         os.umask(previous)
     found = modes(registry)
@@ -223,7 +223,7 @@ def test_an_exported_bundle_gets_the_mode_git_bundle_create_gives(
     storage.save_program({"a": 1})
     previous = os.umask(mask)
     try:
-        export_registry(storage, tmp_path / "progreg.bundle")
+        export_registry(storage.registry, tmp_path / "progreg.bundle")
         git(registry, "bundle", "create", "-q", str(tmp_path / "git.bundle"), "--all")
     finally:
         os.umask(previous)
@@ -438,10 +438,12 @@ def test_tags_checkpoints_imports_and_deletions_are_logged_as_git_would(
     manager.create_checkpoint(
         SimpleNamespace(optimized_program={"c": 2}, best_score_value=0.6), "shipped"
     )
-    export_registry(storage, bundle)
+    export_registry(storage.registry, bundle)
     target = init_bare(tmp_path / "target")
     git(target, "config", "core.logAllRefUpdates", "always")
-    import_programs(ProgramStorage(target, committer="Imp Orter <imp@example.com>"), bundle)
+    import_programs(
+        ProgramStorage(target, committer="Imp Orter <imp@example.com>").registry, bundle
+    )
     [entry] = reflog(target, "refs/heads/checkpoints/shipped")
     assert entry == "Imp Orter imp@example.com import all.bundle: fast-forward"
     [line] = log_lines(target, f"refs/tags/with-save/{saved.program_id}")
@@ -495,7 +497,7 @@ def test_moves_without_a_given_entry_name_the_configured_committer(
     storage = ProgramStorage(logged, committer=COMMITTER)
     storage.save_program({"a": 1})
     commit = pygit2.Oid(hex=git(logged, "rev-parse", "main").strip())
-    assert storage.git.create_refs({"refs/heads/copy": str(commit)}) == ["refs/heads/copy"]
+    assert storage.registry.git.create_refs({"refs/heads/copy": str(commit)}) == ["refs/heads/copy"]
     assert reflog(logged, "refs/heads/copy") == ["Config Person conf@example.com created"]
 
 
@@ -527,7 +529,7 @@ def test_a_sha256_bundle_is_refused_with_a_typed_error(tmp_path: Path) -> None:
     storage = ProgramStorage(tmp_path / "registry")
     before = git(storage.path, "for-each-ref")
     with pytest.raises(BundleError, match="SHA-256 bundles are not supported"):
-        import_programs(storage, bundle)
+        import_programs(storage.registry, bundle)
     assert git(storage.path, "for-each-ref") == before
 
 
@@ -578,7 +580,7 @@ def test_a_loose_object_libgit2_writes_gets_the_mode_git_gives_one(
     expected = git_reference_modes(
         init_bare(tmp_path / "twin", f"--shared={shared}"), tmp_path / "git.bundle"
     )
-    oid = str(ProgramStorage(registry).git.write_blob(b"a blob of a reference import\n"))
+    oid = str(ProgramStorage(registry).registry.git.write_blob(b"a blob of a reference import\n"))
     loose = registry / "objects" / oid[:2] / oid[2:]
     assert stat.S_IMODE(loose.stat().st_mode) == expected["loose"]
     assert stat.S_IMODE(loose.parent.stat().st_mode) == expected["objects directory"]

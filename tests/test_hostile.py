@@ -278,7 +278,7 @@ def test_objects_over_the_size_limit_are_refused_even_in_history(
 def test_a_checkpoint_branch_with_a_stray_program_is_refused(
     source: ProgramStorage, target: ProgramStorage, tmp_path: Path
 ) -> None:
-    Checkpoints(source).create({"step": 1}, None, "run")
+    Checkpoints(source.registry).create({"step": 1}, None, "run")
     ref = "refs/heads/checkpoints/run"
     tree = git(source.path, "rev-parse", f"{ref}^{{tree}}").strip()
     other = json.loads(a_document(source))
@@ -673,7 +673,7 @@ def test_bundles_holding_credentials_are_refused_history_included(
     leaked["program_data"]["state"]["predict"]["lm"] = {"api_key": SECRETS["openai"]}
     refs = ["main"]
     if where == "checkpoint":
-        checkpoint = Checkpoints(source).create({"step": 1}, None, "run")
+        checkpoint = Checkpoints(source.registry).create({"step": 1}, None, "run")
         ref = "refs/heads/checkpoints/run"
         tree = git(source.path, "rev-parse", f"{ref}^{{tree}}").strip()
         leaked["program_id"] = checkpoint.program_id
@@ -906,7 +906,7 @@ def test_a_redacted_checkpoint_keeps_no_credential_in_its_manifest(
     key = SECRETS["openai"]
     result = {"optimized_program": {"lm": {"model": "x"}}, "best_score_value": 1}
     storage = ProgramStorage(tmp_path / "direct")
-    created = Checkpoints(storage).create(
+    created = Checkpoints(storage.registry).create(
         {"lm": {"model": "x"}}, None, "run-a", {"api_key": key, "step": 3}, secrets="redact"
     )
     monkeypatch.setenv("PROGREG_SECRETS", "redact")

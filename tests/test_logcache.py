@@ -51,15 +51,15 @@ def cache_file(registry: Path) -> Path:
 
 def uncached(registry: Path) -> LogIndex:
     """A log index built from Git alone, the reference the cached one must match."""
-    return LogIndex(ProgramStorage(registry).git, MAIN, cache=None)
+    return LogIndex(ProgramStorage(registry).registry.git, MAIN, cache=None)
 
 
 def assert_matches_rebuild(storage: ProgramStorage) -> None:
     reference = uncached(storage.path)
-    assert storage.records() == reference.records()
-    assert storage._log.entries() == reference.entries()
+    assert storage.registry.records() == reference.records()
+    assert storage.registry._log.entries() == reference.entries()
     for program_id in reference.records():
-        assert storage._log.last_change(program_id) == reference.last_change(program_id)
+        assert storage.registry._log.last_change(program_id) == reference.last_change(program_id)
 
 
 def loads_cache(registry: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[int]]:
@@ -89,7 +89,7 @@ def built(registry_path: Path) -> Iterator[tuple[ProgramStorage, list[str]]]:
     storage = ProgramStorage(registry_path)
     ids = [save(storage, i) for i in range(6)]
     storage.delete_program(ids[1])
-    storage.records()  # builds the index and writes the cache
+    storage.registry.records()  # builds the index and writes the cache
     assert cache_file(registry_path).is_file()
     yield storage, ids
     assert_fsck_clean(registry_path)
@@ -101,11 +101,11 @@ def test_a_fresh_instance_answers_from_the_cache(
     storage, ids = built
     reads, walked = loads_cache(storage.path, monkeypatch)
     fresh = ProgramStorage(storage.path)
-    records = fresh.records()
+    records = fresh.registry.records()
     assert reads == ["hit"]
     assert walked == [0]  # nothing to walk: the cache is at the tip
     assert set(records) == set(ids) - {ids[1]}
-    assert records == storage.records()
+    assert records == storage.registry.records()
     assert_matches_rebuild(fresh)
     assert [p.program_id for p in fresh.list_programs()] == [
         p.program_id for p in storage.list_programs()
@@ -124,7 +124,7 @@ def test_a_fresh_process_answers_from_the_cache(
         "read = logcache.read\n"
         "logcache.read = lambda p: hits.append(1) or read(p)\n"
         "s = ProgramStorage(sys.argv[1])\n"
-        "r = s.records()\n"
+        "r = s.registry.records()\n"
         "print(json.dumps([len(hits), sorted((k, v.commit) for k, v in r.items())]))\n"
     )
     out = subprocess.run(
@@ -132,7 +132,9 @@ def test_a_fresh_process_answers_from_the_cache(
     ).stdout
     hits, pairs = json.loads(out)
     assert hits == 1
-    assert [tuple(p) for p in pairs] == sorted((k, v.commit) for k, v in storage.records().items())
+    assert [tuple(p) for p in pairs] == sorted(
+        (k, v.commit) for k, v in storage.registry.records().items()
+    )
 
 
 def test_saves_by_another_writer_are_picked_up(
@@ -146,7 +148,7 @@ def test_saves_by_another_writer_are_picked_up(
     commit_file(storage.path, "notes.txt", b"not a program")  # a commit by hand
     reads, walked = loads_cache(storage.path, monkeypatch)
     fresh = ProgramStorage(storage.path)
-    records = fresh.records()
+    records = fresh.registry.records()
     assert reads == ["hit"]
     assert walked == [4]  # only the commits added since the cache was written
     assert set(added) <= set(records)
@@ -155,7 +157,7 @@ def test_saves_by_another_writer_are_picked_up(
     reads.clear()
     walked.clear()
     again = ProgramStorage(storage.path)
-    assert again.records() == records
+    assert again.registry.records() == records
     assert (reads, walked) == (["hit"], [0])
 
 
@@ -168,13 +170,13 @@ def test_main_rewound_to_an_older_commit_rebuilds(
     after = save(ProgramStorage(storage.path), 99)  # main moves on from the older commit
     reads, walked = loads_cache(storage.path, monkeypatch)
     fresh = ProgramStorage(storage.path)
-    records = fresh.records()
+    records = fresh.registry.records()
     assert reads == ["hit"]
     assert walked == [len(git(storage.path, "rev-list", "--first-parent", "main").split())]
     assert after in records
     assert ids[5] not in records
     assert_matches_rebuild(fresh)
-    assert ProgramStorage(storage.path).records() == records
+    assert ProgramStorage(storage.path).registry.records() == records
 
 
 def test_main_replaced_by_an_unrelated_history_rebuilds(
@@ -187,11 +189,11 @@ def test_main_replaced_by_an_unrelated_history_rebuilds(
     git(storage.path, "update-ref", MAIN, "refs/theirs")  # a force-push of another history
     git(storage.path, "update-ref", "-d", "refs/theirs")
     fresh = ProgramStorage(storage.path)
-    assert set(fresh.records()) == set(theirs)
-    assert not set(ids) & set(fresh.records())
+    assert set(fresh.registry.records()) == set(theirs)
+    assert not set(ids) & set(fresh.registry.records())
     assert_matches_rebuild(fresh)
     # and the same in the instance that held the old index in memory
-    assert set(storage.records()) == set(theirs)
+    assert set(storage.registry.records()) == set(theirs)
     assert_matches_rebuild(storage)
 
 
@@ -215,7 +217,7 @@ def test_a_damaged_cache_is_ignored_and_rebuilt(
     path.write_bytes(damage(path.read_bytes()))  # type: ignore[operator]
     reads, _ = loads_cache(storage.path, monkeypatch)
     fresh = ProgramStorage(storage.path)
-    assert fresh.records() == storage.records()
+    assert fresh.registry.records() == storage.registry.records()
     assert reads == ["miss"]
     assert_matches_rebuild(fresh)
     assert logcache.read(path) is not None  # rewritten whole
@@ -246,22 +248,22 @@ def test_a_well_formed_cache_that_does_not_hold_together_is_ignored(
     assert all(logcache.decode(body, MAIN) is None for body in broken)
     for body in broken:
         assert logcache.write(path, body)
-        assert ProgramStorage(storage.path).records() == storage.records()
+        assert ProgramStorage(storage.path).registry.records() == storage.registry.records()
         assert_matches_rebuild(ProgramStorage(storage.path))
     data = {"ref": MAIN, "head": "zz", "entries": "nope", "records": []}
     assert logcache.write(path, data)
-    assert ProgramStorage(storage.path).records() == storage.records()
+    assert ProgramStorage(storage.path).registry.records() == storage.registry.records()
 
 
 def test_stale_records_in_the_cache_are_recomputed(
     built: tuple[ProgramStorage, list[str]],
 ) -> None:
     storage, ids = built
-    storage._log.entries()  # records() of this instance already cached every record
+    storage.registry._log.entries()  # records() of this instance already cached every record
     storage.save_program({"instructions": "again"}, result(0.99), program_id=ids[0])
-    storage._log.entries()  # writes the cache with ids[0]'s record now stale
+    storage.registry._log.entries()  # writes the cache with ids[0]'s record now stale
     fresh = ProgramStorage(storage.path)
-    record: ProgramRecord = fresh.records()[ids[0]]
+    record: ProgramRecord = fresh.registry.records()[ids[0]]
     assert record.best_score == 0.99
     assert_matches_rebuild(fresh)
 
@@ -279,7 +281,7 @@ def test_a_read_only_registry_still_answers(registry_path: Path) -> None:
         path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     try:
         fresh = ProgramStorage(registry_path)
-        assert set(fresh.records()) == set(ids)
+        assert set(fresh.registry.records()) == set(ids)
         assert fresh.load_program(ids[0]) is not None
         assert not (registry_path / logcache.CACHE_DIR).exists()
         assert_matches_rebuild(fresh)
@@ -287,7 +289,7 @@ def test_a_read_only_registry_still_answers(registry_path: Path) -> None:
         for path, mode in sorted(modes.items(), reverse=True):
             path.chmod(mode)
     # writable again: the cache is written by the next query
-    assert set(ProgramStorage(registry_path).records()) == set(ids)
+    assert set(ProgramStorage(registry_path).registry.records()) == set(ids)
     assert cache_file(registry_path).is_file()
 
 
@@ -315,17 +317,17 @@ def test_the_cache_is_written_only_after_enough_new_commits(
     storage = ProgramStorage(registry_path)
     save(storage, 0)
     save(storage, 1)
-    storage.records()
+    storage.registry.records()
     assert not cache_file(registry_path).exists()  # 2 commits
     save(storage, 2)
-    storage.records()
+    storage.registry.records()
     written = cache_file(registry_path).read_bytes()
     save(storage, 3)
     save(storage, 4)
-    storage.records()
+    storage.registry.records()
     assert cache_file(registry_path).read_bytes() == written
     save(storage, 5)
-    storage.records()
+    storage.registry.records()
     assert cache_file(registry_path).read_bytes() != written
 
 
@@ -346,7 +348,7 @@ def test_a_cache_that_cannot_be_written_is_not_an_error(
     else:
         (registry_path / logcache.CACHE_DIR).write_bytes(b"")
     fresh = ProgramStorage(registry_path)
-    assert set(fresh.records()) == set(ids)
+    assert set(fresh.registry.records()) == set(ids)
     assert_matches_rebuild(fresh)
     assert not cache_file(registry_path).exists()
     if blocked != "cache-dir-is-a-file":

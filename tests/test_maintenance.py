@@ -63,13 +63,13 @@ def _explode(path: Path) -> None:
 
 def _each_save_its_own_pack(storage: ProgramStorage) -> None:
     """Close the open pack after every write, so that each save leaves a pack of its own."""
-    original = storage.git.tail.write
+    original = storage.registry.git.tail.write
 
     def write(*args: object, **kwargs: object) -> tuple[InstalledPack, Path | None]:
-        storage.git.tail.close()
+        storage.registry.git.tail.close()
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    storage.git.tail.write = write  # type: ignore[method-assign]
+    storage.registry.git.tail.write = write  # type: ignore[method-assign]
 
 
 # -- what a save writes ---------------------------------------------------------------
@@ -98,7 +98,7 @@ def test_the_open_pack_is_replaced_and_closed_when_full(
 ) -> None:
     monkeypatch.setattr(tailpack, "MAX_OBJECTS", 40)
     _save(storage, 0)
-    first = storage.git.tail.path
+    first = storage.registry.git.tail.path
     assert first is not None and first.is_file()
     _save(storage, 1)
     assert not first.exists() and not first.with_suffix(".idx").exists()
@@ -106,7 +106,7 @@ def test_the_open_pack_is_replaced_and_closed_when_full(
         _save(storage, i)
     # Several packs were closed along the way; the open one holds the last saves.
     assert len(_packs(storage.path)) >= 2
-    assert storage.git.tail.path in _packs(storage.path)
+    assert storage.registry.git.tail.path in _packs(storage.path)
     assert_fsck_clean(storage.path)
 
 
@@ -211,7 +211,7 @@ def test_merged_packs_are_compact_and_normal(registry_path: Path, tmp_path: Path
     shutil.copytree(registry_path, copy)
     git(copy, "gc", "-q")
     (by_git,) = _packs(copy)
-    result = repack.merge_packs(storage.git.repo, packs, walk_all=True)
+    result = repack.merge_packs(storage.registry.git.repo, packs, walk_all=True)
     assert _packs(registry_path) == [result.pack]
     assert result.objects == _count_objects(registry_path)["in-pack"]
     assert result.pack.stat().st_size < size_before

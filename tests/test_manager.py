@@ -142,7 +142,7 @@ def test_find_programs_each_filter_and_combinations(manager: StorageManager) -> 
 
 def test_find_programs_max_age_uses_saved_at(manager: StorageManager) -> None:
     recent = save(manager, 0)
-    old_doc = manager.storage.document_for(
+    old_doc = manager.storage.registry.document_for(
         {"x": 1}, {"best_score_value": 0.5}, {"signature_class": "Old"}, "00000000000000aa"
     )
     aged = old_doc.__class__(

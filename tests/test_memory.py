@@ -24,7 +24,7 @@ def test_opening_a_registry_bounds_libgit2_windows_and_cache(registry_path: Path
 def test_a_released_handle_and_blob_reader_read_on(registry_path: Path) -> None:
     storage = ProgramStorage(registry_path)
     first = storage.save_program({"n": 1}).program_id
-    tip = storage.git.tip("refs/heads/main")
+    tip = storage.registry.git.tip("refs/heads/main")
     assert tip is not None
     blob_id = git(
         registry_path, "rev-parse", f"main:programs/{first[:2]}/{first[2:4]}/{first}.json"
@@ -32,12 +32,12 @@ def test_a_released_handle_and_blob_reader_read_on(registry_path: Path) -> None:
     reader = BlobReader(registry_path / "objects")
     before = reader.read(pygit2.Oid(hex=blob_id.strip()))
     assert before is not None
-    storage.git.release()
+    storage.registry.git.release()
     reader.release()
     assert reader.read(pygit2.Oid(hex=blob_id.strip())) == before
-    assert tip.tree is not None and storage.git.repo[tip.id].id == tip.id
+    assert tip.tree is not None and storage.registry.git.repo[tip.id].id == tip.id
     second = storage.save_program({"n": 2}).program_id
-    storage.git.release()
+    storage.registry.git.release()
     assert {s.program_id for s in storage.list_programs()} == {first, second}
     assert git(registry_path, "rev-list", "--count", "main").strip() == "2"
 

@@ -414,7 +414,7 @@ def test_any_checkpoint_name_stays_in_its_namespace_or_is_refused(
 ) -> None:
     before = refs(shared.path)
     try:
-        Checkpoints(shared).create({"step": 1}, None, name)
+        Checkpoints(shared.registry).create({"step": 1}, None, name)
     except InvalidNameError:
         assert refs(shared.path) == before
         return

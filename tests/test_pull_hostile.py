@@ -176,7 +176,7 @@ def test_a_checkpoint_branch_that_is_not_a_checkpoint_is_refused(
     with pytest.raises(RemoteError, match="refs/heads/checkpoints/run"):
         bob.pull("origin")
     assert refs(bob.path) == before
-    assert Checkpoints(bob).latest() == []
+    assert Checkpoints(bob.registry).latest() == []
 
 
 def test_a_refused_pull_is_a_progreg_error_from_the_cli_path_too(

@@ -118,7 +118,7 @@ def assert_queries_match_git(storage: ProgramStorage) -> None:
     listing = expected_listing(storage.path)
     history = expected_history(storage.path)
     rebuilt = ProgramStorage(storage.path)
-    rebuilt._log = LogIndex(rebuilt.git, MAIN, cache=None)
+    rebuilt.registry._log = LogIndex(rebuilt.registry.git, MAIN, cache=None)
     for instance in (storage, ProgramStorage(storage.path), rebuilt):
         assert instance.list_programs() == listing
         assert [s.model_dump() for s in instance.list_programs()] == [
@@ -128,13 +128,13 @@ def assert_queries_match_git(storage: ProgramStorage) -> None:
         assert got.programs == history
         assert got.summary.total_programs == len(listing)
         ids = [s.program_id for s in reversed(listing)]
-        assert instance.summaries([*ids, "0123456789abcdef"]) == listing[::-1]
-        assert instance.records() == rebuilt.records()
+        assert instance.registry.summaries([*ids, "0123456789abcdef"]) == listing[::-1]
+        assert instance.registry.records() == rebuilt.registry.records()
         for summary in listing[:3]:
             loaded = instance.load_program(summary.program_id)
             assert loaded is not None
             assert loaded.metadata == summary.metadata
-            assert loaded.commit == rebuilt._log.last_change(summary.program_id)
+            assert loaded.commit == rebuilt.registry._log.last_change(summary.program_id)
 
 
 # -- scenarios ----------------------------------------------------------------------------
@@ -160,7 +160,7 @@ def save(storage: ProgramStorage, i: int, program_id: str | None = None) -> str:
 
 def hand_document(storage: ProgramStorage, program_id: str, i: int) -> bytes:
     """The bytes of a valid program document, to commit with plain git."""
-    doc = storage.document_for({"by": "hand", "i": i}, result(0.5), {"n": i}, program_id)
+    doc = storage.registry.document_for({"by": "hand", "i": i}, result(0.5), {"n": i}, program_id)
     return doc.encode()
 
 
@@ -250,11 +250,11 @@ def test_a_damaged_program_file_is_an_error_not_a_gap(registry_path: Path) -> No
         with pytest.raises(CorruptProgramError):
             instance.get_history()
         with pytest.raises(CorruptProgramError):
-            instance.summaries([ids[1]])
+            instance.registry.summaries([ids[1]])
         with pytest.raises(CorruptProgramError):
             instance.load_program(ids[1])
-        assert instance.summaries([ids[0]]) == [before[ids[0]]]
-        record = instance.records()[ids[1]]  # from the commit: no trailers, no file
+        assert instance.registry.summaries([ids[0]]) == [before[ids[0]]]
+        record = instance.registry.records()[ids[1]]  # from the commit: no trailers, no file
         assert record.best_score is None
     with pytest.raises(CorruptProgramError):
         StorageManager(storage=ProgramStorage(registry_path)).find_programs()
@@ -272,8 +272,8 @@ def test_a_valid_file_at_another_programs_path_is_refused(registry_path: Path) -
         with pytest.raises(CorruptProgramError, match="misplaced"):
             instance.list_programs()
         with pytest.raises(CorruptProgramError, match="misplaced"):
-            instance.summaries([other])
-        assert instance.summaries([first]) == before
+            instance.registry.summaries([other])
+        assert instance.registry.summaries([first]) == before
 
 
 def test_commits_without_trailers_read_their_records_from_the_file(registry_path: Path) -> None:
@@ -282,7 +282,7 @@ def test_commits_without_trailers_read_their_records_from_the_file(registry_path
     program_id = "00112233445566ab"
     commit_file(registry_path, path_of(program_id), hand_document(storage, program_id, 7))
     fresh = ProgramStorage(registry_path)
-    record = fresh.records()[program_id]
+    record = fresh.registry.records()[program_id]
     assert record.best_score == 0.5
     assert record.commit == git(registry_path, "rev-parse", "main").strip()
     assert_queries_match_git(storage)
@@ -300,7 +300,7 @@ def test_the_cache_round_trips_and_answers_without_reading_program_files(
     items = [({"b": k}, {"best_score_value": -0.0}, {"k": k}) for k in range(2)]
     storage.save_programs(items)  # records from the files, a negative zero score
     listing = storage.list_programs()
-    records = storage.records()
+    records = storage.registry.records()
     path = logcache.cache_path(registry_path, MAIN)
     data = logcache.read(path)
     assert data is not None
@@ -326,7 +326,7 @@ def test_the_cache_round_trips_and_answers_without_reading_program_files(
     assert [s.model_dump_json() for s in fresh.list_programs()] == [
         s.model_dump_json() for s in listing
     ]
-    assert fresh.records() == records
+    assert fresh.registry.records() == records
     assert fresh.get_history() == storage.get_history()
     assert decoded == []  # every answer came from the cache
     [zero] = [s.best_score for s in fresh.list_programs() if s.metadata.get("k") == 0]
@@ -345,7 +345,7 @@ def test_a_cache_of_version_1_is_ignored(registry_path: Path) -> None:
     old = registry_path / logcache.CACHE_DIR / "log-index-v1.json"
     old.write_bytes(path.read_bytes())
     assert logcache.read(path) is None
-    assert set(ProgramStorage(registry_path).records()) == set(ids)
+    assert set(ProgramStorage(registry_path).registry.records()) == set(ids)
     assert logcache.read(path) is not None  # rewritten in version 2
     assert_queries_match_git(storage)
 
@@ -420,7 +420,7 @@ def test_an_index_interrupted_while_walking_starts_over(
 ) -> None:
     storage = ProgramStorage(registry_path)
     save(storage, 0)
-    storage.records()
+    storage.registry.records()
     for i in range(1, 4):
         save(storage, i)
     calls = []
@@ -434,7 +434,7 @@ def test_an_index_interrupted_while_walking_starts_over(
 
     monkeypatch.setattr(history, "_entry", failing)
     with pytest.raises(OSError, match="disk read error"):
-        storage.records()
+        storage.registry.records()
     monkeypatch.setattr(history, "_entry", original)
     assert_queries_match_git(storage)  # not counted twice
 
@@ -490,9 +490,9 @@ def test_long_walks_and_many_decodes_go_through_released_handles(
         save(storage, i)
     assert_queries_match_git(storage)
     fresh = ProgramStorage(registry_path)
-    fresh._log = LogIndex(fresh.git, MAIN, cache=None)
+    fresh.registry._log = LogIndex(fresh.registry.git, MAIN, cache=None)
     chain = git(registry_path, "rev-list", "--first-parent", "--reverse", "main").split()
-    assert [entry.commit for entry in fresh._log.entries()] == chain
+    assert [entry.commit for entry in fresh.registry._log.entries()] == chain
     assert len(chain) > 5 * 3
 
 
@@ -502,7 +502,7 @@ def test_summaries_built_from_files_share_equal_metadata(registry_path: Path) ->
         storage.save_program({"i": i}, result(0.5), metadata={"signature_class": "Same"})
     storage.save_program({"i": 9}, result(0.5), metadata={"signature_class": "Other"})
     rebuilt = ProgramStorage(registry_path)
-    rebuilt._log = LogIndex(rebuilt.git, MAIN, cache=None)
+    rebuilt.registry._log = LogIndex(rebuilt.registry.git, MAIN, cache=None)
     listing = rebuilt.list_programs()
     assert listing == expected_listing(registry_path)
     same = [s.metadata for s in listing if s.signature_class == "Same"]

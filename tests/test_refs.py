@@ -112,7 +112,7 @@ def test_tag_queries_agree_whatever_the_refs_storage(
     tagged_registry: tuple[StorageManager, list[str]],
 ) -> None:
     manager, ids = tagged_registry
-    git_ = manager.storage.git
+    git_ = manager.storage.registry.git
 
     def answers() -> tuple[object, ...]:
         by_program: dict[str, set[str]] = {}
@@ -353,7 +353,7 @@ def test_deleting_a_checkpoint_waits_for_the_write_lock_packing_holds(
 ) -> None:
     """As for untagging: a pack between the loose file's deletion and packed-refs revives it."""
     storage = ProgramStorage(registry_path)
-    checkpoints = Checkpoints(storage)
+    checkpoints = Checkpoints(storage.registry)
     checkpoints.create({"predict": {"demos": []}}, None, "run")
     refpack.pack_refs(registry_path)
     done = threading.Event()
@@ -407,13 +407,13 @@ def test_packed_ref_creation_keeps_existing_refs_and_gives_way_on_a_clash(
     git(registry_path, "update-ref", "refs/tags/plain", commit)  # a tag made with plain git
     wanted = {f"refs/tags/t{n:02d}/{saved.program_id}": commit for n in range(20)}
     wanted["refs/tags/plain"] = commit  # exists already: left as it is
-    made = storage.git.create_refs(wanted)
+    made = storage.registry.git.create_refs(wanted)
     assert sorted(made) == sorted(name for name in wanted if name != "refs/tags/plain")
     assert not (registry_path / "refs" / "tags" / "t00").exists()  # packed, not loose
     assert git(registry_path, "rev-parse", f"refs/tags/t07/{saved.program_id}").strip() == commit
     clash = {f"refs/tags/plain/{n:02d}": commit for n in range(20)}  # under an existing ref
     with pytest.raises(RegistryError):
-        storage.git.create_refs(clash)
+        storage.registry.git.create_refs(clash)
     assert "refs/tags/plain/00" not in ref_values(registry_path)
     assert_fsck_clean(registry_path)
 
@@ -456,17 +456,19 @@ def test_ref_values_read_loose_over_packed_and_resolve_symbolic_refs_as_git_does
         ).splitlines()
     }
     assert expected[ids[0]] == main and expected["alias"] == main
-    assert manager.storage.git.ref_values("refs/tags/best/") == expected
+    assert manager.storage.registry.git.ref_values("refs/tags/best/") == expected
     raw = reflist.values_under(path, "refs/tags/best/")
     assert raw["alias"] is None  # symbolic: left to libgit2
-    assert manager.storage.git.ref_values("refs/tags/none/") == {}
+    assert manager.storage.registry.git.ref_values("refs/tags/none/") == {}
     every = dict(
         line.split()
         for line in git(path, "for-each-ref", "--format=%(refname) %(objectname)").splitlines()
     )
     wanted = [f"refs/tags/best/{i}" for i in ids] + ["refs/tags/other/x", "refs/tags/best/gone"]
     many = wanted * 40  # past the count looked up one by one
-    assert manager.storage.git.values_of(many) == {n: every[n] for n in wanted if n in every}
-    assert manager.storage.git.values_of(wanted[:3]) == {
+    assert manager.storage.registry.git.values_of(many) == {
+        n: every[n] for n in wanted if n in every
+    }
+    assert manager.storage.registry.git.values_of(wanted[:3]) == {
         n: every[n] for n in wanted[:3] if n in every
     }

@@ -621,7 +621,7 @@ def test_local_path_remotes_push_and_pull(tmp_path: Path) -> None:
     assert rev(tmp_path / "alice", "refs/remotes/origin/main") == rev(tmp_path / "shared")
     assert ids(shared) == {saved}
     assert bob.pull().added == [saved]
-    assert all_tags(bob.git) == {saved: {"prod"}}
+    assert all_tags(bob.registry.git) == {saved: {"prod"}}
     assert alice.push().updated == []
     assert_fsck_clean(tmp_path / "shared")
 
@@ -723,7 +723,7 @@ def test_local_path_push_needs_a_bare_repository(tmp_path: Path) -> None:
     work_tree = tmp_path / "work"
     git(tmp_path, "init", "-q", str(work_tree))
     with pytest.raises(RemoteError, match="work tree"):
-        push_local(alice.git.repo, work_tree, [MAIN])
+        push_local(alice.registry.git.repo, work_tree, [MAIN])
 
 
 # -- tags and checkpoints ---------------------------------------------------------------------
@@ -735,15 +735,17 @@ def test_tags_and_checkpoints_travel_both_ways(git_daemon: GitServer, tmp_path: 
     alice, bob = clone(tmp_path, "alice", url), clone(tmp_path, "bob", url)
     state: dict[str, Any] = {"predict": {"demos": []}}
     program = save(alice, 1, tags=["candidate"])
-    Checkpoints(alice).create(state, {"best_score_value": 0.5}, "run1")
+    Checkpoints(alice.registry).create(state, {"best_score_value": 0.5}, "run1")
     alice.push()
 
     pulled = bob.pull()
     assert pulled.tags_created == [f"candidate/{program}"]
     assert pulled.checkpoints_updated == ["run1"]
-    assert all_tags(bob.git) == {program: {"candidate"}}
-    Checkpoints(bob).create(state, {"best_score_value": 0.6}, "run1")
-    bob.git.create_tag(f"prod/{program}", rev(tmp_path / "bob"), bob.identity()[1], "prod\n")
+    assert all_tags(bob.registry.git) == {program: {"candidate"}}
+    Checkpoints(bob.registry).create(state, {"best_score_value": 0.6}, "run1")
+    bob.registry.git.create_tag(
+        f"prod/{program}", rev(tmp_path / "bob"), bob.registry.identity()[1], "prod\n"
+    )
     assert set(bob.push().updated) == {
         "refs/heads/checkpoints/run1",
         f"refs/tags/prod/{program}",
@@ -752,22 +754,26 @@ def test_tags_and_checkpoints_travel_both_ways(git_daemon: GitServer, tmp_path: 
     back = alice.pull()
     assert back.tags_created == [f"prod/{program}"]
     assert back.checkpoints_updated == ["run1"]
-    assert [c.best_score for c in Checkpoints(alice).history("run1")] == [0.6, 0.5]
-    assert all_tags(alice.git) == {program: {"candidate", "prod"}}
+    assert [c.best_score for c in Checkpoints(alice.registry).history("run1")] == [0.6, 0.5]
+    assert all_tags(alice.registry.git) == {program: {"candidate", "prod"}}
     assert rev(tmp_path / "alice", "checkpoints/run1") == rev(served, "checkpoints/run1")
 
     # Both sides extend run2 and tag the same program "best": kept on each side, reported.
-    Checkpoints(alice).create(state, {"best_score_value": 0.1}, "run2")
+    Checkpoints(alice.registry).create(state, {"best_score_value": 0.1}, "run2")
     alice.push()
-    Checkpoints(bob).create(state, {"best_score_value": 0.2}, "run2")
-    bob.git.create_tag(f"best/{program}", rev(tmp_path / "bob"), bob.identity()[1], "b\n")
-    alice.git.create_tag(f"best/{program}", rev(tmp_path / "alice"), alice.identity()[1], "a\n")
+    Checkpoints(bob.registry).create(state, {"best_score_value": 0.2}, "run2")
+    bob.registry.git.create_tag(
+        f"best/{program}", rev(tmp_path / "bob"), bob.registry.identity()[1], "b\n"
+    )
+    alice.registry.git.create_tag(
+        f"best/{program}", rev(tmp_path / "alice"), alice.registry.identity()[1], "a\n"
+    )
     alice.push()
     synced = bob.sync()
     assert synced.pulled.checkpoints_diverged == ["run2"]
     assert synced.pulled.tags_kept == [f"best/{program}"]
     assert synced.pushed.skipped == ["refs/heads/checkpoints/run2", f"refs/tags/best/{program}"]
-    assert [c.best_score for c in Checkpoints(bob).history("run2")] == [0.2]
+    assert [c.best_score for c in Checkpoints(bob.registry).history("run2")] == [0.2]
     with pytest.raises(PushRejectedError) as refused:  # push alone refuses both, sends nothing
         bob.push()
     assert refused.value.reasons == {

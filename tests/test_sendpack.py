@@ -78,9 +78,9 @@ def test_pushes_keep_the_remote_fsck_clean_with_checkpoints_and_old_tags(
     assert set(alice.push().created) == {MAIN, f"refs/tags/candidate/{first}"}
     assert_fsck_clean(served)
     old = git(tmp_path / "alice", "rev-list", "--reverse", "main").split()[0]
-    alice.git.create_tag(f"prod/{first}", old, alice.identity()[1], "prod\n")
+    alice.registry.git.create_tag(f"prod/{first}", old, alice.registry.identity()[1], "prod\n")
     state: dict[str, Any] = {"predict": {"demos": []}}
-    Checkpoints(alice).create(state, {"best_score_value": 0.5}, "run1")
+    Checkpoints(alice.registry).create(state, {"best_score_value": 0.5}, "run1")
     save(alice, 6)
     pushed = alice.push()
     assert set(pushed.created) == {f"refs/tags/prod/{first}", "refs/heads/checkpoints/run1"}
@@ -134,7 +134,7 @@ def test_a_push_of_what_the_remote_has_sends_no_pack(
     assert alice.push().updated == []
     assert {method for method, _, _ in served_by.requests} == {"GET"}  # no POST, no pack
     git(tmp_path / "alice", "branch", "checkpoints/again", "main")
-    repo = alice.git.repo
+    repo = alice.registry.git.repo
     head = target(repo, MAIN)
     assert missing_objects(repo, [head], [head]) == []
     assert alice.push().created == ["refs/heads/checkpoints/again"]
@@ -146,12 +146,14 @@ def test_the_pack_holds_exactly_what_git_counts_as_missing(tmp_path: Path) -> No
     storage = ProgramStorage(tmp_path / "registry")
     for n in range(30):
         save(storage, n, tags=["candidate"])
-    repo = storage.git.repo
+    repo = storage.registry.git.repo
     remote_main = target(repo, MAIN)
     for n in range(30, 33):
         program = save(storage, n)
     old_commit = git(tmp_path / "registry", "rev-list", "--reverse", "main").split()[3]
-    storage.git.create_tag(f"prod/{program}", old_commit, storage.identity()[1], "prod\n")
+    storage.registry.git.create_tag(
+        f"prod/{program}", old_commit, storage.registry.identity()[1], "prod\n"
+    )
     tag = target(repo, f"refs/tags/prod/{program}")
     head = target(repo, MAIN)
     sent = {

@@ -88,7 +88,7 @@ def test_ssh_signed_saves_tags_and_merges_agree_with_git(tmp_path: Path) -> None
     theirs = ProgramStorage(other).save_program({"instructions": "from the other clone"})
     git(registry, "fetch", "-q", str(other), "main:refs/remotes/other/main")
     storage.save_program({"instructions": "diverge"})
-    merged = merge_into_main(storage, theirs.commit, action="merge", source="other")
+    merged = merge_into_main(storage.registry, theirs.commit, action="merge", source="other")
     assert merged.commit is not None
     assert git_status(registry, "verify-commit", merged.commit) == 0
 

@@ -964,7 +964,7 @@ def test_error_events(
     assert load_error.fields["program_id"] == saved.program_id
     assert load_error.fields["error_type"] == "CorruptProgramError"
 
-    storage.git.path.joinpath("refs", "heads", "main.lock").write_text("")
+    storage.registry.git.path.joinpath("refs", "heads", "main.lock").write_text("")
     busy = ProgramStorage(registry_path, lock_timeout=0.2)
     with pytest.raises(progreg.RegistryBusyError):
         busy.delete_program(saved.program_id)

@@ -80,7 +80,7 @@ def source(tmp_path: Path) -> tuple[ProgramStorage, list[str]]:
     """A registry with five programs, two tags and a checkpoint run of two steps."""
     storage = new_storage(tmp_path / "source")
     ids = [save(storage, i, tags=["prod"] if i in (1, 3) else ()) for i in range(5)]
-    checkpoints = Checkpoints(storage)
+    checkpoints = Checkpoints(storage.registry)
     checkpoints.create(workload.program_state(10), workload.optimization_result(10), "run-1")
     checkpoints.create(workload.program_state(11), workload.optimization_result(11), "run-1")
     return storage, ids
@@ -247,7 +247,7 @@ def test_round_trip_keeps_ids_tags_checkpoints_and_bytes(
     assert git(target.path, "rev-parse", "main") == git(storage.path, "rev-parse", "main")
     assert result.commit == git(storage.path, "rev-parse", "main").strip()
     assert git(target.path, "log", "--merges", "--format=%H", "main") == ""
-    restored = Checkpoints(target).restore("run-1~1")
+    restored = Checkpoints(target.registry).restore("run-1~1")
     assert restored is not None and restored.state == workload.program_state(10)
     assert_fsck_clean(target.path)
 
@@ -277,7 +277,7 @@ def test_incremental_bundles_follow_each_other(
     target.import_programs(tmp_path / "full.bundle")
 
     new = save(storage, 50, tags=["prod"])
-    Checkpoints(storage).create(workload.program_state(12), None, "run-1")
+    Checkpoints(storage.registry).create(workload.program_state(12), None, "run-1")
     storage.export_registry(tmp_path / "inc.bundle", since=str(tmp_path / "full.bundle"))
     result = target.import_programs(tmp_path / "inc.bundle")
     assert result.imported == [new]
@@ -663,7 +663,7 @@ def test_imports_an_incremental_thin_bundle_made_by_git(tmp_path: Path) -> None:
     assert [oid for oid, _ in header.prerequisites] == [old]
     # The pack is thin: a delta's base is the previous version, which only the target has.
     pack = memoryview((tmp_path / "inc.bundle").read_bytes())[header.pack_offset :]
-    repo = target.git.repo
+    repo = target.registry.git.repo
 
     def external(oid: bytes) -> tuple[int, bytes] | None:
         if pygit2.Oid(raw=oid) not in repo.odb:
@@ -705,7 +705,7 @@ def test_diverged_checkpoint_is_refused_and_other_tags_kept(
     storage, ids = source
     storage.export_registry(tmp_path / "all.bundle")
     target = new_storage(tmp_path / "target")
-    Checkpoints(target).create({"mine": 1}, None, "run-1")
+    Checkpoints(target.registry).create({"mine": 1}, None, "run-1")
     before = registry_state(target.path)
     with pytest.raises(ConflictError, match="run-1"):
         target.import_programs(tmp_path / "all.bundle")
@@ -887,7 +887,9 @@ def test_oversized_objects_are_refused(
     target = ProgramStorage(tmp_path / "target", max_program_bytes=1024)
     header = bundles.read_header(tmp_path / "all.bundle")
     with pytest.raises(BundleError, match="over the limit"):
-        unbundle.unpack(target.git.repo, tmp_path / "all.bundle", header, max_object_size=1024)
+        unbundle.unpack(
+            target.registry.git.repo, tmp_path / "all.bundle", header, max_object_size=1024
+        )
     assert list((target.path / "objects").glob("incoming-*")) == []
 
 
@@ -1263,7 +1265,7 @@ def test_the_bundle_layer_writes_v3_bundles(
     storage, _ = source
     tip = git(storage.path, "rev-parse", "main").strip()
     written = bundles.write_bundle(
-        storage.git.repo, tmp_path / "v3.bundle", [("refs/heads/main", tip)], version=3
+        storage.registry.git.repo, tmp_path / "v3.bundle", [("refs/heads/main", tip)], version=3
     )
     assert written.version == 3
     assert (
@@ -1346,7 +1348,7 @@ def test_incoming_program_files_are_read_as_raw_blobs(
 ) -> None:
     """The merge's check of each incoming program: a file, within the limit, a document."""
     storage, ids = source
-    repo = storage.git.repo
+    repo = storage.registry.git.repo
     path = program_file(ids[0])
     blob_id = repo.revparse_single("main").tree[path].id
     _check_program(repo, blob_id, path, ids[0], 1 << 20)  # a valid program passes

@@ -124,8 +124,8 @@ def test_edited_trees_are_those_libgit2_builds(
 def test_commits_are_those_libgit2_writes(storage: ProgramStorage) -> None:
     for i in range(3):
         _save(storage, i)
-    repo = storage.git.repo
-    for commit in storage.git.walk("refs/heads/main"):
+    repo = storage.registry.git.repo
+    for commit in storage.registry.git.walk("refs/heads/main"):
         again = repo.create_commit(
             None,
             commit.author,
@@ -144,11 +144,11 @@ def test_a_batch_too_large_for_the_open_pack_gets_a_pack_of_its_own(
     storage: ProgramStorage,
 ) -> None:
     _save(storage, 0)
-    open_pack = storage.git.tail.path
+    open_pack = storage.registry.git.tail.path
     storage.save_programs([({"n": i}, None, None) for i in range(tailpack.MAX_OBJECTS)])
     packs = sorted((storage.path / "objects" / "pack").glob("*.pack"))
     assert open_pack in packs and len(packs) == 2
-    assert storage.git.tail.path == open_pack  # still open for the next save
+    assert storage.registry.git.tail.path == open_pack  # still open for the next save
     assert len(storage.list_programs()) == tailpack.MAX_OBJECTS + 1
     assert_fsck_clean(storage.path)
 
@@ -249,11 +249,11 @@ def _flushed(synced: list[str], prefix: str) -> int:
 def test_a_durable_save_flushes_its_objects_then_the_ref(
     storage: ProgramStorage, synced: list[str]
 ) -> None:
-    assert storage.git.durable  # the default
+    assert storage.registry.git.durable  # the default
     _save(storage, 0)
     synced.clear()
     _save(storage, 1)
-    pack = storage.git.tail.path
+    pack = storage.registry.git.tail.path
     assert pack is not None
     pack_dir = str(pack.parent)
     ref = str(storage.path / "refs" / "heads" / "main")
@@ -275,7 +275,7 @@ def test_a_tag_added_later_is_a_flushed_pack_and_ref(
     synced.clear()
     assert manager.tag_program(saved.program_id, "reviewed") == ["reviewed"]
     tag_ref = registry_path / "refs" / "tags" / "reviewed" / saved.program_id
-    pack = manager.storage.git.tail.path
+    pack = manager.storage.registry.git.tail.path
     assert pack is not None
     assert _flushed(synced, "tmp_pack_") < synced.index(str(tag_ref) + ".lock")
     assert synced.index(str(pack.parent)) < synced.index(str(tag_ref) + ".lock")
@@ -294,7 +294,7 @@ def test_tags_deletes_and_imports_are_durable(
     tag_flush = synced.index(str(tag_ref) + ".lock")  # flushed before the rename
     assert str(tag_ref.parent) in synced[tag_flush:]  # then the rename itself
     tag = git(storage.path, "rev-parse", f"refs/tags/production/{saved.program_id}").strip()
-    pack = storage.git.tail.path  # the tag object went into the save's pack, flushed first
+    pack = storage.registry.git.tail.path  # the tag object went into the save's pack, flushed first
     assert pack is not None and _flushed(synced[:tag_flush], "tmp_pack_") >= 0
     assert tag in git(storage.path, "show-index", input=pack.with_suffix(".idx").read_bytes())
     synced.clear()
@@ -322,12 +322,14 @@ def test_without_durability_a_save_flushes_nothing(registry_path: Path, synced: 
 def test_durability_setting_precedence(
     registry_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert ProgramStorage(registry_path).git.durable
+    assert ProgramStorage(registry_path).registry.git.durable
     git(registry_path, "config", "progreg.durable", "false")
-    assert not ProgramStorage(registry_path).git.durable
+    assert not ProgramStorage(registry_path).registry.git.durable
     monkeypatch.setenv("PROGREG_DURABLE", "1")
-    assert ProgramStorage(registry_path).git.durable  # the environment over Git config
-    assert not ProgramStorage(registry_path, durable=False).git.durable  # the argument first
+    assert ProgramStorage(registry_path).registry.git.durable  # the environment over Git config
+    assert not ProgramStorage(
+        registry_path, durable=False
+    ).registry.git.durable  # the argument first
     monkeypatch.setenv("PROGREG_DURABLE", "sometimes")
     with pytest.raises(InvalidInputError, match="PROGREG_DURABLE"):
         ProgramStorage(registry_path)
@@ -337,7 +339,7 @@ def test_durability_setting_precedence(
         ProgramStorage(registry_path)
     git(registry_path, "config", "--unset", "progreg.durable")
     config = StorageConfig(storage_path=registry_path, durable=False)
-    assert not StorageManager(config).storage.git.durable
+    assert not StorageManager(config).storage.registry.git.durable
     monkeypatch.setenv("PROGREG_DURABLE", "no")
     assert StorageConfig(storage_path=registry_path).durable is False
 
@@ -387,7 +389,7 @@ def test_packs_replaced_by_later_saves_are_not_kept_mapped(registry_path: Path) 
 def test_plan_tip_matches_git_whoever_moved_the_ref(tmp_path: Path) -> None:
     """A plan's tip has the ids ``git`` reports, whether this handle, git or nobody wrote it."""
     storage = ProgramStorage(tmp_path / "reg")
-    repo = storage.git
+    repo = storage.registry.git
     assert repo.plan_tip("refs/heads/main") is None
     first = _save(storage, 1)
     second = _save(storage, 2)

@@ -80,7 +80,7 @@ class StorageManager:
         if storage is None:
             storage = ProgramStorage(self.config.storage_path, durable=self.config.durable)
         self.storage = storage
-        self._checkpoints = Checkpoints(self.storage)
+        self._checkpoints = Checkpoints(self.storage.registry)
         self._history: tuple[str, OptimizationHistory] | None = None
 
     def __repr__(self) -> str:
@@ -152,7 +152,7 @@ class StorageManager:
         at least one of them.
         """
         matches = self._find_records(optimizer, min_score, max_age_days, signature_class, tags)
-        return self.storage.summaries(record.program_id for record in matches)
+        return self.storage.registry.summaries(record.program_id for record in matches)
 
     def _find_records(
         self,
@@ -164,11 +164,11 @@ class StorageManager:
     ) -> list[ProgramRecord]:
         _check_number("min_score", min_score)
         _check_number("max_age_days", max_age_days)
-        wanted = tagged(self.storage.git, check_tags(tags)) if tags is not None else None
+        wanted = tagged(self.storage.registry.git, check_tags(tags)) if tags is not None else None
         oldest = (
             datetime.now(UTC) - timedelta(days=max_age_days) if max_age_days is not None else None
         )
-        records = self.storage.records()
+        records = self.storage.registry.records()
         found = list(records.values())
         if wanted is not None:
             found = list(compress(found, map(wanted.__contains__, records)))
@@ -205,8 +205,10 @@ class StorageManager:
         """Tag a live program; returns the tags newly created (existing ones are kept)."""
         names = check_tags(tags)
         record = self._record(program_id)
-        _, committer = self.storage.identity()
-        created = create_tags(self.storage.git, program_id, record.commit, names, committer)
+        _, committer = self.storage.registry.identity()
+        created = create_tags(
+            self.storage.registry.git, program_id, record.commit, names, committer
+        )
         if created:
             events.emit("progreg.tag.add", program_id=program_id, tags=created)
         return created
@@ -214,7 +216,7 @@ class StorageManager:
     def untag_program(self, program_id: str, *tags: str) -> list[str]:
         """Remove tags from a program; returns the tags that were removed."""
         check_program_id(program_id)
-        removed = delete_tags(self.storage.git, program_id, check_tags(tags))
+        removed = delete_tags(self.storage.registry.git, program_id, check_tags(tags))
         if removed:
             events.emit("progreg.tag.remove", program_id=program_id, tags=removed)
         return removed
@@ -222,11 +224,11 @@ class StorageManager:
     def get_tags(self, program_id: str) -> list[str]:
         """The program's tags, sorted."""
         check_program_id(program_id)
-        return sorted(all_tags(self.storage.git).get(program_id, set()))
+        return sorted(all_tags(self.storage.registry.git).get(program_id, set()))
 
     def _record(self, program_id: str) -> ProgramRecord:
         check_program_id(program_id)
-        record = self.storage.records().get(program_id)
+        record = self.storage.registry.records().get(program_id)
         if record is None:
             raise ProgramNotFoundError(f"program {program_id} is not in the registry")
         return record
@@ -282,27 +284,27 @@ class StorageManager:
         known = self._history
         if known is not None and tip is not None and known[0] == tip:
             return known[1].model_copy(deep=True)
-        history = optimization_history(list(self.storage.records().values()))
+        history = optimization_history(list(self.storage.registry.records().values()))
         if tip is not None and self._main_id() == tip:  # not moved while computing
             self._history = (tip, history.model_copy(deep=True))
         return history
 
     def _main_id(self) -> str | None:
-        reference = self.storage.git.repo.references.get(MAIN)
+        reference = self.storage.registry.git.repo.references.get(MAIN)
         return None if reference is None else str(reference.resolve().target)
 
     def compare_programs(self, program_id_1: str, program_id_2: str) -> ProgramComparison:
         """Compare two live programs: scores, ages, a structural summary and a unified diff."""
         docs = []
-        git = self.storage.git
-        tip = self.storage.reread("the tip of main", lambda: git.tip(MAIN))
+        git = self.storage.registry.git
+        tip = self.storage.registry.reread("the tip of main", lambda: git.tip(MAIN))
         for program_id in (program_id_1, program_id_2):
             check_program_id(program_id)
             path = program_path(program_id)
             data = None
             if tip is not None:
                 read = functools.partial(git.read, tip.tree, path)
-                data = self.storage.reread(f"program {program_id}", read)
+                data = self.storage.registry.reread(f"program {program_id}", read)
             if data is None:
                 raise ProgramNotFoundError(f"program {program_id} is not in the registry")
             docs.append((decode_document(data, program_path(program_id), program_id), data))
@@ -318,11 +320,11 @@ class StorageManager:
 
     def plan_cleanup(self) -> CleanupPlan:
         """What :meth:`cleanup_old_programs` would remove now; changes nothing (a dry run)."""
-        records = self.storage.records()
+        records = self.storage.registry.records()
         protected_tags = set(self.config.protected_tags)
         protected = sorted(
             program_id
-            for program_id, tags in all_tags(self.storage.git).items()
+            for program_id, tags in all_tags(self.storage.registry.git).items()
             if tags & protected_tags and program_id in records
         )
         keep = self.config.max_stored_programs
@@ -347,7 +349,7 @@ class StorageManager:
         removed: list[str] = []
         if plan.remove:
             message = cleanup_message(plan.remove, plan.remaining, plan.keep)
-            removed = self.storage.delete_programs(plan.remove, message)
+            removed = self.storage.registry.delete_programs(plan.remove, message)
         remaining = plan.remaining + len(plan.remove) - len(removed)
         events.emit("progreg.storage.cleanup", removed=len(removed), remaining=remaining)
         return len(removed)

@@ -1,20 +1,26 @@
-"""``ProgramStorage``: the registry's public class, over registry and sharing.
+"""``ProgramStorage``: the registry's public class, a facade over registry and sharing.
 
-It is :class:`~progreg.registry.store.Registry` (save, load, list, delete,
-restore, tags, gc) with the calls that move programs between registries:
-bundles (:mod:`progreg.sharing.transfer`), remotes
-(:mod:`progreg.sharing.remotes`), and :meth:`ProgramStorage.verify`. Each of
-these is a one-line call into its module: the logic lives there.
+Each call is one line into the layer that does the work: saving, loading,
+listing, deleting and restoring into :class:`~progreg.registry.store.Registry`;
+bundles into :mod:`progreg.sharing.transfer`; remotes into
+:mod:`progreg.sharing.remotes`; :meth:`ProgramStorage.verify` into
+:mod:`progreg.registry.verify`. The registry's helpers for the layers above
+stay on the ``Registry`` (:attr:`ProgramStorage.registry`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
+from progreg.core.document import DEFAULT_MAX_PROGRAM_BYTES
+from progreg.core.models import ProgramHistory, ProgramSummary, SavedProgram
 from progreg.core.secrets import SecretsPolicy
+from progreg.git.maintenance import PackReport
 from progreg.registry import verify as _verify
-from progreg.registry.store import Registry
+from progreg.registry.store import BatchItem, Registry
 from progreg.registry.verify import VerifyReport
 from progreg.sharing import remotes as _remotes
 from progreg.sharing import transfer as _transfer
@@ -23,7 +29,7 @@ from progreg.sharing.remotes import PullResult, PushResult, RemoteInfo, SyncResu
 from progreg.sharing.transfer import ExportResult, ImportResult
 
 
-class ProgramStorage(Registry):
+class ProgramStorage:
     """A registry of optimized programs in the bare Git repository at ``storage_path``.
 
     ``storage_path`` defaults to ``$PROGREG_PATH`` (or its other name
@@ -36,6 +42,151 @@ class ProgramStorage(Registry):
     ``PROGREG_DURABLE`` and the ``progreg.durable`` Git config), every write is
     on the disk (``fsync``) before the call returns, so it survives power loss.
     """
+
+    def __init__(
+        self,
+        storage_path: str | os.PathLike[str] | None = None,
+        *,
+        author: str | None = None,
+        committer: str | None = None,
+        lock_timeout: float = 30.0,
+        max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
+        durable: bool | None = None,
+    ) -> None:
+        self._registry = Registry(
+            storage_path,
+            author=author,
+            committer=committer,
+            lock_timeout=lock_timeout,
+            max_program_bytes=max_program_bytes,
+            durable=durable,
+        )
+
+    def __repr__(self) -> str:
+        return f"ProgramStorage({str(self.path)!r})"
+
+    @property
+    def path(self) -> Path:
+        """The registry's directory (the bare Git repository)."""
+        return self._registry.path
+
+    @property
+    def registry(self) -> Registry:
+        """The registry layer underneath (:mod:`progreg.registry`): not a stable API.
+
+        The layers above the public classes (the manager, the command line)
+        and tests reach the registry's own operations through it.
+        """
+        return self._registry
+
+    # -- programs ----------------------------------------------------------------
+
+    def register_type(
+        self,
+        cls: type,
+        *,
+        name: str | None = None,
+        factory: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        """Let :meth:`load_program` rebuild programs saved as ``cls`` into new objects.
+
+        ``factory(state)`` builds the object; by default ``model_validate``
+        (pydantic), ``from_dict`` or ``cls()`` followed by ``load_state``.
+        """
+        self._registry.register_type(cls, name=name, factory=factory)
+
+    def save_program(
+        self,
+        program: object,
+        optimization_result: object = None,
+        metadata: Mapping[str, Any] | None = None,
+        program_id: str | None = None,
+        *,
+        tags: Iterable[str] | None = (),
+        secrets: SecretsPolicy = "refuse",
+    ) -> SavedProgram:
+        """Save ``program`` with its optimization result as one commit; return the saved record.
+
+        A new id is generated unless ``program_id`` is given; saving under an
+        existing id records a new version of that program (the old one stays
+        in history). ``tags`` are created as tag refs together with the commit.
+        A program holding a credential is refused with a ``SecretDetectedError``
+        error unless ``secrets="redact"`` is given: each credential is then
+        replaced by ``[REDACTED]`` in what is saved.
+
+        ``program`` may be a ``SavedProgram`` (a version loaded, or a
+        checkpoint restored): it is saved as a new version of its own program,
+        with its optimization result and metadata unless others are given.
+        """
+        return self._registry.save_program(
+            program, optimization_result, metadata, program_id, tags=tags, secrets=secrets
+        )
+
+    def save_programs(
+        self,
+        items: Iterable[BatchItem],
+        *,
+        tags: Iterable[str] | None = (),
+        secrets: SecretsPolicy = "refuse",
+    ) -> list[SavedProgram]:
+        """Save many programs as ONE commit; return their records, in the order given.
+
+        Each item is a ``(program, optimization_result, metadata)`` tuple (a
+        fourth element is a ``program_id``) or a mapping with those keys
+        (``program_id`` optional). Every document is built and checked before
+        anything is written: an invalid item, or an id given twice, raises
+        and leaves the registry unchanged. ``tags`` are put on every program,
+        created together with the commit. No items: no commit, ``[]``.
+        ``secrets`` is as for :meth:`save_program`.
+        """
+        return self._registry.save_programs(items, tags=tags, secrets=secrets)
+
+    def load_program(self, program_id: str, *, into: object = None) -> SavedProgram | None:
+        """The program with ``program_id``, or ``None`` when the registry does not hold it.
+
+        ``into`` may be an object with ``load_state`` (a fresh DSPy module) or
+        a class; the state is loaded into it. Without it, a registered type is
+        rebuilt, else ``program`` is the state dict. A program file that exists
+        but cannot be decoded raises :class:`~progreg.CorruptProgramError`.
+        """
+        return self._registry.load_program(program_id, into=into)
+
+    def list_programs(self) -> list[ProgramSummary]:
+        """Every program the registry holds, oldest save first."""
+        return self._registry.list_programs()
+
+    def get_history(self) -> ProgramHistory:
+        """The registry's programs in the order the log recorded them, with a summary.
+
+        The order is that of the commits on ``main`` (the last commit that
+        wrote each program), which is exact even for saves in the same
+        microsecond or from machines whose clocks disagree.
+        """
+        return self._registry.get_history()
+
+    def delete_program(self, program_id: str) -> bool:
+        """Remove a program from ``main`` (one commit); ``False`` if it was not there.
+
+        The program stays in history: :meth:`restore_program` brings it back.
+        """
+        return self._registry.delete_program(program_id)
+
+    def restore_program(self, program_id: str) -> SavedProgram:
+        """Bring back the last version of a deleted program, as a new commit.
+
+        Returns the program (unchanged, with no commit, if it is already
+        present); raises :class:`~progreg.ProgramNotFoundError` if the registry
+        never held it.
+        """
+        return self._registry.restore_program(program_id)
+
+    def gc(self, *, pack_limit: int | None = None) -> PackReport:
+        """Pack loose objects and merge the packs (``progreg gc``); see docs/format.md.
+
+        When more than ``pack_limit`` packs are left (default 1; 0 never
+        merges) they are merged into one.
+        """
+        return self._registry.gc(pack_limit=pack_limit)
 
     # -- sharing -----------------------------------------------------------------
 
@@ -53,7 +204,7 @@ class ProgramStorage(Registry):
         is called as the bundle is written.
         """
 
-        return _transfer.export_programs(self, program_ids, path, progress)
+        return _transfer.export_programs(self._registry, program_ids, path, progress)
 
     def export_registry(
         self,
@@ -69,7 +220,7 @@ class ProgramStorage(Registry):
         if given, is called as the bundle is written.
         """
 
-        return _transfer.export_registry(self, path, since, progress)
+        return _transfer.export_registry(self._registry, path, since, progress)
 
     def import_programs(
         self,
@@ -85,32 +236,32 @@ class ProgramStorage(Registry):
         instead of refusing them (see :mod:`progreg.core.secrets`).
         """
 
-        return _transfer.import_programs(self, path, progress, secrets)
+        return _transfer.import_programs(self._registry, path, progress, secrets)
 
     def add_remote(self, name: str, url: str) -> RemoteInfo:
         """Add a Git remote (credentials are never stored: see remotes)."""
 
-        return _remotes.add_remote(self, name, url)
+        return _remotes.add_remote(self._registry, name, url)
 
     def set_remote_url(self, name: str, url: str) -> RemoteInfo:
         """Point remote ``name`` at ``url`` (checked as :meth:`add_remote` checks it)."""
 
-        return _remotes.set_remote_url(self, name, url)
+        return _remotes.set_remote_url(self._registry, name, url)
 
     def remove_remote(self, name: str) -> RemoteInfo:
         """Remove remote ``name`` and its tracking refs; return what it was."""
 
-        return _remotes.remove_remote(self, name)
+        return _remotes.remove_remote(self._registry, name)
 
     def remotes(self) -> list[RemoteInfo]:
         """The configured remotes."""
 
-        return _remotes.list_remotes(self)
+        return _remotes.list_remotes(self._registry)
 
     def push(self, remote: str = "origin", *, credentials: object = None) -> PushResult:
         """Push ``main``, tags and checkpoints; a refusal raises :class:`PushRejectedError`."""
 
-        return _remotes.push(self, remote, credentials)
+        return _remotes.push(self._registry, remote, credentials)
 
     def pull(
         self,
@@ -126,7 +277,7 @@ class ProgramStorage(Registry):
         says which side's version to keep (``"ours"`` or ``"theirs"``).
         """
 
-        return _remotes.pull(self, remote, credentials, resolve=resolve)
+        return _remotes.pull(self._registry, remote, credentials, resolve=resolve)
 
     def sync(
         self,
@@ -137,12 +288,12 @@ class ProgramStorage(Registry):
     ) -> SyncResult:
         """Pull (settling conflicts by ``resolve``, as :meth:`pull`), then push."""
 
-        return _remotes.sync(self, remote, credentials, resolve=resolve)
+        return _remotes.sync(self._registry, remote, credentials, resolve=resolve)
 
     def verify(self) -> VerifyReport:
         """Check every program and object; report which commits are signed and by whom."""
 
-        return _verify.verify(self)
+        return _verify.verify(self._registry)
 
 
 __all__ = ["ProgramStorage"]

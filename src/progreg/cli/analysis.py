@@ -222,7 +222,7 @@ def cleanup(
     with progress(2 if dry_run else 3, "cleanup") as advance:
         manager = open_manager(ctx, **settings)
         storage = manager.storage
-        records = storage.records()
+        records = storage.registry.records()
         advance(1)
         plan = manager.plan_cleanup()
         doomed = plan.remove
@@ -230,11 +230,11 @@ def cleanup(
         commit = None
         if doomed and not dry_run:
             removed_count = manager.cleanup_old_programs()
-            live = storage.records()
+            live = storage.registry.records()
             doomed = [program_id for program_id in doomed if program_id not in live]
             if removed_count != len(doomed):
                 info(f"warning: the registry changed meanwhile; {removed_count} removed")
-            tip = storage.git.tip(MAIN)
+            tip = storage.registry.git.tip(MAIN)
             commit = str(tip.id) if tip is not None and removed_count else None
             advance(1)
     removed = [ProgramRef.of(records[program_id]) for program_id in doomed]

@@ -84,5 +84,5 @@ def log_record(commit: pygit2.Commit) -> LogRecord:
 
 def read_log(storage: ProgramStorage) -> Iterator[LogRecord]:
     """Every commit reachable from ``main``, newest first (merged histories included)."""
-    for commit in storage.git.walk(MAIN):
+    for commit in storage.registry.git.walk(MAIN):
         yield log_record(commit)

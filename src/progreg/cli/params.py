@@ -54,7 +54,7 @@ def _program_items(storage: ProgramStorage) -> list[CompletionItem]:
             record.program_id,
             help=f"{record.signature_class or '-'} {format_score(record.best_score)}",
         )
-        for record in storage.records().values()
+        for record in storage.registry.records().values()
     ]
 
 
@@ -109,7 +109,7 @@ class CheckpointNameType(click.ParamType[str]):
         """The names of the registry's checkpoints."""
 
         def names(storage: ProgramStorage) -> list[CompletionItem]:
-            refs = storage.git.refs_under(CHECKPOINTS_PREFIX)
+            refs = storage.registry.git.refs_under(CHECKPOINTS_PREFIX)
             return [CompletionItem(ref[len(CHECKPOINTS_PREFIX) :]) for ref in sorted(refs)]
 
         return _complete(ctx, incomplete, names)
@@ -126,7 +126,7 @@ class TagType(click.ParamType[str]):
         """The tags in use in the registry."""
 
         def names(storage: ProgramStorage) -> list[CompletionItem]:
-            tags = set().union(*all_tags(storage.git).values())
+            tags = set().union(*all_tags(storage.registry.git).values())
             return [CompletionItem(tag) for tag in sorted(tags)]
 
         return _complete(ctx, incomplete, names)
@@ -143,7 +143,7 @@ class SignatureType(click.ParamType[str]):
         """The signatures of the registry's programs."""
 
         def names(storage: ProgramStorage) -> list[CompletionItem]:
-            records = storage.records().values()
+            records = storage.registry.records().values()
             found = {r.signature_class for r in records if r.signature_class is not None}
             return [CompletionItem(name) for name in sorted(found)]
 

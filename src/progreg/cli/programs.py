@@ -50,7 +50,7 @@ def emit_program(
     elif state_only:
         echo_json(saved.state)
     else:
-        tags = all_tags(storage.git).get(saved.program_id, set())
+        tags = all_tags(storage.registry.git).get(saved.program_id, set())
         for line in program_lines(saved, tags, revision):
             click.echo(line)
 
@@ -60,7 +60,7 @@ def emit_summaries(
 ) -> None:
     """Print programs as a JSON array or a table (``empty`` on stderr when there are none)."""
     programs = list(programs)
-    tags = all_tags(storage.git) if programs else {}
+    tags = all_tags(storage.registry.git) if programs else {}
     if as_json:
         records = [program.model_dump(mode="json") for program in programs]
         for record in records:
@@ -321,7 +321,7 @@ def delete(ctx: Context, program_ids: tuple[str, ...]) -> None:
       progreg delete 1a2b3c4d5e6f7a8b
     """
     storage = open_storage(ctx)
-    live = storage.records()
+    live = storage.registry.records()
     for program_id in program_ids:
         if program_id not in live:
             raise missing_program(storage, program_id)
@@ -348,7 +348,7 @@ def restore(ctx: Context, program_id: str, as_json: bool) -> None:
       progreg restore 1a2b3c4d5e6f7a8b
     """
     storage = open_storage(ctx)
-    present = program_id in storage.records()
+    present = program_id in storage.registry.records()
     saved = storage.restore_program(program_id)
     if as_json:
         echo_json(saved_json(saved))

@@ -25,7 +25,7 @@ def format_score(score: float | None) -> str:
 def format_log(storage: ProgramStorage, limit: int) -> list[str]:
     """One line per commit of ``main``, like ``git log --oneline`` with dates."""
     lines = []
-    for count, commit in enumerate(storage.git.walk(MAIN)):
+    for count, commit in enumerate(storage.registry.git.walk(MAIN)):
         if count >= limit:
             break
         when = datetime.fromtimestamp(commit.commit_time, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -20,8 +20,8 @@ def _known(manager: StorageManager, program_id: str) -> bool:
     """Whether the registry holds the program, has tags on it, or ever held it."""
     storage = manager.storage
     return (
-        program_id in storage.records()
-        or bool(all_tags(storage.git).get(program_id))
+        program_id in storage.registry.records()
+        or bool(all_tags(storage.registry.git).get(program_id))
         or bool(program_versions(storage, program_id, 1))
     )
 
@@ -92,7 +92,7 @@ def tags(ctx: Context, program_id: str | None, as_json: bool) -> None:
     manager = open_manager(ctx)
     if program_id is None:
         by_tag: dict[str, list[str]] = {}
-        for owner, names in sorted(all_tags(manager.storage.git).items()):
+        for owner, names in sorted(all_tags(manager.storage.registry.git).items()):
             for name in names:
                 by_tag.setdefault(name, []).append(owner)
         if as_json:

@@ -19,7 +19,7 @@ from progreg.storage import ProgramStorage
 
 
 def _version_commits(storage: ProgramStorage, program_id: str) -> Iterator[pygit2.Commit]:
-    git = storage.git
+    git = storage.registry.git
     path = program_path(program_id)
     commit = git.tip(MAIN)
     while commit is not None:
@@ -39,11 +39,11 @@ def program_versions(storage: ProgramStorage, program_id: str, limit: int) -> li
     for commit in _version_commits(storage, program_id):
         if len(versions) >= limit:
             break
-        data = storage.git.read(commit.tree, path)
+        data = storage.registry.git.read(commit.tree, path)
         assert data is not None
         where = f"{path} (commit {str(commit.id)[:12]} of {storage.path})"
         doc = decode_document(data, where, program_id)
-        versions.append(storage.saved_program(doc, doc.state, str(commit.id)))
+        versions.append(storage.registry.saved_program(doc, doc.state, str(commit.id)))
     return versions
 
 

@@ -142,11 +142,7 @@ class Registry:
         name: str | None = None,
         factory: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
-        """Let :meth:`load_program` rebuild programs saved as ``cls`` into new objects.
-
-        ``factory(state)`` builds the object; by default ``model_validate``
-        (pydantic), ``from_dict`` or ``cls()`` followed by ``load_state``.
-        """
+        """The operation behind :meth:`progreg.ProgramStorage.register_type`."""
         self.types.register(cls, name=name, factory=factory)
 
     # -- saving ------------------------------------------------------------------
@@ -161,19 +157,7 @@ class Registry:
         tags: Iterable[str] | None = (),
         secrets: SecretsPolicy = "refuse",
     ) -> SavedProgram:
-        """Save ``program`` with its optimization result as one commit; return the saved record.
-
-        A new id is generated unless ``program_id`` is given; saving under an
-        existing id records a new version of that program (the old one stays
-        in history). ``tags`` are created as tag refs together with the commit.
-        A program holding a credential is refused with a ``SecretDetectedError``
-        error unless ``secrets="redact"`` is given: each credential is then
-        replaced by ``[REDACTED]`` in what is saved.
-
-        ``program`` may be a ``SavedProgram`` (a version loaded, or a
-        checkpoint restored): it is saved as a new version of its own program,
-        with its optimization result and metadata unless others are given.
-        """
+        """The operation behind :meth:`progreg.ProgramStorage.save_program`."""
         if isinstance(program, SavedProgram):
             program, optimization_result, metadata, program_id = _resave(
                 program, optimization_result, metadata, program_id
@@ -210,16 +194,7 @@ class Registry:
         tags: Iterable[str] | None = (),
         secrets: SecretsPolicy = "refuse",
     ) -> list[SavedProgram]:
-        """Save many programs as ONE commit; return their records, in the order given.
-
-        Each item is a ``(program, optimization_result, metadata)`` tuple (a
-        fourth element is a ``program_id``) or a mapping with those keys
-        (``program_id`` optional). Every document is built and checked before
-        anything is written: an invalid item, or an id given twice, raises
-        and leaves the registry unchanged. ``tags`` are put on every program,
-        created together with the commit. No items: no commit, ``[]``.
-        ``secrets`` is as for :meth:`save_program`.
-        """
+        """The operation behind :meth:`progreg.ProgramStorage.save_programs`."""
         tag_names = check_tags(tags)
         given = list(items)
         if not given:
@@ -438,13 +413,7 @@ class Registry:
     # -- reading -----------------------------------------------------------------
 
     def load_program(self, program_id: str, *, into: object = None) -> SavedProgram | None:
-        """The program with ``program_id``, or ``None`` when the registry does not hold it.
-
-        ``into`` may be an object with ``load_state`` (a fresh DSPy module) or
-        a class; the state is loaded into it. Without it, a registered type is
-        rebuilt, else ``program`` is the state dict. A program file that exists
-        but cannot be decoded raises :class:`~progreg.CorruptProgramError`.
-        """
+        """The operation behind :meth:`progreg.ProgramStorage.load_program`."""
         check_program_id(program_id)
         with events.operation("progreg.storage.load", program_id=program_id) as timer:
             found = self.reread(f"program {program_id}", lambda: self._locate(program_id))
@@ -515,7 +484,7 @@ class Registry:
         )
 
     def list_programs(self) -> list[ProgramSummary]:
-        """Every program the registry holds, oldest save first."""
+        """The operation behind :meth:`progreg.ProgramStorage.list_programs`."""
         return self.reread("the list of programs", self._log.by_time)
 
     def records(self) -> dict[str, ProgramRecord]:
@@ -532,12 +501,7 @@ class Registry:
         return self.reread("the programs' summaries", lambda: self._log.summaries(wanted))
 
     def get_history(self) -> ProgramHistory:
-        """The registry's programs in the order the log recorded them, with a summary.
-
-        The order is that of the commits on ``main`` (the last commit that
-        wrote each program), which is exact even for saves in the same
-        microsecond or from machines whose clocks disagree.
-        """
+        """The operation behind :meth:`progreg.ProgramStorage.get_history`."""
         programs = self.reread("the log of main", self._log.by_position)
         scores = [s.best_score for s in programs if s.best_score is not None]
         summary = HistorySummary(
@@ -550,10 +514,7 @@ class Registry:
     # -- deleting and restoring --------------------------------------------------
 
     def delete_program(self, program_id: str) -> bool:
-        """Remove a program from ``main`` (one commit); ``False`` if it was not there.
-
-        The program stays in history: :meth:`restore_program` brings it back.
-        """
+        """The operation behind :meth:`progreg.ProgramStorage.delete_program`."""
         check_program_id(program_id)
         path = path_of(program_id)
 
@@ -598,12 +559,7 @@ class Registry:
         return list(removed)
 
     def restore_program(self, program_id: str) -> SavedProgram:
-        """Bring back the last version of a deleted program, as a new commit.
-
-        Returns the program (unchanged, with no commit, if it is already
-        present); raises :class:`~progreg.ProgramNotFoundError` if the registry
-        never held it.
-        """
+        """The operation behind :meth:`progreg.ProgramStorage.restore_program`."""
         check_program_id(program_id)
         path = path_of(program_id)
         what = f"the history of program {program_id}"
@@ -647,11 +603,7 @@ class Registry:
     # -- sharing -----------------------------------------------------------------
 
     def gc(self, *, pack_limit: int | None = None) -> PackReport:
-        """Pack loose objects and merge the packs (``progreg gc``); see docs/format.md.
-
-        When more than ``pack_limit`` packs are left (default 1; 0 never
-        merges) they are merged into one.
-        """
+        """The operation behind :meth:`progreg.ProgramStorage.gc`."""
         git = self._git
         return self._write(
             lambda: pack_loose_objects(git, lock_timeout=git.lock_timeout, pack_limit=pack_limit)
