@@ -20,7 +20,7 @@ import pytest
 
 from conftest import CLI_IDENTITY, assert_fsck_clean, git
 from progreg import ProgramStorage, RegistryError, StorageManager
-from progreg.git import maintenance, reflist, refpack
+from progreg.git import CommitPlan, Tip, maintenance, reflist, refpack
 from progreg.git.locking import write_lock
 from progreg.git.reflist import names_under
 from progreg.registry.checkpoints import Checkpoints
@@ -472,3 +472,35 @@ def test_ref_values_read_loose_over_packed_and_resolve_symbolic_refs_as_git_does
     assert manager.storage.registry.git.values_of(wanted[:3]) == {
         n: every[n] for n in wanted[:3] if n in every
     }
+
+
+def test_update_ref_returns_the_decision_of_the_plan_that_won(storage: ProgramStorage) -> None:
+    # The first plan loses the race (main moves under it) and is called again on the new tip:
+    # what comes back is what the second call decided, and nothing of the first remains.
+    first = storage.save_program({"a": 1})
+    repo = storage.registry.git
+    tree = git(storage.path, "rev-parse", f"{first.commit}^{{tree}}").strip()
+    elsewhere = git(
+        storage.path, "commit-tree", tree, "-p", first.commit, "-m", "elsewhere", env=CLI_IDENTITY
+    ).strip()
+    author, committer = storage.registry.identity()
+    seen: list[str] = []
+
+    def plan(tip: Tip | None) -> tuple[CommitPlan | None, str]:
+        assert tip is not None
+        seen.append(str(tip.id))
+        if str(tip.id) == elsewhere:
+            return None, "nothing to do on the new tip"
+        return CommitPlan({"note": b"x"}, "note\n", author, committer), "commit a note"
+
+    def move_main() -> None:
+        repo.before_ref_update = None
+        git(storage.path, "update-ref", "refs/heads/main", elsewhere)
+
+    repo.before_ref_update = move_main
+    assert repo.update_ref_returning("refs/heads/main", plan) == (
+        None,
+        "nothing to do on the new tip",
+    )
+    assert seen == [first.commit, elsewhere]
+    assert git(storage.path, "rev-parse", "main").strip() == elsewhere

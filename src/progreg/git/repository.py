@@ -74,6 +74,7 @@ TREE_CACHE_SIZE = 4096
 #: How many delta hints (object written -> earlier version) a handle keeps at most.
 MAX_DELTA_HINTS = 1 << 20
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: How often (seconds) a libgit2 handle checks whether packs were added or removed.
 PACKS_CHECK_SECONDS = 1.0
@@ -436,6 +437,21 @@ class GitRepository:
         lock is still held, with the names of the tags created. Returns the
         new commit id, or ``None`` when the plan was empty.
         """
+        new, _ = self.update_ref_returning(ref, lambda tip: (plan(tip), None), after)
+        return new
+
+    def update_ref_returning(
+        self,
+        ref: str,
+        plan: Callable[[Tip | None], tuple[CommitPlan | None, R]],
+        after: Callable[[pygit2.Oid, list[str]], None] | None = None,
+    ) -> tuple[pygit2.Oid | None, R]:
+        """:meth:`update_ref` for a plan that also says what it decided.
+
+        ``plan(tip)`` returns ``(commit plan or None, decision)``; the decision
+        of the call that won (the one made on the tip the ref moved from) is
+        returned with the new commit id. No state outlives a discarded call.
+        """
         deadline = time.monotonic() + self.lock_timeout
         settings = self.settings
         with write_lock(self.path, self.lock_timeout, settings.shared) as grant, self._settling():
@@ -449,9 +465,9 @@ class GitRepository:
             while True:
                 try:
                     tip = self.plan_tip(ref)
-                    commit_plan = plan(tip)
+                    commit_plan, decision = plan(tip)
                     if commit_plan is None:
-                        return None
+                        return None, decision
                     new, tags = self._write_commit(tip, commit_plan)
                 except (DamagedObjectError, KeyError, pygit2.GitError, OSError) as exc:
                     if not _missing_object(exc) or rereads == 0:
@@ -478,7 +494,7 @@ class GitRepository:
                     ]
                     if after is not None:
                         after(new, created)
-                    return new
+                    return new, decision
                 if "doesn't exist" in error:  # the commit was not written (disk full...)
                     raise write_failure(self.path, OSError(error), f"update {ref} in {self.path}")
                 if time.monotonic() >= deadline:

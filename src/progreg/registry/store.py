@@ -546,17 +546,17 @@ class Registry:
         """Remove several programs in one commit with ``message``; return those removed."""
         ids = [check_program_id(program_id) for program_id in program_ids]
         author, committer = self.identity()
-        removed: list[str] = []
 
-        def plan(tip: Tip | None) -> CommitPlan | None:
-            removed[:] = [i for i in ids if tip is not None and path_of(i) in tip.tree]
-            if not removed:
-                return None
-            return CommitPlan(dict.fromkeys(map(path_of, removed)), message, author, committer)
+        def plan(tip: Tip | None) -> tuple[CommitPlan | None, list[str]]:
+            present = [i for i in ids if tip is not None and path_of(i) in tip.tree]
+            if not present:
+                return None, present
+            edits = dict.fromkeys(map(path_of, present))
+            return CommitPlan(edits, message, author, committer), present
 
-        self._write(lambda: self._git.update_ref(MAIN, plan))
+        _, removed = self._write(lambda: self._git.update_ref_returning(MAIN, plan))
         auto_maintenance(self._git)
-        return list(removed)
+        return removed
 
     def restore_program(self, program_id: str) -> SavedProgram:
         """The operation behind :meth:`progreg.ProgramStorage.restore_program`."""

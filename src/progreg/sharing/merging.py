@@ -326,10 +326,9 @@ def merge_into_main(
     if not isinstance(their_commit, pygit2.Commit):
         raise CorruptProgramError(f"{source}: {theirs} is not a commit")
     author, committer = storage.identity()
-    outcome: list[MergePlan] = []
-    moved: list[bool] = []
 
-    def plan(tip: Tip | None) -> CommitPlan | None:
+    def plan(tip: Tip | None) -> tuple[CommitPlan | None, tuple[MergePlan, bool]]:
+        """The merge commit to make on ``tip``, and (the merge, whether main only falls behind)."""
         tip_id = str(tip.id) if tip is not None else None
         if planned is not None and planned[0] == tip_id:
             merge = planned[1]
@@ -337,23 +336,21 @@ def merge_into_main(
             ours = tip.commit if tip is not None else None
             merge = plan_merge(repo, ours, their_commit, storage.max_program_bytes, resolve)
         raise_conflicts(merge, source, theirs, settle)
-        outcome[:] = [merge]
-        moved[:] = []
         if merge.up_to_date:
-            return None
+            return None, (merge, False)
         if fast_forward and (tip is None or repo.descendant_of(their_commit.id, tip.id)):
-            moved.append(True)  # main only falls behind: it moves to theirs, as git does
-            return None
+            return None, (merge, True)  # main only falls behind: it moves to theirs, as git does
         if not merge.changes and not join:
-            return None
+            return None, (merge, False)
         message = merge_message(merge, action, source, theirs, resolve)
         edits = storage.with_marker(tip, merge.edits)
-        return CommitPlan(edits, message, author, committer, extra_parents=[their_commit.id])
+        commit_plan = CommitPlan(edits, message, author, committer, extra_parents=[their_commit.id])
+        return commit_plan, (merge, False)
 
     try:
         while True:
-            commit = git.update_ref(MAIN, plan)
-            if not moved:
+            commit, (merge, moves) = git.update_ref_returning(MAIN, plan)
+            if not moves:
                 break
             entry = RefLogEntry(committer, f"merge {source}: Fast-forward")
             commit = git.fast_forward(MAIN, their_commit.id, entry)
@@ -362,10 +359,9 @@ def merge_into_main(
             # main moved between the plan and the fast-forward: plan again
     except (pygit2.GitError, OSError) as exc:
         raise storage.write_error(exc) from exc
-    merge = outcome[0]
     result = MergeResult(
         commit=str(commit) if commit is not None else None,
-        fast_forward=bool(moved),
+        fast_forward=moves,
         added=merge.added,
         updated=merge.updated,
         removed=merge.removed,

@@ -860,22 +860,20 @@ def _import_reference(
             blobs = {pid: storage.git.write_blob(encoded[pid][1]) for pid in added}
         except (pygit2.GitError, OSError) as exc:
             raise storage.write_error(exc) from exc
-        outcome: list[tuple[list[str], list[str]]] = []
 
-        def plan(tip: Tip | None) -> CommitPlan | None:
+        def plan(tip: Tip | None) -> tuple[CommitPlan | None, tuple[list[str], list[str]]]:
             now_added, now_identical, _ = sort(tip)
-            outcome[:] = [(now_added, now_identical)]
             if not now_added:
-                return None
+                return None, (now_added, now_identical)
             edits: dict[str, pygit2.Oid | None] = {program_path(p): blobs[p] for p in now_added}
             message = _reference_message(source, path.name, now_added, len(now_identical))
-            return CommitPlan(storage.with_marker(tip, edits), message, author, committer)
+            commit_plan = CommitPlan(storage.with_marker(tip, edits), message, author, committer)
+            return commit_plan, (now_added, now_identical)
 
         try:
-            made = storage.git.update_ref(MAIN, plan)
+            made, (added, identical) = storage.git.update_ref_returning(MAIN, plan)
         except (pygit2.GitError, OSError) as exc:
             raise storage.write_error(exc) from exc
-        added, identical = outcome[0]
         commit = str(made) if made is not None else None
     return ImportResult(
         source=str(path),
