@@ -35,7 +35,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from conftest import delta_varint, git
-from progreg import BundleError, ProgramStorage, ProgregError
+from progreg import ProgramStorage, ProgregError
 from progreg.core.canonical import decode
 from progreg.core.document import decode_document
 from progreg.core.secrets import may_hold_secrets
@@ -44,6 +44,7 @@ from progreg.git import fsck, objects, unbundle
 from progreg.git import pack as packs
 from progreg.git.advertisement import parse_advertisement
 from progreg.git.delta import apply_delta, make_delta
+from progreg.git.errors import MalformedObjectError
 from progreg.git.pktline import FLUSH, PktReader, demultiplex, encode, split
 from progreg.git.sendpack import parse_report
 from progreg.registry.checkpoints import Checkpoints
@@ -382,7 +383,7 @@ def test_fuzz_delta_application(seeds: Seeds, data: st.DataObject) -> None:
     changed = data.draw(mutated_delta(base, delta))
     with bounded("delta.apply_delta", memory=True):
         result = allowed(lambda: apply_delta(base, changed, MAX_OBJECT))
-    assert isinstance(result, BundleError | bytes)
+    assert isinstance(result, MalformedObjectError | bytes)
     if isinstance(result, bytes):
         assert len(result) <= MAX_OBJECT
 

@@ -49,6 +49,7 @@ from progreg.core.secrets import REDACTED, REDACTED_KEY, find_secrets, may_hold_
 from progreg.git import objects
 from progreg.git import pack as packs
 from progreg.git.delta import apply_delta
+from progreg.git.errors import MalformedObjectError
 from progreg.git.treediff import TreeDiffer
 from progreg.git.unbundle import tree_problem
 from progreg.registry.checkpoints import Checkpoints
@@ -366,7 +367,7 @@ def test_a_delta_cannot_build_more_than_it_announces() -> None:
     copy_whole_base = bytes([0x80 | 0x10 | 0x20 | 0x40, 0x00, 0x00, 0x10])
     bomb = delta_varint(len(base)) + delta_varint(len(base)) + copy_whole_base * 100  # 406 bytes
     tracemalloc.start()
-    with pytest.raises(BundleError, match="more than its announced size"):
+    with pytest.raises(MalformedObjectError, match="more than its announced size"):
         apply_delta(base, bomb, 16 << 20)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -377,7 +378,7 @@ def test_indexing_a_zlib_bomb_holds_a_bounded_amount_of_memory(tmp_path: Path) -
     pack = _zero_blob_pack(tmp_path / "bomb.pack", count=48, size=1 << 20, with_ref_delta=True)
     assert len(pack) < 200_000  # 48 MiB of objects
     tracemalloc.start()
-    with pytest.raises(BundleError, match="thin"):
+    with pytest.raises(MalformedObjectError, match="thin"):
         packs.index_pack(
             memoryview(pack),
             external=lambda _: None,
@@ -395,7 +396,7 @@ def test_a_pack_that_expands_too_much_is_refused(
 ) -> None:
     monkeypatch.setattr(packs, "MIN_WORK_BYTES", 8 << 20)
     pack = _zero_blob_pack(tmp_path / "bomb.pack", count=32, size=1 << 20, with_ref_delta=False)
-    with pytest.raises(BundleError, match="expands to more than"):
+    with pytest.raises(MalformedObjectError, match="expands to more than"):
         packs.index_pack(
             memoryview(pack),
             external=lambda _: None,

@@ -13,10 +13,10 @@ import pytest
 
 from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage
-from progreg.errors import BundleError
 from progreg.git import delta as deltas
 from progreg.git import objects, unbundle
 from progreg.git import pack as packs
+from progreg.git.errors import MalformedObjectError
 from progreg.git.mapped import MappedFile
 
 
@@ -88,7 +88,7 @@ def test_a_tiny_budget_resolves_a_long_chain_as_git_does(tmp_path: Path) -> None
 def test_a_chain_needing_more_bases_than_allowed_is_refused(tmp_path: Path) -> None:
     blobs = _versions(30)
     pack = _chain_pack(tmp_path / "chain.pack", blobs)
-    with pytest.raises(BundleError, match="bytes of delta bases at once"):
+    with pytest.raises(MalformedObjectError, match="bytes of delta bases at once"):
         packs.index_pack(
             memoryview(pack),
             external=lambda _: None,

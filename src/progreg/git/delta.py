@@ -9,7 +9,7 @@ bytes. :func:`make_delta` finds the common prefix and suffix of two versions
 
 from __future__ import annotations
 
-from progreg.errors import BundleError
+from progreg.git.errors import MalformedObjectError
 
 _MAX_COPY = 0xFFFFFF
 
@@ -101,7 +101,7 @@ def _read_varint(delta: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= len(delta):
-            raise BundleError("a delta in the pack is truncated")
+            raise MalformedObjectError("a delta in the pack is truncated")
         byte = delta[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
@@ -109,11 +109,11 @@ def _read_varint(delta: bytes, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return value, pos
         if shift > 63:
-            raise BundleError("a delta in the pack has an oversized length")
+            raise MalformedObjectError("a delta in the pack has an oversized length")
 
 
 def apply_delta(base: bytes, delta: bytes, max_size: int) -> bytes:
-    """Apply a Git delta to ``base``; raise :class:`BundleError` if it is malformed.
+    """Apply a Git delta to ``base``; raise :class:`MalformedObjectError` if it is malformed.
 
     Every instruction is checked against the delta's end, the base's size and
     the announced target size before it is carried out, so that a hostile
@@ -122,9 +122,9 @@ def apply_delta(base: bytes, delta: bytes, max_size: int) -> bytes:
     source_size, pos = _read_varint(delta, 0)
     target_size, pos = _read_varint(delta, pos)
     if source_size != len(base):
-        raise BundleError("a delta in the pack does not match the size of its base object")
+        raise MalformedObjectError("a delta in the pack does not match the size of its base object")
     if target_size > max_size:
-        raise BundleError(
+        raise MalformedObjectError(
             f"an object in the pack is {target_size} bytes, over the limit of {max_size}"
         )
     out = bytearray()
@@ -135,7 +135,7 @@ def apply_delta(base: bytes, delta: bytes, max_size: int) -> bytes:
         if command & 0x80:
             operands = bin(command & 0x7F).count("1")
             if pos + operands > length:
-                raise BundleError("a delta in the pack is truncated in a copy instruction")
+                raise MalformedObjectError("a delta in the pack is truncated in a copy instruction")
             offset = size = 0
             for index in range(4):
                 if command & (1 << index):
@@ -148,18 +148,20 @@ def apply_delta(base: bytes, delta: bytes, max_size: int) -> bytes:
             if size == 0:
                 size = 0x10000
             if offset + size > len(base):
-                raise BundleError("a delta in the pack copies beyond the end of its base")
+                raise MalformedObjectError("a delta in the pack copies beyond the end of its base")
             chunk = base[offset : offset + size]
         elif command:
             if pos + command > length:
-                raise BundleError("a delta in the pack is truncated in an insert instruction")
+                raise MalformedObjectError(
+                    "a delta in the pack is truncated in an insert instruction"
+                )
             chunk = delta[pos : pos + command]
             pos += command
         else:
-            raise BundleError("a delta in the pack has an invalid instruction")
+            raise MalformedObjectError("a delta in the pack has an invalid instruction")
         if len(out) + len(chunk) > target_size:
-            raise BundleError("a delta in the pack produces more than its announced size")
+            raise MalformedObjectError("a delta in the pack produces more than its announced size")
         out += chunk
     if len(out) != target_size:
-        raise BundleError("a delta in the pack produced an object of the wrong size")
+        raise MalformedObjectError("a delta in the pack produced an object of the wrong size")
     return bytes(out)

@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from progreg.errors import BundleError
+from progreg.git.errors import MalformedObjectError
 
 OBJ_COMMIT = 1
 OBJ_TREE = 2
@@ -55,9 +55,9 @@ def split_entry(raw: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 def parse_tree(data: bytes) -> list[tuple[bytes, bytes, bytes]]:
-    """The ``(mode, name, id)`` entries of a tree; raise :class:`BundleError` if malformed."""
+    """The ``(mode, name, id)`` entries of a tree; :class:`MalformedObjectError` if malformed."""
     if _TREE_ALL.fullmatch(data) is None:
-        raise BundleError("a tree object is malformed")
+        raise MalformedObjectError("a tree object is malformed")
     return _TREE_ENTRY.findall(data)
 
 
@@ -65,7 +65,7 @@ def add_references(kind: int, data: bytes, into: set[bytes]) -> None:
     """Add to ``into`` the ids an object refers to (see :func:`references`); the fast path."""
     if kind == OBJ_TREE:
         if _TREE_ALL.fullmatch(data) is None:
-            raise BundleError("a tree object in the pack is malformed")
+            raise MalformedObjectError("a tree object in the pack is malformed")
         into.update(_TREE_REFS.findall(data))  # gitlinks add b"": the caller discards it
     elif kind != OBJ_BLOB:
         into.update(references(kind, data))
@@ -75,18 +75,18 @@ def references(kind: int, data: bytes) -> list[bytes]:
     """The ids an object refers to (tree entries but gitlinks, tree and parents, tag target)."""
     if kind == OBJ_TREE:
         if _TREE_ALL.fullmatch(data) is None:
-            raise BundleError("a tree object in the pack is malformed")
+            raise MalformedObjectError("a tree object in the pack is malformed")
         return [ref for ref in _TREE_REFS.findall(data) if ref]
     if kind == OBJ_COMMIT:
         header = data.split(b"\n\n", 1)[0] + b"\n"
         found = _COMMIT_REFS.findall(header)
         if not found or not header.startswith(b"tree "):
-            raise BundleError("a commit object in the pack is malformed (no tree)")
+            raise MalformedObjectError("a commit object in the pack is malformed (no tree)")
         return [bytes.fromhex(ref.decode()) for ref in found]
     if kind == OBJ_TAG:
         match = _TAG_OBJECT.match(data)
         if match is None:
-            raise BundleError("a tag object in the pack is malformed")
+            raise MalformedObjectError("a tag object in the pack is malformed")
         return [bytes.fromhex(match.group(1).decode())]
     return []
 

@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
-from progreg.errors import BundleError
 from progreg.git.delta import apply_delta
+from progreg.git.errors import MalformedObjectError
 from progreg.git.mapped import FAULT_AROUND, RELEASE_STEP
 from progreg.git.objects import OBJ_TREE, TYPE_NAMES, object_id
 
@@ -284,9 +284,11 @@ def _inflate(pack: memoryview, pos: int, size: int, limit: int) -> tuple[bytes, 
             start, end = end, min(limit, end + max(chunk, 65536))
             out += inflater.decompress(pack[start:end], size + 1 - len(out))
     except zlib.error as exc:
-        raise BundleError(f"the pack is corrupt: bad zlib data at offset {pos} ({exc})") from exc
+        raise MalformedObjectError(
+            f"the pack is corrupt: bad zlib data at offset {pos} ({exc})"
+        ) from exc
     if not inflater.eof or len(out) != size:
-        raise BundleError(
+        raise MalformedObjectError(
             f"the pack is truncated or corrupt: the entry at offset {pos} does not inflate"
             f" to its {size} announced bytes"
         )
@@ -311,11 +313,11 @@ class EntryHeader(NamedTuple):
 def parse_entry_header(pack: memoryview | mmap.mmap, pos: int, limit: int) -> EntryHeader:
     """Parse the header of the entry at ``pos`` of a pack (which ends at ``limit``).
 
-    Raises :class:`~progreg.BundleError` on a malformed or truncated header.
+    Raises :class:`~progreg.MalformedObjectError` on a malformed or truncated header.
     """
     start = pos
     if pos >= limit:
-        raise BundleError("the pack is truncated: fewer entries than announced")
+        raise MalformedObjectError("the pack is truncated: fewer entries than announced")
     byte = pack[pos]
     pos += 1
     kind = (byte >> 4) & 7
@@ -323,7 +325,7 @@ def parse_entry_header(pack: memoryview | mmap.mmap, pos: int, limit: int) -> En
     shift = 4
     while byte & 0x80:
         if pos >= limit or shift > 60:
-            raise BundleError(f"the pack has a malformed entry header at offset {start}")
+            raise MalformedObjectError(f"the pack has a malformed entry header at offset {start}")
         byte = pack[pos]
         pos += 1
         size |= (byte & 0x7F) << shift
@@ -333,20 +335,22 @@ def parse_entry_header(pack: memoryview | mmap.mmap, pos: int, limit: int) -> En
         distance = -1
         while distance < 0 or byte & 0x80:
             if pos >= limit or distance > 1 << 60:
-                raise BundleError(f"the pack has a malformed delta at offset {start}")
+                raise MalformedObjectError(f"the pack has a malformed delta at offset {start}")
             byte = pack[pos]
             pos += 1
             distance = (byte & 0x7F) if distance < 0 else ((distance + 1) << 7) | (byte & 0x7F)
         base_offset = start - distance
         if base_offset < 12 or base_offset >= start:
-            raise BundleError(f"the delta at offset {start} names an invalid base offset")
+            raise MalformedObjectError(f"the delta at offset {start} names an invalid base offset")
         return EntryHeader(kind, size, size_end, base_offset, None, pos)
     if kind == REF_DELTA:
         if pos + 20 > limit:
-            raise BundleError(f"the pack is truncated in the delta at offset {start}")
+            raise MalformedObjectError(f"the pack is truncated in the delta at offset {start}")
         return EntryHeader(kind, size, size_end, None, bytes(pack[pos : pos + 20]), pos + 20)
     if kind not in TYPE_NAMES:
-        raise BundleError(f"the pack has an entry of unknown type {kind} at offset {start}")
+        raise MalformedObjectError(
+            f"the pack has an entry of unknown type {kind} at offset {start}"
+        )
     return EntryHeader(kind, size, size_end, None, None, pos)
 
 
@@ -384,7 +388,7 @@ class _Budget:
         """Count ``size`` bytes inflated or rebuilt; refuse a pack that expands too much."""
         self.produced += size
         if self.produced > self.max_produced:
-            raise BundleError(
+            raise MalformedObjectError(
                 f"the pack expands to more than {self.max_produced} bytes of objects"
                 " (a compression or delta bomb?); refusing it"
             )
@@ -405,7 +409,7 @@ def index_pack(
     every entry (refusing objects over ``max_object_size`` bytes before
     inflating them), resolves ``OFS_DELTA`` and ``REF_DELTA`` chains (bases
     missing from the pack are asked of ``external``: a thin pack), and
-    computes every object's id. Raises :class:`BundleError` on any defect.
+    computes every object's id. Raises :class:`MalformedObjectError` on any defect.
 
     Memory and work are bounded whatever the pack holds. The first pass
     keeps a few facts per object (offsets, sizes, CRC-32, id, base), and at
@@ -419,20 +423,22 @@ def index_pack(
     """
     total = len(pack)
     if total < 12 + _TRAILER or bytes(pack[:4]) != b"PACK":
-        raise BundleError("the bundle's pack is missing or truncated (no PACK header)")
+        raise MalformedObjectError("the bundle's pack is missing or truncated (no PACK header)")
     version, count = struct.unpack(">II", pack[4:12])
     if version not in (2, 3):
-        raise BundleError(f"the bundle's pack has unsupported version {version}")
+        raise MalformedObjectError(f"the bundle's pack has unsupported version {version}")
     limit = total - _TRAILER
     if count > limit:
-        raise BundleError(f"the pack announces {count} objects but is only {total} bytes long")
+        raise MalformedObjectError(
+            f"the pack announces {count} objects but is only {total} bytes long"
+        )
     digest = hashlib.sha1()
     for start in range(0, limit, RELEASE_STEP):
         end = min(limit, start + RELEASE_STEP)
         digest.update(pack[start:end])
         release(start, end)
     if digest.digest() != bytes(pack[limit:]):
-        raise BundleError(
+        raise MalformedObjectError(
             "the pack's SHA-1 checksum does not match: the bundle is truncated or corrupt"
         )
     budget = _Budget(total, max_retained_bytes)
@@ -446,7 +452,7 @@ def index_pack(
         kind, size, _, base_offset, base_oid, data_start = parse_entry_header(pack, pos, limit)
         limit_for_kind = max_object_size if kind in TYPE_NAMES else _delta_limit(max_object_size)
         if size > limit_for_kind:
-            raise BundleError(
+            raise MalformedObjectError(
                 f"an object in the pack is {size} bytes, over the limit of {max_object_size}"
             )
         data, pos = _inflate(pack, data_start, size, limit)
@@ -465,7 +471,9 @@ def index_pack(
             visit(oid, kind, data)
         del data
     if pos != limit:
-        raise BundleError(f"the pack has {limit - pos} unexpected bytes after its last entry")
+        raise MalformedObjectError(
+            f"the pack has {limit - pos} unexpected bytes after its last entry"
+        )
     release(released, pos)
     table.forget_recent(budget)
     resolver = _Resolver(pack, limit, table, external, visit, budget, release)
@@ -517,7 +525,7 @@ class _Table:
         """Make object ``index`` a delta on the entry at ``base_offset``; return its number."""
         base = bisect.bisect_left(self.offsets, base_offset, 0, index)
         if base == index or self.offsets[base] != base_offset:
-            raise BundleError(
+            raise MalformedObjectError(
                 f"the delta at offset {self.offsets[index]} refers to offset {base_offset},"
                 " which starts no entry"
             )
@@ -653,7 +661,7 @@ class _Resolver:
             missing = next(iter(table.ref_children))
             found = self.external(missing)
             if found is None:
-                raise BundleError(
+                raise MalformedObjectError(
                     f"the pack is thin and its delta base {missing.hex()} is neither in the"
                     " pack nor in the repository"
                 )
@@ -661,7 +669,7 @@ class _Resolver:
             self._descend(None, missing, found[0], found[1], max_object_size)
         deltas = table.ofs_children + sum(kind == REF_DELTA for kind in kinds)
         if self.resolved != deltas:
-            raise BundleError(
+            raise MalformedObjectError(
                 f"{deltas - self.resolved} delta(s) of the pack build on each other in a"
                 " cycle: they cannot be resolved"
             )
@@ -696,7 +704,7 @@ class _Resolver:
 
     def _hold(self, size: int) -> None:
         if not self.budget.keep(size, self.budget.max_held):
-            raise BundleError(
+            raise MalformedObjectError(
                 f"the pack holds more than {self.budget.max_held} bytes of delta bases"
                 " at once; refusing it"
             )

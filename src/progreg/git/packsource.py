@@ -20,8 +20,8 @@ from array import array
 from bisect import bisect_left
 from pathlib import Path
 
-from progreg.errors import BundleError
 from progreg.git import pack as packs
+from progreg.git.errors import MalformedObjectError
 from progreg.git.mapped import FAULT_AROUND, RELEASE_STEP, MappedFile
 from progreg.git.objects import TYPE_NAMES
 
@@ -162,7 +162,7 @@ class PackSource:
         self.residency.touch(0)
         try:
             return packs.parse_entry_header(self.data, start, self.end(position))
-        except BundleError as exc:
+        except MalformedObjectError as exc:
             raise OSError(f"{self.path}: the entry at offset {start} is damaged: {exc}") from None
 
     def read(self, start: int, stop: int) -> bytes:

@@ -53,12 +53,12 @@ from typing import BinaryIO
 
 import pygit2
 
-from progreg.errors import BundleError
 from progreg.git import objects
 from progreg.git import pack as packs
 from progreg.git.basecache import BaseCache
 from progreg.git.delta import apply_delta, make_delta
 from progreg.git.durability import fsync_dir
+from progreg.git.errors import MalformedObjectError
 from progreg.git.objects import GITLINK_MODE, OBJ_COMMIT, TREE_MODE, object_id
 from progreg.git.packdir import PACK_EXTENSIONS, PackKeep, delete_packs, temporary_name
 from progreg.git.packsource import (
@@ -705,7 +705,7 @@ def _check_bases(final: Path, table: _Table, out: _Output) -> None:
             offset = out.written[rank]
             try:
                 found = packs.parse_entry_header(data, offset, end).base_offset
-            except BundleError as exc:
+            except MalformedObjectError as exc:
                 raise OSError(
                     f"{final.name}: the entry at offset {offset} is damaged: {exc}"
                 ) from None

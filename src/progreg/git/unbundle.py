@@ -33,6 +33,7 @@ from progreg.git import objects
 from progreg.git import pack as packs
 from progreg.git.bundle import BundleHeader
 from progreg.git.durability import make_dirs
+from progreg.git.errors import MalformedObjectError
 from progreg.git.failures import write_failure
 from progreg.git.fsck import IncomingObjects
 from progreg.git.mapped import MappedFile
@@ -324,7 +325,7 @@ def _unpack(
             max_object_size=max_object_size,
             release=release,
         )
-    except BundleError as exc:
+    except (BundleError, MalformedObjectError) as exc:
         raise BundleError(f"{where}: {exc}") from exc
     wanted = check.referenced
     check.referenced = set()
