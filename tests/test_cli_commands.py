@@ -664,6 +664,7 @@ def test_log_lists_saves_deletes_and_cleanups(storage: ProgramStorage) -> None:
     assert set(records[0]) == {
         "commit",
         "date",
+        "committed_at",
         "action",
         "program_id",
         "signature_class",
