@@ -73,8 +73,8 @@ class ProgramStorage:
     def registry(self) -> Registry:
         """The registry layer underneath (:mod:`progreg.registry`): not a stable API.
 
-        The layers above the public classes (the manager, the command line)
-        and tests reach the registry's own operations through it.
+        The manager and tests reach the registry's own operations through
+        it; the command line does not (it uses the public calls only).
         """
         return self._registry
 
