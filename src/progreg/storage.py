@@ -188,7 +188,8 @@ class ProgramStorage:
         live program the first is the one :meth:`load_program` returns; a
         removed program still has its versions. ``[]`` when the registry
         never held the program. ``program`` is rebuilt as by
-        :meth:`load_program` without ``into``.
+        :meth:`load_program` without ``into``. A version whose file cannot be
+        decoded raises :class:`~progreg.CorruptProgramError` (naming its commit).
         """
         return self._registry.versions(program_id, limit)
 
