@@ -187,7 +187,7 @@ class Worker:
     def op_cleanup(self) -> None:
         before = set(self.storage.registry.records())
         self.write({"begin": "cleanup"})
-        removed = self.manager.cleanup_old_programs()
+        removed = self.manager.cleanup_old_programs().removed_count
         gone = sorted(before - set(self.storage.registry.records()))
         self.live = [i for i in self.live if i not in gone]
         self.deleted += gone

@@ -11,8 +11,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 import progreg as package
-from conftest import assert_fsck_clean, git
-from progreg import StorageConfig, StorageManager
+from conftest import assert_fsck_clean, commit_file, git
+from progreg import GcReport, ProgramStorage, StorageConfig, StorageManager
 from progreg.cli import cli
 from progreg.cli.main import COMMANDS, load_command
 
@@ -171,3 +171,46 @@ def test_a_failed_save_removes_the_registry_it_created(tmp_path: Path) -> None:
     )
     assert done.exit_code == 0, done.output
     assert_fsck_clean(registry)
+
+
+def test_log_and_gc_print_the_public_models_from_the_installed_command(tmp_path: Path) -> None:
+    assert progreg("--registry", "reg", "demo", "--count", "3", cwd=tmp_path)[0] == 0
+    storage = ProgramStorage(tmp_path / "reg")
+    code, out, err = progreg("--registry", "reg", "log", "--limit", "0", "--json", cwd=tmp_path)
+    assert code == 0, err
+    printed = json.loads(out)
+    assert printed == [entry.model_dump(mode="json") for entry in storage.log()]
+    assert [e["commit"] for e in printed] == git(tmp_path / "reg", "log", "--format=%H").split()
+    code, out, err = progreg("--registry", "reg", "log", "-n", "2", "--json", cwd=tmp_path)
+    assert code == 0, err
+    assert [e["commit"] for e in json.loads(out)] == [e["commit"] for e in printed[:2]]
+    code, out, err = progreg("--registry", "reg", "gc", "--json", cwd=tmp_path)
+    assert code == 0, err
+    report = GcReport.model_validate_json(out)
+    assert report.packs_after == 1
+    counts = git(tmp_path / "reg", "count-objects", "-v")
+    assert "packs: 1" in counts.splitlines() and "count: 0" in counts.splitlines()
+    assert_fsck_clean(tmp_path / "reg")
+
+
+def test_a_damaged_program_can_be_deleted_and_its_versions_fail_on_one_line(
+    tmp_path: Path,
+) -> None:
+    """delete checks presence without reading program files; a damaged version is an error."""
+    storage = ProgramStorage(tmp_path / "reg")
+    first = storage.save_program({"instructions": "one"})
+    storage.save_program({"instructions": "two"}, program_id=first.program_id)
+    program_id = first.program_id
+    path = f"programs/{program_id[:2]}/{program_id[2:4]}/{program_id}.json"
+    damage = commit_file(tmp_path / "reg", path, b"{not json", "Damage by hand")
+    assert program_id in storage.program_ids()
+    code, out, err = progreg("--registry", "reg", "show", f"{program_id}~1", cwd=tmp_path)
+    assert code == 1 and out == "", err
+    assert err.startswith(f"error: {path} (commit {damage[:12]}") and "not valid JSON" in err
+    assert len(err.splitlines()) == 1
+    code, out, err = progreg("--registry", "reg", "delete", program_id, cwd=tmp_path)
+    assert code == 0, err
+    assert out.startswith(f"deleted {program_id}")
+    assert storage.program_ids() == []
+    assert git(tmp_path / "reg", "log", "-1", "--format=%s").startswith("Delete program")
+    assert_fsck_clean(tmp_path / "reg")

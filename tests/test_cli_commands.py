@@ -664,6 +664,7 @@ def test_log_lists_saves_deletes_and_cleanups(storage: ProgramStorage) -> None:
     assert set(records[0]) == {
         "commit",
         "date",
+        "committed_at",
         "action",
         "program_id",
         "signature_class",
@@ -717,6 +718,9 @@ def test_cleanup_dry_run_lists_and_changes_nothing(
     assert [ref["program_id"] for ref in data["removed"]] == [seeded["low"], seeded["route"]]
     assert data["remaining"] == 2
     assert data["commit"] is None
+    low_path = f"programs/{seeded['low'][:2]}/{seeded['low'][2:4]}/{seeded['low']}.json"
+    saved_low = git(storage.path, "log", "-1", "--format=%H", "main", "--", low_path).strip()
+    assert data["removed"][0]["commit"] == saved_low
     assert registry_state(storage.path) == before
 
 

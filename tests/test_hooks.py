@@ -285,7 +285,7 @@ def test_saves_tags_and_checkpoints_pushed_from_a_registry_are_accepted(site: Si
     assert {p.program_id for p in served.list_programs()} == {FIRST, SECOND, THIRD}
 
     manager.config.max_stored_programs = 2
-    assert manager.cleanup_old_programs() == 1
+    assert manager.cleanup_old_programs().removed_count == 1
     assert git(site.registry, "log", "-1", "--format=%s").startswith("Cleanup: remove 1 program")
     assert_accepted(push(site.registry, str(site.server), "main"))
     manager.create_checkpoint({**run_result, "best_score_value": 0.7}, "run-1", {"step": 3})

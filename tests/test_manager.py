@@ -13,6 +13,7 @@ from click.testing import CliRunner
 import workload
 from conftest import assert_fsck_clean, commit_file, git, registry_state
 from progreg import (
+    CleanupResult,
     Event,
     InvalidInputError,
     InvalidNameError,
@@ -295,8 +296,10 @@ def test_cleanup_keeps_best_weighted_and_protected(manager: StorageManager) -> N
     plan = manager.plan_cleanup()
     assert registry_state(manager.storage.path) == before  # a plan writes nothing
     assert (plan.remove, plan.protected, plan.remaining) == ([low_old, low_new], [protected], 4)
-    removed = manager.cleanup_old_programs()
-    assert removed == 2
+    result = manager.cleanup_old_programs()
+    tip = git(manager.storage.path, "rev-parse", "main").strip()
+    assert result == CleanupResult(commit=tip, removed=[low_old, low_new], remaining=4)
+    assert result.removed_count == 2
     live = {p.program_id for p in manager.storage.list_programs()}
     assert live == {protected, high, mid, newest}
     assert low_old not in live and low_new not in live
@@ -304,7 +307,10 @@ def test_cleanup_keeps_best_weighted_and_protected(manager: StorageManager) -> N
     assert subject == "Cleanup: remove 2 programs, keep 4"
     trailers = git(manager.storage.path, "log", "-1", "--format=%(trailers)")
     assert "Progreg-Action: cleanup" in trailers
-    assert manager.cleanup_old_programs() == 0 and manager.plan_cleanup().remove == []
+    nothing = manager.cleanup_old_programs()
+    assert nothing == CleanupResult(commit=None, removed=[], remaining=4)
+    assert git(manager.storage.path, "rev-parse", "main").strip() == tip  # no empty commit
+    assert manager.plan_cleanup().remove == []
     restored = manager.storage.restore_program(low_old)
     assert restored.best_score == 0.1
     assert_fsck_clean(manager.storage.path)
@@ -382,7 +388,7 @@ def test_empty_registry_answers_every_query(manager: StorageManager) -> None:
     assert history.summary.avg_score is None
     assert history.optimizer_stats == {}
     assert history.trends.improvement_percentage is None
-    assert manager.cleanup_old_programs() == 0
+    assert manager.cleanup_old_programs().removed_count == 0
     assert manager.list_checkpoints() == []
     assert manager.checkpoint_history("run") == []
     assert manager.restore_checkpoint("run") is None

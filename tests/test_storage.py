@@ -17,17 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 import progreg
 import workload
-from conftest import assert_fsck_clean, commit_file, git, git_status
+from conftest import CLI_IDENTITY, assert_fsck_clean, commit_file, git, git_status
 from progreg import (
+    GcReport,
+    InvalidInputError,
+    InvalidProgramIdError,
+    LogEntry,
+    OptimizationResult,
     ProgramHistory,
     ProgramStorage,
     ProgramSummary,
     SavedProgram,
     SecretDetectedError,
+    StorageManager,
 )
 
 ID_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -1007,3 +1013,154 @@ def test_a_refused_secret_names_only_programs_that_exist(storage: ProgramStorage
     with pytest.raises(SecretDetectedError) as version:
         storage.save_program(program, program_id=saved.program_id)
     assert f"program {saved.program_id}: state.lm.api_key" in str(version.value)
+
+
+# -- the public log, versions, tags and gc -----------------------------------------
+
+
+def test_log_has_one_entry_per_commit_of_main_as_git_log_lists_them(
+    storage: ProgramStorage, registry_path: Path
+) -> None:
+    assert storage.log() == []
+    a = save_realistic(storage, 0)
+    b = save_realistic(storage, 1)
+    batch = storage.save_programs([(workload.program_state(2), None, None)])
+    storage.delete_program(a.program_id)
+    storage.restore_program(a.program_id)
+    by_hand = commit_file(registry_path, "notes.txt", b"by hand\n", "Add notes by hand")
+
+    entries = storage.log()
+    assert all(isinstance(entry, LogEntry) for entry in entries)
+    assert [e.commit for e in entries] == git(registry_path, "log", "--format=%H").split()
+    assert [e.action for e in entries] == [
+        "commit",
+        "restore",
+        "delete",
+        "save-batch",
+        "save",
+        "save",
+    ]
+    assert [e.program_id for e in entries] == [
+        None,
+        a.program_id,
+        a.program_id,
+        None,
+        b.program_id,
+        a.program_id,
+    ]
+    assert entries[0].commit == by_hand
+    assert (entries[0].subject, entries[0].author) == ("Add notes by hand", "Git CLI")
+    assert entries[3].commit == batch[0].commit
+    saved_b = entries[4]
+    assert saved_b.date == b.saved_at  # a save's date is its saved_at, to the microsecond
+    assert (saved_b.score, saved_b.score_name) == (b.best_score, "pass_rate")
+    assert (saved_b.signature_class, saved_b.optimizer) == (b.signature_class, b.optimizer)
+    assert saved_b.subject == git(registry_path, "log", "-1", "--format=%s", b.commit).strip()
+    committed = git(registry_path, "log", "--format=%ct").split()
+    assert [int(e.committed_at.timestamp()) for e in entries] == [int(t) for t in committed]
+    assert storage.log(limit=2) == entries[:2]
+    assert storage.log(limit=0) == []
+    assert storage.log(limit=100) == entries
+
+
+@pytest.mark.parametrize("limit", [-1, True, 1.5, "3"])
+def test_log_and_versions_refuse_a_limit_that_is_not_a_count(
+    storage: ProgramStorage, limit: Any
+) -> None:
+    saved = save_realistic(storage, 0)
+    with pytest.raises(InvalidInputError, match="limit must be None or a whole number"):
+        storage.log(limit)
+    with pytest.raises(InvalidInputError, match="limit must be None or a whole number"):
+        storage.versions(saved.program_id, limit)
+    with pytest.raises(InvalidProgramIdError):
+        storage.versions("../etc/passwd")
+
+
+def test_versions_are_the_first_parent_commits_that_wrote_the_program(
+    storage: ProgramStorage, registry_path: Path
+) -> None:
+    first = save_realistic(storage, 0)
+    other = save_realistic(storage, 1)
+    second = storage.save_program(
+        workload.program_state(5), workload.optimization_result(5), program_id=first.program_id
+    )
+    storage.delete_program(first.program_id)
+    assert storage.load_program(first.program_id) is None
+    removed = storage.versions(first.program_id)
+    assert [v.commit for v in removed] == [second.commit, first.commit]
+    assert [v.state for v in removed] == [second.state, first.state]
+    assert removed[1] == first.model_copy(update={"program": first.state})
+    restored = storage.restore_program(first.program_id)
+    versions = storage.versions(first.program_id)
+    assert [v.commit for v in versions] == [restored.commit, second.commit, first.commit]
+    wrote = git(
+        registry_path, "log", "--first-parent", "--format=%H", "--", program_file(first.program_id)
+    ).split()
+    deleted = git(registry_path, "log", "-1", "--format=%H", "--diff-filter=D").strip()
+    assert [c for c in wrote if c != deleted] == [v.commit for v in versions]
+    assert storage.versions(first.program_id, limit=1) == versions[:1]
+    assert storage.versions(first.program_id, limit=0) == []
+    assert [v.commit for v in storage.versions(other.program_id)] == [other.commit]
+    assert storage.versions("fedcba9876543210") == []
+
+
+def test_program_ids_tags_and_checkpoint_names_are_what_the_refs_say(
+    storage: ProgramStorage, registry_path: Path
+) -> None:
+    a = storage.save_program(workload.program_state(0), tags=["production", "baseline"])
+    b = storage.save_program(workload.program_state(1), tags=["baseline"])
+    c = save_realistic(storage, 2)
+    storage.delete_program(b.program_id)
+    assert storage.program_ids() == [a.program_id, c.program_id]
+    assert storage.tags_of(a.program_id) == ["baseline", "production"]
+    assert storage.tags_of(b.program_id) == ["baseline"]  # a removed program keeps its tags
+    assert storage.tags_of(c.program_id) == []
+    assert storage.all_tags() == {
+        a.program_id: ["baseline", "production"],
+        b.program_id: ["baseline"],
+    }
+    refs = git(registry_path, "for-each-ref", "--format=%(refname:short)", "refs/tags/").split()
+    assert sorted(f"{tag}/{pid}" for pid, tags in storage.all_tags().items() for tag in tags) == (
+        sorted(refs)
+    )
+    with pytest.raises(InvalidProgramIdError):
+        storage.tags_of("not-an-id")
+    assert storage.checkpoint_names() == []
+    manager = StorageManager(storage=storage)
+    result = OptimizationResult(optimized_program=workload.program_state(3))
+    manager.create_checkpoint(result, "run-b")
+    manager.create_checkpoint(result, "run-a")
+    manager.create_checkpoint(result, "run-b")
+    assert storage.checkpoint_names() == ["run-a", "run-b"]
+    branches = git(registry_path, "for-each-ref", "--format=%(refname)", "refs/heads/checkpoints/")
+    assert [ref.removeprefix("refs/heads/checkpoints/") for ref in branches.split()] == [
+        "run-a",
+        "run-b",
+    ]
+
+
+def test_gc_returns_a_model_of_what_it_did(storage: ProgramStorage, registry_path: Path) -> None:
+    for i in range(3):
+        save_realistic(storage, i)
+    git(registry_path, "tag", "-a", "-m", "by hand", "by-hand", "main", env=CLI_IDENTITY)
+    report = storage.gc()
+    assert isinstance(report, GcReport) and isinstance(report, BaseModel)
+    assert report.objects_packed == report.loose_removed == 1  # the tag object git wrote
+    assert report.packs_after == 1
+    counts = dict(
+        line.split(": ") for line in git(registry_path, "count-objects", "-v").splitlines()
+    )
+    assert (counts["count"], counts["packs"]) == ("0", "1")
+    assert set(report.model_dump(mode="json")) == {
+        "objects_packed",
+        "loose_removed",
+        "packs_before",
+        "packs_after",
+        "packs_consolidated",
+        "size_before",
+        "size_after",
+        "seconds",
+        "pack",
+    }
+    with pytest.raises(ValidationError):
+        report.objects_packed = 0

@@ -22,7 +22,7 @@ from progreg import events
 from progreg.core.document import decode_document
 from progreg.core.ids import check_program_id, program_path
 from progreg.core.layout import MAIN
-from progreg.core.models import CleanupPlan, ProgramSummary, SavedProgram
+from progreg.core.models import CleanupPlan, CleanupResult, ProgramSummary, SavedProgram
 from progreg.core.results import normalize_result, optimized_program_of
 from progreg.errors import InvalidInputError, ProgramNotFoundError
 from progreg.registry.analytics import OptimizationHistory, cleanup_plan, optimization_history
@@ -223,8 +223,7 @@ class StorageManager:
 
     def get_tags(self, program_id: str) -> list[str]:
         """The program's tags, sorted."""
-        check_program_id(program_id)
-        return sorted(all_tags(self.storage.registry.git).get(program_id, set()))
+        return self.storage.tags_of(program_id)
 
     def _record(self, program_id: str) -> ProgramRecord:
         check_program_id(program_id)
@@ -337,22 +336,25 @@ class StorageManager:
             remaining=len(records) - len(doomed),
         )
 
-    def cleanup_old_programs(self) -> int:
+    def cleanup_old_programs(self) -> CleanupResult:
         """Keep the ``max_stored_programs`` best unprotected programs; remove the rest.
 
         Programs are ranked by 70% normalised score and 30% normalised recency;
         programs tagged with a ``protected_tags`` tag are always kept. Removal is
         one commit; removed programs stay in history and can be restored.
-        Returns how many were removed; :meth:`plan_cleanup` says which first.
+        Returns the commit, the ids removed and how many programs remain
+        (``result.removed_count`` is the count earlier versions returned);
+        :meth:`plan_cleanup` says which first.
         """
         plan = self.plan_cleanup()
         removed: list[str] = []
+        commit = None
         if plan.remove:
             message = cleanup_message(plan.remove, plan.remaining, plan.keep)
-            removed = self.storage.registry.delete_programs(plan.remove, message)
+            removed, commit = self.storage.registry.delete_programs(plan.remove, message)
         remaining = plan.remaining + len(plan.remove) - len(removed)
         events.emit("progreg.storage.cleanup", removed=len(removed), remaining=remaining)
-        return len(removed)
+        return CleanupResult(commit=commit, removed=removed, remaining=remaining)
 
     # -- the process-wide instance -------------------------------------------------
 

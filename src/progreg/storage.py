@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from progreg.core.document import DEFAULT_MAX_PROGRAM_BYTES
-from progreg.core.models import ProgramHistory, ProgramSummary, SavedProgram
+from progreg.core.models import GcReport, LogEntry, ProgramHistory, ProgramSummary, SavedProgram
 from progreg.core.secrets import SecretsPolicy
-from progreg.git.maintenance import PackReport
 from progreg.registry import verify as _verify
 from progreg.registry.store import BatchItem, Registry
 from progreg.registry.verify import VerifyReport
@@ -74,8 +73,8 @@ class ProgramStorage:
     def registry(self) -> Registry:
         """The registry layer underneath (:mod:`progreg.registry`): not a stable API.
 
-        The layers above the public classes (the manager, the command line)
-        and tests reach the registry's own operations through it.
+        The manager and tests reach the registry's own operations through
+        it; the command line does not (it uses the public calls only).
         """
         return self._registry
 
@@ -155,6 +154,14 @@ class ProgramStorage:
         """Every program the registry holds, oldest save first."""
         return self._registry.list_programs()
 
+    def program_ids(self) -> list[str]:
+        """The ids of the programs on ``main``, in the order the log recorded them.
+
+        No program file is read, so a damaged program is listed too (and
+        :meth:`delete_program` removes it).
+        """
+        return self._registry.program_ids()
+
     def get_history(self) -> ProgramHistory:
         """The registry's programs in the order the log recorded them, with a summary.
 
@@ -163,6 +170,40 @@ class ProgramStorage:
         microsecond or from machines whose clocks disagree.
         """
         return self._registry.get_history()
+
+    def log(self, limit: int | None = None) -> list[LogEntry]:
+        """The commits of ``main``, newest first: what each did, to which program, by whom.
+
+        Merged histories are included. ``limit`` (a whole number >= 0) keeps
+        the newest ``limit`` commits; ``None`` returns them all. What
+        ``progreg log --json`` prints.
+        """
+        return self._registry.log(limit)
+
+    def versions(self, program_id: str, limit: int | None = None) -> list[SavedProgram]:
+        """The versions of a program on ``main``, newest first (up to ``limit``, if given).
+
+        A version is a commit of the first-parent log of ``main`` that wrote
+        the program's file (a save or a restore); ``commit`` says which. For a
+        live program the first is the one :meth:`load_program` returns; a
+        removed program still has its versions. ``[]`` when the registry
+        never held the program. ``program`` is rebuilt as by
+        :meth:`load_program` without ``into``. A version whose file cannot be
+        decoded raises :class:`~progreg.CorruptProgramError` (naming its commit).
+        """
+        return self._registry.versions(program_id, limit)
+
+    def tags_of(self, program_id: str) -> list[str]:
+        """The tags on a program (live or removed), sorted."""
+        return self._registry.tags_of(program_id)
+
+    def all_tags(self) -> dict[str, list[str]]:
+        """Every tagged program's tags: ``{program_id: [tag, ...]}``, both sorted."""
+        return self._registry.all_tags()
+
+    def checkpoint_names(self) -> list[str]:
+        """The names of the registry's checkpoint runs, sorted (see ``StorageManager``)."""
+        return self._registry.checkpoint_names()
 
     def delete_program(self, program_id: str) -> bool:
         """Remove a program from ``main`` (one commit); ``False`` if it was not there.
@@ -180,11 +221,11 @@ class ProgramStorage:
         """
         return self._registry.restore_program(program_id)
 
-    def gc(self, *, pack_limit: int | None = None) -> PackReport:
+    def gc(self, *, pack_limit: int | None = None) -> GcReport:
         """Pack loose objects and merge the packs (``progreg gc``); see docs/format.md.
 
         When more than ``pack_limit`` packs are left (default 1; 0 never
-        merges) they are merged into one.
+        merges) they are merged into one. Returns what the run did.
         """
         return self._registry.gc(pack_limit=pack_limit)
 

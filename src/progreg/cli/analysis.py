@@ -1,7 +1,7 @@
 """``progreg history``, ``log`` and ``cleanup``: what the registry's log says.
 
 JSON shapes: ``history --json`` is ``OptimizationHistory.model_dump(mode="json")``;
-``log --json`` an array of :class:`~progreg.cli.gitlog.LogRecord`;
+``log --json`` an array of :class:`~progreg.LogEntry`;
 ``cleanup --json`` an object ``{"dry_run", "keep", "protected_tags",
 "protected", "removed": [ProgramRef...], "remaining", "commit"}``.
 """
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import click
 
+from progreg import OptimizationHistory, ProgramRef, SavedProgram
 from progreg.cli.context import Context
-from progreg.cli.gitlog import read_log
 from progreg.cli.output import (
     Failure,
     ProgregCommand,
@@ -34,9 +33,6 @@ from progreg.cli.output import (
 from progreg.cli.params import TAG
 from progreg.cli.plot import render_report, score_series
 from progreg.cli.render import format_score, optimizer_rows
-from progreg.core.layout import MAIN
-from progreg.registry.analytics import OptimizationHistory, ProgramRef
-from progreg.registry.tags import check_tags
 
 _ACTION_COLORS = {
     "save": "green",
@@ -109,7 +105,7 @@ def history(ctx: Context, plot: Path | None, as_json: bool) -> None:
     manager = open_manager(ctx)
     result = manager.get_optimization_history()
     if plot is not None:
-        series = score_series(read_log(manager.storage))
+        series = score_series(manager.storage.log())
         report = render_report(series, result, str(manager.storage.path), datetime.now(UTC))
         try:
             plot.write_text(report, encoding="utf-8")
@@ -147,9 +143,9 @@ def log(ctx: Context, limit: int, color: bool | None, as_json: bool) -> None:
     """The saves, deletes, restores and cleanups on main, newest first.
 
     Commits made without progreg show as "commit" or "merge" with their
-    subject. --json prints an array of {commit, date, action, program_id,
-    signature_class, optimizer, score, score_name, author, author_email,
-    subject}.
+    subject. --json prints an array of {commit, date, committed_at, action,
+    program_id, signature_class, optimizer, score, score_name, author,
+    author_email, subject} (ProgramStorage.log).
 
     \b
     Example:
@@ -157,7 +153,7 @@ def log(ctx: Context, limit: int, color: bool | None, as_json: bool) -> None:
       progreg log --limit 0 --json | jq '.[] | select(.action == "save")'
     """
     storage = open_manager(ctx).storage
-    records = list(islice(read_log(storage), limit or None))
+    records = storage.log(limit or None)
     if as_json:
         echo_json([record.model_dump(mode="json") for record in records])
         return
@@ -179,6 +175,30 @@ def log(ctx: Context, limit: int, color: bool | None, as_json: bool) -> None:
     headers = ["DATE (UTC)", "ACTION", "PROGRAM", "SIGNATURE", "SCORE", "AUTHOR"]
     for line in table(headers, rows, {1: _action_style(colored)}):
         click.echo(line, color=colored)
+
+
+def _program_refs(
+    load: Callable[[str], SavedProgram | None], program_ids: list[str]
+) -> list[ProgramRef]:
+    """What cleanup lists of each program: its id, save time, score, optimizer, signature, commit.
+
+    A program removed meanwhile by another writer is left out.
+    """
+    refs = []
+    for program_id in program_ids:
+        saved = load(program_id)
+        if saved is not None:
+            refs.append(
+                ProgramRef(
+                    program_id=program_id,
+                    saved_at=saved.saved_at,
+                    best_score=saved.best_score,
+                    optimizer=saved.optimizer,
+                    signature_class=saved.signature_class,
+                    commit=saved.commit,
+                )
+            )
+    return refs
 
 
 @click.command(cls=ProgregCommand)
@@ -218,27 +238,26 @@ def cleanup(
     if keep is not None:
         settings["max_stored_programs"] = keep
     if protect:
-        settings["protected_tags"] = check_tags(protect)
+        settings["protected_tags"] = list(protect)
     with progress(2 if dry_run else 3, "cleanup") as advance:
         manager = open_manager(ctx, **settings)
         storage = manager.storage
-        records = storage.registry.records()
-        advance(1)
         plan = manager.plan_cleanup()
-        doomed = plan.remove
+        advance(1)
+        doomed = _program_refs(storage.load_program, plan.remove)
         advance(1)
         commit = None
+        remaining = plan.remaining
         if doomed and not dry_run:
-            removed_count = manager.cleanup_old_programs()
-            live = storage.registry.records()
-            doomed = [program_id for program_id in doomed if program_id not in live]
-            if removed_count != len(doomed):
-                info(f"warning: the registry changed meanwhile; {removed_count} removed")
-            tip = storage.registry.git.tip(MAIN)
-            commit = str(tip.id) if tip is not None and removed_count else None
+            result = manager.cleanup_old_programs()
+            commit, remaining = result.commit, result.remaining
+            if result.removed != plan.remove:
+                info(f"warning: the registry changed meanwhile; {result.removed_count} removed")
+                gone = set(result.removed)
+                doomed = [ref for ref in doomed if ref.program_id in gone]
             advance(1)
-    removed = [ProgramRef.of(records[program_id]) for program_id in doomed]
-    remaining = len(records) - len(removed)
+    removed = doomed
+    total = remaining + len(removed)
     if as_json:
         echo_json(
             {
@@ -254,7 +273,7 @@ def cleanup(
         return
     verb = "would remove" if dry_run else "removed"
     click.echo(
-        f"{verb} {len(removed)} of {len(records)} programs (keep {plan.keep}"
+        f"{verb} {len(removed)} of {total} programs (keep {plan.keep}"
         f" unprotected; {len(plan.protected)} protected by {', '.join(plan.protected_tags) or '-'})"
     )
     if removed:

@@ -13,6 +13,7 @@ from typing import IO
 
 import click
 
+from progreg import CheckpointInfo
 from progreg.cli.context import Context
 from progreg.cli.inputs import amended, read_program, result_options
 from progreg.cli.output import (
@@ -28,7 +29,6 @@ from progreg.cli.output import (
 from progreg.cli.params import CHECKPOINT_NAME
 from progreg.cli.programs import emit_program
 from progreg.cli.render import format_score, saved_json
-from progreg.registry.checkpoints import CheckpointInfo, parse_revision
 
 
 @click.group(cls=ProgregGroup)
@@ -119,7 +119,7 @@ def restore_checkpoint(ctx: Context, spec: str, state_only: bool, as_json: bool)
     manager = open_manager(ctx)
     saved = manager.restore_checkpoint(spec)
     if saved is None:
-        name, _ = parse_revision(spec)
+        name = spec.partition("~")[0]  # restore_checkpoint has checked NAME or NAME~N
         count = len(manager.checkpoint_history(name))
         if count == 0:
             raise NotFound(f"no checkpoint named {name}")

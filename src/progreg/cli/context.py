@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from progreg.storage import ProgramStorage
+    from progreg import ProgramStorage
 
 EXIT_ERROR = 1
 EXIT_NOT_FOUND = 3
@@ -30,6 +30,6 @@ class Context:
 
     def storage(self) -> ProgramStorage:
         """Open (or create) the registry named by ``--registry`` / ``PROGREG_PATH``."""
-        from progreg.storage import ProgramStorage  # noqa: PLC0415 - not needed by --help
+        from progreg import ProgramStorage  # noqa: PLC0415 - not needed by --help
 
         return ProgramStorage(self.registry, durable=self.durable)

@@ -8,11 +8,9 @@ from typing import Any
 
 import click
 
+from progreg import OptimizationResult, StorageConfig, StorageManager
 from progreg.cli.context import Context
 from progreg.cli.render import format_log, format_score
-from progreg.core.results import OptimizationResult
-from progreg.manager import StorageManager
-from progreg.registry.config import StorageConfig
 
 _SIGNATURES = {
     "ClassifyText": ("text", "label", ["positive", "negative", "neutral"]),

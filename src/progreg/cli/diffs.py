@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import click
 
+from progreg import ComparedProgram, ProgramComparison
 from progreg.cli.context import Context
 from progreg.cli.output import (
     ProgregCommand,
@@ -28,7 +29,6 @@ from progreg.cli.output import (
 from progreg.cli.params import PROGRAM_ID
 from progreg.cli.render import format_score
 from progreg.cli.terminal import visible
-from progreg.registry.compare import ComparedProgram, ProgramComparison
 
 Style = Callable[[str], str]
 _TOKENS = re.compile(r"\s+|\w+|[^\w\s]")

@@ -24,8 +24,8 @@ from typing import IO, Any, TypeVar
 import click
 import orjson
 
+from progreg import InvalidInputError
 from progreg.cli.params import SIGNATURE
-from progreg.errors import InvalidInputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -19,10 +19,9 @@ from types import ModuleType
 
 import click
 
-from progreg._version import __version__
+from progreg import ProgregError, __version__
 from progreg.cli.context import EXIT_ERROR, Context
 from progreg.cli.usage import OneLineUsageCommand, usage_errors_on_one_line
-from progreg.errors import ProgregError
 from progreg.registry.locations import PATH_ENV, PATH_ENV_ALIAS
 
 #: Each subcommand: its name, and the module and attribute defining it.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import click
 
 from progreg.cli.context import Context
@@ -42,7 +40,7 @@ def gc(ctx: Context, pack_limit: int | None, as_json: bool) -> None:
     storage = open_storage(ctx)
     report = storage.gc(pack_limit=pack_limit)
     if as_json:
-        echo_json(dataclasses.asdict(report))
+        echo_json(report.model_dump(mode="json"))
         return
     click.echo(
         f"packed {report.objects_packed} objects, removed {report.loose_removed} loose files"

@@ -24,15 +24,19 @@ from typing import IO, Any, TypeVar
 import click
 import pygit2
 
+from progreg import (
+    ProgramNotFoundError,
+    ProgramStorage,
+    ProgregError,
+    SecretDetectedError,
+    StorageConfig,
+    StorageManager,
+)
 from progreg.cli.context import EXIT_ERROR, EXIT_NOT_FOUND, Context
 from progreg.cli.terminal import visible
 from progreg.cli.usage import OneLineUsageCommand, one_line, usage_errors_on_one_line
 from progreg.core.secrets import REDACTED
-from progreg.errors import ProgramNotFoundError, ProgregError, SecretDetectedError
-from progreg.manager import StorageManager
-from progreg.registry.config import StorageConfig
 from progreg.registry.locations import registry_path_from_environment
-from progreg.storage import ProgramStorage
 
 F = TypeVar("F", bound=Callable[..., Any])
 

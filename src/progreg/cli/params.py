@@ -14,13 +14,10 @@ from pathlib import Path
 import click
 from click.shell_completion import CompletionItem
 
+from progreg import ProgramStorage, ProgregError
 from progreg.cli.render import format_score
 from progreg.core.ids import is_program_id
-from progreg.core.layout import CHECKPOINTS_PREFIX
-from progreg.errors import ProgregError
 from progreg.registry.locations import registry_path_from_environment
-from progreg.registry.tags import all_tags
-from progreg.storage import ProgramStorage
 
 _REVISION = re.compile(r"(?P<id>[^~]+)(?:~(?P<back>[0-9]{1,9}))?")
 
@@ -51,10 +48,10 @@ def _complete(
 def _program_items(storage: ProgramStorage) -> list[CompletionItem]:
     return [
         CompletionItem(
-            record.program_id,
-            help=f"{record.signature_class or '-'} {format_score(record.best_score)}",
+            program.program_id,
+            help=f"{program.signature_class or '-'} {format_score(program.best_score)}",
         )
-        for record in storage.registry.records().values()
+        for program in storage.list_programs()
     ]
 
 
@@ -109,8 +106,7 @@ class CheckpointNameType(click.ParamType[str]):
         """The names of the registry's checkpoints."""
 
         def names(storage: ProgramStorage) -> list[CompletionItem]:
-            refs = storage.registry.git.refs_under(CHECKPOINTS_PREFIX)
-            return [CompletionItem(ref[len(CHECKPOINTS_PREFIX) :]) for ref in sorted(refs)]
+            return [CompletionItem(name) for name in storage.checkpoint_names()]
 
         return _complete(ctx, incomplete, names)
 
@@ -126,7 +122,7 @@ class TagType(click.ParamType[str]):
         """The tags in use in the registry."""
 
         def names(storage: ProgramStorage) -> list[CompletionItem]:
-            tags = set().union(*all_tags(storage.registry.git).values())
+            tags = {tag for names in storage.all_tags().values() for tag in names}
             return [CompletionItem(tag) for tag in sorted(tags)]
 
         return _complete(ctx, incomplete, names)
@@ -143,8 +139,8 @@ class SignatureType(click.ParamType[str]):
         """The signatures of the registry's programs."""
 
         def names(storage: ProgramStorage) -> list[CompletionItem]:
-            records = storage.registry.records().values()
-            found = {r.signature_class for r in records if r.signature_class is not None}
+            programs = storage.list_programs()
+            found = {p.signature_class for p in programs if p.signature_class is not None}
             return [CompletionItem(name) for name in sorted(found)]
 
         return _complete(ctx, incomplete, names)

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import escape
 
-from progreg.cli.gitlog import LogRecord
+from progreg import LogEntry, OptimizationHistory
 from progreg.cli.render import format_score, optimizer_rows
-from progreg.registry.analytics import OptimizationHistory
 
 WIDTH, HEIGHT = 880, 440
 LEFT, RIGHT, TOP, BOTTOM = 64, 40, 24, 56
@@ -46,7 +45,7 @@ class Point:
     optimizer: str | None
 
 
-def score_series(newest_first: Iterable[LogRecord]) -> dict[str, list[Point]]:
+def score_series(newest_first: Iterable[LogEntry]) -> dict[str, list[Point]]:
     """The scored saves of the log by signature, oldest first, signatures sorted.
 
     The order is the log's (``newest_first``, as ``git log`` walks it, reversed),

@@ -15,6 +15,7 @@ from typing import IO
 
 import click
 
+from progreg import ProgramStorage, ProgramSummary, SavedProgram
 from progreg.cli.context import Context
 from progreg.cli.inputs import amended, read_program, result_options
 from progreg.cli.output import (
@@ -30,10 +31,6 @@ from progreg.cli.output import (
 )
 from progreg.cli.params import PROGRAM_ID, REVISION, SIGNATURE, TAG
 from progreg.cli.render import format_score, program_lines, saved_json, summary_rows
-from progreg.cli.versions import program_version, program_versions, version_count
-from progreg.core.models import ProgramSummary, SavedProgram
-from progreg.registry.tags import all_tags
-from progreg.storage import ProgramStorage
 
 
 def emit_program(
@@ -50,7 +47,7 @@ def emit_program(
     elif state_only:
         echo_json(saved.state)
     else:
-        tags = all_tags(storage.registry.git).get(saved.program_id, set())
+        tags = storage.tags_of(saved.program_id)
         for line in program_lines(saved, tags, revision):
             click.echo(line)
 
@@ -60,11 +57,11 @@ def emit_summaries(
 ) -> None:
     """Print programs as a JSON array or a table (``empty`` on stderr when there are none)."""
     programs = list(programs)
-    tags = all_tags(storage.registry.git) if programs else {}
+    tags = storage.all_tags() if programs else {}
     if as_json:
         records = [program.model_dump(mode="json") for program in programs]
         for record in records:
-            record["tags"] = sorted(tags.get(record["program_id"], ()))
+            record["tags"] = tags.get(record["program_id"], [])
         echo_json(records)
         return
     if not programs:
@@ -77,7 +74,7 @@ def emit_summaries(
 
 def missing_program(storage: ProgramStorage, program_id: str) -> NotFound:
     """The not-found error for a program that is not on ``main``, with a hint if it was."""
-    if program_versions(storage, program_id, 1):
+    if storage.versions(program_id, limit=1):
         return NotFound(
             f"program {program_id} was removed from the registry;"
             f" 'progreg restore {program_id}' brings it back"
@@ -217,9 +214,10 @@ def show(ctx: Context, revision: tuple[str, int], state_only: bool, as_json: boo
         if saved is None:
             raise missing_program(storage, program_id)
     else:
-        saved = program_version(storage, program_id, back)
+        versions = storage.versions(program_id, limit=back + 1)
+        saved = versions[back] if len(versions) > back else None
         if saved is None:
-            count = version_count(storage, program_id)
+            count = len(storage.versions(program_id))
             if count == 0:
                 raise NotFound(f"program {program_id} is not in the registry's history")
             raise NotFound(
@@ -321,7 +319,7 @@ def delete(ctx: Context, program_ids: tuple[str, ...]) -> None:
       progreg delete 1a2b3c4d5e6f7a8b
     """
     storage = open_storage(ctx)
-    live = storage.registry.records()
+    live = set(storage.program_ids())
     for program_id in program_ids:
         if program_id not in live:
             raise missing_program(storage, program_id)
@@ -348,7 +346,7 @@ def restore(ctx: Context, program_id: str, as_json: bool) -> None:
       progreg restore 1a2b3c4d5e6f7a8b
     """
     storage = open_storage(ctx)
-    present = program_id in storage.registry.records()
+    present = program_id in storage.program_ids()
     saved = storage.restore_program(program_id)
     if as_json:
         echo_json(saved_json(saved))

@@ -15,11 +15,12 @@ JSON shapes (``--json``): ``remote list``: ``[{"name", "url"}]``; ``push``:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 from pydantic import BaseModel
 
+from progreg import ProgramStorage, PullResult, PushResult
 from progreg.cli.context import Context
 from progreg.cli.output import (
     NotFound,
@@ -30,9 +31,6 @@ from progreg.cli.output import (
     json_option,
     open_storage,
 )
-from progreg.sharing.merging import Resolution
-from progreg.sharing.remotes import PullResult, PushResult
-from progreg.storage import ProgramStorage
 
 
 def _echo_model(model: BaseModel) -> None:
@@ -199,6 +197,9 @@ def push(ctx: Context, remote: str, as_json: bool) -> None:
         _show_push(result)
 
 
+#: Whose version a conflict keeps: ``resolve=`` of ProgramStorage.pull and sync.
+Side = Literal["ours", "theirs"]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -226,7 +227,7 @@ def resolution_option(func: F) -> F:
 @resolution_option
 @json_option
 @click.pass_obj
-def pull(ctx: Context, remote: str, resolve: Resolution | None, as_json: bool) -> None:
+def pull(ctx: Context, remote: str, resolve: Side | None, as_json: bool) -> None:
     """Fetch REMOTE (default: origin) and merge its programs, tags and checkpoints.
 
     Diverged histories are merged with a merge commit. A program changed
@@ -257,7 +258,7 @@ def pull(ctx: Context, remote: str, resolve: Resolution | None, as_json: bool) -
 @resolution_option
 @json_option
 @click.pass_obj
-def sync(ctx: Context, remote: str, resolve: Resolution | None, as_json: bool) -> None:
+def sync(ctx: Context, remote: str, resolve: Side | None, as_json: bool) -> None:
     """Pull from REMOTE (default: origin), then push to it.
 
     Checkpoint runs that diverged and tags that differ are kept as they are

@@ -7,11 +7,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from progreg import OptimizationHistory, ProgramStorage, ProgramSummary, SavedProgram
 from progreg.cli.terminal import visible
-from progreg.core.layout import MAIN
-from progreg.core.models import ProgramSummary, SavedProgram
-from progreg.registry.analytics import OptimizationHistory
-from progreg.storage import ProgramStorage
 
 #: Metadata progreg adds on save; ``show`` leaves it out of the metadata line.
 _PROVENANCE = frozenset({"progreg_version", "python_version", "saved_with", "signature_class"})
@@ -24,14 +21,11 @@ def format_score(score: float | None) -> str:
 
 def format_log(storage: ProgramStorage, limit: int) -> list[str]:
     """One line per commit of ``main``, like ``git log --oneline`` with dates."""
-    lines = []
-    for count, commit in enumerate(storage.registry.git.walk(MAIN)):
-        if count >= limit:
-            break
-        when = datetime.fromtimestamp(commit.commit_time, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        subject = commit.message.splitlines()[0] if commit.message else ""
-        lines.append(f"{str(commit.id)[:10]} {when} {visible(subject)}")
-    return lines
+    return [
+        f"{entry.commit[:10]} {entry.committed_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+        f" {visible(entry.subject)}"
+        for entry in storage.log(limit)
+    ]
 
 
 def saved_json(saved: SavedProgram) -> dict[str, Any]:
@@ -79,7 +73,7 @@ def program_lines(
 
 
 def summary_rows(
-    programs: Iterable[ProgramSummary], tags: Mapping[str, set[str]]
+    programs: Iterable[ProgramSummary], tags: Mapping[str, Iterable[str]]
 ) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of a table of programs (id, saved, signature, optimizer, score, tags)."""
     headers = ["ID", "SAVED (UTC)", "SIGNATURE", "OPTIMIZER", "SCORE", "TAGS"]
@@ -90,7 +84,7 @@ def summary_rows(
             p.signature_class or "-",
             p.optimizer or "-",
             format_score(p.best_score),
-            ",".join(sorted(tags.get(p.program_id, set()))) or "-",
+            ",".join(sorted(tags.get(p.program_id, ()))) or "-",
         ]
         for p in programs
     ]

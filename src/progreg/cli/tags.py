@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import click
 
+from progreg import StorageManager
 from progreg.cli.context import Context
 from progreg.cli.output import NotFound, ProgregCommand, echo_json, info, json_option, open_manager
 from progreg.cli.params import PROGRAM_ID, TAG
-from progreg.cli.versions import program_versions
-from progreg.manager import StorageManager
-from progreg.registry.tags import all_tags
 
 
 def _known(manager: StorageManager, program_id: str) -> bool:
-    """Whether the registry holds the program, has tags on it, or ever held it."""
+    """Whether the program has tags, or has a version on main (live or removed)."""
     storage = manager.storage
-    return (
-        program_id in storage.registry.records()
-        or bool(all_tags(storage.registry.git).get(program_id))
-        or bool(program_versions(storage, program_id, 1))
-    )
+    return bool(storage.tags_of(program_id)) or bool(storage.versions(program_id, limit=1))
 
 
 @click.command(cls=ProgregCommand)
@@ -92,7 +86,7 @@ def tags(ctx: Context, program_id: str | None, as_json: bool) -> None:
     manager = open_manager(ctx)
     if program_id is None:
         by_tag: dict[str, list[str]] = {}
-        for owner, names in sorted(all_tags(manager.storage.registry.git).items()):
+        for owner, names in manager.storage.all_tags().items():
             for name in names:
                 by_tag.setdefault(name, []).append(owner)
         if as_json:

@@ -7,11 +7,10 @@ import sys
 
 import click
 
+from progreg import DamagedObjectError, VerifyReport
 from progreg.cli.context import EXIT_ERROR, Context
 from progreg.cli.output import registry_path
-from progreg.core.document import DEFAULT_MAX_PROGRAM_BYTES
-from progreg.errors import DamagedObjectError
-from progreg.registry.verify import DamagedObject, VerifyReport, verify_path
+from progreg.registry.verify import DamagedObject, verify_path
 
 
 @click.command()
@@ -69,7 +68,7 @@ def _report(ctx: Context) -> VerifyReport:
         return ctx.storage().verify()
     except DamagedObjectError:
         path = registry_path(ctx)
-        return verify_path(path, DEFAULT_MAX_PROGRAM_BYTES)
+        return verify_path(path)
 
 
 def describe_damage(damage: DamagedObject) -> str:

@@ -94,3 +94,60 @@ class CleanupPlan(BaseModel):
     protected: list[str] = Field(description="ids of live programs kept for a protected tag")
     remove: list[str] = Field(description="ids cleanup would remove, oldest first")
     remaining: int = Field(description="how many programs the registry holds afterwards")
+
+
+class CleanupResult(BaseModel):
+    """What one ``cleanup_old_programs`` call did: its commit, what it removed, what is left."""
+
+    model_config = ConfigDict(frozen=True)
+
+    commit: str | None = Field(
+        description="hex id of the cleanup commit on main; None when nothing was removed"
+    )
+    removed: list[str] = Field(description="ids of the programs the commit removed, oldest first")
+    remaining: int = Field(description="how many programs main holds after the cleanup")
+
+    @property
+    def removed_count(self) -> int:
+        """How many programs were removed (what ``cleanup_old_programs`` used to return)."""
+        return len(self.removed)
+
+
+class GcReport(BaseModel):
+    """What one ``gc`` run did; sizes are bytes under the registry's ``objects/``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    objects_packed: int = Field(description="loose objects written into the new pack")
+    loose_removed: int = Field(description="loose object files removed afterwards")
+    packs_before: int = Field(description="packs before the run")
+    packs_after: int = Field(description="packs after the run")
+    packs_consolidated: int = Field(description="packs merged into one (0: no merge)")
+    size_before: int = Field(description="bytes under objects/ before the run")
+    size_after: int = Field(description="bytes under objects/ after the run")
+    seconds: float = Field(description="how long the run took")
+    pack: str | None = Field(description="name of the pack written, if any")
+
+
+class LogEntry(BaseModel):
+    """One commit of ``main``: what ``ProgramStorage.log`` returns, ``progreg log --json`` prints.
+
+    A commit progreg made says in its trailers what it did; a commit made
+    without progreg has none, and is an ``action`` ``merge`` or ``commit``
+    with its subject.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    commit: str = Field(description="hex id of the commit")
+    date: datetime = Field(description="author date, UTC (for a save: its saved_at)")
+    committed_at: datetime = Field(description="committer date, UTC")
+    action: str = Field(description="save, save-batch, delete, restore, cleanup, merge, commit...")
+    program_id: str | None = Field(description="the program the commit is about, if it names one")
+    signature_class: str | None
+    optimizer: str | None
+    score: float | None
+    score_name: str | None
+    author: str
+    author_email: str
+    subject: str = Field(description="the first line of the commit message")

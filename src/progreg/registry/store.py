@@ -9,6 +9,7 @@ it. Nothing is ever lost: history keeps every version, and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 from collections.abc import Callable, Iterable, Mapping
@@ -32,8 +33,15 @@ from progreg.core.document import (
 from progreg.core.dspy import DSPyProgram, is_dspy_module, remember_signature_class
 from progreg.core.ids import check_program_id, new_program_id, program_id_of_path
 from progreg.core.ids import program_path as path_of
-from progreg.core.layout import MAIN, MARKER
-from progreg.core.models import HistorySummary, ProgramHistory, ProgramSummary, SavedProgram
+from progreg.core.layout import CHECKPOINTS_PREFIX, MAIN, MARKER
+from progreg.core.models import (
+    GcReport,
+    HistorySummary,
+    LogEntry,
+    ProgramHistory,
+    ProgramSummary,
+    SavedProgram,
+)
 from progreg.core.programs import ProgramTypes, export_state, load_into, signature_name
 from progreg.core.results import normalize_result
 from progreg.core.secrets import SecretsPolicy, check_policy, screen_document
@@ -50,14 +58,15 @@ from progreg.errors import (
 )
 from progreg.git import CommitPlan, GitRepository, Identity, Tip, resolve_identity
 from progreg.git.failures import read_failure, write_failure
-from progreg.git.maintenance import PackReport, auto_maintenance, pack_loose_objects
+from progreg.git.maintenance import auto_maintenance, pack_loose_objects
 from progreg.git.permissions import adjust_ref_paths
 from progreg.git.trees import Edit, blob_at
 from progreg.registry.config import resolve_durable
 from progreg.registry.history import LogIndex, ProgramRecord
 from progreg.registry.locations import registry_path_from_environment
+from progreg.registry.log import check_limit, log_entries, program_versions
 from progreg.registry.messages import batch_message, delete_message, save_message
-from progreg.registry.tags import check_tags, created_by_program, tag_plans
+from progreg.registry.tags import all_tags, check_tags, created_by_program, tag_plans
 
 T = TypeVar("T")
 
@@ -495,6 +504,11 @@ class Registry:
         """
         return self.reread("the log of main", self._log.records)
 
+    def program_ids(self) -> list[str]:
+        """The operation behind :meth:`progreg.ProgramStorage.program_ids`."""
+        records = self.records()
+        return sorted(records, key=lambda program_id: records[program_id].position)
+
     def summaries(self, program_ids: Iterable[str]) -> list[ProgramSummary]:
         """Summaries of the given live programs (unknown ids are skipped), in the order given."""
         wanted = list(program_ids)
@@ -510,6 +524,39 @@ class Registry:
             latest_save=programs[-1].saved_at if programs else None,
         )
         return ProgramHistory(programs=programs, summary=summary)
+
+    def log(self, limit: int | None = None) -> list[LogEntry]:
+        """The operation behind :meth:`progreg.ProgramStorage.log`."""
+        limit = check_limit(limit)
+        return self.reread("the log of main", lambda: log_entries(self._git, limit))
+
+    def versions(self, program_id: str, limit: int | None = None) -> list[SavedProgram]:
+        """The operation behind :meth:`progreg.ProgramStorage.versions`."""
+        check_program_id(program_id)
+        limit = check_limit(limit)
+        found = self.reread(
+            f"the history of program {program_id}",
+            lambda: program_versions(self._git, program_id, limit),
+        )
+        return [self.saved_program(doc, self.rebuild(doc), commit) for doc, commit in found]
+
+    # -- tags and checkpoints ------------------------------------------------------
+
+    def all_tags(self) -> dict[str, list[str]]:
+        """The operation behind :meth:`progreg.ProgramStorage.all_tags`."""
+        return {
+            program_id: sorted(tags) for program_id, tags in sorted(all_tags(self._git).items())
+        }
+
+    def tags_of(self, program_id: str) -> list[str]:
+        """The operation behind :meth:`progreg.ProgramStorage.tags_of`."""
+        check_program_id(program_id)
+        return sorted(all_tags(self._git).get(program_id, set()))
+
+    def checkpoint_names(self) -> list[str]:
+        """The operation behind :meth:`progreg.ProgramStorage.checkpoint_names`."""
+        refs = self._git.refs_under(CHECKPOINTS_PREFIX)
+        return sorted(ref[len(CHECKPOINTS_PREFIX) :] for ref in refs)
 
     # -- deleting and restoring --------------------------------------------------
 
@@ -542,8 +589,14 @@ class Registry:
         )
         return commit is not None
 
-    def delete_programs(self, program_ids: Iterable[str], message: str) -> list[str]:
-        """Remove several programs in one commit with ``message``; return those removed."""
+    def delete_programs(
+        self, program_ids: Iterable[str], message: str
+    ) -> tuple[list[str], str | None]:
+        """Remove several programs in one commit with ``message``.
+
+        Returns those removed (the ones still on ``main``) and the commit's hex
+        id; ``([], None)`` and no commit when none of them is there.
+        """
         ids = [check_program_id(program_id) for program_id in program_ids]
         author, committer = self.identity()
 
@@ -554,9 +607,9 @@ class Registry:
             edits = dict.fromkeys(map(path_of, present))
             return CommitPlan(edits, message, author, committer), present
 
-        _, removed = self._write(lambda: self._git.update_ref_returning(MAIN, plan))
+        commit, removed = self._write(lambda: self._git.update_ref_returning(MAIN, plan))
         auto_maintenance(self._git)
-        return removed
+        return removed, None if commit is None else str(commit)
 
     def restore_program(self, program_id: str) -> SavedProgram:
         """The operation behind :meth:`progreg.ProgramStorage.restore_program`."""
@@ -602,12 +655,13 @@ class Registry:
 
     # -- sharing -----------------------------------------------------------------
 
-    def gc(self, *, pack_limit: int | None = None) -> PackReport:
+    def gc(self, *, pack_limit: int | None = None) -> GcReport:
         """The operation behind :meth:`progreg.ProgramStorage.gc`."""
         git = self._git
-        return self._write(
+        report = self._write(
             lambda: pack_loose_objects(git, lock_timeout=git.lock_timeout, pack_limit=pack_limit)
         )
+        return GcReport.model_validate(dataclasses.asdict(report))
 
 
 class _Reading:

@@ -21,6 +21,7 @@ import pygit2
 from pydantic import BaseModel, ConfigDict, Field
 
 from progreg import events
+from progreg.core.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.core.ids import program_id_of_path
 from progreg.core.layout import MAIN, PROGRAMS_DIR, TAGS_PREFIX
 from progreg.git import GitRepository, integrity
@@ -135,7 +136,9 @@ def verify(storage: Registry) -> VerifyReport:
     return verify_repository(storage.git, storage.max_program_bytes)
 
 
-def verify_path(path: str | os.PathLike[str], max_program_bytes: int) -> VerifyReport:
+def verify_path(
+    path: str | os.PathLike[str], max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES
+) -> VerifyReport:
     """:func:`verify` on the repository at ``path``, too damaged perhaps to open as a registry."""
     return verify_repository(GitRepository(path, create=False), max_program_bytes)
 
