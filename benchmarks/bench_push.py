@@ -29,10 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import dulwich_push
 from common import workload
 
-import progreg.git.remote as remote_module
 from progreg import ProgramStorage
 
 
@@ -110,16 +108,6 @@ def report(name: str, samples: list[float], baseline: list[float] | None) -> Non
     print(f"{name:<44}{median:>10.1f}{max(samples) * 1000:>10.1f}{ratio:>10}")
 
 
-def push_with_dulwich(storage: ProgramStorage) -> None:
-    """``storage.push`` with dulwich's client in place of progreg's send-pack."""
-    original = remote_module._push_smart
-    remote_module._push_smart = dulwich_push.push_smart
-    try:
-        storage.push("dulwich")
-    finally:
-        remote_module._push_smart = original
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--programs", type=int, default=10000)
@@ -134,14 +122,7 @@ def main() -> None:
         storage = ProgramStorage(root / "registry")
         print(f"building a registry of {args.programs} programs ...", flush=True)
         build(storage, args.programs, args.tags)
-        names = (
-            "progreg.git",
-            "cli.git",
-            "local-progreg.git",
-            "local-cli.git",
-            "libgit2.git",
-            "dulwich.git",
-        )
+        names = ("progreg.git", "cli.git", "local-progreg.git", "local-cli.git", "libgit2.git")
         for name in names:  # four identical remotes holding the N programs, packed as
             # a server's would be (the registry itself stays as progreg leaves it)
             git("clone", "-q", "--bare", "--no-local", str(storage.path), str(served / name))
@@ -151,18 +132,16 @@ def main() -> None:
             storage.add_remote("origin", f"git://127.0.0.1:{port}/progreg.git")
             storage.add_remote("shared", str(served / "local-progreg.git"))
             storage.add_remote("libgit2", f"git://127.0.0.1:{port}/libgit2.git")
-            storage.add_remote("dulwich", f"git://127.0.0.1:{port}/dulwich.git")
             libgit2 = storage.git.repo.remotes["libgit2"]
             registry = str(storage.path)
             cli_push = ["-C", registry, "push", "-q", f"git://127.0.0.1:{port}/cli.git", "main"]
             local_cli_push = ["-C", registry, "push", "-q", str(served / "local-cli.git"), "main"]
-            kinds = ("daemon", "cli", "local", "cli-local", "libgit2", "dulwich")
+            kinds = ("daemon", "cli", "local", "cli-local", "libgit2")
             rows: dict[str, list[float]] = {k: [] for k in kinds}
             for i in range(args.programs, args.programs + args.rounds):
                 storage.save_program(workload.program_state(i), workload.optimization_result(i))
                 rows["daemon"].append(timed(lambda: storage.push("origin")))
                 rows["cli"].append(timed(lambda: git(*cli_push, env=env)))
-                rows["dulwich"].append(timed(lambda: push_with_dulwich(storage)))
                 rows["local"].append(timed(lambda: storage.push("shared")))
                 rows["cli-local"].append(timed(lambda: git(*local_cli_push, env=env)))
                 rows["libgit2"].append(
@@ -182,7 +161,6 @@ def main() -> None:
     report("progreg push, git daemon (git://127.0.0.1)", rows["daemon"], rows["cli"])
     report("git push (command line), git daemon", rows["cli"], None)
     report("libgit2 push (pygit2), git daemon", rows["libgit2"], rows["cli"])
-    report("progreg push over dulwich's client, git daemon", rows["dulwich"], rows["cli"])
     report("progreg push, local path (safe local push)", rows["local"], rows["cli-local"])
     report("git push (command line), local path", rows["cli-local"], None)
 
