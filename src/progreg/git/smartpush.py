@@ -152,6 +152,7 @@ class _HttpClient(AbstractHttpGitClient):
                 body=data,
                 headers=sent,
                 redirect=False,
+                retries=False,  # a streamed body cannot be sent twice
                 preload_content=False,
                 timeout=urllib3.Timeout(connect=TIMEOUT, read=TIMEOUT),
             )
