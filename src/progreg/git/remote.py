@@ -95,7 +95,7 @@ from progreg.git.urls import (
 _DOWNLOAD_TAGS_NONE: int = C.GIT_REMOTE_DOWNLOAD_TAGS_NONE
 #: A refspec that maps the remote's refs to local ones.
 _DIRECTION_FETCH: int = C.GIT_DIRECTION_FETCH
-#: Schemes pushed by progreg's own send-pack; the others (ssh) go through libgit2.
+#: Schemes pushed by progreg.git.smartpush (dulwich); the others (ssh) go through libgit2.
 _SMART_SCHEMES = frozenset({"git", "http", "https"})
 _MAX_SIDEBAND = 64 * 1024
 
@@ -366,7 +366,7 @@ def push(
 
 
 def smart_scheme(url: str) -> bool:
-    """True when progreg pushes to ``url`` with its own send-pack (``git://``, ``http(s)://``)."""
+    """True when ``url`` is pushed by :mod:`progreg.git.smartpush` (``git://``, ``http(s)://``)."""
     return url.split("://", 1)[0].lower() in _SMART_SCHEMES if "://" in url else False
 
 
