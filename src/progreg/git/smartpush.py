@@ -133,6 +133,10 @@ class _HttpClient(AbstractHttpGitClient):
         self.authorization = authorization
         self.requests = 0
 
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.manager.clear()
+
     def _http_request(
         self,
         url: str,
@@ -357,6 +361,8 @@ def send_with(
                 break
             except HTTPUnauthorized:
                 authorization = _authorization(source, source.url, where)
+            finally:
+                client.close()
     except ProgregError:
         raise
     except SendPackError as exc:
