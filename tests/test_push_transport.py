@@ -276,6 +276,9 @@ def test_which_proxy_git_rules_choose() -> None:
     assert bypassed("127.0.0.1", "localhost,127.0.0.1")
     with pytest.raises(InvalidInputError, match="not supported"):
         proxy_for(url, "socks5://proxy:1080", {})
+    with pytest.raises(InvalidInputError, match="invalid port") as bad:
+        proxy_for(url, "http://u:Secret-9@proxy:99999", {})
+    assert "Secret-9" not in str(bad.value)
 
 
 # -- redirects -----------------------------------------------------------------------------

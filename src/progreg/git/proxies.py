@@ -78,8 +78,15 @@ def proxy_for(url: str, configured: str | None, env: Mapping[str, str]) -> Proxy
             " through http:// and https:// proxies (check http.proxy, remote.<name>.proxy"
             " and the *_proxy environment variables)"
         )
+    try:
+        port = proxy.port
+    except ValueError:
+        raise InvalidInputError(
+            f"the proxy {proxy.scheme}://{proxy.hostname} has an invalid port: check"
+            " http.proxy, remote.<name>.proxy and the *_proxy environment variables"
+        ) from None
     host = f"[{proxy.hostname}]" if ":" in proxy.hostname else proxy.hostname
-    where = f"{proxy.scheme.lower()}://{host}" + (f":{proxy.port}" if proxy.port else "")
+    where = f"{proxy.scheme.lower()}://{host}" + (f":{port}" if port else "")
     username = unquote(proxy.username) if proxy.username else None
     password = unquote(proxy.password) if proxy.password else None
     return Proxy(where, username, password)
