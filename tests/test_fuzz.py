@@ -1,5 +1,6 @@
 """Fuzzing the readers of untrusted bytes: bundle headers, packs, deltas, documents,
-a push server's replies (pkt-lines, side-band, ref advertisements, reports) and
+a push server's replies (ref advertisements, side-band, reports, as dulwich's
+client reads them for progreg's push) and
 Git's object checks (:mod:`progreg.git.fsck`).
 
 Inputs are mutations of VALID seeds (bundles made by progreg and by ``git
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import signal
 import struct
 import tracemalloc
@@ -31,22 +33,23 @@ from typing import Any
 import orjson
 import pygit2
 import pytest
+from dulwich.client import TraditionalGitClient
+from dulwich.protocol import Protocol
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from conftest import delta_varint, git
-from progreg import ProgramStorage, ProgregError
+from progreg import ProgramStorage, ProgregError, PushRejectedError
 from progreg.core.canonical import decode
 from progreg.core.document import decode_document
 from progreg.core.secrets import may_hold_secrets
 from progreg.git import bundle as bundles
 from progreg.git import fsck, objects, unbundle
 from progreg.git import pack as packs
-from progreg.git.advertisement import parse_advertisement
+from progreg.git.credentials import CredentialSource
 from progreg.git.delta import apply_delta, make_delta
 from progreg.git.errors import MalformedObjectError
-from progreg.git.pktline import FLUSH, PktReader, demultiplex, encode, split
-from progreg.git.sendpack import parse_report
+from progreg.git.smartpush import send_with
 from progreg.registry.checkpoints import Checkpoints
 
 IDENTITY = "Fuzz Er <fuzz@example.com>"
@@ -531,83 +534,92 @@ def test_fuzz_program_documents(seeds: Seeds, data: st.DataObject) -> None:
 
 # -- a push server's replies ---------------------------------------------------------------
 
-_IDS = [hashlib.sha1(str(n).encode()).hexdigest() for n in range(4)]
-#: A receive-pack advertisement: capabilities on the first ref, tags with peeled lines.
-ADVERTISEMENT = (
-    encode(
-        f"{_IDS[0]} refs/heads/main\0report-status side-band-64k delete-refs ofs-delta"
-        " agent=git/2.39.5\n".encode()
+FLUSH = b"0000"
+MAIN = "refs/heads/main"
+
+
+def encode(payload: bytes) -> bytes:
+    """``payload`` as one pkt-line (``gitprotocol-common``)."""
+    return b"%04x" % (len(payload) + 4) + payload
+
+
+def push_reply(old: str, tag: str) -> bytes:
+    """What ``git receive-pack`` sends over ``git://`` for a push moving main from ``old``:
+    its advertisement (tags with peeled lines), then a report-status on side-band 1 with a
+    hook's message on side-band 2 between its parts, one ref refused."""
+    advertisement = (
+        encode(
+            f"{old} {MAIN}\0report-status side-band-64k delete-refs ofs-delta"
+            " agent=git/2.39.5\n".encode()
+        )
+        + encode(f"{old} refs/heads/checkpoints/run-1\n".encode())
+        + encode(f"{old} refs/tags/production/0123456789abcdef\n".encode())
+        + encode(f"{old} refs/tags/production/0123456789abcdef^{{}}\n".encode())
+        + FLUSH
     )
-    + encode(f"{_IDS[1]} refs/heads/checkpoints/run-1\n".encode())
-    + encode(f"{_IDS[2]} refs/tags/production/0123456789abcdef\n".encode())
-    + encode(f"{_IDS[3]} refs/tags/production/0123456789abcdef^{{}}\n".encode())
-    + FLUSH
-)
-#: A report-status on side-band 1, with a hook's message on side-band 2 between its parts.
-_REPORT = (
-    encode(b"unpack ok\n")
-    + encode(b"ok refs/heads/main\n")
-    + encode(b"ng refs/tags/production/0123456789abcdef already exists\n")
-    + FLUSH
-)
-SIDEBAND_REPORT = (
-    encode(b"\x01" + _REPORT[:20])
-    + encode(b"\x02remote: checked by the hook\n")
-    + encode(b"\x01" + _REPORT[20:])
-    + FLUSH
-)
+    report = (
+        encode(b"unpack ok\n")
+        + encode(f"ok {MAIN}\n".encode())
+        + encode(f"ng {tag} already exists\n".encode())
+        + FLUSH
+    )
+    return (
+        advertisement
+        + encode(b"\x01" + report[:20])
+        + encode(b"\x02remote: checked by the hook\n")
+        + encode(b"\x01" + report[20:])
+        + FLUSH
+    )
 
 
-def _reader(data: bytes, chunk: int) -> PktReader:
-    """A reader of ``data`` as it would arrive from a socket, ``chunk`` bytes at a time."""
-    position = 0
+class _Replay(TraditionalGitClient):
+    """A ``git://`` client whose server answers ``reply`` (read as from a socket's file)."""
 
-    def receive(size: int) -> bytes:
-        nonlocal position
-        piece = data[position : position + min(size, chunk)]
-        position += len(piece)
-        return piece
+    def __init__(self, reply: bytes) -> None:
+        super().__init__(quiet=True)
+        self.reply, self.sent = io.BytesIO(reply), bytearray()
 
-    return PktReader(receive, "fuzzed server")
-
-
-def _read_advertisement(
-    data: bytes, chunk: int
-) -> tuple[str | None, list[pygit2.Oid], frozenset[str]]:
-    advertised = parse_advertisement(_reader(data, chunk).section(), "fuzzed server")
-    return advertised.get("refs/heads/main"), advertised.branches(), advertised.capabilities
+    def _connect(
+        self, cmd: bytes, path: str | bytes, protocol_version: int | None = None
+    ) -> tuple[Protocol, Callable[[], bool], None]:
+        self.protocol_version = 0
+        return Protocol(self.reply.read, self.sent.extend, lambda: None), lambda: False, None
 
 
-def _read_report(data: bytes, chunk: int) -> tuple[dict[str, str | None], list[bytes]]:
-    printed: list[bytes] = []
-    lines = split(demultiplex(_reader(data, chunk), printed.append), "fuzzed server")
-    return parse_report(lines, "fuzzed server"), printed
+def _push_against(repo: ProgramStorage, reply: bytes) -> Any:
+    """progreg's push of main and one tag to a server answering ``reply``."""
+    tag = next(iter(repo.registry.git.refs_under("refs/tags/")))
+    wanted = repo.registry.git.values_of([MAIN, tag])
+    source = CredentialSource("git://fuzzed.invalid/r.git", None, {})
+    return send_with(
+        lambda _auth: (_Replay(reply), b"/r.git"),
+        repo.registry.git.repo,
+        wanted,
+        "git://fuzzed.invalid/r.git",
+        source,
+    )
 
 
-@settings(max_examples=EXAMPLES)
+def _seed_reply(repo: ProgramStorage) -> bytes:
+    old = git(repo.path, "rev-parse", "main~1").strip()
+    return push_reply(old, next(iter(repo.registry.git.refs_under("refs/tags/"))))
+
+
+@settings(max_examples=EXAMPLES // 4)
 @given(data=st.data())
-def test_fuzz_push_server_replies(data: st.DataObject) -> None:
-    kind = data.draw(st.sampled_from(["advertisement", "report"]))
-    seed = ADVERTISEMENT if kind == "advertisement" else SIDEBAND_REPORT
-    reply = data.draw(mutated(seed))
-    chunk = data.draw(st.sampled_from([1, 5, 1 << 16]))
-    with bounded(f"sendpack.{kind}", memory=True):
-        if kind == "advertisement":
-            allowed(lambda: _read_advertisement(reply, chunk))
-        else:
-            allowed(lambda: _read_report(reply, chunk))
+def test_fuzz_push_server_replies(seeds: Seeds, data: st.DataObject) -> None:
+    reply = data.draw(mutated(_seed_reply(seeds.repo)))
+    with bounded("smartpush.reply"):
+        allowed(lambda: _push_against(seeds.repo, reply))
 
 
-def test_the_push_reply_seeds_are_read_as_valid() -> None:
-    main, branches, capabilities = _read_advertisement(ADVERTISEMENT, 3)
-    assert main == _IDS[0] and [str(b) for b in branches] == _IDS[:2]
-    assert "report-status" in capabilities
-    statuses, printed = _read_report(SIDEBAND_REPORT, 3)
-    assert statuses == {
-        "refs/heads/main": None,
-        "refs/tags/production/0123456789abcdef": "already exists",
-    }
-    assert printed == [b"remote: checked by the hook\n"]
+def test_the_push_reply_seed_is_read_as_valid(seeds: Seeds) -> None:
+    tag = next(iter(seeds.repo.registry.git.refs_under("refs/tags/")))
+    with pytest.raises(PushRejectedError) as refused:
+        _push_against(seeds.repo, _seed_reply(seeds.repo))
+    assert refused.value.reasons == {tag: "already exists"}
+    assert "checked by the hook" in str(refused.value)
+    assert "1 other ref(s) were updated: refs/heads/main" in str(refused.value)
 
 
 def _raw_objects(storage: ProgramStorage) -> list[tuple[int, bytes]]:

@@ -1,9 +1,10 @@
-"""progreg's own send-pack against real ``git daemon`` and ``git http-backend`` servers.
+"""progreg's smart push (dulwich's client, progreg's objects and rules) against real
+``git daemon`` and ``git http-backend`` servers.
 
 What is sent (only what the remote lacks, as ``git rev-list --objects``
 counts it, and nothing when it has everything), that the remote stays
-``git fsck --strict`` clean through checkpoints and tags on old commits,
-per-ref refusals by a server hook, and the pkt-line framing itself.
+``git fsck --strict`` clean through checkpoints and tags on old commits, and
+per-ref refusals by a server hook.
 """
 
 from __future__ import annotations
@@ -15,11 +16,8 @@ import pytest
 
 from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage, PushRejectedError, RemoteError
-from progreg.git.advertisement import parse_advertisement
-from progreg.git.pktline import FLUSH, PktReader, demultiplex, encode, split
 from progreg.git.pushobjects import missing_objects
 from progreg.git.remote import smart_scheme
-from progreg.git.sendpack import parse_report
 from progreg.registry.checkpoints import Checkpoints
 
 if TYPE_CHECKING:
@@ -50,18 +48,6 @@ def server(request: pytest.FixtureRequest, kind: str, monkeypatch: pytest.Monkey
 def target(repo: pygit2.Repository, ref: str) -> pygit2.Oid:
     """The object ``ref`` points at."""
     return pygit2.Oid(hex=str(repo.references[ref].target))
-
-
-def reader(data: bytes) -> PktReader:
-    position = 0
-
-    def read(size: int) -> bytes:
-        nonlocal position
-        chunk = data[position : position + size]
-        position += len(chunk)
-        return chunk
-
-    return PktReader(read, "test")
 
 
 @pytest.mark.parametrize("kind", ["git_daemon", "http_server"])
@@ -174,69 +160,6 @@ def test_the_pack_holds_exactly_what_git_counts_as_missing(tmp_path: Path) -> No
     everything = git(tmp_path / "registry", "rev-list", "--objects", "main").split("\n")
     whole = {pygit2.Oid(hex=line.split()[0]) for line in everything if line}
     assert {pygit2.Oid(raw=o) for o, _k, _d in missing_objects(repo, [head], [])} == whole
-
-
-def test_pkt_lines_and_side_bands() -> None:
-    data = encode(b"hello\n") + FLUSH + encode(b"after")
-    assert split(data, "test") == [b"hello\n"]
-    stream = reader(data)
-    assert stream.section() == [b"hello\n"] and stream.section() == [b"after"]
-    report = encode(b"unpack ok\n") + encode(b"ok refs/heads/main\n") + encode(b"ng x bad\n")
-    muxed = encode(b"\x02remote: checking\n") + encode(b"\x01" + report + FLUSH) + FLUSH
-    printed: list[bytes] = []
-    body = demultiplex(reader(muxed), printed.append)
-    assert printed == [b"remote: checking\n"]
-    assert parse_report(split(body, "test"), "test") == {"refs/heads/main": None, "x": "bad"}
-    with pytest.raises(RemoteError, match="disk full"):
-        demultiplex(reader(encode(b"\x03disk full\n")), printed.append)
-    with pytest.raises(RemoteError, match="could not store"):
-        parse_report([b"unpack index-pack failed\n"], "test")
-    with pytest.raises(RemoteError, match="invalid length"):
-        reader(b"0002").read()
-    with pytest.raises(RemoteError, match="malformed reply"):
-        reader(encode(b"ok") + b"zz!!").section()
-    assert reader(encode(b"a") + encode(b"b")).section() == [b"a", b"b"]
-    with pytest.raises(RemoteError, match="closed the connection"):
-        reader(b"0010abc").read()
-    with pytest.raises(ValueError, match="at most"):
-        encode(b"x" * 70000)
-
-
-def test_advertisements() -> None:
-    zero = "0" * 40
-    empty = parse_advertisement(
-        [f"{zero} capabilities^{{}}\0report-status ofs-delta\n".encode()], "t"
-    )
-    assert empty.get("capabilities^{}") is None and empty.branches() == []
-    assert "report-status" in empty.capabilities
-    oid = "a" * 40
-    lines = [f"{oid} {MAIN}\0report-status\n".encode(), f"{oid} refs/tags/x^{{}}\n".encode()]
-    advertised = parse_advertisement(lines, "t")
-    assert advertised.get(MAIN) == oid and advertised.get("refs/heads/other") is None
-    assert advertised.branches() == [pygit2.Oid(hex=oid)]
-    bad = parse_advertisement([f"{'g' * 40} {MAIN}\0report-status\n".encode()], "t")
-    with pytest.raises(RemoteError, match="invalid object id"):
-        bad.get(MAIN)
-    with pytest.raises(RemoteError, match="access denied"):
-        parse_advertisement([b"ERR access denied"], "t")
-    with pytest.raises(RemoteError, match="malformed"):
-        parse_advertisement([b"nonsense\n"], "t")
-
-
-def test_large_advertisements_answer_the_same_before_and_after_indexing() -> None:
-    lines = [f"{'1' * 40} refs/heads/main\0report-status\n".encode()]
-    expected = {MAIN: "1" * 40}
-    for n in range(100):
-        ref, oid = f"refs/tags/t{n}/{n:016x}", f"{n + 1:040x}"
-        lines += [f"{oid} {ref}\n".encode(), f"{'f' * 40} {ref}^{{}}\n".encode()]
-        expected[ref] = oid
-    lines.append(f"{'2' * 40} refs/heads/checkpoints/run\n".encode())
-    expected["refs/heads/checkpoints/run"] = "2" * 40
-    advertised = parse_advertisement(lines, "t")
-    for _ in range(2):  # searched at first, then from an index
-        assert {ref: advertised.get(ref) for ref in expected} == expected
-        assert advertised.get("refs/tags/t1") is None and advertised.get("refs/heads/mai") is None
-    assert advertised.branches() == [pygit2.Oid(hex="1" * 40), pygit2.Oid(hex="2" * 40)]
 
 
 def test_which_urls_use_progregs_send_pack() -> None:

@@ -21,6 +21,7 @@ import pygit2
 from pygit2.enums import SortMode
 
 from progreg.git.objects import (
+    OBJ_BLOB,
     OBJ_COMMIT,
     OBJ_TAG,
     OBJ_TREE,
@@ -37,23 +38,27 @@ PackObject = tuple[bytes, int, bytes]
 
 
 class _Collector:
-    """Gathers objects to send, each once, in the order they are found."""
+    """Gathers the ids and types of the objects to send, each once, in the order they are found.
+
+    Only commits and trees are read (to walk and diff them); blobs are known
+    by their tree entries and not read at all, so that what is held is the
+    list of ids, not the data: a pack is read again object by object as it is
+    written.
+    """
 
     def __init__(self, repo: pygit2.Repository) -> None:
         self.odb = repo.odb
-        self.objects: dict[bytes, tuple[int, bytes]] = {}
+        self.objects: dict[bytes, int] = {}
 
-    def add(self, oid: bytes) -> tuple[int, bytes]:
-        found = self.objects.get(oid)
-        if found is None:
-            found = self.objects[oid] = self.odb.read(pygit2.Oid(raw=oid))
-        return found
+    def add(self, oid: bytes, kind: int) -> None:
+        self.objects.setdefault(oid, kind)
 
     def tree(self, new: bytes, old: list[bytes]) -> None:
         """Add tree ``new`` and what of it none of the ``old`` trees (on the remote) hold."""
         if new in self.objects or new in old:
             return
-        _kind, data = self.add(new)
+        self.add(new, OBJ_TREE)
+        data = self.odb.read(pygit2.Oid(raw=new))[1]
         previous: dict[bytes, list[tuple[bytes, bytes]]] = {}
         for tree in old:
             for raw in tree_entries(self.odb.read(pygit2.Oid(raw=tree))[1]):
@@ -69,13 +74,14 @@ class _Collector:
             if mode == _TREE_MODE:
                 self.tree(oid, [known for m, known in before if m == _TREE_MODE])
             else:
-                self.add(oid)
+                self.add(oid, OBJ_BLOB)
 
 
-def missing_objects(
+def missing_object_ids(
     repo: pygit2.Repository, new: Iterable[pygit2.Oid], remote_branches: Iterable[pygit2.Oid]
-) -> list[PackObject]:
-    """Every object reachable from ``new`` that a remote with ``remote_branches`` lacks.
+) -> list[tuple[bytes, int]]:
+    """The ``(id, type)`` of every object reachable from ``new`` that a remote with
+    ``remote_branches`` lacks, without their data (see :func:`missing_objects`).
 
     ``remote_branches`` are the remote's branch values; those this
     repository does not hold are ignored.
@@ -86,7 +92,7 @@ def missing_objects(
         kind, data = repo.odb.read(oid)
         raw = oid.raw
         while kind == OBJ_TAG:  # an annotated tag, perhaps of another tag
-            collector.add(raw)
+            collector.add(raw, OBJ_TAG)
             raw, _kind = tag_target(data)
             kind, data = repo.odb.read(pygit2.Oid(raw=raw))
         if kind == OBJ_COMMIT:
@@ -94,7 +100,7 @@ def missing_objects(
         elif kind == OBJ_TREE:
             collector.tree(raw, [])
         else:
-            collector.add(raw)
+            collector.add(raw, int(kind))
     if commits:
         walker = repo.walk(commits[0], SortMode.NONE)
         for tip in commits[1:]:
@@ -103,7 +109,19 @@ def missing_objects(
             if oid in repo.odb and repo.odb.read(oid)[0] == OBJ_COMMIT:
                 walker.hide(oid)
         for commit in walker:
-            collector.add(commit.id.raw)
+            collector.add(commit.id.raw, OBJ_COMMIT)
             parents = [repo.odb.read(parent)[1] for parent in commit.parent_ids]
             collector.tree(commit.tree_id.raw, [commit_tree(data) for data in parents])
-    return [(oid, kind, data) for oid, (kind, data) in collector.objects.items()]
+    return list(collector.objects.items())
+
+
+def missing_objects(
+    repo: pygit2.Repository, new: Iterable[pygit2.Oid], remote_branches: Iterable[pygit2.Oid]
+) -> list[PackObject]:
+    """Every object reachable from ``new`` that a remote with ``remote_branches`` lacks,
+    with its data (:func:`missing_object_ids`, each object read)."""
+    odb = repo.odb
+    return [
+        (oid, kind, odb.read(pygit2.Oid(raw=oid))[1])
+        for oid, kind in missing_object_ids(repo, new, remote_branches)
+    ]

@@ -1,12 +1,12 @@
 """Git-level remote operations: fetch and push, with refusals and failures made exceptions.
 
-Pushes over ``git://`` and ``http(s)://`` are made by progreg's own
-send-pack (:mod:`progreg.git.sendpack` over
-:mod:`progreg.git.transports`): libgit2's push marks the whole tree of
-every commit the remote advertises a ref for as present, which reads nearly
-every tree of a registry whose programs carry tags, on every push. The
-send-pack judges every ref with the same rules before anything is sent and
-turns the server's refusals into :class:`~progreg.PushRejectedError`.
+Pushes over ``git://`` and ``http(s)://`` are made by dulwich's send-pack
+with progreg's object selection and rules (:mod:`progreg.git.smartpush`):
+libgit2's push marks the whole tree of every commit the remote advertises a
+ref for as present, which reads nearly every tree of a registry whose
+programs carry tags, on every push. The send-pack judges every ref with the
+same rules before anything is sent and turns the server's refusals into
+:class:`~progreg.PushRejectedError`.
 
 Fetches, and pushes over ``ssh://`` and ``host:path``, go through libgit2,
 with callbacks (:class:`Callbacks`) that
@@ -43,7 +43,6 @@ handed out (:func:`progreg.git.urls.scrub`).
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,8 +82,7 @@ from progreg.git.refupdates import (
     remote_lines,
 )
 from progreg.git.repository import GitRepository
-from progreg.git.sendpack import send_pack
-from progreg.git.transports import GitTransport, HttpTransport
+from progreg.git.smartpush import push_smart
 from progreg.git.urls import (
     CREDENTIALS_HELP,
     is_local,
@@ -97,7 +95,7 @@ from progreg.git.urls import (
 _DOWNLOAD_TAGS_NONE: int = C.GIT_REMOTE_DOWNLOAD_TAGS_NONE
 #: A refspec that maps the remote's refs to local ones.
 _DIRECTION_FETCH: int = C.GIT_DIRECTION_FETCH
-#: Schemes pushed by progreg's own send-pack; the others (ssh) go through libgit2.
+#: Schemes pushed by progreg.git.smartpush (dulwich); the others (ssh) go through libgit2.
 _SMART_SCHEMES = frozenset({"git", "http", "https"})
 _MAX_SIDEBAND = 64 * 1024
 
@@ -344,7 +342,7 @@ def push(
         _track(git, name, outcome)
         return outcome
     if smart_scheme(url):
-        outcome = _push_smart(repo, url, git.values_of(refs), credentials)
+        outcome = _push_smart(git, name, url, git.values_of(refs), credentials)
         _track(git, name, outcome)
         return outcome
     callbacks = Callbacks(repo, url, credentials)
@@ -368,31 +366,28 @@ def push(
 
 
 def smart_scheme(url: str) -> bool:
-    """True when progreg pushes to ``url`` with its own send-pack (``git://``, ``http(s)://``)."""
+    """True when ``url`` is pushed by :mod:`progreg.git.smartpush` (``git://``, ``http(s)://``)."""
     return url.split("://", 1)[0].lower() in _SMART_SCHEMES if "://" in url else False
 
 
 def _push_smart(
-    repo: pygit2.Repository, url: str, wanted: dict[str, str], credentials: object
+    git: GitRepository, name: str, url: str, wanted: dict[str, str], credentials: object
 ) -> PushOutcome:
-    """Push the refs of ``wanted`` (``{ref: id}``) over ``git://`` or smart HTTP with
-    progreg's own send-pack."""
-    shown = redact_url(url)
+    """Push the refs of ``wanted`` (``{ref: id}``) over ``git://`` or smart HTTP
+    (:mod:`progreg.git.smartpush`), through the proxy the configuration names."""
     source = CredentialSource(url, credentials)
-    transport: GitTransport | HttpTransport
-    if url.lower().startswith("git://"):
-        transport = GitTransport(url, shown)
-    else:
-        transport = HttpTransport(url, shown, source)
-    try:
-        return send_pack(repo, transport, wanted, shown, source.secrets())
-    except ProgregError:
-        raise
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        message = scrub(str(exc) or type(exc).__name__, source.secrets())
-        raise RemoteError(f"push to {shown} failed: {message}") from None
-    finally:
-        transport.close()
+    return push_smart(git.repo, url, wanted, redact_url(url), source, configured_proxy(git, name))
+
+
+def configured_proxy(git: GitRepository, name: str) -> str | None:
+    """``remote.<name>.proxy``, else ``http.proxy``, as Git reads them (``None``: neither set)."""
+    config = git.repo.config
+    for key in (f"remote.{name}.proxy", "http.proxy"):
+        try:
+            return str(config[key])
+        except KeyError:
+            continue
+    return None
 
 
 def _track(git: GitRepository, name: str, outcome: PushOutcome) -> None:

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from progreg.errors import InvalidInputError
 
-#: Transports progreg talks to (through libgit2, its own send-pack or its safe local push).
+#: Transports progreg talks to (through libgit2, dulwich or its safe local push).
 SCHEMES = frozenset({"http", "https", "ssh", "git", "file"})
 CREDENTIALS_HELP = (
     "set PROGREG_GIT_USERNAME and PROGREG_GIT_PASSWORD (or PROGREG_GIT_TOKEN) in the"
