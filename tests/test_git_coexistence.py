@@ -120,17 +120,85 @@ def test_a_repack_between_the_pack_and_its_index_loses_nothing(
     real_replace = os.replace
     ran: list[str] = []
 
-    def replace(source: str, target: str) -> None:
-        real_replace(source, target)
+    real_link = os.link
+
+    def run_once(target: str) -> None:
         if str(target).endswith(".pack") and "objects/pack" in str(target) and not ran:
             ran.append(str(target))
             git(storage.path, "repack", "-a", "-d", "-q")
 
+    def replace(source: str, target: str) -> None:
+        real_replace(source, target)
+        run_once(target)
+
+    def link(source: str, target: str) -> None:  # how packdir.place_pack puts a pack in place
+        real_link(source, target)
+        run_once(target)
+
     monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "link", link)
     commit = _save(storage, 1)
     monkeypatch.undo()
     assert ran and _exists(storage.path, commit)
     _assert_git_is_happy(storage.path)
+
+
+def test_a_merge_that_makes_a_pack_already_there_keeps_its_sources(
+    storage: ProgramStorage,
+) -> None:
+    # Seen under a loop of git repack -a -d: progreg merged the same objects twice into
+    # the same pack name X; a git repack that had listed the first X (no keep then) deleted
+    # "X" after the second merge had deleted its sources (one of them Git's own output),
+    # and every object but the open pack's was gone. A pack that was there already may go
+    # with such a repack at any time, so a merge into it keeps its sources.
+    commits = []
+    for i in range(3):  # three packs
+        commits.append(_save(storage, i))
+        storage.registry.git.tail.close()
+    sources = {path.name: path.read_bytes() for path in _pack_dir(storage).glob("pack-*")}
+    storage.gc()
+    [merged] = list(_pack_dir(storage).glob("pack-*.pack"))
+    assert len(sources) == 6 and merged.name not in sources
+    inode = merged.stat().st_ino
+    for name, data in sources.items():  # the same sources once more, as a racing tool left them
+        (_pack_dir(storage) / name).write_bytes(data)
+    storage.gc()
+    assert merged.stat().st_ino == inode  # left in place, not replaced
+    assert all((_pack_dir(storage) / name).exists() for name in sources)  # kept
+    merged.unlink()  # what the repack that listed the first copy does
+    merged.with_suffix(".idx").unlink()
+    assert all(_exists(storage.path, commit) for commit in commits)
+    _assert_git_is_happy(storage.path)
+    storage.gc()  # the sources merge again, into a pack of a name nobody listed
+    assert all(_exists(storage.path, commit) for commit in commits)
+    _assert_git_is_happy(storage.path)
+
+
+def test_installing_a_pack_twice_leaves_the_first_in_place(storage: ProgramStorage) -> None:
+    data, index, checksum = _a_pack(storage)
+    first = packstore.install_pack(_pack_dir(storage), data, index, checksum, durable=False)
+    assert not first.existed and first.keep is not None
+    first.keep.release()
+    inode = first.path.stat().st_ino
+    again = packstore.install_pack(_pack_dir(storage), data, index, checksum, durable=False)
+    assert again.existed and again.path == first.path
+    assert again.path.stat().st_ino == inode  # not replaced: a repack may have listed it
+    # and no keep: a repack that listed it unkept deletes it anyway, while its pack-objects
+    # would skip the objects of a kept pack
+    assert again.keep is None and not list(_pack_dir(storage).glob("*.keep"))
+    assert not list(_pack_dir(storage).glob("tmp_*"))
+
+
+def _a_pack(storage: ProgramStorage) -> tuple[bytes, bytes, bytes]:
+    """The bytes, index and checksum of one pack progreg wrote."""
+    _save(storage, 0)
+    storage.registry.git.tail.close()
+    pack = next(_pack_dir(storage).glob("pack-*.pack"))
+    data, index = pack.read_bytes(), pack.with_suffix(".idx").read_bytes()
+    for suffix in (".pack", ".idx"):
+        pack.with_suffix(suffix).chmod(0o644)
+        pack.with_suffix(suffix).unlink()
+    return data, index, data[-20:]
 
 
 def test_a_repack_before_a_tag_ref_loses_nothing(registry_path: Path) -> None:

@@ -54,7 +54,7 @@ from progreg.git import pack as packs
 from progreg.git.failures import write_failure
 from progreg.git.locking import write_lock
 from progreg.git.objects import OBJ_COMMIT, TYPE_NAMES, object_id
-from progreg.git.packdir import PackKeep, heal_midx, stale_keeps, update_pack_info
+from progreg.git.packdir import PackKeep, heal_midx, place_pack, stale_keeps, update_pack_info
 from progreg.git.permissions import FILE_MODE, READ_ONLY_MODE, adjust_fd, set_created_mode
 from progreg.git.repack import PackInfo, PackMerge, index_count, merge_packs
 from progreg.git.repository import GitRepository
@@ -195,10 +195,11 @@ def _fsync_dir(directory: Path) -> None:
 
 def _write_pack(
     repo: pygit2.Repository, pack_dir: Path, wanted: set[bytes], commits: Iterable[bytes]
-) -> tuple[Path, int, PackKeep | None]:
+) -> tuple[Path, int, PackKeep | None, bool]:
     """Write ``wanted`` as one pack plus index into ``pack_dir``, kept (see packstore).
 
-    Returns the pack, its count, and the keep to release once done.
+    Returns the pack, its count, the keep to release once done, and whether
+    the same pack was there already (:func:`~progreg.git.packdir.place_pack`).
     """
     pack_dir.mkdir(parents=True, exist_ok=True)
     keep: PackKeep | None = None
@@ -222,11 +223,10 @@ def _write_pack(
         shared = repository_settings(pack_dir.parent.parent).shared
         for path in (temporary, index_temporary):
             set_created_mode(path, READ_ONLY_MODE, shared)  # as Git's packs, see permissions
-        keep = PackKeep.create(str(pack_dir / name))  # before git repack can list it
-        os.replace(temporary, final)  # the pack first, the index last: then it is visible
-        os.replace(index_temporary, pack_dir / f"{name}.idx")
+        # The keep before git repack can list it, the pack first, the index last.
+        keep, existed = place_pack(temporary, index_temporary, final)
         _fsync_dir(pack_dir)
-        return final, writer.count, keep
+        return final, writer.count, keep, existed
     except BaseException:
         for path in (temporary, index_temporary):
             with contextlib.suppress(OSError):
@@ -557,11 +557,16 @@ def pack_loose_objects(
             new_pack: Path | None = None
             count = 0
             keep: PackKeep | None = None
+            existed = False
             try:
                 if wanted:
-                    new_pack, count, keep = _write_pack(repo, objects_dir / "pack", wanted, commits)
+                    new_pack, count, keep, existed = _write_pack(
+                        repo, objects_dir / "pack", wanted, commits
+                    )
                 _verify(objects_dir, loose)
-                removed = _remove_loose(loose.values())
+                # A pack that was there already may go with a git repack that listed it
+                # (place_pack): the loose copies stay, for the next run to pack.
+                removed = 0 if existed else _remove_loose(loose.values())
             finally:
                 if keep is not None:
                     keep.release()

@@ -245,6 +245,55 @@ def deletable(pack: Path) -> bool:
     return not (os.path.exists(stem + ".keep") or os.path.exists(stem + ".promisor"))
 
 
+def place_pack(
+    temporary: str | Path, temporary_index: str | Path, final: str | Path
+) -> tuple[PackKeep | None, bool]:
+    """Put a finished pack and its index in place, kept: ``(keep, whether it was there)``.
+
+    The ``.keep`` is created, then the pack linked to ``final``, then the
+    index renamed (the module's protocol). A pack of the same name holds the
+    same objects (the name is its checksum); one that is there already may be
+    on the list of a ``git repack -d`` that listed it unkept, and that repack
+    deletes whatever file has the name, the keep taken since included, while
+    its ``pack-objects`` skips the objects of a kept pack. So such a pack gets
+    no keep from progreg: it is left as it is (freshened, Git's rule for an
+    object written twice), the new copy is dropped, ``(None, True)`` is
+    returned, and the caller must not count on the pack to hold the objects
+    (a merge keeps its sources, a save writes its objects loose as well).
+    The keep is ``None`` too when someone else held one on the new pack.
+    """
+    final = os.fspath(final)
+    stem = final[: -len(".pack")]
+    if not os.path.exists(final):
+        keep = PackKeep.create(stem)
+        try:
+            os.link(temporary, final)  # never replaces a file of that name
+        except FileExistsError:
+            if keep is not None:
+                keep.release()
+        except BaseException:
+            if keep is not None:
+                keep.release()
+            raise
+        else:
+            try:
+                os.unlink(temporary)
+                os.replace(temporary_index, stem + ".idx")
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(final)  # ours, without its index: nobody can be using it
+                if keep is not None:
+                    keep.release()
+                raise
+            return keep, False
+    for path in (temporary, temporary_index):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    with contextlib.suppress(OSError):
+        os.utime(final)
+    return None, True
+
+
 def delete_packs(
     pack_dir: str | Path, packs: Iterable[Path], *, force_midx: bool = True
 ) -> list[Path]:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from progreg.git import pack as packs
 from progreg.git.durability import fsync_dir, fsync_dirs, make_dirs
-from progreg.git.packdir import PackKeep, temporary_name
+from progreg.git.packdir import PackKeep, place_pack, temporary_name
 from progreg.git.permissions import adjust_path
 from progreg.git.settings import repository_settings
 
@@ -48,6 +48,9 @@ class InstalledPack:
     path: Path
     #: ``None`` when another writer (or a person) already held a keep on the same pack.
     keep: PackKeep | None
+    #: The same pack was there already: a ``git repack -d`` that listed it may delete
+    #: it, so it does not keep the objects safe (:func:`~progreg.git.packdir.place_pack`).
+    existed: bool = False
 
 
 def store_objects(
@@ -73,34 +76,23 @@ def install_pack(
     """Put a finished pack and its index into ``pack_dir`` with Git's protocol (the module).
 
     The caller must release the returned keep once refs reach the objects
-    (or the write failed). When the same pack is already installed, it is
-    replaced by the same bytes (a fresh modification time) and kept too.
+    (or the write failed). When the same pack is installed already, it is
+    left in place, freshened, and ``existed`` says so (see
+    :func:`~progreg.git.packdir.place_pack`).
     """
     shared = repository_settings(pack_dir.parent.parent).shared  # Git's modes, see permissions
     changed = [] if pack_dir.is_dir() else make_dirs(pack_dir, pack_dir.parent.parent, shared)
     stem = os.path.join(pack_dir, f"{PACK_PREFIX}{checksum.hex()}")
-    final, final_index = stem + ".pack", stem + ".idx"
+    final = stem + ".pack"
     temporary = temporary_name(pack_dir, "pack")
     temporary_index = temporary_name(pack_dir, "idx")
-    keep: PackKeep | None = None
-    renamed = False
     try:
         _write(temporary, data, durable)
         _write(temporary_index, index, durable)
         for path in (temporary, temporary_index):  # they appear with Git's modes
             adjust_path(path, shared)
-        keep = PackKeep.create(stem)
-        # The same pack installed already (same name, same bytes) is replaced by itself:
-        # a fresh modification time, Git's freshen rule.
-        os.replace(temporary, final)
-        renamed = True
-        os.replace(temporary_index, final_index)
+        keep, existed = place_pack(temporary, temporary_index, final)
     except BaseException:
-        if renamed and not os.path.exists(final_index):
-            with contextlib.suppress(OSError):
-                os.unlink(final)  # a pack without its index: nobody can be using it
-        if keep is not None:
-            keep.release()
         for path in (temporary, temporary_index):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -108,7 +100,7 @@ def install_pack(
     if durable:
         fsync_dir(pack_dir)
         fsync_dirs(changed)
-    return InstalledPack(Path(final), keep)
+    return InstalledPack(Path(final), keep, existed)
 
 
 def _write(path: str, content: bytes, durable: bool) -> None:

@@ -60,7 +60,13 @@ from progreg.git.delta import apply_delta, make_delta
 from progreg.git.durability import fsync_dir
 from progreg.git.errors import MalformedObjectError
 from progreg.git.objects import GITLINK_MODE, OBJ_COMMIT, TREE_MODE, object_id
-from progreg.git.packdir import PACK_EXTENSIONS, PackKeep, delete_packs, temporary_name
+from progreg.git.packdir import (
+    PACK_EXTENSIONS,
+    PackKeep,
+    delete_packs,
+    place_pack,
+    temporary_name,
+)
 from progreg.git.packsource import (
     FANOUT_END,
     SATURATED,
@@ -453,13 +459,16 @@ def merge_packs(
             previous = array("i", [_NONE]) * len(table)
             ordered = sorted(sources, key=lambda source: source.mtime)  # older objects first
         settled = _apply_hints(table, previous, hints)
-        final, out, keep = _write(pack_dir, ordered, table, previous, reader, durable)
+        final, out, keep, existed = _write(pack_dir, ordered, table, previous, reader, durable)
     finally:
         for source in sources:
             source.close()
     try:
         _check(pack_dir, final, table, out)
-        delete_packs(pack_dir, [path for path in pack_paths if path != final])
+        if not existed:
+            # A merged pack that was there already may be deleted by a `git repack -d`
+            # that listed it (place_pack): then the sources still hold the objects.
+            delete_packs(pack_dir, [path for path in pack_paths if path != final])
     finally:
         if keep is not None:
             keep.release()
@@ -491,11 +500,12 @@ def _write(
     previous: array[int],
     reader: _Reader,
     durable: bool,
-) -> tuple[Path, _Output, PackKeep | None]:
+) -> tuple[Path, _Output, PackKeep | None, bool]:
     """Write the merged pack (every object of ``table`` once) and its index, kept.
 
-    Returns the pack, what was written (offsets, deltas made, bases) and the
-    keep to release once the merged packs are deleted.
+    Returns the pack, what was written (offsets, deltas made, bases), the
+    keep to release once the merged packs are deleted, and whether the same
+    pack was there already (:func:`~progreg.git.packdir.place_pack`).
     """
     temporary = Path(temporary_name(pack_dir, "pack"))
     index_temporary = Path(temporary_name(pack_dir, "idx"))
@@ -531,12 +541,10 @@ def _write(
         shared = repository_settings(pack_dir.parent.parent).shared
         for path in (temporary, index_temporary):
             set_created_mode(path, READ_ONLY_MODE, shared)  # as Git's packs, see permissions
-        keep = PackKeep.create(str(final.with_suffix("")))
-        os.replace(temporary, final)
-        os.replace(index_temporary, final.with_suffix(".idx"))
+        keep, existed = place_pack(temporary, index_temporary, final)
         if durable:
             fsync_dir(pack_dir)
-        return final, out, keep
+        return final, out, keep, existed
     except BaseException:
         for path in (temporary, index_temporary):
             with contextlib.suppress(OSError):

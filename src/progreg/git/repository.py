@@ -891,6 +891,14 @@ class GitRepository:
             installed, replaced = self.tail.write(new, previous, durable=self.durable)
         else:
             installed = store_objects(self.path / "objects", new, durable=self.durable)
+        if installed is not None and installed.existed:
+            # The same pack was there already, and a `git repack -d` that listed it may
+            # delete it (packdir.place_pack): the objects are written loose as well, and
+            # the pack it replaces stays for maintenance to merge.
+            odb = self.repo.odb
+            for _oid, kind, data in new:
+                odb.write(kind, data)
+            replaced = None
         written = installed.path if installed is not None else None
         pending = self._pending()
         if installed is not None:

@@ -16,7 +16,6 @@ caller has written the refs that reach its objects and calls
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
@@ -39,7 +38,7 @@ from progreg.git.fsck import IncomingObjects
 from progreg.git.mapped import MappedFile
 from progreg.git.objectread import raw_reader
 from progreg.git.objects import OBJ_BLOB, OBJ_TREE, RawObject
-from progreg.git.packdir import PackKeep, update_pack_info
+from progreg.git.packdir import PackKeep, place_pack, update_pack_info
 from progreg.git.permissions import READ_ONLY_MODE, set_created_mode
 from progreg.git.settings import repository_settings
 
@@ -187,19 +186,31 @@ class IncomingPack:
             return
         target = self.repo_path / "objects" / "pack"
         make_dirs(target, self.repo_path, repository_settings(self.repo_path).shared)
-        for file in self._files:
-            final = target / file.name
-            if file.suffix == ".pack":
-                keep = PackKeep.create(str(final.with_suffix("")))
-                if keep is not None:
-                    self._keeps.append(keep)
-            if final.exists():
-                with contextlib.suppress(OSError):
-                    os.utime(final)  # the same pack (same checksum) is there: freshened
-                continue
-            os.replace(file, final)
+        if any((target / file.name).exists() for file in self._files if file.suffix == ".pack"):
+            # The same pack is there, and may go with a git repack that listed it
+            # (place_pack): the objects are written loose as well.
+            self._write_loose()
+        for pack in [file for file in self._files if file.suffix == ".pack"]:
+            keep, _ = place_pack(pack, pack.with_suffix(".idx"), target / pack.name)
+            if keep is not None:
+                self._keeps.append(keep)
+        for file in self._files:  # what else Git writes beside a pack (.rev...)
+            if file.suffix not in (".pack", ".idx") and file.exists():
+                os.replace(file, target / file.name)
         self._migrated = True
         update_pack_info(self.repo_path / "objects")
+
+    def _write_loose(self) -> None:
+        """Write every quarantined object into the repository as a loose object."""
+        quarantined = pygit2.Odb()
+        quarantined.add_backend(pygit2.OdbBackendPack(str(self.quarantine)), 1)
+        repo = pygit2.Repository(str(self.repo_path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
+        try:
+            for oid in quarantined:
+                kind, data = quarantined.read(oid)
+                repo.odb.write(kind, data)
+        finally:
+            repo.free()
 
     def release(self) -> None:
         """Release the migrated pack's keep: call once refs reach its objects (or on failure)."""
