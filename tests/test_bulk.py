@@ -8,8 +8,6 @@ from typing import Any
 import pygit2
 import pytest
 
-import workload
-from conftest import assert_fsck_clean, git, registry_state
 from progreg import (
     Event,
     InvalidInputError,
@@ -24,6 +22,8 @@ from progreg.errors import ConflictError, InvalidProgramIdError, NotJSONError, P
 from progreg.git import parse_trailers
 from progreg.registry.messages import MAX_LISTED_IDS
 from progreg.registry.validation import validate_commit
+from support import workload
+from support.gitcli import assert_fsck_clean, git, registry_state
 
 
 def item(i: int, **extra: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -11,10 +11,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 import progreg as package
-from conftest import assert_fsck_clean, commit_file, git
 from progreg import GcReport, ProgramStorage, StorageConfig, StorageManager
 from progreg.cli import cli
 from progreg.cli.main import COMMANDS, load_command
+from support.gitcli import assert_fsck_clean, commit_file, git
 
 
 def test_demo_saves_programs_and_shows_history_best_and_log(tmp_path: Path) -> None:

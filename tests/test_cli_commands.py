@@ -21,13 +21,13 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from conftest import assert_fsck_clean, git, registry_state
 from progreg import ProgramStorage, StorageConfig, StorageManager
 from progreg.cli import cli
 from progreg.cli.inputs import parse_program
 from progreg.cli.output import progress, use_color
 from progreg.cli.plot import nice_ticks
 from progreg.errors import InvalidInputError, InvalidNameError
+from support.gitcli import assert_fsck_clean, git, registry_state
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SAVED_KEYS = {

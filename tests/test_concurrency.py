@@ -20,8 +20,6 @@ from typing import Any
 
 import pytest
 
-import workload
-from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage, RegistryBusyError, StorageConfig, StorageManager
 from progreg.git.locking import (
     RECORD_SIZE,
@@ -32,9 +30,9 @@ from progreg.git.locking import (
     read_record,
     write_lock,
 )
-
-#: This folder, where the writer processes find ``workload``.
-TESTS = Path(__file__).resolve().parent
+from support import workload
+from support.gitcli import assert_fsck_clean, git
+from support.workers import TESTS
 
 #: A writer process: argv = tests dir, registry, first index, count, writer name, mode.
 #: It prints "ready" once it can save, waits for "go" on stdin (mode "wait") or starts
@@ -42,7 +40,7 @@ TESTS = Path(__file__).resolve().parent
 WRITER = """
 import sys
 sys.path.insert(0, sys.argv[1])
-import workload
+from support import workload
 from progreg import ProgramStorage
 
 storage = ProgramStorage(sys.argv[2])

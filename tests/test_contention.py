@@ -11,6 +11,7 @@ end with every program saved on either side.
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -22,16 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from conftest import assert_fsck_clean, git
-from crash_driver import digest
 from progreg import ProgramStorage, PushRejectedError, StorageConfig, StorageManager
+from support.gitcli import assert_fsck_clean, git
+from support.workers import TESTS, WORKERS
+from support.workers.crash_driver import digest
 
 if TYPE_CHECKING:
-    from servers import GitServer
+    from support.servers import GitServer
 
-pytest_plugins = ["servers"]
-
-WORKER = Path(__file__).with_name("contention_worker.py")
+WORKER = WORKERS / "contention_worker.py"
 
 
 def run_workers(
@@ -53,6 +53,7 @@ def run_workers(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=WORKER.parent,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])},
         )
         for k in range(processes)
     ]

@@ -28,13 +28,14 @@ from typing import Any
 
 import pytest
 
-from conftest import assert_fsck_clean, git
-from crash_driver import digest
 from progreg import ProgramStorage, StorageConfig, StorageManager
 from progreg.git.locking import read_record, ref_lock_files
 from progreg.registry.doctor import diagnose
+from support.gitcli import assert_fsck_clean, git
+from support.workers import WORKERS
+from support.workers.crash_driver import digest
 
-DRIVER = Path(__file__).with_name("crash_driver.py")
+DRIVER = WORKERS / "crash_driver.py"
 
 
 @dataclass

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_fsck_clean, git, registry_state, unpack_to_loose
 from progreg import ProgramStorage, RegistryBusyError
 from progreg.cli import cli
 from progreg.registry.doctor import diagnose
 from progreg.registry.logcache import cache_path
+from support.gitcli import assert_fsck_clean, git, registry_state, unpack_to_loose
 
 
 def doctor(registry: Path, *args: str) -> tuple[int, dict[str, Any]]:

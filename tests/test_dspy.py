@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from conftest import assert_fsck_clean, registry_state
+from support.gitcli import assert_fsck_clean, registry_state
 
 pytest.importorskip("dspy", reason="the dspy extra is not installed")
 

@@ -14,8 +14,6 @@ import pytest
 from pydantic import BaseModel
 
 import progreg
-import workload
-from conftest import CLI_IDENTITY, commit_file, git, registry_state
 from progreg import (
     CorruptProgramError,
     InvalidInputError,
@@ -31,6 +29,8 @@ from progreg import (
     UnsupportedProgramError,
 )
 from progreg.core.programs import ProgramTypes
+from support import workload
+from support.gitcli import CLI_IDENTITY, commit_file, git, registry_state
 
 
 def program_file(program_id: str) -> str:

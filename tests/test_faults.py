@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_fsck_clean, git, registry_state, unpack_to_loose
 from progreg import (
     DamagedObjectError,
     NotARegistryError,
@@ -38,8 +37,10 @@ from progreg import (
 )
 from progreg.cli import cli
 from progreg.core.ids import program_path
+from support.gitcli import assert_fsck_clean, git, registry_state, unpack_to_loose
+from support.workers import WORKERS
 
-DRIVER = Path(__file__).with_name("fault_driver.py")
+DRIVER = WORKERS / "fault_driver.py"
 #: Ways to get a private mount namespace in which this process may mount.
 NAMESPACES = (
     ("unshare", "--mount", "--propagation", "private"),

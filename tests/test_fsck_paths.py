@@ -22,15 +22,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import git
 from progreg import BundleError, ProgramStorage, PushRejectedError, RemoteError
 from progreg.git.objects import parse_tree
 from progreg.integrations.hooks import install
+from support.gitcli import git
 
 if TYPE_CHECKING:
-    from servers import GitServer
-
-pytest_plugins = ["servers"]
+    from support.servers import GitServer
 
 IDENT = b"Mallory <mallory@example.com> 1700000000 +0000"
 

@@ -38,7 +38,6 @@ from dulwich.protocol import Protocol
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from conftest import delta_varint, git
 from progreg import ProgramStorage, ProgregError, PushRejectedError
 from progreg.core.canonical import decode
 from progreg.core.document import decode_document
@@ -51,6 +50,7 @@ from progreg.git.delta import apply_delta, make_delta
 from progreg.git.errors import MalformedObjectError
 from progreg.git.smartpush import send_with
 from progreg.registry.checkpoints import Checkpoints
+from support.gitcli import delta_varint, git
 
 IDENTITY = "Fuzz Er <fuzz@example.com>"
 #: Each fuzz target runs this many times the profile's examples (600 with "ci").

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from conftest import assert_fsck_clean, git
 from progreg import (
     DamagedObjectError,
     ProgramStorage,
@@ -43,13 +42,13 @@ from progreg.git import maintenance, packdir, packstore, repository, unbundle
 from progreg.git.repository import GitRepository
 from progreg.registry.doctor import diagnose
 from progreg.registry.verify import verify_repository
+from support.gitcli import assert_fsck_clean, git
+from support.workers import WORKERS
 
 if TYPE_CHECKING:
-    from servers import GitServer
+    from support.servers import GitServer
 
-pytest_plugins = ["servers"]
-
-WORKER = Path(__file__).with_name("coexistence_worker.py")
+WORKER = WORKERS / "coexistence_worker.py"
 
 
 def _save(storage: ProgramStorage, i: int) -> str:

@@ -27,7 +27,6 @@ from types import SimpleNamespace
 import pygit2
 import pytest
 
-from conftest import CLI_IDENTITY, assert_fsck_clean, git
 from progreg import (
     BundleError,
     NotARegistryError,
@@ -50,6 +49,7 @@ from progreg.git.permissions import (
 from progreg.integrations.hooks import install
 from progreg.registry.history import LogIndex
 from progreg.sharing.transfer import export_registry, import_programs
+from support.gitcli import CLI_IDENTITY, assert_fsck_clean, git
 
 COMMITTER = "Ann Committer <ann@example.com>"
 AUTHOR = "Bob Author <bob@example.com>"

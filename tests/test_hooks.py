@@ -26,7 +26,6 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
-from conftest import CLI_IDENTITY, assert_fsck_clean, git
 from progreg import ProgramStorage, StorageConfig, StorageManager
 from progreg.cli import cli, main
 from progreg.errors import ConflictError, NotARegistryError
@@ -38,6 +37,7 @@ from progreg.integrations.hooks import (
     split_alternates,
 )
 from progreg.registry.validation import check_file
+from support.gitcli import CLI_IDENTITY, assert_fsck_clean, git
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGREG = Path(sys.executable).with_name("progreg")

@@ -22,15 +22,6 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
-import workload
-from conftest import (
-    CLI_IDENTITY,
-    assert_fsck_clean,
-    commit_file,
-    delta_varint,
-    git,
-    registry_state,
-)
 from progreg import (
     BundleError,
     CorruptProgramError,
@@ -55,6 +46,15 @@ from progreg.git.unbundle import tree_problem
 from progreg.registry.checkpoints import Checkpoints
 from progreg.registry.validation import MAX_PATH_DEPTH
 from progreg.sharing.transfer import MAX_TREE_ENTRIES
+from support import workload
+from support.gitcli import (
+    CLI_IDENTITY,
+    assert_fsck_clean,
+    commit_file,
+    delta_varint,
+    git,
+    registry_state,
+)
 
 IDENTITY = "Hostile Test <hostile@example.com>"
 API_KEY = "sk-proj-" + "Zq7" * 15

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_fsck_clean, commit_file, git
 from progreg import ProgramStorage
 from progreg.registry import logcache
 from progreg.registry.history import LogIndex, ProgramRecord
+from support.gitcli import assert_fsck_clean, commit_file, git
 
 MAIN = "refs/heads/main"
 

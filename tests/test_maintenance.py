@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import CLI_IDENTITY, assert_fsck_clean, git
 from progreg import ProgramStorage, events
 from progreg.cli.main import cli
 from progreg.git import maintenance, repack, tailpack
 from progreg.git.objects import OBJ_BLOB, object_id
 from progreg.git.packstore import InstalledPack
+from support.gitcli import CLI_IDENTITY, assert_fsck_clean, git
 
 
 def _save(storage: ProgramStorage, i: int, program_id: str | None = None) -> str:

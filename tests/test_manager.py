@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import workload
-from conftest import assert_fsck_clean, commit_file, git, registry_state
 from progreg import (
     CleanupResult,
     Event,
@@ -26,6 +24,8 @@ from progreg import (
 )
 from progreg.cli import cli
 from progreg.core.ids import program_path
+from support import workload
+from support.gitcli import assert_fsck_clean, commit_file, git, registry_state
 
 DEFAULT: Any = object()
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage
 from progreg.git import bundle, memory
 from progreg.git.objectread import BlobReader
+from support.gitcli import assert_fsck_clean, git
 
 
 def test_opening_a_registry_bounds_libgit2_windows_and_cache(registry_path: Path) -> None:

@@ -11,13 +11,13 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage
 from progreg.git import delta as deltas
 from progreg.git import objects, unbundle
 from progreg.git import pack as packs
 from progreg.git.errors import MalformedObjectError
 from progreg.git.mapped import MappedFile
+from support.gitcli import assert_fsck_clean, git
 
 
 def _versions(count: int) -> list[bytes]:

@@ -33,7 +33,6 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from conftest import commit_file, git, registry_state
 from progreg import (
     InvalidNameError,
     NotJSONError,
@@ -46,6 +45,7 @@ from progreg.core.canonical import MAX_DEPTH, encode
 from progreg.core.document import decode_document
 from progreg.core.secrets import find_secrets, may_hold_secrets, redact_secrets
 from progreg.registry.checkpoints import Checkpoints
+from support.gitcli import commit_file, git, registry_state
 
 IDENTITY = "Prop Erty <prop@example.com>"
 #: Examples of the properties that import (each checks the registry with the git CLI).

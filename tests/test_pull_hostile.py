@@ -15,16 +15,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import CLI_IDENTITY, git
 from progreg import ProgramStorage, ProgregError, RemoteError
 from progreg.core.ids import program_path
 from progreg.git.locking import write_lock
 from progreg.registry.checkpoints import Checkpoints
+from support.gitcli import CLI_IDENTITY, git
 
 if TYPE_CHECKING:
-    from servers import GitServer
-
-pytest_plugins = ["servers"]
+    from support.servers import GitServer
 
 SERVED = "registry.git"
 

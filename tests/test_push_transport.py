@@ -2,7 +2,7 @@
 
 A forwarding HTTP proxy and a redirecting front end are written here (Python's
 :mod:`http.server` on 127.0.0.1, forwarding to the real ``git http-backend`` of
-``tests/servers.py`` with :mod:`http.client`); each counts what reached it.
+``tests/support/servers.py`` with :mod:`http.client`); each counts what reached it.
 The large push goes to a real ``git daemon``, so that what the test process
 allocates is the client's alone.
 """
@@ -22,17 +22,15 @@ from urllib.parse import urlsplit
 import pygit2
 import pytest
 
-from conftest import assert_fsck_clean, git
 from progreg import AuthenticationError, InvalidInputError, ProgramStorage, RemoteError
 from progreg.git import remote
 from progreg.git.proxies import Proxy, bypassed, proxy_for
+from support.gitcli import assert_fsck_clean, git
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from servers import GitServer
-
-pytest_plugins = ["servers"]
+    from support.servers import GitServer
 
 MAIN = "refs/heads/main"
 HOST = "127.0.0.1"

@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from conftest import CLI_IDENTITY, assert_fsck_clean, commit_file, git
 from progreg import (
     CorruptProgramError,
     ProgramNotFoundError,
@@ -33,6 +32,7 @@ from progreg import (
 from progreg.core.summaries import SummaryCache, trusted_summary
 from progreg.registry import history, logcache
 from progreg.registry.history import LogIndex
+from support.gitcli import CLI_IDENTITY, assert_fsck_clean, commit_file, git
 
 MAIN = "refs/heads/main"
 

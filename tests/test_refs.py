@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLI_IDENTITY, assert_fsck_clean, git
 from progreg import ProgramStorage, RegistryError, StorageManager
 from progreg.git import CommitPlan, Tip, maintenance, reflist, refpack
 from progreg.git.locking import write_lock
 from progreg.git.reflist import names_under
 from progreg.registry.checkpoints import Checkpoints
 from progreg.registry.tags import all_tags, tagged
+from support.gitcli import CLI_IDENTITY, assert_fsck_clean, git
 
 PACKED = "packed-refs"
 

@@ -23,7 +23,6 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_fsck_clean, git, git_status
 from progreg import (
     AuthenticationError,
     ConflictError,
@@ -42,11 +41,10 @@ from progreg.git.credentials import from_environment
 from progreg.git.localpush import push_local
 from progreg.registry.checkpoints import Checkpoints
 from progreg.registry.tags import all_tags
+from support.gitcli import assert_fsck_clean, git, git_status
 
 if TYPE_CHECKING:
-    from servers import GitServer
-
-pytest_plugins = ["servers"]
+    from support.servers import GitServer
 
 MAIN = "refs/heads/main"
 

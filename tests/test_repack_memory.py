@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage
 from progreg.git import basecache, packsource, repack
 from progreg.git.basecache import BaseCache
 from progreg.git.packsource import PackSource, Residency
+from support.gitcli import assert_fsck_clean, git
 from test_maintenance import _each_save_its_own_pack
 
 _VERIFY_LINE = re.compile(

@@ -1,6 +1,6 @@
 """The credential screen measured on a labelled corpus, and each known miss or false alarm.
 
-The corpus (``tests/secrets_corpus.py``) holds documents with a credential of
+The corpus (``tests/support/secrets_corpus.py``) holds documents with a credential of
 every provider DSPy users hold, placed and encoded several ways, and harmless
 programs that talk about keys, tokens and auth. ``find_secrets`` must find at
 least 98% of the first and nothing in the second; ``may_hold_secrets`` must
@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-import secrets_corpus
 from progreg.core.canonical import encode
 from progreg.core.secrets import (
     credential_key_reason,
@@ -24,6 +23,7 @@ from progreg.core.secrets import (
     redact_secrets,
     secret_key_reason,
 )
+from support import secrets_corpus
 
 SECRET_CASES = secrets_corpus.secret_cases()
 HARMLESS_CASES = secrets_corpus.harmless_cases()
@@ -57,7 +57,7 @@ def test_the_quick_test_says_maybe_for_every_document_the_walk_flags() -> None:
 
 
 def test_clean_workload_programs_skip_the_walk() -> None:
-    import workload  # noqa: PLC0415 (tests/ is on sys.path)
+    from support import workload  # noqa: PLC0415
 
     assert not any(may_hold_secrets(encode(workload.program_state(i))) for i in range(50))
 

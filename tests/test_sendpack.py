@@ -14,18 +14,16 @@ from typing import TYPE_CHECKING, Any
 import pygit2
 import pytest
 
-from conftest import assert_fsck_clean, git
 from progreg import ProgramStorage, PushRejectedError, RemoteError
 from progreg.git.pushobjects import missing_objects
 from progreg.git.remote import smart_scheme
 from progreg.registry.checkpoints import Checkpoints
+from support.gitcli import assert_fsck_clean, git
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from servers import GitServer
-
-pytest_plugins = ["servers"]
+    from support.servers import GitServer
 
 MAIN = "refs/heads/main"
 

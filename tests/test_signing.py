@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import commit_file, git, git_status
 from progreg import ProgramStorage, SigningError, StorageConfig, StorageManager
 from progreg.cli import cli
 from progreg.core.ids import program_path
 from progreg.sharing.merging import merge_into_main
+from support.gitcli import commit_file, git, git_status
 
 needs_ssh_keygen = pytest.mark.skipif(
     shutil.which("ssh-keygen") is None, reason="ssh-keygen (OpenSSH) is not installed"

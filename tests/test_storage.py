@@ -20,8 +20,6 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 import progreg
-import workload
-from conftest import CLI_IDENTITY, assert_fsck_clean, commit_file, git, git_status
 from progreg import (
     GcReport,
     InvalidInputError,
@@ -35,6 +33,8 @@ from progreg import (
     SecretDetectedError,
     StorageManager,
 )
+from support import workload
+from support.gitcli import CLI_IDENTITY, assert_fsck_clean, commit_file, git, git_status
 
 ID_RE = re.compile(r"^[0-9a-f]{16}$")
 SAVED_AT_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")

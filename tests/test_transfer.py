@@ -22,15 +22,6 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
-import workload
-from conftest import (
-    CLI_IDENTITY,
-    assert_fsck_clean,
-    commit_file,
-    git,
-    git_status,
-    registry_state,
-)
 from progreg import (
     BundleError,
     ConflictError,
@@ -53,7 +44,16 @@ from progreg.integrations.hooks import install
 from progreg.registry.checkpoints import Checkpoints
 from progreg.sharing.merging import _check_program
 from progreg.sharing.transfer import ImportResult
-from reference_store import ReferenceStore
+from support import workload
+from support.gitcli import (
+    CLI_IDENTITY,
+    assert_fsck_clean,
+    commit_file,
+    git,
+    git_status,
+    registry_state,
+)
+from support.reference_store import ReferenceStore
 
 IDENTITY = "Ada Lovelace <ada@example.com>"
 

@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pygit2.enums import FileMode
 
-from conftest import assert_fsck_clean, git, registry_state
 from progreg import InvalidInputError, ProgramStorage, RegistryError, StorageConfig, StorageManager
 from progreg.cli.main import cli
 from progreg.core.ids import program_path
@@ -21,6 +20,7 @@ from progreg.git import packstore, tailpack
 from progreg.git.objects import OBJ_TREE, object_id, parse_tree
 from progreg.git.repository import STALE_PACKS
 from progreg.git.trees import NewTrees, RawTree, edit_tree
+from support.gitcli import assert_fsck_clean, git, registry_state
 
 
 def _save(storage: ProgramStorage, i: int) -> str:

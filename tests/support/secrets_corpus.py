@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import workload
+from support import workload
 
 ALNUM = string.ascii_letters + string.digits
 B64 = ALNUM + "+/"

@@ -19,8 +19,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from crash_driver import digest
 from progreg import ProgramStorage, ProgregError, StorageConfig, StorageManager
+from support.workers.crash_driver import digest
 
 _print_lock = threading.Lock()
 

@@ -1,7 +1,7 @@
 """Real Git servers on 127.0.0.1 for the remote tests: ``git daemon`` and ``git http-backend``.
 
-Load the fixtures in a test module with ``pytest_plugins = ["servers"]`` (or
-import them: ``from servers import git_daemon, http_server``). Each fixture
+The root conftest loads the fixtures for every test module (``pytest_plugins =
+["support.servers"]``); import the rest: ``from support.servers import GitServer``). Each fixture
 starts its server for one test, on a free loopback port, serving the bare
 repositories the test creates with :meth:`GitServer.create`, and stops it at
 teardown. Nothing listens on, or connects to, any other address.
