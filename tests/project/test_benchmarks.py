@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
 QUERIES = ["find_programs", "get_best_program", "get_optimization_history", "list_programs", "tags"]
 
 

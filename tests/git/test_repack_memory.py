@@ -13,7 +13,7 @@ from progreg.git import basecache, packsource, repack
 from progreg.git.basecache import BaseCache
 from progreg.git.packsource import PackSource, Residency
 from support.gitcli import assert_fsck_clean, git
-from test_maintenance import _each_save_its_own_pack
+from support.packs import each_save_its_own_pack
 
 _VERIFY_LINE = re.compile(
     r"^([0-9a-f]{40}) +(\w+) +\d+ +\d+ +(\d+)(?: +(\d+) +([0-9a-f]{40}))?$", re.MULTILINE
@@ -100,7 +100,7 @@ def test_merge_is_the_same_with_tiny_budgets(
     """Pages dropped after every read and a cache of one object give the same pack."""
     storage = ProgramStorage(registry_path)
     git(registry_path, "config", "gc.auto", "0")
-    _each_save_its_own_pack(storage)
+    each_save_its_own_pack(storage)
     ids = _history(storage, 40)
     before = _contents(storage, ids)
     copy = tmp_path / "copy"
@@ -131,7 +131,7 @@ def test_merge_reads_deltas_by_id_through_libgit2(registry_path: Path) -> None:
     listed = git(registry_path, "verify-pack", "-v", str(old.with_suffix(".idx")))
     assert any(m[5] for m in _VERIFY_LINE.finditer(listed))  # some deltas, by id
     assert 7 in _scan_kinds(old)  # REF_DELTA entries
-    _each_save_its_own_pack(storage)
+    each_save_its_own_pack(storage)
     for i in range(10):
         storage.save_program({"instructions": f"More {i} " * 40}, {"score": i}, program_id=ids[0])
     before = _contents(storage, ids)

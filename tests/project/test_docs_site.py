@@ -24,7 +24,7 @@ import progreg
 from progreg.cli import cli
 from progreg.storage import ProgramStorage
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: A generous bound: the build takes a few seconds.
 BUILD_TIMEOUT = 120
 

@@ -28,7 +28,7 @@ import pytest
 
 from progreg import events
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 #: Languages a fenced block may be labelled with (an unlabelled or misspelt

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grimp
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "progreg"
 
 #: The modules directly under ``progreg/``: the public surface and the base layer.

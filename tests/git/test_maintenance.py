@@ -18,8 +18,8 @@ from progreg import ProgramStorage, events
 from progreg.cli.main import cli
 from progreg.git import maintenance, repack, tailpack
 from progreg.git.objects import OBJ_BLOB, object_id
-from progreg.git.packstore import InstalledPack
 from support.gitcli import CLI_IDENTITY, assert_fsck_clean, git
+from support.packs import each_save_its_own_pack
 
 
 def _save(storage: ProgramStorage, i: int, program_id: str | None = None) -> str:
@@ -59,17 +59,6 @@ def _explode(path: Path) -> None:
     for pack in sorted(moved.glob("*.pack")):
         git(path, "unpack-objects", "-q", input=pack.read_bytes())
     shutil.rmtree(moved)
-
-
-def _each_save_its_own_pack(storage: ProgramStorage) -> None:
-    """Close the open pack after every write, so that each save leaves a pack of its own."""
-    original = storage.registry.git.tail.write
-
-    def write(*args: object, **kwargs: object) -> tuple[InstalledPack, Path | None]:
-        storage.registry.git.tail.close()
-        return original(*args, **kwargs)  # type: ignore[arg-type]
-
-    storage.registry.git.tail.write = write  # type: ignore[method-assign]
 
 
 # -- what a save writes ---------------------------------------------------------------
@@ -157,7 +146,7 @@ def test_automatic_merges_keep_few_packs_and_make_deltas(
         lambda event: merges.append(event) if event.name == "progreg.maintenance.merge" else None
     )
     storage = ProgramStorage(registry_path)
-    _each_save_its_own_pack(storage)
+    each_save_its_own_pack(storage)
     ids: list[str] = []
     most = 0
     try:
@@ -183,7 +172,7 @@ def test_automatic_merges_keep_few_packs_and_make_deltas(
 
 def test_merged_packs_are_compact_and_normal(registry_path: Path, tmp_path: Path) -> None:
     storage = ProgramStorage(registry_path)
-    _each_save_its_own_pack(storage)
+    each_save_its_own_pack(storage)
     git(registry_path, "config", "gc.auto", "0")
 
     words = [
@@ -230,7 +219,7 @@ def test_no_automatic_maintenance_with_gc_auto_zero(
     monkeypatch.setattr(maintenance, "SMALL_PACKS", 3)
     storage = ProgramStorage(registry_path)
     git(registry_path, "config", "gc.auto", "0")
-    _each_save_its_own_pack(storage)
+    each_save_its_own_pack(storage)
     for i in range(10):
         _save(storage, i)
     assert len(_packs(registry_path)) == 10
@@ -241,7 +230,7 @@ def test_a_merge_waits_for_nobody_and_skips_when_another_runs(
 ) -> None:
     monkeypatch.setattr(maintenance, "SMALL_PACKS", 3)
     storage = ProgramStorage(registry_path)
-    _each_save_its_own_pack(storage)
+    each_save_its_own_pack(storage)
     with maintenance.maintenance_lock(registry_path, None) as taken:
         assert taken
         for i in range(6):
@@ -281,7 +270,7 @@ def test_gc_packs_loose_objects_of_an_older_registry(storage: ProgramStorage) ->
 
 
 def test_gc_merges_packs_only_over_the_limit(storage: ProgramStorage) -> None:
-    _each_save_its_own_pack(storage)
+    each_save_its_own_pack(storage)
     git(storage.path, "config", "gc.auto", "0")
     ids = [_save(storage, i) for i in range(4)]
     report = maintenance.pack_loose_objects(storage.path, pack_limit=4)
@@ -365,7 +354,7 @@ def test_loose_object_estimate(storage: ProgramStorage) -> None:
 
 
 def test_cli_gc(storage: ProgramStorage) -> None:
-    _each_save_its_own_pack(storage)
+    each_save_its_own_pack(storage)
     git(storage.path, "config", "gc.auto", "0")
     for i in range(5):
         _save(storage, i)

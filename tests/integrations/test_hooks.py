@@ -39,7 +39,7 @@ from progreg.integrations.hooks import (
 from progreg.registry.validation import check_file
 from support.gitcli import CLI_IDENTITY, assert_fsck_clean, git
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROGREG = Path(sys.executable).with_name("progreg")
 FIRST = "1a2b3c4d5e6f7a8b"
 SECOND = "00ff00ff00ff00ff"
