@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/bench_bulk.py [--programs 2000] [--batch 100]
 
-Both sides save the same realistic documents (tests/workload.py)
+Both sides save the same realistic documents (tests/support/workload.py)
 into a fresh registry each; throughput is programs per second over the whole
 run (automatic maintenance included). The target is a ratio of 5x or more.
 """

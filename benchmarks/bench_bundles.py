@@ -3,7 +3,7 @@
 Usage: .venv/bin/python benchmarks/bench_bundles.py [--programs 10000] [--repeat 3]
        [--cache DIR] [--no-packed]
 
-A registry of N programs from tests/workload.py (with a tag on every
+A registry of N programs from tests/support/workload.py (with a tag on every
 500th program and a checkpoint run) is built once (kept in --cache if given).
 Then, each measured --repeat times (medians are printed), on the registry as
 progreg leaves it (as saved: the packs of its saves, merged by automatic

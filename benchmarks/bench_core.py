@@ -9,7 +9,7 @@ compared with (the machine's speed drifts):
 - durable floor: the same, with fsync of the file and of its directory;
 - files store (``--files-store``): the reference design's store (a file per
   program plus a history.json rewritten on every save), from
-  tests/reference_store.py; slow, it is quadratic.
+  tests/support/reference_store.py; slow, it is quadratic.
 Saves are timed with ``durable=False`` while N programs are saved (the mean
 and the maximum include automatic maintenance: merges of packs), then
 ``--durable-saves`` more with ``durable=True`` on the full registry.

@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/bench_disk.py [--programs 10000] [--no-maintenance]
 
-Builds a registry of N workload programs (tests/workload.py, saved
+Builds a registry of N workload programs (tests/support/workload.py, saved
 with ``durable=False``), then prints the size (bytes of every file, as ``du
 --apparent-size`` counts them), file count and pack count of the directory:
 as saved, after ``progreg gc`` (pack_loose_objects: every pack merged into

@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/bench_secrets.py [--repeat 5] [--detect-secrets]
 
-The corpus is ``tests/secrets_corpus.py``: documents holding a credential (each
+The corpus is ``tests/support/secrets_corpus.py``: documents holding a credential (each
 provider's format in several placements and encodings) and harmless programs
 that talk about keys, tokens and auth. Prints, for ``find_secrets`` (the walk
 over the decoded document) and ``may_hold_secrets`` (the byte pre-test every

@@ -4,7 +4,7 @@ Usage: .venv/bin/python benchmarks/run.py --quick   # 100 and 10k programs (~2 m
        .venv/bin/python benchmarks/run.py --full    # adds 100k
        .venv/bin/python benchmarks/run.py --smoke   # 50 programs, seconds (the smoke test)
 
-Builds, per size N, a registry of N realistic programs (tests/workload.py,
+Builds, per size N, a registry of N realistic programs (tests/support/workload.py,
 each saved alone and carrying one of five tags in rotation, so one tag lists a
 fifth of them) and prints one table: median time of each operation, the
 baseline measured in the same run, the ratio progreg / baseline, the target
@@ -12,7 +12,7 @@ and PASS/MISS. Targets stated for a size apply from that size on (save against
 the files store and the naive git CLI: 10k; first query against ``git log``:
 10k; export/import, stated for 10k programs: judged at 10k and timed up to 10k);
 smaller sizes print the ratio alone.
-Baselines: the reference files store (tests/reference_store.py), a naive
+Baselines: the reference files store (tests/support/reference_store.py), a naive
 Git approach through the git command line (hash-object, update-index on a
 temporary index, write-tree, commit-tree, update-ref per save), the floor (the
 same JSON written to a file with an atomic rename; and with fsync of the file

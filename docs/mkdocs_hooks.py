@@ -16,7 +16,7 @@ section exists: a missing page or heading is a warning, so a renamed heading
 fails the build.
 
 **Examples the tests do not run.** A block opened with ```` ```python skip ````
-is shown but not executed by ``tests/test_docs.py``. ``skip`` is for the
+is shown but not executed by ``tests/project/test_docs.py``. ``skip`` is for the
 tests only: Python-Markdown's fences take no such word, and would show the
 block as text (its ``# ...`` comments as headings). :func:`on_page_markdown`
 drops it before the page is rendered.

@@ -6,7 +6,7 @@ deltas), a delta on its own, a program document, and Git's object checks
 the tree fast path must agree with the entry-by-entry reading). Any exception but a
 ``ProgregError`` is a crash, which atheris reports with the input.
 
-This is a companion to ``tests/test_fuzz.py`` (bounded, in every test run),
+This is a companion to ``tests/core/test_fuzz.py`` (bounded, in every test run),
 for long runs by hand. atheris is not a test dependency: it ships binary
 wheels for CPython on Linux x86-64, elsewhere it needs clang to build::
 
