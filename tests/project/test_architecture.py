@@ -129,3 +129,13 @@ def test_each_name_of_the_layout_is_defined_once() -> None:
                     if isinstance(target, ast.Name) and target.id in names:
                         definitions[target.id].append(str(path.relative_to(PACKAGE)))
     assert definitions == {name: ["core/layout.py"] for name in names}
+
+
+def test_the_push_transport_loads_only_for_a_push() -> None:
+    # dulwich and urllib3 add about a third to what `progreg list` costs to start.
+    code = (
+        "import sys, progreg.storage, progreg.manager;"
+        " print(sorted(set(sys.modules) & {'dulwich', 'urllib3'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
