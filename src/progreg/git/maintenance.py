@@ -53,6 +53,7 @@ from progreg.git import bundle, refpack
 from progreg.git import pack as packs
 from progreg.git.failures import write_failure
 from progreg.git.locking import write_lock
+from progreg.git.objectread import packed_odb
 from progreg.git.objects import OBJ_COMMIT, TYPE_NAMES, object_id
 from progreg.git.packdir import PackKeep, heal_midx, place_pack, stale_keeps, update_pack_info
 from progreg.git.permissions import FILE_MODE, READ_ONLY_MODE, adjust_fd, set_created_mode
@@ -174,13 +175,6 @@ def _loose_kind(path: Path) -> int | None:
     return _KIND_BY_NAME.get(head.split(b" ", 1)[0])
 
 
-def _packed_odb(objects_dir: Path) -> pygit2.Odb:
-    """A fresh object database that reads only the packs of ``objects_dir``."""
-    odb = pygit2.Odb()
-    odb.add_backend(pygit2.OdbBackendPack(str(objects_dir)), 1)
-    return odb
-
-
 # -- writing a pack -------------------------------------------------------------------
 
 
@@ -249,7 +243,7 @@ def _index_entries(offsets: dict[bytes, int], pack_data: bytes) -> list[packs.In
 
 def _verify(objects_dir: Path, expected: Iterable[bytes]) -> None:
     """Every id in ``expected`` reads back from the packs, with the right id."""
-    odb = _packed_odb(objects_dir)
+    odb = packed_odb(objects_dir)
     for oid in expected:
         kind, data = odb.read(pygit2.Oid(raw=oid))
         if object_id(int(kind), data) != oid:
@@ -550,8 +544,8 @@ def pack_loose_objects(
             size_before = _size(objects_dir)
             packs_before = len(_pack_files(objects_dir))
             loose = _loose_files(objects_dir)
-            packed_odb = _packed_odb(objects_dir)
-            already = {oid for oid in loose if pygit2.Oid(raw=oid) in packed_odb}
+            packed = packed_odb(objects_dir)
+            already = {oid for oid in loose if pygit2.Oid(raw=oid) in packed}
             wanted = set(loose) - already
             commits = [oid for oid in wanted if _loose_kind(loose[oid]) == OBJ_COMMIT]
             new_pack: Path | None = None
@@ -573,7 +567,7 @@ def pack_loose_objects(
             refpack.pack_refs(gitdir)
             # Close these packs: libgit2 keeps a cache of delta bases per open pack.
             repo.free()
-            del repo, packed_odb, loose, already, wanted
+            del repo, packed, loose, already, wanted
         consolidated = 0
         for _ in range(MERGE_ATTEMPTS):
             existing = list_packs(objects_dir)

@@ -83,3 +83,10 @@ def raw_reader(*odbs: pygit2.Odb) -> Callable[[bytes], RawObject | None]:
         return None
 
     return read
+
+
+def packed_odb(objects_dir: str | os.PathLike[str]) -> pygit2.Odb:
+    """A fresh object database that reads only the packs of ``objects_dir``."""
+    odb = pygit2.Odb()
+    odb.add_backend(pygit2.OdbBackendPack(os.fspath(objects_dir)), 1)
+    return odb

@@ -59,6 +59,7 @@ from progreg.git.basecache import BaseCache
 from progreg.git.delta import apply_delta, make_delta
 from progreg.git.durability import fsync_dir
 from progreg.git.errors import MalformedObjectError
+from progreg.git.objectread import packed_odb
 from progreg.git.objects import GITLINK_MODE, OBJ_COMMIT, TREE_MODE, object_id
 from progreg.git.packdir import (
     PACK_EXTENSIONS,
@@ -672,8 +673,7 @@ def _check(pack_dir: Path, final: Path, table: _Table, out: _Output) -> None:
         (scratch / "pack").mkdir(parents=True)
         for suffix in (".pack", ".idx"):
             os.link(final.with_suffix(suffix), scratch / "pack" / final.with_suffix(suffix).name)
-        odb = pygit2.Odb()
-        odb.add_backend(pygit2.OdbBackendPack(str(scratch)), 1)
+        odb = packed_odb(scratch)
         step = max(1, count // CHECK_SAMPLE)
         for rank in [*range(0, count, step), count - 1]:
             oid = table.oids[rank]

@@ -36,7 +36,7 @@ from progreg.git.errors import MalformedObjectError
 from progreg.git.failures import write_failure
 from progreg.git.fsck import IncomingObjects
 from progreg.git.mapped import MappedFile
-from progreg.git.objectread import raw_reader
+from progreg.git.objectread import packed_odb, raw_reader
 from progreg.git.objects import OBJ_BLOB, OBJ_TREE, RawObject
 from progreg.git.packdir import PackKeep, place_pack, update_pack_info
 from progreg.git.permissions import READ_ONLY_MODE, set_created_mode
@@ -202,8 +202,7 @@ class IncomingPack:
 
     def _write_loose(self) -> None:
         """Write every quarantined object into the repository as a loose object."""
-        quarantined = pygit2.Odb()
-        quarantined.add_backend(pygit2.OdbBackendPack(str(self.quarantine)), 1)
+        quarantined = packed_odb(self.quarantine)
         repo = pygit2.Repository(str(self.repo_path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
         try:
             for oid in quarantined:
