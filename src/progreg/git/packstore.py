@@ -10,8 +10,10 @@ at the same time never take the pack for garbage:
 1. the pack and its index are written under temporary names
    (``tmp_pack_XXXXXX``, ``tmp_idx_XXXXXX``: no Git tool lists them as packs);
 2. ``pack-<sha>.keep`` is created: ``git repack -a -d`` keeps such a pack;
-3. the pack is renamed to ``pack-<sha>.pack``, then the index to
-   ``pack-<sha>.idx`` (readers use a pack once its index exists);
+3. the pack is linked to ``pack-<sha>.pack``, then the index renamed to
+   ``pack-<sha>.idx`` (readers use a pack once its index exists); a pack of
+   that name that is there already is left alone, with no keep
+   (:func:`~progreg.git.packdir.place_pack` says why);
 4. the caller moves the refs that reach the objects, then releases the keep
    (:class:`~progreg.git.packdir.PackKeep`), also when it failed and
    nothing names them.
