@@ -41,6 +41,7 @@ from progreg import (
     SecretDetectedError,
     StorageManager,
 )
+from progreg.core import secrets
 from progreg.core.canonical import MAX_DEPTH, encode
 from progreg.core.document import decode_document
 from progreg.core.secrets import find_secrets, may_hold_secrets, redact_secrets
@@ -368,6 +369,25 @@ def test_the_quick_test_never_misses_an_encoded_credential(
                 assert may_hold_secrets(data), (data, find_secrets(document))
     assert find_secrets({"note": f"{before} {encoded}"}) or lead
     assert find_secrets({"note": f"{before} {percent} {after}"})
+
+
+BASE64_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+#: Texts around a run of 30 to 50 base64 characters (a 40-character AWS secret key's size).
+BASE64_ISH = st.tuples(
+    st.text(max_size=8),
+    st.text(st.sampled_from(BASE64_LETTERS + "_-"), min_size=30, max_size=50),
+    st.text(st.sampled_from(BASE64_LETTERS + " .%="), max_size=20),
+).map("".join)
+
+
+@given(text=st.one_of(BASE64_ISH, st.text(max_size=60)))
+def test_skipping_hintless_formats_without_a_long_run_changes_no_finding(text: str) -> None:
+    """The walk tries the hintless formats (a lone AWS secret key) only on a text holding a
+    long base64 run: on any text, that gives what trying them always gives."""
+    runs = secrets._BASE64_RUN.findall(text)
+    assert [entry.reason for entry, _ in secrets._plain_matches(text, runs)] == [
+        entry.reason for entry, _ in secrets._plain_matches(text)
+    ]
 
 
 # -- names --------------------------------------------------------------------------------

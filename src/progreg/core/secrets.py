@@ -465,15 +465,24 @@ _HINTS = re.compile(
         )
     )
 )
-#: The formats without a hint, tried on every text of their minimum length.
+#: The formats without a hint (the lone AWS secret key), tried on every text holding a
+#: run of ``_HINTLESS_LENGTH`` base64 characters: each must need such a run.
 _HINTLESS = tuple(entry for entry in _SECRET_PATTERNS if not entry.hints)
 _HINTLESS_LENGTH = 40
 
 
-def _plain_matches(text: str) -> list[tuple[_Pattern, list[re.Match[str]]]]:
-    """The credential formats found in ``text`` as written, with their matches."""
+def _plain_matches(
+    text: str, runs: list[str] | None = None
+) -> list[tuple[_Pattern, list[re.Match[str]]]]:
+    """The credential formats found in ``text`` as written, with their matches.
+
+    ``runs``, when given, are ``text``'s base64 runs (:data:`_BASE64_RUN`): a
+    hintless format needs a run of 40, so without one it is not tried.
+    """
     if _HINTS.search(text) is None:
-        if len(text) < _HINTLESS_LENGTH:
+        if len(text) < _HINTLESS_LENGTH or (
+            runs is not None and all(len(run) < _HINTLESS_LENGTH for run in runs)
+        ):
             return []
         candidates = _HINTLESS
     else:
@@ -494,13 +503,14 @@ def _decode_run(run: bytes) -> bytes:
     return base64.b64decode(padded)
 
 
-def _decoded_forms(text: str) -> list[tuple[str, str]]:
+def _decoded_forms(text: str, runs: list[str]) -> list[tuple[str, str]]:
     """What ``text`` holds encoded: ``(how, decoded text)`` for its percent-decoding and for
-    each base64 run of 24+ characters decoded from each of its first four offsets."""
+    each of its base64 ``runs`` (24+ characters) decoded from each of its first four
+    offsets."""
     forms = []
     if "%" in text and _PERCENT_ESCAPE.search(text):
         forms.append(("percent-encoded", urllib.parse.unquote(text, errors="replace")))
-    for run in _BASE64_RUN.findall(text):
+    for run in runs:
         for offset in range(4):
             decoded = _decode_run(run[offset:].encode("ascii"))
             forms.append(("base64-encoded", decoded.decode("latin-1")))
@@ -509,14 +519,32 @@ def _decoded_forms(text: str) -> list[tuple[str, str]]:
 
 def _text_reason(text: str) -> str | None:
     """Why ``text`` holds a credential, as written or encoded, or ``None``."""
-    found = _plain_matches(text)
+    if len(text) < MIN_BASE64_RUN and "%" not in text and _HINTS.search(text) is None:
+        return None  # too short for a hintless format or an encoded one, and no hint
+    runs = _BASE64_RUN.findall(text)
+    found = _plain_matches(text, runs)
     if found:
         return found[0][0].reason
-    for how, decoded in _decoded_forms(text):
+    for how, decoded in _decoded_forms(text, runs):
         found = _plain_matches(decoded)
         if found:
             return f"holds a {how} credential ({found[0][0].reason})"
     return None
+
+
+def credential_in_text(text: str) -> str | None:
+    """Why a text (a name, a message) holds a credential, as written or encoded, or ``None``.
+
+    The value rules of :func:`find_secrets` for one string: a provider's key
+    format, a private key, a URL with credentials, and their encoded forms.
+    """
+    return _text_reason(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_text_reason(key: str) -> str | None:
+    """:func:`_text_reason` of a key: documents repeat their keys, so it is remembered."""
+    return _text_reason(key)
 
 
 def _is_empty(value: object) -> bool:
@@ -714,7 +742,7 @@ def find_secrets(value: object, prefix: str = "") -> list[SecretFinding]:
                 if not isinstance(key, str):
                     continue
                 where = _join(path, key)
-                key_reason = _text_reason(key)
+                key_reason = _key_text_reason(key)
                 if key_reason is not None:  # the key itself: never echo it
                     where = _join(path, REDACTED)
                     findings.append(SecretFinding(where, f"its name {key_reason}", in_lm))
@@ -792,6 +820,12 @@ def redact_secrets(
     cleaned = scrub(state, prefix, False)
     assert isinstance(cleaned, dict)
     return cleaned, redacted
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` to show in a message: unchanged unless it holds a credential, which is
+    replaced by ``[REDACTED]`` (the whole text when one is encoded in it)."""
+    return text if _text_reason(text) is None else _mask(text)
 
 
 def _mask(text: str) -> str:
