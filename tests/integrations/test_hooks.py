@@ -482,6 +482,19 @@ def test_refs_outside_the_namespaces_are_refused(site: Site) -> None:
     assert refs(site.server) == before
 
 
+def test_a_ref_named_with_a_credential_is_refused_without_echoing_it(site: Site) -> None:
+    key = "ghp_" + "a1B2c3D4e5" * 4
+    git(site.work, "tag", "-a", "-m", "x", f"{key}/{FIRST}", "main", env=CLI_IDENTITY)
+    before = refs(site.server)
+    done = push(
+        site.work, "origin", f"refs/tags/{key}/{FIRST}", f"HEAD:refs/heads/checkpoints/{key}"
+    )
+    assert_refused(done, f"refs/tags/[REDACTED]/{FIRST}:", "refs/heads/checkpoints/[REDACTED]:")
+    remote = [line for line in done.stderr.splitlines() if line.startswith("remote:")]
+    assert not any(key in line for line in remote), remote
+    assert refs(site.server) == before
+
+
 def test_checkpoint_branches_hold_checkpoints(site: Site) -> None:
     manager = StorageManager(StorageConfig(storage_path=site.registry))
     manager.create_checkpoint({"optimized_program": state("Step.")}, "run-1")

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from progreg import (
     BundleError,
     CorruptProgramError,
     InvalidInputError,
+    InvalidNameError,
     NotJSONError,
     ProgramStorage,
     ProgramTooLargeError,
@@ -934,6 +936,43 @@ def test_a_redacted_checkpoint_keeps_no_credential_in_its_manifest(
         ).stdout
         assert key.encode() not in every_object
     assert created.metadata["step"] == 3
+
+
+@pytest.mark.parametrize("kind", ["openai", "github", "aws"])
+def test_a_name_that_is_a_credential_is_refused_never_echoed(
+    source: ProgramStorage, kind: str
+) -> None:
+    """Names go into refs, commit messages and trailers, which nothing redacts later."""
+    name = SECRETS[kind]
+    manager = StorageManager(StorageConfig(storage_path=source.path, secrets="redact"))
+    program_id = source.list_programs()[0].program_id
+    before = registry_state(source.path)
+    attempts: dict[str, Callable[[], object]] = {
+        "tag": lambda: manager.tag_program(program_id, name),
+        "tag on save": lambda: source.save_program({"x": 1}, tags=[name], secrets="redact"),
+        "checkpoint": lambda: manager.create_checkpoint({"optimized_program": {"x": 1}}, name),
+        "remote": lambda: source.add_remote(name, "https://example.com/registry.git"),
+    }
+    for what, attempt in attempts.items():
+        with pytest.raises(InvalidNameError, match="choose a name that is not a credential") as e:
+            attempt()
+        assert name not in str(e.value), what
+    assert registry_state(source.path) == before
+    config = (source.path / "config").read_text()
+    assert name not in config
+
+
+def test_a_bundle_whose_tag_name_is_a_credential_is_refused(
+    source: ProgramStorage, target: ProgramStorage, tmp_path: Path
+) -> None:
+    program_id = source.list_programs()[0].program_id
+    tag = f"{SECRETS['github']}/{program_id}"
+    git(source.path, "tag", "-a", "-m", "Tag", tag, "main", env=CLI_IDENTITY)
+    bundle = bundle_of(source.path, tmp_path / "x.bundle", "main", f"refs/tags/{tag}")
+    refused(target, bundle, BundleError, re.escape(f"refs/tags/{REDACTED}/{program_id}"))
+    with pytest.raises(BundleError) as refusal:
+        target.import_programs(bundle)
+    assert SECRETS["github"] not in str(refusal.value)
 
 
 @pytest.mark.parametrize(

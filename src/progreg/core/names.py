@@ -5,6 +5,8 @@ with letters, digits, ``.``, ``_`` or ``-`` (at most 100 characters), and it
 cannot contain ``..`` or end in ``.lock``. That rules out everything that
 could escape a namespace (``/``, ``..``), be misread by Git's revision syntax
 (``~ ^ : ? * [ @{``) or by a shell, and every control or non-ASCII character.
+A name is written into ref names, commit messages and trailers, where nothing
+can redact it later, so a name that looks like a credential is refused too.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 
 import pygit2
 
+from progreg.core.secrets import credential_in_text
 from progreg.errors import InvalidNameError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -31,5 +34,11 @@ def check_name(kind: str, name: object, namespace: str) -> str:
         raise InvalidNameError(
             f"invalid {kind} name {name!r}: use 1-100 letters, digits, '.', '_' or '-',"
             " starting with a letter or digit (no '/', '..' or trailing '.lock')"
+        )
+    reason = credential_in_text(name)
+    if reason is not None:  # never echo it
+        raise InvalidNameError(
+            f"invalid {kind} name: it {reason}, and a name is written into refs and commit"
+            " messages for good; choose a name that is not a credential"
         )
     return name

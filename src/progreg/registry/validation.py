@@ -80,7 +80,7 @@ from progreg.core.document import (
 from progreg.core.ids import is_program_id, program_id_of_path, program_path
 from progreg.core.layout import CHECKPOINTS_PREFIX, MAIN, MARKER, PROGRAMS_DIR, TAGS_PREFIX
 from progreg.core.names import check_name
-from progreg.core.secrets import find_secrets, may_hold_secrets
+from progreg.core.secrets import find_secrets, mask_credentials, may_hold_secrets
 from progreg.errors import NotJSONError, ProgregError, UnsupportedFormatError
 from progreg.git import parse_trailers
 from progreg.git.treediff import TreeDiffer
@@ -135,13 +135,24 @@ class Problem:
     #: The credentials' paths (``state.lm.api_key``) when the problem is that a program holds some.
     secrets: tuple[str, ...] = ()
 
+    @property
+    def shown_ref(self) -> str | None:
+        """The ref as messages show it: a pushed ref name may hold a credential."""
+        return None if self.ref is None else mask_credentials(self.ref)
+
     def __str__(self) -> str:
-        where = [part for part in (self.ref, self.commit and f"commit {self.commit[:12]}") if part]
+        commit = self.commit and f"commit {self.commit[:12]}"
+        where = [part for part in (self.shown_ref, commit) if part]
         return f"{' '.join(where)}: {self.message}" if where else self.message
 
     def to_json(self) -> dict[str, str | None]:
         """The problem as a JSON object (``progreg validate --json``)."""
-        return {"ref": self.ref, "commit": self.commit, "path": self.path, "message": self.message}
+        return {
+            "ref": self.shown_ref,
+            "commit": self.commit,
+            "path": self.path,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)

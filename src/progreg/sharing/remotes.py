@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from progreg import events
 from progreg.core.layout import CHECKPOINTS_PREFIX, MAIN, REMOTES_PREFIX, TAGS_PREFIX
 from progreg.core.names import check_name
+from progreg.core.secrets import mask_credentials
 from progreg.errors import (
     ConflictError,
     InvalidInputError,
@@ -358,7 +359,7 @@ def _pull_tags(storage: Registry, name: str) -> tuple[list[str], list[str], list
         except (pygit2.GitError, ValueError, KeyError):
             valid = False
         if not valid or not isinstance(theirs, pygit2.Oid):
-            ignored.append(f"{TAGS_PREFIX}{label}")
+            ignored.append(mask_credentials(f"{TAGS_PREFIX}{label}"))
         elif ours is not None:
             kept.append(label)
         else:
@@ -381,7 +382,7 @@ def _pull_checkpoints(storage: Registry, name: str) -> tuple[list[str], list[str
             check_name("checkpoint", run, CHECKPOINTS_PREFIX)
             theirs = git.tip(ref)
         except (InvalidNameError, RegistryError):
-            ignored.append(CHECKPOINTS_PREFIX + run)
+            ignored.append(mask_credentials(CHECKPOINTS_PREFIX + run))
             continue
         if theirs is None:
             continue

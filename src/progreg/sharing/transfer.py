@@ -42,7 +42,13 @@ from progreg.core.migration import (
     read_storage_folder,
 )
 from progreg.core.names import check_name
-from progreg.core.secrets import SecretsPolicy, check_policy, may_hold_secrets, screen_document
+from progreg.core.secrets import (
+    SecretsPolicy,
+    check_policy,
+    mask_credentials,
+    may_hold_secrets,
+    screen_document,
+)
 from progreg.errors import (
     BundleError,
     ConflictError,
@@ -472,7 +478,7 @@ def _check_header(header: bundles.BundleHeader, where: str) -> None:
         raise BundleError(
             f"{where} has refs outside the registry's namespaces (refs/heads/main,"
             f" refs/heads/checkpoints/<name>, refs/tags/<tag>/<program id>, HEAD):"
-            f" {', '.join(refused[:10])}; nothing was imported"
+            f" {', '.join(map(mask_credentials, refused[:10]))}; nothing was imported"
         )
     if not any(name != HEAD for name, _ in header.references):
         raise BundleError(f"{where} has no refs a registry could import")
