@@ -20,8 +20,11 @@ import pytest
 
 from progreg import ProgramStorage, RegistryError, StorageManager
 from progreg.git import CommitPlan, Tip, maintenance, reflist, refpack
+from progreg.git.identity import Identity
 from progreg.git.locking import write_lock
 from progreg.git.reflist import names_under
+from progreg.git.reflog import RefLogEntry
+from progreg.git.refwrite import RefSwap, swap_refs
 from progreg.registry.checkpoints import Checkpoints
 from progreg.registry.tags import all_tags, tagged
 from support.gitcli import CLI_IDENTITY, assert_fsck_clean, git
@@ -504,3 +507,62 @@ def test_update_ref_returns_the_decision_of_the_plan_that_won(storage: ProgramSt
     )
     assert seen == [first.commit, elsewhere]
     assert git(storage.path, "rev-parse", "main").strip() == elsewhere
+
+
+# -- several refs at once: all or none ----------------------------------------------------
+
+
+def two_branches(tmp_path: Path) -> tuple[Path, str, str]:
+    """A bare repository with branches a and b on one commit, reflogs on; and a second commit."""
+    repo = tmp_path / "repo.git"
+    git(tmp_path, "init", "-q", "--bare", str(repo))
+    git(repo, "config", "core.logAllRefUpdates", "always")
+    tree = git(repo, "mktree", input=b"").strip()
+    first = git(repo, "commit-tree", tree, "-m", "first", env=CLI_IDENTITY).strip()
+    second = git(repo, "commit-tree", tree, "-p", first, "-m", "second", env=CLI_IDENTITY).strip()
+    for branch in ("a", "b"):
+        git(repo, "update-ref", f"refs/heads/{branch}", first)
+    return repo, first, second
+
+
+def swaps_to(new: str, old: str) -> list[RefSwap]:
+    entry = RefLogEntry(Identity("Ref Test", "ref@example.com"), "push")
+    return [RefSwap(f"refs/heads/{branch}", old, new, entry) for branch in ("a", "b")]
+
+
+def test_swapping_several_refs_moves_them_all_and_logs_each(tmp_path: Path) -> None:
+    repo, first, second = two_branches(tmp_path)
+    assert swap_refs(repo, swaps_to(second, first), durable=True, log_refs="always") == {}
+    assert ref_values(repo).split() == ["refs/heads/a", second, "refs/heads/b", second]
+    for branch in ("a", "b"):
+        assert (
+            git(repo, "reflog", "show", "--format=%gs", f"refs/heads/{branch}").split("\n")[0]
+            == "push"
+        )
+    assert_fsck_clean(repo)
+
+
+def test_a_lock_on_one_ref_moves_none_of_them(tmp_path: Path) -> None:
+    repo, first, second = two_branches(tmp_path)
+    before = ref_values(repo)
+    (repo / "refs/heads/b.lock").write_text("another writer\n")
+    reasons = swap_refs(repo, swaps_to(second, first), durable=False, log_refs="always")
+    assert list(reasons) == ["refs/heads/b"] and "another Git process" in reasons["refs/heads/b"]
+    assert ref_values(repo) == before
+    assert not (repo / "refs/heads/a.lock").exists()  # ours is gone, theirs stays
+    assert (repo / "refs/heads/b.lock").exists()
+
+
+def test_a_failed_reflog_write_moves_no_ref_and_leaves_the_reflogs_as_they_were(
+    tmp_path: Path,
+) -> None:
+    repo, first, second = two_branches(tmp_path)
+    before = ref_values(repo)
+    log_a = (repo / "logs/refs/heads/a").read_bytes()
+    (repo / "logs/refs/heads/b").unlink()
+    (repo / "logs/refs/heads/b").mkdir()  # appending to it fails as a full disk would
+    with pytest.raises(IsADirectoryError):
+        swap_refs(repo, swaps_to(second, first), durable=False, log_refs="always")
+    assert ref_values(repo) == before
+    assert (repo / "logs/refs/heads/a").read_bytes() == log_a
+    assert not list(repo.glob("refs/heads/*.lock"))

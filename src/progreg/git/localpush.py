@@ -69,7 +69,7 @@ from progreg.git.refupdates import (
     rejected,
     remote_lines,
 )
-from progreg.git.refwrite import NeedsLibgit2, swap_ref
+from progreg.git.refwrite import NeedsLibgit2, RefSwap, swap_ref, swap_refs
 from progreg.git.settings import (
     RepositorySettings,
     check_object_format,
@@ -286,10 +286,31 @@ def _apply(
         moved = {u.ref: MOVED for u in updates if _value(target, u.ref) != u.old}
         if moved:
             raise rejected(shown, moved)
-        applied: list[RefUpdate] = []
         # the target's reflogs name its own committer, as receive-pack's do
         entry = RefLogEntry(resolve_identity("COMMITTER", None, target.config), "push")
         settings = repository_settings(path)
+        swaps = [
+            RefSwap(
+                u.ref, u.old, u.new, entry if wants_reflog(path, u.ref, settings.log_refs) else None
+            )
+            for u in updates
+        ]
+        try:
+            reasons = swap_refs(
+                path, swaps, durable=False, shared=settings.shared, log_refs=settings.log_refs
+            )
+        except NeedsLibgit2:  # a symbolic ref among them: one by one, through libgit2 for it
+            pass
+        except OSError as exc:  # the target's disk, full or read-only: no ref moved
+            raise write_failure(path, exc, f"push into {path}") from None
+        else:
+            if reasons:
+                raise rejected(
+                    shown,
+                    {ref: MOVED if why == "the ref moved" else why for ref, why in reasons.items()},
+                )
+            return updates
+        applied: list[RefUpdate] = []
         for update in updates:
             error = _compare_and_swap(target, path, update, entry, settings)
             if error is not None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from progreg.git.durability import fsync_dir, fsync_dirs, make_dirs
@@ -102,3 +104,97 @@ def swap_ref(
         fsync_dir(path.parent)
         fsync_dirs(changed)
     return None
+
+
+@dataclass(frozen=True)
+class RefSwap:
+    """One ref of :func:`swap_refs`: from ``expected`` (``None``: absent) to ``new``."""
+
+    ref: str
+    expected: str | None
+    new: str
+    #: Logged as ``log_refs`` says, when given.
+    reflog: RefLogEntry | None = None
+
+
+def swap_refs(
+    gitdir: Path,
+    swaps: Sequence[RefSwap],
+    *,
+    durable: bool,
+    shared: int = PERM_UMASK,
+    log_refs: str = LOG_NONE,
+) -> dict[str, str]:
+    """Move every ref of ``swaps``, or none; ``{ref: why not}`` when none moved.
+
+    Git's ref transaction: every lock file is created and written first,
+    then every reflog line appended, then every lock renamed over its ref.
+    A file system failure in the first two steps (a full disk, a read-only
+    registry) is raised as the :class:`OSError` it is with no ref moved: the
+    locks are removed and the reflogs cut back to their former length. The
+    renames allocate nothing. A symbolic ref raises :class:`NeedsLibgit2`
+    before anything changed.
+    """
+    locks: list[Path] = []
+    logs: dict[Path, int | None] = {}
+    changed: list[Path] = []
+    renamed = 0
+    try:
+        for swap in swaps:
+            path = gitdir / swap.ref
+            lock = path.with_name(path.name + ".lock")
+            if not path.parent.is_dir():
+                changed += make_dirs(path.parent, gitdir, shared)
+            try:
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            except FileExistsError:
+                return {swap.ref: f"{lock} exists: another Git process is updating {swap.ref}"}
+            locks.append(lock)
+            try:
+                adjust_fd(fd, shared)
+                if read_ref(gitdir, swap.ref) != swap.expected:
+                    return {swap.ref: "the ref moved"}
+                os.write(fd, f"{swap.new}\n".encode())
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        try:
+            for swap in swaps:
+                if swap.reflog is not None:
+                    for log in (gitdir / "logs" / swap.ref, gitdir / "logs" / "HEAD"):
+                        logs.setdefault(log, _size(log))
+                    line = swap.reflog.line(swap.expected, swap.new)
+                    changed += append_reflog(
+                        gitdir, swap.ref, line, log_refs=log_refs, shared=shared, durable=durable
+                    )
+        except OSError:
+            _cut_back(logs)
+            raise
+        for lock in locks:
+            os.replace(lock, lock.with_name(lock.name[: -len(".lock")]))
+            renamed += 1
+    finally:
+        for lock in locks[renamed:]:  # ours: not renamed
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+    if durable:
+        fsync_dirs([*{lock.parent for lock in locks}, *changed])
+    return {}
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def _cut_back(logs: dict[Path, int | None]) -> None:
+    """Put reflogs back to their former length (``None``: remove the one created)."""
+    for log, size in logs.items():
+        with contextlib.suppress(OSError):
+            if size is None:
+                log.unlink()
+            else:
+                os.truncate(log, size)
