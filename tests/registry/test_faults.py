@@ -61,6 +61,8 @@ WRITES = (
     "export",
 )
 READS = ("load", "list", "find", "verify")
+#: What each read returns on the prepared registry, full disk or not.
+READ_RESULTS = {"load": True, "list": 3, "find": 3, "verify": True}
 
 
 @functools.cache
@@ -148,12 +150,19 @@ def refs_and_head(registry: Path) -> tuple[str, str]:
 # -- a full disk -------------------------------------------------------------------------------
 
 
-def test_a_full_disk_fails_each_write_cleanly_and_nothing_is_lost(tmp_path: Path) -> None:
+#: The free space is stepped up from none by one tmpfs page: every amount that can matter.
+PAGE = 4096
+#: The most amounts tried per call (each call here succeeds within about 40).
+POINTS = 400
+
+
+def sweep_full_disk(tmp_path: Path, points: int) -> dict[str, list[int]]:
+    """Run every call at each amount of free space from none up to the first that lets it
+    succeed, checking each failure; the amounts tried, by call."""
     job = prepared(tmp_path)
     source = Path(job["source"])
     before = refs_and_head(source)
     out = tmp_path / "out"
-    leave = [0, 8192, 65536]
     results = run_driver(
         tmp_path,
         {
@@ -163,41 +172,54 @@ def test_a_full_disk_fails_each_write_cleanly_and_nothing_is_lost(tmp_path: Path
             "size": 4 * 1024 * 1024,
             "out": str(out),
             "calls": [*WRITES, *READS],
-            "leave": leave,
+            "step": PAGE,
+            "points": points,
         },
     )
     cli_gc = results.pop("cli-gc")
     assert cli_gc["exit"] == 1 and cli_gc["stderr"].startswith("error: "), cli_gc
     assert "is full" in cli_gc["stderr"]
-    failures = {name for name, result in results.items() if "error" in result}
-    print(f"\nfull disk: {len(results)} calls, {len(failures)} failed: {sorted(failures)}")
-    for name in WRITES:
-        assert f"{name}-0" in failures, (
-            f"{name} on a full disk did not fail: {results[f'{name}-0']}"
-        )
-    for name, result in results.items():
-        after = out / name
+    swept: dict[str, list[int]] = {}
+    for key, result in results.items():
+        name, _, leave = key.rpartition("-")
+        swept.setdefault(name, []).append(int(leave))
+        after = out / key
         if "error" in result:
             assert (result["module"], result["error"]) == ("progreg.errors", "DiskFullError"), (
                 result
             )
             assert "is full" in result["message"], result["message"]
-            written = {"export": "all.bundle", "push": "target"}.get(name.split("-")[0], "registry")
+            written = {"export": "all.bundle", "push": "target"}.get(name, "registry")
             assert str(tmp_path / "disk" / written) in result["message"]
-            assert refs_and_head(after) == before, f"{name} failed but changed refs"
-            target = out / f"{name}-target"
+            assert refs_and_head(after) == before, f"{key} failed but changed refs"
+            target = out / f"{key}-target"
             assert refs_and_head(target) == refs_and_head(Path(job["push_target"]))
-        assert leftovers(after) == [], f"{name} left temporary files"
+        assert leftovers(after) == [], f"{key} left temporary files"
         assert_fsck_clean(after)
         retry = result["retry"]
-        assert "error" not in retry, f"{name} still fails once there is space: {retry}"
-        assert_fsck_clean(out / f"{name}-retry")
+        assert "error" not in retry, f"{key} still fails once there is space: {retry}"
+        assert_fsck_clean(out / f"{key}-retry")
+    for name in WRITES:
+        assert "error" in results[f"{name}-0"], f"{name} on a full disk did not fail"
     for name in READS:
-        assert {results[f"{name}-{n}"]["returned"] for n in leave} == {
-            {"load": True, "list": 3, "find": 3, "verify": True}[name]
-        }
+        assert swept[name] == [0]
+        assert results[f"{name}-0"]["returned"] == READ_RESULTS[name]
     saved = results["save-0"]["retry"]["returned"]
     assert ProgramStorage(out / "save-0-retry").load_program(saved) is not None
+    print(
+        "\nfull disk, amounts of free space tried (pages) until the call succeeded: "
+        + ", ".join(f"{name} {len(amounts)}" for name, amounts in swept.items())
+    )
+    return swept
+
+
+def test_every_write_fails_cleanly_at_every_amount_of_free_space(tmp_path: Path) -> None:
+    """Each write, with no free space, then one page more at a time until it succeeds: it
+    either raises DiskFullError with no ref moved (the remote's and the tracking refs too)
+    and nothing left behind, or succeeds; and it succeeds once the space is freed."""
+    swept = sweep_full_disk(tmp_path, POINTS)
+    for name, amounts in swept.items():
+        assert len(amounts) < POINTS, f"{name} never succeeded within {POINTS} pages"
 
 
 # -- a read-only registry ---------------------------------------------------------------------
@@ -216,12 +238,7 @@ def test_a_read_only_registry_reads_and_refuses_writes_by_name(tmp_path: Path) -
             "ReadOnlyRegistryError",
         ), result
         assert str(source) in result["message"] and "read-only" in result["message"]
-    assert {name: results[name]["returned"] for name in READS} == {
-        "load": True,
-        "list": 3,
-        "find": 3,
-        "verify": True,
-    }
+    assert {name: results[name]["returned"] for name in READS} == READ_RESULTS
     assert results["cli-list"]["exit"] == 0 and job["program"] in results["cli-list"]["stdout"]
     assert results["cli-gc"]["exit"] == 1
     assert (

@@ -145,6 +145,8 @@ def _show_push(result: PushResult) -> None:
             click.echo(f"  {'new' if ref in result.created else 'updated'} {ref}")
     for ref in result.skipped:
         _warn(f"not pushed: {ref} (differs from the remote's)")
+    if result.tracking_failure is not None:
+        _warn(f"the remote-tracking refs were not moved: {result.tracking_failure}")
 
 
 def _show_pull(result: PullResult) -> None:

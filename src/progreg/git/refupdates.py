@@ -43,6 +43,9 @@ class PushOutcome:
 
     updated: list[RefUpdate] = field(default_factory=list)
     up_to_date: list[str] = field(default_factory=list)
+    #: Why the remote-tracking refs could not be moved after the push (a full or
+    #: read-only registry), or ``None``: the push itself went through either way.
+    tracking_failure: str | None = None
 
 
 def refusal(repo: pygit2.Repository, ref: str, old: str | None, new: str) -> str | None:

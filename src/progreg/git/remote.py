@@ -43,6 +43,7 @@ handed out (:func:`progreg.git.urls.scrub`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -338,12 +339,10 @@ def push(
         return PushOutcome()
     if is_local(url):
         outcome = push_local(repo, local_path(url), refs, lock_timeout=git.lock_timeout)
-        _track(git, name, outcome)
-        return outcome
+        return _tracked(git, name, outcome, outcome)
     if smart_scheme(url):
         outcome = _push_smart(git, name, url, git.values_of(refs), credentials)
-        _track(git, name, outcome)
-        return outcome
+        return _tracked(git, name, outcome, outcome)
     callbacks = Callbacks(repo, url, credentials)
     try:
         repo.remotes[name].push([f"{ref}:{ref}" for ref in refs], callbacks=callbacks)
@@ -360,8 +359,8 @@ def push(
     if refused:
         raise rejected(callbacks.url, refused, callbacks.said(), accepted)
     outcome = PushOutcome(accepted, callbacks.up_to_date)
-    _track(git, name, PushOutcome([], outcome.up_to_date))  # libgit2 moved the others
-    return outcome
+    # libgit2 moved the others
+    return _tracked(git, name, outcome, PushOutcome([], outcome.up_to_date))
 
 
 def smart_scheme(url: str) -> bool:
@@ -391,6 +390,18 @@ def configured_proxy(git: GitRepository, name: str) -> str | None:
         except KeyError:
             continue
     return None
+
+
+def _tracked(
+    git: GitRepository, name: str, outcome: PushOutcome, to_track: PushOutcome
+) -> PushOutcome:
+    """``outcome`` once the tracking refs of ``to_track`` are moved; a registry too full (or
+    read-only) for that does not undo the push: the outcome says so, the next fetch fixes it."""
+    try:
+        _track(git, name, to_track)
+    except (DiskFullError, ReadOnlyRegistryError) as exc:
+        return dataclasses.replace(outcome, tracking_failure=str(exc))
+    return outcome
 
 
 def _track(git: GitRepository, name: str, outcome: PushOutcome) -> None:

@@ -28,6 +28,7 @@ the registry, and URLs are shown without user information.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 
@@ -85,6 +86,11 @@ class PushResult(BaseModel):
         description="refs sync did not push: diverged checkpoints, tags that differ",
     )
     main: str | None = Field(description="the commit of main on the remote after the push")
+    tracking_failure: str | None = Field(
+        default=None,
+        description="why the remote-tracking refs could not be moved after the push (a full"
+        " or read-only registry); the push went through, and the next pull moves them",
+    )
 
 
 class PullResult(BaseModel):
@@ -295,7 +301,16 @@ def _push(storage: Registry, remote: str, credentials: object, skip: frozenset[s
         up_to_date=len(outcome.up_to_date),
         skipped=sorted(skip),
         main=str(main.id) if main is not None else None,
+        tracking_failure=outcome.tracking_failure,
     )
+    if outcome.tracking_failure is not None:
+        events.emit(
+            "progreg.push.tracking_failure",
+            level=logging.WARNING,
+            remote=name,
+            url=shown,
+            error=outcome.tracking_failure,
+        )
     events.emit(
         "progreg.push",
         remote=name,
@@ -429,12 +444,14 @@ def pull(
                 _check_their_main(their_main, source)
             check_incoming(storage, tracking_prefix(name), source)
 
-        try:  # before any ref of the registry moves
+        try:  # the checks come before any ref of the registry moves
             storage.reread(f"what {source} sent", check)
-        except ProgregError:
+            merge = _pull_main(storage, name, source, resolve)
+        except ConflictError:
+            raise  # theirs stays on the tracking ref, for the person who resolves it
+        except ProgregError:  # refused, or no space to write the merge: no ref moved
             gitremote.restore_tips(storage.git, tips)
             raise
-        merge = _pull_main(storage, name, source, resolve)
         tags_created, tags_kept, tags_ignored = _pull_tags(storage, name)
         advanced, diverged, runs_ignored = _pull_checkpoints(storage, name)
     except ProgregError as exc:

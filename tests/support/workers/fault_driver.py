@@ -9,12 +9,15 @@ raised (type and message).
 Jobs (``job["kind"]``):
 
 - ``disk-full``: mount a tmpfs of ``size`` bytes at ``mount``, and for each
-  call and each amount of free space in ``leave`` (bytes): copy the registry
-  ``source`` onto it (and ``push_target``, the registry its remote ``backup``
-  names, beside it), fill the disk but for that much, make the call, copy
-  the registry out to ``<out>/<call>-<leave>`` for the test to inspect, then
-  free the space, make the call again and copy the result to ``...-retry``;
-  last, ``progreg gc`` on a full disk (``cli-gc``);
+  call and each amount of free space (bytes): copy the registry ``source``
+  onto it (and ``push_target``, the registry its remote ``backup`` names,
+  beside it), fill the disk but for that much, make the call, copy the
+  registry out to ``<out>/<call>-<leave>`` for the test to inspect, then free
+  the space, make the call again and copy the result to ``...-retry``. The
+  amounts are the multiples of ``step`` from 0 up to the first that lets
+  the call succeed (at most ``points`` of them): a tmpfs hands out whole
+  pages, so a step of one page tries every amount that can make a
+  difference. Last, ``progreg gc`` on a full disk (``cli-gc``);
 - ``read-only``: bind-mount ``source`` read-only onto itself, make each
   call, and also run the command line (``progreg list`` and ``progreg save``).
 """
@@ -101,6 +104,11 @@ def fill(directory: Path, leave: int) -> None:
     os.truncate(filler, max(0, size - leave))
 
 
+def amounts(job: dict[str, Any]) -> list[int]:
+    """The amounts of free space to try a call with, until one succeeds."""
+    return [job["step"] * n for n in range(job["points"])]
+
+
 def disk_full(job: dict[str, Any]) -> dict[str, Any]:
     mount = Path(job["mount"])
     mount.mkdir(parents=True, exist_ok=True)
@@ -112,7 +120,7 @@ def disk_full(job: dict[str, Any]) -> dict[str, Any]:
     for name, call in calls(job).items():
         if name not in job["calls"]:
             continue
-        for leave in job["leave"]:
+        for leave in amounts(job):
             registry = mount / "registry"
             shutil.copytree(job["source"], registry, symlinks=True)
             target = mount / "target"  # where a push goes: on the full disk too
@@ -127,6 +135,8 @@ def disk_full(job: dict[str, Any]) -> dict[str, Any]:
             shutil.rmtree(registry)
             shutil.rmtree(target)
             results[f"{name}-{leave}"] = result
+            if "returned" in result:
+                break  # more space cannot make it fail
     registry = mount / "registry"
     shutil.copytree(job["source"], registry, symlinks=True)
     fill(mount, 0)
