@@ -11,6 +11,7 @@ can redact it later, so a name that looks like a credential is refused too.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import pygit2
@@ -19,6 +20,9 @@ from progreg.core.secrets import credential_in_text
 from progreg.errors import InvalidNameError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+#: A registry's refs repeat few names (100k tag refs may hold a dozen tags): each is
+#: screened once.
+_credential_reason = functools.lru_cache(maxsize=4096)(credential_in_text)
 
 
 def check_name(kind: str, name: object, namespace: str) -> str:
@@ -35,7 +39,7 @@ def check_name(kind: str, name: object, namespace: str) -> str:
             f"invalid {kind} name {name!r}: use 1-100 letters, digits, '.', '_' or '-',"
             " starting with a letter or digit (no '/', '..' or trailing '.lock')"
         )
-    reason = credential_in_text(name)
+    reason = _credential_reason(name)
     if reason is not None:  # never echo it
         raise InvalidNameError(
             f"invalid {kind} name: it {reason}, and a name is written into refs and commit"
