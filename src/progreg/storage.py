@@ -6,6 +6,11 @@ bundles into :mod:`progreg.sharing.transfer`; remotes into
 :mod:`progreg.sharing.remotes`; :meth:`ProgramStorage.verify` into
 :mod:`progreg.registry.verify`. The registry's helpers for the layers above
 stay on the ``Registry`` (:attr:`ProgramStorage.registry`).
+
+Sharing and verification are imported by the calls that use them, not with
+this module: every command imports it, and a ``progreg list`` would
+otherwise load bundles, packs, pushes, pulls and fsck for nothing (a third
+of its start-up).
 """
 
 from __future__ import annotations
@@ -13,19 +18,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from progreg.core.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.core.models import GcReport, LogEntry, ProgramHistory, ProgramSummary, SavedProgram
 from progreg.core.secrets import SecretsPolicy
-from progreg.registry import verify as _verify
 from progreg.registry.store import BatchItem, Registry
-from progreg.registry.verify import VerifyReport
-from progreg.sharing import remotes as _remotes
-from progreg.sharing import transfer as _transfer
-from progreg.sharing.merging import Resolution
-from progreg.sharing.remotes import PullResult, PushResult, RemoteInfo, SyncResult
-from progreg.sharing.transfer import ExportResult, ImportResult
+
+if TYPE_CHECKING:
+    from progreg.registry.verify import VerifyReport
+    from progreg.sharing.merging import Resolution
+    from progreg.sharing.remotes import PullResult, PushResult, RemoteInfo, SyncResult
+    from progreg.sharing.transfer import ExportResult, ImportResult
 
 
 class ProgramStorage:
@@ -244,6 +248,7 @@ class ProgramStorage:
         are listed in ``tags_left_out``. ``progress(done, total)``, if given,
         is called as the bundle is written.
         """
+        from progreg.sharing import transfer as _transfer  # noqa: PLC0415 (see the module)
 
         return _transfer.export_programs(self._registry, program_ids, path, progress)
 
@@ -260,6 +265,7 @@ class ProgramStorage:
         then lists what it builds on as prerequisites. ``progress(done, total)``,
         if given, is called as the bundle is written.
         """
+        from progreg.sharing import transfer as _transfer  # noqa: PLC0415 (see the module)
 
         return _transfer.export_registry(self._registry, path, since, progress)
 
@@ -276,31 +282,37 @@ class ProgramStorage:
         ``secrets="redact"`` redacts credentials in a reference export's programs
         instead of refusing them (see :mod:`progreg.core.secrets`).
         """
+        from progreg.sharing import transfer as _transfer  # noqa: PLC0415 (see the module)
 
         return _transfer.import_programs(self._registry, path, progress, secrets)
 
     def add_remote(self, name: str, url: str) -> RemoteInfo:
         """Add a Git remote (credentials are never stored: see remotes)."""
+        from progreg.sharing import remotes as _remotes  # noqa: PLC0415 (see the module)
 
         return _remotes.add_remote(self._registry, name, url)
 
     def set_remote_url(self, name: str, url: str) -> RemoteInfo:
         """Point remote ``name`` at ``url`` (checked as :meth:`add_remote` checks it)."""
+        from progreg.sharing import remotes as _remotes  # noqa: PLC0415 (see the module)
 
         return _remotes.set_remote_url(self._registry, name, url)
 
     def remove_remote(self, name: str) -> RemoteInfo:
         """Remove remote ``name`` and its tracking refs; return what it was."""
+        from progreg.sharing import remotes as _remotes  # noqa: PLC0415 (see the module)
 
         return _remotes.remove_remote(self._registry, name)
 
     def remotes(self) -> list[RemoteInfo]:
         """The configured remotes."""
+        from progreg.sharing import remotes as _remotes  # noqa: PLC0415 (see the module)
 
         return _remotes.list_remotes(self._registry)
 
     def push(self, remote: str = "origin", *, credentials: object = None) -> PushResult:
         """Push ``main``, tags and checkpoints; a refusal raises :class:`PushRejectedError`."""
+        from progreg.sharing import remotes as _remotes  # noqa: PLC0415 (see the module)
 
         return _remotes.push(self._registry, remote, credentials)
 
@@ -317,6 +329,7 @@ class ProgramStorage:
         :class:`~progreg.ConflictError` naming the fields, unless ``resolve``
         says which side's version to keep (``"ours"`` or ``"theirs"``).
         """
+        from progreg.sharing import remotes as _remotes  # noqa: PLC0415 (see the module)
 
         return _remotes.pull(self._registry, remote, credentials, resolve=resolve)
 
@@ -328,11 +341,13 @@ class ProgramStorage:
         resolve: Resolution | None = None,
     ) -> SyncResult:
         """Pull (settling conflicts by ``resolve``, as :meth:`pull`), then push."""
+        from progreg.sharing import remotes as _remotes  # noqa: PLC0415 (see the module)
 
         return _remotes.sync(self._registry, remote, credentials, resolve=resolve)
 
     def verify(self) -> VerifyReport:
         """Check every program and object; report which commits are signed and by whom."""
+        from progreg.registry import verify as _verify  # noqa: PLC0415 (see the module)
 
         return _verify.verify(self._registry)
 

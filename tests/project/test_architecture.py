@@ -16,6 +16,8 @@ from pathlib import Path
 
 import grimp
 
+from progreg import ProgramStorage
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "progreg"
 
@@ -139,3 +141,23 @@ def test_the_push_transport_loads_only_for_a_push() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_reading_commands_load_no_sharing_maintenance_or_manager(tmp_path: Path) -> None:
+    """`progreg list` and `show` start without bundles, remotes, pushes, fsck, packing or
+    the manager: they are imported by the calls that use them (start-up is a benchmark row)."""
+    registry = tmp_path / "registry"
+    ProgramStorage(registry).save_program({"instructions": "Be brief."})
+    code = (
+        "import sys\n"
+        "from progreg.cli.main import main\n"
+        "try:\n"
+        f"    main(['--registry', {str(registry)!r}, 'list'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('progreg.sharing', 'progreg.registry.verify', 'progreg.git.maintenance',"
+        " 'progreg.git.bundle', 'progreg.git.fsck', 'progreg.manager')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip() == "[]", done.stderr

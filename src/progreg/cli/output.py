@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import pygit2
@@ -29,14 +29,15 @@ from progreg import (
     ProgramStorage,
     ProgregError,
     SecretDetectedError,
-    StorageConfig,
-    StorageManager,
 )
 from progreg.cli.context import EXIT_ERROR, EXIT_NOT_FOUND, Context
 from progreg.cli.terminal import visible
 from progreg.cli.usage import OneLineUsageCommand, one_line, usage_errors_on_one_line
 from progreg.core.secrets import REDACTED
 from progreg.registry.locations import registry_path_from_environment
+
+if TYPE_CHECKING:
+    from progreg import StorageManager
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -188,6 +189,9 @@ def _remove_created(ctx: Context | None) -> None:
 
 def open_manager(ctx: Context, *, create: bool = False, **settings: Any) -> StorageManager:
     """A manager on the registry; ``settings`` override the ``StorageConfig`` (and env)."""
+    # imported here: the commands that need no manager (list, show...) start faster
+    from progreg import StorageConfig, StorageManager  # noqa: PLC0415
+
     storage = open_storage(ctx, create=create)
     return StorageManager(StorageConfig(storage_path=storage.path, **settings), storage=storage)
 

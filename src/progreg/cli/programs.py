@@ -68,8 +68,7 @@ def emit_summaries(
         info(empty)
         return
     headers, rows = summary_rows(programs, tags)
-    for line in table(headers, rows):
-        click.echo(line)
+    click.echo("\n".join(table(headers, rows)))
 
 
 def missing_program(storage: ProgramStorage, program_id: str) -> NotFound:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from progreg import OptimizationHistory, ProgramStorage, ProgramSummary, SavedProgram
+from progreg import ProgramStorage, ProgramSummary, SavedProgram
 from progreg.cli.terminal import visible
+
+if TYPE_CHECKING:
+    from progreg import OptimizationHistory
 
 #: Metadata progreg adds on save; ``show`` leaves it out of the metadata line.
 _PROVENANCE = frozenset({"progreg_version", "python_version", "saved_with", "signature_class"})

@@ -25,4 +25,6 @@ def _escape(match: re.Match[str]) -> str:
 
 def visible(text: str) -> str:
     """``text`` with each control character written as an escape: ``\\x1b``, ``\\u202e``."""
+    if text.isascii() and text.isprintable():  # the usual cell: nothing to escape
+        return text
     return _CONTROLS.sub(_escape, text)

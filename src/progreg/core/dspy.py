@@ -100,7 +100,7 @@ GENERIC_SIGNATURE = "StringSignature"
 class DSPyProgramInfo(BaseModel):
     """What progreg recorded about a DSPy program besides its state."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     program_type: str = Field(description="module.Class of the program")
     dependency_versions: dict[str, str] = Field(

@@ -13,7 +13,7 @@ from progreg.core.results import best_score_of, optimizer_of, signature_class_of
 class ProgramSummary(BaseModel):
     """One program as listed: what ``list_programs`` and histories return."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     program_id: str = Field(description="16 lowercase hex characters")
     saved_at: datetime = Field(description="when the program was saved (UTC, microseconds)")
@@ -27,7 +27,7 @@ class ProgramSummary(BaseModel):
 class HistorySummary(BaseModel):
     """Totals over the programs in a registry."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     total_programs: int
     avg_score: float | None = Field(
@@ -39,7 +39,7 @@ class HistorySummary(BaseModel):
 class ProgramHistory(BaseModel):
     """The programs of a registry in the order they were saved, with a summary."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     programs: list[ProgramSummary]
     summary: HistorySummary
@@ -87,7 +87,7 @@ class SavedProgram(BaseModel):
 class CleanupPlan(BaseModel):
     """What ``cleanup_old_programs`` would remove now, and why the others stay."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     keep: int = Field(description="max_stored_programs: how many unprotected programs stay")
     protected_tags: list[str] = Field(description="the tags that protect a program")
@@ -99,7 +99,7 @@ class CleanupPlan(BaseModel):
 class CleanupResult(BaseModel):
     """What one ``cleanup_old_programs`` call did: its commit, what it removed, what is left."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     commit: str | None = Field(
         description="hex id of the cleanup commit on main; None when nothing was removed"
@@ -116,7 +116,7 @@ class CleanupResult(BaseModel):
 class GcReport(BaseModel):
     """What one ``gc`` run did; sizes are bytes under the registry's ``objects/``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     objects_packed: int = Field(description="loose objects written into the new pack")
     loose_removed: int = Field(description="loose object files removed afterwards")
@@ -137,7 +137,7 @@ class LogEntry(BaseModel):
     with its subject.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     commit: str = Field(description="hex id of the commit")
     date: datetime = Field(description="author date, UTC (for a save: its saved_at)")

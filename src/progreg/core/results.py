@@ -118,7 +118,7 @@ class OptimizationResult(BaseModel):
     wherever an ``OptimizationResult`` is.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, defer_build=True)
 
     optimized_program: Any = None
     best_score_value: float | None = None

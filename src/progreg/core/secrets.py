@@ -44,12 +44,36 @@ import functools
 import itertools
 import re
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, AnyStr, Generic, Literal
 
 from progreg.core.document import ProgramDocument
 from progreg.errors import InvalidInputError, SecretDetectedError
+
+
+class _LazyPattern(Generic[AnyStr]):
+    """A regular expression compiled at its first use.
+
+    The rules below are some fifty expressions; compiled with the module they
+    would cost every command that never screens anything (``progreg list``)
+    about 5 ms of its start-up.
+    """
+
+    def __init__(self, source: AnyStr, flags: int = 0) -> None:
+        self._source: AnyStr = source
+        self._flags = flags
+
+    @functools.cached_property
+    def _compiled(self) -> re.Pattern[AnyStr]:
+        return re.compile(self._source, self._flags)
+
+    def search(self, text: AnyStr) -> re.Match[AnyStr] | None:
+        return self._compiled.search(text)
+
+    def finditer(self, text: AnyStr) -> Iterator[re.Match[AnyStr]]:
+        return self._compiled.finditer(text)
+
 
 #: What to do with a credential in a program: refuse the save (the default) or redact it.
 SecretsPolicy = Literal["refuse", "redact"]
@@ -290,7 +314,7 @@ def _random_looking(match: re.Match[str], text: str) -> bool:
 
 
 #: An AWS access key id, beside which a 40-character base64 string is its secret key.
-_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
+_AWS_KEY_ID = _LazyPattern(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
 
 
 def _class_changes(text: str) -> int:
@@ -322,7 +346,7 @@ class _Pattern:
     a match counts when ``accept`` (if any) says so."""
 
     reason: str
-    pattern: re.Pattern[str]
+    pattern: _LazyPattern[str]
     hints: tuple[str, ...]
     lowercase: bool = False  # look for the hints in the lowercased text
     accept: Callable[[re.Match[str], str], bool] | None = None
@@ -349,7 +373,7 @@ _SECRET_PATTERNS: tuple[_Pattern, ...] = (
         # part mixing cases and digits; DeepSeek, OpenRouter (sk-or-v1-): 32+ hex digits.
         # ``sk-learn-2024-compatible`` has neither.
         # The providers' own labels (sk-proj-, sk-ant-api03-...) need only a digit.
-        re.compile(
+        _LazyPattern(
             r"\bsk-(?:(?=[A-Za-z0-9_-]*[A-Z])(?=[A-Za-z0-9_-]*[a-z])(?=[A-Za-z0-9_-]*\d)"
             r"[A-Za-z0-9_-]{20,}|(?:[a-z0-9]+-){0,3}[0-9a-f]{32,}\b"
             r"|(?:proj|svcacct|admin|ant-[a-z]+\d*|or-v\d+)-(?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{20,})"
@@ -358,67 +382,69 @@ _SECRET_PATTERNS: tuple[_Pattern, ...] = (
     ),
     _Pattern(
         "looks like a GitHub token",
-        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"),
+        _LazyPattern(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"),
         ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
     ),
-    _Pattern("looks like a GitLab token", re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}"), ("glpat-",)),
-    _Pattern("looks like a Hugging Face token", re.compile(r"\bhf_[A-Za-z0-9]{30,}"), ("hf_",)),
-    _Pattern("looks like a Groq API key", re.compile(r"\bgsk_[A-Za-z0-9]{20,}"), ("gsk_",)),
+    _Pattern("looks like a GitLab token", _LazyPattern(r"\bglpat-[A-Za-z0-9_-]{20,}"), ("glpat-",)),
+    _Pattern("looks like a Hugging Face token", _LazyPattern(r"\bhf_[A-Za-z0-9]{30,}"), ("hf_",)),
+    _Pattern("looks like a Groq API key", _LazyPattern(r"\bgsk_[A-Za-z0-9]{20,}"), ("gsk_",)),
     _Pattern(
         "looks like a Slack token",
-        re.compile(r"\b(?:xox[abposre]-[A-Za-z0-9-]{10,}|xapp-\d-[A-Za-z0-9-]{10,})"),
+        _LazyPattern(r"\b(?:xox[abposre]-[A-Za-z0-9-]{10,}|xapp-\d-[A-Za-z0-9-]{10,})"),
         ("xox", "xapp-"),
     ),
     _Pattern(
         "looks like a Stripe key",
-        re.compile(r"\b[rs]k_(?:live|test)_[0-9A-Za-z]{16,}"),
+        _LazyPattern(r"\b[rs]k_(?:live|test)_[0-9A-Za-z]{16,}"),
         ("k_live_", "k_test_"),
     ),
     _Pattern(
         "looks like a Stripe webhook secret",
-        re.compile(r"\bwhsec_[A-Za-z0-9+/]{24,}"),
+        _LazyPattern(r"\bwhsec_[A-Za-z0-9+/]{24,}"),
         ("whsec_",),
     ),
     _Pattern(
         "looks like a SendGrid API key",
-        re.compile(r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}"),
+        _LazyPattern(r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}"),
         ("SG.",),
     ),
-    _Pattern("looks like an npm token", re.compile(r"\bnpm_[A-Za-z0-9]{36}"), ("npm_",)),
-    _Pattern("looks like a PyPI token", re.compile(r"\bpypi-AgE[A-Za-z0-9_-]{50,}"), ("pypi-AgE",)),
-    _Pattern("looks like a Google API key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), ("AIza",)),
+    _Pattern("looks like an npm token", _LazyPattern(r"\bnpm_[A-Za-z0-9]{36}"), ("npm_",)),
+    _Pattern(
+        "looks like a PyPI token", _LazyPattern(r"\bpypi-AgE[A-Za-z0-9_-]{50,}"), ("pypi-AgE",)
+    ),
+    _Pattern("looks like a Google API key", _LazyPattern(r"\bAIza[0-9A-Za-z_-]{35}"), ("AIza",)),
     _Pattern(
         "looks like a Google OAuth access token",
-        re.compile(r"\bya29\.[0-9A-Za-z_-]{30,}"),
+        _LazyPattern(r"\bya29\.[0-9A-Za-z_-]{30,}"),
         ("ya29.",),
     ),
     _Pattern(
         "looks like a Google OAuth client secret",
-        re.compile(r"\bGOCSPX-[0-9A-Za-z_-]{24,}"),
+        _LazyPattern(r"\bGOCSPX-[0-9A-Za-z_-]{24,}"),
         ("GOCSPX-",),
     ),
     _Pattern(
         "looks like an AWS secret access key",
-        re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{40}(?![A-Za-z0-9+/=])"),
+        _LazyPattern(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{40}(?![A-Za-z0-9+/=])"),
         (),
         accept=_aws_secret_key,
     ),
     _Pattern("looks like an AWS access key id", _AWS_KEY_ID, ("AKIA", "ASIA")),
     _Pattern(
         "looks like a JSON Web Token",
-        re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+        _LazyPattern(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
         ("eyJ",),
     ),
     _Pattern(
         "looks like a bearer token",
-        re.compile(r"(?ai)\bbearer\s+([A-Za-z0-9._~+/-]{16,}=*)"),
+        _LazyPattern(r"(?ai)\bbearer\s+([A-Za-z0-9._~+/-]{16,}=*)"),
         ("bearer",),
         lowercase=True,
         accept=_random_looking,
     ),
     _Pattern(
         "looks like basic-auth credentials",
-        re.compile(r"(?ai)\bbasic\s+([A-Za-z0-9+/]{16,}=*)"),
+        _LazyPattern(r"(?ai)\bbasic\s+([A-Za-z0-9+/]{16,}=*)"),
         ("basic",),
         lowercase=True,
         accept=_basic_credentials,
@@ -426,7 +452,7 @@ _SECRET_PATTERNS: tuple[_Pattern, ...] = (
     _Pattern(
         "holds a private key",
         # the whole block (to the END line, or to the end of the text) is the secret
-        re.compile(
+        _LazyPattern(
             r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
             r"(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|.*)",
             re.DOTALL,
@@ -435,12 +461,12 @@ _SECRET_PATTERNS: tuple[_Pattern, ...] = (
     ),
     _Pattern(
         "a URL with a user and password in it",
-        re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"),
+        _LazyPattern(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"),
         ("://",),
     ),
     _Pattern(
         "a URL with a credential in its query",
-        re.compile(
+        _LazyPattern(
             r"(?ai)[?&](?:api[-_]?key|key|token|access[-_]?token|auth|password|secret|sig|signature)"
             r"=([^&#\s]{6,})"
         ),
@@ -457,7 +483,7 @@ _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
 #: Whether a text holds any hint of the formats, in one pass.
-_HINTS = re.compile(
+_HINTS = _LazyPattern(
     "|".join(
         sorted(
             {re.escape(hint) for entry in _SECRET_PATTERNS for hint in entry.hints}
@@ -556,37 +582,37 @@ def _is_empty(value: object) -> bool:
 #: The value formats above, loosened for JSON text (``\\n`` may precede a key, so no
 #: word boundaries), each tried only when one of its hints is in the lowercased bytes:
 #: ``(hints, pattern, on the lowercased bytes)``. A superset of what the walk finds.
-_QUICK_VALUES: tuple[tuple[tuple[bytes, ...], re.Pattern[bytes], bool], ...] = (
-    ((b"sk-",), re.compile(rb"sk-[A-Za-z0-9_-]{20,}"), False),
+_QUICK_VALUES: tuple[tuple[tuple[bytes, ...], _LazyPattern[bytes], bool], ...] = (
+    ((b"sk-",), _LazyPattern(rb"sk-[A-Za-z0-9_-]{20,}"), False),
     (
         (b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"github_pat_"),
-        re.compile(rb"gh[pousr]_[A-Za-z0-9]{30,}|github_pat_"),
+        _LazyPattern(rb"gh[pousr]_[A-Za-z0-9]{30,}|github_pat_"),
         False,
     ),
-    ((b"glpat-",), re.compile(rb"glpat-[A-Za-z0-9_-]{20,}"), False),
-    ((b"hf_",), re.compile(rb"hf_[A-Za-z0-9]{30,}"), False),
-    ((b"gsk_",), re.compile(rb"gsk_[A-Za-z0-9]{20,}"), False),
-    ((b"xox", b"xapp-"), re.compile(rb"xox[abposre]-|xapp-"), False),
-    ((b"k_live_", b"k_test_"), re.compile(rb"[rs]k_(?:live|test)_"), False),
-    ((b"whsec_",), re.compile(rb"whsec_"), False),
-    ((b"sg.",), re.compile(rb"SG\.[A-Za-z0-9_-]{22}\."), False),
-    ((b"npm_",), re.compile(rb"npm_[A-Za-z0-9]{36}"), False),
-    ((b"pypi-age",), re.compile(rb"pypi-AgE"), False),
-    ((b"aiza",), re.compile(rb"AIza[0-9A-Za-z_-]{35}"), False),
-    ((b"ya29.",), re.compile(rb"ya29\.[0-9A-Za-z_-]{30,}"), False),
-    ((b"gocspx-",), re.compile(rb"GOCSPX-"), False),
-    ((b"akia", b"asia"), re.compile(rb"(?:AKIA|ASIA)[0-9A-Z]{16}"), False),
-    ((b"eyj",), re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.eyJ"), False),
-    ((b"private key",), re.compile(rb"PRIVATE KEY(?: BLOCK)?-----"), False),
+    ((b"glpat-",), _LazyPattern(rb"glpat-[A-Za-z0-9_-]{20,}"), False),
+    ((b"hf_",), _LazyPattern(rb"hf_[A-Za-z0-9]{30,}"), False),
+    ((b"gsk_",), _LazyPattern(rb"gsk_[A-Za-z0-9]{20,}"), False),
+    ((b"xox", b"xapp-"), _LazyPattern(rb"xox[abposre]-|xapp-"), False),
+    ((b"k_live_", b"k_test_"), _LazyPattern(rb"[rs]k_(?:live|test)_"), False),
+    ((b"whsec_",), _LazyPattern(rb"whsec_"), False),
+    ((b"sg.",), _LazyPattern(rb"SG\.[A-Za-z0-9_-]{22}\."), False),
+    ((b"npm_",), _LazyPattern(rb"npm_[A-Za-z0-9]{36}"), False),
+    ((b"pypi-age",), _LazyPattern(rb"pypi-AgE"), False),
+    ((b"aiza",), _LazyPattern(rb"AIza[0-9A-Za-z_-]{35}"), False),
+    ((b"ya29.",), _LazyPattern(rb"ya29\.[0-9A-Za-z_-]{30,}"), False),
+    ((b"gocspx-",), _LazyPattern(rb"GOCSPX-"), False),
+    ((b"akia", b"asia"), _LazyPattern(rb"(?:AKIA|ASIA)[0-9A-Z]{16}"), False),
+    ((b"eyj",), _LazyPattern(rb"eyJ[A-Za-z0-9_-]{8,}\.eyJ"), False),
+    ((b"private key",), _LazyPattern(rb"PRIVATE KEY(?: BLOCK)?-----"), False),
     (
         (b"bearer", b"basic"),
-        re.compile(rb"(?:bearer|basic)[^a-z0-9._~+/-]+[a-z0-9._~+/-]{16,}"),
+        _LazyPattern(rb"(?:bearer|basic)[^a-z0-9._~+/-]+[a-z0-9._~+/-]{16,}"),
         True,
     ),
-    ((b"://",), re.compile(rb"://[^/\s:@]+:[^/\s@]+@"), False),
+    ((b"://",), _LazyPattern(rb"://[^/\s:@]+:[^/\s@]+@"), False),
     (
         (b"key=", b"token=", b"auth=", b"password=", b"secret=", b"sig=", b"signature="),
-        re.compile(
+        _LazyPattern(
             rb"[?&](?:api[-_]?key|key|token|access[-_]?token|auth|password|secret|sig|signature)="
         ),
         True,
@@ -608,7 +634,7 @@ def _caseless(word: bytes) -> bytes:
 #: One fast pass over the bytes for what every format of :data:`_QUICK_VALUES` but
 #: ``bearer``/``basic`` contains: each branch starts with a rare byte (``_ - = / .``,
 #: capitals) and looks behind it, so the scan skips everything else at C speed.
-_SIEVE = re.compile(
+_SIEVE = _LazyPattern(
     rb"_(?:(?<=gh[pousr]_)|(?<=github_pat_)|(?<=hf_)|(?<=gsk_)|(?<=k_live_)|(?<=k_test_)"
     rb"|(?<=npm_)|(?<=whsec_))"
     rb"|-(?:(?<=sk-)|(?<=xox[abposre]-)|(?<=xapp-)|(?<=KEY-)|(?<=BLOCK-)|(?<=glpat-)"

@@ -58,7 +58,6 @@ from progreg.errors import (
 )
 from progreg.git import CommitPlan, GitRepository, Identity, Tip, resolve_identity
 from progreg.git.failures import read_failure, write_failure
-from progreg.git.maintenance import auto_maintenance, pack_loose_objects
 from progreg.git.permissions import adjust_ref_paths
 from progreg.git.trees import Edit, blob_at
 from progreg.registry.config import resolve_durable
@@ -275,7 +274,7 @@ class Registry:
 
         commit = self._write(lambda: self._git.update_ref(MAIN, plan, _tags_added))
         assert commit is not None
-        auto_maintenance(self._git)
+        self._maintain()
         return str(commit)
 
     def document_for(
@@ -362,7 +361,7 @@ class Registry:
 
         commit = self._write(lambda: self._git.update_ref(MAIN, plan, _tags_added))
         assert commit is not None
-        auto_maintenance(self._git)
+        self._maintain()
         return str(commit)
 
     def with_marker(self, tip: Tip | None, edits: Mapping[str, Edit]) -> dict[str, Edit]:
@@ -579,7 +578,7 @@ class Registry:
         with events.operation("progreg.storage.delete", program_id=program_id) as timer:
             author, committer = self.identity()
             commit = self._write(lambda: self._git.update_ref(MAIN, plan))
-        auto_maintenance(self._git)
+        self._maintain()
         events.emit(
             "progreg.storage.delete_complete",
             program_id=program_id,
@@ -608,7 +607,7 @@ class Registry:
             return CommitPlan(edits, message, author, committer), present
 
         commit, removed = self._write(lambda: self._git.update_ref_returning(MAIN, plan))
-        auto_maintenance(self._git)
+        self._maintain()
         return removed, None if commit is None else str(commit)
 
     def restore_program(self, program_id: str) -> SavedProgram:
@@ -640,7 +639,7 @@ class Registry:
             return CommitPlan(self.with_marker(tip, {path: blob_id}), message, author, committer)
 
         commit = self._write(lambda: self._git.update_ref(MAIN, plan))
-        auto_maintenance(self._git)
+        self._maintain()
         if commit is None:
             loaded = self.load_program(program_id)
             assert loaded is not None
@@ -655,8 +654,17 @@ class Registry:
 
     # -- sharing -----------------------------------------------------------------
 
+    def _maintain(self) -> None:
+        """Git's automatic maintenance after a write (see :mod:`progreg.git.maintenance`)."""
+        # imported at the first write: packing, repacking and bundles are no part of a read
+        from progreg.git.maintenance import auto_maintenance  # noqa: PLC0415
+
+        auto_maintenance(self._git)
+
     def gc(self, *, pack_limit: int | None = None) -> GcReport:
         """The operation behind :meth:`progreg.ProgramStorage.gc`."""
+        from progreg.git.maintenance import pack_loose_objects  # noqa: PLC0415 (see _maintain)
+
         git = self._git
         report = self._write(
             lambda: pack_loose_objects(git, lock_timeout=git.lock_timeout, pack_limit=pack_limit)
