@@ -469,12 +469,10 @@ def test_refs_outside_the_namespaces_are_refused(site: Site) -> None:
         push(
             site.work,
             "origin",
-            "HEAD:refs/heads/feature",
             "refs/tags/v1",
             "HEAD:refs/notes/commits",
             "HEAD:refs/heads/checkpoints/a/b",
         ),
-        "refs/heads/feature: this server holds a progreg registry and accepts only",
         "refs/tags/v1: this server holds a progreg registry",
         "refs/notes/commits: this server holds",
         "refs/heads/checkpoints/a/b: invalid checkpoint name 'a/b'",
@@ -482,14 +480,86 @@ def test_refs_outside_the_namespaces_are_refused(site: Site) -> None:
     assert refs(site.server) == before
 
 
+# -- review branches ------------------------------------------------------------------
+
+
+def a_review_commit(site: Site, tmp_path: Path, score: float) -> str:
+    """Commit on a branch of the work tree a new version of FIRST, as progreg writes it."""
+    written = written_by_progreg(tmp_path, FIRST, score, text=f"Classify, version {score}.")
+    (site.work / path_of(FIRST)).write_bytes(written.data)
+    git(site.work, "add", "-A")
+    git(site.work, "commit", "-q", "-m", written.message, env=CLI_IDENTITY)
+    return git(site.work, "rev-parse", "HEAD").strip()
+
+
+def test_a_review_branch_is_accepted_rewritten_and_deleted(site: Site, tmp_path: Path) -> None:
+    """A pull request from the same repository: any branch but main and checkpoints/*."""
+    git(site.work, "switch", "-q", "-c", "review/shorter-prompt")
+    first = a_review_commit(site, tmp_path, 0.93)
+    assert_accepted(push(site.work, "origin", "review/shorter-prompt"))
+    main_before = git(site.server, "rev-parse", "main").strip()
+    git(site.work, "commit", "-q", "--amend", "-m", "Reworded", env=CLI_IDENTITY)
+    assert_accepted(push(site.work, "--force", "origin", "review/shorter-prompt"))  # rebased
+    assert git(site.server, "rev-parse", "review/shorter-prompt").strip() != first
+    assert_accepted(push(site.work, "origin", ":review/shorter-prompt"))
+    assert "review/shorter-prompt" not in refs(site.server)
+    assert git(site.server, "rev-parse", "main").strip() == main_before
+    assert_fsck_clean(site.server)
+
+
+def test_a_review_branch_is_checked_as_main_is(site: Site) -> None:
+    git(site.work, "switch", "-q", "-c", "feature")
+    (site.work / path_of(FIRST)).write_bytes(
+        json.dumps(json.loads(_canonical_first(site))).encode()
+    )
+    commit_all(site.work, "Edit by hand")
+    before = refs(site.server)
+    assert_refused(
+        push(site.work, "origin", "feature"),
+        f"refs/heads/feature commit {git(site.work, 'rev-parse', 'HEAD')[:12]}:"
+        f" {path_of(FIRST)} is not canonical JSON",
+    )
+    assert refs(site.server) == before
+
+
+def test_the_server_configuration_narrows_or_closes_review_branches(
+    site: Site, tmp_path: Path
+) -> None:
+    git(site.work, "switch", "-q", "-c", "feature")
+    a_review_commit(site, tmp_path, 0.92)
+    git(site.server, "config", "--add", "progreg.reviewBranches", "review/*")
+    git(site.server, "config", "--add", "progreg.reviewBranches", "pr-*")
+    assert_refused(
+        push(site.work, "origin", "feature"),
+        "refs/heads/feature: this server accepts review branches matching review/*, pr-* only",
+    )
+    assert_accepted(push(site.work, "origin", "feature:pr-7"))
+    git(site.server, "config", "--replace-all", "progreg.reviewBranches", "none")
+    assert_refused(
+        push(site.work, "origin", "feature:review/x"),
+        "this server accepts no review branches",
+        "git config --add progreg.reviewBranches",
+    )
+    assert_accepted(push(site.work, "origin", ":pr-7"))  # deleting stays allowed
+
+
 def test_a_ref_named_with_a_credential_is_refused_without_echoing_it(site: Site) -> None:
     key = "ghp_" + "a1B2c3D4e5" * 4
     git(site.work, "tag", "-a", "-m", "x", f"{key}/{FIRST}", "main", env=CLI_IDENTITY)
     before = refs(site.server)
     done = push(
-        site.work, "origin", f"refs/tags/{key}/{FIRST}", f"HEAD:refs/heads/checkpoints/{key}"
+        site.work,
+        "origin",
+        f"refs/tags/{key}/{FIRST}",
+        f"HEAD:refs/heads/checkpoints/{key}",
+        f"HEAD:refs/heads/review/{key}",
     )
-    assert_refused(done, f"refs/tags/[REDACTED]/{FIRST}:", "refs/heads/checkpoints/[REDACTED]:")
+    assert_refused(
+        done,
+        f"refs/tags/[REDACTED]/{FIRST}:",
+        "refs/heads/checkpoints/[REDACTED]:",
+        "refs/heads/review/[REDACTED]: a branch name must not be a credential",
+    )
     remote = [line for line in done.stderr.splitlines() if line.startswith("remote:")]
     assert not any(key in line for line in remote), remote
     assert refs(site.server) == before

@@ -20,7 +20,12 @@ unquote the C-quoted entries Git writes for paths containing ``:``), so
 :func:`open_repository` adds them as alternates itself.
 
 The size limit of program files is ``progreg.maxProgramBytes`` from the
-repository's Git configuration, else 16 MiB.
+repository's Git configuration, else 16 MiB. Branches other than ``main`` and
+``checkpoints/*`` are review branches (pull requests from the same
+repository): accepted when every commit they bring passes ``main``'s checks,
+and free to be rewritten or deleted. ``progreg.reviewBranches`` (globs of
+branch names, any number; ``none`` for none) narrows them; by default every
+branch is one.
 """
 
 from __future__ import annotations
@@ -44,7 +49,13 @@ from progreg.git.objectread import raw_reader
 from progreg.git.permissions import adjust_path
 from progreg.git.pushobjects import missing_objects
 from progreg.git.settings import check_object_format, repository_settings
-from progreg.registry.validation import Problem, RefUpdate, parse_updates, validate_push
+from progreg.registry.validation import (
+    Problem,
+    RefUpdate,
+    parse_updates,
+    review_branches_of,
+    validate_push,
+)
 
 #: Problems printed before the hook stops listing them.
 MAX_SHOWN = 50
@@ -294,7 +305,10 @@ def pre_receive(
         problems = pushed_object_problems(repository, updates, env)
         if not problems:  # objects Git refuses may not even parse: judge them first
             problems = validate_push(
-                repository, updates, max_program_bytes=max_program_bytes(repository)
+                repository,
+                updates,
+                max_program_bytes=max_program_bytes(repository),
+                review=review_branches_of(repository.config),
             )
     except Exception as exc:  # refuse rather than let a broken push through
         err.write(f"{_PREFIX}cannot check this push ({type(exc).__name__}: {exc}); refused\n")

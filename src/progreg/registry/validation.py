@@ -57,6 +57,7 @@ names no single program.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import math
 import re
@@ -80,7 +81,12 @@ from progreg.core.document import (
 from progreg.core.ids import is_program_id, program_id_of_path, program_path
 from progreg.core.layout import CHECKPOINTS_PREFIX, MAIN, MARKER, PROGRAMS_DIR, TAGS_PREFIX
 from progreg.core.names import check_name
-from progreg.core.secrets import find_secrets, mask_credentials, may_hold_secrets
+from progreg.core.secrets import (
+    credential_in_text,
+    find_secrets,
+    mask_credentials,
+    may_hold_secrets,
+)
 from progreg.errors import NotJSONError, ProgregError, UnsupportedFormatError
 from progreg.git import parse_trailers
 from progreg.git.treediff import TreeDiffer
@@ -771,13 +777,54 @@ def _same(token: str, claimed: str, wanted: str) -> bool:
 # -- ref updates --------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ReviewBranches:
+    """Which branches besides ``main`` and ``checkpoints/*`` a server accepts: review
+    branches, whose every new commit must pass ``main``'s checks.
+
+    ``patterns`` are shell globs of branch names (``review/*``); a server reads them
+    from ``progreg.reviewBranches`` in its Git configuration (see
+    :func:`review_branches_of`).
+    """
+
+    patterns: tuple[str, ...] = ("*",)
+
+    def accepts(self, branch: str) -> bool:
+        """True when ``branch`` (without ``refs/heads/``) is a review branch here."""
+        return any(fnmatch.fnmatchcase(branch, pattern) for pattern in self.patterns)
+
+
+#: The configuration key naming the review branches a server accepts (any number of globs;
+#: ``none`` accepts none).
+REVIEW_BRANCHES_KEY = "progreg.reviewBranches"
+
+
+def review_branches_of(config: pygit2.Config) -> ReviewBranches:
+    """The review branches ``config`` accepts: every ``progreg.reviewBranches`` glob, by
+    default ``*`` (every branch); ``none`` (or ``false``) accepts none."""
+    try:
+        values = [str(value).strip() for value in config.get_multivar(REVIEW_BRANCHES_KEY)]
+    except (pygit2.GitError, KeyError):
+        values = []
+    patterns = [value for value in values if value]
+    if not patterns:
+        return ReviewBranches()
+    if any(value.lower() in ("none", "false") for value in patterns):
+        return ReviewBranches(())
+    return ReviewBranches(tuple(patterns))
+
+
 def validate_push(
     repo: pygit2.Repository,
     updates: Iterable[RefUpdate],
     *,
     max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
+    review: ReviewBranches | None = None,
 ) -> list[Problem]:
-    """Check every ref update of one push (what a pre-receive hook receives)."""
+    """Check every ref update of one push (what a pre-receive hook receives).
+
+    ``review`` says which other branches are review branches (by default: none).
+    """
     updates = list(updates)
     main_after: str | None = None
     for update in updates:
@@ -790,7 +837,7 @@ def validate_push(
     problems: list[Problem] = []
     for update in updates:
         problems += validate_ref_update(
-            repo, update, main_tip=main_after, max_program_bytes=max_program_bytes
+            repo, update, main_tip=main_after, max_program_bytes=max_program_bytes, review=review
         )
     return problems
 
@@ -863,6 +910,7 @@ def validate_ref_update(
     max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
     check_history: bool = True,
     checked: Mapping[str, object] | None = None,
+    review: ReviewBranches | None = None,
 ) -> list[Problem]:
     """Check one ref update as a server receives it.
 
@@ -872,6 +920,7 @@ def validate_ref_update(
     history (finding out costs a walk of it). ``checked`` maps the paths of
     program files the caller has already checked with these rules to their
     blob ids: a tag on a commit holding that very blob there is not read again.
+    A branch that ``review`` accepts is a review branch (see :func:`_review_update`).
     """
     ref = update.ref
     if ref == MAIN:
@@ -888,16 +937,72 @@ def validate_ref_update(
             problems = [Problem(f"{exc}", ref=ref)]
         else:
             problems = _branch_update(repo, update, "checkpoint", name, max_program_bytes)
+    elif ref.startswith(_HEADS):
+        review = review or ReviewBranches(())
+        reason = credential_in_text(ref[len(_HEADS) :])
+        if update.deleted:  # a branch beside main: its removal breaks nothing
+            problems = []
+        elif reason is not None:
+            problems = [
+                Problem(
+                    f"a branch name must not be a credential (it {reason}): it would be kept"
+                    " in every clone's refs; push the branch under another name"
+                )
+            ]
+        elif review.accepts(ref[len(_HEADS) :]):
+            problems = _review_update(repo, update, max_program_bytes)
+        else:
+            problems = [Problem(_outside_review(review), ref=ref)]
     else:
         problems = [Problem(_OUTSIDE, ref=ref)]
     return [dataclasses.replace(problem, ref=problem.ref or ref) for problem in problems]
 
 
+_HEADS = "refs/heads/"
 _OUTSIDE = (
     "this server holds a progreg registry and accepts only refs/heads/main,"
-    " refs/heads/checkpoints/<name> and refs/tags/<tag>/<program id>: push other"
-    " branches and tags to another repository"
+    " refs/heads/checkpoints/<name>, refs/tags/<tag>/<program id> and review branches"
+    " (refs/heads/<branch>): push other refs to another repository"
 )
+
+
+def _outside_review(review: ReviewBranches) -> str:
+    if not review.patterns:
+        return (
+            "this server accepts no review branches (progreg.reviewBranches is none): push"
+            " to main, to checkpoints/<name>, or ask its administrator to allow review"
+            " branches (git config --add progreg.reviewBranches 'review/*')"
+        )
+    return (
+        f"this server accepts review branches matching {', '.join(review.patterns)} only"
+        " (progreg.reviewBranches): push this branch under one of those names"
+    )
+
+
+def _review_update(repo: pygit2.Repository, update: RefUpdate, limit: int) -> list[Problem]:
+    """A review branch: deleted freely, rewritten freely (a pull request is rebased),
+    and every commit it brings that ``main`` lacks passes ``main``'s checks."""
+    if update.deleted:
+        return []
+    new = _commit(repo, update.new)
+    if new is None:
+        return [Problem(f"{update.new[:12]} is not a commit: push a commit to this branch")]
+    walker = repo.walk(new.id, SortMode.TOPOLOGICAL | SortMode.REVERSE)
+    main = repo.references.get(MAIN)
+    if main is not None:
+        walker.hide(main.target)  # checked when it was pushed to main
+    if not update.created and _commit(repo, update.old) is not None:
+        walker.hide(pygit2.Oid(hex=update.old))  # checked when this branch was pushed
+    problems: list[Problem] = []
+    differ = TreeDiffer(repo)
+    for commit in walker:
+        if len(problems) >= MAX_PROBLEMS_PER_REF:
+            problems.append(Problem(f"stopped checking after {MAX_PROBLEMS_PER_REF} problems"))
+            break
+        problems += validate_commit(
+            repo, commit, kind="main", max_program_bytes=limit, differ=differ
+        )
+    return problems
 
 
 def _commit(repo: pygit2.Repository, oid: str) -> pygit2.Commit | None:
