@@ -734,6 +734,45 @@ def test_validate_a_commit_range(site: Site) -> None:
     assert unknown.stderr.startswith("error: unknown commit range 'nope..HEAD'")
 
 
+def test_validate_cached_checks_what_is_staged_not_the_work_tree(site: Site) -> None:
+    """git add a non-canonical file, then restore the work tree: the commit would still
+    record the staged blob, and --cached finds it."""
+    program = site.work / path_of(FIRST)
+    original = program.read_bytes()
+    program.write_text(json.dumps(json.loads(original)))
+    (site.work / "notes.txt").write_text("stray\n")
+    git(site.work, "add", "-A")
+    program.write_bytes(original)  # the work tree is clean again, the index is not
+    assert validate(site.work).returncode == 1  # notes.txt is still in the work tree
+    (site.work / "notes.txt").unlink()
+    assert validate(site.work).returncode == 0
+    staged = validate(site.work, "--cached", "--json")
+    assert staged.returncode == 1
+    messages = {p["path"]: p["message"] for p in json.loads(staged.stdout)["problems"]}
+    assert "is not canonical JSON" in messages[path_of(FIRST)]
+    assert "is not part of a registry" in messages["notes.txt"]
+    only = validate(site.work, "--cached", path_of(FIRST))
+    assert only.returncode == 1 and "notes.txt" not in only.stderr
+    git(site.work, "reset", "-q")  # unstage: the index matches HEAD again
+    assert validate(site.work, "--cached").returncode == 0
+    fixing = validate(site.work, "--cached", "--fix")
+    assert fixing.returncode == 2 and "--fix rewrites work-tree files" in fixing.stderr
+
+
+def test_validate_cached_reports_an_unmerged_path(site: Site) -> None:
+    git(site.work, "switch", "-q", "-c", "other")
+    (site.work / "README.md").write_text("ours\n")
+    commit_all(site.work, "README ours")
+    git(site.work, "switch", "-q", "main")
+    (site.work / "README.md").write_text("theirs\n")
+    commit_all(site.work, "README theirs")
+    merged = run(["git", "-C", str(site.work), "merge", "-q", "other"])
+    assert merged.returncode != 0  # a conflict in README.md
+    done = validate(site.work, "--cached")
+    assert done.returncode == 1
+    assert "README.md is not merged" in done.stderr
+
+
 def read_pre_commit_hooks() -> list[dict[str, str]]:
     """The hooks in ``.pre-commit-hooks.yaml`` (its simple subset of YAML: ``key: value`` lines)."""
     hooks: list[dict[str, str]] = []

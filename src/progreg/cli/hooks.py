@@ -10,7 +10,12 @@ import orjson
 
 from progreg.cli.context import EXIT_ERROR
 from progreg.integrations.hooks import install
-from progreg.integrations.worktree import Report, validate_paths, validate_range
+from progreg.integrations.worktree import (
+    Report,
+    validate_index,
+    validate_paths,
+    validate_range,
+)
 
 
 @click.group()
@@ -51,22 +56,38 @@ def install_command(repo: Path, force: bool) -> None:
     metavar="A..B",
     help="Also check these commits as the server's hook would (e.g. origin/main..HEAD).",
 )
+@click.option(
+    "--cached",
+    is_flag=True,
+    help="Check what the index stages (the next commit), not the work tree's files.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def validate(paths: tuple[Path, ...], fix: bool, revisions: str | None, as_json: bool) -> None:
+def validate(
+    paths: tuple[Path, ...], fix: bool, revisions: str | None, cached: bool, as_json: bool
+) -> None:
     """Check a registry checkout edited by hand: program files, progreg.json, stray files.
 
     PATHS are files or directories of the checkout (default: the whole
     checkout containing the current directory, unless --range is given),
-    or a bare registry (its main is checked). Exit code 1 when a problem is
-    left.
+    or a bare registry (its main is checked). With --cached, the staged
+    version of those files is checked, as the next commit will record it
+    (the pre-commit check). Exit code 1 when a problem is left.
 
     \b
     Example:
       progreg validate --fix
       progreg validate programs/1a/2b/1a2b3c4d5e6f7a8b.json
+      progreg validate --cached
       progreg validate --range origin/main..HEAD
     """
-    report = Report() if revisions is not None and not paths else validate_paths(paths, fix=fix)
+    if cached and fix:
+        raise click.UsageError("--fix rewrites work-tree files; --cached checks the index")
+    if cached:
+        report = validate_index(paths)
+    elif revisions is not None and not paths:
+        report = Report()
+    else:
+        report = validate_paths(paths, fix=fix)
     if revisions is not None:
         commits = validate_range(revisions)
         report.problems += commits.problems

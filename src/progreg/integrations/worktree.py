@@ -7,7 +7,8 @@ clone of the registry. :func:`validate_paths` applies the rules of
 (what the pre-commit framework passes). With ``fix``, files whose only
 problem is their encoding are rewritten as canonical JSON.
 :func:`validate_range` checks commits (``origin/main..HEAD``) as the server's
-hook would check them on ``main``.
+hook would check them on ``main``; :func:`validate_index` checks what the
+index stages (the pre-commit check), whatever the work tree holds.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from progreg.registry.validation import (
     Problem,
     check_file,
     validate_commit,
+    validate_entries,
     validate_tree,
 )
 
@@ -179,6 +181,75 @@ def _check_path(path: Path, checkout: Checkout, report: Report, fix: bool, limit
         report.fixed.append(relative)
         return
     report.problems += [Problem(message, path=relative) for message in verdict.problems]
+
+
+def validate_index(
+    paths: Sequence[Path] = (),
+    *,
+    cwd: Path | None = None,
+    max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
+) -> Report:
+    """Check what the index of the checkout holding ``cwd`` stages, as the next commit's files.
+
+    What is staged is what a commit records, whatever the work tree holds now
+    (``git add`` a file, then restore it: the staged blob is checked). With
+    ``paths``, only the staged files under them are checked (the pre-commit
+    framework passes the staged names); without, every staged file, and
+    ``progreg.json`` must be among them.
+    """
+    cwd = (cwd or Path.cwd()).resolve()
+    checkout = find_checkout(cwd)
+    repo = checkout.repo
+    if repo is None or repo.is_bare:
+        raise InvalidInputError(
+            f"{checkout.root} is not a Git checkout: --cached checks the files a checkout's"
+            " index stages"
+        )
+    wanted = [_relative(cwd / path, checkout.root) for path in paths]
+    index = repo.index
+    index.read()
+    report = Report()
+    conflicts = sorted(
+        str(side.path) for sides in (index.conflicts or ()) for side in sides if side is not None
+    )
+    report.problems += [
+        Problem(
+            f"{path} is not merged (the index holds both sides of a conflict): resolve it"
+            " and git add it",
+            path=path,
+        )
+        for path in dict.fromkeys(conflicts)
+    ]
+    entries = [
+        (entry.path, int(entry.mode), entry.id)
+        for entry in index
+        if entry.path not in conflicts
+        and (not wanted or any(_under(entry.path, prefix) for prefix in wanted))
+    ]
+    if wanted:
+        problems = [
+            problem
+            for problem in validate_entries(repo, entries, max_program_bytes=max_program_bytes)
+            if problem.path != MARKER or any(_under(MARKER, prefix) for prefix in wanted)
+        ]
+    else:
+        problems = validate_entries(repo, entries, max_program_bytes=max_program_bytes)
+    report.problems += problems
+    report.checked += len(entries)
+    return report
+
+
+def _relative(path: Path, root: Path) -> str:
+    absolute = path.parent.resolve() / path.name
+    try:
+        relative = absolute.relative_to(root).as_posix()
+    except ValueError:
+        raise InvalidInputError(f"{path} is outside the registry checkout {root}") from None
+    return "" if relative == "." else relative
+
+
+def _under(path: str, prefix: str) -> bool:
+    return not prefix or path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
 def validate_range(

@@ -582,6 +582,21 @@ def validate_tree(
     return problems
 
 
+def validate_entries(
+    repo: pygit2.Repository,
+    entries: Iterable[tuple[str, int, pygit2.Oid]],
+    *,
+    max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
+) -> list[Problem]:
+    """Check ``(path, mode, blob id)`` entries as the files of a tree of ``main``: what a
+    Git index stages (``progreg validate --cached``), before it is a tree."""
+    entries = list(entries)
+    problems, _ = _check_entries(repo, entries, "main", max_program_bytes, None)
+    if not any(path == MARKER for path, _, _ in entries):
+        problems.insert(0, _missing_marker(None))
+    return problems
+
+
 def _missing_marker(commit: str | None) -> Problem:
     return Problem(
         f'{MARKER} is missing: every registry commit keeps {{"format_version": 1}} in'
