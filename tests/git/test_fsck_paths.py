@@ -55,6 +55,17 @@ def root_entries(repo: Path) -> list[tuple[bytes, bytes, str]]:
     return [(mode, name, oid.hex()) for mode, name, oid in parse_tree(data)]
 
 
+def with_entry(repo: Path, entry: tuple[bytes, bytes, str]) -> bytes:
+    """main's root tree with ``entry`` added (or put in place of its namesake), in Git's
+    order (a tree's name sorts as if it ended in ``/``)."""
+    entries = [existing for existing in root_entries(repo) if existing[1] != entry[1]]
+
+    def key(item: tuple[bytes, bytes, str]) -> bytes:
+        return item[1] + b"/" if item[0] == b"40000" else item[1]
+
+    return raw_tree(sorted([*entries, entry], key=key))
+
+
 def commit_on_main(repo: Path, tree: str, message: bytes = b"hostile\n") -> str:
     """A commit of ``tree`` on ``main``, made the new ``main``; return its id."""
     parent = git(repo, "rev-parse", "main").strip()
@@ -80,7 +91,7 @@ def _subtree(repo: Path) -> str:
 def _extra_dir(name: bytes) -> Callable[[Path], tuple[str, str]]:
     def make(repo: Path) -> tuple[str, str]:
         bad = _subtree(repo)
-        tree = write(repo, "tree", raw_tree([(b"40000", name, bad), *root_entries(repo)]))
+        tree = write(repo, "tree", with_entry(repo, (b"40000", name, bad)))
         return commit_on_main(repo, tree), tree
 
     return make
@@ -100,7 +111,7 @@ def _zero_padded(repo: Path) -> tuple[str, str]:
 
 def _github_git(repo: Path) -> tuple[str, str]:
     inner = write(repo, "tree", raw_tree([(b"40000", b"GIT~1", _subtree(repo))]))
-    tree = write(repo, "tree", raw_tree([(b"40000", b".github", inner), *root_entries(repo)]))
+    tree = write(repo, "tree", with_entry(repo, (b"40000", b".github", inner)))
     return commit_on_main(repo, tree), inner
 
 
@@ -114,7 +125,7 @@ def _dot_file(name: bytes, content: bytes, refused: str) -> Callable[[Path], tup
 
     def make(repo: Path) -> tuple[str, str]:
         blob = write(repo, "blob", content)
-        tree = write(repo, "tree", raw_tree([(b"100644", name, blob), *root_entries(repo)]))
+        tree = write(repo, "tree", with_entry(repo, (b"100644", name, blob)))
         return commit_on_main(repo, tree), blob if refused == "blob" else tree
 
     return make

@@ -270,13 +270,18 @@ def test_a_registry_path_that_is_a_file_is_refused_by_name(tmp_path: Path) -> No
 
 
 def populated(tmp_path: Path, *, loose: bool = False) -> tuple[ProgramStorage, list[str]]:
-    """A registry of 4 programs; with ``loose``, its objects are loose files (as git writes)."""
+    """A registry of 4 programs; with ``loose``, its objects are loose files (as git writes).
+
+    Their ids start with distinct bytes, so that no tree of the history shares a
+    directory of two programs (a test damaging one's directory relies on it).
+    """
     storage = ProgramStorage(tmp_path / "registry")
     ids = [
         storage.save_program(
             {"instructions": f"program {n} " * 40},
             {"best_score_value": n / 10},
             {"signature_class": "QA"},
+            f"{0x11 * (n + 1):02x}{n:014x}",
         ).program_id
         for n in range(4)
     ]

@@ -245,8 +245,8 @@ def test_save_returns_the_record_and_one_commit_per_save(
         assert parents == ([] if previous is None else [previous])
         changed = git(registry_path, "diff-tree", "-r", "--root", "--name-status", saved.commit)
         expected = {f"A\t{program_file(saved.program_id)}"}
-        if previous is None:
-            expected.add("A\tprogreg.json")
+        if previous is None:  # the registry's first commit
+            expected |= {"A\tprogreg.json", "A\t.gitattributes"}
         assert set(changed.split("\n")[1:-1]) == expected
         previous = saved.commit
     assert_fsck_clean(registry_path)
@@ -320,7 +320,9 @@ def test_clone_gives_sharded_canonical_json_files(
     git(tmp_path, "clone", "-q", str(registry_path), str(clone))
     assert git(clone, "rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
     files = sorted(git(clone, "ls-files").split())
-    expected = sorted([program_file(s.program_id) for s in saved] + ["progreg.json"])
+    expected = sorted(
+        [program_file(s.program_id) for s in saved] + ["progreg.json", ".gitattributes"]
+    )
     assert files == expected
     for record in saved:
         path = clone / program_file(record.program_id)
@@ -567,7 +569,10 @@ def test_deleting_the_last_program_leaves_a_valid_registry(
     saved = save_realistic(storage, 0)
     assert storage.delete_program(saved.program_id)
     assert storage.list_programs() == []
-    assert git(registry_path, "ls-tree", "-r", "--name-only", "main").split() == ["progreg.json"]
+    assert git(registry_path, "ls-tree", "-r", "--name-only", "main").split() == [
+        ".gitattributes",
+        "progreg.json",
+    ]
     assert_fsck_clean(registry_path)
     reopened = ProgramStorage(registry_path)
     assert reopened.get_history().summary.total_programs == 0

@@ -9,6 +9,8 @@ import click
 import orjson
 
 from progreg.cli.context import EXIT_ERROR
+from progreg.cli.terminal import visible
+from progreg.integrations.drivers import configure_clone, merge_driver, readable
 from progreg.integrations.hooks import install
 from progreg.integrations.worktree import (
     Report,
@@ -20,31 +22,90 @@ from progreg.integrations.worktree import (
 
 @click.group()
 def hooks() -> None:
-    """Server-side Git hooks that keep pushed registries sound.
+    """Git integration: the server's pre-receive hook, a clone's drivers and pre-commit check.
 
     \b
     Example:
-      progreg hooks install /srv/git/registry.git
+      progreg hooks install /srv/git/registry.git   # a server's bare repository
+      progreg hooks install .                       # a clone people edit and merge in
     """
 
 
 @hooks.command("install")
 @click.argument("repo", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--force", is_flag=True, help="Replace a different existing pre-receive hook.")
+@click.option("--force", is_flag=True, help="Replace a different existing hook.")
 def install_command(repo: Path, force: bool) -> None:
-    """Install the pre-receive hook in the bare repository REPO that receives pushes.
+    """Install progreg's checks in REPO: a bare repository that receives pushes, or a clone.
 
-    The hook refuses pushes with invalid or non-canonical program files, paths
-    that do not match program ids, rewritten or deleted main, moved or deleted
-    tags and refs outside the registry's namespaces. It runs this Python, so
-    the progreg installed here checks the pushes.
+    In a bare repository: the pre-receive hook, which refuses pushes with
+    invalid or non-canonical program files, paths that do not match program
+    ids, rewritten or deleted main, moved or deleted tags and refs outside
+    the registry's namespaces (review branches are checked as main is).
+
+    In a clone: the merge and diff drivers for program files (in the
+    clone's .git/config: Git runs no command a repository names unless the
+    clone defines it) and a pre-commit hook running `progreg validate
+    --cached`. The registry's .gitattributes assigns the drivers to program
+    files.
+
+    Either hook runs this Python, so the progreg installed here does the checks.
 
     \b
     Example:
       progreg hooks install /srv/git/registry.git
+      progreg hooks install .
     """
-    path = install(repo, force=force)
-    click.echo(f"installed {path}")
+    if _is_bare(repo):
+        path = install(repo, force=force)
+        click.echo(f"installed {path}")
+        return
+    hook, attributed = configure_clone(repo, force=force)
+    click.echo(f"installed {hook}")
+    click.echo("defined the merge and diff drivers for program files in the clone's config")
+    if not attributed:
+        click.echo(
+            "warning: main has no .gitattributes assigning them yet: the next progreg save"
+            " adds it (or commit the file progreg writes)",
+            err=True,
+        )
+
+
+def _is_bare(path: Path) -> bool:
+    return (
+        (path / "HEAD").is_file() and (path / "objects").is_dir() and not (path / ".git").exists()
+    )
+
+
+@hooks.command("merge-driver", hidden=True)
+@click.argument("base", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("ours", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("theirs", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("path")
+def merge_driver_command(base: Path, ours: Path, theirs: Path, path: str) -> None:
+    """Git's merge driver for program files (%O %A %B %P): see `progreg hooks install`.
+
+    Git runs it with the base, ours (rewritten with the result) and theirs,
+    and the file's path, as `progreg hooks install` configures it in a
+    clone; exit code 1 leaves a conflict.
+
+    \b
+    Example:
+      progreg hooks merge-driver %O %A %B %P
+    """
+    sys.exit(merge_driver(base, ours, theirs, path))
+
+
+@hooks.command("textconv", hidden=True)
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+def textconv_command(file: Path) -> None:
+    """Git's diff text conversion for program files: one value (or sentence) per line.
+
+    \b
+    Example:
+      progreg hooks textconv programs/1a/2b/1a2b3c4d5e6f7a8b.json
+    """
+    for line in readable(file.read_bytes(), str(file)):
+        click.echo(visible(line))
 
 
 @click.command()

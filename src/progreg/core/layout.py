@@ -16,5 +16,25 @@ TAGS_PREFIX = "refs/tags/"
 CHECKPOINTS_PREFIX = "refs/heads/checkpoints/"
 #: Remote-tracking refs are ``refs/remotes/<remote>/...``.
 REMOTES_PREFIX = "refs/remotes/"
+#: The Git attributes file at the root of ``main``'s tree.
+ATTRIBUTES = ".gitattributes"
+#: The merge and diff driver its attributes name (``merge.progreg.*`` in a clone's config).
+DRIVER = "progreg"
+#: What progreg writes in :data:`ATTRIBUTES`.
+ATTRIBUTES_TEXT = (
+    "# Written by progreg. Program files merge value by value and diff one value per line\n"
+    "# in a clone that defines the drivers (progreg hooks install); else Git uses text.\n"
+    f"{PROGRAMS_DIR}/**/*.json merge={DRIVER} diff={DRIVER}\n"
+)
 
-__all__ = ["CHECKPOINTS_PREFIX", "MAIN", "MARKER", "PROGRAMS_DIR", "REMOTES_PREFIX", "TAGS_PREFIX"]
+__all__ = [
+    "ATTRIBUTES",
+    "ATTRIBUTES_TEXT",
+    "CHECKPOINTS_PREFIX",
+    "DRIVER",
+    "MAIN",
+    "MARKER",
+    "PROGRAMS_DIR",
+    "REMOTES_PREFIX",
+    "TAGS_PREFIX",
+]

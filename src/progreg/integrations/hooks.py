@@ -88,21 +88,22 @@ sys.exit(pre_receive(sys.stdin.buffer, os.environ.get("GIT_DIR", ".")))
 '''
 
 
-def hook_script(interpreter: str | None = None) -> str:
-    """The hook's text, run by ``interpreter`` (``None``: ``/usr/bin/env python3``).
+def hook_script(interpreter: str | None = None, body: str = _BODY) -> str:
+    """A hook running the Python ``body`` with ``interpreter`` (``None``: ``/usr/bin/env
+    python3``); by default the pre-receive hook.
 
     An interpreter path that a ``#!`` line cannot hold (spaces, or too long
     for the kernel) is started through ``/bin/sh`` instead.
     """
     if interpreter is None:
-        return f"{PORTABLE_SHEBANG}\n{_BODY}"
+        return f"{PORTABLE_SHEBANG}\n{body}"
     if not any(char.isspace() for char in interpreter) and len(interpreter) <= 120:
-        return f"#!{interpreter}\n{_BODY}"
+        return f"#!{interpreter}\n{body}"
     quoted = shlex.quote(interpreter)
     if "'''" in quoted or "\n" in interpreter:
         raise InvalidInputError(f"cannot start a hook with the interpreter {interpreter!r}")
     # A line both sh and Python accept: sh runs exec, Python sees a string.
-    return f"#!/bin/sh\n''''exec {quoted} \"$0\" \"$@\" # '''\n{_BODY}"
+    return f"#!/bin/sh\n''''exec {quoted} \"$0\" \"$@\" # '''\n{body}"
 
 
 def install(
@@ -115,9 +116,17 @@ def install(
     replaced when ``force`` is true (else :class:`ConflictError`).
     """
     repository = _open_bare(Path(repo))
-    hooks_dir = _hooks_dir(repository)
-    target = hooks_dir / "pre-receive"
-    text = hook_script(interpreter or sys.executable)
+    return write_hook(repository, "pre-receive", hook_script(interpreter or sys.executable), force)
+
+
+def write_hook(repository: pygit2.Repository, name: str, text: str, force: bool) -> Path:
+    """Write the hook ``name`` of ``repository`` (executable, with Git's shared modes).
+
+    An identical hook is left as it is; a different existing one is only
+    replaced when ``force`` is true (else :class:`ConflictError`, nothing written).
+    """
+    directory = hooks_dir(repository)
+    target = directory / name
     if target.exists() or target.is_symlink():
         current = target.read_bytes() if target.is_file() else b""
         if current == text.encode() and os.access(target, os.X_OK):
@@ -127,8 +136,8 @@ def install(
                 f"{target} already exists and is a different hook; keep it, or replace it"
                 " with --force (force=True)"
             )
-    hooks_dir.mkdir(parents=True, exist_ok=True)
-    temporary = hooks_dir / f".pre-receive.{os.getpid()}.tmp"
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = directory / f".{name}.{os.getpid()}.tmp"
     temporary.write_text(text, encoding="utf-8")
     mode = temporary.stat().st_mode
     temporary.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
@@ -158,15 +167,17 @@ def _open_bare(path: Path) -> pygit2.Repository:
     return repository
 
 
-def _hooks_dir(repository: pygit2.Repository) -> Path:
-    base = Path(repository.path)
+def hooks_dir(repository: pygit2.Repository) -> Path:
+    """Where Git looks for ``repository``'s hooks: ``core.hooksPath`` (relative to where
+    hooks run: the work tree, or a bare repository itself), else ``hooks/`` in it."""
     try:
         configured = str(repository.config["core.hooksPath"])
     except KeyError:
         configured = ""
     if configured:
+        base = Path(repository.workdir or repository.path)
         return (base / os.path.expanduser(configured)).resolve()
-    return base / "hooks"
+    return Path(repository.path) / "hooks"
 
 
 def open_repository(

@@ -122,7 +122,7 @@ class Checkpoints:
                 previous = self._manifest(tip) if tip is not None else None
                 if previous is not None and previous["program_id"] != doc.program_id:
                     edits[program_path(previous["program_id"])] = None
-                edits = self._storage.with_marker(tip, edits)
+                edits = self._storage.with_marker(tip, edits, main=False)
                 return CommitPlan(edits, message, author, committer, doc.saved_at)
 
             commit = self._git.update_ref(ref, plan)

@@ -33,7 +33,7 @@ from progreg.core.document import (
 from progreg.core.dspy import DSPyProgram, is_dspy_module, remember_signature_class
 from progreg.core.ids import check_program_id, new_program_id, program_id_of_path
 from progreg.core.ids import program_path as path_of
-from progreg.core.layout import CHECKPOINTS_PREFIX, MAIN, MARKER
+from progreg.core.layout import ATTRIBUTES, ATTRIBUTES_TEXT, CHECKPOINTS_PREFIX, MAIN, MARKER
 from progreg.core.models import (
     GcReport,
     HistorySummary,
@@ -364,12 +364,22 @@ class Registry:
         self._maintain()
         return str(commit)
 
-    def with_marker(self, tip: Tip | None, edits: Mapping[str, Edit]) -> dict[str, Edit]:
-        """``edits`` plus the registry marker file when ``tip`` does not have it yet."""
+    def with_marker(
+        self, tip: Tip | None, edits: Mapping[str, Edit], *, main: bool = True
+    ) -> dict[str, Edit]:
+        """``edits`` plus the registry marker file when ``tip`` does not have it yet, and,
+        on ``main``, the ``.gitattributes`` that gives program files progreg's merge and
+        diff drivers (a changed one is left as it is)."""
+        edits = dict(edits)
         if tip is None or not self._git.has_path(tip, MARKER):
-            marker = canonical.encode({"format_version": FORMAT_VERSION}, MARKER)
-            return {**edits, MARKER: marker}
-        return dict(edits)
+            edits[MARKER] = canonical.encode({"format_version": FORMAT_VERSION}, MARKER)
+        if (
+            main
+            and ATTRIBUTES not in edits
+            and (tip is None or not self._git.has_path(tip, ATTRIBUTES))
+        ):
+            edits[ATTRIBUTES] = ATTRIBUTES_TEXT.encode()
+        return edits
 
     def identity(self) -> tuple[Identity, Identity]:
         """The (author, committer) this registry writes as."""
