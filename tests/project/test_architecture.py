@@ -156,7 +156,7 @@ def test_reading_commands_load_no_sharing_maintenance_or_manager(tmp_path: Path)
         "except SystemExit:\n"
         "    pass\n"
         "heavy = ('progreg.sharing', 'progreg.registry.verify', 'progreg.git.maintenance',"
-        " 'progreg.git.bundle', 'progreg.git.fsck', 'progreg.manager')\n"
+        " 'progreg.git.bundle.format', 'progreg.git.objects.fsck', 'progreg.manager')\n"
         "print(sorted(m for m in sys.modules if m.startswith(heavy)), file=sys.stderr)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

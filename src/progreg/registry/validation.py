@@ -83,7 +83,7 @@ from progreg.core.names import check_name
 from progreg.core.secrets import find_secrets, mask_credentials, may_hold_secrets
 from progreg.errors import NotJSONError, ProgregError, UnsupportedFormatError
 from progreg.git import parse_trailers
-from progreg.git.treediff import TreeDiffer
+from progreg.git.objects.treediff import TreeDiffer
 from progreg.registry.checkpoints import MANIFEST
 from progreg.registry.messages import ACTION, PROGRAM_ID, SAVE_BATCH, SAVED_COUNT, save_message
 
@@ -602,7 +602,7 @@ def validate_commit(
     when it is given; a tree that is not a checkpoint's (no manifest, other
     programs) is refused for that without reading its files. Checking many
     commits of one history, pass them one
-    :class:`~progreg.git.treediff.TreeDiffer`: it remembers their trees.
+    :class:`~progreg.git.objects.treediff.TreeDiffer`: it remembers their trees.
     """
     sha = str(commit.id)
     full = full or kind == "checkpoint"
