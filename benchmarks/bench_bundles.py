@@ -15,7 +15,7 @@ maintenance) and, unless --no-packed, on a copy packed by
   also checks every program file and records the import as a commit) vs
   ``git fetch <bundle> 'refs/*:refs/*'`` into an empty bare repository; and the
   same for the bundle git made; "unpack only" is the Git layer alone
-  (``progreg.git.unbundle``: header, pack, deltas, ids, completeness,
+  (``progreg.git.bundle.unbundle``: header, pack, deltas, ids, completeness,
   quarantine, pack and index moved in), without the registry's checks and
   merge commit.
 
@@ -38,8 +38,8 @@ import pygit2
 from common import workload
 
 from progreg import ProgramStorage
-from progreg.git import bundle as bundles
-from progreg.git import unbundle
+from progreg.git.bundle import format as bundles
+from progreg.git.bundle import unbundle
 from progreg.registry.checkpoints import Checkpoints
 
 # ProgramStorage imports its sharing modules on first use: imported here, before any timing,

@@ -1,7 +1,7 @@
 """Fuzzing the readers of untrusted bytes: bundle headers, packs, deltas, documents,
 a push server's replies (ref advertisements, side-band, reports, as dulwich's
 client reads them for progreg's push) and
-Git's object checks (:mod:`progreg.git.fsck`).
+Git's object checks (:mod:`progreg.git.objects.fsck`).
 
 Inputs are mutations of VALID seeds (bundles made by progreg and by ``git
 bundle create``, thin ones included; their packs, entries and deltas;
@@ -42,13 +42,15 @@ from progreg import ProgramStorage, ProgregError, PushRejectedError
 from progreg.core.canonical import decode
 from progreg.core.document import decode_document
 from progreg.core.secrets import may_hold_secrets
-from progreg.git import bundle as bundles
-from progreg.git import fsck, objects, unbundle
-from progreg.git import pack as packs
-from progreg.git.credentials import CredentialSource
-from progreg.git.delta import apply_delta, make_delta
+from progreg.git.bundle import format as bundles
+from progreg.git.bundle import unbundle
 from progreg.git.errors import MalformedObjectError
-from progreg.git.smartpush import send_with
+from progreg.git.objects import encoding as objects
+from progreg.git.objects import fsck
+from progreg.git.objects.delta import apply_delta, make_delta
+from progreg.git.pack import format as packs
+from progreg.git.wire.credentials import CredentialSource
+from progreg.git.wire.smartpush import send_with
 from progreg.registry.checkpoints import Checkpoints
 from support.gitcli import delta_varint, git
 

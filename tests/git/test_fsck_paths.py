@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from progreg import BundleError, ProgramStorage, PushRejectedError, RemoteError
-from progreg.git.objects import parse_tree
+from progreg.git.objects.encoding import parse_tree
 from progreg.integrations.hooks import install
 from support.gitcli import git
 

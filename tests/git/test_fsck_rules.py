@@ -5,7 +5,7 @@ Every object here, from a fixed list of the cases that matter to a registry
 a commit message...) and from hypothesis strategies that build adversarial
 trees, commits and tags, is written into a real repository with ``git
 hash-object --literally -w`` and checked by ``git fsck --strict`` (see
-``tests/support/fsck_oracle.py``). progreg's verdict (:func:`progreg.git.fsck.check_object`)
+``tests/support/fsck_oracle.py``). progreg's verdict (:func:`progreg.git.objects.fsck.check_object`)
 must be the same: refused or clean, and, when Git names them, the same error
 and warning message ids. Each run prints how many objects it compared
 (``pytest -s``) and asserts that count; there is no allowed disagreement.
@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from progreg.git import fsck
-from progreg.git.objects import OBJ_BLOB, OBJ_COMMIT, OBJ_TAG, OBJ_TREE, object_id
+from progreg.git.objects import fsck
+from progreg.git.objects.encoding import OBJ_BLOB, OBJ_COMMIT, OBJ_TAG, OBJ_TREE, object_id
 from support.fsck_oracle import GitVerdict, git_verdicts
 
 RawObject = tuple[int, bytes]

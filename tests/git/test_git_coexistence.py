@@ -38,7 +38,9 @@ from progreg import (
     StorageConfig,
     StorageManager,
 )
-from progreg.git import maintenance, packdir, packstore, repository, unbundle
+from progreg.git import maintenance, repository
+from progreg.git.bundle import unbundle
+from progreg.git.pack import packdir, packstore
 from progreg.git.repository import GitRepository
 from progreg.registry.doctor import diagnose
 from progreg.registry.verify import verify_repository

@@ -36,8 +36,7 @@ from progreg import (
     UnsupportedFormatError,
     UnsupportedObjectFormatError,
 )
-from progreg.git import bundle as bundles
-from progreg.git import refpack
+from progreg.git.bundle import format as bundles
 from progreg.git.locking import write_lock
 from progreg.git.permissions import (
     PERM_EVERYBODY,
@@ -46,6 +45,7 @@ from progreg.git.permissions import (
     parse_shared,
     shared_mode,
 )
+from progreg.git.refs import refpack
 from progreg.integrations.hooks import install
 from progreg.registry.history import LogIndex
 from progreg.sharing.transfer import export_registry, import_programs

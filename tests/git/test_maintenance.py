@@ -16,8 +16,9 @@ from click.testing import CliRunner
 
 from progreg import ProgramStorage, events
 from progreg.cli.main import cli
-from progreg.git import maintenance, repack, tailpack
-from progreg.git.objects import OBJ_BLOB, object_id
+from progreg.git import maintenance
+from progreg.git.objects.encoding import OBJ_BLOB, object_id
+from progreg.git.pack import repack, tailpack
 from support.gitcli import CLI_IDENTITY, assert_fsck_clean, git
 from support.packs import each_save_its_own_pack
 

@@ -8,8 +8,9 @@ import pygit2
 import pytest
 
 from progreg import ProgramStorage
-from progreg.git import bundle, memory
-from progreg.git.objectread import BlobReader
+from progreg.git.bundle import format as bundle
+from progreg.git.pack import memory
+from progreg.git.pack.objectread import BlobReader
 from support.gitcli import assert_fsck_clean, git
 
 

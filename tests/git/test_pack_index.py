@@ -12,11 +12,12 @@ import pygit2
 import pytest
 
 from progreg import ProgramStorage
-from progreg.git import delta as deltas
-from progreg.git import objects, unbundle
-from progreg.git import pack as packs
+from progreg.git.bundle import unbundle
 from progreg.git.errors import MalformedObjectError
-from progreg.git.mapped import MappedFile
+from progreg.git.objects import delta as deltas
+from progreg.git.objects import encoding as objects
+from progreg.git.pack import format as packs
+from progreg.git.pack.mapped import MappedFile
 from support.gitcli import assert_fsck_clean, git
 
 

@@ -23,8 +23,8 @@ import pygit2
 import pytest
 
 from progreg import AuthenticationError, InvalidInputError, ProgramStorage, RemoteError
-from progreg.git import remote
-from progreg.git.proxies import Proxy, bypassed, proxy_for
+from progreg.git.wire import remote
+from progreg.git.wire.proxies import Proxy, bypassed, proxy_for
 from support.gitcli import assert_fsck_clean, git
 
 if TYPE_CHECKING:

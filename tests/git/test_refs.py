@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 
 from progreg import ProgramStorage, RegistryError, StorageManager
-from progreg.git import CommitPlan, Tip, maintenance, reflist, refpack
-from progreg.git.identity import Identity
+from progreg.git import CommitPlan, Tip, maintenance
 from progreg.git.locking import write_lock
-from progreg.git.reflist import names_under
-from progreg.git.reflog import RefLogEntry
-from progreg.git.refwrite import RefSwap, swap_refs
+from progreg.git.objects.identity import Identity
+from progreg.git.refs import reflist, refpack
+from progreg.git.refs.reflist import names_under
+from progreg.git.refs.reflog import RefLogEntry
+from progreg.git.refs.refwrite import RefSwap, swap_refs
 from progreg.registry.checkpoints import Checkpoints
 from progreg.registry.tags import all_tags, tagged
 from support.gitcli import CLI_IDENTITY, assert_fsck_clean, git
@@ -232,7 +233,7 @@ for i in range(int(sys.argv[2])):
 PACKER = """
 import sys, time
 from pathlib import Path
-from progreg.git import refpack
+from progreg.git.refs import refpack
 from progreg.git.locking import write_lock
 
 deadline = time.monotonic() + float(sys.argv[2])

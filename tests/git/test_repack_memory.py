@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from progreg import ProgramStorage
-from progreg.git import basecache, packsource, repack
-from progreg.git.basecache import BaseCache
-from progreg.git.packsource import PackSource, Residency
+from progreg.git.pack import basecache, packsource, repack
+from progreg.git.pack.basecache import BaseCache
+from progreg.git.pack.packsource import PackSource, Residency
 from support.gitcli import assert_fsck_clean, git
 from support.packs import each_save_its_own_pack
 

@@ -15,8 +15,8 @@ import pygit2
 import pytest
 
 from progreg import ProgramStorage, PushRejectedError, RemoteError
-from progreg.git.pushobjects import missing_objects
-from progreg.git.remote import smart_scheme
+from progreg.git.wire.pushobjects import missing_objects
+from progreg.git.wire.remote import smart_scheme
 from progreg.registry.checkpoints import Checkpoints
 from support.gitcli import assert_fsck_clean, git
 

@@ -16,10 +16,10 @@ from pygit2.enums import FileMode
 from progreg import InvalidInputError, ProgramStorage, RegistryError, StorageConfig, StorageManager
 from progreg.cli.main import cli
 from progreg.core.ids import program_path
-from progreg.git import packstore, tailpack
-from progreg.git.objects import OBJ_TREE, object_id, parse_tree
+from progreg.git.objects.encoding import OBJ_TREE, object_id, parse_tree
+from progreg.git.objects.trees import NewTrees, RawTree, edit_tree
+from progreg.git.pack import packstore, tailpack
 from progreg.git.repository import STALE_PACKS
-from progreg.git.trees import NewTrees, RawTree, edit_tree
 from support.gitcli import assert_fsck_clean, git, registry_state
 
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-import progreg.git.diffs
+import progreg.git.objects.diffs
 from progreg.core.document import ProgramDocument
 from progreg.core.ids import program_path
-from progreg.git.diffs import unified_diff
+from progreg.git.objects.diffs import unified_diff
 from progreg.registry.compare import (
     ComparedProgram,
     Comparison,
@@ -431,7 +431,7 @@ def test_unified_diff_of_equal_and_empty_inputs() -> None:
 
 
 def test_gitstore_diffs_knows_nothing_of_the_registry() -> None:
-    source = Path(progreg.git.diffs.__file__).read_text()
+    source = Path(progreg.git.objects.diffs.__file__).read_text()
     imported: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):

@@ -39,12 +39,12 @@ from progreg import (
 from progreg.cli import cli
 from progreg.core.canonical import MAX_DEPTH, encode
 from progreg.core.secrets import REDACTED, REDACTED_KEY, find_secrets, may_hold_secrets
-from progreg.git import objects
-from progreg.git import pack as packs
-from progreg.git.delta import apply_delta
+from progreg.git.bundle.unbundle import tree_problem
 from progreg.git.errors import MalformedObjectError
-from progreg.git.treediff import TreeDiffer
-from progreg.git.unbundle import tree_problem
+from progreg.git.objects import encoding as objects
+from progreg.git.objects.delta import apply_delta
+from progreg.git.objects.treediff import TreeDiffer
+from progreg.git.pack import format as packs
 from progreg.registry.checkpoints import Checkpoints
 from progreg.registry.validation import MAX_PATH_DEPTH
 from progreg.sharing.transfer import MAX_TREE_ENTRIES

@@ -37,8 +37,8 @@ from progreg import (
 )
 from progreg.cli import cli
 from progreg.core.ids import program_path
-from progreg.git.credentials import from_environment
-from progreg.git.localpush import push_local
+from progreg.git.wire.credentials import from_environment
+from progreg.git.wire.localpush import push_local
 from progreg.registry.checkpoints import Checkpoints
 from progreg.registry.tags import all_tags
 from support.gitcli import assert_fsck_clean, git, git_status

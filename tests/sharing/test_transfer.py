@@ -36,10 +36,11 @@ from progreg import (
 )
 from progreg.cli import cli
 from progreg.events import Event
-from progreg.git import bundle as bundles
-from progreg.git import delta as deltas
-from progreg.git import objects, unbundle
-from progreg.git import pack as packs
+from progreg.git.bundle import format as bundles
+from progreg.git.bundle import unbundle
+from progreg.git.objects import delta as deltas
+from progreg.git.objects import encoding as objects
+from progreg.git.pack import format as packs
 from progreg.integrations.hooks import install
 from progreg.registry.checkpoints import Checkpoints
 from progreg.sharing.merging import _check_program

@@ -20,7 +20,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from progreg.git.objects import TYPE_NAMES, object_id
+from progreg.git.objects.encoding import TYPE_NAMES, object_id
 
 _LINE = re.compile(r"^(error|warning) in (?:commit|tree|blob|tag|unknown) ([0-9a-f]{40}): (.*)$")
 _HEX = re.compile(r"[0-9a-f]{40}")

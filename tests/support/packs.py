@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from progreg import ProgramStorage
-from progreg.git.packstore import InstalledPack
+from progreg.git.pack.packstore import InstalledPack
 
 
 def each_save_its_own_pack(storage: ProgramStorage) -> None:

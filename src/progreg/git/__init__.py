@@ -5,10 +5,10 @@ messages and locks. It knows nothing about programs: the registry layer above
 it decides what the paths, bytes and messages mean.
 """
 
-from progreg.git.identity import Identity, resolve_identity
-from progreg.git.reflog import RefLogEntry
+from progreg.git.objects.identity import Identity, resolve_identity
+from progreg.git.objects.trailers import format_message, parse_trailers
+from progreg.git.refs.reflog import RefLogEntry
 from progreg.git.repository import CommitPlan, GitRepository, TagPlan, Tip
-from progreg.git.trailers import format_message, parse_trailers
 
 __all__ = [
     "CommitPlan",

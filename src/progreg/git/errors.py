@@ -1,11 +1,11 @@
 """The plumbing's own error: bytes that are not a valid Git object, pack or delta.
 
-The parsers of this package (:mod:`~progreg.git.objects`,
-:mod:`~progreg.git.pack`, :mod:`~progreg.git.delta`) read both what arrives
+The parsers of this package (:mod:`~progreg.git.objects.encoding`,
+:mod:`~progreg.git.pack.format`, :mod:`~progreg.git.objects.delta`) read both what arrives
 from elsewhere and the registry's own packs; they do not know which. They
 raise :class:`MalformedObjectError`, a :class:`~progreg.DamagedObjectError`
 (an object of the registry that cannot be read); the readers of what arrives
-say so: :mod:`~progreg.git.unbundle` raises :class:`~progreg.BundleError`
+say so: :mod:`~progreg.git.bundle.unbundle` raises :class:`~progreg.BundleError`
 instead, naming the bundle.
 """
 

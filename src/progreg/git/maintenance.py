@@ -1,14 +1,14 @@
 """Repository maintenance without the ``git`` binary: few packs, no loose objects.
 
 A save writes its objects as one small pack (see
-:mod:`progreg.git.packstore`); other writers (libgit2 for tags, plain
+:mod:`progreg.git.pack.packstore`); other writers (libgit2 for tags, plain
 ``git``) write loose objects. This module keeps both in check:
 
 - :func:`merge_small_packs` merges packs of similar size, size-tiered: packs
   have a *level* by object count (below :data:`LEVEL_BASE` objects level 0,
   then one level per factor :data:`LEVEL_FACTOR`); when level 0 holds
   :data:`SMALL_PACKS` packs, or a higher level :data:`LEVEL_FACTOR`, they
-  are merged (with every smaller pack) by :func:`~progreg.git.repack.merge_packs`,
+  are merged (with every smaller pack) by :func:`~progreg.git.pack.repack.merge_packs`,
   so each object is copied about once per level and the number of packs
   stays small. Automatic merges stop at :data:`AUTO_MERGE_LIMIT` objects, to
   bound the pause; ``progreg gc`` merges everything;
@@ -49,15 +49,16 @@ import pygit2
 
 from progreg import events
 from progreg.errors import RegistryBusyError
-from progreg.git import bundle, refpack
-from progreg.git import pack as packs
+from progreg.git.bundle import format as bundle
 from progreg.git.failures import write_failure
 from progreg.git.locking import write_lock
-from progreg.git.objectread import packed_odb
-from progreg.git.objects import OBJ_COMMIT, TYPE_NAMES, object_id
-from progreg.git.packdir import PackKeep, heal_midx, place_pack, stale_keeps, update_pack_info
+from progreg.git.objects.encoding import OBJ_COMMIT, TYPE_NAMES, object_id
+from progreg.git.pack import format as packs
+from progreg.git.pack.objectread import packed_odb
+from progreg.git.pack.packdir import PackKeep, heal_midx, place_pack, stale_keeps, update_pack_info
+from progreg.git.pack.repack import PackInfo, PackMerge, index_count, merge_packs
 from progreg.git.permissions import FILE_MODE, READ_ONLY_MODE, adjust_fd, set_created_mode
-from progreg.git.repack import PackInfo, PackMerge, index_count, merge_packs
+from progreg.git.refs import refpack
 from progreg.git.repository import GitRepository
 from progreg.git.settings import repository_settings
 
@@ -193,7 +194,7 @@ def _write_pack(
     """Write ``wanted`` as one pack plus index into ``pack_dir``, kept (see packstore).
 
     Returns the pack, its count, the keep to release once done, and whether
-    the same pack was there already (:func:`~progreg.git.packdir.place_pack`).
+    the same pack was there already (:func:`~progreg.git.pack.packdir.place_pack`).
     """
     pack_dir.mkdir(parents=True, exist_ok=True)
     keep: PackKeep | None = None
@@ -483,7 +484,7 @@ def _counts(gitdir: Path) -> dict[str, PackInfo]:
 def remove_garbage(objects_dir: Path, age: float = GARBAGE_AGE) -> int:
     """Remove what is older than ``age`` seconds of: temporary files, packs without an index
     (and no keep), indexes without a pack, and keep files of progreg writers that died
-    (:func:`~progreg.git.packdir.stale_keeps`)."""
+    (:func:`~progreg.git.pack.packdir.stale_keeps`)."""
     pack_dir = objects_dir / "pack"
     try:
         entries = list(os.scandir(pack_dir))

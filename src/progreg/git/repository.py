@@ -34,21 +34,24 @@ from progreg.errors import (
     RegistryBusyError,
     RegistryError,
 )
-from progreg.git import objects
 from progreg.git.durability import fsync_dir, fsync_dirs, fsync_file
 from progreg.git.failures import write_failure
-from progreg.git.identity import Identity, resolve_identity
 from progreg.git.locking import ref_locked_error, remove_stale_ref_locks, write_lock
-from progreg.git.memory import bound_libgit2_memory
-from progreg.git.pack import MIN_DELTA_SIZE
-from progreg.git.packdir import (
+from progreg.git.objects import encoding as objects
+from progreg.git.objects.identity import Identity, resolve_identity
+from progreg.git.objects.signing import Signer
+from progreg.git.objects.trees import EMPTY_TREE, Edit, NewTrees, RawTree, blob_at, edit_tree
+from progreg.git.pack.format import MIN_DELTA_SIZE
+from progreg.git.pack.memory import bound_libgit2_memory
+from progreg.git.pack.packdir import (
     PackKeep,
     delete_packs,
     freshen,
     heal_midx,
     update_pack_info,
 )
-from progreg.git.packstore import InstalledPack, NewObject, store_objects
+from progreg.git.pack.packstore import InstalledPack, NewObject, store_objects
+from progreg.git.pack.tailpack import TailPack
 from progreg.git.permissions import (
     PERM_UMASK,
     adjust_loose_object,
@@ -56,18 +59,15 @@ from progreg.git.permissions import (
     adjust_ref_paths,
     adjust_tree,
 )
-from progreg.git.reflist import values_under
-from progreg.git.reflog import RefLogEntry, append_reflog, wants_reflog
-from progreg.git.refpack import PACKED_REFS, add_packed_refs
-from progreg.git.refwrite import NeedsLibgit2, read_ref, swap_ref
+from progreg.git.refs.reflist import values_under
+from progreg.git.refs.reflog import RefLogEntry, append_reflog, wants_reflog
+from progreg.git.refs.refpack import PACKED_REFS, add_packed_refs
+from progreg.git.refs.refwrite import NeedsLibgit2, read_ref, swap_ref
 from progreg.git.settings import (
     RepositorySettings,
     check_object_format,
     repository_settings,
 )
-from progreg.git.signing import Signer
-from progreg.git.tailpack import TailPack
-from progreg.git.trees import EMPTY_TREE, Edit, NewTrees, RawTree, blob_at, edit_tree
 
 #: How many trees (by id) a repository handle keeps parsed for the next commits.
 TREE_CACHE_SIZE = 4096
@@ -533,7 +533,7 @@ class GitRepository:
     def ref_values(self, prefix: str) -> dict[str, str]:
         """``{name without prefix: object id}`` of the refs under ``prefix`` (``refs/.../``).
 
-        Read from Git's files (:func:`~progreg.git.reflist.values_under`),
+        Read from Git's files (:func:`~progreg.git.refs.reflist.values_under`),
         which costs a fraction of listing every ref through libgit2 when a
         registry holds 100k tags; a symbolic ref is resolved by libgit2.
         """
@@ -626,7 +626,7 @@ class GitRepository:
         """Create ``ref`` at ``target`` (the write lock held); ``False`` if it exists.
 
         ``reflog`` is logged if Git would log the creation (see
-        :mod:`~progreg.git.reflog`).
+        :mod:`~progreg.git.refs.reflog`).
         """
         entry = reflog if wants_reflog(self.path, ref, settings.log_refs) else None
         try:
@@ -1008,7 +1008,7 @@ class GitRepository:
     ) -> str | None:
         """Move ``ref`` from ``expected`` to ``new``; return why not, or ``None`` on success.
 
-        ``reflog`` is logged if Git would log the move (see :mod:`~progreg.git.reflog`).
+        ``reflog`` is logged if Git would log the move (see :mod:`~progreg.git.refs.reflog`).
         """
         entry = reflog if wants_reflog(self.path, ref, settings.log_refs) else None
         old = str(expected) if expected is not None else None

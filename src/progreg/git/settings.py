@@ -1,7 +1,7 @@
 """The repository settings that decide how progreg writes files: modes and reflogs.
 
 ``core.sharedRepository`` (see :mod:`progreg.git.permissions`) and
-``core.logAllRefUpdates`` (see :mod:`progreg.git.reflog`) are read
+``core.logAllRefUpdates`` (see :mod:`progreg.git.refs.reflog`) are read
 through libgit2 (the repository's config over the user's and the system's)
 once per process and registry, and read again only when the registry's
 ``config`` file changes: what a write costs for it is one ``stat``.

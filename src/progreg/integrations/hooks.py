@@ -5,7 +5,7 @@
 line, so the hook runs the progreg that installed it. Git runs the hook in
 the repository receiving the push with one ``<old> <new> <ref>`` line per
 ref on stdin; :func:`pre_receive` first judges every pushed object as ``git
-fsck --strict`` does (:mod:`progreg.git.fsck`, whatever the server's
+fsck --strict`` does (:mod:`progreg.git.objects.fsck`, whatever the server's
 ``receive.fsckObjects``), then checks the updates with :mod:`progreg.registry.validation`
 and prints each problem on stderr (which ``git push`` shows as ``remote:
 ...``). Exit status 1 refuses the whole push.
@@ -44,11 +44,11 @@ from pygit2.enums import RepositoryOpenFlag
 from progreg.core.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.core.layout import MAIN, MARKER
 from progreg.errors import ConflictError, InvalidInputError, NotARegistryError
-from progreg.git.fsck import IncomingObjects
-from progreg.git.objectread import raw_reader
+from progreg.git.objects.fsck import IncomingObjects
+from progreg.git.pack.objectread import raw_reader
 from progreg.git.permissions import adjust_path
-from progreg.git.pushobjects import missing_objects
 from progreg.git.settings import check_object_format, repository_settings
+from progreg.git.wire.pushobjects import missing_objects
 from progreg.registry.validation import (
     Problem,
     RefUpdate,

@@ -29,7 +29,7 @@ from progreg.core.secrets import SecretsPolicy
 from progreg.errors import CorruptProgramError, InvalidNameError, ProgregError
 from progreg.git import CommitPlan, Tip
 from progreg.git.maintenance import auto_maintenance
-from progreg.git.trees import Edit
+from progreg.git.objects.trees import Edit
 from progreg.registry.messages import save_message
 from progreg.registry.store import Registry
 

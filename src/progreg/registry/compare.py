@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from progreg.core import canonical
 from progreg.core.document import ProgramDocument
 from progreg.core.ids import program_path
-from progreg.git.diffs import unified_diff
+from progreg.git.objects.diffs import unified_diff
 from progreg.registry.analytics import age_difference_hours, better_program, score_difference
 
 #: The path of a predictor that is the whole state (a ``dspy.Predict``).

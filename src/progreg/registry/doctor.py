@@ -11,7 +11,7 @@ works on one too damaged to open as a registry) and reports:
   ``packed-refs.new``;
 - loose objects and packs; the log cache; the format marker on ``main``;
 - the files beside the packs that Git's tools write and read
-  (:func:`progreg.git.integrity.check_pack_dir`): a multi-pack-index
+  (:func:`progreg.git.pack.integrity.check_pack_dir`): a multi-pack-index
   naming a pack that is gone, a pack without its index, ``objects/info/packs``
   naming a pack that is gone; refs pointing at missing objects;
 - a summary of :func:`progreg.registry.verify.verify_repository` (every object read).
@@ -50,7 +50,7 @@ from progreg.core import canonical
 from progreg.core.document import DEFAULT_MAX_PROGRAM_BYTES, FORMAT_VERSION
 from progreg.core.layout import MAIN, MARKER
 from progreg.errors import ProgregError, RegistryBusyError
-from progreg.git import GitRepository, integrity
+from progreg.git import GitRepository
 from progreg.git.locking import (
     lock_is_free,
     read_record,
@@ -58,6 +58,7 @@ from progreg.git.locking import (
     write_lock,
 )
 from progreg.git.maintenance import DEFAULT_AUTO_THRESHOLD
+from progreg.git.pack import integrity
 from progreg.registry import logcache
 from progreg.registry.verify import verify_repository
 

@@ -44,7 +44,7 @@ from progreg.core.summaries import SortedView, SummaryCache
 from progreg.errors import CorruptProgramError, ProgregError
 from progreg.git import GitRepository, parse_trailers
 from progreg.git.failures import read_failure
-from progreg.git.objectread import BlobReader
+from progreg.git.pack.objectread import BlobReader
 from progreg.registry import logcache
 from progreg.registry.messages import NONE, SAVED_AT
 

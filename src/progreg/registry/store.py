@@ -58,8 +58,8 @@ from progreg.errors import (
 )
 from progreg.git import CommitPlan, GitRepository, Identity, Tip, resolve_identity
 from progreg.git.failures import read_failure, write_failure
+from progreg.git.objects.trees import Edit, blob_at
 from progreg.git.permissions import adjust_ref_paths
-from progreg.git.trees import Edit, blob_at
 from progreg.registry.config import resolve_durable
 from progreg.registry.history import LogIndex, ProgramRecord
 from progreg.registry.locations import registry_path_from_environment

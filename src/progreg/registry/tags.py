@@ -17,7 +17,7 @@ from progreg.core.names import check_name
 from progreg.errors import InvalidInputError
 from progreg.git import GitRepository, Identity, TagPlan
 from progreg.git.locking import write_lock
-from progreg.git.reflist import names_under
+from progreg.git.refs.reflist import names_under
 
 _HEX = re.compile(r"[0-9a-f]*")
 

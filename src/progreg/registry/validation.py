@@ -89,7 +89,7 @@ from progreg.core.secrets import (
 )
 from progreg.errors import NotJSONError, ProgregError, UnsupportedFormatError
 from progreg.git import parse_trailers
-from progreg.git.treediff import TreeDiffer
+from progreg.git.objects.treediff import TreeDiffer
 from progreg.registry.checkpoints import MANIFEST
 from progreg.registry.messages import ACTION, PROGRAM_ID, SAVE_BATCH, SAVED_COUNT, save_message
 
@@ -623,7 +623,7 @@ def validate_commit(
     when it is given; a tree that is not a checkpoint's (no manifest, other
     programs) is refused for that without reading its files. Checking many
     commits of one history, pass them one
-    :class:`~progreg.git.treediff.TreeDiffer`: it remembers their trees.
+    :class:`~progreg.git.objects.treediff.TreeDiffer`: it remembers their trees.
     """
     sha = str(commit.id)
     full = full or kind == "checkpoint"

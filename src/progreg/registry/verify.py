@@ -1,10 +1,10 @@
 """The registry's verification report: programs intact, commits and tags signed by whom.
 
 Signing itself is configured as in Git (``commit.gpgSign``, ``tag.gpgSign``,
-``gpg.format``, ``user.signingKey``; see :mod:`progreg.git.signing`):
+``gpg.format``, ``user.signingKey``; see :mod:`progreg.git.objects.signing`):
 once on, every save, delete, merge, checkpoint and tag progreg writes is
 signed. :func:`verify` reads every object the registry's refs reach (see
-:mod:`progreg.git.integrity`), every program on ``main`` and every
+:mod:`progreg.git.pack.integrity`), every program on ``main`` and every
 commit and tag, and reports what it found: damaged or missing objects with
 the programs that need them, damaged program files, signatures; ``git
 verify-commit`` and ``git verify-tag`` agree with its verdicts because the
@@ -24,8 +24,9 @@ from progreg import events
 from progreg.core.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.core.ids import program_id_of_path
 from progreg.core.layout import MAIN, PROGRAMS_DIR, TAGS_PREFIX
-from progreg.git import GitRepository, integrity
-from progreg.git.signing import check_signature, tag_signature
+from progreg.git import GitRepository
+from progreg.git.objects.signing import check_signature, tag_signature
+from progreg.git.pack import integrity
 from progreg.registry.validation import (
     RefUpdate,
     check_file,

@@ -21,7 +21,7 @@ Refs whose names are not a registry's (a tag without a program id, a
 checkpoint with an invalid name) are not checked: the pull ignores them.
 
 Before any of this, the fetch itself has judged every object it brought as
-``git fsck --strict`` does (:func:`progreg.git.remote.fetch` with
+``git fsck --strict`` does (:func:`progreg.git.wire.remote.fetch` with
 ``check_objects``), and removed them if one was refused.
 """
 

@@ -10,7 +10,7 @@ on the registry too. Its refs are fetched into ``refs/remotes/<name>/``:
   ``non-fast-forward``), a tag that would move, or a refusal by the server
   (a hook) raises :class:`~progreg.PushRejectedError` with the reasons.
 * :func:`pull` fetches (every object fetched is judged as ``git fsck
-  --strict`` judges it, :mod:`progreg.git.fsck`: one it refuses
+  --strict`` judges it, :mod:`progreg.git.objects.fsck`: one it refuses
   refuses the pull, leaving no trace), then merges the remote's ``main`` into ours with
   :func:`~progreg.sharing.merging.merge_into_main` (fast-forward when ours is
   behind; a merge commit when both sides saved; a program changed
@@ -22,7 +22,7 @@ on the registry too. Its refs are fetched into ``refs/remotes/<name>/``:
   diverged and the tags that differ (the pull reported them).
 
 Credentials come from the ``credentials`` argument, the environment or the
-SSH agent (:mod:`progreg.git.credentials`); they are never written to
+SSH agent (:mod:`progreg.git.wire.credentials`); they are never written to
 the registry, and URLs are shown without user information.
 """
 
@@ -49,9 +49,9 @@ from progreg.errors import (
     RemoteError,
 )
 from progreg.git import RefLogEntry
-from progreg.git import remote as gitremote
 from progreg.git.locking import write_lock
-from progreg.git.urls import check_url, redact_url
+from progreg.git.wire import remote as gitremote
+from progreg.git.wire.urls import check_url, redact_url
 from progreg.registry.store import Registry, check_marker
 from progreg.sharing.incoming import check_incoming, is_registry_tag
 from progreg.sharing.merging import MergeResult, Resolution, merge_into_main

@@ -15,7 +15,7 @@ Exports are Git bundles (``git -C <repository> bundle verify`` accepts them, ``g
 create`` (v2 and v3, thin packs included), the reference system's JSON
 export file, and its ``dspy_storage/`` folder. A bundle is checked in full
 (header, references, pack, every program file, conflicts) before anything is
-written; see :mod:`progreg.git.bundle` for the quarantine.
+written; see :mod:`progreg.git.bundle.format` for the quarantine.
 """
 
 from __future__ import annotations
@@ -65,13 +65,13 @@ from progreg.git import (
     RefLogEntry,
     Tip,
     format_message,
-    objects,
-    unbundle,
 )
-from progreg.git import bundle as bundles
+from progreg.git.bundle import format as bundles
+from progreg.git.bundle import unbundle
 from progreg.git.locking import write_lock
-from progreg.git.pack import Progress
-from progreg.git.signing import tag_signature
+from progreg.git.objects import encoding as objects
+from progreg.git.objects.signing import tag_signature
+from progreg.git.pack.format import Progress
 from progreg.registry.store import check_marker
 from progreg.registry.tags import all_tags
 from progreg.registry.validation import (

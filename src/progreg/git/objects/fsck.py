@@ -38,7 +38,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from progreg.git.objects import OBJ_BLOB, OBJ_COMMIT, OBJ_TAG, OBJ_TREE, TYPE_NAMES, RawObject
+from progreg.git.objects.encoding import (
+    OBJ_BLOB,
+    OBJ_COMMIT,
+    OBJ_TAG,
+    OBJ_TREE,
+    TYPE_NAMES,
+    RawObject,
+)
 
 Severity = Literal["error", "warning"]
 

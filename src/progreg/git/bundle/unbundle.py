@@ -28,17 +28,17 @@ from types import TracebackType
 import pygit2
 
 from progreg.errors import BundleError
-from progreg.git import objects
-from progreg.git import pack as packs
-from progreg.git.bundle import BundleHeader
+from progreg.git.bundle.format import BundleHeader
 from progreg.git.durability import make_dirs
 from progreg.git.errors import MalformedObjectError
 from progreg.git.failures import write_failure
-from progreg.git.fsck import IncomingObjects
-from progreg.git.mapped import MappedFile
-from progreg.git.objectread import packed_odb, raw_reader
-from progreg.git.objects import OBJ_BLOB, OBJ_TREE, RawObject
-from progreg.git.packdir import PackKeep, place_pack, update_pack_info
+from progreg.git.objects import encoding as objects
+from progreg.git.objects.encoding import OBJ_BLOB, OBJ_TREE, RawObject
+from progreg.git.objects.fsck import IncomingObjects
+from progreg.git.pack import format as packs
+from progreg.git.pack.mapped import MappedFile
+from progreg.git.pack.objectread import packed_odb, raw_reader
+from progreg.git.pack.packdir import PackKeep, place_pack, update_pack_info
 from progreg.git.permissions import READ_ONLY_MODE, set_created_mode
 from progreg.git.settings import repository_settings
 
@@ -268,7 +268,7 @@ def unpack(
     the ids of those it flags are listed in :attr:`IncomingPack.flagged`.
     ``max_blob_size`` and ``max_tree_entries`` refuse larger blobs and trees.
     Every object is also judged as ``git fsck --strict`` judges it
-    (:mod:`progreg.git.fsck`); one it refuses refuses the bundle.
+    (:mod:`progreg.git.objects.fsck`); one it refuses refuses the bundle.
     ``progress(done, total)`` is told how many of the pack's objects are checked.
     """
     where = str(path)

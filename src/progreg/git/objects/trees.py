@@ -4,7 +4,7 @@ Only the trees on the edited paths are read and rewritten, so the cost of an
 edit depends on the depth and fan-out of those paths, not on the size of the
 whole tree. Directories left empty by a removal disappear, as in Git. Trees
 are built as raw Git objects in memory (:func:`edit_tree`), so that a commit's
-new objects can be written together (see :mod:`progreg.git.packstore`).
+new objects can be written together (see :mod:`progreg.git.pack.packstore`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pygit2
 
-from progreg.git.objects import OBJ_TREE, TREE_MODE, object_id
+from progreg.git.objects.encoding import OBJ_TREE, TREE_MODE, object_id
 
 EMPTY_TREE = pygit2.Oid(hex="4b825dc642cb6eb9a060e54bf8d69288fbee4904")
 BLOB_MODE = b"100644"

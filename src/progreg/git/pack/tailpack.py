@@ -8,8 +8,8 @@ that pack's entries (copied as they are: offsets inside do not move) followed
 by its own objects, trees stored as deltas against their previous versions
 when those are in the pack. The new pack is installed with Git's protocol
 (temporary names, a ``.keep`` until the refs are written: see
-:mod:`progreg.git.packstore`); the writer deletes the pack it replaces
-only after that (:func:`~progreg.git.packdir.delete_packs`: never one
+:mod:`progreg.git.pack.packstore`); the writer deletes the pack it replaces
+only after that (:func:`~progreg.git.pack.packdir.delete_packs`: never one
 a multi-pack-index lists, nor one with someone else's ``.keep``). Readers
 see the old pack or the new one, and both hold every object written before.
 A pack that a multi-pack-index lists is not replaced: the next commit starts
@@ -32,11 +32,11 @@ import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from progreg.git import pack as packs
-from progreg.git.delta import make_delta
-from progreg.git.objects import OBJ_TREE
-from progreg.git.packdir import MIDX, heal_midx, midx_packs
-from progreg.git.packstore import InstalledPack, NewObject, install_pack
+from progreg.git.objects.delta import make_delta
+from progreg.git.objects.encoding import OBJ_TREE
+from progreg.git.pack import format as packs
+from progreg.git.pack.packdir import MIDX, heal_midx, midx_packs
+from progreg.git.pack.packstore import InstalledPack, NewObject, install_pack
 
 #: A pack stays open until it holds this many objects...
 MAX_OBJECTS = 256
@@ -175,7 +175,8 @@ class TailPack:
         return install_pack(self.pack_dir, data, self._index(checksum), checksum, durable=durable)
 
     def _index(self, checksum: bytes) -> bytes:
-        """The ``.idx`` v2 of the pack (what :func:`~progreg.git.pack.write_index` writes)."""
+        """The ``.idx`` v2 of the pack (what
+        :func:`~progreg.git.pack.format.write_index` writes)."""
         ids = self._sorted
         count = len(ids)
         located = [self._entries[oid] for oid in ids]

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import pygit2
 from pygit2.enums import SortMode
 
-from progreg.git.objects import (
+from progreg.git.objects.encoding import (
     OBJ_BLOB,
     OBJ_COMMIT,
     OBJ_TAG,

@@ -4,7 +4,7 @@ Every ref libgit2 writes is a loose file (``refs/tags/<tag>/<id>``...), and
 a registry that tags its saves ends up with one file, and one disk block,
 per tag: 100k tags are 100k files that every full listing of refs opens.
 Packing moves them into the one sorted ``packed-refs`` file that Git,
-libgit2 and :mod:`progreg.git.reflist` read.
+libgit2 and :mod:`progreg.git.refs.reflist` read.
 
 :func:`pack_refs` follows Git's protocol, so concurrent writers (progreg or
 ``git``) lose nothing:
@@ -46,7 +46,7 @@ from progreg import events
 from progreg.git.durability import fsync_dir
 from progreg.git.locking import write_lock
 from progreg.git.permissions import FILE_MODE, adjust_fd
-from progreg.git.reflist import loose_value
+from progreg.git.refs.reflist import loose_value
 from progreg.git.settings import repository_settings
 
 #: Loose refs below this count are never packed automatically.

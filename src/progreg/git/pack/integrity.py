@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pygit2
 
-from progreg.git import packdir
+from progreg.git.pack import packdir
 
 _KINDS = (b"commit", b"tree", b"blob", b"tag")
 _READ_ERRORS = (pygit2.GitError, KeyError, ValueError)

@@ -27,10 +27,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
-from progreg.git.delta import apply_delta
 from progreg.git.errors import MalformedObjectError
-from progreg.git.mapped import FAULT_AROUND, RELEASE_STEP
-from progreg.git.objects import OBJ_TREE, TYPE_NAMES, object_id
+from progreg.git.objects.delta import apply_delta
+from progreg.git.objects.encoding import OBJ_TREE, TYPE_NAMES, object_id
+from progreg.git.pack.mapped import FAULT_AROUND, RELEASE_STEP
 
 OFS_DELTA = 6
 REF_DELTA = 7
@@ -257,7 +257,7 @@ Visitor = Callable[[bytes, int, bytes], None]
 #: ``progress(done, total)``: how far a long pack operation is, in its own units.
 Progress = Callable[[int, int], None]
 #: ``release(start, end)``: the pack's bytes ``start`` to ``end`` need not stay in memory
-#: (see :class:`~progreg.git.mapped.MappedFile`); reading them again must still work.
+#: (see :class:`~progreg.git.pack.mapped.MappedFile`); reading them again must still work.
 Release = Callable[[int, int], None]
 
 #: Bytes of memory one kept object costs besides its data (a ``bytes``, a dict slot).

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import pygit2
 
-from progreg.git import objects
+from progreg.git.objects import encoding as objects
 
 TREE_MODE = 0o40000
 

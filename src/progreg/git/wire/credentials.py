@@ -30,7 +30,7 @@ import pygit2
 from pygit2.enums import CredentialType
 
 from progreg.errors import AuthenticationError, InvalidInputError
-from progreg.git.urls import CREDENTIALS_HELP, redact_url
+from progreg.git.wire.urls import CREDENTIALS_HELP, redact_url
 
 Credential = pygit2.Username | pygit2.UserPass | pygit2.Keypair
 CredentialCallback = Callable[[str, str | None, CredentialType], Credential]

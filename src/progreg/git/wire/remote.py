@@ -1,7 +1,7 @@
 """Git-level remote operations: fetch and push, with refusals and failures made exceptions.
 
 Pushes over ``git://`` and ``http(s)://`` are made by dulwich's send-pack
-with progreg's object selection and rules (:mod:`progreg.git.smartpush`):
+with progreg's object selection and rules (:mod:`progreg.git.wire.smartpush`):
 libgit2's push marks the whole tree of every commit the remote advertises a
 ref for as present, which reads nearly every tree of a registry whose
 programs carry tags, on every push. The send-pack judges every ref with the
@@ -21,14 +21,14 @@ with callbacks (:class:`Callbacks`) that
   refusal into :class:`~progreg.PushRejectedError` with ``reasons``;
 * connect only to verified hosts (a valid TLS certificate; an SSH host key
   listed in ``~/.ssh/known_hosts``, which pygit2 would otherwise skip);
-* answer credential requests from :mod:`progreg.git.credentials`,
+* answer credential requests from :mod:`progreg.git.wire.credentials`,
   raising :class:`~progreg.AuthenticationError` on the second request
   instead of letting libgit2 retry rejected credentials for ever (the
   HTTP transport of the send-pack asks the same source).
 
 Local remotes (a path or ``file://`` URL) are fetched through libgit2 too,
 which is read-only on the remote side and safe. They are *pushed* by
-:func:`progreg.git.localpush.push_local`, because libgit2's local
+:func:`progreg.git.wire.localpush.push_local`, because libgit2's local
 transport updates the target's refs blindly and runs none of its checks:
 progreg copies the missing objects into the target itself and moves the
 target's refs under the target registry's own write lock with a
@@ -37,7 +37,7 @@ as a server with ``receive.denyNonFastForwards`` does (see that module).
 
 URLs in every message are shown without user information, and messages
 from libgit2 are scrubbed of URLs' user information and of the secrets
-handed out (:func:`progreg.git.urls.scrub`).
+handed out (:func:`progreg.git.wire.urls.scrub`).
 """
 
 from __future__ import annotations
@@ -64,16 +64,14 @@ from progreg.errors import (
     ReadOnlyRegistryError,
     RemoteError,
 )
-from progreg.git.credentials import Credential, CredentialSource
 from progreg.git.failures import write_failure
-from progreg.git.fsck import IncomingObjects
-from progreg.git.localpush import push_local
 from progreg.git.locking import write_lock
 from progreg.git.maintenance import maintenance_lock
-from progreg.git.objectread import raw_reader
-from progreg.git.packdir import heal_midx
-from progreg.git.packsource import read_index
-from progreg.git.refupdates import (
+from progreg.git.objects.fsck import IncomingObjects
+from progreg.git.pack.objectread import raw_reader
+from progreg.git.pack.packdir import heal_midx
+from progreg.git.pack.packsource import read_index
+from progreg.git.refs.refupdates import (
     ZERO,
     PushOutcome,
     RefUpdate,
@@ -83,7 +81,9 @@ from progreg.git.refupdates import (
     remote_lines,
 )
 from progreg.git.repository import GitRepository
-from progreg.git.urls import (
+from progreg.git.wire.credentials import Credential, CredentialSource
+from progreg.git.wire.localpush import push_local
+from progreg.git.wire.urls import (
     CREDENTIALS_HELP,
     is_local,
     local_path,
@@ -95,7 +95,7 @@ from progreg.git.urls import (
 _DOWNLOAD_TAGS_NONE: int = C.GIT_REMOTE_DOWNLOAD_TAGS_NONE
 #: A refspec that maps the remote's refs to local ones.
 _DIRECTION_FETCH: int = C.GIT_DIRECTION_FETCH
-#: Schemes pushed by progreg.git.smartpush (dulwich); the others (ssh) go through libgit2.
+#: Schemes pushed by progreg.git.wire.smartpush (dulwich); the others (ssh) go through libgit2.
 _SMART_SCHEMES = frozenset({"git", "http", "https"})
 _MAX_SIDEBAND = 64 * 1024
 
@@ -132,7 +132,7 @@ class Callbacks(pygit2.RemoteCallbacks):
     def credentials(
         self, url: str, username_from_url: str | None, allowed_types: CredentialType
     ) -> Credential:
-        """Credentials for ``url`` (see :mod:`progreg.git.credentials`)."""
+        """Credentials for ``url`` (see :mod:`progreg.git.wire.credentials`)."""
         return self.source(url, username_from_url, allowed_types)
 
     def certificate_check(self, certificate: None, valid: bool, host: bytes) -> bool:
@@ -222,7 +222,7 @@ def fetch(
     ``packed-refs`` would bring the ref back). Undo it with :func:`restore_tips`.
 
     With ``check_objects``, every object of the packs the fetch wrote is
-    judged as ``git fsck --strict`` judges it (:mod:`progreg.git.fsck`)
+    judged as ``git fsck --strict`` judges it (:mod:`progreg.git.objects.fsck`)
     before the lock is released; if one is refused, the refs the fetch moved
     are put back, the new packs are removed and :class:`~progreg.RemoteError`
     names the object, Git's message id and the entry. The maintenance lock
@@ -364,7 +364,7 @@ def push(
 
 
 def smart_scheme(url: str) -> bool:
-    """True when ``url`` is pushed by :mod:`progreg.git.smartpush` (``git://``, ``http(s)://``)."""
+    """True when ``url`` is pushed by :mod:`progreg.git.wire.smartpush` (``git://``, ``http(s)://``)."""
     return url.split("://", 1)[0].lower() in _SMART_SCHEMES if "://" in url else False
 
 
@@ -372,11 +372,11 @@ def _push_smart(
     git: GitRepository, name: str, url: str, wanted: dict[str, str], credentials: object
 ) -> PushOutcome:
     """Push the refs of ``wanted`` (``{ref: id}``) over ``git://`` or smart HTTP
-    (:mod:`progreg.git.smartpush`), through the proxy the configuration names."""
+    (:mod:`progreg.git.wire.smartpush`), through the proxy the configuration names."""
     source = CredentialSource(url, credentials)
     # dulwich and urllib3 load at the first push over the network: every command imports
     # this module, and they add about a third to what `progreg list` costs to start.
-    from progreg.git.smartpush import push_smart  # noqa: PLC0415
+    from progreg.git.wire.smartpush import push_smart  # noqa: PLC0415
 
     return push_smart(git.repo, url, wanted, redact_url(url), source, configured_proxy(git, name))
 

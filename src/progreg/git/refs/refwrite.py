@@ -7,7 +7,7 @@ the expected value (a loose file first, else ``packed-refs``), write the new
 value into the lock file and rename it over the ref. With ``durable`` the new
 ref file and the directories that got new entries are flushed before
 returning. Given a reflog entry, it is appended under the lock before the
-rename, as Git does (see :mod:`progreg.git.reflog`). Each file and
+rename, as Git does (see :mod:`progreg.git.refs.reflog`). Each file and
 directory created gets the mode Git gives it in a shared repository. Refs
 that need more (a symbolic ref) are left to libgit2: :func:`swap_ref` says so
 by raising :class:`NeedsLibgit2`.
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from progreg.git.durability import fsync_dir, fsync_dirs, make_dirs
 from progreg.git.permissions import FILE_MODE, PERM_UMASK, adjust_fd
-from progreg.git.reflist import packed_value
-from progreg.git.reflog import RefLogEntry, append_reflog
+from progreg.git.refs.reflist import packed_value
+from progreg.git.refs.reflog import RefLogEntry, append_reflog
 from progreg.git.settings import LOG_NONE
 
 _HEX = frozenset("0123456789abcdef")

@@ -13,9 +13,9 @@ at the same time never take the pack for garbage:
 3. the pack is linked to ``pack-<sha>.pack``, then the index renamed to
    ``pack-<sha>.idx`` (readers use a pack once its index exists); a pack of
    that name that is there already is left alone, with no keep
-   (:func:`~progreg.git.packdir.place_pack` says why);
+   (:func:`~progreg.git.pack.packdir.place_pack` says why);
 4. the caller moves the refs that reach the objects, then releases the keep
-   (:class:`~progreg.git.packdir.PackKeep`), also when it failed and
+   (:class:`~progreg.git.pack.packdir.PackKeep`), also when it failed and
    nothing names them.
 
 libgit2 and ``git`` look for new packs when an object is missing, so the
@@ -32,9 +32,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from progreg.git import pack as packs
 from progreg.git.durability import fsync_dir, fsync_dirs, make_dirs
-from progreg.git.packdir import PackKeep, place_pack, temporary_name
+from progreg.git.pack import format as packs
+from progreg.git.pack.packdir import PackKeep, place_pack, temporary_name
 from progreg.git.permissions import adjust_path
 from progreg.git.settings import repository_settings
 
@@ -51,7 +51,7 @@ class InstalledPack:
     #: ``None`` when another writer (or a person) already held a keep on the same pack.
     keep: PackKeep | None
     #: The same pack was there already: a ``git repack -d`` that listed it may delete
-    #: it, so it does not keep the objects safe (:func:`~progreg.git.packdir.place_pack`).
+    #: it, so it does not keep the objects safe (:func:`~progreg.git.pack.packdir.place_pack`).
     existed: bool = False
 
 
@@ -80,7 +80,7 @@ def install_pack(
     The caller must release the returned keep once refs reach the objects
     (or the write failed). When the same pack is installed already, it is
     left in place, freshened, and ``existed`` says so (see
-    :func:`~progreg.git.packdir.place_pack`).
+    :func:`~progreg.git.pack.packdir.place_pack`).
     """
     shared = repository_settings(pack_dir.parent.parent).shared  # Git's modes, see permissions
     changed = [] if pack_dir.is_dir() else make_dirs(pack_dir, pack_dir.parent.parent, shared)

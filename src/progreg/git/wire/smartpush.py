@@ -5,10 +5,10 @@ ref advertisement, the ``<old> <new> <ref>`` commands, side-band, the
 report-status. progreg supplies the rest:
 
 * every ref is judged against the advertised value before anything is sent
-  (:func:`~progreg.git.refupdates.plan`: branches only fast-forward, tags
+  (:func:`~progreg.git.refs.refupdates.plan`: branches only fast-forward, tags
   never move), in the ``update_refs`` callback, which ends the exchange with
   nothing pushed when a ref may not move;
-* the pack holds what :func:`~progreg.git.pushobjects.missing_object_ids`
+* the pack holds what :func:`~progreg.git.wire.pushobjects.missing_object_ids`
   selects (the new commits and the parts of their trees that changed), each
   object read from the object database only when the pack reaches it, so a
   push holds one object at a time, never the pack; over HTTP a body larger
@@ -16,8 +16,8 @@ report-status. progreg supplies the rest:
 * ``git://``: one TCP connection (``git-receive-pack /path\\0host=<host[:port]>\\0``)
   that times out after :data:`TIMEOUT` seconds of silence;
 * HTTP(S) requests go through :class:`_HttpClient`: certificates verified,
-  the proxy of :func:`~progreg.git.proxies.proxy_for`, credentials from
-  :class:`~progreg.git.credentials.CredentialSource` on a ``401`` (HTTP
+  the proxy of :func:`~progreg.git.wire.proxies.proxy_for`, credentials from
+  :class:`~progreg.git.wire.credentials.CredentialSource` on a ``401`` (HTTP
   Basic, to the remote's own host only), and Git's redirect rule: only the
   first request (``GET info/refs``) may be redirected, up to
   :data:`MAX_REDIRECTS` times, and the ``POST`` goes to the base URL the
@@ -47,10 +47,7 @@ from pygit2.enums import CredentialType
 
 from progreg._version import __version__
 from progreg.errors import AuthenticationError, ProgregError, RemoteError
-from progreg.git.credentials import CredentialSource
-from progreg.git.proxies import Proxy, proxy_for
-from progreg.git.pushobjects import missing_object_ids
-from progreg.git.refupdates import (
+from progreg.git.refs.refupdates import (
     ZERO,
     PushOutcome,
     RefUpdate,
@@ -59,7 +56,10 @@ from progreg.git.refupdates import (
     rejected,
     remote_lines,
 )
-from progreg.git.urls import CREDENTIALS_HELP, scrub
+from progreg.git.wire.credentials import CredentialSource
+from progreg.git.wire.proxies import Proxy, proxy_for
+from progreg.git.wire.pushobjects import missing_object_ids
+from progreg.git.wire.urls import CREDENTIALS_HELP, scrub
 
 if TYPE_CHECKING:
     from urllib3.response import BaseHTTPResponse

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from progreg.git.durability import make_dirs
-from progreg.git.identity import Identity
+from progreg.git.objects.identity import Identity
 from progreg.git.permissions import FILE_MODE, adjust_path
 from progreg.git.settings import LOG_ALWAYS, LOG_NORMAL
 

@@ -10,10 +10,10 @@ pushes; :func:`push_local` does what ``git receive-pack`` does instead:
 1. **Judge** every ref against the target's current value with the rules of
    a server with ``receive.denyNonFastForwards``: branches (``main``,
    checkpoints) only move forward, tags never move, nothing is deleted
-   (:func:`~progreg.git.refupdates.refusal`). A refusal raises
+   (:func:`~progreg.git.refs.refupdates.refusal`). A refusal raises
    :class:`~progreg.PushRejectedError` and nothing is changed.
 2. **Check the missing objects** as ``git fsck --strict`` does
-   (:mod:`progreg.git.fsck`) when the target asks for it as Git's
+   (:mod:`progreg.git.objects.fsck`) when the target asks for it as Git's
    ``receive-pack`` reads it (``receive.fsckObjects``, else
    ``transfer.fsckObjects``) and also when it sets neither (see
    :func:`fsck_objects_wanted`): one object refused raises
@@ -55,13 +55,13 @@ from pygit2.enums import FileMode, RepositoryOpenFlag
 from progreg import events
 from progreg.errors import RemoteError
 from progreg.git.failures import write_failure
-from progreg.git.fsck import IncomingObjects
-from progreg.git.identity import resolve_identity
 from progreg.git.locking import remove_stale_ref_locks, write_lock
-from progreg.git.objectread import raw_reader
+from progreg.git.objects.fsck import IncomingObjects
+from progreg.git.objects.identity import resolve_identity
+from progreg.git.pack.objectread import raw_reader
 from progreg.git.permissions import PERM_UMASK, adjust_loose_object, adjust_ref_paths
-from progreg.git.reflog import RefLogEntry, wants_reflog
-from progreg.git.refupdates import (
+from progreg.git.refs.reflog import RefLogEntry, wants_reflog
+from progreg.git.refs.refupdates import (
     ZERO,
     PushOutcome,
     RefUpdate,
@@ -69,7 +69,7 @@ from progreg.git.refupdates import (
     rejected,
     remote_lines,
 )
-from progreg.git.refwrite import NeedsLibgit2, RefSwap, swap_ref, swap_refs
+from progreg.git.refs.refwrite import NeedsLibgit2, RefSwap, swap_ref, swap_refs
 from progreg.git.settings import (
     RepositorySettings,
     check_object_format,

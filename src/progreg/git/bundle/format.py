@@ -11,7 +11,7 @@ A bundle is a text header followed by a pack::
 :func:`write_bundle` writes one from a repository's objects (plus objects held
 in memory), with deltas between consecutive versions of a tree or file.
 :func:`read_header` parses a header strictly. Reading a bundle's objects into
-a repository is :mod:`progreg.git.unbundle`'s job.
+a repository is :mod:`progreg.git.bundle.unbundle`'s job.
 
 This module knows nothing about registries: which refs are acceptable is the
 caller's decision.
@@ -32,10 +32,9 @@ from typing import BinaryIO
 import pygit2
 
 from progreg.errors import BundleError, UnsupportedObjectFormatError
-from progreg.git import objects
-from progreg.git import pack as packs
-from progreg.git.delta import make_delta
-from progreg.git.objects import (
+from progreg.git.objects import encoding as objects
+from progreg.git.objects.delta import make_delta
+from progreg.git.objects.encoding import (
     GITLINK_MODE,
     OBJ_COMMIT,
     OBJ_TAG,
@@ -43,7 +42,8 @@ from progreg.git.objects import (
     TREE_MODE,
     RawObject,
 )
-from progreg.git.pack import PackWriter, Progress
+from progreg.git.pack import format as packs
+from progreg.git.pack.format import PackWriter, Progress
 from progreg.git.permissions import FILE_MODE, set_created_mode
 from progreg.git.settings import repository_settings
 

@@ -20,10 +20,10 @@ from array import array
 from bisect import bisect_left
 from pathlib import Path
 
-from progreg.git import pack as packs
 from progreg.git.errors import MalformedObjectError
-from progreg.git.mapped import FAULT_AROUND, RELEASE_STEP, MappedFile
-from progreg.git.objects import TYPE_NAMES
+from progreg.git.objects.encoding import TYPE_NAMES
+from progreg.git.pack import format as packs
+from progreg.git.pack.mapped import FAULT_AROUND, RELEASE_STEP, MappedFile
 
 #: Depths and heights saturate here (far above any delta chain allowed).
 SATURATED = 255

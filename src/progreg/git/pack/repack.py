@@ -1,7 +1,7 @@
 """Merging packs into one new pack, reusing what they hold.
 
 :func:`merge_packs` is what keeps the packs writers leave behind (see
-:mod:`progreg.git.tailpack`) few and compact. It copies the entries of
+:mod:`progreg.git.pack.tailpack`) few and compact. It copies the entries of
 the packs it merges as they are, in runs: a whole object, or a delta whose
 base is in the same pack, keeps its bytes as long as nothing between it and
 its base changed; otherwise only its base offset is encoded anew. So the cost
@@ -9,7 +9,7 @@ is mostly copying bytes. Objects stored whole although an earlier version of
 the same path is among the merged objects (the first version of a path in
 the pack of a writer) are stored again as deltas against that version: the
 history of each path is a delta chain (at most
-:data:`~progreg.git.pack.MAX_DELTA_DEPTH` deep), as ``git gc`` makes.
+:data:`~progreg.git.pack.format.MAX_DELTA_DEPTH` deep), as ``git gc`` makes.
 Earlier versions come from the writer's hints (what each object it wrote
 replaced) and, for ``progreg gc``, from comparing every merged commit's tree
 with its first parent's, along the changed paths only.
@@ -18,7 +18,7 @@ The new pack is written under a temporary name, flushed to the disk, kept
 (``pack-<sha>.keep``, so that a concurrent ``git repack -a -d`` leaves it),
 renamed into place (pack first, index last) and checked, and only then are
 the merged packs deleted as Git deletes packs
-(:func:`~progreg.git.packdir.delete_packs`: a multi-pack-index listing
+(:func:`~progreg.git.pack.packdir.delete_packs`: a multi-pack-index listing
 them removed first, under its lock) and the keep released: a reader always
 finds every object, in the old packs or in the new one (libgit2 and Git look
 for new packs when an object is missing).
@@ -27,7 +27,7 @@ Memory stays bounded by a few bytes per merged object: objects are numbered
 by their place in the sorted list of merged ids (their *rank*), and what the
 merge knows of each (type, where it is read from, where it was written,
 its earlier version) is kept in arrays by rank; the merged packs are read
-through :class:`~progreg.git.packsource.PackSource`, which drops the
+through :class:`~progreg.git.pack.packsource.PackSource`, which drops the
 pages it read from the resident set as it goes; objects libgit2 reads for
 the merge come through an object database reopened every
 :data:`READS_PER_ODB` reads, so that its caches of delta bases stay small.
@@ -53,22 +53,22 @@ from typing import BinaryIO
 
 import pygit2
 
-from progreg.git import objects
-from progreg.git import pack as packs
-from progreg.git.basecache import BaseCache
-from progreg.git.delta import apply_delta, make_delta
 from progreg.git.durability import fsync_dir
 from progreg.git.errors import MalformedObjectError
-from progreg.git.objectread import packed_odb
-from progreg.git.objects import GITLINK_MODE, OBJ_COMMIT, TREE_MODE, object_id
-from progreg.git.packdir import (
+from progreg.git.objects import encoding as objects
+from progreg.git.objects.delta import apply_delta, make_delta
+from progreg.git.objects.encoding import GITLINK_MODE, OBJ_COMMIT, TREE_MODE, object_id
+from progreg.git.pack import format as packs
+from progreg.git.pack.basecache import BaseCache
+from progreg.git.pack.objectread import packed_odb
+from progreg.git.pack.packdir import (
     PACK_EXTENSIONS,
     PackKeep,
     delete_packs,
     place_pack,
     temporary_name,
 )
-from progreg.git.packsource import (
+from progreg.git.pack.packsource import (
     FANOUT_END,
     SATURATED,
     PackSource,
@@ -506,7 +506,7 @@ def _write(
 
     Returns the pack, what was written (offsets, deltas made, bases), the
     keep to release once the merged packs are deleted, and whether the same
-    pack was there already (:func:`~progreg.git.packdir.place_pack`).
+    pack was there already (:func:`~progreg.git.pack.packdir.place_pack`).
     """
     temporary = Path(temporary_name(pack_dir, "pack"))
     index_temporary = Path(temporary_name(pack_dir, "idx"))

@@ -23,7 +23,7 @@ from pathlib import Path
 import pygit2
 from pygit2.enums import ObjectType
 
-from progreg.git.objects import RawObject
+from progreg.git.objects.encoding import RawObject
 
 
 class BlobReader:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 
-from progreg.git.objects import RawObject
+from progreg.git.objects.encoding import RawObject
 
 #: Bytes of object data a cache keeps by default.
 DEFAULT_BUDGET = 16 * 1024 * 1024

@@ -1,0 +1,1 @@
+"""Git bundles: reading and writing them, and unbundling one into a repository."""

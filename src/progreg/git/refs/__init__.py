@@ -1,0 +1,1 @@
+"""References: loose and packed refs, reflogs, and writing and updating refs."""
