@@ -1,4 +1,4 @@
-"""The documentation's examples run, and assert what they show.
+"""The documentation's examples run, and print (or, in reference pages, assert) what they show.
 
 Every ```python block of ``README.md`` and ``docs/*.md`` is executed, in
 order, in one namespace per file, in a fresh temporary working directory (so
@@ -48,8 +48,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: The guides: stories a newcomer follows, whose examples show, never assert.
 GUIDES = ("start.md", "index.md", "manager.md", "sharing.md", "review.md", "dspy.md")
-#: Guides whose checks have not moved out yet (their test below is expected to fail).
-UNSPLIT: frozenset[str] = frozenset()
 
 #: Languages a fenced block may be labelled with (an unlabelled or misspelt
 #: block would silently escape testing).
@@ -230,7 +228,7 @@ def run_python(block: Block, namespace: dict[str, object], output: Block | None 
                 f"{display(block.path)}:{call.last}: the example shows"
                 f" {call.expected!r} but prints {actual!r}"
             )
-        elif output is None and block.path.name in GUIDES and block.path.name not in UNSPLIT:
+        elif output is None and block.path.name in GUIDES:
             pytest.fail(
                 f"{display(block.path)}:{call.first}: a guide's print shows no output;"
                 f" end it with `# <output>`, or follow the block with ```text output"
@@ -305,15 +303,7 @@ def output_block(block: Block | None) -> Block | None:
     )
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="not split yet"))
-        if name in UNSPLIT
-        else name
-        for name in GUIDES
-    ],
-)
+@pytest.mark.parametrize("name", GUIDES)
 def test_guides_do_not_assert(name: str) -> None:
     """A guide shows results (a print and its output); its checks live in references and tests."""
     path = ROOT / "docs" / name
