@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from mkdocs.utils.yaml import yaml_load
 
 from progreg import events
 
@@ -315,6 +316,30 @@ def test_guides_do_not_assert(name: str) -> None:
         if re.match(r"\s*assert\b", line)
     ]
     assert asserting == [], f"{name} is a guide: show results, move checks to tests: {asserting}"
+
+
+def nav_pages(entry: object) -> list[str]:
+    """The page files a mkdocs nav entry (a title, a list or a page) points at, anchors dropped."""
+    if isinstance(entry, str):
+        return [entry.split("#", 1)[0]]
+    if isinstance(entry, dict):
+        return [page for value in entry.values() for page in nav_pages(value)]
+    if isinstance(entry, list):
+        return [page for item in entry for page in nav_pages(item)]
+    return []
+
+
+def test_nav_has_guides_then_reference() -> None:
+    """start.md comes first, then a Guides section (the guides) and a Reference one (the rest)."""
+    nav = yaml_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    assert nav[0] == {"Install and first steps": "start.md"}
+    sections = {title: pages for item in nav[1:] for title, pages in item.items()}
+    assert list(sections) == ["Guides", "Reference"]
+    guides, reference = nav_pages(sections["Guides"]), nav_pages(sections["Reference"])
+    assert set(guides) == set(GUIDES) - {"start.md"}
+    pages = {path.name for path in (ROOT / "docs").glob("*.md")}
+    assert set(reference) >= pages - set(GUIDES), "a page of docs/ is in no nav section"
+    assert not set(reference) & set(GUIDES), "a guide is listed as reference"
 
 
 def test_output_block_must_follow_its_python_block() -> None:
