@@ -19,7 +19,9 @@ fails the build.
 is shown but not executed by ``tests/project/test_docs.py``. ``skip`` is for the
 tests only: Python-Markdown's fences take no such word, and would show the
 block as text (its ``# ...`` comments as headings). :func:`on_page_markdown`
-drops it before the page is rendered.
+drops it before the page is rendered, and so the word ``output`` of a
+```` ```text output ```` block (what the example above it prints, which the
+tests check).
 
 This file is excluded from the site (``exclude_docs`` in mkdocs.yml).
 """
@@ -42,7 +44,7 @@ from progreg.cli import cli
 log = logging.getLogger("mkdocs.hooks.progreg")
 
 #: The opening fence of an example the tests show but do not run, and what the site renders.
-SKIPPED_FENCE = re.compile(r"^(\s*```python) skip$", re.MULTILINE)
+SKIPPED_FENCE = re.compile(r"^(\s*```(?:python|text)) (?:skip|output)$", re.MULTILINE)
 #: The line of ``cli.md`` that the CLI reference replaces.
 CLI_MARKER = "<!-- progreg-cli-reference -->"
 #: The width of the terminal the help is rendered for.

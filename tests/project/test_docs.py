@@ -1,9 +1,20 @@
-"""The documentation's examples run, and assert what they show.
+"""The documentation's examples run, and print (or, in reference pages, assert) what they show.
 
 Every ```python block of ``README.md`` and ``docs/*.md`` is executed, in
 order, in one namespace per file, in a fresh temporary working directory (so
 ``ProgramStorage("./dspy_storage")`` lands there). A block whose fence line is
 ```python skip is shown but not run.
+
+What an example prints is what it shows, so it is checked:
+
+- a ``print(...)`` call whose last line ends with a comment, ``print(x)  # 0.91``,
+  must print exactly the comment's text (all the call printed, lines joined);
+- a ```text output block right after a python block is everything that
+  block prints.
+
+``...`` in an expected output stands for any text (an id, a commit, a time).
+The guides (:data:`GUIDES`) hold no ``assert``: every ``print`` of theirs
+shows its output, and the exact rules live in the reference pages and tests.
 
 Shell blocks (```sh) are shown, not run, except those whose first command
 starts with ``git ``: each of their lines is a ``git`` command that runs,
@@ -14,22 +25,30 @@ registry their own examples created.
 
 from __future__ import annotations
 
+import ast
+import builtins
+import io
 import logging
 import re
 import shlex
 import subprocess
+import sys
 import textwrap
+import tokenize
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from mkdocs.utils.yaml import yaml_load
 
 from progreg import events
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+#: The guides: stories a newcomer follows, whose examples show, never assert.
+GUIDES = ("start.md", "index.md", "manager.md", "sharing.md", "review.md", "dspy.md")
 
 #: Languages a fenced block may be labelled with (an unlabelled or misspelt
 #: block would silently escape testing).
@@ -117,14 +136,110 @@ def restored_global_state() -> Iterator[None]:
             lg.propagate = propagate
 
 
-def run_python(block: Block, namespace: dict[str, object]) -> None:
-    """Execute a python block; tracebacks point at the Markdown file's own lines."""
+@dataclass
+class Printed:
+    """What the prints of one python block wrote, by the line of the block that called them."""
+
+    block: Block
+    lines: dict[int, list[str]] = field(default_factory=dict)
+    everything: io.StringIO = field(default_factory=io.StringIO)
+
+    def print(
+        self, *values: object, sep: str | None = " ", end: str | None = "\n", **rest: object
+    ) -> None:
+        """``print``, recorded (a print to another file than stdout goes there untouched)."""
+        target = rest.get("file")
+        if target is not None and target is not sys.stdout:
+            builtins.print(*values, sep=sep, end=end, **rest)  # type: ignore[call-overload]
+            return
+        text = (" " if sep is None else sep).join(str(value) for value in values)
+        text += "\n" if end is None else end
+        self.everything.write(text)
+        self.lines.setdefault(self.calling_line(), []).append(text)
+
+    def calling_line(self) -> int:
+        """The line of this block (0 when none) whose code called print, through any function."""
+        frame = sys._getframe(2)
+        first, last = self.block.line, self.block.line + self.block.code.count("\n")
+        while frame is not None:
+            if frame.f_code.co_filename == str(self.block.path) and first <= frame.f_lineno < last:
+                return frame.f_lineno
+            frame = frame.f_back  # type: ignore[assignment]
+        return 0
+
+    def output_of(self, first: int, last: int) -> str:
+        """What the lines ``first`` to ``last`` printed, without the final newline."""
+        return "".join(
+            "".join(texts) for line, texts in sorted(self.lines.items()) if first <= line <= last
+        ).removesuffix("\n")
+
+
+@dataclass(frozen=True)
+class ShownOutput:
+    """A ``print(...)`` call of an example and the output its comment shows."""
+
+    first: int  # the call's first and last line, in the Markdown file
+    last: int
+    expected: str | None  # None: the call shows no output
+
+
+def shown_outputs(source: str) -> list[ShownOutput]:
+    """The print calls of ``source`` and what the comment ending each one shows."""
+    comments = {
+        token.start[0]: token.string.removeprefix("#").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    return [
+        ShownOutput(node.lineno, last, comments.get(last))
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "print"
+        and (last := node.end_lineno or node.lineno)
+    ]
+
+
+def matches(expected: str, actual: str) -> bool:
+    """True when ``actual`` is ``expected``, where ``...`` stands for any text."""
+    pattern = ".*?".join(re.escape(part) for part in expected.split("..."))
+    return re.fullmatch(pattern, actual, re.DOTALL) is not None
+
+
+def run_python(block: Block, namespace: dict[str, object], output: Block | None = None) -> None:
+    """Execute a python block and check what it prints against what the page shows.
+
+    ``output`` is the ```text output block that follows it, if any. Tracebacks
+    point at the Markdown file's own lines.
+    """
     source = "\n" * (block.line - 1) + block.code
+    printed = Printed(block)
+    namespace["print"] = printed.print
     try:
         exec(compile(source, str(block.path), "exec"), namespace)
     except Exception as exc:
         exc.add_note(f"in the python example at {block.where}")
         raise
+    finally:
+        namespace["print"] = builtins.print
+    for call in shown_outputs(source):
+        actual = printed.output_of(call.first, call.last)
+        if call.expected is not None:
+            assert matches(call.expected, actual), (
+                f"{display(block.path)}:{call.last}: the example shows"
+                f" {call.expected!r} but prints {actual!r}"
+            )
+        elif output is None and block.path.name in GUIDES:
+            pytest.fail(
+                f"{display(block.path)}:{call.first}: a guide's print shows no output;"
+                f" end it with `# <output>`, or follow the block with ```text output"
+            )
+    if output is not None:
+        expected = output.code.rstrip("\n")
+        actual = printed.everything.getvalue().rstrip("\n")
+        assert matches(expected, actual), (
+            f"{output.where}: the output shown is not what {block.where} prints:\n{actual}"
+        )
 
 
 def run_git(block: Block, cwd: Path) -> None:
@@ -161,7 +276,7 @@ def test_blocks_are_labelled(path: Path) -> None:
             f"{block.where}: code block language {block.language!r} is not one of"
             f" {sorted(LANGUAGES)}"
         )
-        allowed = {"skip"} if block.language == "python" else set()
+        allowed = {"python": {"skip"}, "text": {"output"}}.get(block.language, set())
         assert set(block.options) <= allowed, f"{block.where}: unknown options {block.options}"
 
 
@@ -173,11 +288,90 @@ def test_examples_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__main__"}
     with restored_global_state():
-        for block in blocks:
+        for block, following in zip(blocks, [*blocks[1:], None], strict=True):
             if block.runs_python:
-                run_python(block, namespace)
+                run_python(block, namespace, output_block(following))
             elif block.runs_git:
                 run_git(block, tmp_path)
+
+
+def output_block(block: Block | None) -> Block | None:
+    """``block`` when it is a ```text output block (the output of the python block before it)."""
+    return (
+        block
+        if block is not None and block.language == "text" and "output" in block.options
+        else None
+    )
+
+
+@pytest.mark.parametrize("name", GUIDES)
+def test_guides_do_not_assert(name: str) -> None:
+    """A guide shows results (a print and its output); its checks live in references and tests."""
+    path = ROOT / "docs" / name
+    asserting = [
+        f"{display(path)}:{block.line + number}"
+        for block in code_blocks(path)
+        if block.language == "python"
+        for number, line in enumerate(block.code.splitlines())
+        if re.match(r"\s*assert\b", line)
+    ]
+    assert asserting == [], f"{name} is a guide: show results, move checks to tests: {asserting}"
+
+
+def nav_pages(entry: object) -> list[str]:
+    """The page files a mkdocs nav entry (a title, a list or a page) points at, anchors dropped."""
+    if isinstance(entry, str):
+        return [entry.split("#", 1)[0]]
+    if isinstance(entry, dict):
+        return [page for value in entry.values() for page in nav_pages(value)]
+    if isinstance(entry, list):
+        return [page for item in entry for page in nav_pages(item)]
+    return []
+
+
+def test_nav_has_guides_then_reference() -> None:
+    """start.md comes first, then a Guides section (the guides) and a Reference one (the rest)."""
+    nav = yaml_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    assert nav[0] == {"Install and first steps": "start.md"}
+    sections = {title: pages for item in nav[1:] for title, pages in item.items()}
+    assert list(sections) == ["Guides", "Reference"]
+    guides, reference = nav_pages(sections["Guides"]), nav_pages(sections["Reference"])
+    assert set(guides) == set(GUIDES) - {"start.md"}
+    pages = {path.name for path in (ROOT / "docs").glob("*.md")}
+    assert set(reference) >= pages - set(GUIDES), "a page of docs/ is in no nav section"
+    assert not set(reference) & set(GUIDES), "a guide is listed as reference"
+
+
+def test_output_block_must_follow_its_python_block() -> None:
+    """A ```text output block only ever follows a python block."""
+    for path in DOC_FILES:
+        blocks = code_blocks(path)
+        for before, block in zip([None, *blocks], blocks, strict=False):
+            if output_block(block) is not None:
+                assert before is not None and before.runs_python, (
+                    f"{block.where}: an output block must follow a python block that runs"
+                )
+
+
+def test_shown_outputs_are_checked(tmp_path: Path) -> None:
+    """A print comment or output block that is not what the example prints fails."""
+    doc = tmp_path / "guide.md"
+    doc.write_text(
+        "```python\nscore = 0.91\nprint(score)  # 0.91\nprint('id', 'abc123')  # id ...\n```\n"
+        "```python\nfor n in (1, 2):\n    print(n)\n```\n```text output\n1\n2\n```\n",
+        encoding="utf-8",
+    )
+    blocks = code_blocks(doc)
+    namespace: dict[str, object] = {}
+    run_python(blocks[0], namespace)
+    run_python(blocks[1], namespace, output_block(blocks[2]))
+    doc.write_text("```python\nprint(0.92)  # 0.91\n```\n", encoding="utf-8")
+    with pytest.raises(AssertionError, match=re.escape("shows '0.91' but prints '0.92'")):
+        run_python(code_blocks(doc)[0], {})
+    doc.write_text("```python\nprint(1)\n```\n```text output\n2\n```\n", encoding="utf-8")
+    wrong = code_blocks(doc)
+    with pytest.raises(AssertionError, match="the output shown is not"):
+        run_python(wrong[0], {}, output_block(wrong[1]))
 
 
 def test_block_parser(tmp_path: Path) -> None:

@@ -159,7 +159,7 @@ def test_site_holds_no_build_scripts(site: Path) -> None:
     assert not list(site.rglob("*.py"))
 
 
-@pytest.mark.parametrize("name", ["manager", "sharing", "review"])
+@pytest.mark.parametrize("name", ["manager", "manager-reference", "sharing", "review"])
 def test_every_section_is_in_the_page_contents(site: Path, name: str) -> None:
     """Examples the tests skip render as code, so the page's contents list every section."""
     built = page(site, name)
