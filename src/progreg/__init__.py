@@ -62,6 +62,12 @@ if TYPE_CHECKING:
     from progreg.registry.compare import ComparedProgram, Comparison, ProgramComparison, ProgramDiff
     from progreg.registry.config import StorageConfig
     from progreg.registry.history import ProgramRecord
+    from progreg.registry.review import (
+        ProgramChange,
+        ReviewReport,
+        SignatureChange,
+        review_range,
+    )
     from progreg.registry.verify import VerifyReport
     from progreg.sharing.merging import MergeResult
     from progreg.sharing.remotes import PullResult, PushResult, RemoteInfo, SyncResult
@@ -124,6 +130,10 @@ _EXPORTS: dict[str, str] = {
     "SyncResult": "remotes",
     "OptimizationResult": "results",
     "VerifyReport": "verify",
+    "ProgramChange": "review",
+    "ReviewReport": "review",
+    "SignatureChange": "review",
+    "review_range": "review",
     "ProgramStorage": "storage",
     "ExportResult": "transfer",
     "ImportResult": "transfer",
@@ -196,6 +206,10 @@ def _module(module: str) -> ModuleType:
         from progreg.registry import verify
 
         return verify
+    if module == "review":
+        from progreg.registry import review
+
+        return review
     raise AttributeError(f"progreg has no module {module!r} to export from")
 
 
@@ -241,6 +255,7 @@ __all__ = [
     "OptimizationHistory",
     "OptimizationResult",
     "OptimizerStats",
+    "ProgramChange",
     "ProgramComparison",
     "ProgramDiff",
     "ProgramHistory",
@@ -259,8 +274,10 @@ __all__ = [
     "RegistryError",
     "RemoteError",
     "RemoteInfo",
+    "ReviewReport",
     "SavedProgram",
     "SecretDetectedError",
+    "SignatureChange",
     "SigningError",
     "StorageConfig",
     "StorageManager",
@@ -271,5 +288,6 @@ __all__ = [
     "UnsupportedProgramError",
     "VerifyReport",
     "__version__",
+    "review_range",
     "subscribe",
 ]

@@ -47,6 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("remotes", "push"),
     "remote": ("remotes", "remote"),
     "restore": ("programs", "restore"),
+    "review": ("review", "review"),
     "save": ("programs", "save"),
     "show": ("programs", "show"),
     "sync": ("remotes", "sync"),
@@ -100,6 +101,10 @@ def _command_module(module: str) -> ModuleType:
         from progreg.cli import remotes
 
         return remotes
+    if module == "review":
+        from progreg.cli import review
+
+        return review
     if module == "tags":
         from progreg.cli import tags
 

@@ -1,0 +1,422 @@
+"""What a range of commits changes, in progreg's terms: the summary of a pull request.
+
+:func:`review_range` reads two revisions of a registry (a bare registry or
+any clone of one, ``BASE..HEAD`` as Git spells a pull request) and reports:
+
+* the programs added, changed and removed, each with its score before and
+  after and its optimizer;
+* for a changed program: each string field that changed, as a word diff
+  (instructions read as prose), each demo list whose length changed, and
+  the paths of every other value that changed;
+* per signature touched: its best program before and after (the best of
+  ``main``'s rule: the highest score), and whether the change makes another
+  program the best;
+* what the server's hook would refuse in those commits (invalid or
+  non-canonical files, credentials, lying trailers).
+
+:func:`to_markdown` writes it as a pull-request comment; the model is its
+JSON (``progreg review --json``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import pygit2
+from pydantic import BaseModel, ConfigDict, Field
+from pygit2.enums import SortMode
+
+from progreg.core import canonical
+from progreg.core.document import ProgramDocument, decode_document
+from progreg.core.ids import program_id_of_path
+from progreg.core.layout import PROGRAMS_DIR
+from progreg.errors import InvalidInputError, ProgregError
+from progreg.registry.validation import tree_files, validate_commit
+
+#: Values whose change is bookkeeping of a save, not a change to review.
+_BOOKKEEPING = ("saved_at", "metadata.progreg_version", "metadata.python_version")
+_WORDS = re.compile(r"\s+|\S+")
+
+
+class ScoreChange(BaseModel):
+    """A score before and after (``None``: the program had none, or did not exist)."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    before: float | None
+    after: float | None
+
+    @property
+    def delta(self) -> float | None:
+        """``after - before``, when both exist."""
+        if self.before is None or self.after is None:
+            return None
+        return self.after - self.before
+
+
+class TextChange(BaseModel):
+    """A string value that changed, as a word diff."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    path: str = Field(description="where the value is (program_data.state....instructions)")
+    words: list[tuple[Literal["same", "removed", "added"], str]] = Field(
+        description="the text in runs: kept, removed and added words (with their spaces)"
+    )
+
+
+class ProgramChange(BaseModel):
+    """One program the range adds, changes or removes."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    program_id: str
+    status: Literal["added", "changed", "removed"]
+    signature_class: str | None
+    optimizer: str | None = Field(description="the optimizer of the newer version")
+    score: ScoreChange
+    texts: list[TextChange] = Field(default_factory=list)
+    demos: dict[str, tuple[int, int]] = Field(
+        default_factory=dict, description="each demo list whose length changed: before, after"
+    )
+    other_changes: list[str] = Field(
+        default_factory=list, description="paths of the other values that changed"
+    )
+
+
+class SignatureChange(BaseModel):
+    """A signature the range touches, and its best program before and after."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    signature_class: str | None
+    best_before: str | None
+    best_after: str | None
+    score: ScoreChange = Field(description="the best score before and after")
+
+    @property
+    def best_changes(self) -> bool:
+        """True when another program is the best after the range."""
+        return self.best_before != self.best_after
+
+
+class ReviewReport(BaseModel):
+    """What the commits ``base..head`` change: programs, signatures' best, findings."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    base: str = Field(description="the commit the range starts from (excluded)")
+    head: str = Field(description="the last commit of the range")
+    commits: int = Field(description="how many commits the range holds")
+    programs: list[ProgramChange]
+    signatures: list[SignatureChange]
+    problems: list[str] = Field(description="what the server's hook would refuse, by commit")
+
+    @property
+    def ok(self) -> bool:
+        """True when the hook would accept every commit of the range."""
+        return not self.problems
+
+    def to_markdown(self) -> str:
+        """The report as a pull-request comment (GitHub and GitLab flavoured Markdown)."""
+        return to_markdown(self)
+
+
+def review_range(path: str | Path, spec: str) -> ReviewReport:
+    """Review ``spec`` (``BASE..HEAD``; ``REV`` alone: ``REV~1..REV``) in the Git
+    repository at (or containing) ``path``: a bare registry or a clone of one."""
+    repo = _open(Path(path))
+    base, head = _range(repo, spec)
+    before, after = _programs(repo, base.tree), _programs(repo, head.tree)
+    changed = sorted(
+        program_id
+        for program_id in {*before, *after}
+        if before.get(program_id, (None,))[0] != after.get(program_id, (None,))[0]
+    )
+    programs = [
+        _program_change(program_id, before.get(program_id), after.get(program_id))
+        for program_id in changed
+    ]
+    signatures = _signature_changes(before, after, {p.signature_class for p in programs})
+    walker = repo.walk(head.id, SortMode.TOPOLOGICAL | SortMode.REVERSE)
+    walker.hide(base.id)
+    commits = list(walker)
+    problems = [str(problem) for commit in commits for problem in validate_commit(repo, commit)]
+    return ReviewReport(
+        base=str(base.id),
+        head=str(head.id),
+        commits=len(commits),
+        programs=programs,
+        signatures=signatures,
+        problems=problems,
+    )
+
+
+# -- reading ----------------------------------------------------------------------------
+
+_Version = tuple[str, ProgramDocument | None, dict[str, Any] | None]
+
+
+def _open(path: Path) -> pygit2.Repository:
+    found = pygit2.discover_repository(str(path))
+    if found is None:
+        raise InvalidInputError(f"{path} is not in a Git repository: nothing to review")
+    return pygit2.Repository(found)
+
+
+def _range(repo: pygit2.Repository, spec: str) -> tuple[pygit2.Commit, pygit2.Commit]:
+    if not isinstance(spec, str) or not spec or "..." in spec:
+        raise InvalidInputError(f"review needs a range BASE..HEAD (or one revision), not {spec!r}")
+    text = spec if ".." in spec else f"{spec}~1..{spec}"
+    try:
+        revspec = repo.revparse(text)
+        base = revspec.from_object.peel(pygit2.Commit)
+        head = (revspec.to_object or revspec.from_object).peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError) as exc:
+        raise InvalidInputError(f"unknown revision range {spec!r}: {exc}") from exc
+    return base, head
+
+
+def _programs(repo: pygit2.Repository, tree: pygit2.Tree) -> dict[str, _Version]:
+    """``{program id: (blob id, document, decoded JSON)}`` of a tree (unreadable: ``None``)."""
+    found: dict[str, _Version] = {}
+    if PROGRAMS_DIR not in tree:
+        return found
+    for path, _, oid in tree_files(repo, tree):
+        program_id = program_id_of_path(path)
+        if program_id is None:
+            continue
+        blob = repo[oid]
+        data = blob.data if isinstance(blob, pygit2.Blob) else b""
+        try:
+            found[program_id] = (str(oid), decode_document(data, path), canonical.decode(data))
+        except ProgregError:  # the findings say what is wrong with it
+            found[program_id] = (str(oid), None, None)
+    return found
+
+
+# -- comparing --------------------------------------------------------------------------
+
+
+def _program_change(program_id: str, old: _Version | None, new: _Version | None) -> ProgramChange:
+    old_doc, new_doc = (old[1] if old else None), (new[1] if new else None)
+    latest = new_doc or old_doc
+    status: Literal["added", "changed", "removed"] = (
+        "added" if old is None else "removed" if new is None else "changed"
+    )
+    texts: list[TextChange] = []
+    demos: dict[str, tuple[int, int]] = {}
+    others: list[str] = []
+    if old is not None and new is not None and old[2] is not None and new[2] is not None:
+        for path, before, after in _differences(old[2], new[2], ""):
+            if path in _BOOKKEEPING:
+                continue
+            if isinstance(before, str) and isinstance(after, str):
+                texts.append(TextChange(path=path, words=word_diff(before, after)))
+            elif isinstance(before, list) and isinstance(after, list) and path.endswith("demos"):
+                if len(before) != len(after):
+                    demos[path] = (len(before), len(after))
+                else:
+                    others.append(path)
+            else:
+                others.append(path)
+    return ProgramChange(
+        program_id=program_id,
+        status=status,
+        signature_class=latest.signature_class if latest is not None else None,
+        optimizer=latest.optimizer if latest is not None else None,
+        score=ScoreChange(
+            before=old_doc.best_score if old_doc is not None else None,
+            after=new_doc.best_score if new_doc is not None else None,
+        ),
+        texts=texts,
+        demos=demos,
+        other_changes=others,
+    )
+
+
+def _differences(before: Any, after: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
+    """``(path, before, after)`` of each value that differs: objects key by key, lists item
+    by item when their lengths agree, anything else whole."""
+    if before == after:
+        return
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in sorted({*before, *after}):
+            yield from _differences(
+                before.get(key), after.get(key), f"{path}.{key}" if path else key
+            )
+    elif isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        for index, (old, new) in enumerate(zip(before, after, strict=True)):
+            yield from _differences(old, new, f"{path}[{index}]")
+    else:
+        yield path, before, after
+
+
+def word_diff(before: str, after: str) -> list[tuple[Literal["same", "removed", "added"], str]]:
+    """``before`` turned into ``after`` word by word: runs of kept, removed and added text."""
+    old, new = _WORDS.findall(before), _WORDS.findall(after)
+    runs: list[tuple[Literal["same", "removed", "added"], str]] = []
+    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            runs.append(("same", "".join(old[i1:i2])))
+            continue
+        if i2 > i1:
+            runs.append(("removed", "".join(old[i1:i2])))
+        if j2 > j1:
+            runs.append(("added", "".join(new[j1:j2])))
+    return runs
+
+
+def _signature_changes(
+    before: dict[str, _Version], after: dict[str, _Version], touched: set[str | None]
+) -> list[SignatureChange]:
+    changes = []
+    for signature in sorted(touched, key=lambda name: (name is None, name or "")):
+        old_best = _best(before, signature)
+        new_best = _best(after, signature)
+        changes.append(
+            SignatureChange(
+                signature_class=signature,
+                best_before=old_best[0] if old_best else None,
+                best_after=new_best[0] if new_best else None,
+                score=ScoreChange(
+                    before=old_best[1] if old_best else None,
+                    after=new_best[1] if new_best else None,
+                ),
+            )
+        )
+    return changes
+
+
+def _best(programs: dict[str, _Version], signature: str | None) -> tuple[str, float] | None:
+    """The program of ``signature`` with the highest score (ties: the later save)."""
+    scored = [
+        (document.best_score, document.saved_at, program_id)
+        for program_id, (_, document, _) in programs.items()
+        if document is not None
+        and document.signature_class == signature
+        and document.best_score is not None
+    ]
+    if not scored:
+        return None
+    score, _, program_id = max(scored)
+    return program_id, score
+
+
+# -- Markdown ----------------------------------------------------------------------------
+
+
+def to_markdown(report: ReviewReport) -> str:
+    """The report as a pull-request comment (GitHub and GitLab flavoured Markdown)."""
+    counts = dict.fromkeys(("added", "changed", "removed"), 0)
+    for program in report.programs:
+        counts[program.status] += 1
+    lines = [
+        f"### progreg review: {len(report.programs)} program(s) changed"
+        f" ({counts['added']} added, {counts['changed']} changed, {counts['removed']} removed)",
+        "",
+        f"`{report.base[:12]}..{report.head[:12]}`, {report.commits} commit(s).",
+        "",
+    ]
+    if report.programs:
+        lines += [
+            "| Program | Signature | Change | Score | Optimizer |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{p.program_id}` | {_cell(p.signature_class)} | {p.status}"
+            f" | {_score(p.score)} | {_cell(p.optimizer)} |"
+            for p in report.programs
+        ]
+        lines.append("")
+    for signature in report.signatures:
+        name = _cell(signature.signature_class)
+        if signature.best_changes:
+            lines.append(
+                f"**Best {name}** is now {_id(signature.best_after)} ({_score(signature.score)}),"
+                f" was {_id(signature.best_before)}."
+            )
+        else:
+            lines.append(
+                f"Best {name} stays {_id(signature.best_after)} ({_score(signature.score)})."
+            )
+    lines.append("")
+    for program in report.programs:
+        details = _details(program)
+        if details:
+            lines += [f"#### `{program.program_id}` ({_cell(program.signature_class)})", ""]
+            lines += details
+            lines.append("")
+    if report.problems:
+        lines += [f"**The server's hook would refuse {len(report.problems)} thing(s):**", ""]
+        lines += [f"- {_escape(problem)}" for problem in report.problems[:50]]
+    else:
+        lines.append("The server's hook would accept every commit.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _details(program: ProgramChange) -> list[str]:
+    lines = []
+    for text in program.texts:
+        rendered = "".join(
+            _escape(words)
+            if kind == "same"
+            else f"~~{_escape(words.strip())}~~ "
+            if kind == "removed"
+            else f"**{_escape(words.strip())}** "
+            for kind, words in text.words
+        )
+        lines += [f"- `{text.path}`:", f"  > {rendered.strip()}"]
+    for path, (old, new) in program.demos.items():
+        lines.append(f"- `{path}`: {old} → {new} demos")
+    if program.other_changes:
+        shown = ", ".join(f"`{path}`" for path in program.other_changes[:20])
+        more = len(program.other_changes) - 20
+        lines.append(f"- also changed: {shown}" + (f" and {more} more" if more > 0 else ""))
+    return lines
+
+
+def _score(score: ScoreChange) -> str:
+    def one(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    delta = score.delta
+    if score.before == score.after:
+        return one(score.after)
+    change = "" if delta is None else f" ({delta:+.4f})"
+    return f"{one(score.before)} → {one(score.after)}{change}"
+
+
+def _id(program_id: str | None) -> str:
+    return "none" if program_id is None else f"`{program_id}`"
+
+
+def _cell(text: str | None) -> str:
+    return "-" if not text else _escape(text).replace("|", "\\|")
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#|~])")
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escape(text: str) -> str:
+    """Stored text as Markdown shows it literally, control characters written as escapes."""
+    plain = _CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    return _MARKDOWN.sub(r"\\\1", plain).replace("\n", " ")
+
+
+__all__ = [
+    "ProgramChange",
+    "ReviewReport",
+    "ScoreChange",
+    "SignatureChange",
+    "TextChange",
+    "review_range",
+    "to_markdown",
+    "word_diff",
+]
