@@ -289,8 +289,8 @@ class StorageManager:
         return history
 
     def _main_id(self) -> str | None:
-        reference = self.storage.registry.git.repo.references.get(MAIN)
-        return None if reference is None else str(reference.resolve().target)
+        target = self.storage.registry.git.tip_id(MAIN)
+        return None if target is None else str(target)
 
     def compare_programs(self, program_id_1: str, program_id_2: str) -> ProgramComparison:
         """Compare two live programs: scores, ages, a structural summary and a unified diff."""

@@ -44,6 +44,12 @@ class ProgramStorage:
     ``durable`` (the default: see :func:`~progreg.registry.config.resolve_durable` for
     ``PROGREG_DURABLE`` and the ``progreg.durable`` Git config), every write is
     on the disk (``fsync``) before the call returns, so it survives power loss.
+
+    ``rev`` reads the registry as it was (or would be) at a revision: a
+    branch under review, a tag, a commit, ``main~3``; such a registry, and one
+    opened with ``read_only`` (which may also be a clone: its checked-out
+    commit is read), refuses every write with
+    :class:`~progreg.ReadOnlyRegistryError`.
     """
 
     def __init__(
@@ -55,6 +61,8 @@ class ProgramStorage:
         lock_timeout: float = 30.0,
         max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
         durable: bool | None = None,
+        rev: str | None = None,
+        read_only: bool = False,
     ) -> None:
         self._registry = Registry(
             storage_path,
@@ -63,6 +71,8 @@ class ProgramStorage:
             lock_timeout=lock_timeout,
             max_program_bytes=max_program_bytes,
             durable=durable,
+            rev=rev,
+            read_only=read_only,
         )
 
     def __repr__(self) -> str:
@@ -72,6 +82,11 @@ class ProgramStorage:
     def path(self) -> Path:
         """The registry's directory (the bare Git repository)."""
         return self._registry.path
+
+    @property
+    def read_only(self) -> bool:
+        """True when this registry was opened to read only (``rev=``, ``read_only=``, a clone)."""
+        return self._registry.read_only
 
     @property
     def registry(self) -> Registry:

@@ -19,9 +19,17 @@ EXIT_NOT_FOUND = 3
 class Context:
     """Where the registry is and how to report, as ``progreg``'s own options say."""
 
-    def __init__(self, registry: Path | None, debug: bool, durable: bool | None = None) -> None:
+    def __init__(
+        self,
+        registry: Path | None,
+        debug: bool,
+        durable: bool | None = None,
+        rev: str | None = None,
+    ) -> None:
         self.registry = registry
         self.debug = debug
+        #: ``--rev``: read the registry at this revision (read-only).
+        self.rev = rev
         #: ``--durable`` / ``--no-durable``; ``None`` leaves it to PROGREG_DURABLE and Git config.
         self.durable = durable
         #: Registries this command created, as ``(registry, topmost directory created,
@@ -32,4 +40,4 @@ class Context:
         """Open (or create) the registry named by ``--registry`` / ``PROGREG_PATH``."""
         from progreg import ProgramStorage  # noqa: PLC0415 - not needed by --help
 
-        return ProgramStorage(self.registry, durable=self.durable)
+        return ProgramStorage(self.registry, durable=self.durable, rev=self.rev)

@@ -130,7 +130,7 @@ def load_command(name: str) -> click.Command:
 
 #: The group's own options, taken wherever they stand on the command line.
 _GLOBAL_FLAGS = frozenset({"--debug", "--durable", "--no-durable"})
-_GLOBAL_WITH_VALUE = frozenset({"--registry"})
+_GLOBAL_WITH_VALUE = frozenset({"--registry", "--rev"})
 
 
 def hoist_global_options(args: list[str]) -> list[str]:
@@ -199,17 +199,30 @@ class RootGroup(OneLineUsageCommand, click.Group):
     help="Flush every write to the disk before returning (the default), or not. Default:"
     " $PROGREG_DURABLE, else the registry's progreg.durable Git config, else on.",
 )
+@click.option(
+    "--rev",
+    metavar="REV",
+    help="Read the registry as it is at this revision (a branch under review, a tag, a"
+    " commit, main~3); the registry is then read-only. In a clone, the checked-out commit"
+    " is read by default.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 @click.version_option(__version__, prog_name="progreg")
 @click.pass_context
-def cli(ctx: click.Context, registry: Path | None, durable: bool | None, debug: bool) -> None:
+def cli(
+    ctx: click.Context,
+    registry: Path | None,
+    durable: bool | None,
+    rev: str | None,
+    debug: bool,
+) -> None:
     """progreg: a Git-backed registry of optimized LLM programs.
 
     \b
     Example:
       progreg --registry ./registry demo
     """
-    ctx.obj = Context(registry, debug, durable)
+    ctx.obj = Context(registry, debug, durable, rev)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -140,6 +140,8 @@ def open_storage(ctx: Context, *, create: bool = False) -> ProgramStorage:
             f"no registry at {path}: create one with 'progreg init {path}',"
             " or name another with --registry or PROGREG_PATH"
         )
+    if ctx.rev is not None or (path / ".git").exists():  # a revision, or a clone: read only
+        return ProgramStorage(path, durable=ctx.durable, rev=ctx.rev, read_only=True)
     creation = _creation(path) if create else None
     if creation is not None:  # recorded first: a failure half way through is undone too
         ctx.created.append((path.absolute(), *creation))

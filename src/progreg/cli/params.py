@@ -28,7 +28,7 @@ def _completion_storage(ctx: click.Context) -> ProgramStorage | None:
     if not path.is_dir() or not any(path.iterdir()):
         return None
     try:
-        return ProgramStorage(path)
+        return ProgramStorage(path, read_only=True)  # completion never writes
     except ProgregError:
         return None
 

@@ -29,8 +29,10 @@ from pygit2.enums import RepositoryOpenFlag, SortMode
 from progreg import events
 from progreg.errors import (
     DamagedObjectError,
+    InvalidInputError,
     NotARegistryError,
     ProgregError,
+    ReadOnlyRegistryError,
     RegistryBusyError,
     RegistryError,
 )
@@ -173,8 +175,13 @@ class GitRepository:
         create: bool = True,
         lock_timeout: float = 30.0,
         durable: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path).expanduser().absolute()
+        #: A read-only handle refuses every write; it may also read a clone (a work tree).
+        self.read_only = read_only
+        #: ``{ref: commit}`` read in place of the refs' own values (see :meth:`pin`).
+        self._pins: dict[str, pygit2.Oid] = {}
         self.lock_timeout = lock_timeout
         self.durable = durable
         self._local = threading.local()
@@ -210,7 +217,7 @@ class GitRepository:
         if path.exists() and not path.is_dir():
             raise NotARegistryError(f"{path} is a file, not a registry directory")
         if not path.exists() or not any(path.iterdir()):
-            if not create:
+            if not create or self.read_only:
                 raise NotARegistryError(f"no registry at {path}")
             blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
             if blocking is not None:
@@ -227,10 +234,13 @@ class GitRepository:
                 f"{path} exists and is not a Git repository; progreg will not write into it"
             ) from exc
         if not repo.is_bare:
-            raise NotARegistryError(
-                f"{path} is a Git work tree; a registry is a bare repository"
-                " (make one with: git clone --bare <this> <registry>)"
-            )
+            if not self.read_only:
+                raise NotARegistryError(
+                    f"{path} is a Git work tree; a registry is a bare repository"
+                    " (make one with: git clone --bare <this> <registry>; commands that only"
+                    " read work on a clone)"
+                )
+            self.path = Path(repo.path).absolute()  # its .git directory
         self._adopt(repo)
 
     @property
@@ -342,12 +352,45 @@ class GitRepository:
 
     # -- reading -----------------------------------------------------------------
 
-    def tip(self, ref: str) -> pygit2.Commit | None:
-        """The commit ``ref`` points at, or ``None`` when the ref does not exist."""
+    def pin(self, ref: str, revision: str) -> pygit2.Oid:
+        """Read ``ref`` as the commit ``revision`` names (a branch, a tag, a commit id,
+        ``main~3``...), on this read-only handle; return that commit's id."""
+        if not self.read_only:
+            raise InvalidInputError("only a read-only registry can be read at another revision")
+        try:
+            commit = self.repo.revparse_single(revision).peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            raise InvalidInputError(
+                f"unknown revision {revision!r} in {self.path}: name a branch, a tag or a commit"
+            ) from exc
+        self._pins[ref] = commit.id
+        return commit.id
+
+    def check_writable(self) -> None:
+        """Raise :class:`~progreg.ReadOnlyRegistryError` on a read-only handle."""
+        if self.read_only:
+            raise ReadOnlyRegistryError(
+                f"{self.path} is open read-only (a clone, or a registry read at another"
+                " revision): write to the registry itself"
+            )
+
+    def tip_id(self, ref: str) -> pygit2.Oid | None:
+        """The id of the commit ``ref`` points at (as pinned), or ``None`` without the ref."""
+        pinned = self._pins.get(ref)
+        if pinned is not None:
+            return pinned
         reference = self.repo.references.get(ref)
         if reference is None:
             return None
-        commit = self.repo[reference.resolve().target]
+        target = reference.resolve().target
+        return target if isinstance(target, pygit2.Oid) else None
+
+    def tip(self, ref: str) -> pygit2.Commit | None:
+        """The commit ``ref`` points at, or ``None`` when the ref does not exist."""
+        target = self.tip_id(ref)
+        if target is None:
+            return None
+        commit = self.repo[target]
         if not isinstance(commit, pygit2.Commit):
             raise RegistryError(f"{ref} does not point at a commit")
         return commit
@@ -415,6 +458,7 @@ class GitRepository:
 
     def write_blob(self, data: bytes) -> pygit2.Oid:
         """Store ``data`` as a blob (idempotent: same bytes, same id)."""
+        self.check_writable()
         oid = self.repo.create_blob(data)
         adjust_loose_object(self.path / "objects", str(oid), self.settings.shared)  # libgit2's
         if self.durable:
@@ -437,6 +481,7 @@ class GitRepository:
         lock is still held, with the names of the tags created. Returns the
         new commit id, or ``None`` when the plan was empty.
         """
+        self.check_writable()
         new, _ = self.update_ref_returning(ref, lambda tip: (plan(tip), None), after)
         return new
 
@@ -452,6 +497,7 @@ class GitRepository:
         of the call that won (the one made on the tip the ref moved from) is
         returned with the new commit id. No state outlives a discarded call.
         """
+        self.check_writable()
         deadline = time.monotonic() + self.lock_timeout
         settings = self.settings
         with write_lock(self.path, self.lock_timeout, settings.shared) as grant, self._settling():
@@ -511,6 +557,7 @@ class GitRepository:
         is no longer an ancestor of ``target``. ``reflog`` is the entry logged
         for the move (by default: the committer of the config, ``fast-forward``).
         """
+        self.check_writable()
         settings = self.settings
         with write_lock(self.path, self.lock_timeout, settings.shared):
             tip = self.tip(ref)
@@ -582,6 +629,7 @@ class GitRepository:
 
         The tag object is written as a pack, as commits are.
         """
+        self.check_writable()
         ref = f"refs/tags/{name}"
         settings = self.settings
         with (
@@ -666,6 +714,7 @@ class GitRepository:
         error that gives. ``reflog`` is the entry logged for each ref Git would
         log (by default: the config's committer, ``created``).
         """
+        self.check_writable()
         settings = self.settings
         with write_lock(self.path, self.lock_timeout, settings.shared):
             if self.durable:  # the objects they name may have come from a bundle or a fetch
@@ -716,6 +765,7 @@ class GitRepository:
         for the registry's own refs, which move only by compare-and-swap.
         ``reflog`` is the entry logged (by default: the config's committer, ``updated``).
         """
+        self.check_writable()
         settings = self.settings
         with write_lock(self.path, self.lock_timeout, settings.shared):
             if target is None:
@@ -740,6 +790,7 @@ class GitRepository:
 
     def delete_ref(self, name: str) -> bool:
         """Delete ref ``name`` (and its reflog, as Git does); ``False`` if it did not exist."""
+        self.check_writable()
         settings = self.settings
         with write_lock(self.path, self.lock_timeout, settings.shared):
             return self._delete(name, settings)

@@ -44,8 +44,9 @@ _CONFIG = {
     f"merge.{DRIVER}.driver": "{command} hooks merge-driver %O %A %B %P",
     f"diff.{DRIVER}.textconv": "{command} hooks textconv",
 }
-#: Strings longer than this are shown one sentence per line.
-_LONG = 72
+#: Strings longer than this (prompts, demos; not names or ids) are shown one sentence
+#: per line, so that adding or editing a sentence changes one line.
+_LONG = 40
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 #: A value shown in a conflict report is cut to this many characters.
 _SHOWN = 200

@@ -133,7 +133,7 @@ class LogIndex:
         self._blobs = BlobReader(git.path / "objects")
         self._by_time = SortedView(lambda s, live: (s.saved_at, s.program_id))
         self._by_position = SortedView(lambda s, live: (live.position, s.saved_at, s.program_id))
-        if cache is True:
+        if cache is True and not git.read_only:  # a read-only view writes nothing
             self._cache: Path | None = logcache.cache_path(git.path, ref)
         else:
             self._cache = cache if isinstance(cache, Path) else None
@@ -221,11 +221,11 @@ class LogIndex:
     # -- following the ref ---------------------------------------------------------
 
     def _refresh(self) -> None:
-        reference = self._git.repo.references.get(self._ref)
-        if reference is None:
+        target = self._git.tip_id(self._ref)
+        if target is None:
             self._reset()
             return
-        if reference.resolve().target == self._head:
+        if target == self._head:
             return
         if not self._cache_loaded:
             self._cache_loaded = True

@@ -363,15 +363,14 @@ def to_markdown(report: ReviewReport) -> str:
 def _details(program: ProgramChange) -> list[str]:
     lines = []
     for text in program.texts:
-        rendered = "".join(
-            _escape(words)
-            if kind == "same"
-            else f"~~{_escape(words.strip())}~~ "
-            if kind == "removed"
-            else f"**{_escape(words.strip())}** "
-            for kind, words in text.words
-        )
-        lines += [f"- `{text.path}`:", f"  > {rendered.strip()}"]
+        parts, previous = [], ""
+        for kind, words in text.words:
+            part = _marked(kind, words)
+            if previous == "removed" and kind == "added" and not part.startswith(" "):
+                part = f" {part}"  # a replacement: the struck words, then the new ones
+            parts.append(part)
+            previous = kind
+        lines += [f"- `{text.path}`:", f"  > {''.join(parts).strip()}"]
     for path, (old, new) in program.demos.items():
         lines.append(f"- `{path}`: {old} → {new} demos")
     if program.other_changes:
@@ -379,6 +378,18 @@ def _details(program: ProgramChange) -> list[str]:
         more = len(program.other_changes) - 20
         lines.append(f"- also changed: {shown}" + (f" and {more} more" if more > 0 else ""))
     return lines
+
+
+def _marked(kind: str, words: str) -> str:
+    """A run of a word diff in Markdown: removed words struck through, added ones bold,
+    the spaces around them outside the marks (Markdown ignores marks around spaces)."""
+    core = words.strip()
+    if kind == "same" or not core:
+        return " " if not core and kind == "added" and words else _escape(words)
+    lead = words[: len(words) - len(words.lstrip())]
+    trail = words[len(words.rstrip()) :]
+    mark = "~~" if kind == "removed" else "**"
+    return f"{' ' if lead else ''}{mark}{_escape(core)}{mark}{' ' if trail else ''}"
 
 
 def _score(score: ScoreChange) -> str:

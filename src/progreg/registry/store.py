@@ -92,10 +92,17 @@ class Registry:
         lock_timeout: float = 30.0,
         max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
         durable: bool | None = None,
+        rev: str | None = None,
+        read_only: bool = False,
     ) -> None:
         path = storage_path if storage_path is not None else registry_path_from_environment()
-        self._git = GitRepository(path, lock_timeout=lock_timeout)
+        read_only = read_only or rev is not None
+        self._git = GitRepository(path, lock_timeout=lock_timeout, read_only=read_only)
         self._git.durable = resolve_durable(durable, self._git.config)
+        if rev is not None:
+            self._git.pin(MAIN, rev)
+        elif read_only and not self._git.repo.is_bare:
+            self._git.pin(MAIN, "HEAD")  # a clone: what is checked out
         self.max_program_bytes = max_program_bytes
         self.types = ProgramTypes()
         self._author_arg = author
@@ -113,6 +120,11 @@ class Registry:
     def path(self) -> Path:
         """The registry's directory (the bare Git repository)."""
         return self._git.path
+
+    @property
+    def read_only(self) -> bool:
+        """True for a registry opened to read only: at a revision, or a clone."""
+        return self._git.read_only
 
     @property
     def git(self) -> GitRepository:
@@ -136,7 +148,10 @@ class Registry:
                     adjust_ref_paths(self.path, "HEAD", self._git.settings.shared)
             return
         try:
-            commit = repo[repo.references[ref].resolve().target].peel(pygit2.Commit)
+            target = self._git.tip_id(ref)
+            if target is None:
+                raise KeyError(ref)
+            commit = repo[target].peel(pygit2.Commit)
         except (pygit2.GitError, ValueError, KeyError) as exc:
             raise NotARegistryError(f"{self.path}: {ref} does not lead to a commit") from exc
         with self.reading(f"the tree of {ref}"):
@@ -673,6 +688,7 @@ class Registry:
 
     def gc(self, *, pack_limit: int | None = None) -> GcReport:
         """The operation behind :meth:`progreg.ProgramStorage.gc`."""
+        self._git.check_writable()
         from progreg.git.maintenance import pack_loose_objects  # noqa: PLC0415 (see _maintain)
 
         git = self._git

@@ -151,6 +151,7 @@ def add_remote(storage: Registry, name: str, url: str) -> RemoteInfo:
     environment); a local path is stored as an absolute path. Raises
     :class:`~progreg.ConflictError` when ``name`` is taken.
     """
+    storage.git.check_writable()
     check_name("remote", name, REMOTES_PREFIX)
     stored = check_url(url)
     repo = storage.git.repo
@@ -188,6 +189,7 @@ def _existing_remote(storage: Registry, name: str) -> pygit2.Remote:
 
 def set_remote_url(storage: Registry, name: str, url: str) -> RemoteInfo:
     """Point remote ``name`` at ``url``, checked as :func:`add_remote` checks it."""
+    storage.git.check_writable()
     _existing_remote(storage, name)
     stored = check_url(url)
     try:
@@ -206,6 +208,7 @@ def remove_remote(storage: Registry, name: str) -> RemoteInfo:
     registry's write lock, so a pull of that remote cannot write one back
     half-way; the registry's own refs and objects are untouched.
     """
+    storage.git.check_writable()
     removed = RemoteInfo(name=name, url=redact_url(_existing_remote(storage, name).url or ""))
     git = storage.git
     with write_lock(git.path, git.lock_timeout):
@@ -272,6 +275,7 @@ def push(storage: Registry, remote: str, credentials: object = None) -> PushResu
     Raises :class:`~progreg.PushRejectedError` (with the server's reasons)
     when the remote refuses any ref: pull first when it has moved on.
     """
+    storage.git.check_writable()
     return _push(storage, remote, credentials, skip=frozenset())
 
 
@@ -428,6 +432,7 @@ def pull(
     fields that differ; ``resolve="ours"`` keeps our version of every such
     program and ``"theirs"`` takes theirs (both stay in history).
     """
+    storage.git.check_writable()
     if resolve not in (None, "ours", "theirs"):
         raise InvalidInputError(f"resolve must be 'ours', 'theirs' or None, not {resolve!r}")
     name, shown = _remote(storage, remote)
@@ -513,6 +518,7 @@ def sync(
     pause, up to :data:`SYNC_ROUNDS` rounds; any other refusal, and the last
     one, is raised.
     """
+    storage.git.check_writable()
     for round_number in range(1, SYNC_ROUNDS + 1):
         pulled = pull(storage, remote, credentials, resolve=resolve)
         skip = frozenset(

@@ -940,6 +940,7 @@ def import_programs(
     imports a reference export's programs with them redacted instead (a
     bundle's, which carry their history, are always refused).
     """
+    storage.git.check_writable()
     policy = check_policy(secrets)
     source_path = Path(path)
     kind = _kind(source_path)
