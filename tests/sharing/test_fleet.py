@@ -247,6 +247,10 @@ def fleet(
         assert document["optimization_result"]["best_score_value"] == expected
     history = set(git(served, "rev-list", "main").split())
     assert {s["commit"] for s in acknowledged} <= history, "a save's commit is not in main"
+    actions = git(
+        served, "log", "--format=%(trailers:key=Progreg-Action,valueonly,separator=)", "main"
+    ).split()
+    assert actions.count("save") == len(saved) + 1, "one save commit per save (and the seed's)"
     seed = documents[SEED]
     for key in INSTRUCTIONS:
         seed = seed[key]
