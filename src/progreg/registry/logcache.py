@@ -331,12 +331,25 @@ def _summaries(
 
 
 def _fields(values: list[Any], texts: dict[str | None, str | None]) -> Fields:
-    """``(saved_at, best_score, score_name, optimizer, signature_class)`` of a summary entry."""
+    """``(saved_at, best_score, score_name, optimizer, signature_class)`` of a summary entry.
+
+    Checked value by value (a cache of 100k programs decodes 100k of them at start-up).
+    """
     moment = datetime.fromisoformat(values[0])
-    if moment.tzinfo is None or not _types([values[1]], float):
+    score, name, optimizer, signature = values[1:]
+    if moment.tzinfo is None or (score is not None and score.__class__ is not float):
         raise ValueError("malformed summary")
-    names = [_shared([value], texts)[0] for value in values[2:]]
-    return (moment, values[1], *names)
+    for text in (name, optimizer, signature):
+        if text is not None and text.__class__ is not str:
+            raise TypeError("not a string")
+    share = texts.setdefault
+    return (
+        moment,
+        score,
+        share(name, name),
+        share(optimizer, optimizer),
+        share(signature, signature),
+    )
 
 
 def _shared(column: list[Any], texts: dict[str | None, str | None]) -> list[Any]:

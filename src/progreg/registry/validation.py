@@ -1008,14 +1008,25 @@ def _review_update(repo: pygit2.Repository, update: RefUpdate, limit: int) -> li
         walker.hide(main.target)  # checked when it was pushed to main
     if not update.created and _commit(repo, update.old) is not None:
         walker.hide(pygit2.Oid(hex=update.old))  # checked when this branch was pushed
+    return _check_commits(repo, walker, "main", None, limit)
+
+
+def _check_commits(
+    repo: pygit2.Repository,
+    commits: Iterable[pygit2.Commit],
+    kind: TreeKind,
+    checkpoint: str | None,
+    limit: int,
+) -> list[Problem]:
+    """The problems of ``commits`` (a push's new commits), up to MAX_PROBLEMS_PER_REF."""
     problems: list[Problem] = []
     differ = TreeDiffer(repo)
-    for commit in walker:
+    for commit in commits:
         if len(problems) >= MAX_PROBLEMS_PER_REF:
             problems.append(Problem(f"stopped checking after {MAX_PROBLEMS_PER_REF} problems"))
             break
         problems += validate_commit(
-            repo, commit, kind="main", max_program_bytes=limit, differ=differ
+            repo, commit, kind=kind, max_program_bytes=limit, checkpoint=checkpoint, differ=differ
         )
     return problems
 
@@ -1056,16 +1067,7 @@ def _branch_update(
                 )
             ]
         walker.hide(old)
-    problems: list[Problem] = []
-    differ = TreeDiffer(repo)
-    for commit in walker:
-        if len(problems) >= MAX_PROBLEMS_PER_REF:
-            problems.append(Problem(f"stopped checking after {MAX_PROBLEMS_PER_REF} problems"))
-            break
-        problems += validate_commit(
-            repo, commit, kind=kind, max_program_bytes=limit, checkpoint=checkpoint, differ=differ
-        )
-    return problems
+    return _check_commits(repo, walker, kind, checkpoint, limit)
 
 
 def _tag_update(
