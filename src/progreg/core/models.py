@@ -48,7 +48,7 @@ class ProgramHistory(BaseModel):
 class SavedProgram(BaseModel):
     """A program as saved in (or loaded from) a registry."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True)
 
     program_id: str = Field(description="16 lowercase hex characters")
     program: Any = Field(

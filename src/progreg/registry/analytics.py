@@ -94,7 +94,7 @@ _WEIGHT_DIGITS = 12
 class ProgramRef(BaseModel):
     """A program as analytics refer to it: what the log says about it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     program_id: str
     saved_at: datetime
@@ -119,7 +119,7 @@ class ProgramRef(BaseModel):
 class OptimizerStats(BaseModel):
     """The programs one optimizer produced."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     count: int
     avg_score: float | None = Field(description="mean of non-null scores; None if all are null")
@@ -130,7 +130,7 @@ class OptimizerStats(BaseModel):
 class Trends(BaseModel):
     """Recent programs against older ones (windows that never overlap)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     recent_avg_score: float | None
     older_avg_score: float | None
@@ -142,7 +142,7 @@ class Trends(BaseModel):
 class OptimizationHistory(BaseModel):
     """Summary, per-optimizer statistics and trends of a registry."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     summary: HistorySummary
     optimizer_stats: dict[str, OptimizerStats]

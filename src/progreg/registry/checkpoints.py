@@ -40,7 +40,7 @@ _REVISION = re.compile(r"(?P<name>[^~]+)(?:~(?P<back>[0-9]{1,9}))?")
 class CheckpointInfo(BaseModel):
     """One checkpoint: a commit on a checkpoint branch."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     name: str
     revision: str

@@ -53,7 +53,7 @@ ROOT_PREDICTOR = "self"
 class ComparedProgram(BaseModel):
     """One side of a comparison."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     program_id: str
     score: float | None
@@ -70,7 +70,7 @@ class Comparison(BaseModel):
     reference API that progreg replaces.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     score_change: float | None = Field(
         description="score2 - score1, the change from program 1 to program 2 (as"
@@ -90,7 +90,7 @@ class Comparison(BaseModel):
 class InstructionChange(BaseModel):
     """A predictor whose instructions changed."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     predictor: str
     old: str
@@ -101,7 +101,7 @@ class InstructionChange(BaseModel):
 class DemoChange(BaseModel):
     """Demos added to and removed from one predictor."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     predictor: str
     added: int
@@ -111,7 +111,7 @@ class DemoChange(BaseModel):
 class FieldChange(BaseModel):
     """A signature field added, removed or changed (fields are matched by index)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     predictor: str
     index: int
@@ -126,7 +126,7 @@ class FieldChange(BaseModel):
 class StateDiff(BaseModel):
     """The structural differences between two program states."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     instructions: list[InstructionChange]
     demos: list[DemoChange]
@@ -140,7 +140,7 @@ class StateDiff(BaseModel):
 class ProgramDiff(BaseModel):
     """What changed from program 1 (old side) to program 2 (new side)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     unified: str = Field(description="unified diff of the two canonical JSON files")
     added_lines: int
@@ -161,7 +161,7 @@ class ProgramDiff(BaseModel):
 class ProgramComparison(BaseModel):
     """Two programs side by side, how they compare, and the diff between them."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     program_1: ComparedProgram
     program_2: ComparedProgram

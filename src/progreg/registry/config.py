@@ -67,7 +67,7 @@ def resolve_durable(explicit: bool | None, git_config: pygit2.Config | None) -> 
 class StorageConfig(BaseModel):
     """Settings of a :class:`~progreg.StorageManager` (defaults match the reference system)."""
 
-    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+    model_config = ConfigDict(validate_assignment=True, extra="forbid", defer_build=True)
 
     storage_path: Path = Field(
         default=Path(DEFAULT_PATH),

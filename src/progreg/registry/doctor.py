@@ -72,7 +72,7 @@ CacheState = Literal["valid", "missing", "damaged", "stale"]
 class LockInfo(BaseModel):
     """The registry's write lock (``progreg.lock``)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     record: str = Field(description="held, released, missing or unknown")
     pid: int | None = Field(description="the holder's process id, from a held record")
@@ -84,7 +84,7 @@ class LockInfo(BaseModel):
 class RefLock(BaseModel):
     """A ref lock file Git or libgit2 left or is holding."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     path: str = Field(description="relative to the registry")
     age_seconds: float
@@ -95,7 +95,7 @@ class RefLock(BaseModel):
 class TempFile(BaseModel):
     """A temporary file (or quarantine directory) nothing refers to."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     path: str = Field(description="relative to the registry")
     kind: str
@@ -107,7 +107,7 @@ class TempFile(BaseModel):
 class ObjectsInfo(BaseModel):
     """The object database."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     loose_objects: int
     packs: int
@@ -117,7 +117,7 @@ class ObjectsInfo(BaseModel):
 class CacheInfo(BaseModel):
     """The persisted log index (``progreg-cache/``)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     state: CacheState
     removed: bool
@@ -126,7 +126,7 @@ class CacheInfo(BaseModel):
 class VerifySummary(BaseModel):
     """The counts of :class:`~progreg.VerifyReport`."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     programs_checked: int
     program_problems: int
@@ -138,7 +138,7 @@ class VerifySummary(BaseModel):
 class DoctorReport(BaseModel):
     """What :func:`diagnose` found and (with ``fix``) removed; see the module docstring."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     registry: str
     format_version: int | None = Field(

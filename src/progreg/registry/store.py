@@ -542,12 +542,14 @@ class Registry:
         """The operation behind :meth:`progreg.ProgramStorage.get_history`."""
         programs = self.reread("the log of main", self._log.by_position)
         scores = [s.best_score for s in programs if s.best_score is not None]
-        summary = HistorySummary(
+        # built from checked values: no validation, so a command that only lists
+        # builds no schema (and loads none of pydantic's plugin machinery)
+        summary = HistorySummary.model_construct(
             total_programs=len(programs),
             avg_score=sum(scores) / len(scores) if scores else None,
             latest_save=programs[-1].saved_at if programs else None,
         )
-        return ProgramHistory(programs=programs, summary=summary)
+        return ProgramHistory.model_construct(programs=programs, summary=summary)
 
     def log(self, limit: int | None = None) -> list[LogEntry]:
         """The operation behind :meth:`progreg.ProgramStorage.log`."""

@@ -43,7 +43,7 @@ ZERO_ID = "0" * 40
 class ProgramProblem(BaseModel):
     """A program file on ``main`` that is not what the format requires."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     path: str
     program_id: str | None
@@ -53,7 +53,7 @@ class ProgramProblem(BaseModel):
 class TagProblem(BaseModel):
     """A tag that a server running progreg's hook would refuse, and why."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     ref: str
     commit: str | None = Field(description="the commit it labels, when it leads to one")
@@ -63,7 +63,7 @@ class TagProblem(BaseModel):
 class SignatureRecord(BaseModel):
     """Whether one commit or tag is signed, by whom, and whether the signature holds."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     kind: Literal["commit", "tag"]
     id: str = Field(description="hex id of the commit or tag object")
@@ -79,7 +79,7 @@ class SignatureRecord(BaseModel):
 class DamagedObject(BaseModel):
     """An object (or a whole pack) of the registry that cannot be read, and what needs it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     object_id: str | None = Field(description="hex id; None for a damaged pack as a whole")
     kind: str | None = Field(description="commit, tree, blob or tag, when known")
@@ -95,7 +95,7 @@ class DamagedObject(BaseModel):
 class VerifyReport(BaseModel):
     """What :func:`verify` found."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     programs_checked: int
     problems: list[ProgramProblem]

@@ -273,7 +273,7 @@ def merge_message(
 class MergeResult(BaseModel):
     """What an import or a pull did to ``main``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     commit: str | None = Field(description="the new tip of main, or None when unchanged")
     fast_forward: bool = Field(description="main moved to the other side's commit as it was")

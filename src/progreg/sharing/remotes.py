@@ -65,7 +65,7 @@ _MOVED = ("fetch first", "non-fast-forward", "failed to update ref", "failed to 
 class RemoteInfo(BaseModel):
     """A configured remote (its URL shown without user name or password)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     name: str
     url: str
@@ -74,7 +74,7 @@ class RemoteInfo(BaseModel):
 class PushResult(BaseModel):
     """What a push updated on the remote."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     remote: str
     url: str = Field(description="the remote's URL, without user information")
@@ -96,7 +96,7 @@ class PushResult(BaseModel):
 class PullResult(BaseModel):
     """What a pull brought into the registry."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     remote: str
     url: str = Field(description="the remote's URL, without user information")
@@ -122,7 +122,7 @@ class PullResult(BaseModel):
 class SyncResult(BaseModel):
     """A pull followed by a push."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     pulled: PullResult  # the last pull
     pushed: PushResult

@@ -108,7 +108,7 @@ _BUNDLE_SECRET_FIX = (
 class ExportResult(BaseModel):
     """What an export wrote."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     path: str = Field(description="the bundle file written")
     kind: Literal["programs", "registry"]
@@ -132,7 +132,7 @@ class ExportResult(BaseModel):
 class ImportResult(BaseModel):
     """What an import did."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     source: str = Field(description="the file or folder imported")
     source_kind: SourceKind
