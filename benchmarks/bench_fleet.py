@@ -25,7 +25,6 @@ import argparse
 import multiprocessing
 import os
 import random
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -37,7 +36,7 @@ from multiprocessing.synchronize import Semaphore as SemaphoreType
 from pathlib import Path
 from typing import Any
 
-from common import workload
+from common import start_git_daemon, wait_for_port, workload
 
 from progreg import ProgramStorage, PushRejectedError
 from progreg.integrations.hooks import install
@@ -56,35 +55,10 @@ def git(*args: str) -> str:
 
 
 def start_daemon(root: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """``git daemon`` serving ``root`` on a free port of 127.0.0.1, with receive-pack enabled."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            "git",
-            "daemon",
-            "--reuseaddr",
-            f"--base-path={root}",
-            "--export-all",
-            "--enable=receive-pack",
-            "--listen=127.0.0.1",
-            f"--port={port}",
-            str(root),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, port
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("git daemon did not start") from None
-            time.sleep(0.01)
+    """``git daemon`` serving ``root`` on 127.0.0.1, with receive-pack enabled, once it listens."""
+    process, port = start_git_daemon(root)
+    wait_for_port(port)
+    return process, port
 
 
 class Worker:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import workload
+from common import start_git_daemon, wait_for_port, workload
 
 from progreg import ProgramStorage
 
@@ -56,34 +56,10 @@ def free_port() -> int:
 
 
 def start_daemon(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
-    """``git daemon`` serving ``root`` on 127.0.0.1, with receive-pack enabled."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "git",
-            "daemon",
-            "--reuseaddr",
-            f"--base-path={root}",
-            "--export-all",
-            "--enable=receive-pack",
-            "--listen=127.0.0.1",
-            f"--port={port}",
-            str(root),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, port
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("git daemon did not start") from None
-            time.sleep(0.01)
+    """``git daemon`` serving ``root`` on 127.0.0.1, with receive-pack enabled, once it listens."""
+    process, port = start_git_daemon(root, env)
+    wait_for_port(port)
+    return process, port
 
 
 TAGS = ("production", "staging", "candidate", "archived", "experiment")

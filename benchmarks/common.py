@@ -15,5 +15,6 @@ if str(TESTS) not in sys.path:
 
 from support import secrets_corpus, workload  # noqa: E402
 from support.reference_store import ReferenceStore  # noqa: E402
+from support.servers import start_git_daemon, wait_for_port  # noqa: E402
 
-__all__ = ["ReferenceStore", "secrets_corpus", "workload"]
+__all__ = ["ReferenceStore", "secrets_corpus", "start_git_daemon", "wait_for_port", "workload"]

@@ -123,13 +123,11 @@ class GitServer:
         path.chmod(0o755)
 
 
-@pytest.fixture
-def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
-    """``git daemon`` serving a temporary directory over ``git://127.0.0.1:<port>/``."""
-    base = tmp_path_factory.mktemp("daemon")
-    root = base / "served"
-    root.mkdir()
-    env = server_environment(base / "home")
+def start_git_daemon(
+    root: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``git daemon`` serving ``root`` (pushes enabled) on a free port of 127.0.0.1;
+    the process and the port (the caller waits for it: :func:`wait_for_port`)."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -149,6 +147,17 @@ def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return process, port
+
+
+@pytest.fixture
+def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
+    """``git daemon`` serving a temporary directory over ``git://127.0.0.1:<port>/``."""
+    base = tmp_path_factory.mktemp("daemon")
+    root = base / "served"
+    root.mkdir()
+    env = server_environment(base / "home")
+    process, port = start_git_daemon(root, env)
     try:
         wait_for_port(port)
         yield GitServer(root, port, "git", env)
