@@ -58,6 +58,8 @@ from progreg.sharing.merging import MergeResult, Resolution, merge_into_main
 
 #: How many pull-and-push rounds :func:`sync` makes when other writers keep pushing first.
 SYNC_ROUNDS = 5
+#: The longest pause (seconds) :func:`sync` makes between two rounds.
+SYNC_PAUSE_MAX = 5.0
 #: Reasons of a refused push that only mean the remote moved while we pulled.
 _MOVED = ("fetch first", "non-fast-forward", "failed to update ref", "failed to lock")
 
@@ -520,6 +522,7 @@ def sync(
     """
     storage.git.check_writable()
     for round_number in range(1, SYNC_ROUNDS + 1):
+        started = time.monotonic()
         pulled = pull(storage, remote, credentials, resolve=resolve)
         skip = frozenset(
             [CHECKPOINTS_PREFIX + run for run in pulled.checkpoints_diverged]
@@ -530,7 +533,11 @@ def sync(
         except PushRejectedError as exc:
             if round_number == SYNC_ROUNDS or not _only_moved(exc):
                 raise
-            time.sleep(random.uniform(0, 0.02 * 2**round_number))
+            # Exponential back-off with full jitter, in units of what a round costs here:
+            # a server whose hook takes half a second per push needs longer pauses than
+            # one that answers at once, or the writers that lost collide again.
+            unit = max(0.02, time.monotonic() - started)
+            time.sleep(random.uniform(0, min(SYNC_PAUSE_MAX, unit * 2 ** (round_number - 1))))
             continue
         return SyncResult(pulled=pulled, pushed=pushed, rounds=round_number)
     raise AssertionError("unreachable: the last round returns or raises")
