@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from progreg.git.durability import fsync_dir, fsync_dirs, make_dirs
+from progreg.git.durability import fsync_dirs, make_dirs
 from progreg.git.permissions import FILE_MODE, PERM_UMASK, adjust_fd
 from progreg.git.refs.reflist import packed_value
 from progreg.git.refs.reflog import RefLogEntry, append_reflog
@@ -68,42 +68,14 @@ def swap_ref(
     a reason; a failure of the file system itself (a full disk, a read-only
     registry) is raised as the :class:`OSError` it is, the ref unchanged.
     """
-    path = gitdir / ref
-    lock = path.with_name(path.name + ".lock")
-    changed: list[Path] = []
-    try:
-        if not path.parent.is_dir():
-            changed = make_dirs(path.parent, gitdir, shared)
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    except FileExistsError:
-        return f"{lock} exists: another Git process is updating {ref}"
-    renamed = False
-    try:
-        try:
-            adjust_fd(fd, shared)
-            current = read_ref(gitdir, ref)
-            if current != expected:
-                return "the ref moved"
-            os.write(fd, f"{new}\n".encode())
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        if reflog is not None:
-            line = reflog.line(expected, new)
-            changed += append_reflog(
-                gitdir, ref, line, log_refs=log_refs, shared=shared, durable=durable
-            )
-        os.replace(lock, path)
-        renamed = True
-    finally:
-        if not renamed:  # after the rename, a lock file there is another writer's
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lock)
-    if durable:
-        fsync_dir(path.parent)
-        fsync_dirs(changed)
-    return None
+    reasons = swap_refs(
+        gitdir,
+        [RefSwap(ref, expected, new, reflog)],
+        durable=durable,
+        shared=shared,
+        log_refs=log_refs,
+    )
+    return reasons.get(ref)
 
 
 @dataclass(frozen=True)
