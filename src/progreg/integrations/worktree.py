@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pygit2
-from pygit2.enums import FileMode, SortMode
+from pygit2.enums import FileMode
 
 from progreg.core.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.core.layout import MARKER
@@ -28,7 +28,8 @@ from progreg.errors import InvalidInputError
 from progreg.registry.validation import (
     Problem,
     check_file,
-    validate_commit,
+    resolve_range,
+    validate_commits,
     validate_entries,
     validate_tree,
 )
@@ -260,17 +261,6 @@ def validate_range(
     repo = checkout.repo
     if repo is None:
         raise InvalidInputError(f"{checkout.root} is not in a Git repository; cannot read {spec}")
-    try:
-        revspec = repo.revparse(spec)
-    except (KeyError, ValueError, pygit2.GitError) as exc:
-        raise InvalidInputError(f"unknown commit range {spec!r}: {exc}") from exc
-    end = revspec.to_object if revspec.to_object is not None else revspec.from_object
-    start = revspec.from_object if revspec.to_object is not None else None
-    walker = repo.walk(end.peel(pygit2.Commit).id, SortMode.TOPOLOGICAL | SortMode.REVERSE)
-    if start is not None:
-        walker.hide(start.peel(pygit2.Commit).id)
-    report = Report()
-    for commit in walker:
-        report.problems += validate_commit(repo, commit, max_program_bytes=max_program_bytes)
-        report.checked += 1
-    return report
+    start, end = resolve_range(repo, spec)
+    checked, problems = validate_commits(repo, start, end, max_program_bytes=max_program_bytes)
+    return Report(problems=problems, checked=checked)

@@ -28,14 +28,13 @@ from typing import Any, Literal
 
 import pygit2
 from pydantic import BaseModel, ConfigDict, Field
-from pygit2.enums import SortMode
 
 from progreg.core import canonical
 from progreg.core.document import ProgramDocument, decode_document
 from progreg.core.ids import program_id_of_path
 from progreg.core.layout import PROGRAMS_DIR
 from progreg.errors import InvalidInputError, ProgregError
-from progreg.registry.validation import tree_files, validate_commit
+from progreg.registry.validation import resolve_range, tree_files, validate_commits
 
 #: Values whose change is bookkeeping of a save, not a change to review.
 _BOOKKEEPING = ("saved_at", "metadata.progreg_version", "metadata.python_version")
@@ -142,17 +141,14 @@ def review_range(path: str | Path, spec: str) -> ReviewReport:
         for program_id in changed
     ]
     signatures = _signature_changes(before, after, {p.signature_class for p in programs})
-    walker = repo.walk(head.id, SortMode.TOPOLOGICAL | SortMode.REVERSE)
-    walker.hide(base.id)
-    commits = list(walker)
-    problems = [str(problem) for commit in commits for problem in validate_commit(repo, commit)]
+    commits, problems = validate_commits(repo, base, head)
     return ReviewReport(
         base=str(base.id),
         head=str(head.id),
-        commits=len(commits),
+        commits=commits,
         programs=programs,
         signatures=signatures,
-        problems=problems,
+        problems=[str(problem) for problem in problems],
     )
 
 
@@ -171,13 +167,8 @@ def _open(path: Path) -> pygit2.Repository:
 def _range(repo: pygit2.Repository, spec: str) -> tuple[pygit2.Commit, pygit2.Commit]:
     if not isinstance(spec, str) or not spec or "..." in spec:
         raise InvalidInputError(f"review needs a range BASE..HEAD (or one revision), not {spec!r}")
-    text = spec if ".." in spec else f"{spec}~1..{spec}"
-    try:
-        revspec = repo.revparse(text)
-        base = revspec.from_object.peel(pygit2.Commit)
-        head = (revspec.to_object or revspec.from_object).peel(pygit2.Commit)
-    except (KeyError, ValueError, pygit2.GitError) as exc:
-        raise InvalidInputError(f"unknown revision range {spec!r}: {exc}") from exc
+    base, head = resolve_range(repo, spec if ".." in spec else f"{spec}~1..{spec}")
+    assert base is not None  # a range names both ends
     return base, head
 
 

@@ -87,7 +87,7 @@ from progreg.core.secrets import (
     mask_credentials,
     may_hold_secrets,
 )
-from progreg.errors import NotJSONError, ProgregError, UnsupportedFormatError
+from progreg.errors import InvalidInputError, NotJSONError, ProgregError, UnsupportedFormatError
 from progreg.git import parse_trailers
 from progreg.git.objects.treediff import TreeDiffer
 from progreg.registry.checkpoints import MANIFEST
@@ -827,6 +827,39 @@ def review_branches_of(config: pygit2.Config) -> ReviewBranches:
     if any(value.lower() in ("none", "false") for value in patterns):
         return ReviewBranches(())
     return ReviewBranches(tuple(patterns))
+
+
+def resolve_range(repo: pygit2.Repository, spec: str) -> tuple[pygit2.Commit | None, pygit2.Commit]:
+    """The commits ``spec`` names: ``A..B`` as ``(A, B)``, one revision as ``(None, it)``."""
+    try:
+        revspec = repo.revparse(spec)
+        ranged = revspec.to_object is not None
+        end = (revspec.to_object if ranged else revspec.from_object).peel(pygit2.Commit)
+        start = revspec.from_object.peel(pygit2.Commit) if ranged else None
+    except (KeyError, ValueError, pygit2.GitError) as exc:
+        raise InvalidInputError(f"unknown commit range {spec!r}: {exc}") from exc
+    return start, end
+
+
+def validate_commits(
+    repo: pygit2.Repository,
+    start: pygit2.Commit | None,
+    end: pygit2.Commit,
+    *,
+    max_program_bytes: int = DEFAULT_MAX_PROGRAM_BYTES,
+) -> tuple[int, list[Problem]]:
+    """Check the commits after ``start`` up to ``end`` (all of ``end``'s history without a
+    start) as ``main``'s, oldest first: how many there are, and their problems."""
+    walker = repo.walk(end.id, SortMode.TOPOLOGICAL | SortMode.REVERSE)
+    if start is not None:
+        walker.hide(start.id)
+    commits = list(walker)
+    problems = [
+        problem
+        for commit in commits
+        for problem in validate_commit(repo, commit, max_program_bytes=max_program_bytes)
+    ]
+    return len(commits), problems
 
 
 def validate_push(
