@@ -266,10 +266,10 @@ def word_diff(before: str, after: str) -> list[tuple[Literal["same", "removed", 
 def _signature_changes(
     before: dict[str, _Version], after: dict[str, _Version], touched: set[str | None]
 ) -> list[SignatureChange]:
+    old_bests, new_bests = _bests(before), _bests(after)
     changes = []
     for signature in sorted(touched, key=lambda name: (name is None, name or "")):
-        old_best = _best(before, signature)
-        new_best = _best(after, signature)
+        old_best, new_best = old_bests.get(signature), new_bests.get(signature)
         changes.append(
             SignatureChange(
                 signature_class=signature,
@@ -284,19 +284,17 @@ def _signature_changes(
     return changes
 
 
-def _best(programs: dict[str, _Version], signature: str | None) -> tuple[str, float] | None:
-    """The program of ``signature`` with the highest score (ties: the later save)."""
-    scored = [
-        (document.best_score, document.saved_at, program_id)
-        for program_id, (_, document, _) in programs.items()
-        if document is not None
-        and document.signature_class == signature
-        and document.best_score is not None
-    ]
-    if not scored:
-        return None
-    score, _, program_id = max(scored)
-    return program_id, score
+def _bests(programs: dict[str, _Version]) -> dict[str | None, tuple[str, float]]:
+    """Each signature's program with the highest score (ties: the later save), in one pass."""
+    found: dict[str | None, tuple[float, Any, str]] = {}
+    for program_id, (_, document, _) in programs.items():
+        if document is None or document.best_score is None:
+            continue
+        entry = (document.best_score, document.saved_at, program_id)
+        signature = document.signature_class
+        if signature not in found or entry > found[signature]:
+            found[signature] = entry
+    return {signature: (entry[2], entry[0]) for signature, entry in found.items()}
 
 
 # -- Markdown ----------------------------------------------------------------------------
