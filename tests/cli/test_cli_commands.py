@@ -162,7 +162,7 @@ def test_init_refuses_a_file_with_one_line(tmp_path: Path) -> None:
 
 def test_read_commands_never_create_a_registry(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
-    for args in (["list"], ["log"], ["history"], ["best", "X"], ["checkpoint", "list"]):
+    for args in (["list"], ["log"], ["history"], ["best", "X"], ["checkpoint", "list"], ["verify"]):
         fails(run(missing, *args), 1, f"no registry at {missing}")
     assert not missing.exists()
 

@@ -7,10 +7,6 @@ code 1 for a progreg error, 2 for bad usage and 3 for "not found".
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from progreg import ProgramStorage
 
 EXIT_ERROR = 1
 EXIT_NOT_FOUND = 3
@@ -35,9 +31,3 @@ class Context:
         #: Registries this command created, as ``(registry, topmost directory created,
         #: that directory existed empty)``: removed again if the command fails.
         self.created: list[tuple[Path, Path, bool]] = []
-
-    def storage(self) -> ProgramStorage:
-        """Open (or create) the registry named by ``--registry`` / ``PROGREG_PATH``."""
-        from progreg import ProgramStorage  # noqa: PLC0415 - not needed by --help
-
-        return ProgramStorage(self.registry, durable=self.durable, rev=self.rev)

@@ -9,7 +9,7 @@ import click
 
 from progreg import DamagedObjectError, VerifyReport
 from progreg.cli.context import EXIT_ERROR, Context
-from progreg.cli.output import registry_path
+from progreg.cli.output import open_storage, registry_path
 from progreg.registry.verify import DamagedObject, verify_path
 
 
@@ -65,7 +65,7 @@ def verify(ctx: Context, as_json: bool, show_all: bool) -> None:
 def _report(ctx: Context) -> VerifyReport:
     """Verify the registry; one too damaged to open as a registry is checked as a repository."""
     try:
-        return ctx.storage().verify()
+        return open_storage(ctx).verify()
     except DamagedObjectError:
         path = registry_path(ctx)
         return verify_path(path)
