@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -213,6 +213,29 @@ def _collect(value: object, path: str, found: dict[str, Mapping[str, Any]]) -> N
 # -- pieces of the summary ----------------------------------------------------------
 
 
+#: What happened to a run of words between two texts.
+RunKind = Literal["same", "removed", "added"]
+
+
+def word_runs(old: Sequence[str], new: Sequence[str]) -> list[tuple[RunKind, list[str]]]:
+    """``old`` turned into ``new`` token by token: runs of kept, removed and added tokens.
+
+    A replaced run is its removed run then its added run (they are adjacent
+    only then: the matcher never puts a deletion next to an insertion).
+    """
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    runs: list[tuple[RunKind, list[str]]] = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            runs.append(("same", list(old[i1:i2])))
+            continue
+        if i2 > i1:
+            runs.append(("removed", list(old[i1:i2])))
+        if j2 > j1:
+            runs.append(("added", list(new[j1:j2])))
+    return runs
+
+
 def word_diff(old: str, new: str) -> str:
     """A word-level diff of two texts, as ``git diff --word-diff=plain`` marks it.
 
@@ -220,19 +243,19 @@ def word_diff(old: str, new: str) -> str:
     they are, removed runs as ``[-...-]`` and added runs as ``{+...+}`` (a
     replaced run as ``[-old-]{+new+}``), separated by single spaces.
     """
-    a, b = old.split(), new.split()
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
     parts: list[str] = []
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            parts.append(" ".join(a[i1:i2]))
-            continue
-        piece = ""
-        if i2 > i1:
-            piece += "[-" + " ".join(a[i1:i2]) + "-]"
-        if j2 > j1:
-            piece += "{+" + " ".join(b[j1:j2]) + "+}"
-        parts.append(piece)
+    previous: RunKind | None = None
+    for kind, words in word_runs(old.split(), new.split()):
+        text = " ".join(words)
+        if kind == "same":
+            parts.append(text)
+        elif kind == "removed":
+            parts.append(f"[-{text}-]")
+        elif previous == "removed":  # the added half of a replaced run
+            parts[-1] += f"{{+{text}+}}"
+        else:
+            parts.append(f"{{+{text}+}}")
+        previous = kind
     return " ".join(parts)
 
 

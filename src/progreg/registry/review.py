@@ -20,7 +20,6 @@ JSON (``progreg review --json``).
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +33,7 @@ from progreg.core.document import ProgramDocument, decode_document
 from progreg.core.ids import program_id_of_path
 from progreg.core.layout import PROGRAMS_DIR
 from progreg.errors import InvalidInputError, ProgregError
+from progreg.registry.compare import RunKind, word_runs
 from progreg.registry.validation import resolve_range, tree_files, validate_commits
 
 #: Values whose change is bookkeeping of a save, not a change to review.
@@ -63,7 +63,7 @@ class TextChange(BaseModel):
     model_config = ConfigDict(frozen=True, defer_build=True)
 
     path: str = Field(description="where the value is (program_data.state....instructions)")
-    words: list[tuple[Literal["same", "removed", "added"], str]] = Field(
+    words: list[tuple[RunKind, str]] = Field(
         description="the text in runs: kept, removed and added words (with their spaces)"
     )
 
@@ -247,20 +247,11 @@ def _differences(before: Any, after: Any, path: str) -> Iterator[tuple[str, Any,
         yield path, before, after
 
 
-def word_diff(before: str, after: str) -> list[tuple[Literal["same", "removed", "added"], str]]:
-    """``before`` turned into ``after`` word by word: runs of kept, removed and added text."""
-    old, new = _WORDS.findall(before), _WORDS.findall(after)
-    runs: list[tuple[Literal["same", "removed", "added"], str]] = []
-    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            runs.append(("same", "".join(old[i1:i2])))
-            continue
-        if i2 > i1:
-            runs.append(("removed", "".join(old[i1:i2])))
-        if j2 > j1:
-            runs.append(("added", "".join(new[j1:j2])))
-    return runs
+def word_diff(before: str, after: str) -> list[tuple[RunKind, str]]:
+    """``before`` turned into ``after`` word by word: runs of kept, removed and added text,
+    the spaces kept with the words (:func:`~progreg.registry.compare.word_runs`)."""
+    runs = word_runs(_WORDS.findall(before), _WORDS.findall(after))
+    return [(kind, "".join(words)) for kind, words in runs]
 
 
 def _signature_changes(
