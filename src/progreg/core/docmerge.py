@@ -22,6 +22,7 @@ edit and a re-save as clashing lines even when they touch different fields.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,37 @@ class DocumentMerge:
     def clean(self) -> bool:
         """True when the merge needs nobody."""
         return self.data is not None
+
+
+def differences(
+    before: Any, after: Any, path: str = "", *, into_lists: bool = True
+) -> Iterator[tuple[str, Any, Any]]:
+    """``(path, before, after)`` of each value that differs between two JSON values.
+
+    Objects are compared key by key (a key one side lacks is :data:`ABSENT`
+    there); with ``into_lists``, lists item by item when their lengths agree
+    (``demos[2].text``); anything else whole.
+    """
+    if before == after:
+        return
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in sorted({*before, *after}):
+            yield from differences(
+                before.get(key, ABSENT),
+                after.get(key, ABSENT),
+                f"{path}.{key}" if path else key,
+                into_lists=into_lists,
+            )
+    elif (
+        into_lists
+        and isinstance(before, list)
+        and isinstance(after, list)
+        and len(before) == len(after)
+    ):
+        for index, (old, new) in enumerate(zip(before, after, strict=True)):
+            yield from differences(old, new, f"{path}[{index}]", into_lists=into_lists)
+    else:
+        yield path, before, after
 
 
 def merge_documents(base: bytes | None, ours: bytes, theirs: bytes, path: str) -> DocumentMerge:
@@ -136,4 +168,4 @@ def _merge(base: Any, ours: Any, theirs: Any, path: str, conflicts: list[FieldCo
     return ours
 
 
-__all__ = ["ABSENT", "SAVED_AT", "DocumentMerge", "FieldConflict", "merge_documents"]
+__all__ = ["ABSENT", "SAVED_AT", "DocumentMerge", "FieldConflict", "differences", "merge_documents"]

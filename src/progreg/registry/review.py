@@ -21,7 +21,6 @@ JSON (``progreg review --json``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +28,7 @@ import pygit2
 from pydantic import BaseModel, ConfigDict, Field
 
 from progreg.core import canonical
+from progreg.core.docmerge import differences
 from progreg.core.document import ProgramDocument, decode_document
 from progreg.core.ids import program_id_of_path
 from progreg.core.layout import PROGRAMS_DIR
@@ -203,7 +203,7 @@ def _program_change(program_id: str, old: _Version | None, new: _Version | None)
     demos: dict[str, tuple[int, int]] = {}
     others: list[str] = []
     if old is not None and new is not None and old[2] is not None and new[2] is not None:
-        for path, before, after in _differences(old[2], new[2], ""):
+        for path, before, after in differences(old[2], new[2]):
             if path in _BOOKKEEPING:
                 continue
             if isinstance(before, str) and isinstance(after, str):
@@ -228,23 +228,6 @@ def _program_change(program_id: str, old: _Version | None, new: _Version | None)
         demos=demos,
         other_changes=others,
     )
-
-
-def _differences(before: Any, after: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
-    """``(path, before, after)`` of each value that differs: objects key by key, lists item
-    by item when their lengths agree, anything else whole."""
-    if before == after:
-        return
-    if isinstance(before, dict) and isinstance(after, dict):
-        for key in sorted({*before, *after}):
-            yield from _differences(
-                before.get(key), after.get(key), f"{path}.{key}" if path else key
-            )
-    elif isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        for index, (old, new) in enumerate(zip(before, after, strict=True)):
-            yield from _differences(old, new, f"{path}[{index}]")
-    else:
-        yield path, before, after
 
 
 def word_diff(before: str, after: str) -> list[tuple[RunKind, str]]:

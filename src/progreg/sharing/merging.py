@@ -22,6 +22,7 @@ it is fast-forwarded instead, after the same checks, and gains no commit.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from pygit2.enums import DeltaStatus
 
 from progreg import events
 from progreg.core import canonical
+from progreg.core.docmerge import ABSENT, differences
 from progreg.core.document import decode_document, document_from
 from progreg.core.ids import program_id_of_path
 from progreg.core.layout import MAIN
@@ -84,25 +86,9 @@ def _changes(
     return changes
 
 
-#: A key one side of a conflict does not have.
-_ABSENT = object()
-
-
 def _shown(value: Any) -> str:
-    text = "removed" if value is _ABSENT else orjson.dumps(value).decode()
+    text = "removed" if value is ABSENT else orjson.dumps(value).decode()
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _differences(ours: Any, theirs: Any, where: str, found: list[str]) -> None:
-    """Append ``path: ours / theirs`` for each leaf that differs (up to a few)."""
-    if len(found) > _SHOWN_FIELDS or ours == theirs:
-        return
-    if isinstance(ours, dict) and isinstance(theirs, dict):
-        for key in sorted(ours.keys() | theirs.keys()):
-            path = f"{where}.{key}" if where else str(key)
-            _differences(ours.get(key, _ABSENT), theirs.get(key, _ABSENT), path, found)
-        return
-    found.append(f"{where or '(document)'}: {_shown(ours)} (ours) / {_shown(theirs)} (theirs)")
 
 
 def conflict_fields(
@@ -116,8 +102,12 @@ def conflict_fields(
         theirs_value = orjson.loads(repo.odb.read(theirs)[1])
     except (KeyError, orjson.JSONDecodeError):
         return ["the two files differ (one is not JSON)"]
-    found: list[str] = []
-    _differences(ours_value, theirs_value, "", found)
+    found = [
+        f"{path or '(document)'}: {_shown(ours)} (ours) / {_shown(theirs)} (theirs)"
+        for path, ours, theirs in itertools.islice(
+            differences(ours_value, theirs_value, into_lists=False), _SHOWN_FIELDS + 1
+        )
+    ]
     if len(found) > _SHOWN_FIELDS:
         found[_SHOWN_FIELDS:] = ["..."]
     return found
