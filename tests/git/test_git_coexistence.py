@@ -20,6 +20,7 @@ import functools
 import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -34,13 +35,14 @@ from progreg import (
     DamagedObjectError,
     ProgramStorage,
     ProgregError,
+    RegistryBusyError,
     RegistryError,
     StorageConfig,
     StorageManager,
 )
-from progreg.git import maintenance, repository
+from progreg.git import maintenance, maintenancelock, repository
 from progreg.git.bundle import unbundle
-from progreg.git.pack import packdir, packstore
+from progreg.git.pack import packdir, packstore, repack
 from progreg.git.repository import GitRepository
 from progreg.registry.doctor import diagnose
 from progreg.registry.verify import verify_repository
@@ -353,6 +355,139 @@ def test_stale_keeps_of_dead_progreg_writers_are_removed(storage: ProgramStorage
         os.utime(path, (old, old))
     maintenance.remove_garbage(storage.path / "objects")
     assert not keep.path.exists() and live.exists()
+
+
+# -- Git's maintenance lock and which copy a multi-pack-index takes ------------------------
+
+
+def _git_maintenance_lock(storage: ProgramStorage) -> Path:
+    return storage.path / "objects" / maintenancelock.GIT_MAINTENANCE_LOCK
+
+
+def _dead_pid() -> int:
+    """The id of a process that has ended."""
+    command = [sys.executable, "-c", "import os; print(os.getpid())"]
+    return int(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+
+
+def test_git_maintenance_skips_its_run_while_progreg_merges(
+    storage: ProgramStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen in the loop below: git multi-pack-index expire, working from the file it read
+    # at its start, deleted the pack a merge had just made, while the merge deleted the
+    # packs the file gave the objects to. A merge now holds Git's own maintenance lock.
+    commits = []
+    for i in range(3):
+        commits.append(_save(storage, i))
+        storage.registry.git.tail.close()
+    runs: list[subprocess.CompletedProcess[str]] = []
+    delete = packdir.delete_packs
+
+    def git_maintenance_then_delete(*args: Any, **kwargs: Any) -> list[Path]:
+        command = ["git", "-C", os.fspath(storage.path), "maintenance", "run", "--no-quiet"]
+        command.append("--task=incremental-repack")
+        runs.append(subprocess.run(command, check=False, capture_output=True, text=True))
+        return delete(*args, **kwargs)
+
+    monkeypatch.setattr(f"{repack.__name__}.delete_packs", git_maintenance_then_delete)
+    storage.gc()
+    [run] = runs
+    assert run.returncode == 0 and "skipping maintenance" in run.stderr
+    assert not (_pack_dir(storage) / packdir.MIDX).exists()  # it did nothing
+    assert not _git_maintenance_lock(storage).exists()  # released
+    assert len(list(_pack_dir(storage).glob("pack-*.pack"))) == 1
+    assert all(_exists(storage.path, commit) for commit in commits)
+    git(storage.path, "maintenance", "run", "--task=incremental-repack")  # its turn now
+    _assert_git_is_happy(storage.path)
+
+
+def test_progreg_leaves_packs_alone_while_git_maintenance_runs(registry_path: Path) -> None:
+    storage = ProgramStorage(registry_path, lock_timeout=0.3)
+    _save(storage, 0)
+    lock = _git_maintenance_lock(storage)
+    lock.write_bytes(b"")  # what `git maintenance run` holds while it runs
+    commits = [_save(storage, i) for i in range(1, 5)]  # saves go on
+    packs = sorted(_pack_dir(storage).glob("pack-*"))
+    assert len([p for p in packs if p.suffix == ".pack"]) == 5  # none replaced was deleted
+    assert maintenance.merge_small_packs(storage.registry.git, limit=None) is None
+    with pytest.raises(RegistryBusyError, match=r"objects/maintenance\.lock"):
+        storage.gc()
+    assert sorted(_pack_dir(storage).glob("pack-*")) == packs
+    assert lock.read_bytes() == b""  # Git's, left to Git
+    assert all(_exists(storage.path, commit) for commit in commits)
+    lock.unlink()  # the run ended
+    storage.gc()
+    assert len(list(_pack_dir(storage).glob("pack-*.pack"))) == 1
+    _assert_git_is_happy(storage.path)
+
+
+def test_a_maintenance_lock_a_killed_progreg_left_is_removed(registry_path: Path) -> None:
+    storage = ProgramStorage(registry_path, lock_timeout=0.3)
+    for i in range(2):
+        _save(storage, i)
+        storage.registry.git.tail.close()
+    lock = _git_maintenance_lock(storage)
+    host = socket.gethostname()
+    lock.write_text(f"progreg {os.getppid()} on {host}\n")  # a live holder: waited for
+    with pytest.raises(RegistryBusyError):
+        storage.gc()
+    lock.write_text(f"progreg {_dead_pid()} on {host}\n")
+    storage.gc()
+    assert not lock.exists()
+    assert len(list(_pack_dir(storage).glob("pack-*.pack"))) == 1
+    git(storage.path, "maintenance", "run", "--task=incremental-repack")  # not stopped for good
+    assert (_pack_dir(storage) / packdir.MIDX).exists()
+    _assert_git_is_happy(storage.path)
+
+
+def test_a_multi_pack_index_gives_a_merged_pack_the_objects_of_the_packs_it_merged(
+    storage: ProgramStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # git multi-pack-index write takes each object from the pack modified last, in whole
+    # seconds. A merged pack that is not newer than its sources (here they were freshened:
+    # a second later, so that no tie can go the merged pack's way by its name) is given no
+    # object; an expire that read that file deletes it once the merge deleted the sources.
+    commits = []
+    for i in range(3):
+        commits.append(_save(storage, i))
+        storage.registry.git.tail.close()
+    later = time.time() + 5
+    for pack in _pack_dir(storage).glob("pack-*.pack"):
+        os.utime(pack, (later, later))
+    midx = _pack_dir(storage) / packdir.MIDX
+    read_at_start: list[bytes] = []
+    delete = packdir.delete_packs
+
+    def multi_pack_index_then_delete(*args: Any, **kwargs: Any) -> list[Path]:
+        git(storage.path, "multi-pack-index", "write")  # lists the merged pack and its sources
+        read_at_start.append(midx.read_bytes())
+        return delete(*args, **kwargs)
+
+    monkeypatch.setattr(f"{repack.__name__}.delete_packs", multi_pack_index_then_delete)
+    storage.gc()
+    [merged] = _pack_dir(storage).glob("pack-*.pack")
+    assert int(merged.stat().st_mtime) > int(later)
+    midx.write_bytes(read_at_start[0])  # an expire that read the file before the deletion
+    git(storage.path, "multi-pack-index", "expire")
+    assert merged.exists()
+    assert all(_exists(storage.path, commit) for commit in commits)
+    storage.gc()  # removes the file naming the merged packs
+    _assert_git_is_happy(storage.path)
+
+
+def test_outrank_makes_a_pack_newer_in_whole_seconds(tmp_path: Path) -> None:
+    new, old, newer = (tmp_path / name for name in ("new", "old", "newer"))
+    for path in (new, old, newer):
+        path.write_bytes(b"")
+    now = int(time.time())
+    os.utime(new, (now, now + 0.9))
+    os.utime(old, (now, now + 0.1))  # the same second: not newer
+    assert packdir.outrank(new, [old, tmp_path / "gone"])
+    assert int(new.stat().st_mtime) == now + 1
+    os.utime(newer, (now, now - 10))
+    assert packdir.outrank(new, [newer])
+    assert int(new.stat().st_mtime) == now + 1  # already newer: unchanged
+    assert not packdir.outrank(tmp_path / "missing", [old])
 
 
 # -- objects/info/packs -------------------------------------------------------------------

@@ -52,6 +52,7 @@ from progreg.errors import RegistryBusyError
 from progreg.git.bundle import format as bundle
 from progreg.git.failures import write_failure
 from progreg.git.locking import write_lock
+from progreg.git.maintenancelock import git_maintenance_lock
 from progreg.git.objects.encoding import OBJ_COMMIT, TYPE_NAMES, object_id
 from progreg.git.pack import format as packs
 from progreg.git.pack.objectread import packed_odb
@@ -279,10 +280,13 @@ def _config_int(repo: pygit2.Repository, key: str, default: int) -> int:
 
 @contextlib.contextmanager
 def maintenance_lock(gitdir: Path, timeout: float | None) -> Iterator[bool]:
-    """Hold ``progreg-maintenance.lock``; yield whether it was taken.
+    """Hold ``progreg-maintenance.lock``, then Git's ``objects/maintenance.lock``; yield
+    whether both were taken.
 
     ``timeout=None`` does not wait: the block runs with ``False`` when another
-    process (or thread) holds the lock.
+    process (or thread) holds either lock. Git's lock keeps ``git maintenance
+    run`` from deleting packs while progreg merges them, and the other way round
+    (:mod:`progreg.git.maintenancelock`).
     """
     path = gitdir / MAINTENANCE_LOCK
     try:
@@ -294,7 +298,16 @@ def maintenance_lock(gitdir: Path, timeout: float | None) -> Iterator[bool]:
             adjust_fd(fd, repository_settings(gitdir).shared)
         taken = _take(fd, path, timeout)
         try:
-            yield taken
+            if not taken:
+                yield False
+                return
+            with contextlib.ExitStack() as held:
+                try:
+                    git_lock = git_maintenance_lock(_objects_dir(gitdir), timeout)
+                    git_taken = held.enter_context(git_lock)
+                except OSError as exc:
+                    raise write_failure(gitdir, exc, "take Git's maintenance lock") from exc
+                yield git_taken
         finally:
             if taken and fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -421,6 +434,7 @@ def merge_small_packs(
     with maintenance_lock(git.path, None) as taken:
         if not taken:
             return None
+        git.delete_replaced_packs()  # open packs replaced while Git's maintenance ran
         start = time.perf_counter()
         chosen = choose_merge(candidates(), limit)
         if len(chosen) < 2:
@@ -569,21 +583,8 @@ def pack_loose_objects(
             # Close these packs: libgit2 keeps a cache of delta bases per open pack.
             repo.free()
             del repo, packed, loose, already, wanted
-        consolidated = 0
-        for _ in range(MERGE_ATTEMPTS):
-            existing = list_packs(objects_dir)
-            if limit <= 0 or len(existing) <= limit:
-                break
-            handle = git if git is not None else GitRepository(gitdir, create=False)
-            try:
-                result = _merge(handle, [info.path for info in existing], walk_all=True)
-            except FileNotFoundError:
-                # A pack listed a moment ago is gone: Git's own repack (or gc) merged it
-                # meanwhile, and its objects are in Git's new pack. List the packs again.
-                handle.forget_packs()
-                continue
-            new_pack, consolidated = result.pack, len(existing)
-            break
+        merged, consolidated = _merge_all(git, gitdir, limit)
+        new_pack = merged or new_pack
         remove_garbage(objects_dir)
         heal_midx(objects_dir / "pack")
         update_pack_info(objects_dir)
@@ -606,6 +607,28 @@ def pack_loose_objects(
         seconds=round(report.seconds, 3),
     )
     return report
+
+
+def _merge_all(git: GitRepository | None, gitdir: Path, limit: int) -> tuple[Path | None, int]:
+    """Merge every pack of ``gitdir`` into one when there are more than ``limit`` (0:
+    never), under the maintenance locks; the new pack and how many were merged."""
+    if git is not None:
+        git.delete_replaced_packs()  # open packs replaced while Git's maintenance ran
+    objects_dir = _objects_dir(gitdir)
+    for _ in range(MERGE_ATTEMPTS):
+        existing = list_packs(objects_dir)
+        if limit <= 0 or len(existing) <= limit:
+            break
+        git = git if git is not None else GitRepository(gitdir, create=False)
+        try:
+            result = _merge(git, [info.path for info in existing], walk_all=True)
+        except FileNotFoundError:
+            # A pack listed a moment ago is gone: Git's own repack (or gc) merged it
+            # meanwhile, and its objects are in Git's new pack. List the packs again.
+            git.forget_packs()
+            continue
+        return result.pack, len(existing)
+    return None, 0
 
 
 # -- automatic maintenance ------------------------------------------------------------

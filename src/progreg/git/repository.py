@@ -39,6 +39,7 @@ from progreg.errors import (
 from progreg.git.durability import fsync_dir, fsync_dirs, fsync_file
 from progreg.git.failures import write_failure
 from progreg.git.locking import ref_locked_error, remove_stale_ref_locks, write_lock
+from progreg.git.maintenancelock import git_maintenance_lock
 from progreg.git.objects import encoding as objects
 from progreg.git.objects.identity import Identity, resolve_identity
 from progreg.git.objects.signing import Signer
@@ -201,6 +202,8 @@ class GitRepository:
         self.packs_left = 0
         self.packs_looked = 0
         self.tail = TailPack(self.path / "objects" / "pack")
+        #: Open packs replaced while Git's maintenance ran: deleted by a later write.
+        self._replaced_later: list[Path] = []
         self._objects_dir = os.path.join(self.path, "objects")
         self._pack_dir = os.path.join(self._objects_dir, "pack")
         #: ``{commit id: its tree's id}`` of the last :data:`WRITTEN_TIPS` commits written.
@@ -1002,13 +1005,43 @@ class GitRepository:
                 keep.release()
             deleted = []
             if pending.replaced:
-                deleted = delete_packs(self._pack_dir, pending.replaced, force_midx=False)
+                deleted = self._delete_replaced(pending.replaced)
                 if len(deleted) != len(pending.replaced):
                     self.packs_left += 1  # one stays (a keep, the multi-pack-index): merged later
             if pending.added and not deleted:
                 update_pack_info(self._objects_dir)
             if pending.added:
                 self.tail.midx_names()  # removes a file naming a pack that is gone
+
+    def _delete_replaced(self, packs: list[Path]) -> list[Path]:
+        """Delete the open packs ``packs`` that later ones replaced; those deleted.
+
+        Under Git's maintenance lock, without waiting: a ``git maintenance``
+        run may be writing a multi-pack-index that lists them, which its
+        ``incremental-repack`` would then act on, and that loses objects of a
+        pack deleted meanwhile (:mod:`progreg.git.maintenancelock`). While it
+        runs they stay, and a later write (or a merge) deletes them.
+        """
+        with self.hints_lock:
+            packs = [*self._replaced_later, *packs]
+            self._replaced_later = []
+        try:
+            with git_maintenance_lock(Path(self._objects_dir), None) as taken:
+                if taken:
+                    return self.delete_replaced_packs(packs)
+        except OSError:
+            pass  # left in place, as packs a multi-pack-index lists: merged later
+        with self.hints_lock:
+            self._replaced_later = [*packs, *self._replaced_later]
+        return []
+
+    def delete_replaced_packs(self, packs: list[Path] | None = None) -> list[Path]:
+        """Delete ``packs`` (by default those left while Git's maintenance ran), which
+        later open packs of this handle replaced; the caller holds Git's maintenance lock."""
+        if packs is None:
+            with self.hints_lock:
+                packs, self._replaced_later = self._replaced_later, []
+        return delete_packs(self._pack_dir, packs, force_midx=False) if packs else []
 
     def _freshen(self, oids: list[bytes]) -> None:
         """Refresh the files of objects a write reuses (Git's rule: prune keeps them)."""

@@ -31,6 +31,18 @@ rules it follows there, taken from Git's sources (Git 2.39):
   stored updates the modification time of its file (loose object or pack),
   so that ``git prune`` / ``git gc --prune=<date>`` keep it (:func:`freshen`).
 
+- **which copy the multi-pack-index takes** (``midx.c``, ``midx_oid_compare``):
+  of an object stored in several packs, ``git multi-pack-index write`` keeps
+  the copy in the pack modified last, in whole seconds, and on a tie the one
+  in the pack whose name sorts first; ``git multi-pack-index expire`` (run by
+  ``git maintenance``'s ``incremental-repack``) then deletes the packs it
+  assigns no object, working from the file it read when it started. A merged
+  pack that ties with the packs it merges may be assigned nothing, and
+  deleted while the merge deletes those packs: then the objects are in no
+  pack at all. So a pack that replaces others is made newer than each of
+  them before it appears, and again before they are deleted
+  (:func:`outrank`): every index that lists both assigns it the objects.
+
 A ``git multi-pack-index write`` that listed a pack before progreg deleted it
 and commits its file after progreg released the lock names a missing pack
 (``git repack -d`` has the same race with it); :func:`heal_midx`, run by
@@ -245,8 +257,37 @@ def deletable(pack: Path) -> bool:
     return not (os.path.exists(stem + ".keep") or os.path.exists(stem + ".promisor"))
 
 
+def outrank(pack: str | Path, others: Iterable[str | Path]) -> bool:
+    """Make ``pack`` modified later than each of ``others``, in whole seconds; whether it is.
+
+    Git compares packs' modification times in whole seconds (see the module),
+    so ``pack`` gets one second more than the latest of ``others`` when it
+    does not have it already: at most a second or two ahead of the clock,
+    since merged packs are themselves made from packs written before. Packs
+    of ``others`` that are gone do not count. ``False`` when ``pack`` cannot
+    be changed (another user's file): then its writer must not delete
+    ``others``.
+    """
+    latest = -1
+    for other in others:
+        with contextlib.suppress(FileNotFoundError):
+            latest = max(latest, int(os.stat(other).st_mtime))
+    try:
+        found = os.stat(pack)
+        if int(found.st_mtime) > latest:
+            return True
+        os.utime(pack, (found.st_atime, max(latest + 1, int(found.st_mtime) + 1)))
+    except OSError:
+        return False
+    return True
+
+
 def place_pack(
-    temporary: str | Path, temporary_index: str | Path, final: str | Path
+    temporary: str | Path,
+    temporary_index: str | Path,
+    final: str | Path,
+    *,
+    replaces: Iterable[Path] = (),
 ) -> tuple[PackKeep | None, bool]:
     """Put a finished pack and its index in place, kept: ``(keep, whether it was there)``.
 
@@ -261,10 +302,13 @@ def place_pack(
     returned, and the caller must not count on the pack to hold the objects
     (a merge keeps its sources, a save writes its objects loose as well).
     The keep is ``None`` too when someone else held one on the new pack.
+    A pack that ``replaces`` others (a merge of them) is made newer than each
+    of them before it appears (:func:`outrank`).
     """
     final = os.fspath(final)
     stem = final[: -len(".pack")]
     if not os.path.exists(final):
+        outrank(temporary, replaces)
         keep = PackKeep.create(stem)
         try:
             os.link(temporary, final)  # never replaces a file of that name
@@ -295,9 +339,17 @@ def place_pack(
 
 
 def delete_packs(
-    pack_dir: str | Path, packs: Iterable[Path], *, force_midx: bool = True
+    pack_dir: str | Path,
+    packs: Iterable[Path],
+    *,
+    force_midx: bool = True,
+    replaced_by: Path | None = None,
 ) -> list[Path]:
     """Delete ``packs`` (``.pack`` paths) the way Git does; return those deleted.
+
+    When they were merged into ``replaced_by``, that pack is first made newer
+    than each of them again (:func:`outrank`: one may have been freshened
+    since the merge began); nothing is deleted if it cannot be.
 
     Packs with a ``.keep`` or a ``.promisor`` are left alone. When the
     multi-pack-index lists one of them, it is removed first, under
@@ -309,7 +361,7 @@ def delete_packs(
     on the old packs is removed (:func:`heal_midx`).
     """
     wanted = [pack for pack in packs if deletable(pack)]
-    if not wanted:
+    if not wanted or (replaced_by is not None and not outrank(replaced_by, wanted)):
         return []
     listed = midx_packs(pack_dir)
     if listed and any(pack.stem in listed for pack in wanted):

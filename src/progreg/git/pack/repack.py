@@ -16,7 +16,9 @@ with its first parent's, along the changed paths only.
 
 The new pack is written under a temporary name, flushed to the disk, kept
 (``pack-<sha>.keep``, so that a concurrent ``git repack -a -d`` leaves it),
-renamed into place (pack first, index last) and checked, and only then are
+made newer than the packs it merges (so that a multi-pack-index assigns it
+their objects: :func:`~progreg.git.pack.packdir.outrank`), renamed into
+place (pack first, index last) and checked, and only then are
 the merged packs deleted as Git deletes packs
 (:func:`~progreg.git.pack.packdir.delete_packs`: a multi-pack-index listing
 them removed first, under its lock) and the keep released: a reader always
@@ -460,7 +462,9 @@ def merge_packs(
             previous = array("i", [_NONE]) * len(table)
             ordered = sorted(sources, key=lambda source: source.mtime)  # older objects first
         settled = _apply_hints(table, previous, hints)
-        final, out, keep, existed = _write(pack_dir, ordered, table, previous, reader, durable)
+        final, out, keep, existed = _write(
+            pack_dir, ordered, table, previous, reader, durable, pack_paths
+        )
     finally:
         for source in sources:
             source.close()
@@ -469,7 +473,8 @@ def merge_packs(
         if not existed:
             # A merged pack that was there already may be deleted by a `git repack -d`
             # that listed it (place_pack): then the sources still hold the objects.
-            delete_packs(pack_dir, [path for path in pack_paths if path != final])
+            merged = [path for path in pack_paths if path != final]
+            delete_packs(pack_dir, merged, replaced_by=final)
     finally:
         if keep is not None:
             keep.release()
@@ -501,8 +506,10 @@ def _write(
     previous: array[int],
     reader: _Reader,
     durable: bool,
+    replaces: list[Path],
 ) -> tuple[Path, _Output, PackKeep | None, bool]:
-    """Write the merged pack (every object of ``table`` once) and its index, kept.
+    """Write the merged pack (every object of ``table`` once) and its index, kept,
+    newer than the packs it ``replaces``.
 
     Returns the pack, what was written (offsets, deltas made, bases), the
     keep to release once the merged packs are deleted, and whether the same
@@ -542,7 +549,7 @@ def _write(
         shared = repository_settings(pack_dir.parent.parent).shared
         for path in (temporary, index_temporary):
             set_created_mode(path, READ_ONLY_MODE, shared)  # as Git's packs, see permissions
-        keep, existed = place_pack(temporary, index_temporary, final)
+        keep, existed = place_pack(temporary, index_temporary, final, replaces=replaces)
         if durable:
             fsync_dir(pack_dir)
         return final, out, keep, existed

@@ -13,7 +13,11 @@ only after that (:func:`~progreg.git.pack.packdir.delete_packs`: never one
 a multi-pack-index lists, nor one with someone else's ``.keep``). Readers
 see the old pack or the new one, and both hold every object written before.
 A pack that a multi-pack-index lists is not replaced: the next commit starts
-a new one, and maintenance merges it.
+a new one, and maintenance merges it. Unlike a merged pack, a new open pack
+need not be made newer than the one it replaces
+(:func:`~progreg.git.pack.packdir.outrank`): it holds a commit no other pack
+holds, so no multi-pack-index leaves it without objects, and ``git
+multi-pack-index expire`` never deletes the last of the chain it knows.
 
 Once the pack holds :data:`MAX_OBJECTS` objects or :data:`MAX_BYTES` bytes
 it is left as it is for maintenance to merge (see
