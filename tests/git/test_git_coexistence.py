@@ -40,7 +40,7 @@ from progreg import (
     StorageConfig,
     StorageManager,
 )
-from progreg.git import maintenance, maintenancelock, repository
+from progreg.git import locking, maintenance, repository
 from progreg.git.bundle import unbundle
 from progreg.git.pack import packdir, packstore, repack
 from progreg.git.repository import GitRepository
@@ -361,7 +361,7 @@ def test_stale_keeps_of_dead_progreg_writers_are_removed(storage: ProgramStorage
 
 
 def _git_maintenance_lock(storage: ProgramStorage) -> Path:
-    return storage.path / "objects" / maintenancelock.GIT_MAINTENANCE_LOCK
+    return storage.path / "objects" / locking.GIT_MAINTENANCE_LOCK
 
 
 def _dead_pid() -> int:

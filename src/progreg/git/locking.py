@@ -1,4 +1,5 @@
-"""The registry's write lock, and recovery of ref locks left by killed writers.
+"""The registry's write lock, recovery of ref locks left by killed writers, and Git's
+maintenance lock.
 
 Writers serialise on an advisory ``flock`` of ``<gitdir>/progreg.lock``. The
 kernel releases it when a process dies, so the lock itself can never wedge a
@@ -14,6 +15,24 @@ creating its tags, say) takes it again at no cost.
 
 Where ``fcntl`` is unavailable (Windows) the lock is a no-op and the
 compare-and-swap on refs alone keeps writers correct.
+
+**Git's maintenance lock.** ``git maintenance run`` (``builtin/gc.c``,
+``maintenance_run_tasks``, Git 2.39) creates ``objects/maintenance.lock``
+with ``O_EXCL`` before it runs any task, and skips the whole run when the
+file exists ("another process is running maintenance"). Its
+``incremental-repack`` task cannot run safely beside another process that
+deletes packs: ``git multi-pack-index expire`` deletes every pack to which
+the multi-pack-index *it read at its start* assigns no object, and a pack
+whose objects the index assigns to packs deleted since loses its objects
+with it. So progreg's own maintenance, which deletes the packs it merges,
+holds this lock for as long as it works (:func:`git_maintenance_lock`), and
+Git's maintenance waits its turn (it runs again on its schedule).
+
+Git never reads the file; progreg writes ``progreg <pid> on <host>`` into
+its own, so that one a killed progreg process left is recognised and
+removed (the holder named is not running on this host) instead of stopping
+``git maintenance`` for good. A lock Git left behind is Git's: progreg
+waits for it, then says which file to remove if no Git process is running.
 """
 
 from __future__ import annotations
@@ -22,6 +41,7 @@ import contextlib
 import logging
 import os
 import random
+import socket
 import stat
 import threading
 import time
@@ -262,3 +282,92 @@ def ref_locked_error(gitdir: Path, ref: str, problem: str) -> RegistryBusyError:
         f" {lock}{age}; if none is running, it crashed: run `progreg doctor` to see the"
         " registry's locks, then remove that file"
     )
+
+
+# -- Git's maintenance lock ---------------------------------------------------------------
+
+#: The file's name in ``objects/``: the lock of ``git maintenance run``.
+GIT_MAINTENANCE_LOCK = "maintenance.lock"
+_POLL = 0.05
+
+
+def _git_lock_holder() -> bytes:
+    return f"progreg {os.getpid()} on {socket.gethostname()}\n".encode()
+
+
+def _take_git_lock(path: Path) -> bool:
+    """Create the lock file; whether it was created (a stale progreg one is replaced)."""
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # Git's lock files
+        except FileExistsError:
+            if not _stale_git_lock(path):
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            continue
+        try:
+            os.write(fd, _git_lock_holder())
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # not left behind, half written
+            raise
+        os.close(fd)
+        return True
+    return False
+
+
+def _stale_git_lock(path: Path) -> bool:
+    """Whether ``path`` is a lock a progreg process of this host left when it died."""
+    try:
+        words = path.read_bytes()[:200].decode(errors="replace").split()
+    except OSError:
+        return False
+    if len(words) != 4 or words[0] != "progreg" or words[2] != "on" or not words[1].isdigit():
+        return False
+    if words[3] != socket.gethostname():
+        return False
+    pid = int(words[1])
+    if pid == os.getpid():
+        return False  # this process holds it (another thread)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def git_maintenance_lock(objects_dir: Path, timeout: float | None) -> Iterator[bool]:
+    """Hold ``objects/maintenance.lock``; yield whether it was taken.
+
+    ``timeout=None`` does not wait: the block runs with ``False`` while Git's
+    maintenance runs. Otherwise waits up to ``timeout`` seconds, then raises
+    :class:`~progreg.RegistryBusyError`. A missing ``objects`` directory
+    yields ``False``.
+    """
+    path = objects_dir / GIT_MAINTENANCE_LOCK
+    deadline = time.monotonic() + (timeout or 0.0)
+    while True:
+        try:
+            taken = _take_git_lock(path)
+        except (FileNotFoundError, NotADirectoryError):
+            taken = False
+            timeout = None
+        if taken or timeout is None:
+            break
+        if time.monotonic() >= deadline:
+            raise RegistryBusyError(
+                f"git maintenance has held {path} for more than {timeout:g} s; retry once it"
+                " ends (if no git process is running on this repository, remove that file)"
+            )
+        time.sleep(_POLL)
+    try:
+        yield taken
+    finally:
+        if taken:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)

@@ -51,8 +51,7 @@ from progreg import events
 from progreg.errors import RegistryBusyError
 from progreg.git.bundle import format as bundle
 from progreg.git.failures import write_failure
-from progreg.git.locking import write_lock
-from progreg.git.maintenancelock import git_maintenance_lock
+from progreg.git.locking import git_maintenance_lock, write_lock
 from progreg.git.objects.encoding import OBJ_COMMIT, TYPE_NAMES, object_id
 from progreg.git.pack import format as packs
 from progreg.git.pack.objectread import packed_odb
@@ -286,7 +285,7 @@ def maintenance_lock(gitdir: Path, timeout: float | None) -> Iterator[bool]:
     ``timeout=None`` does not wait: the block runs with ``False`` when another
     process (or thread) holds either lock. Git's lock keeps ``git maintenance
     run`` from deleting packs while progreg merges them, and the other way round
-    (:mod:`progreg.git.maintenancelock`).
+    (:func:`~progreg.git.locking.git_maintenance_lock`).
     """
     path = gitdir / MAINTENANCE_LOCK
     try:

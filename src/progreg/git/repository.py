@@ -38,8 +38,12 @@ from progreg.errors import (
 )
 from progreg.git.durability import fsync_dir, fsync_dirs, fsync_file
 from progreg.git.failures import write_failure
-from progreg.git.locking import ref_locked_error, remove_stale_ref_locks, write_lock
-from progreg.git.maintenancelock import git_maintenance_lock
+from progreg.git.locking import (
+    git_maintenance_lock,
+    ref_locked_error,
+    remove_stale_ref_locks,
+    write_lock,
+)
 from progreg.git.objects import encoding as objects
 from progreg.git.objects.identity import Identity, resolve_identity
 from progreg.git.objects.signing import Signer
@@ -1019,7 +1023,7 @@ class GitRepository:
         Under Git's maintenance lock, without waiting: a ``git maintenance``
         run may be writing a multi-pack-index that lists them, which its
         ``incremental-repack`` would then act on, and that loses objects of a
-        pack deleted meanwhile (:mod:`progreg.git.maintenancelock`). While it
+        pack deleted meanwhile (:func:`~progreg.git.locking.git_maintenance_lock`). While it
         runs they stay, and a later write (or a merge) deletes them.
         """
         with self.hints_lock:
