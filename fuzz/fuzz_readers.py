@@ -32,11 +32,11 @@ import atheris
 
 with atheris.instrument_imports(include=["progreg"]):
     from progreg import ProgramStorage, ProgregError
-    from progreg.document import decode_document
-    from progreg.gitstore import bundle as bundles
-    from progreg.gitstore import fsck
-    from progreg.gitstore import pack as packs
-    from progreg.gitstore.delta import apply_delta, make_delta
+    from progreg.core.document import decode_document
+    from progreg.git.bundle import format as bundles
+    from progreg.git.objects import fsck
+    from progreg.git.objects.delta import apply_delta, make_delta
+    from progreg.git.pack import format as packs
 
 #: Largest object the fuzzed readers accept: bounds what one input may allocate.
 MAX_OBJECT = 1 << 20
