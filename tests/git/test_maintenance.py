@@ -10,11 +10,12 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from progreg import ProgramStorage, events
+from progreg import InvalidInputError, ProgramStorage, events
 from progreg.cli.main import cli
 from progreg.git import maintenance
 from progreg.git.objects.encoding import OBJ_BLOB, object_id
@@ -282,6 +283,17 @@ def test_gc_merges_packs_only_over_the_limit(storage: ProgramStorage) -> None:
     assert_fsck_clean(storage.path)
     for program_id in ids:
         assert ProgramStorage(storage.path).load_program(program_id) is not None
+
+
+@pytest.mark.parametrize("limit", [-1, 1.5, True, "2"])
+def test_gc_refuses_a_pack_limit_that_is_not_a_count(storage: ProgramStorage, limit: Any) -> None:
+    each_save_its_own_pack(storage)
+    _save(storage, 0)
+    _save(storage, 1)
+    before = sorted(p.name for p in (storage.path / "objects" / "pack").iterdir())
+    with pytest.raises(InvalidInputError, match="pack_limit"):
+        storage.gc(pack_limit=limit)
+    assert sorted(p.name for p in (storage.path / "objects" / "pack").iterdir()) == before
 
 
 def test_concurrent_saves_during_gc_lose_nothing(registry_path: Path) -> None:

@@ -690,6 +690,13 @@ class Registry:
 
     def gc(self, *, pack_limit: int | None = None) -> GcReport:
         """The operation behind :meth:`progreg.ProgramStorage.gc`."""
+        if pack_limit is not None and (
+            not isinstance(pack_limit, int) or isinstance(pack_limit, bool) or pack_limit < 0
+        ):
+            raise InvalidInputError(
+                f"pack_limit must be a whole number of packs, 0 or more (0: never merge),"
+                f" not {pack_limit!r}"
+            )
         self._git.check_writable()
         from progreg.git.maintenance import pack_loose_objects  # noqa: PLC0415 (see _maintain)
 
