@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,13 +114,18 @@ def test_untrusted_key_is_reported_bad_as_git_does(tmp_path: Path) -> None:
     assert "NOT OK" in result.output
 
 
-@needs_gpg
-def test_openpgp_signed_saves_agree_with_git(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def gnupg_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A GnuPG home of its own; the gpg-agent that signing starts there is stopped after."""
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
     monkeypatch.setenv("GNUPGHOME", str(home))
+    yield home
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], check=False, capture_output=True)
+
+
+@needs_gpg
+def test_openpgp_signed_saves_agree_with_git(tmp_path: Path, gnupg_home: Path) -> None:
     subprocess.run(
         [
             "gpg",
