@@ -33,7 +33,9 @@ GIT_MODULES = {
     "failures",
     "locking",
     "maintenance",
+    "maintenancelock",
     "permissions",
+    "processes",
     "repository",
     "settings",
 }

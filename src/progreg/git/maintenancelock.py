@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from progreg.errors import RegistryBusyError
+from progreg.git.processes import parse_writer_label, process_gone, writer_label
 
 #: The file's name in ``objects/``: the lock of ``git maintenance run``.
 GIT_MAINTENANCE_LOCK = "maintenance.lock"
@@ -35,7 +35,7 @@ _POLL = 0.05
 
 
 def _holder() -> bytes:
-    return f"progreg {os.getpid()} on {socket.gethostname()}\n".encode()
+    return f"{writer_label()}\n".encode()
 
 
 def _take(path: Path) -> bool:
@@ -64,23 +64,12 @@ def _take(path: Path) -> bool:
 def _stale(path: Path) -> bool:
     """Whether ``path`` is a lock a progreg process of this host left when it died."""
     try:
-        words = path.read_bytes()[:200].decode(errors="replace").split()
+        text = path.read_bytes()[:200].decode(errors="replace")
     except OSError:
         return False
-    if len(words) != 4 or words[0] != "progreg" or words[2] != "on" or not words[1].isdigit():
-        return False
-    if words[3] != socket.gethostname():
-        return False
-    pid = int(words[1])
-    if pid == os.getpid():
-        return False  # this process holds it (another thread)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
+    writer = parse_writer_label(text)
+    # this process holding it (another thread) is never gone
+    return writer is not None and process_gone(*writer)
 
 
 @contextlib.contextmanager
