@@ -11,7 +11,7 @@ branches share no history with ``main`` and never clutter it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -82,10 +82,12 @@ class Checkpoints:
         metadata: Mapping[str, Any] | None = None,
         *,
         secrets: SecretsPolicy = "refuse",
+        trailers: Sequence[tuple[str, str]] = (),
     ) -> SavedProgram:
         """Record ``program`` as the newest checkpoint of run ``name``.
 
-        ``secrets`` is as for :meth:`~progreg.ProgramStorage.save_program`.
+        ``secrets`` is as for :meth:`~progreg.ProgramStorage.save_program`;
+        ``trailers`` are added to the commit's (after ``Checkpoint``).
         """
         ref = checkpoint_ref(name)
         meta = dict(metadata or {})
@@ -113,7 +115,10 @@ class Checkpoints:
         )
         author, committer = self._storage.identity()
         message = save_message(
-            doc, action="checkpoint", extra=[("Checkpoint", name)], verb=f"Checkpoint {name}:"
+            doc,
+            action="checkpoint",
+            extra=[("Checkpoint", name), *trailers],
+            verb=f"Checkpoint {name}:",
         )
         try:
 
