@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pygit2
 import pytest
 
 from support.gitcli import assert_fsck_clean, git, registry_state
@@ -41,6 +42,7 @@ from progreg import (
     track_run,
 )
 from progreg.cli import cli
+from progreg.registry.validation import RefUpdate, validate_ref_update
 from support.dspy_toy import exact_match, student, toy_lm, trainset, with_demos
 from support.workers import TESTS, WORKERS
 
@@ -75,6 +77,18 @@ class Scripted(Teleprompter):  # type: ignore[misc]
         if self.fail is not None:
             raise self.fail
         return self.candidates[-1]
+
+
+class Minibatches(Teleprompter):  # type: ignore[misc]
+    """Scores candidates as MIPROv2 does: on minibatches, then the promising one in full."""
+
+    def compile(self, student: Any, *, trainset: list[Any], **kwargs: Any) -> Any:
+        evaluate = dspy.Evaluate(devset=trainset, metric=exact_match, num_threads=1)
+        minibatch = {"metric_key": "eval_minibatch"}
+        evaluate(with_demos(6), devset=trainset[:2], callback_metadata=minibatch)  # 100%
+        evaluate(with_demos(1), devset=trainset[2:4], callback_metadata=minibatch)  # 0%
+        evaluate(with_demos(3), callback_metadata={"metric_key": "eval_full"})  # 50%
+        return with_demos(3)
 
 
 def checkpoint_commits(storage: ProgramStorage, name: str) -> int:
@@ -149,6 +163,12 @@ def test_random_search_records_every_candidate_and_saves_the_best(
     assert [d["question"] for d in loaded.program.demos] == [d["question"] for d in compiled.demos]
     assert run.errors == []
     assert_fsck_clean(storage.path)
+    # a server's pre-receive checks accept the run's branch and main as pushed anew
+    repo = pygit2.Repository(str(storage.path))
+    main = str(repo.references["refs/heads/main"].target)
+    for ref in ("refs/heads/main", "refs/heads/checkpoints/random-1"):
+        update = RefUpdate(old="0" * 40, new=str(repo.references[ref].target), ref=ref)
+        assert validate_ref_update(repo, update, main_tip=main) == [], ref
 
 
 def test_bootstrap_fewshot_evaluates_nothing_and_its_result_is_saved(
@@ -189,6 +209,22 @@ def test_the_optimizer_exception_propagates_and_the_run_is_failed(
     best = storage.load_program(summary.best_program_id or "", into=student())
     assert best is not None and len(best.program.demos) == 4
     assert trailer_values(storage, "failing", "Run-Status")[-1] == "failed"
+
+
+def test_minibatch_scores_are_recorded_but_never_the_best(storage: ProgramStorage) -> None:
+    with dspy.context(lm=toy_lm()):
+        track_run(storage, "mini").compile(Minibatches(), student(), trainset=trainset())
+    points = storage.run_trajectory("mini")
+    assert [(p.score, p.minibatch, p.examples) for p in points] == [
+        (1.0, True, 2),
+        (0.0, True, 2),
+        (0.5, False, 6),
+    ]
+    assert [p.best_score for p in points] == [None, None, 0.5]
+    summary = storage.run("mini")
+    assert (summary.best_score, summary.best_candidate) == (0.5, 3)
+    versions = storage.versions(summary.best_program_id or "")
+    assert [v.best_score for v in versions] == [0.5, 0.5]  # the result, and candidate 3
 
 
 def test_a_keyboard_interrupt_marks_the_run_interrupted(storage: ProgramStorage) -> None:
