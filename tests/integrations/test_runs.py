@@ -80,15 +80,18 @@ class Scripted(Teleprompter):  # type: ignore[misc]
 
 
 class Minibatches(Teleprompter):  # type: ignore[misc]
-    """Scores candidates as MIPROv2 does: on minibatches, then the promising one in full."""
+    """Scores candidates as MIPROv2 and GEPA do: on samples, marked or not, and in full."""
 
     def compile(self, student: Any, *, trainset: list[Any], **kwargs: Any) -> Any:
         evaluate = dspy.Evaluate(devset=trainset, metric=exact_match, num_threads=1)
-        minibatch = {"metric_key": "eval_minibatch"}
-        evaluate(with_demos(6), devset=trainset[:2], callback_metadata=minibatch)  # 100%
-        evaluate(with_demos(1), devset=trainset[2:4], callback_metadata=minibatch)  # 0%
-        evaluate(with_demos(3), callback_metadata={"metric_key": "eval_full"})  # 50%
-        return with_demos(3)
+        marked = {"metric_key": "eval_minibatch"}
+        evaluate(with_demos(6), devset=trainset[:2], callback_metadata=marked)  # 1.0, marked
+        evaluate(with_demos(2), devset=trainset[:2])  # 1.0 on a sample: the best, for now
+        evaluate(with_demos(1), devset=trainset[:2])  # 0.5 on the same sample
+        evaluate(with_demos(3))  # 0.5 on all 6: supersedes the sample's 1.0
+        evaluate(with_demos(6), devset=trainset[2:4])  # 1.0 on a sample: never a best now
+        evaluate(with_demos(4), callback_metadata={"metric_key": "eval_full"})  # 4/6
+        return with_demos(4)
 
 
 def checkpoint_commits(storage: ProgramStorage, name: str) -> int:
@@ -211,20 +214,31 @@ def test_the_optimizer_exception_propagates_and_the_run_is_failed(
     assert trailer_values(storage, "failing", "Run-Status")[-1] == "failed"
 
 
-def test_minibatch_scores_are_recorded_but_never_the_best(storage: ProgramStorage) -> None:
+def test_scores_on_samples_are_recorded_but_never_beat_a_score_on_more_examples(
+    storage: ProgramStorage,
+) -> None:
     with dspy.context(lm=toy_lm()):
         track_run(storage, "mini").compile(Minibatches(), student(), trainset=trainset())
     points = storage.run_trajectory("mini")
-    assert [(p.score, p.minibatch, p.examples) for p in points] == [
-        (1.0, True, 2),
-        (0.0, True, 2),
-        (0.5, False, 6),
+    assert [(p.minibatch, p.examples) for p in points] == [
+        (True, 2),
+        (False, 2),
+        (False, 2),
+        (False, 6),
+        (False, 2),
+        (False, 6),
     ]
-    assert [p.best_score for p in points] == [None, None, 0.5]
+    assert [p.score for p in points] == pytest.approx([1.0, 1.0, 0.5, 0.5, 1.0, 0.6667], abs=1e-4)
+    assert [p.best_score for p in points] == pytest.approx(
+        [None, 1.0, 1.0, 0.5, 0.5, 0.6667], abs=1e-4
+    )
     summary = storage.run("mini")
-    assert (summary.best_score, summary.best_candidate) == (0.5, 3)
+    assert summary.best_candidate == 6
     versions = storage.versions(summary.best_program_id or "")
-    assert [v.best_score for v in versions] == [0.5, 0.5]  # the result, and candidate 3
+    # candidates 2, 4 and 6, then the result (scored as candidate 6, the same state)
+    assert [v.best_score for v in reversed(versions)] == pytest.approx(
+        [1.0, 0.5, 0.6667, 0.6667], abs=1e-4
+    )
 
 
 def test_a_keyboard_interrupt_marks_the_run_interrupted(storage: ProgramStorage) -> None:

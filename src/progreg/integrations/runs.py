@@ -52,7 +52,8 @@ from progreg.registry.runs import RunEvent, RunRecord, RunStatus, has_run, write
 from progreg.storage import ProgramStorage
 
 #: ``callback_metadata`` of an ``Evaluate`` call that scores a sample of the data
-#: (MIPROv2's minibatches; GEPA's reflection batches): recorded, never a best.
+#: (MIPROv2's minibatches; GEPA marks its samples ``disable_logging``): recorded,
+#: never a best.
 _MINIBATCH_KEY = "eval_minibatch"
 
 
@@ -89,7 +90,9 @@ class OptimizationRun:
         self._candidates = 0
         self._best_score: float | None = None
         self._best_candidate: int | None = None
-        self._scores_by_state: dict[str, float] = {}
+        self._best_examples = 0
+        #: The score of each evaluated state: on the most examples, the highest.
+        self._scores_by_state: dict[str, tuple[int, float]] = {}
         self._last_program: object = None
         #: The best candidate's save on ``main`` (then the optimizer's result), if any.
         self.best: SavedProgram | None = None
@@ -208,9 +211,11 @@ class OptimizationRun:
                 result = optimization_result_from(program, evaluation, optimizer=self._optimizer)
                 score = result.best_score_value
                 examples = result.metadata.get("evaluated_examples")
-                if not minibatch and score is not None and _better(score, self._best_score):
+                size = examples if isinstance(examples, int) else 0
+                if not minibatch and score is not None and self._improves(score, size):
                     self._save(program, result, "candidate")
                     self._best_score, self._best_candidate = score, number
+                    self._best_examples = size
                 saved = self._write(
                     "candidate",
                     "running",
@@ -224,10 +229,23 @@ class OptimizationRun:
                 self._last_program = program
                 if not minibatch and score is not None:
                     key = _state_key(saved.state)
-                    self._scores_by_state[key] = max(score, self._scores_by_state.get(key, score))
+                    known = self._scores_by_state.get(key, (size, score))
+                    self._scores_by_state[key] = max(known, (size, score))
             except Exception as exc:  # the optimization goes on; see the module docstring
                 self._record_failed(exc, number)
         self.record_seconds.append(time.perf_counter() - began)
+
+    def _improves(self, score: float, size: int) -> bool:
+        """Whether a candidate scored on ``size`` examples is the new best.
+
+        A score on more examples than the best's supersedes it whatever its
+        value (the best was scored on a sample); one on fewer never counts.
+        """
+        if self._best_score is None:
+            return True
+        if size != self._best_examples:
+            return size > self._best_examples
+        return score > self._best_score
 
     def _finish(self, compiled: object) -> None:
         """Save what the optimizer returned and record the run as finished."""
@@ -253,7 +271,8 @@ class OptimizationRun:
         if not is_dspy_module(compiled) or not self._scores_by_state:
             return None
         _, state, _ = program_state(compiled, redact=self._secrets == "redact")
-        return self._scores_by_state.get(_state_key(state))
+        known = self._scores_by_state.get(_state_key(state))
+        return None if known is None else known[1]
 
     def _record_failed(self, exc: BaseException, candidate: int | None) -> None:
         message = mask_credentials(f"{type(exc).__name__}: {exc}")[:500]
