@@ -275,6 +275,21 @@ def test_a_candidate_that_cannot_be_recorded_does_not_stop_the_optimization(
     assert_fsck_clean(storage.path)
 
 
+def test_a_result_that_cannot_be_saved_is_still_returned(storage: ProgramStorage) -> None:
+    leaky = with_demos(2)
+    leaky.signature = leaky.signature.with_instructions(f"Use the key {API_KEY}.")
+    run = track_run(storage, "leaky-result")
+    with dspy.context(lm=toy_lm()):
+        compiled = run.compile(Scripted([leaky]), student(), trainset=trainset())
+    assert compiled is leaky  # the optimization's result reaches the caller
+    assert [e.split(":")[0] for e in run.errors] == ["SecretDetectedError", "SecretDetectedError"]
+    # neither the candidate nor the finish could be recorded: the start is the newest
+    summary = storage.run("leaky-result")
+    assert (summary.status, summary.candidates) == ("running", 0)  # this process still runs
+    assert trailer_values(storage, "leaky-result", "Run-Event") == ["start"]
+    assert API_KEY not in git(storage.path, "log", "--all", "-p")
+
+
 def test_bad_calls_raise_typed_errors_and_write_nothing(storage: ProgramStorage) -> None:
     storage.save_program({"instructions": "keep the registry non-empty"})
     before = registry_state(storage.path)

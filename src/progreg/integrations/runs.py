@@ -22,9 +22,10 @@ propagates. A registry error while recording a candidate does not stop the
 optimization (DSPy would only log it, from a callback): it is logged and
 emitted as the ``progreg.run.record_error`` event, kept in
 :attr:`OptimizationRun.errors`, and counted in the run's later records
-(``record_errors``, shown by ``progreg runs``). A registry error while
-recording the start or the finish raises: nothing of the run is lost then
-(before the start nothing ran; the candidates are recorded).
+(``record_errors``, shown by ``progreg runs``). So is one while recording the
+finish, and ``compile`` returns the optimizer's result all the same (the run
+then reads ``interrupted`` once the process ends). A registry error while
+recording the start raises: the optimizer has not run yet.
 
 DSPy is imported when a run compiles, never with progreg.
 """
@@ -248,16 +249,25 @@ class OptimizationRun:
         return score > self._best_score
 
     def _finish(self, compiled: object) -> None:
-        """Save what the optimizer returned and record the run as finished."""
+        """Save what the optimizer returned and record the run as finished.
+
+        A registry error here is reported (see the module docstring) and the
+        result still returned: the optimization succeeded, and its candidates
+        are recorded.
+        """
         with self._lock:
-            score = self._score_of(compiled)
-            result: dict[str, Any] = {
-                "best_score_value": score,
-                "best_score_name": "score" if score is not None else None,
-                "metadata": {"optimizer": self._optimizer},
-            }
-            self._save(compiled, result, "finish")
-            self._write("finish", "finished", compiled, result, score=score)
+            try:
+                score = self._score_of(compiled)
+                result: dict[str, Any] = {
+                    "best_score_value": score,
+                    "best_score_name": "score" if score is not None else None,
+                    "metadata": {"optimizer": self._optimizer},
+                }
+                self._save(compiled, result, "finish")
+                self._write("finish", "finished", compiled, result, score=score)
+            except Exception as exc:
+                self._record_failed(exc, None)
+                return
         events.emit(
             "progreg.run.finish",
             run=self.name,
