@@ -32,11 +32,13 @@ from dspy.utils.callback import BaseCallback
 
 from progreg import (
     ConflictError,
+    CorruptProgramError,
     Event,
     InvalidInputError,
     InvalidNameError,
     ProgramStorage,
     RunNotFoundError,
+    StorageManager,
     UnsupportedProgramError,
     subscribe,
     track_run,
@@ -319,14 +321,31 @@ def test_bad_calls_raise_typed_errors_and_write_nothing(storage: ProgramStorage)
 
 
 def test_a_checkpoint_no_run_wrote_is_not_a_run(storage: ProgramStorage) -> None:
-    from progreg import StorageManager  # noqa: PLC0415
-
-    StorageManager(storage=storage).create_checkpoint(
-        {"optimized_program": {"instructions": "x"}}, "plain"
-    )
+    manager = StorageManager(storage=storage)
+    manager.create_checkpoint({"optimized_program": {"instructions": "x"}}, "plain")
+    # a caller's own "run" metadata is not a run's record
+    manager.create_checkpoint({"optimized_program": {"x": 1}}, "own", {"run": {"id": 3}})
     assert storage.runs() == []
     with pytest.raises(RunNotFoundError, match="not written by an optimization run"):
         storage.run("plain")
+    with pytest.raises(RunNotFoundError, match="not written by an optimization run"):
+        storage.run_trajectory("own")
+
+
+def test_a_damaged_run_record_is_a_typed_error_naming_the_checkpoint(
+    storage: ProgramStorage,
+) -> None:
+    with dspy.context(lm=toy_lm()):
+        track_run(storage, "fine").compile(
+            Scripted([with_demos(1)]), student(), trainset=trainset()
+        )
+    damaged = {"run": {"event": "candidate", "status": "exploded", "candidate": 1}}
+    StorageManager(storage=storage).create_checkpoint(
+        {"optimized_program": {"x": 1}}, "fine", damaged
+    )
+    for call in (storage.runs, lambda: storage.run("fine"), lambda: storage.run_trajectory("fine")):
+        with pytest.raises(CorruptProgramError, match=r"checkpoint fine .*run record is damaged"):
+            call()
 
 
 def test_a_run_killed_in_the_middle_of_compile_leaves_its_best_and_trajectory(

@@ -233,6 +233,32 @@ class Checkpoints:
             back += 1
         return infos
 
+    def newest(self, name: str) -> CheckpointInfo | None:
+        """The newest checkpoint of run ``name``; ``None`` when it has none."""
+        commit = self._git.tip(checkpoint_ref(name))
+        return None if commit is None else self._info(name, 0, commit)
+
+    def manifests(self, name: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """``(revision, commit, checkpoint.json)`` of every checkpoint of ``name``, newest first.
+
+        Only the manifests are read, not the programs: what a long run's
+        trajectory needs.
+        """
+        commit = self._git.tip(checkpoint_ref(name))
+        found = []
+        back = 0
+        while commit is not None:
+            manifest = self._manifest(commit)
+            if manifest is None:
+                raise CorruptProgramError(
+                    f"checkpoint {name}~{back} (commit {commit.id}) has no {MANIFEST}"
+                )
+            revision = name if back == 0 else f"{name}~{back}"
+            found.append((revision, str(commit.id), manifest))
+            commit = commit.parents[0] if commit.parents else None
+            back += 1
+        return found
+
     def delete(self, name: str) -> bool:
         """Delete the branch of run ``name``; ``False`` if there was none."""
         deleted = self._git.delete_ref(checkpoint_ref(name))

@@ -110,18 +110,22 @@ class RunPoint(BaseModel):
 
 def record_of(info: CheckpointInfo) -> RunRecord | None:
     """The run record of a checkpoint; ``None`` for a checkpoint no run wrote."""
-    raw = info.metadata.get(RUN_KEY)
-    if not isinstance(raw, Mapping):
-        return None
+    return _record(info.metadata, info.revision, info.commit, info.name)
+
+
+def _record(metadata: object, revision: str, commit: str, name: str) -> RunRecord | None:
+    raw = metadata.get(RUN_KEY) if isinstance(metadata, Mapping) else None
+    if not isinstance(raw, Mapping) or "event" not in raw:
+        return None  # no record, or a caller's own "run" metadata
     try:
         return RunRecord.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(map(str, first["loc"]))
         raise CorruptProgramError(
-            f"checkpoint {info.revision} (commit {info.commit[:12]}): its run record is"
+            f"checkpoint {revision} (commit {commit[:12]}): its run record is"
             f" damaged ({where}: {first['msg']}); delete the run's branch with"
-            f" `progreg checkpoint delete {info.name}`"
+            f" `progreg checkpoint delete {name}`"
         ) from exc
 
 
@@ -187,37 +191,45 @@ def list_runs(registry: Registry) -> list[RunSummary]:
 
 def run_summary(registry: Registry, name: str) -> RunSummary:
     """How run ``name`` stands; :class:`~progreg.RunNotFoundError` when there is no such run."""
-    history = Checkpoints(registry).history(name)
-    record = record_of(history[0]) if history else None
-    if record is None:
-        raise _not_found(registry, name, bool(history))
-    return _summary(history[0], record)
+    newest = Checkpoints(registry).newest(name)
+    record = record_of(newest) if newest is not None else None
+    if newest is None or record is None:
+        raise _not_found(registry, name, newest is not None)
+    return _summary(newest, record)
 
 
 def run_trajectory(registry: Registry, name: str) -> list[RunPoint]:
-    """The evaluated candidates of run ``name``, first first."""
-    history = Checkpoints(registry).history(name)
-    if not history or record_of(history[0]) is None:
-        raise _not_found(registry, name, bool(history))
+    """The evaluated candidates of run ``name``, first first (only manifests are read)."""
+    manifests = Checkpoints(registry).manifests(name)
+    records = [
+        (revision, commit, manifest, _record(manifest.get("metadata"), revision, commit, name))
+        for revision, commit, manifest in manifests
+    ]
+    if not records or records[0][3] is None:
+        raise _not_found(registry, name, bool(records))
     points = []
-    for info in reversed(history):
-        record = record_of(info)
+    for revision, commit, manifest, record in reversed(records):
         if record is None or record.event != "candidate" or record.candidate is None:
             continue
-        points.append(
-            RunPoint(
+        try:
+            point = RunPoint(
                 candidate=record.candidate,
                 score=record.score,
                 minibatch=record.minibatch,
                 examples=record.examples,
                 best_score=record.best_score,
                 best_program_id=record.best_program_id,
-                program_id=info.program_id,
-                recorded_at=info.created_at,
-                revision=info.revision,
-                commit=info.commit,
+                program_id=manifest["program_id"],
+                recorded_at=manifest.get("created_at"),
+                revision=revision,
+                commit=commit,
             )
-        )
+        except ValidationError as exc:
+            raise CorruptProgramError(
+                f"checkpoint {revision} (commit {commit[:12]}): its checkpoint.json has no"
+                " valid created_at; re-create the checkpoint with progreg"
+            ) from exc
+        points.append(point)
     return points
 
 
