@@ -10,6 +10,7 @@ line and with progreg's readers; a run killed with SIGKILL in the middle of
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -241,6 +242,26 @@ def test_scores_on_samples_are_recorded_but_never_beat_a_score_on_more_examples(
     assert [v.best_score for v in reversed(versions)] == pytest.approx(
         [1.0, 0.5, 0.6667, 0.6667], abs=1e-4
     )
+
+
+def test_a_run_given_a_program_id_adds_versions_to_that_program(
+    storage: ProgramStorage,
+) -> None:
+    first = storage.save_program(with_demos(1), {"best_score_value": 0.1})
+    run = track_run(storage, "continued", program_id=first.program_id)
+    with dspy.context(lm=toy_lm()):
+        run.compile(Scripted([with_demos(2), with_demos(4)]), student(), trainset=trainset())
+    # no record names the program before the run saved a version of it
+    start = json.loads(git(storage.path, "show", "checkpoints/continued~3:checkpoint.json"))
+    assert start["metadata"]["run"]["event"] == "start"
+    assert start["metadata"]["run"]["best_program_id"] is None
+    assert [point.best_program_id for point in storage.run_trajectory("continued")] == [
+        first.program_id,
+        first.program_id,
+    ]
+    assert storage.program_ids() == [first.program_id]
+    scores = [v.best_score for v in reversed(storage.versions(first.program_id))]
+    assert scores == pytest.approx([0.1, 2 / 6, 4 / 6, 4 / 6], abs=1e-4)
 
 
 def test_a_keyboard_interrupt_marks_the_run_interrupted(storage: ProgramStorage) -> None:

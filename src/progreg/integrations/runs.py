@@ -172,7 +172,7 @@ class OptimizationRun:
             candidates=self._candidates,
             best_score=self._best_score,
             best_candidate=self._best_candidate,
-            best_program_id=self._program_id,
+            best_program_id=None if self.best is None else self.best.program_id,
             optimizer=self._optimizer,
             started_at=self._started_at,
             pid=os.getpid(),
