@@ -102,6 +102,7 @@ def test_runs_plot_writes_the_trajectory_as_html(recorded: ProgramStorage, tmp_p
     assert len(lines["candidate score"].split()) == 3
     assert len(lines["best so far"].split()) == 3
     assert html.count("<tr>") == 1 + 3  # the header and one row per candidate
+    assert "candidate score &middot; 3 candidates, best 0.5000, latest 0.3333" in html
 
 
 def test_runs_errors(recorded: ProgramStorage, tmp_path: Path) -> None:

@@ -167,14 +167,14 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _legend(series: dict[str, list[Point]]) -> str:
+def _legend(series: dict[str, list[Point]], points: str = "saves") -> str:
     items = []
     for index, (signature, line) in enumerate(series.items()):
         color = PALETTE[index % len(PALETTE)]
         best = max(p.score for p in line)
         items.append(
             f'<li><span class="swatch" style="background:{color}"></span>{escape(signature)}'
-            f" &middot; {len(line)} saves, best {format_score(best)},"
+            f" &middot; {len(line)} {points}, best {format_score(best)},"
             f" latest {format_score(line[-1].score)}</li>"
         )
     return '<ul class="legend">' + "".join(items) + "</ul>"
@@ -305,7 +305,7 @@ def render_run_report(
         f" {format_score(summary.best_score)} &middot; {escape(summary.optimizer or '-')}"
         f" &middot; generated {generated.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC</p>",
         render_chart(series),
-        _legend(series),
+        _legend(series, "candidates"),
         "<h2>Candidates</h2>",
         _table(
             ["candidate", "score", "best so far", "program", "recorded (UTC)", "checkpoint"], rows
