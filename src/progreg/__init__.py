@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         RegistryBusyError,
         RegistryError,
         RemoteError,
+        RunNotFoundError,
         SecretDetectedError,
         SigningError,
         UnsupportedFormatError,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         UnsupportedProgramError,
     )
     from progreg.events import Event, subscribe
+    from progreg.integrations.runs import OptimizationRun, track_run
     from progreg.manager import StorageManager
     from progreg.registry.analytics import OptimizationHistory, OptimizerStats, ProgramRef, Trends
     from progreg.registry.checkpoints import CheckpointInfo
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
         SignatureChange,
         review_range,
     )
+    from progreg.registry.runs import RunPoint, RunSummary
     from progreg.registry.verify import VerifyReport
     from progreg.sharing.merging import MergeResult
     from progreg.sharing.remotes import PullResult, PushResult, RemoteInfo, SyncResult
@@ -106,6 +109,7 @@ _EXPORTS: dict[str, str] = {
     "RegistryBusyError": "errors",
     "RegistryError": "errors",
     "RemoteError": "errors",
+    "RunNotFoundError": "errors",
     "SecretDetectedError": "errors",
     "SigningError": "errors",
     "UnsupportedFormatError": "errors",
@@ -134,6 +138,10 @@ _EXPORTS: dict[str, str] = {
     "ReviewReport": "review",
     "SignatureChange": "review",
     "review_range": "review",
+    "OptimizationRun": "run_tracking",
+    "track_run": "run_tracking",
+    "RunPoint": "runs",
+    "RunSummary": "runs",
     "ProgramStorage": "storage",
     "ExportResult": "transfer",
     "ImportResult": "transfer",
@@ -210,6 +218,14 @@ def _module(module: str) -> ModuleType:
         from progreg.registry import review
 
         return review
+    if module == "runs":
+        from progreg.registry import runs
+
+        return runs
+    if module == "run_tracking":
+        from progreg.integrations import runs as run_tracking
+
+        return run_tracking
     raise AttributeError(f"progreg has no module {module!r} to export from")
 
 
@@ -254,6 +270,7 @@ __all__ = [
     "NotJSONError",
     "OptimizationHistory",
     "OptimizationResult",
+    "OptimizationRun",
     "OptimizerStats",
     "ProgramChange",
     "ProgramComparison",
@@ -275,6 +292,9 @@ __all__ = [
     "RemoteError",
     "RemoteInfo",
     "ReviewReport",
+    "RunNotFoundError",
+    "RunPoint",
+    "RunSummary",
     "SavedProgram",
     "SecretDetectedError",
     "SignatureChange",
@@ -290,4 +310,5 @@ __all__ = [
     "__version__",
     "review_range",
     "subscribe",
+    "track_run",
 ]

@@ -15,6 +15,7 @@ the message says what to do about it.
     │   ├── SecretDetectedError                 an API key or token in a program
     │   └── UnsupportedProgramError             a program object progreg cannot serialise
     ├── ProgramNotFoundError (also KeyError)    an id that the registry has never held
+    ├── RunNotFoundError (also KeyError)        no optimization run of that name
     ├── RegistryError                           the registry itself is the problem
     │   ├── NotARegistryError                   path is a file, a work tree, foreign data
     │   ├── UnsupportedFormatError              written by a newer progreg
@@ -88,6 +89,13 @@ class UnsupportedProgramError(InvalidInputError):
 
 class ProgramNotFoundError(ProgregError, KeyError):
     """A program id is neither in the registry nor anywhere in its history."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RunNotFoundError(ProgregError, KeyError):
+    """No optimization run of that name: no checkpoint branch, or one no run wrote."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""

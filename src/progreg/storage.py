@@ -26,6 +26,7 @@ from progreg.core.secrets import SecretsPolicy
 from progreg.registry.store import BatchItem, Registry
 
 if TYPE_CHECKING:
+    from progreg.registry.runs import RunPoint, RunSummary
     from progreg.registry.verify import VerifyReport
     from progreg.sharing.merging import Resolution
     from progreg.sharing.remotes import PullResult, PushResult, RemoteInfo, SyncResult
@@ -223,6 +224,29 @@ class ProgramStorage:
     def checkpoint_names(self) -> list[str]:
         """The names of the registry's checkpoint runs, sorted (see ``StorageManager``)."""
         return self._registry.checkpoint_names()
+
+    def runs(self) -> list[RunSummary]:
+        """The optimization runs recorded here (see ``progreg.track_run``), by name.
+
+        Each says its status (``running``, ``finished``, ``failed``, or
+        ``interrupted``: a run whose process died), how many candidates were
+        evaluated, the best score and the program on ``main`` holding the best.
+        """
+        from progreg.registry import runs as _runs  # noqa: PLC0415 (see the module)
+
+        return _runs.list_runs(self._registry)
+
+    def run(self, name: str) -> RunSummary:
+        """How run ``name`` stands; :class:`~progreg.RunNotFoundError` if there is none."""
+        from progreg.registry import runs as _runs  # noqa: PLC0415 (see the module)
+
+        return _runs.run_summary(self._registry, name)
+
+    def run_trajectory(self, name: str) -> list[RunPoint]:
+        """Run ``name``'s evaluated candidates in order: score, best so far, checkpoint."""
+        from progreg.registry import runs as _runs  # noqa: PLC0415 (see the module)
+
+        return _runs.run_trajectory(self._registry, name)
 
     def delete_program(self, program_id: str) -> bool:
         """Remove a program from ``main`` (one commit); ``False`` if it was not there.

@@ -34,6 +34,7 @@ GIT_MODULES = {
     "locking",
     "maintenance",
     "permissions",
+    "processes",
     "repository",
     "settings",
 }

@@ -48,6 +48,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "remote": ("remotes", "remote"),
     "restore": ("programs", "restore"),
     "review": ("review", "review"),
+    "runs": ("runs", "runs"),
     "save": ("programs", "save"),
     "show": ("programs", "show"),
     "sync": ("remotes", "sync"),
@@ -105,6 +106,10 @@ def _command_module(module: str) -> ModuleType:
         from progreg.cli import review
 
         return review
+    if module == "runs":
+        from progreg.cli import runs
+
+        return runs
     if module == "tags":
         from progreg.cli import tags
 

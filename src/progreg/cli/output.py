@@ -28,6 +28,7 @@ from progreg import (
     ProgramNotFoundError,
     ProgramStorage,
     ProgregError,
+    RunNotFoundError,
     SecretDetectedError,
 )
 from progreg.cli.context import EXIT_ERROR, EXIT_NOT_FOUND, Context
@@ -71,7 +72,8 @@ def _reported(ctx: click.Context) -> Iterator[None]:
             obj = ctx.find_object(Context)
             if obj is not None and obj.debug:
                 raise
-            failure = NotFound if isinstance(exc, ProgramNotFoundError) else Failure
+            missing = isinstance(exc, ProgramNotFoundError | RunNotFoundError)
+            failure = NotFound if missing else Failure
             raise failure(_for_the_command_line(ctx, exc)) from exc
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import escape
 
-from progreg import LogEntry, OptimizationHistory
+from progreg import LogEntry, OptimizationHistory, RunPoint, RunSummary
 from progreg.cli.render import format_score, optimizer_rows
 
 WIDTH, HEIGHT = 880, 440
@@ -167,14 +167,14 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _legend(series: dict[str, list[Point]]) -> str:
+def _legend(series: dict[str, list[Point]], points: str = "saves") -> str:
     items = []
     for index, (signature, line) in enumerate(series.items()):
         color = PALETTE[index % len(PALETTE)]
         best = max(p.score for p in line)
         items.append(
             f'<li><span class="swatch" style="background:{color}"></span>{escape(signature)}'
-            f" &middot; {len(line)} saves, best {format_score(best)},"
+            f" &middot; {len(line)} {points}, best {format_score(best)},"
             f" latest {format_score(line[-1].score)}</li>"
         )
     return '<ul class="legend">' + "".join(items) + "</ul>"
@@ -244,6 +244,71 @@ def render_report(
                     f"{trends.recent_count} / {trends.older_count}",
                 ]
             ],
+        ),
+        "</body>",
+        "</html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+# -- the trajectory of an optimization run (progreg runs NAME --plot) ---------------
+
+SCORE_LINE = "candidate score"
+MINIBATCH_LINE = "minibatch score"
+BEST_LINE = "best so far"
+
+
+def run_series(summary: RunSummary, points: Iterable[RunPoint]) -> dict[str, list[Point]]:
+    """A run's candidates as lines: their scores (full data, minibatches) and the best so far."""
+    series: dict[str, list[Point]] = {SCORE_LINE: [], MINIBATCH_LINE: [], BEST_LINE: []}
+    for point in points:
+        if point.score is not None:
+            line = MINIBATCH_LINE if point.minibatch else SCORE_LINE
+            series[line].append(
+                Point(point.recorded_at, point.score, point.program_id, summary.optimizer)
+            )
+        if point.best_score is not None and point.best_program_id is not None:
+            series[BEST_LINE].append(
+                Point(point.recorded_at, point.best_score, point.best_program_id, summary.optimizer)
+            )
+    return {name: line for name, line in series.items() if line}
+
+
+def render_run_report(
+    summary: RunSummary, points: Sequence[RunPoint], registry: str, generated: datetime
+) -> str:
+    """The HTML report of one run: its trajectory charted, then its candidates' table."""
+    series = run_series(summary, points)
+    rows = [
+        [
+            str(point.candidate),
+            format_score(point.score) + (" (minibatch)" if point.minibatch else ""),
+            format_score(point.best_score),
+            point.program_id,
+            f"{point.recorded_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
+            point.revision,
+        ]
+        for point in points
+    ]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>progreg: run {escape(summary.name)}</title>",
+        f"<style>{_STYLE}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>Run {escape(summary.name)}: score per candidate</h1>",
+        f'<p class="meta">Registry {escape(registry)} &middot; {escape(summary.status)}'
+        f" &middot; {summary.candidates} candidates &middot; best"
+        f" {format_score(summary.best_score)} &middot; {escape(summary.optimizer or '-')}"
+        f" &middot; generated {generated.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC</p>",
+        render_chart(series),
+        _legend(series, "candidates"),
+        "<h2>Candidates</h2>",
+        _table(
+            ["candidate", "score", "best so far", "program", "recorded (UTC)", "checkpoint"], rows
         ),
         "</body>",
         "</html>",

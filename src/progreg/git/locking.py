@@ -41,7 +41,6 @@ import contextlib
 import logging
 import os
 import random
-import socket
 import stat
 import threading
 import time
@@ -53,6 +52,7 @@ from progreg import events
 from progreg.errors import RegistryBusyError
 from progreg.git.failures import write_failure
 from progreg.git.permissions import FILE_MODE, PERM_UMASK, shared_mode
+from progreg.git.processes import parse_writer_label, process_gone, writer_label
 from progreg.git.settings import repository_settings
 
 try:
@@ -292,7 +292,7 @@ _POLL = 0.05
 
 
 def _git_lock_holder() -> bytes:
-    return f"progreg {os.getpid()} on {socket.gethostname()}\n".encode()
+    return f"{writer_label()}\n".encode()
 
 
 def _take_git_lock(path: Path) -> bool:
@@ -321,23 +321,11 @@ def _take_git_lock(path: Path) -> bool:
 def _stale_git_lock(path: Path) -> bool:
     """Whether ``path`` is a lock a progreg process of this host left when it died."""
     try:
-        words = path.read_bytes()[:200].decode(errors="replace").split()
+        text = path.read_bytes()[:200].decode(errors="replace")
     except OSError:
         return False
-    if len(words) != 4 or words[0] != "progreg" or words[2] != "on" or not words[1].isdigit():
-        return False
-    if words[3] != socket.gethostname():
-        return False
-    pid = int(words[1])
-    if pid == os.getpid():
-        return False  # this process holds it (another thread)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
+    writer = parse_writer_label(text)
+    return writer is not None and process_gone(*writer)  # never this process (another thread)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ branches share no history with ``main`` and never clutter it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -82,10 +82,12 @@ class Checkpoints:
         metadata: Mapping[str, Any] | None = None,
         *,
         secrets: SecretsPolicy = "refuse",
+        trailers: Sequence[tuple[str, str]] = (),
     ) -> SavedProgram:
         """Record ``program`` as the newest checkpoint of run ``name``.
 
-        ``secrets`` is as for :meth:`~progreg.ProgramStorage.save_program`.
+        ``secrets`` is as for :meth:`~progreg.ProgramStorage.save_program`;
+        ``trailers`` are added to the commit's (after ``Checkpoint``).
         """
         ref = checkpoint_ref(name)
         meta = dict(metadata or {})
@@ -113,7 +115,10 @@ class Checkpoints:
         )
         author, committer = self._storage.identity()
         message = save_message(
-            doc, action="checkpoint", extra=[("Checkpoint", name)], verb=f"Checkpoint {name}:"
+            doc,
+            action="checkpoint",
+            extra=[("Checkpoint", name), *trailers],
+            verb=f"Checkpoint {name}:",
         )
         try:
 
@@ -227,6 +232,32 @@ class Checkpoints:
             commit = commit.parents[0] if commit.parents else None
             back += 1
         return infos
+
+    def newest(self, name: str) -> CheckpointInfo | None:
+        """The newest checkpoint of run ``name``; ``None`` when it has none."""
+        commit = self._git.tip(checkpoint_ref(name))
+        return None if commit is None else self._info(name, 0, commit)
+
+    def manifests(self, name: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """``(revision, commit, checkpoint.json)`` of every checkpoint of ``name``, newest first.
+
+        Only the manifests are read, not the programs: what a long run's
+        trajectory needs.
+        """
+        commit = self._git.tip(checkpoint_ref(name))
+        found = []
+        back = 0
+        while commit is not None:
+            manifest = self._manifest(commit)
+            if manifest is None:
+                raise CorruptProgramError(
+                    f"checkpoint {name}~{back} (commit {commit.id}) has no {MANIFEST}"
+                )
+            revision = name if back == 0 else f"{name}~{back}"
+            found.append((revision, str(commit.id), manifest))
+            commit = commit.parents[0] if commit.parents else None
+            back += 1
+        return found
 
     def delete(self, name: str) -> bool:
         """Delete the branch of run ``name``; ``False`` if there was none."""

@@ -55,14 +55,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import mmap
 import os
 import secrets
-import socket
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from progreg.git.processes import parse_writer_label, process_gone, writer_label
 
 MIDX = "multi-pack-index"
 MIDX_LOCK = "multi-pack-index.lock"
@@ -86,7 +86,7 @@ class PackKeep:
     def create(cls, stem: str) -> PackKeep | None:
         """Create ``<stem>.keep``; ``None`` when it exists (another writer or a person holds it)."""
         path = stem + ".keep"
-        message = f"progreg {os.getpid()} on {_host()}\n".encode()
+        message = f"{writer_label()}\n".encode()
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         except FileExistsError:
@@ -103,40 +103,23 @@ class PackKeep:
             os.unlink(self.path)
 
 
-@functools.cache
-def _host() -> str:
-    return socket.gethostname()
-
-
 def stale_keeps(pack_dir: Path, before: float) -> list[Path]:
     """Keep files a progreg writer of this host left when it died, older than ``before``.
 
     Only those whose writer (named in the file) is no longer running.
     """
-    host = _host()
     found = []
     for path in pack_dir.glob("pack-*.keep"):
         try:
             if path.stat().st_mtime >= before:
                 continue
-            words = path.read_text(errors="replace").split()
+            text = path.read_text(errors="replace")
         except OSError:
             continue
-        if len(words) != 4 or words[0] != "progreg" or words[3] != host or not words[1].isdigit():
-            continue
-        if not _running(int(words[1])):
+        writer = parse_writer_label(text)
+        if writer is not None and process_gone(*writer):
             found.append(path)
     return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def temporary_name(pack_dir: Path, kind: str) -> str:
