@@ -75,7 +75,8 @@ class ProgramIdType(click.ParamType[str]):
 
 
 class RevisionType(click.ParamType[tuple[str, int]]):
-    """``ID`` or ``ID~N``: a program, or its version N saves before the newest."""
+    """``ID`` or ``ID~N``: a program, or its version N saves before the newest; or a label
+    reference ``SIGNATURE@LABEL`` (checked by the library)."""
 
     name = "id[~n]"
 
@@ -83,6 +84,8 @@ class RevisionType(click.ParamType[tuple[str, int]]):
         self, value: str, param: click.Parameter | None, ctx: click.Context | None
     ) -> tuple[str, int]:
         """``(program id, N)``; anything else is a usage error."""
+        if "@" in value and "~" not in value:
+            return value, 0  # a label reference: the library checks its names
         match = _REVISION.fullmatch(value)
         if match is None or not is_program_id(match["id"].lower()):
             self.fail(f"{value!r} is not ID or ID~N (ID: 16 hexadecimal characters)", param, ctx)
