@@ -48,7 +48,16 @@ from progreg import events
 ROOT = Path(__file__).resolve().parents[2]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: The guides: stories a newcomer follows, whose examples show, never assert.
-GUIDES = ("start.md", "index.md", "manager.md", "sharing.md", "review.md", "ci.md", "dspy.md")
+GUIDES = (
+    "start.md",
+    "index.md",
+    "manager.md",
+    "sharing.md",
+    "review.md",
+    "ci.md",
+    "dspy.md",
+    "labels.md",
+)
 
 #: Languages a fenced block may be labelled with (an unlabelled or misspelt
 #: block would silently escape testing).

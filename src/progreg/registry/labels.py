@@ -111,10 +111,7 @@ def _move(
         return CommitPlan(edits, message, author, committer), (old, None)
 
     with events.operation("progreg.label.move", signature=signature, label=label):
-        commit, (old, tip_id) = registry.reread(
-            f"the labels of {signature}",
-            lambda: _write(registry, lambda: git.update_ref_returning(MAIN, plan)),
-        )
+        commit, (old, tip_id) = _write(registry, lambda: git.update_ref_returning(MAIN, plan))
     if commit is None:
         return LabelMove(
             signature=signature,
