@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import orjson
 import pygit2
 import pytest
+from click.testing import CliRunner
 
 from progreg import (
     ConflictError,
@@ -25,6 +26,7 @@ from progreg import (
     StorageConfig,
     StorageManager,
 )
+from progreg.cli import cli
 from progreg.core.labels import label_path
 from progreg.registry.validation import validate_commit, validate_tree
 from support.gitcli import assert_fsck_clean, commit_file, git, registry_state
@@ -331,26 +333,71 @@ def test_the_same_label_moved_on_both_sides_is_a_conflict(
     alice.set_label(SIG, "production", first)
     alice.push()
     bob.pull()
-    alice.set_label(SIG, "production", second)
+    alice.set_label(SIG, "production", second, reason="alice's pick")
     alice.push()
-    bob.set_label(SIG, "production", third)
+    bob.set_label(SIG, "production", third, reason="bob's pick")
     before = git(tmp_path / "bob", "rev-parse", "main")
     with pytest.raises(ConflictError) as caught:
         bob.pull()
     message = str(caught.value)
     assert f"label production of {SIG}" in message
-    assert third in message and second in message
-    assert "theirs" in message
+    assert f"moved to {third} (ours) / {second} (theirs)" in message
     assert git(tmp_path / "bob", "rev-parse", "main") == before  # nothing merged
     assert bob.resolve_label(SIG, "production") == third
 
     pulled = bob.pull(resolve="theirs")
     assert f"{SIG}@production" in pulled.resolved
     assert bob.resolve_label(SIG, "production") == second
+    # main's own story, newest first: each value it held, credited to who set it
     history = bob.label_history(SIG, "production")
-    assert [m.to_program for m in history][:2] in ([second, third], [third, second])
+    assert [(m.from_program, m.to_program, m.reason) for m in history] == [
+        (third, second, "alice's pick"),
+        (first, third, "bob's pick"),
+        (None, first, None),
+    ]
+    alices = git(tmp_path / "alice", "rev-parse", "main").strip()
+    assert history[0].commit == alices
     bob.push()
     assert_fsck_clean(tmp_path / "bob")
+
+
+def test_pull_keeps_ours_from_the_command_line(git_daemon: GitServer, tmp_path: Path) -> None:
+    git_daemon.create("labels-ours.git")
+    url = git_daemon.url("labels-ours.git")
+    alice, bob = _clone(tmp_path, "alice", url), _clone(tmp_path, "bob", url)
+    first, second, third = save(alice, 1), save(alice, 2), save(alice, 3)
+    alice.set_label(SIG, "production", first)
+    alice.push()
+    bob.pull()
+    alice.set_label(SIG, "production", second)
+    alice.set_label(SIG, "staging", third)
+    alice.push()
+    bob.set_label(SIG, "production", third)
+    done = CliRunner().invoke(cli, ["--registry", str(tmp_path / "bob"), "pull", "--ours"])
+    assert done.exit_code == 0, done.output
+    # the conflicting label keeps ours; the label only they moved comes in
+    assert bob.labels() == {SIG: {"production": third, "staging": third}}
+    merge = git(tmp_path / "bob", "log", "-1", "--format=%B", "main")
+    assert f"{SIG}@production" in merge
+
+
+def test_a_merge_leaving_a_label_on_a_removed_program_is_refused(
+    git_daemon: GitServer, tmp_path: Path
+) -> None:
+    git_daemon.create("labels-dangling.git")
+    url = git_daemon.url("labels-dangling.git")
+    alice, bob = _clone(tmp_path, "alice", url), _clone(tmp_path, "bob", url)
+    first, second = save(alice, 1), save(alice, 2)
+    alice.push()
+    bob.pull()
+    alice.delete_program(second)  # no label names it on alice's side
+    alice.push()
+    bob.set_label(SIG, "production", second)  # bob labels it meanwhile
+    before = git(tmp_path / "bob", "rev-parse", "main")
+    with pytest.raises(ConflictError, match=f"{SIG}@production -> {second}"):
+        bob.pull()
+    assert git(tmp_path / "bob", "rev-parse", "main") == before
+    assert first
 
 
 def test_bundles_carry_labels(storage: ProgramStorage, tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import pygit2
-from pygit2.enums import SortMode
 
 from progreg import events
 from progreg.core.document import decode_document, now
@@ -24,6 +23,7 @@ from progreg.core.labels import (
     check_label,
     check_reason,
     check_signature,
+    decode_labels,
     encode_labels,
     label_path,
 )
@@ -191,41 +191,61 @@ def label_history(registry: Registry, signature: str, label: str) -> list[LabelM
 def _moves(
     repo: pygit2.Repository, tip: pygit2.Commit | None, signature: str, label: str
 ) -> Iterator[LabelMove]:
-    """The moves of one label in the history of ``tip``, newest first.
+    """The moves of one label on ``main``, newest first: each change of the label's value
+    along the first-parent chain from ``tip``, credited to the commit that made it.
 
-    A commit moved the label when the label's value in its tree differs from its
-    parent's. A merge is a move of its own only when its value differs from every
-    parent's (the merge decided, e.g. ``--ours``/``--theirs``); otherwise the
-    move is the commit that made it on its side, which the walk reaches too.
+    A move that came in by a merge (a pull, an import) is credited to the commit on
+    the merged side that set that value, with its author, time and reason; a merge
+    whose value is on none of its parents (it settled a conflict by hand) is a move
+    of its own. ``from_program`` is always what ``main`` held before.
     """
     if tip is None:
         return
     path = label_path(signature)
-    values: dict[pygit2.Oid, str | None] = {}
+    by_blob: dict[pygit2.Oid | None, str | None] = {None: None}
 
     def value(commit: pygit2.Commit) -> str | None:
-        if commit.id not in values:
-            blob = blob_at(commit.tree, path)
-            values[commit.id] = (
-                None if blob is None else read_labels(commit.tree, signature).get(label)
-            )
-        return values[commit.id]
+        blob = blob_at(commit.tree, path)
+        key = None if blob is None else blob.id
+        if key not in by_blob:
+            assert blob is not None
+            by_blob[key] = decode_labels(blob.data, path).get(label)
+        return by_blob[key]
 
-    for commit in repo.walk(tip.id, SortMode.TOPOLOGICAL | SortMode.TIME):
+    def setter(commit: pygit2.Commit, new: str | None) -> pygit2.Commit:
+        """The commit, back along first parents, that gave the label the value ``new``."""
+        while commit.parents and value(commit.parents[0]) == new:
+            commit = commit.parents[0]
+        return commit
+
+    commit: pygit2.Commit | None = tip
+    while commit is not None:
+        parents = commit.parents
         new = value(commit)
-        before = [value(parent) for parent in commit.parents] or [None]
-        if new in before:
-            continue
-        trailers = parse_trailers(commit.message)
-        ours = trailers.get(LABEL) == label and trailers.get(LABEL_SIGNATURE) == signature
-        author = commit.author
-        yield LabelMove(
-            signature=signature,
-            label=label,
-            from_program=before[0],
-            to_program=new,
-            reason=trailers.get(LABEL_REASON) if ours else None,
-            author=str(Identity(author.name, author.email)),
-            moved_at=datetime.fromtimestamp(author.time, UTC),
-            commit=str(commit.id),
-        )
+        old = value(parents[0]) if parents else None
+        if new != old:
+            source = commit
+            side = next((p for p in parents[1:] if value(p) == new), None)
+            if side is not None:
+                source = setter(side, new)
+            yield _recorded_move(source, signature, label, old, new)
+        commit = parents[0] if parents else None
+
+
+def _recorded_move(
+    commit: pygit2.Commit, signature: str, label: str, old: str | None, new: str | None
+) -> LabelMove:
+    """The move ``old`` -> ``new`` of a label as ``commit`` recorded it."""
+    trailers = parse_trailers(commit.message)
+    ours = trailers.get(LABEL) == label and trailers.get(LABEL_SIGNATURE) == signature
+    author = commit.author
+    return LabelMove(
+        signature=signature,
+        label=label,
+        from_program=old,
+        to_program=new,
+        reason=trailers.get(LABEL_REASON) if ours else None,
+        author=str(Identity(author.name, author.email)),
+        moved_at=datetime.fromtimestamp(author.time, UTC),
+        commit=str(commit.id),
+    )
