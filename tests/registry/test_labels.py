@@ -28,6 +28,7 @@ from progreg import (
 )
 from progreg.cli import cli
 from progreg.core.labels import label_path
+from progreg.registry.review import review_range
 from progreg.registry.validation import validate_commit, validate_tree
 from support.gitcli import assert_fsck_clean, commit_file, git, registry_state
 
@@ -414,3 +415,19 @@ def test_bundles_carry_labels(storage: ProgramStorage, tmp_path: Path) -> None:
     assert loaded is not None and loaded.program_id == second
     assert trailers(tmp_path / "copy") == trailers(storage.path)
     assert_fsck_clean(tmp_path / "copy")
+
+
+def test_review_lists_the_labels_a_range_moves(storage: ProgramStorage) -> None:
+    first, second = save(storage, 1), save(storage, 2)
+    storage.set_label(SIG, "production", first)
+    base = git(storage.path, "rev-parse", "main").strip()
+    storage.set_label(SIG, "production", second)
+    storage.set_label(SIG, "staging", first)
+    report = review_range(storage.path, f"{base}..main")
+    assert [(c.signature, c.label, c.before, c.after) for c in report.labels] == [
+        (SIG, "production", first, second),
+        (SIG, "staging", None, first),
+    ]
+    assert report.ok and report.programs == []
+    assert f"| {SIG}@production | `{first}` | `{second}` |" in report.to_markdown()
+    assert review_range(storage.path, "main~1..main~1").labels == []
