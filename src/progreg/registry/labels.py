@@ -110,8 +110,7 @@ def _move(
         edits = registry.with_marker(tip, {path: content})
         return CommitPlan(edits, message, author, committer), (old, None)
 
-    with events.operation("progreg.label.move", signature=signature, label=label):
-        commit, (old, tip_id) = _write(registry, lambda: git.update_ref_returning(MAIN, plan))
+    commit, (old, tip_id) = _write(registry, lambda: git.update_ref_returning(MAIN, plan))
     if commit is None:
         return LabelMove(
             signature=signature,
@@ -126,7 +125,7 @@ def _move(
         )
     registry.maintain()
     events.emit(
-        "progreg.label.moved",
+        "progreg.label.move",
         signature=signature,
         label=label,
         from_program=old,
