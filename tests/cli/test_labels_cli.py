@@ -113,3 +113,34 @@ def test_errors_and_exit_codes(storage: ProgramStorage) -> None:
     assert refused.exit_code == 1
     assert "progreg label" in refused.stderr
     assert registry_state(registry) == before
+
+
+def complete(words: str) -> list[str]:
+    """What bash completion offers for ``words`` (the last one is being typed)."""
+    result = CliRunner().invoke(
+        cli,
+        [],
+        prog_name="progreg",
+        env={
+            "_PROGREG_COMPLETE": "bash_complete",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split(" ")) - 1),
+        },
+    )
+    assert result.exit_code == 0, result.output
+    return [line.split(",", 1)[1] for line in result.stdout.splitlines() if line]
+
+
+def test_completion_offers_labels(storage: ProgramStorage) -> None:
+    first = save(storage, 1)
+    other = save(storage, 2, "Summarize")
+    storage.set_label(SIG, "production", first)
+    storage.set_label(SIG, "preview", first)
+    storage.set_label("Summarize", "pinned", other)
+    registry = str(storage.path)
+    assert "label" in complete("progreg lab")
+    assert complete(f"progreg --registry {registry} label history {SIG} pr") == [
+        "preview",
+        "production",
+    ]
+    assert complete(f"progreg --registry {registry} label history Summarize ") == ["pinned"]

@@ -24,7 +24,7 @@ from progreg.cli.output import (
     open_storage,
     table,
 )
-from progreg.cli.params import PROGRAM_ID, SIGNATURE
+from progreg.cli.params import LABEL, PROGRAM_ID, SIGNATURE
 
 _REASON = click.option(
     "--reason", metavar="TEXT", help="Why: one line, recorded in the commit (Label-Reason)."
@@ -60,7 +60,7 @@ def _moved(move: LabelMove, as_json: bool) -> None:
 
 @label.command("set")
 @click.argument("signature", type=SIGNATURE)
-@click.argument("name", metavar="LABEL")
+@click.argument("name", metavar="LABEL", type=LABEL)
 @click.argument("program_id", type=PROGRAM_ID, metavar="PROGRAM_ID")
 @_REASON
 @json_option
@@ -83,7 +83,7 @@ def set_label(
 
 @label.command("remove")
 @click.argument("signature", type=SIGNATURE)
-@click.argument("name", metavar="LABEL")
+@click.argument("name", metavar="LABEL", type=LABEL)
 @_REASON
 @json_option
 @click.pass_obj
@@ -148,7 +148,7 @@ def _history_table(moves: Iterable[LabelMove]) -> list[str]:
 
 @label.command("history")
 @click.argument("signature", type=SIGNATURE)
-@click.argument("name", metavar="LABEL")
+@click.argument("name", metavar="LABEL", type=LABEL)
 @json_option
 @click.pass_obj
 def label_history(ctx: Context, signature: str, name: str, as_json: bool) -> None:

@@ -149,8 +149,29 @@ class SignatureType(click.ParamType[str]):
         return _complete(ctx, incomplete, names)
 
 
+class LabelType(click.ParamType[str]):
+    """A label name (checked by the library), completed from the registry's labels."""
+
+    name = "label"
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        """The labels in use on main (of the signature given before, if any)."""
+        signature = ctx.params.get("signature")
+
+        def names(storage: ProgramStorage) -> list[CompletionItem]:
+            found = storage.labels(signature if isinstance(signature, str) else None)
+            return [
+                CompletionItem(name) for name in sorted({n for ls in found.values() for n in ls})
+            ]
+
+        return _complete(ctx, incomplete, names)
+
+
 PROGRAM_ID = ProgramIdType()
 REVISION = RevisionType()
 CHECKPOINT_NAME = CheckpointNameType()
 TAG = TagType()
 SIGNATURE = SignatureType()
+LABEL = LabelType()
