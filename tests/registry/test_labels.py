@@ -7,6 +7,7 @@ go through a real ``git daemon`` on 127.0.0.1, bundles through real files.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -431,3 +432,27 @@ def test_review_lists_the_labels_a_range_moves(storage: ProgramStorage) -> None:
     assert report.ok and report.programs == []
     assert f"| {SIG}@production | `{first}` | `{second}` |" in report.to_markdown()
     assert review_range(storage.path, "main~1..main~1").labels == []
+
+
+def test_concurrent_moves_of_different_labels_all_land(registry_path: Path) -> None:
+    setup = ProgramStorage(registry_path)
+    ids = [save(setup, n) for n in range(4)]
+    rounds = 8
+
+    def mover(label: str) -> None:
+        own = ProgramStorage(registry_path)  # a handle of its own, as another process has
+        for n in range(rounds):
+            own.set_label(SIG, label, ids[n % len(ids)], reason=f"{label} round {n}")
+
+    workers = [threading.Thread(target=mover, args=(label,)) for label in ("blue", "green")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    final = ids[(rounds - 1) % len(ids)]
+    assert setup.labels() == {SIG: {"blue": final, "green": final}}
+    for label in ("blue", "green"):
+        reasons = [m.reason for m in setup.label_history(SIG, label)]
+        assert reasons == [f"{label} round {n}" for n in reversed(range(rounds))]
+    assert len(trailers(registry_path)) == 2 * rounds
+    assert_fsck_clean(registry_path)
