@@ -117,6 +117,7 @@ def test_set_move_remove_are_commits_git_log_shows(storage: ProgramStorage) -> N
         (None, first, "passed the eval"),
     ]
     assert history[0].author == str(storage.registry.identity()[0])
+    assert history[0].moved_at == removed.moved_at.replace(microsecond=0)  # the author date
     assert [m.commit for m in history] == git(
         registry, "log", "--format=%H", "main", "--", LABEL_FILE
     ).split()

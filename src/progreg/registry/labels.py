@@ -88,6 +88,7 @@ def _move(
     git = registry.git
     author, committer = registry.identity()  # before any write: a bad identity changes nothing
     path = label_path(signature)
+    moment = now()  # the commit's author date, and the move's moved_at
 
     def plan(tip: Tip | None) -> tuple[CommitPlan | None, tuple[str | None, str | None]]:
         current = read_labels(tip.tree, signature) if tip is not None else {}
@@ -108,7 +109,7 @@ def _move(
         content = encode_labels(labels, path) if labels else None
         message = label_message(signature, label, old, program_id, reason)
         edits = registry.with_marker(tip, {path: content})
-        return CommitPlan(edits, message, author, committer), (old, None)
+        return CommitPlan(edits, message, author, committer, moment), (old, None)
 
     commit, (old, tip_id) = _write(registry, lambda: git.update_ref_returning(MAIN, plan))
     if commit is None:
@@ -119,7 +120,7 @@ def _move(
             to_program=program_id,
             reason=reason,
             author=str(author),
-            moved_at=now(),
+            moved_at=moment,
             commit=tip_id or "",
             unchanged=True,
         )
@@ -139,7 +140,7 @@ def _move(
         to_program=program_id,
         reason=reason,
         author=str(author),
-        moved_at=now(),
+        moved_at=moment,
         commit=str(commit),
     )
 
