@@ -9,14 +9,17 @@ reason and the server keeps its main; a sound move by hand goes through.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
 
 from progreg import ProgramStorage
+from progreg.cli import main
 from progreg.integrations.hooks import install
 from support.gitcli import CLI_IDENTITY, assert_fsck_clean, git
 
@@ -98,3 +101,40 @@ def test_hook_refuses_dangling_and_wrong_signature_labels(
     storage.pull()
     assert storage.resolve_label(SIG, "production") == second
     assert_fsck_clean(served)
+
+
+def test_validate_cached_refuses_a_staged_dangling_label(tmp_path: Path) -> None:
+    storage = ProgramStorage(tmp_path / "registry")
+    first = save(storage, 1)
+    other = save(storage, 2, "Summarize")
+    storage.set_label(SIG, "production", first)
+    work = tmp_path / "work"
+    git(tmp_path, "clone", "-q", str(tmp_path / "registry"), str(work))
+    assert validate_cached(work).returncode == 0
+
+    path = work / "labels" / f"{SIG}.json"
+    path.write_bytes(orjson.dumps({"production": other}, option=orjson.OPT_INDENT_2) + b"\n")
+    git(work, "add", "-A")
+    done = validate_cached(work)
+    assert done.returncode == 1
+    assert f"names program {other}, which solves Summarize" in done.stdout + done.stderr
+
+    git(work, "rm", "-q", f"programs/{first[:2]}/{first[2:4]}/{first}.json")
+    path.write_bytes(orjson.dumps({"production": first}, option=orjson.OPT_INDENT_2) + b"\n")
+    git(work, "add", "-A")
+    done = validate_cached(work)
+    assert done.returncode == 1
+    assert "which this commit's main does not hold" in done.stdout + done.stderr
+
+
+def validate_cached(cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``progreg validate --cached`` run in ``cwd``, in process."""
+    out, err, code = StringIO(), StringIO(), 0
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(["validate", "--cached"])
+        except SystemExit as exit:
+            code = int(exit.code or 0)
+    return subprocess.CompletedProcess(
+        ["validate", "--cached"], code, out.getvalue(), err.getvalue()
+    )

@@ -628,9 +628,34 @@ def validate_entries(
     """Check ``(path, mode, blob id)`` entries as the files of a tree of ``main``: what a
     Git index stages (``progreg validate --cached``), before it is a tree."""
     entries = list(entries)
-    problems, _ = _check_entries(repo, entries, "main", max_program_bytes, None)
+    problems, documents = _check_entries(repo, entries, "main", max_program_bytes, None)
     if not any(path == MARKER for path, _, _ in entries):
         problems.insert(0, _missing_marker(None))
+    return problems + _staged_label_problems(repo, entries, documents)
+
+
+def _staged_label_problems(
+    repo: pygit2.Repository,
+    entries: list[tuple[str, int, pygit2.Oid]],
+    documents: dict[str, ProgramDocument],
+) -> list[Problem]:
+    """Labels of staged label files that name a program not staged, or of another signature."""
+    staged = {path: (mode, oid) for path, mode, oid in entries}
+    problems: list[Problem] = []
+    for path, mode, oid in entries:
+        signature = signature_of_path(path)
+        if signature is None or mode != FileMode.BLOB:
+            continue
+        try:
+            labels = decode_labels(_read(repo, oid, mode), path)
+        except ProgregError:
+            continue  # the file check reports it
+        for label, program_id in labels.items():
+            problem = _label_target_problem(
+                repo, staged.get, signature, label, program_id, documents
+            )
+            if problem is not None:
+                problems.append(Problem(problem, path=path))
     return problems
 
 
@@ -729,24 +754,41 @@ def _label_problems(
     if (not changed and not touched) or LABELS_DIR not in tree:
         return []
     problems: list[Problem] = []
+    locate = _in_tree(tree)
     for program_id, named in _label_index(repo, tree).items():
         for signature, label in named:
             if signature in changed or program_id in touched:
-                problem = _label_target_problem(repo, tree, signature, label, program_id, documents)
+                problem = _label_target_problem(
+                    repo, locate, signature, label, program_id, documents
+                )
                 if problem is not None:
                     problems.append(Problem(problem, path=label_path(signature), commit=commit))
     return problems
 
 
+def _in_tree(tree: pygit2.Tree) -> Callable[[str], tuple[int, pygit2.Oid] | None]:
+    """``path -> (mode, id)`` of the entries of ``tree`` (``None``: no such path)."""
+
+    def locate(path: str) -> tuple[int, pygit2.Oid] | None:
+        try:
+            entry = tree[path]
+        except KeyError:
+            return None
+        return entry.filemode, entry.id
+
+    return locate
+
+
 def _label_target_problem(
     repo: pygit2.Repository,
-    tree: pygit2.Tree,
+    locate: Callable[[str], tuple[int, pygit2.Oid] | None],
     signature: str,
     label: str,
     program_id: str,
     documents: dict[str, ProgramDocument],
 ) -> str | None:
-    """Why ``signature``'s ``label`` may not name ``program_id`` in ``tree``, or ``None``."""
+    """Why ``signature``'s ``label`` may not name ``program_id`` where ``locate`` finds
+    files (a tree, or the entries of an index), or ``None``."""
     path = program_path(program_id)
     fix = (
         f"move the label to a program of {signature} on main (progreg label set"
@@ -754,15 +796,15 @@ def _label_target_problem(
     )
     doc = documents.get(path)
     if doc is None:
-        try:
-            entry = tree[path]
-        except KeyError:
+        found = locate(path)
+        if found is None:
             return (
                 f"label {label!r} of {signature} names program {program_id}, which this"
                 f" commit's main does not hold: {fix}"
             )
+        mode, oid = found
         try:
-            doc = decode_document(_read(repo, entry.id, entry.filemode), path, program_id)
+            doc = decode_document(_read(repo, oid, mode), path, program_id)
         except ProgregError:
             return None  # the program file itself is reported (or was, when it came)
     if doc.signature_class != signature:
