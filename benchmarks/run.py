@@ -611,6 +611,22 @@ def bench_size(  # noqa: PLR0915 -- one size, start to end, reads best as one fu
     loads = [bench_core.timed(lambda p=p: storage.load_program(p)) for p in ids[:samples]]  # type: ignore[misc]
     table.ratio("load by id", median_ms(loads), "read+parse file", median_ms(floor_loads), 3)
 
+    # label lookup: one tree path and one small blob from main's tip, whatever N; the
+    # baseline (read + parse of one program file) does not depend on N either, so the
+    # ratio must stay flat from 100 to 100k programs
+    target = storage.list_programs()[0]
+    signature = target.signature_class or "Program"
+    storage.set_label(signature, "production", target.program_id)
+    label_ref = f"{signature}@production"
+    storage.resolve_label(signature, "production")
+    lookups = [
+        bench_core.timed(lambda: storage.resolve_label(signature, "production"))
+        for _ in range(samples)
+    ]
+    table.ratio("label lookup", median_ms(lookups), "read+parse file", median_ms(floor_loads), 3)
+    by_label = [bench_core.timed(lambda: storage.load_program(label_ref)) for _ in range(samples)]
+    table.ratio("load Sig@label", median_ms(by_label), "load by id", median_ms(loads), 2)
+
     # queries: warm in this process, first in a fresh process, vs git log
     log_args = ("-C", str(registry), "log", "--format=%H %(trailers)", "main")
     git_log = median_ms([bench_core.timed(lambda: run_git(*log_args)) for _ in range(plan.repeat)])

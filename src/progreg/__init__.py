@@ -18,6 +18,7 @@ from progreg._version import __version__
 
 if TYPE_CHECKING:
     from progreg.core.document import FORMAT_VERSION
+    from progreg.core.labels import LabelMove
     from progreg.core.models import (
         CleanupPlan,
         CleanupResult,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
         InvalidInputError,
         InvalidNameError,
         InvalidProgramIdError,
+        LabelNotFoundError,
         NotARegistryError,
         NotJSONError,
         ProgramNotFoundError,
@@ -99,6 +101,7 @@ _EXPORTS: dict[str, str] = {
     "InvalidInputError": "errors",
     "InvalidNameError": "errors",
     "InvalidProgramIdError": "errors",
+    "LabelNotFoundError": "errors",
     "NotARegistryError": "errors",
     "NotJSONError": "errors",
     "ProgramNotFoundError": "errors",
@@ -118,6 +121,7 @@ _EXPORTS: dict[str, str] = {
     "Event": "events",
     "subscribe": "events",
     "ProgramRecord": "history",
+    "LabelMove": "labels",
     "StorageManager": "manager",
     "MergeResult": "merging",
     "CleanupPlan": "models",
@@ -182,6 +186,10 @@ def _module(module: str) -> ModuleType:
         from progreg.registry import history
 
         return history
+    if module == "labels":
+        from progreg.core import labels
+
+        return labels
     if module == "manager":
         from progreg import manager
 
@@ -264,6 +272,8 @@ __all__ = [
     "InvalidInputError",
     "InvalidNameError",
     "InvalidProgramIdError",
+    "LabelMove",
+    "LabelNotFoundError",
     "LogEntry",
     "MergeResult",
     "NotARegistryError",

@@ -15,6 +15,7 @@ the message says what to do about it.
     │   ├── SecretDetectedError                 an API key or token in a program
     │   └── UnsupportedProgramError             a program object progreg cannot serialise
     ├── ProgramNotFoundError (also KeyError)    an id that the registry has never held
+    │   └── LabelNotFoundError                  Signature@label names no program
     ├── RunNotFoundError (also KeyError)        no optimization run of that name
     ├── RegistryError                           the registry itself is the problem
     │   ├── NotARegistryError                   path is a file, a work tree, foreign data
@@ -176,3 +177,7 @@ class DiskFullError(RegistryError):
 
 class ReadOnlyRegistryError(RegistryError):
     """The registry cannot be written: a read-only file system, or no permission."""
+
+
+class LabelNotFoundError(ProgramNotFoundError):
+    """A label reference (``Signature@label``) names no program: the label is not set."""

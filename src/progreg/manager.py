@@ -322,9 +322,17 @@ class StorageManager:
         records = self.storage.registry.records()
         protected_tags = set(self.config.protected_tags)
         protected = sorted(
-            program_id
-            for program_id, tags in all_tags(self.storage.registry.git).items()
-            if tags & protected_tags and program_id in records
+            {
+                program_id
+                for program_id, tags in all_tags(self.storage.registry.git).items()
+                if tags & protected_tags and program_id in records
+            }
+            | {  # a label names a live program: cleanup never leaves it dangling
+                program_id
+                for labels in self.storage.labels().values()
+                for program_id in labels.values()
+                if program_id in records
+            }
         )
         keep = self.config.max_stored_programs
         doomed = cleanup_plan(records.values(), keep, set(protected))
@@ -340,7 +348,8 @@ class StorageManager:
         """Keep the ``max_stored_programs`` best unprotected programs; remove the rest.
 
         Programs are ranked by 70% normalised score and 30% normalised recency;
-        programs tagged with a ``protected_tags`` tag are always kept. Removal is
+        programs tagged with a ``protected_tags`` tag, and programs a label names,
+        are always kept. Removal is
         one commit; removed programs stay in history and can be restored.
         Returns the commit, the ids removed and how many programs remain
         (``result.removed_count`` is the count earlier versions returned);

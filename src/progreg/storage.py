@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from progreg.core.document import DEFAULT_MAX_PROGRAM_BYTES
+from progreg.core.labels import LabelMove
 from progreg.core.models import GcReport, LogEntry, ProgramHistory, ProgramSummary, SavedProgram
 from progreg.core.secrets import SecretsPolicy
+from progreg.registry import labels as _labels
 from progreg.registry.store import BatchItem, Registry
 
 if TYPE_CHECKING:
@@ -163,6 +165,10 @@ class ProgramStorage:
     def load_program(self, program_id: str, *, into: object = None) -> SavedProgram | None:
         """The program with ``program_id``, or ``None`` when the registry does not hold it.
 
+        ``program_id`` may be a label reference, ``Signature@label``: the program
+        the label names on ``main`` (:class:`~progreg.LabelNotFoundError` when the
+        label is not set).
+
         ``into`` may be an object with ``load_state`` (a fresh DSPy module) or
         a class; the state is loaded into it. Without it, a registered type is
         rebuilt, else ``program`` is the state dict. A program file that exists
@@ -221,6 +227,36 @@ class ProgramStorage:
         """Every tagged program's tags: ``{program_id: [tag, ...]}``, both sorted."""
         return self._registry.all_tags()
 
+    # -- labels ------------------------------------------------------------------
+
+    def set_label(
+        self, signature: str, label: str, program_id: str, *, reason: str | None = None
+    ) -> LabelMove:
+        """Point ``signature``'s ``label`` at ``program_id``: one commit on ``main``.
+
+        The program must be on ``main`` and solve ``signature``
+        (``metadata.signature_class``). Naming the program it already names
+        makes no commit: the move returned is marked ``unchanged``. ``reason``
+        (one line, no credentials) is recorded in the commit's trailers.
+        """
+        return _labels.set_label(self._registry, signature, label, program_id, reason=reason)
+
+    def remove_label(self, signature: str, label: str, *, reason: str | None = None) -> LabelMove:
+        """Remove ``signature``'s ``label`` (one commit); LabelNotFoundError if it is not set."""
+        return _labels.remove_label(self._registry, signature, label, reason=reason)
+
+    def labels(self, signature: str | None = None) -> dict[str, dict[str, str]]:
+        """The labels on ``main``: ``{signature: {label: program id}}``, sorted."""
+        return _labels.labels(self._registry, signature)
+
+    def label_history(self, signature: str, label: str) -> list[LabelMove]:
+        """Every move of ``signature``'s ``label`` in ``main``'s history, newest first."""
+        return _labels.label_history(self._registry, signature, label)
+
+    def resolve_label(self, signature: str, label: str) -> str | None:
+        """The program id ``signature``'s ``label`` names on ``main``, or ``None``."""
+        return _labels.resolve(self._registry, signature, label)
+
     def checkpoint_names(self) -> list[str]:
         """The names of the registry's checkpoint runs, sorted (see ``StorageManager``)."""
         return self._registry.checkpoint_names()
@@ -250,6 +286,9 @@ class ProgramStorage:
 
     def delete_program(self, program_id: str) -> bool:
         """Remove a program from ``main`` (one commit); ``False`` if it was not there.
+
+        A program a label names is not removed: :class:`~progreg.ConflictError`
+        says which label to move or remove first.
 
         The program stays in history: :meth:`restore_program` brings it back.
         """

@@ -57,6 +57,7 @@ GUIDES = (
     "ci.md",
     "dspy.md",
     "runs.md",
+    "labels.md",
 )
 
 #: Languages a fenced block may be labelled with (an unlabelled or misspelt

@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hooks": ("hooks", "hooks"),
     "import": ("transfer", "import_command"),
     "init": ("programs", "init"),
+    "label": ("labels", "label"),
     "list": ("programs", "list_programs"),
     "log": ("analysis", "log"),
     "pull": ("remotes", "pull"),
@@ -66,6 +67,10 @@ def _command_module(module: str) -> ModuleType:
         from progreg.cli import analysis
 
         return analysis
+    if module == "labels":
+        from progreg.cli import labels
+
+        return labels
     if module == "checkpoints":
         from progreg.cli import checkpoints
 

@@ -75,7 +75,8 @@ class ProgramIdType(click.ParamType[str]):
 
 
 class RevisionType(click.ParamType[tuple[str, int]]):
-    """``ID`` or ``ID~N``: a program, or its version N saves before the newest."""
+    """``ID`` or ``ID~N``: a program, or its version N saves before the newest; or a label
+    reference ``SIGNATURE@LABEL`` (checked by the library)."""
 
     name = "id[~n]"
 
@@ -83,6 +84,8 @@ class RevisionType(click.ParamType[tuple[str, int]]):
         self, value: str, param: click.Parameter | None, ctx: click.Context | None
     ) -> tuple[str, int]:
         """``(program id, N)``; anything else is a usage error."""
+        if "@" in value and "~" not in value:
+            return value, 0  # a label reference: the library checks its names
         match = _REVISION.fullmatch(value)
         if match is None or not is_program_id(match["id"].lower()):
             self.fail(f"{value!r} is not ID or ID~N (ID: 16 hexadecimal characters)", param, ctx)
@@ -146,8 +149,29 @@ class SignatureType(click.ParamType[str]):
         return _complete(ctx, incomplete, names)
 
 
+class LabelType(click.ParamType[str]):
+    """A label name (checked by the library), completed from the registry's labels."""
+
+    name = "label"
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        """The labels in use on main (of the signature given before, if any)."""
+        signature = ctx.params.get("signature")
+
+        def names(storage: ProgramStorage) -> list[CompletionItem]:
+            found = storage.labels(signature if isinstance(signature, str) else None)
+            return [
+                CompletionItem(name) for name in sorted({n for ls in found.values() for n in ls})
+            ]
+
+        return _complete(ctx, incomplete, names)
+
+
 PROGRAM_ID = ProgramIdType()
 REVISION = RevisionType()
 CHECKPOINT_NAME = CheckpointNameType()
 TAG = TagType()
 SIGNATURE = SignatureType()
+LABEL = LabelType()

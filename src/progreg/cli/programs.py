@@ -188,12 +188,13 @@ def save(
 
 
 @click.command(cls=ProgregCommand)
-@click.argument("revision", type=REVISION, metavar="ID[~N]")
+@click.argument("revision", type=REVISION, metavar="ID[~N]|SIGNATURE@LABEL")
 @click.option("--state", "state_only", is_flag=True, help="Print only the state (what save reads).")
 @json_option
 @click.pass_obj
 def show(ctx: Context, revision: tuple[str, int], state_only: bool, as_json: bool) -> None:
-    """Show a program: ID as it is now, ID~N as it was N saves of it before.
+    """Show a program: ID as it is now, ID~N as it was N saves of it before,
+    SIGNATURE@LABEL the program a label names on main.
 
     Versions are the commits of main's first-parent log that wrote the
     program's file. --json prints {program_id, program_type, state,
@@ -205,11 +206,14 @@ def show(ctx: Context, revision: tuple[str, int], state_only: bool, as_json: boo
       progreg show 1a2b3c4d5e6f7a8b
       progreg show 1a2b3c4d5e6f7a8b~1 --json
       progreg show 1a2b3c4d5e6f7a8b --state > state.json
+      progreg show ClassifyText@production
     """
     program_id, back = revision
     storage = open_storage(ctx)
     if back == 0:
         saved = storage.load_program(program_id)
+        if saved is None and "@" in program_id:
+            raise NotFound(f"{program_id} names a program that is not on main")
         if saved is None:
             raise missing_program(storage, program_id)
     else:

@@ -99,6 +99,11 @@ def _text(report: ReviewReport) -> list[str]:
                 f"best {name}: stays {signature.best_after or 'none'}"
                 f" ({format_score(signature.score.after)})"
             )
+    for change in report.labels:
+        lines.append(
+            f"label {visible(change.signature)}@{visible(change.label)}:"
+            f" {change.before or 'none'} -> {change.after or 'none'}"
+        )
     if report.problems:
         lines.append(f"the server's hook would refuse {len(report.problems)} thing(s):")
         lines += [f"  {visible(problem)}" for problem in report.problems]

@@ -10,6 +10,9 @@ MAIN = "refs/heads/main"
 MARKER = "progreg.json"
 #: The directory of ``main``'s tree holding the program files.
 PROGRAMS_DIR = "programs"
+#: The directory of ``main``'s tree holding one label file per signature,
+#: ``labels/<signature>.json``.
+LABELS_DIR = "labels"
 #: Tags are ``refs/tags/<tag>/<program id>``.
 TAGS_PREFIX = "refs/tags/"
 #: Checkpoints are branches ``refs/heads/checkpoints/<run>``.
@@ -32,6 +35,7 @@ __all__ = [
     "ATTRIBUTES_TEXT",
     "CHECKPOINTS_PREFIX",
     "DRIVER",
+    "LABELS_DIR",
     "MAIN",
     "MARKER",
     "PROGRAMS_DIR",

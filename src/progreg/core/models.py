@@ -91,7 +91,9 @@ class CleanupPlan(BaseModel):
 
     keep: int = Field(description="max_stored_programs: how many unprotected programs stay")
     protected_tags: list[str] = Field(description="the tags that protect a program")
-    protected: list[str] = Field(description="ids of live programs kept for a protected tag")
+    protected: list[str] = Field(
+        description="ids of live programs kept for a protected tag or a label"
+    )
     remove: list[str] = Field(description="ids cleanup would remove, oldest first")
     remaining: int = Field(description="how many programs the registry holds afterwards")
 

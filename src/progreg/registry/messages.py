@@ -126,3 +126,33 @@ def cleanup_message(removed: list[str], remaining: int, keep: int) -> str:
 def trailers_of(message: str) -> dict[str, str]:
     """The trailers of a commit message progreg wrote (the last paragraph), by key."""
     return parse_trailers(message)
+
+
+#: The trailers of a label move (see :func:`label_message`).
+LABEL = "Label"
+LABEL_SIGNATURE = "Label-Signature"
+LABEL_FROM = "Label-From"
+LABEL_TO = "Label-To"
+LABEL_REASON = "Label-Reason"
+LABEL_ACTION = "label"
+
+
+def label_message(
+    signature: str, label: str, old: str | None, new: str | None, reason: str | None
+) -> str:
+    """The message of a commit that moves ``signature``'s ``label`` from ``old`` to ``new``.
+
+    It reads in ``git log --oneline`` as ``Label ClassifyText production: none ->
+    1a2b3c4d5e6f7a8b``; who and when are the commit's author and date.
+    """
+    return format_message(
+        f"Label {signature} {label}: {_value(old)} -> {_value(new)}",
+        [
+            (LABEL, label),
+            (LABEL_SIGNATURE, signature),
+            (LABEL_FROM, _value(old)),
+            (LABEL_TO, _value(new)),
+            *([(LABEL_REASON, reason)] if reason else []),
+            (ACTION, LABEL_ACTION),
+        ],
+    )

@@ -31,9 +31,10 @@ from progreg.core import canonical
 from progreg.core.docmerge import differences
 from progreg.core.document import ProgramDocument, decode_document
 from progreg.core.ids import program_id_of_path
-from progreg.core.layout import PROGRAMS_DIR
+from progreg.core.layout import LABELS_DIR, PROGRAMS_DIR
 from progreg.errors import InvalidInputError, ProgregError
 from progreg.registry.compare import RunKind, word_runs
+from progreg.registry.labelfiles import all_labels
 from progreg.registry.validation import resolve_range, tree_files, validate_commits
 
 #: Values whose change is bookkeeping of a save, not a change to review.
@@ -103,6 +104,17 @@ class SignatureChange(BaseModel):
         return self.best_before != self.best_after
 
 
+class LabelChange(BaseModel):
+    """A deployment label the range moves, sets or removes (``labels/<signature>.json``)."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    signature: str
+    label: str
+    before: str | None = Field(description="the program it named at the base (None: unset)")
+    after: str | None = Field(description="the program it names at the head (None: removed)")
+
+
 class ReviewReport(BaseModel):
     """What the commits ``base..head`` change: programs, signatures' best, findings."""
 
@@ -114,6 +126,9 @@ class ReviewReport(BaseModel):
     programs: list[ProgramChange]
     signatures: list[SignatureChange]
     problems: list[str] = Field(description="what the server's hook would refuse, by commit")
+    labels: list[LabelChange] = Field(
+        default_factory=list, description="the deployment labels the range moves"
+    )
 
     @property
     def ok(self) -> bool:
@@ -149,7 +164,31 @@ def review_range(path: str | Path, spec: str) -> ReviewReport:
         programs=programs,
         signatures=signatures,
         problems=[str(problem) for problem in problems],
+        labels=_label_changes(repo, base.tree, head.tree),
     )
+
+
+def _label_changes(
+    repo: pygit2.Repository, base: pygit2.Tree, head: pygit2.Tree
+) -> list[LabelChange]:
+    """Each label whose program differs between the two trees (an unreadable label file:
+    none listed, the findings say what is wrong with it)."""
+    old_dir = base[LABELS_DIR].id if LABELS_DIR in base else None
+    new_dir = head[LABELS_DIR].id if LABELS_DIR in head else None
+    if old_dir == new_dir:
+        return []
+    try:
+        before, after = all_labels(repo, base), all_labels(repo, head)
+    except ProgregError:
+        return []
+    changes = []
+    for signature in sorted({*before, *after}):
+        old_labels, new_labels = before.get(signature, {}), after.get(signature, {})
+        for label in sorted({*old_labels, *new_labels}):
+            old, new = old_labels.get(label), new_labels.get(label)
+            if old != new:
+                changes.append(LabelChange(signature=signature, label=label, before=old, after=new))
+    return changes
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -309,6 +348,14 @@ def to_markdown(report: ReviewReport) -> str:
                 f"Best {name} stays {_id(signature.best_after)} ({_score(signature.score)})."
             )
     lines.append("")
+    if report.labels:
+        lines += ["| Label | From | To |", "|---|---|---|"]
+        lines += [
+            f"| {_cell(f'{change.signature}@{change.label}')} | {_id(change.before)}"
+            f" | {_id(change.after)} |"
+            for change in report.labels
+        ]
+        lines.append("")
     for program in report.programs:
         details = _details(program)
         if details:
@@ -385,6 +432,7 @@ def _escape(text: str) -> str:
 
 
 __all__ = [
+    "LabelChange",
     "ProgramChange",
     "ReviewReport",
     "ScoreChange",

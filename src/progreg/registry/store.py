@@ -33,6 +33,7 @@ from progreg.core.document import (
 from progreg.core.dspy import DSPyProgram, is_dspy_module, remember_signature_class
 from progreg.core.ids import check_program_id, new_program_id, program_id_of_path
 from progreg.core.ids import program_path as path_of
+from progreg.core.labels import LABEL_SEPARATOR, parse_label_reference
 from progreg.core.layout import ATTRIBUTES, ATTRIBUTES_TEXT, CHECKPOINTS_PREFIX, MAIN, MARKER
 from progreg.core.models import (
     GcReport,
@@ -48,6 +49,7 @@ from progreg.core.secrets import SecretsPolicy, check_policy, screen_document
 from progreg.errors import (
     ConflictError,
     InvalidInputError,
+    LabelNotFoundError,
     NotARegistryError,
     ProgramNotFoundError,
     ProgramTooLargeError,
@@ -62,6 +64,7 @@ from progreg.git.objects.trees import Edit, blob_at
 from progreg.git.permissions import adjust_ref_paths
 from progreg.registry.config import resolve_durable
 from progreg.registry.history import LogIndex, ProgramRecord
+from progreg.registry.labelfiles import dangling_message, labels_naming, resolve_label
 from progreg.registry.locations import registry_path_from_environment
 from progreg.registry.log import check_limit, log_entries, program_versions
 from progreg.registry.messages import batch_message, delete_message, save_message
@@ -447,6 +450,8 @@ class Registry:
 
     def load_program(self, program_id: str, *, into: object = None) -> SavedProgram | None:
         """The operation behind :meth:`progreg.ProgramStorage.load_program`."""
+        if isinstance(program_id, str) and LABEL_SEPARATOR in program_id:
+            program_id = self.label_target(program_id)
         check_program_id(program_id)
         with events.operation("progreg.storage.load", program_id=program_id) as timer:
             found = self.reread(f"program {program_id}", lambda: self._locate(program_id))
@@ -472,6 +477,22 @@ class Registry:
                 duration_ms=timer.ms,
             )
         return self.saved_program(doc, program, commit)
+
+    def label_target(self, reference: str) -> str:
+        """The program id ``Signature@label`` names on ``main``; else a LabelNotFoundError."""
+        parsed = parse_label_reference(reference)
+        assert parsed is not None
+        signature, label = parsed
+        found = self.reread(
+            f"the labels of {signature}", lambda: resolve_label(self._git, signature, label)
+        )
+        if found is None:
+            raise LabelNotFoundError(
+                f"label {label!r} of {signature} is not set on main of {self.path}: set it"
+                f" with `progreg label set {signature} {label} <program id>` (progreg label"
+                f" list {signature} shows the labels there are)"
+            )
+        return found
 
     def _locate(self, program_id: str) -> tuple[bytes, str, str] | None:
         """``(file content, where it is, commit that wrote it)`` of a live program, or ``None``.
@@ -594,6 +615,9 @@ class Registry:
         def plan(tip: Tip | None) -> CommitPlan | None:
             if tip is None or path not in tip.tree:
                 return None
+            naming = labels_naming(self._git.repo, tip.tree, [program_id])
+            if naming:
+                raise ConflictError(dangling_message(naming, f"deleting program {program_id}"))
             try:
                 data = self._git.read(tip.tree, path) or b""
                 signature = decode_document(data, path, program_id).signature_class
@@ -630,6 +654,10 @@ class Registry:
             present = [i for i in ids if tip is not None and path_of(i) in tip.tree]
             if not present:
                 return None, present
+            assert tip is not None
+            naming = labels_naming(self._git.repo, tip.tree, present)
+            if naming:
+                raise ConflictError(dangling_message(naming, "removing these programs"))
             edits = dict.fromkeys(map(path_of, present))
             return CommitPlan(edits, message, author, committer), present
 
@@ -680,6 +708,10 @@ class Registry:
         return self.saved_program(doc, self.rebuild(doc), str(commit))
 
     # -- sharing -----------------------------------------------------------------
+
+    def maintain(self) -> None:
+        """Git's automatic maintenance after a write made by a layer built on this one."""
+        self._maintain()
 
     def _maintain(self) -> None:
         """Git's automatic maintenance after a write (see :mod:`progreg.git.maintenance`)."""

@@ -13,6 +13,11 @@ validate`` (:mod:`progreg.integrations.worktree`) are thin layers over them.
 - program files at ``programs/<id[0:2]>/<id[2:4]>/<id>.json``: regular files
   of canonical JSON, at most ``max_program_bytes`` long, holding a valid
   program document whose ``program_id`` is the id of the path;
+- label files at ``labels/<signature>.json``: canonical JSON objects
+  ``{"<label>": "<program id>"}``; every program a label names must be in the
+  same tree and solve that signature (``metadata.signature_class``), so a
+  commit that removes a labelled program, or points a label at a missing
+  program or at one of another signature, is refused;
 - ``checkpoint.json`` on checkpoint branches (and in a checkout, which may
   be of one): canonical JSON with ``name``, ``program_id``, ``created_at``
   and ``metadata``;
@@ -79,7 +84,15 @@ from progreg.core.document import (
     document_from,
 )
 from progreg.core.ids import is_program_id, program_id_of_path, program_path
-from progreg.core.layout import CHECKPOINTS_PREFIX, MAIN, MARKER, PROGRAMS_DIR, TAGS_PREFIX
+from progreg.core.labels import decode_labels, label_file_problems, label_path, signature_of_path
+from progreg.core.layout import (
+    CHECKPOINTS_PREFIX,
+    LABELS_DIR,
+    MAIN,
+    MARKER,
+    PROGRAMS_DIR,
+    TAGS_PREFIX,
+)
 from progreg.core.names import check_name
 from progreg.core.secrets import (
     credential_in_text,
@@ -91,6 +104,7 @@ from progreg.errors import InvalidInputError, NotJSONError, ProgregError, Unsupp
 from progreg.git import parse_trailers
 from progreg.git.objects.treediff import TreeDiffer
 from progreg.registry.checkpoints import MANIFEST
+from progreg.registry.labelfiles import label_files
 from progreg.registry.messages import ACTION, PROGRAM_ID, SAVE_BATCH, SAVED_COUNT, save_message
 
 #: A ref update stops being checked once this many problems were found.
@@ -214,7 +228,9 @@ def _is_zero(oid: str) -> bool:
 # -- files -------------------------------------------------------------------------
 
 
-def kind_of_path(path: str) -> Literal["marker", "manifest", "program", "harmless", "unexpected"]:
+def kind_of_path(
+    path: str,
+) -> Literal["marker", "manifest", "program", "label", "harmless", "unexpected"]:
     """What a path in a registry tree is, by name alone."""
     if path == MARKER:
         return "marker"
@@ -222,6 +238,8 @@ def kind_of_path(path: str) -> Literal["marker", "manifest", "program", "harmles
         return "manifest"
     if program_id_of_path(path) is not None:
         return "program"
+    if signature_of_path(path) is not None:
+        return "label"
     top, sep, _ = path.partition("/")
     if (not sep and path in HARMLESS_FILES) or (sep and top in HARMLESS_DIRS):
         return "harmless"
@@ -258,6 +276,8 @@ def check_file(
         return FileCheck((_mode_problem(path, mode),))
     if what == "program":
         return _check_program(path, data, max_program_bytes)
+    if what == "label":
+        return _check_json_file(path, data, _label_file_problems)
     return _check_json_file(
         path, data, _marker_problems if what == "marker" else _manifest_problems
     )
@@ -291,6 +311,11 @@ def unsafe_path(path: str) -> str | None:
 
 def _unexpected(path: str, kind: TreeKind) -> str:
     top = path.partition("/")[0]
+    if top == LABELS_DIR:
+        return (
+            f"{path} is not a label file: under {LABELS_DIR}/ only <signature>.json files"
+            " (letters, digits, '.', '_' or '-') are allowed; rename or remove it"
+        )
     if top == PROGRAMS_DIR:
         name = path.rsplit("/", 1)[-1]
         stem = name[: -len(".json")] if name.endswith(".json") else ""
@@ -304,7 +329,9 @@ def _unexpected(path: str, kind: TreeKind) -> str:
             f" {PROGRAMS_DIR}/<id[0:2]>/<id[2:4]>/<id>.json files (16 lowercase hex digits)"
             " are allowed; rename or remove it"
         )
-    allowed = f"{MARKER}, {PROGRAMS_DIR}/" + (f", {MANIFEST}" if kind != "main" else "")
+    allowed = f"{MARKER}, {PROGRAMS_DIR}/, {LABELS_DIR}/" + (
+        f", {MANIFEST}" if kind != "main" else ""
+    )
     return (
         f"{path} is not part of a registry: it may hold only {allowed}, README and LICENSE"
         " files, CODEOWNERS, .gitattributes, .gitignore, .mailmap, .editorconfig,"
@@ -477,6 +504,13 @@ def _manifest_problems(path: str, value: Any) -> list[str]:
     return problems
 
 
+def _label_file_problems(path: str, value: Any) -> list[str]:
+    return [
+        f"{path}: {problem}: fix it with progreg label set"
+        for problem in label_file_problems(value)
+    ]
+
+
 def _is_aware_time(value: object) -> bool:
     if not isinstance(value, str):
         return False
@@ -574,9 +608,12 @@ def validate_tree(
     commit: str | None = None,
 ) -> list[Problem]:
     """Check every file of ``tree`` as a registry tree of ``kind``."""
-    problems, _ = _check_entries(repo, tree_files(repo, tree), kind, max_program_bytes, commit)
+    files = list(tree_files(repo, tree))
+    problems, documents = _check_entries(repo, files, kind, max_program_bytes, commit)
     if MARKER not in tree:
         problems.insert(0, _missing_marker(commit))
+    if kind != "checkpoint":
+        problems += _label_problems(repo, tree, _Changes(files=files), documents, commit)
     if kind == "checkpoint":
         problems += _checkpoint_structure(repo, tree, None, commit)
     return problems
@@ -591,9 +628,34 @@ def validate_entries(
     """Check ``(path, mode, blob id)`` entries as the files of a tree of ``main``: what a
     Git index stages (``progreg validate --cached``), before it is a tree."""
     entries = list(entries)
-    problems, _ = _check_entries(repo, entries, "main", max_program_bytes, None)
+    problems, documents = _check_entries(repo, entries, "main", max_program_bytes, None)
     if not any(path == MARKER for path, _, _ in entries):
         problems.insert(0, _missing_marker(None))
+    return problems + _staged_label_problems(repo, entries, documents)
+
+
+def _staged_label_problems(
+    repo: pygit2.Repository,
+    entries: list[tuple[str, int, pygit2.Oid]],
+    documents: dict[str, ProgramDocument],
+) -> list[Problem]:
+    """Labels of staged label files that name a program not staged, or of another signature."""
+    staged = {path: (mode, oid) for path, mode, oid in entries}
+    problems: list[Problem] = []
+    for path, mode, oid in entries:
+        signature = signature_of_path(path)
+        if signature is None or mode != FileMode.BLOB:
+            continue
+        try:
+            labels = decode_labels(_read(repo, oid, mode), path)
+        except ProgregError:
+            continue  # the file check reports it
+        for label, program_id in labels.items():
+            problem = _label_target_problem(
+                repo, staged.get, signature, label, program_id, documents
+            )
+            if problem is not None:
+                problems.append(Problem(problem, path=path))
     return problems
 
 
@@ -641,7 +703,116 @@ def validate_commit(
     problems += [
         Problem(message, commit=sha) for message in _trailer_problems(commit, changes, documents)
     ]
+    if kind != "checkpoint":
+        problems += _label_problems(repo, commit.tree, changes, documents, sha)
     return problems
+
+
+#: The label index of recently checked ``labels/`` trees, by tree id (content-addressed: a
+#: push's commits mostly share one, so it is read once).
+_LABEL_INDEXES: dict[pygit2.Oid, dict[str, list[tuple[str, str]]]] = {}
+_LABEL_INDEXES_KEPT = 64
+
+
+def _label_index(repo: pygit2.Repository, tree: pygit2.Tree) -> dict[str, list[tuple[str, str]]]:
+    """``{program id: [(signature, label), ...]}`` of the label files of ``tree``.
+
+    A label file that cannot be read is left out: the file check reports it.
+    """
+    entry = tree[LABELS_DIR]
+    index = _LABEL_INDEXES.get(entry.id)
+    if index is not None:
+        return index
+    index = {}
+    for signature, blob_id in label_files(repo, tree):
+        try:
+            labels = decode_labels(repo.odb.read(blob_id)[1], label_path(signature))
+        except (ProgregError, KeyError):
+            continue
+        for label, program_id in labels.items():
+            index.setdefault(program_id, []).append((signature, label))
+    if len(_LABEL_INDEXES) >= _LABEL_INDEXES_KEPT:
+        _LABEL_INDEXES.pop(next(iter(_LABEL_INDEXES)))
+    _LABEL_INDEXES[entry.id] = index
+    return index
+
+
+def _label_problems(
+    repo: pygit2.Repository,
+    tree: pygit2.Tree,
+    changes: _Changes,
+    documents: dict[str, ProgramDocument],
+    commit: str | None,
+) -> list[Problem]:
+    """Labels of ``tree`` that name a program it lacks, or one of another signature.
+
+    Only what the commit changes is looked at: the labels of the label files it
+    writes, and the labels naming a program it removes or rewrites.
+    """
+    changed = {signature_of_path(path) for path, _, _ in changes.files} - {None}
+    touched = set(changes.removed) | set(changes.written)
+    if (not changed and not touched) or LABELS_DIR not in tree:
+        return []
+    problems: list[Problem] = []
+    locate = _in_tree(tree)
+    for program_id, named in _label_index(repo, tree).items():
+        for signature, label in named:
+            if signature in changed or program_id in touched:
+                problem = _label_target_problem(
+                    repo, locate, signature, label, program_id, documents
+                )
+                if problem is not None:
+                    problems.append(Problem(problem, path=label_path(signature), commit=commit))
+    return problems
+
+
+def _in_tree(tree: pygit2.Tree) -> Callable[[str], tuple[int, pygit2.Oid] | None]:
+    """``path -> (mode, id)`` of the entries of ``tree`` (``None``: no such path)."""
+
+    def locate(path: str) -> tuple[int, pygit2.Oid] | None:
+        try:
+            entry = tree[path]
+        except KeyError:
+            return None
+        return entry.filemode, entry.id
+
+    return locate
+
+
+def _label_target_problem(
+    repo: pygit2.Repository,
+    locate: Callable[[str], tuple[int, pygit2.Oid] | None],
+    signature: str,
+    label: str,
+    program_id: str,
+    documents: dict[str, ProgramDocument],
+) -> str | None:
+    """Why ``signature``'s ``label`` may not name ``program_id`` where ``locate`` finds
+    files (a tree, or the entries of an index), or ``None``."""
+    path = program_path(program_id)
+    fix = (
+        f"move the label to a program of {signature} on main (progreg label set"
+        f" {signature} {label} <id>) or remove it (progreg label remove {signature} {label})"
+    )
+    doc = documents.get(path)
+    if doc is None:
+        found = locate(path)
+        if found is None:
+            return (
+                f"label {label!r} of {signature} names program {program_id}, which this"
+                f" commit's main does not hold: {fix}"
+            )
+        mode, oid = found
+        try:
+            doc = decode_document(_read(repo, oid, mode), path, program_id)
+        except ProgregError:
+            return None  # the program file itself is reported (or was, when it came)
+    if doc.signature_class != signature:
+        return (
+            f"label {label!r} of {signature} names program {program_id}, which solves"
+            f" {doc.signature_class or 'no signature'}: {fix}"
+        )
+    return None
 
 
 def _checkpoint_structure(

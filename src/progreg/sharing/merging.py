@@ -35,10 +35,13 @@ from progreg import events
 from progreg.core import canonical
 from progreg.core.docmerge import ABSENT, differences
 from progreg.core.document import decode_document, document_from
-from progreg.core.ids import program_id_of_path
+from progreg.core.ids import program_id_of_path, program_path
+from progreg.core.labels import decode_labels, encode_labels, label_path, signature_of_path
 from progreg.core.layout import MAIN
 from progreg.errors import ConflictError, CorruptProgramError
 from progreg.git import CommitPlan, RefLogEntry, Tip, format_message
+from progreg.git.objects.trees import Edit, blob_at
+from progreg.registry.labelfiles import label_files, read_labels
 from progreg.registry.store import Registry
 from progreg.registry.validation import kind_of_path, tree_files
 
@@ -53,7 +56,7 @@ _SHOWN_FIELDS = 6
 class MergePlan:
     """What merging ``theirs`` into ``ours`` would change."""
 
-    edits: dict[str, pygit2.Oid | None] = field(default_factory=dict)
+    edits: dict[str, Edit] = field(default_factory=dict)
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
@@ -142,10 +145,15 @@ def plan_merge(
     for path, blob_id in sorted(their_changes.items()):
         program_id = program_id_of_path(path)
         kind = kind_of_path(path)
+        if kind == "label":
+            mine = our_changes[path] if path in our_changes else our_files.get(path, ...)
+            _merge_label_file(repo, plan, path, base, mine, blob_id, resolve)
+            continue
         if program_id is None and kind not in ("harmless", "marker"):
             raise CorruptProgramError(
                 f"the other side has a file at {path}, which a registry's main may not hold"
-                " (programs/ab/cd/<16 hex>.json, progreg.json and files such as README.md)"
+                " (programs/ab/cd/<16 hex>.json, labels/<signature>.json, progreg.json and"
+                " files such as README.md)"
             )
         mine = our_changes[path] if path in our_changes else our_files.get(path, ...)
         if mine is not ...:
@@ -170,7 +178,103 @@ def plan_merge(
             existed = ours is not None and path in ours.tree
             (plan.updated if existed else plan.added).append(program_id)
         plan.edits[path] = blob_id
+    if ours is not None and not plan.conflicts:
+        _check_merged_labels(repo, plan, ours.tree, theirs.tree)
     return plan
+
+
+def _labels_of(repo: pygit2.Repository, blob_id: pygit2.Oid | None, where: str) -> dict[str, str]:
+    """The labels of a label file's blob (``{}`` for none)."""
+    if blob_id is None:
+        return {}
+    try:
+        kind, data = repo.odb.read(blob_id)
+    except KeyError:
+        kind, data = None, b""
+    if kind != pygit2.enums.ObjectType.BLOB:
+        raise CorruptProgramError(f"{where} is not a file")
+    return decode_labels(data, where)
+
+
+def _merge_label_file(
+    repo: pygit2.Repository,
+    plan: MergePlan,
+    path: str,
+    base: pygit2.Tree | None,
+    mine: object,
+    theirs: pygit2.Oid | None,
+    resolve: Resolution | None,
+) -> None:
+    """Merge one label file label by label: a label moved on one side takes that move;
+    the same label moved on both sides to different programs is a conflict (or settled by
+    ``resolve``)."""
+    their_labels = _labels_of(repo, theirs, f"{path} on the other side")
+    if mine is ...:  # only they changed it
+        plan.edits[path] = theirs
+        return
+    if mine == theirs:
+        return
+    assert mine is None or isinstance(mine, pygit2.Oid)
+    base_entry = None if base is None else blob_at(base, path)
+    base_labels = _labels_of(repo, None if base_entry is None else base_entry.id, path)
+    our_labels = _labels_of(repo, mine, path)
+    signature = signature_of_path(path)
+    merged: dict[str, str] = {}
+    for label in sorted(set(base_labels) | set(our_labels) | set(their_labels)):
+        was, ours, new = base_labels.get(label), our_labels.get(label), their_labels.get(label)
+        if new in (ours, was):
+            chosen = ours
+        elif ours == was:
+            chosen = new
+        elif resolve is None:
+            name = f"label {label} of {signature}"
+            plan.conflicts.append(name)
+            plan.conflict_fields[name] = [
+                f"moved to {ours or 'removed'} (ours) / {new or 'removed'} (theirs)"
+            ]
+            continue
+        else:
+            plan.resolved.append(f"{signature}@{label}")
+            chosen = ours if resolve == "ours" else new
+        if chosen is not None:
+            merged[label] = chosen
+    if merged != our_labels:
+        plan.edits[path] = encode_labels(merged, path) if merged else None
+
+
+def _check_merged_labels(
+    repo: pygit2.Repository, plan: MergePlan, ours: pygit2.Tree, theirs: pygit2.Tree
+) -> None:
+    """Refuse a merge whose labels would name a program the merged ``main`` lacks."""
+    removed = {program_path(program_id) for program_id in plan.removed}
+    found: list[str] = []
+    for signature, _ in label_files(repo, ours):
+        path = label_path(signature)
+        edit = plan.edits.get(path, ...)
+        if edit is not ...:
+            continue
+        for label, program_id in read_labels(ours, signature).items():
+            if program_path(program_id) in removed:
+                found.append(f"{signature}@{label} -> {program_id} (removed on their side)")
+    for path, edit in plan.edits.items():
+        edited = signature_of_path(path)
+        if edited is None or edit is None:
+            continue
+        labels = (
+            decode_labels(edit, path) if isinstance(edit, bytes) else read_labels(theirs, signature)
+        )
+        for label, program_id in labels.items():
+            where = program_path(program_id)
+            kept = where in plan.edits and plan.edits[where] is not None
+            if not kept and (where in removed or where not in ours):
+                found.append(f"{edited}@{label} -> {program_id} (not on the merged main)")
+    if found:
+        raise ConflictError(
+            f"the merge would leave label(s) naming programs main would not hold:"
+            f" {'; '.join(found[:10])}. Nothing was merged: move or remove the label on one"
+            " side (progreg label set / progreg label remove), or restore the program, and"
+            " merge again"
+        )
 
 
 def _check_program(

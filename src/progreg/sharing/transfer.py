@@ -23,7 +23,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -631,7 +631,7 @@ class _BundleImport:
             f"{self.where}: {what} is not a sound registry: {shown}{more}; nothing was imported"
         )
 
-    def _check_files(self, edits: dict[str, pygit2.Oid | None]) -> None:
+    def _check_files(self, edits: Mapping[str, object]) -> None:
         """Check the paths their main brings.
 
         The pack's trees were checked as they were read (no ``.``, ``..``,
