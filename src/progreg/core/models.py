@@ -62,6 +62,10 @@ class SavedProgram(BaseModel):
     metadata: dict[str, Any]
     saved_at: datetime
     commit: str = Field(description="hex id of the commit that recorded this version")
+    unchanged: bool = Field(
+        default=False,
+        description="True when a save found this content already live and made no commit",
+    )
 
     @field_serializer("program", when_used="json")
     def _program_in_json(self, program: Any) -> Any:
@@ -151,3 +155,36 @@ class LogEntry(BaseModel):
     author: str
     author_email: str
     subject: str = Field(description="the first line of the commit message")
+
+
+class LineageNode(BaseModel):
+    """One program in a lineage: a version it names, and the programs derived from it."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    program_id: str = Field(description="16 lowercase hex characters")
+    commit: str | None = Field(
+        description="for an ancestor, the commit of the version derived from; otherwise the"
+        " commit of the program's latest version on main"
+    )
+    saved_at: datetime | None = Field(description="saved_at of that version, when known")
+    score: float | None = Field(description="best_score_value of that version, if any")
+    score_name: str | None = Field(description="best_score_name of that version, if any")
+    live: bool = Field(description="whether the program is on main now (False: deleted)")
+    children: list[LineageNode] = Field(
+        default_factory=list, description="the programs derived from this one (descendants only)"
+    )
+
+
+class Lineage(BaseModel):
+    """Where a program came from and what came of it: ``ProgramStorage.lineage``."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    program: LineageNode = Field(description="the program asked about (no children here)")
+    ancestors: list[LineageNode] = Field(
+        description="the chain of ancestors, the program's own ancestor first"
+    )
+    descendants: list[LineageNode] = Field(
+        description="the programs derived from it, each with its own descendants"
+    )

@@ -1,0 +1,215 @@
+"""Lineage from the log: the ancestors and the descendants of a program.
+
+Built from every commit of ``main``'s first-parent log (the log index's
+entries), oldest first, so it survives deletes (a deleted ancestor is still
+in history), bundles and pulls (their commits, or the merge that brought
+them, are in the log). A progreg save names its ancestor in its
+``Derived-From`` and ``Derived-From-Commit`` trailers; for any other commit
+that writes a program (a batch save, a merge, a commit made with Git) the
+document's ``derived_from`` key is read. A program's ancestor is the one its
+latest version naming one names. A crafted history may make a cycle: every
+walk keeps the programs it visited and never visits one twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pygit2
+
+from progreg.core.document import ProgramDocument, decode_document
+from progreg.core.ids import check_program_id, program_path
+from progreg.core.lineage import Origin, is_commit_id
+from progreg.core.models import Lineage, LineageNode
+from progreg.errors import ProgramNotFoundError, ProgregError
+from progreg.registry.messages import (
+    ACTION,
+    DERIVED_FROM,
+    DERIVED_FROM_COMMIT,
+    NONE,
+    PROGRAM_ID,
+    SAVED_AT,
+)
+from progreg.registry.store import Registry
+
+
+@dataclass(frozen=True)
+class _Version:
+    """What the log says about one version of a program."""
+
+    saved_at: datetime | None
+    score: float | None
+    score_name: str | None
+
+
+@dataclass
+class _Graph:
+    """Every program the log ever wrote: its latest version, its ancestor, whether it is live."""
+
+    latest: dict[str, str] = field(default_factory=dict)  # program id -> commit
+    versions: dict[tuple[str, str], _Version] = field(default_factory=dict)
+    parent: dict[str, Origin] = field(default_factory=dict)
+    live: set[str] = field(default_factory=set)
+
+    def children(self) -> dict[str, list[str]]:
+        """Each program's derived programs, in the order they were first written."""
+        found: dict[str, list[str]] = {}
+        for program_id in self.latest:
+            origin = self.parent.get(program_id)
+            if origin is not None:
+                found.setdefault(origin.program_id, []).append(program_id)
+        return found
+
+
+def lineage(registry: Registry, program_id: str) -> Lineage:
+    """The lineage of ``program_id``: ancestors nearest first, descendants as a tree.
+
+    Raises :class:`~progreg.ProgramNotFoundError` when neither ``main`` nor
+    its history ever held the program.
+    """
+    check_program_id(program_id)
+    graph = registry.reread(f"the lineage of program {program_id}", lambda: _graph(registry))
+    if program_id not in graph.latest:
+        raise ProgramNotFoundError(
+            f"program {program_id} is neither on main nor in its history: check the id"
+            " (progreg list, progreg log)"
+        )
+    seen = {program_id}
+    ancestors: list[LineageNode] = []
+    origin = graph.parent.get(program_id)
+    while origin is not None and origin.program_id not in seen:
+        seen.add(origin.program_id)
+        ancestors.append(_node(registry, graph, origin.program_id, origin.commit, []))
+        origin = graph.parent.get(origin.program_id)
+    program = _node(registry, graph, program_id, graph.latest[program_id], [])
+    return Lineage(
+        program=program,
+        ancestors=ancestors,
+        descendants=_descendants(registry, graph, program_id, seen),
+    )
+
+
+def _descendants(registry: Registry, graph: _Graph, root: str, seen: set[str]) -> list[LineageNode]:
+    """The tree below ``root``; a program already in ``seen`` is never visited again."""
+    children = graph.children()
+    order: list[tuple[str, list[str]]] = []  # (program, its children kept), parents first
+    stack = [root]
+    while stack:
+        program_id = stack.pop()
+        kept = [c for c in children.get(program_id, []) if c not in seen]
+        seen.update(kept)
+        order.append((program_id, kept))
+        stack.extend(reversed(kept))
+    built: dict[str, LineageNode] = {}
+    for program_id, kept in reversed(order):  # children before their parents
+        nodes = [built.pop(child) for child in kept]
+        if program_id == root:
+            return nodes
+        built[program_id] = _node(registry, graph, program_id, graph.latest[program_id], nodes)
+    return []
+
+
+def _node(
+    registry: Registry,
+    graph: _Graph,
+    program_id: str,
+    commit: str,
+    children: list[LineageNode],
+) -> LineageNode:
+    version = graph.versions.get((program_id, commit))
+    if version is None:
+        version = _version_at(registry, program_id, commit)
+    return LineageNode(
+        program_id=program_id,
+        commit=commit,
+        saved_at=version.saved_at if version is not None else None,
+        score=version.score if version is not None else None,
+        score_name=version.score_name if version is not None else None,
+        live=program_id in graph.live,
+        children=children,
+    )
+
+
+def _version_at(registry: Registry, program_id: str, commit: str) -> _Version | None:
+    """The version of a program at ``commit`` read from its file (a commit off the log)."""
+    doc = _document_at(registry.git.repo, program_id, commit)
+    if doc is None:
+        return None
+    return _Version(doc.saved_at, doc.best_score, doc.score_name)
+
+
+def _document_at(repo: pygit2.Repository, program_id: str, commit: str) -> ProgramDocument | None:
+    """The program's document in ``commit``'s tree; ``None`` when absent or unreadable."""
+    with contextlib.suppress(ValueError, KeyError, pygit2.GitError, ProgregError):
+        found = repo.get(commit)
+        if isinstance(found, pygit2.Commit):
+            path = program_path(program_id)
+            blob = repo[found.tree[path].id]
+            if isinstance(blob, pygit2.Blob):
+                return decode_document(blob.data, f"{path} (commit {commit[:12]})", program_id)
+    return None
+
+
+def _graph(registry: Registry) -> _Graph:
+    graph = _Graph()
+    repo = registry.git.repo
+    for entry in registry.log_entries():
+        trailers = entry.trailers
+        for program_id, blob in zip(entry.written, entry.blobs, strict=True):
+            graph.latest[program_id] = entry.commit
+            graph.live.add(program_id)
+            if trailers.get(PROGRAM_ID) == program_id and trailers.get(ACTION) in (
+                "save",
+                "restore",
+            ):
+                version, origin = _from_trailers(trailers)
+            else:
+                version, origin = _from_blob(repo, program_id, blob)
+            graph.versions[(program_id, entry.commit)] = version
+            if origin is not None and origin.program_id != program_id:
+                graph.parent[program_id] = origin
+        graph.live.difference_update(entry.removed)
+    return graph
+
+
+def _from_trailers(trailers: dict[str, str]) -> tuple[_Version, Origin | None]:
+    """A save's version and ancestor, as its trailers say."""
+    saved_at = None
+    with contextlib.suppress(KeyError, ValueError):
+        saved_at = datetime.fromisoformat(trailers[SAVED_AT])
+    score_name = trailers.get("Score-Name", NONE)
+    version = _Version(
+        saved_at,
+        _score(trailers.get("Score", NONE)),
+        None if score_name == NONE else score_name,
+    )
+    ancestor, commit = trailers.get(DERIVED_FROM), trailers.get(DERIVED_FROM_COMMIT)
+    origin = None
+    if ancestor is not None and commit is not None and is_commit_id(commit):
+        with contextlib.suppress(ProgregError):
+            origin = Origin(check_program_id(ancestor), commit)
+    return version, origin
+
+
+def _from_blob(
+    repo: pygit2.Repository, program_id: str, blob_id: str
+) -> tuple[_Version, Origin | None]:
+    """A version and its ancestor from the program's file (commits without a save's trailers)."""
+    with contextlib.suppress(ValueError, KeyError, pygit2.GitError, ProgregError):
+        blob = repo[pygit2.Oid(hex=blob_id)]
+        if isinstance(blob, pygit2.Blob):
+            doc = decode_document(blob.data, program_path(program_id), program_id)
+            return _Version(doc.saved_at, doc.best_score, doc.score_name), doc.derived_from
+    return _Version(None, None, None), None
+
+
+def _score(text: str) -> float | None:
+    """A ``Score`` trailer's value as a finite number, else ``None``."""
+    try:
+        score = float(text)
+    except ValueError:
+        return None
+    return score if math.isfinite(score) else None
