@@ -32,7 +32,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 WRAPPER_KEYS = frozenset({"program", "optimization_result", "metadata"})
 #: The keys of ``show --json``; a record has at least :data:`RECORD_REQUIRED`.
 RECORD_KEYS = frozenset(
-    {"program_id", "program_type", "state", "optimization_result", "metadata", "saved_at", "commit"}
+    {
+        "program_id",
+        "program_type",
+        "state",
+        "optimization_result",
+        "metadata",
+        "saved_at",
+        "commit",
+        "unchanged",
+    }
 )
 RECORD_REQUIRED = frozenset({"program_id", "state", "commit"})
 
