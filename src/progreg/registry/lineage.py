@@ -54,6 +54,14 @@ class _Graph:
     parent: dict[str, Origin] = field(default_factory=dict)
     live: set[str] = field(default_factory=set)
 
+    def named_commit(self, program_id: str) -> str | None:
+        """The commit a ``derived_from`` names for a program the log never wrote, if any.
+
+        A program pulled or imported from a registry where its ancestor was
+        deleted before: the ancestor is known only by what its descendants say.
+        """
+        return next((o.commit for o in self.parent.values() if o.program_id == program_id), None)
+
     def children(self) -> dict[str, list[str]]:
         """Each program's derived programs, in the order they were first written."""
         found: dict[str, list[str]] = {}
@@ -68,11 +76,12 @@ def lineage(registry: Registry, program_id: str) -> Lineage:
     """The lineage of ``program_id``: ancestors nearest first, descendants as a tree.
 
     Raises :class:`~progreg.ProgramNotFoundError` when neither ``main`` nor
-    its history ever held the program.
+    its history ever held the program, and no program names it as its ancestor.
     """
     check_program_id(program_id)
     graph = registry.reread(f"the lineage of program {program_id}", lambda: _graph(registry))
-    if program_id not in graph.latest:
+    commit = graph.latest.get(program_id) or graph.named_commit(program_id)
+    if commit is None:
         raise ProgramNotFoundError(
             f"program {program_id} is neither on main nor in its history: check the id"
             " (progreg list, progreg log)"
@@ -84,7 +93,7 @@ def lineage(registry: Registry, program_id: str) -> Lineage:
         seen.add(origin.program_id)
         ancestors.append(_node(registry, graph, origin.program_id, origin.commit, []))
         origin = graph.parent.get(origin.program_id)
-    program = _node(registry, graph, program_id, graph.latest[program_id], [])
+    program = _node(registry, graph, program_id, commit, [])
     return Lineage(
         program=program,
         ancestors=ancestors,

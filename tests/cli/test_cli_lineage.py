@@ -1,0 +1,90 @@
+"""``progreg lineage`` and ``progreg save --derived-from/--force`` through click's runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from progreg import ProgramStorage
+from progreg.cli import cli
+from support.gitcli import git
+
+
+def run(registry: Path, *args: str, input: str | None = None) -> Result:
+    """``progreg --registry REGISTRY ARGS...``."""
+    return CliRunner().invoke(cli, ["--registry", str(registry), *args], input=input)
+
+
+def ok(result: Result) -> Result:
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def commits(registry: Path) -> int:
+    return int(git(registry, "rev-list", "--count", "main").strip())
+
+
+def test_save_derived_from_and_the_lineage_tree(registry_path: Path) -> None:
+    storage = ProgramStorage(registry_path)
+    root = storage.save_program({"n": 1}, {"best_score_value": 0.5, "best_score_name": "acc"})
+    out = ok(
+        run(
+            registry_path,
+            "save",
+            "--derived-from",
+            root.program_id,
+            "--json",
+            input=json.dumps({"n": 2}),
+        )
+    )
+    child = json.loads(out.stdout)["program_id"]
+    trailers = git(registry_path, "log", "-1", "--format=%(trailers:only)", "main")
+    assert f"Derived-From: {root.program_id}" in trailers
+    grandchild = storage.save_program({"n": 3}, {"best_score_value": 0.9}, derived_from=child)
+    sibling = storage.save_program({"n": 4}, derived_from=root.program_id)
+    storage.delete_program(child)
+
+    text = ok(run(registry_path, "lineage", child)).stdout.splitlines()
+    assert text == [
+        f"{root.program_id}  acc 0.5000",
+        f"`-- {child}  no score  (deleted)  <- this program",
+        f"    `-- {grandchild.program_id}  score 0.9000",
+    ]
+    text = ok(run(registry_path, "lineage", root.program_id)).stdout.splitlines()
+    assert text == [
+        f"{root.program_id}  acc 0.5000  <- this program",
+        f"|-- {child}  no score  (deleted)",
+        f"|   `-- {grandchild.program_id}  score 0.9000",
+        f"`-- {sibling.program_id}  no score",
+    ]
+    data = json.loads(ok(run(registry_path, "lineage", grandchild.program_id, "--json")).stdout)
+    assert set(data) == {"program", "ancestors", "descendants"}
+    assert [a["program_id"] for a in data["ancestors"]] == [child, root.program_id]
+    assert data["ancestors"][0]["live"] is False and data["program"]["score"] == 0.9
+
+
+def test_lineage_errors(registry_path: Path) -> None:
+    storage = ProgramStorage(registry_path)
+    storage.save_program({"n": 1})
+    missing = run(registry_path, "lineage", "0123456789abcdef")
+    assert missing.exit_code == 3 and "neither on main nor in its history" in missing.output
+    assert run(registry_path, "lineage", "nope").exit_code == 2
+    count = commits(registry_path)
+    bad = run(registry_path, "save", "--derived-from", "0123456789abcdef", input='{"n": 2}')
+    assert bad.exit_code == 3 and commits(registry_path) == count
+
+
+def test_save_of_identical_content_is_unchanged_unless_forced(registry_path: Path) -> None:
+    storage = ProgramStorage(registry_path)
+    saved = storage.save_program({"n": 1}, {"best_score_value": 0.5}, None, "00000000000000c1")
+    count = commits(registry_path)
+    shown = ok(run(registry_path, "show", saved.program_id, "--json")).stdout
+    out = ok(run(registry_path, "save", input=shown)).stdout
+    assert out.startswith(f"unchanged {saved.program_id}") and saved.commit[:10] in out
+    assert commits(registry_path) == count
+    data = json.loads(ok(run(registry_path, "save", "--json", input=shown)).stdout)
+    assert data["unchanged"] is True and data["commit"] == saved.commit
+    out = ok(run(registry_path, "save", "--force", input=shown)).stdout
+    assert out.startswith(f"saved {saved.program_id}") and commits(registry_path) == count + 1
