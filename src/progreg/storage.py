@@ -145,13 +145,13 @@ class ProgramStorage:
         checkpoint restored): it is saved as a new version of its own program,
         with its optimization result and metadata unless others are given.
 
-        Lineage: ``derived_from`` (a program id or a ``SavedProgram``) names the
-        program this one came from; without it, a program loaded from another id
-        (or an optimizer's copy of one), or a ``SavedProgram`` of another id, is
+        Lineage: ``derived_from``, a program id or a ``SavedProgram``, names the
+        program this one came from. Without it, a program loaded from another id
+        or an optimizer's copy of one, or a ``SavedProgram`` of another id, is
         derived from that version; a new version of a program keeps its ancestor.
         Content identity: when ``program_id`` is live with the same program,
         result, metadata and ancestor, no commit is made and the live version is
-        returned with ``unchanged=True`` (``tags`` are still put on it);
+        returned with ``unchanged=True``, and ``tags`` are still put on it;
         ``force=True`` commits anyway.
         """
         return self._registry.save_program(
@@ -183,7 +183,8 @@ class ProgramStorage:
         created together with the commit. No items: no commit, ``[]``.
         ``secrets`` is as for :meth:`save_program`; a mapping may name its
         ``derived_from``. Items whose content is already live are not written
-        (``unchanged=True``; none written: no commit) unless ``force=True``.
+        and come back with ``unchanged=True``, unless ``force=True``; when none
+        is written, no commit is made.
         """
         return self._registry.save_programs(items, tags=tags, secrets=secrets, force=force)
 
@@ -241,11 +242,11 @@ class ProgramStorage:
         return self._registry.versions(program_id, limit)
 
     def lineage(self, program_id: str) -> Lineage:
-        """Where a program came from and what was derived from it (``progreg lineage``).
+        """Where a program came from and what was derived from it: ``progreg lineage``.
 
         ``ancestors`` is the chain of ``derived_from`` links, nearest first;
         ``descendants`` the programs derived from it, as a tree. Built from the
-        log, so deleted programs (``live=False``) are shown too; raises
+        log, so deleted programs are shown too, with ``live=False``; raises
         :class:`~progreg.ProgramNotFoundError` if the registry never held it.
         """
         from progreg.registry.lineage import lineage  # noqa: PLC0415 (a command loads what it uses)
