@@ -40,9 +40,12 @@ def test_an_identical_resave_makes_no_commit(storage: ProgramStorage, registry_p
     assert again.state == STATE and again.metadata == saved.metadata
     assert commits(registry_path) == count
     assert registry_state(registry_path) == before
-    unchanged = [e for e in seen if e.name == "progreg.storage.save_unchanged"]
-    assert [e.fields["commit"] for e in unchanged] == [saved.commit]
-    assert not [e for e in seen if e.name == "progreg.storage.save_complete"]
+    complete = [e for e in seen if e.name == "progreg.storage.save_complete"]
+    assert [(e.fields["commit"], e.fields["unchanged"]) for e in complete] == [(saved.commit, True)]
+    assert [e.name for e in seen if e.name.startswith("progreg.storage.save")] == [
+        "progreg.storage.save_start",
+        "progreg.storage.save_complete",
+    ]
     # a loaded record saved back as it is: the same
     loaded = storage.load_program(saved.program_id)
     assert loaded is not None

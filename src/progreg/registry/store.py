@@ -216,7 +216,16 @@ class Registry:
                 doc, data, must_be_new=program_id is None, tags=tag_names, force=force
             )
         if commit is None:
-            return self._unchanged(chosen_id, program, tag_names)
+            unchanged = self._unchanged(chosen_id, program, tag_names)
+            events.emit(
+                "progreg.storage.save_complete",
+                program_id=chosen_id,
+                commit=unchanged.commit,
+                unchanged=True,
+                size_bytes=len(data),
+                duration_ms=timer.ms,
+            )
+            return unchanged
         events.emit(
             "progreg.storage.save_complete",
             program_id=chosen_id,
@@ -384,7 +393,6 @@ class Registry:
             )
             if created:
                 events.emit("progreg.tag.add", program_id=program_id, tags=created)
-        events.emit("progreg.storage.save_unchanged", program_id=program_id, commit=commit)
         return self.saved_program(doc, program, commit, unchanged=True)
 
     def ancestor_of(self, program: object, derived_from: object, program_id: str) -> Origin | None:
