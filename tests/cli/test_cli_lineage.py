@@ -88,3 +88,15 @@ def test_save_of_identical_content_is_unchanged_unless_forced(registry_path: Pat
     assert data["unchanged"] is True and data["commit"] == saved.commit
     out = ok(run(registry_path, "save", "--force", input=shown)).stdout
     assert out.startswith(f"saved {saved.program_id}") and commits(registry_path) == count + 1
+
+
+def test_diff_of_the_same_content_prints_no_patch(registry_path: Path) -> None:
+    storage = ProgramStorage(registry_path)
+    one = storage.save_program({"n": 1}, {"best_score_value": 0.5})
+    two = storage.save_program({"n": 1}, {"best_score_value": 0.5})
+    out = ok(run(registry_path, "diff", one.program_id, two.program_id, "--no-color")).stdout
+    assert "same content: the files differ only in id, saved_at and provenance" in out
+    assert "@@" not in out and '"saved_at"' not in out
+    three = storage.save_program({"n": 2}, {"best_score_value": 0.5})
+    out = ok(run(registry_path, "diff", one.program_id, three.program_id, "--no-color")).stdout
+    assert "same content" not in out and "@@" in out

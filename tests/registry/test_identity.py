@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from progreg import Event, InvalidInputError, ProgramStorage, subscribe
+from progreg import (
+    Event,
+    InvalidInputError,
+    ProgramStorage,
+    StorageConfig,
+    StorageManager,
+    subscribe,
+)
 from progreg.core.ids import program_path
 from support.gitcli import assert_fsck_clean, commit_file, git, registry_state
 
@@ -162,3 +169,17 @@ def test_provenance_alone_is_no_change(storage: ProgramStorage, registry_path: P
     count = commits(registry_path)
     assert storage.save_program(STATE, RESULT, {"team": "search"}, saved.program_id).unchanged
     assert commits(registry_path) == count
+
+
+def test_a_diff_of_the_same_content_shows_no_bookkeeping_change(
+    storage: ProgramStorage,
+) -> None:
+    """Two programs (or forced versions) that differ only in id, saved_at and provenance."""
+    manager = StorageManager(StorageConfig(storage_path=str(storage.path)))
+    one = storage.save_program(STATE, RESULT, {"team": "search"})
+    two = storage.save_program(STATE, RESULT, {"team": "search"})
+    same = manager.compare_programs(one.program_id, two.program_id)
+    assert same.diff.unified and same.diff.bookkeeping_only
+    other = storage.save_program({**STATE, "instructions": "Other."}, RESULT, {"team": "search"})
+    changed = manager.compare_programs(one.program_id, other.program_id)
+    assert changed.diff.unified and not changed.diff.bookkeeping_only
