@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pygit2
 import pytest
 
 pytest.importorskip("dspy", reason="the dspy extra is not installed")
@@ -30,6 +31,7 @@ from progreg import (
 from progreg.core.dspy import optimization_result_from
 from progreg.core.ids import program_path
 from progreg.core.lineage import ORIGIN_ATTRIBUTE, Origin
+from progreg.registry.validation import validate_commit, validate_commits
 from support.gitcli import assert_fsck_clean, commit_file, git, registry_state
 
 if TYPE_CHECKING:
@@ -364,3 +366,52 @@ def test_a_long_chain_is_walked_without_recursion(storage: ProgramStorage) -> No
         node = node.children[0]
         depth += 1
     assert depth == 299
+
+
+# -- the server hook's checks ---------------------------------------------------------------
+
+
+def problems_of(registry: Path, commit: str) -> list[str]:
+    repo = pygit2.Repository(str(registry))
+    found = repo.get(commit)
+    assert isinstance(found, pygit2.Commit)
+    return [problem.message for problem in validate_commit(repo, found)]
+
+
+def test_the_hook_checks_lineage_trailers_and_the_key(
+    storage: ProgramStorage, registry_path: Path
+) -> None:
+    parent = save(storage, 5)
+    child = save(storage, 6, derived_from=parent)
+    count, problems = validate_commits(
+        pygit2.Repository(str(registry_path)),
+        None,
+        pygit2.Repository(str(registry_path)).revparse_single("main").peel(pygit2.Commit),
+    )
+    assert count == 2 and problems == []
+
+    path = program_path(child.program_id)
+    message = git(registry_path, "log", "-1", "--format=%B", child.commit)
+    doc = document(registry_path, child.commit, child.program_id)
+    doc["program_data"]["state"]["n"] = 60  # a change, so that the commit writes the program
+    data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+    lying = commit_file(
+        registry_path, path, data, message.replace(parent.program_id, "00000000000000ee")
+    )
+    assert any(
+        "its Derived-From trailer says '00000000000000ee'" in p
+        for p in problems_of(registry_path, lying)
+    )
+    bare = "\n".join(line for line in message.splitlines() if not line.startswith("Derived-From"))
+    doc["program_data"]["state"]["n"] = 61
+    data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+    missing = commit_file(registry_path, path, data, bare + "\n")
+    assert any(
+        "its Derived-From trailer says None" in p for p in problems_of(registry_path, missing)
+    )
+
+    doc["derived_from"] = {"program_id": parent.program_id}
+    data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+    malformed = commit_file(registry_path, path, data, "Edit by hand")
+    assert any("derived_from must be an object" in p for p in problems_of(registry_path, malformed))

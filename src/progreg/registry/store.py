@@ -200,7 +200,7 @@ class Registry:
         tag_names = check_tags(tags)
         _check_force(force)
         with events.operation("progreg.storage.save", program_id=chosen_id) as timer:
-            origin = self.ancestor_of(given, derived_from, chosen_id)
+            origin = self.ancestor_of(given, derived_from, chosen_id, new=program_id is None)
             doc = self.document_for(
                 program,
                 optimization_result,
@@ -265,11 +265,11 @@ class Registry:
                 seen.add(program_id)
             docs: list[ProgramDocument] = []
             encoded: list[bytes] = []
-            for (program, result, metadata, _), program_id, item in zip(
+            for (program, result, metadata, given_id), program_id, item in zip(
                 requested, ids, given, strict=True
             ):
                 explicit = item.get("derived_from") if isinstance(item, Mapping) else None
-                origin = self.ancestor_of(program, explicit, program_id)
+                origin = self.ancestor_of(program, explicit, program_id, new=given_id is None)
                 doc = self.document_for(
                     program, result, metadata, program_id, secrets=secrets, derived_from=origin
                 )
@@ -395,14 +395,17 @@ class Registry:
                 events.emit("progreg.tag.add", program_id=program_id, tags=created)
         return self.saved_program(doc, program, commit, unchanged=True)
 
-    def ancestor_of(self, program: object, derived_from: object, program_id: str) -> Origin | None:
+    def ancestor_of(
+        self, program: object, derived_from: object, program_id: str, *, new: bool = False
+    ) -> Origin | None:
         """The version a program saved as ``program_id`` derives from, or ``None``.
 
         ``derived_from`` (a program id or a :class:`SavedProgram`) wins and must
         name a program on ``main`` or in its history. Otherwise a
         :class:`SavedProgram` of another id, or an object stamped by a load from
         another id (:func:`~progreg.core.lineage.origin_of`), is the ancestor when
-        this registry knows it. Deriving a program from itself is refused.
+        this registry knows it; else a new version keeps the ancestor of the
+        live one (none for a ``new`` id). Deriving a program from itself is refused.
         """
         if derived_from is not None:
             if isinstance(derived_from, SavedProgram):
@@ -432,7 +435,7 @@ class Registry:
             stamped = origin_of(program)
         if stamped is not None and stamped.program_id != program_id:
             return self._known_origin(stamped)
-        return self._live_ancestor(program_id)
+        return None if new else self._live_ancestor(program_id)
 
     def _live_ancestor(self, program_id: str) -> Origin | None:
         """The ancestor the live version of ``program_id`` names: a new version keeps it.
