@@ -145,14 +145,14 @@ class ProgramStorage:
         checkpoint restored): it is saved as a new version of its own program,
         with its optimization result and metadata unless others are given.
 
-        Lineage: ``derived_from``, a program id or a ``SavedProgram``, names the
-        program this one came from. Without it, a program loaded from another id
-        or an optimizer's copy of one, or a ``SavedProgram`` of another id, is
-        derived from that version; a new version of a program keeps its ancestor.
-        Content identity: when ``program_id`` is live with the same program,
-        result, metadata and ancestor, no commit is made and the live version is
-        returned with ``unchanged=True``, and ``tags`` are still put on it;
-        ``force=True`` commits anyway.
+        Lineage: ``derived_from`` names the program this one came from, as a
+        program id or a ``SavedProgram`` of it. Without it, a program loaded from
+        another id or an optimizer's copy of one, or a ``SavedProgram`` of another
+        id, is derived from that version; a new version of a program keeps its
+        ancestor. Content identity: when ``program_id`` is live with the same
+        program, result, metadata and ancestor, no commit is made and the live
+        version is returned with ``unchanged=True`` set, and ``tags`` are still
+        put on it; ``force=True`` commits anyway.
         """
         return self._registry.save_program(
             program,
