@@ -28,6 +28,8 @@ from progreg import (
     StorageConfig,
     StorageManager,
 )
+from progreg.core import canonical
+from progreg.core.docmerge import merge_documents
 from progreg.core.dspy import optimization_result_from
 from progreg.core.ids import program_path
 from progreg.core.lineage import ORIGIN_ATTRIBUTE, Origin
@@ -415,3 +417,23 @@ def test_the_hook_checks_lineage_trailers_and_the_key(
     data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
     malformed = commit_file(registry_path, path, data, "Edit by hand")
     assert any("derived_from must be an object" in p for p in problems_of(registry_path, malformed))
+
+
+def test_a_merge_never_mixes_two_ancestors(storage: ProgramStorage, registry_path: Path) -> None:
+    """Both sides edited derived_from by hand: one side's id with the other's commit is refused."""
+    parent = save(storage, 1)
+    newer = save(storage, 2, program_id=parent.program_id)
+    other = save(storage, 3)
+    child = save(storage, 4, derived_from=parent)
+    path = program_path(child.program_id)
+    base = git(registry_path, "show", f"main:{path}").encode()
+    doc = json.loads(base)
+    ours = {**doc, "derived_from": {"program_id": parent.program_id, "commit": newer.commit}}
+    theirs = {**doc, "derived_from": {"program_id": other.program_id, "commit": parent.commit}}
+    merged = merge_documents(base, canonical.encode(ours), canonical.encode(theirs), path)
+    assert merged.data is None
+    assert [conflict.path for conflict in merged.conflicts] == ["derived_from"]
+    # one side alone changing it is taken whole
+    only = merge_documents(base, base, canonical.encode(ours), path)
+    assert only.data is not None
+    assert json.loads(only.data)["derived_from"] == ours["derived_from"]
