@@ -100,3 +100,19 @@ def test_diff_of_the_same_content_prints_no_patch(registry_path: Path) -> None:
     three = storage.save_program({"n": 2}, {"best_score_value": 0.5})
     out = ok(run(registry_path, "diff", one.program_id, three.program_id, "--no-color")).stdout
     assert "same content" not in out and "@@" in out
+
+
+def test_a_record_saved_under_another_id_is_derived_from_its_version(registry_path: Path) -> None:
+    storage = ProgramStorage(registry_path)
+    first = storage.save_program({"n": 1}, {"best_score_value": 0.5}, None, "00000000000000d1")
+    storage.save_program({"n": 2}, {"best_score_value": 0.6}, None, first.program_id)
+    old = ok(run(registry_path, "show", f"{first.program_id}~1", "--json")).stdout
+    copied = json.loads(
+        ok(run(registry_path, "save", "--id", "00000000000000d2", "--json", input=old)).stdout
+    )
+    ancestors = storage.lineage(copied["program_id"]).ancestors
+    assert [(a.program_id, a.commit) for a in ancestors] == [(first.program_id, first.commit)]
+    # a record of a program this registry never held names no ancestor
+    foreign = json.loads(old) | {"program_id": "00000000000000ff"}
+    out = run(registry_path, "save", "--id", "00000000000000d3", input=json.dumps(foreign))
+    assert ok(out) and storage.lineage("00000000000000d3").ancestors == []

@@ -55,6 +55,8 @@ class ProgramInput:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: The program a record names (it is saved as a new version of it).
     program_id: str | None = None
+    #: The commit a record names: the version it shows.
+    commit: str | None = None
     #: True for a bare state: it says nothing of a result or metadata.
     bare: bool = False
 
@@ -90,6 +92,7 @@ def parse_program(data: bytes, source: str) -> ProgramInput:
         _object(value.get("optimization_result"), "optimization_result", source),
         _object(value.get("metadata"), "metadata", source),
         program_id=program_id,
+        commit=value["commit"] if isinstance(value.get("commit"), str) else None,
     )
 
 

@@ -17,7 +17,7 @@ import click
 
 from progreg import ProgramStorage, ProgramSummary, SavedProgram
 from progreg.cli.context import Context
-from progreg.cli.inputs import amended, read_program, result_options
+from progreg.cli.inputs import ProgramInput, amended, read_program, result_options
 from progreg.cli.output import (
     NotFound,
     ProgregCommand,
@@ -157,9 +157,11 @@ def save(
     state saved with --id keeps the score, optimizer and metadata of that
     program's current version. The options override what the file says.
     Prints the new version's id, signature, score and commit; --json prints
-    it as show --json does. When the program, result, metadata and ancestor
-    equal the live version of that id, nothing is committed and that version
-    is printed as unchanged (tags are still added); --force commits anyway.
+    it as show --json does. A record saved with another --id is derived from
+    the version it shows (see progreg lineage). When the program, result,
+    metadata and ancestor equal the live version of that id, nothing is
+    committed and that version is printed as unchanged (tags are still
+    added); --force commits anyway.
 
     \b
     Example:
@@ -183,6 +185,9 @@ def save(
             )
             info(f"kept the score, optimizer and metadata of {program_id}'s current version")
     given = amended(given, score, score_name, optimizer, signature)
+    ancestor: str | SavedProgram | None = derived_from
+    if ancestor is None and given.program_id not in (None, program_id):
+        ancestor = _record_version(storage, given)
     metadata = dict(given.metadata)
     if description is not None:
         metadata["description"] = description
@@ -193,7 +198,7 @@ def save(
         program_id,
         tags=tags,
         secrets="redact" if redact_secrets else "refuse",
-        derived_from=derived_from,
+        derived_from=ancestor,
         force=force,
     )
     if as_json:
@@ -204,6 +209,14 @@ def save(
         f"  {saved.signature_class or '-'}"
         f"  {format_score(saved.best_score)}  commit {saved.commit[:10]}"
     )
+
+
+def _record_version(storage: ProgramStorage, given: ProgramInput) -> SavedProgram | None:
+    """The version a show --json record names, when this registry holds that program."""
+    assert given.program_id is not None
+    versions = storage.versions(given.program_id)
+    exact = [version for version in versions if version.commit == given.commit]
+    return exact[0] if exact else (versions[0] if versions else None)
 
 
 @click.command(cls=ProgregCommand)
