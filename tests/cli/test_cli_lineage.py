@@ -116,3 +116,35 @@ def test_a_record_saved_under_another_id_is_derived_from_its_version(registry_pa
     foreign = json.loads(old) | {"program_id": "00000000000000ff"}
     out = run(registry_path, "save", "--id", "00000000000000d3", input=json.dumps(foreign))
     assert ok(out) and storage.lineage("00000000000000d3").ancestors == []
+
+
+def test_the_tree_draws_siblings_and_their_descendants(registry_path: Path) -> None:
+    storage = ProgramStorage(registry_path)
+
+    def child_of(parent: str | None, n: int) -> str:
+        return storage.save_program(
+            {"n": n}, None, None, f"{n:016x}", derived_from=parent
+        ).program_id
+
+    root = child_of(None, 1)
+    a = child_of(root, 2)
+    a1, a2 = child_of(a, 3), child_of(a, 4)
+    a21 = child_of(a2, 5)
+    b = child_of(root, 6)
+    lines = ok(run(registry_path, "lineage", root)).stdout.splitlines()
+    assert lines == [
+        f"{root}  no score  <- this program",
+        f"|-- {a}  no score",
+        f"|   |-- {a1}  no score",
+        f"|   `-- {a2}  no score",
+        f"|       `-- {a21}  no score",
+        f"`-- {b}  no score",
+    ]
+    data = json.loads(ok(run(registry_path, "lineage", root, "--json")).stdout)
+    assert [(d["program_id"], d["derived_from"], d["generation"]) for d in data["descendants"]] == [
+        (a, root, 1),
+        (a1, a, 2),
+        (a2, a, 2),
+        (a21, a2, 3),
+        (b, root, 1),
+    ]

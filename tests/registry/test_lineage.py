@@ -255,10 +255,16 @@ def test_lineage_shows_ancestors_and_descendants(storage: ProgramStorage) -> Non
 
     top = storage.lineage(f["root"].program_id)
     assert top.ancestors == []
-    assert ids_of(top.descendants) == [f["a"].program_id, f["b"].program_id]
-    assert ids_of(top.descendants[0].children) == [f["a1"].program_id, f["a2"].program_id]
-    assert ids_of(top.descendants[0].children[1].children) == [f["a21"].program_id]
+    # depth first: each after its parent, before its own descendants
+    assert ids_of(top.descendants) == [f[name].program_id for name in ("a", "a1", "a2", "a21", "b")]
+    assert [node.generation for node in top.descendants] == [1, 2, 2, 3, 1]
+    assert ids_of(top.children(f["root"].program_id)) == [f["a"].program_id, f["b"].program_id]
+    assert ids_of(top.children(f["a"].program_id)) == [f["a1"].program_id, f["a2"].program_id]
+    assert ids_of(top.children(f["a2"].program_id)) == [f["a21"].program_id]
     assert all(node.live for node in top.descendants)
+    assert [node.generation for node in lineage.ancestors] == [-1, -2]
+    assert [node.derived_from for node in lineage.ancestors] == [f["root"].program_id, None]
+    assert lineage.program.derived_from == f["a"].program_id and lineage.program.generation == 0
 
     with pytest.raises(ProgramNotFoundError):
         storage.lineage("0123456789abcdef")
@@ -278,7 +284,7 @@ def test_a_deleted_ancestor_is_still_shown(storage: ProgramStorage) -> None:
     assert [node.live for node in lineage.ancestors] == [True, False, True]
     assert lineage.ancestors[1].score == 0.2  # from history
     root = storage.lineage(f["root"].program_id)
-    assert ids_of(root.descendants[0].children) == [f["a1"].program_id, f["a2"].program_id]
+    assert ids_of(root.children(f["a"].program_id)) == [f["a1"].program_id, f["a2"].program_id]
     assert not root.descendants[0].live
     # and the deleted program's own lineage
     assert ids_of(storage.lineage(f["a"].program_id).ancestors) == [f["root"].program_id]
@@ -362,12 +368,9 @@ def test_a_long_chain_is_walked_without_recursion(storage: ProgramStorage) -> No
         previous = storage.save_programs(docs[-1:])[0]
     lineage = storage.lineage(previous.program_id)
     assert len(lineage.ancestors) == 299 and lineage.ancestors[-1].program_id == first.program_id
-    node = storage.lineage(first.program_id).descendants[0]
-    depth = 1
-    while node.children:
-        node = node.children[0]
-        depth += 1
-    assert depth == 299
+    below = storage.lineage(first.program_id)
+    assert [node.generation for node in below.descendants] == list(range(1, 300))
+    assert len(below.model_dump_json()) > 0  # no nesting: serializes at any length
 
 
 # -- the server hook's checks ---------------------------------------------------------------

@@ -2,14 +2,15 @@
 
 JSON shape of ``lineage ID --json``: ``Lineage.model_dump(mode="json")``:
 ``{"program": NODE, "ancestors": [NODE, ...], "descendants": [NODE, ...]}``,
-each NODE ``{program_id, commit, saved_at, score, score_name, live, children}``.
+each NODE ``{program_id, commit, saved_at, score, score_name, live, derived_from,
+generation}``; descendants come depth first, each naming its parent in ``derived_from``.
 """
 
 from __future__ import annotations
 
 import click
 
-from progreg import LineageNode
+from progreg import Lineage, LineageNode
 from progreg.cli.context import Context
 from progreg.cli.output import ProgregCommand, echo_json, json_option, open_storage
 from progreg.cli.params import PROGRAM_ID
@@ -26,28 +27,25 @@ def _label(node: LineageNode) -> str:
     return f"{node.program_id}  {score}{'' if node.live else '  (deleted)'}"
 
 
-def tree_lines(
-    ancestors: list[LineageNode], program: LineageNode, descendants: list[LineageNode]
-) -> list[str]:
+def tree_lines(lineage: Lineage) -> list[str]:
     """The lineage as text: ancestors (farthest first) above, descendants indented below."""
     lines: list[str] = []
     indent = ""
-    chain = [*reversed(ancestors), program]
-    for depth, node in enumerate(chain):
-        prefix = "" if depth == 0 else indent + "`-- "
-        if depth > 0:
-            indent += "    "
-        lines.append(prefix + _label(node) + (_HERE if node is program else ""))
-    stack = [(child, indent, n == len(descendants) - 1) for n, child in enumerate(descendants)]
-    stack.reverse()
-    while stack:
-        node, pad, last = stack.pop()
-        lines.append(f"{pad}{'`-- ' if last else '|-- '}{_label(node)}")
-        inner = pad + ("    " if last else "|   ")
-        kids = node.children
-        stack.extend(
-            (child, inner, n == len(kids) - 1) for n, child in reversed(list(enumerate(kids)))
-        )
+    for depth, node in enumerate([*reversed(lineage.ancestors), lineage.program]):
+        mark = _HERE if node is lineage.program else ""
+        lines.append(("" if depth == 0 else indent + "`-- ") + _label(node) + mark)
+        indent = "" if depth == 0 else indent + "    "
+    # descendants come depth first: a node is the last of its siblings when no
+    # later node has the same parent
+    last_child = {node.derived_from: n for n, node in enumerate(lineage.descendants)}
+    open_levels: list[bool] = []  # per generation below the program: more siblings follow
+    for n, node in enumerate(lineage.descendants):
+        level = node.generation - 1
+        del open_levels[level:]
+        last = last_child[node.derived_from] == n
+        pad = "".join("|   " if more else "    " for more in open_levels)
+        lines.append(f"{indent}{pad}{'`-- ' if last else '|-- '}{_label(node)}")
+        open_levels.append(not last)
     return lines
 
 
@@ -75,5 +73,5 @@ def lineage(ctx: Context, program_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(found.model_dump(mode="json"))
         return
-    for line in tree_lines(found.ancestors, found.program, found.descendants):
+    for line in tree_lines(found):
         click.echo(line)

@@ -158,7 +158,7 @@ class LogEntry(BaseModel):
 
 
 class LineageNode(BaseModel):
-    """One program in a lineage: a version it names, and the programs derived from it."""
+    """One program in a lineage: a version of it, and where it sits in the family."""
 
     model_config = ConfigDict(frozen=True, defer_build=True)
 
@@ -171,20 +171,33 @@ class LineageNode(BaseModel):
     score: float | None = Field(description="best_score_value of that version, if any")
     score_name: str | None = Field(description="best_score_name of that version, if any")
     live: bool = Field(description="whether the program is on main now (False: deleted)")
-    children: list[LineageNode] = Field(
-        default_factory=list, description="the programs derived from this one (descendants only)"
+    derived_from: str | None = Field(
+        description="the id of the program it was derived from, as far as this lineage goes"
+    )
+    generation: int = Field(
+        description="0 for the program asked about, -1 its ancestor, -2 the one before,"
+        " 1 a program derived from it, 2 one derived from that..."
     )
 
 
 class Lineage(BaseModel):
-    """Where a program came from and what came of it: ``ProgramStorage.lineage``."""
+    """Where a program came from and what came of it: ``ProgramStorage.lineage``.
+
+    The tree is flat, so that a long line of programs needs no deep nesting:
+    each node names its parent in ``derived_from``.
+    """
 
     model_config = ConfigDict(frozen=True, defer_build=True)
 
-    program: LineageNode = Field(description="the program asked about (no children here)")
+    program: LineageNode = Field(description="the program asked about")
     ancestors: list[LineageNode] = Field(
         description="the chain of ancestors, the program's own ancestor first"
     )
     descendants: list[LineageNode] = Field(
-        description="the programs derived from it, each with its own descendants"
+        description="the programs derived from it, depth first: each after its parent, and"
+        " before its own descendants"
     )
+
+    def children(self, program_id: str) -> list[LineageNode]:
+        """The descendants derived directly from ``program_id``, in the order saved."""
+        return [node for node in self.descendants if node.derived_from == program_id]

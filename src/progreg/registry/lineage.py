@@ -73,7 +73,7 @@ class _Graph:
 
 
 def lineage(registry: Registry, program_id: str) -> Lineage:
-    """The lineage of ``program_id``: ancestors nearest first, descendants as a tree.
+    """The lineage of ``program_id``: ancestors nearest first, descendants depth first.
 
     Raises :class:`~progreg.ProgramNotFoundError` when neither ``main`` nor
     its history ever held the program, and no program names it as its ancestor.
@@ -87,13 +87,24 @@ def lineage(registry: Registry, program_id: str) -> Lineage:
             " (progreg list, progreg log)"
         )
     seen = {program_id}
-    ancestors: list[LineageNode] = []
+    chain: list[Origin] = []  # the ancestors, nearest first
     origin = graph.parent.get(program_id)
     while origin is not None and origin.program_id not in seen:
         seen.add(origin.program_id)
-        ancestors.append(_node(registry, graph, origin.program_id, origin.commit, []))
+        chain.append(origin)
         origin = graph.parent.get(origin.program_id)
-    program = _node(registry, graph, program_id, commit, [])
+    ancestors = [
+        _node(
+            registry,
+            graph,
+            origin,
+            chain[n + 1].program_id if n + 1 < len(chain) else None,
+            -(n + 1),
+        )
+        for n, origin in enumerate(chain)
+    ]
+    parent = chain[0].program_id if chain else None
+    program = _node(registry, graph, Origin(program_id, commit), parent, 0)
     return Lineage(
         program=program,
         ancestors=ancestors,
@@ -102,32 +113,31 @@ def lineage(registry: Registry, program_id: str) -> Lineage:
 
 
 def _descendants(registry: Registry, graph: _Graph, root: str, seen: set[str]) -> list[LineageNode]:
-    """The tree below ``root``; a program already in ``seen`` is never visited again."""
+    """The programs below ``root``, depth first; one already in ``seen`` is never visited again."""
     children = graph.children()
-    order: list[tuple[str, list[str]]] = []  # (program, its children kept), parents first
-    stack = [root]
+    found: list[LineageNode] = []
+    stack = [(root, 0)]
     while stack:
-        program_id = stack.pop()
-        kept = [c for c in children.get(program_id, []) if c not in seen]
+        program_id, generation = stack.pop()
+        kept = [child for child in children.get(program_id, []) if child not in seen]
         seen.update(kept)
-        order.append((program_id, kept))
-        stack.extend(reversed(kept))
-    built: dict[str, LineageNode] = {}
-    for program_id, kept in reversed(order):  # children before their parents
-        nodes = [built.pop(child) for child in kept]
-        if program_id == root:
-            return nodes
-        built[program_id] = _node(registry, graph, program_id, graph.latest[program_id], nodes)
-    return []
+        stack.extend((child, generation + 1) for child in reversed(kept))
+        if program_id != root:
+            parent = graph.parent[program_id].program_id
+            where = Origin(program_id, graph.latest[program_id])
+            found.append(_node(registry, graph, where, parent, generation))
+    return found
 
 
 def _node(
     registry: Registry,
     graph: _Graph,
-    program_id: str,
-    commit: str,
-    children: list[LineageNode],
+    version_of: Origin,
+    derived_from: str | None,
+    generation: int,
 ) -> LineageNode:
+    """The node of one version of a program."""
+    program_id, commit = version_of.program_id, version_of.commit
     version = graph.versions.get((program_id, commit))
     if version is None:
         version = _version_at(registry, program_id, commit)
@@ -138,7 +148,8 @@ def _node(
         score=version.score if version is not None else None,
         score_name=version.score_name if version is not None else None,
         live=program_id in graph.live,
-        children=children,
+        derived_from=derived_from,
+        generation=generation,
     )
 
 
