@@ -440,3 +440,33 @@ def test_a_merge_never_mixes_two_ancestors(storage: ProgramStorage, registry_pat
     only = merge_documents(base, base, canonical.encode(ours), path)
     assert only.data is not None
     assert json.loads(only.data)["derived_from"] == ours["derived_from"]
+
+
+class Notes:
+    """A registered type whose to_dict copies its attributes, as many hand-written ones do."""
+
+    def __init__(self, text: str = "") -> None:
+        self.text = text
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> Notes:
+        return cls(state["text"])
+
+
+def test_a_registered_type_is_stamped_and_the_stamp_is_not_stored(
+    storage: ProgramStorage, registry_path: Path
+) -> None:
+    storage.register_type(Notes)
+    base = storage.save_program(Notes("Be brief."))
+    loaded = storage.load_program(base.program_id)
+    assert loaded is not None and isinstance(loaded.program, Notes)
+    loaded.program.text = "Be very brief."
+    child = storage.save_program(loaded.program)
+    assert child.state == {"text": "Be very brief."}  # no _progreg_origin in the state
+    assert ORIGIN_ATTRIBUTE not in git(
+        registry_path, "show", f"main:{program_path(child.program_id)}"
+    )
+    assert storage.lineage(child.program_id).ancestors[0].program_id == base.program_id

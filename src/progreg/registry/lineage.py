@@ -176,7 +176,7 @@ def _document_at(repo: pygit2.Repository, program_id: str, commit: str) -> Progr
 def _graph(registry: Registry) -> _Graph:
     graph = _Graph()
     repo = registry.git.repo
-    for entry in registry.log_entries():
+    for entry in registry.indexed_commits():
         trailers = entry.trailers
         for program_id, blob in zip(entry.written, entry.blobs, strict=True):
             graph.latest[program_id] = entry.commit

@@ -760,7 +760,7 @@ class Registry:
         limit = check_limit(limit)
         return self.reread("the log of main", lambda: log_entries(self._git, limit))
 
-    def log_entries(self) -> list[IndexedCommit]:
+    def indexed_commits(self) -> list[IndexedCommit]:
         """Every commit of the first-parent log of ``main``, oldest first, and what it changed."""
         return self.reread("the log of main", self._log.entries)
 
