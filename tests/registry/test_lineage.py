@@ -153,11 +153,16 @@ def test_a_new_version_keeps_its_ancestor(storage: ProgramStorage, registry_path
 # -- automatic lineage with real DSPy ---------------------------------------------------------
 
 
-class Answer(dspy.Signature):
-    """Answer the trivia question with a short fact."""
+class LookUpFact(dspy.Signature):
+    """Look the fact up in the lineage test's table.
 
-    question: str = dspy.InputField()
-    answer: str = dspy.OutputField()
+    Its own fields and instructions: DSPy signatures are named by matching
+    user-defined classes, and a twin of another test's class would make both
+    nameless.
+    """
+
+    query: str = dspy.InputField()
+    fact: str = dspy.OutputField()
 
 
 class TableQA(dspy.Module):
@@ -165,15 +170,15 @@ class TableQA(dspy.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.generate = dspy.Predict(Answer)
+        self.generate = dspy.Predict(LookUpFact)
 
-    def forward(self, question: str) -> Any:
-        return dspy.Prediction(answer={"2 + 2?": "4"}.get(question, "unknown"))
+    def forward(self, query: str) -> Any:
+        return dspy.Prediction(fact={"2 + 2?": "4"}.get(query, "unknown"))
 
 
 def trainset() -> list[Any]:
     pairs = [("2 + 2?", "4"), ("Capital of France?", "Paris")]
-    return [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in pairs]
+    return [dspy.Example(query=q, fact=a).with_inputs("query") for q, a in pairs]
 
 
 def test_a_loaded_module_compiled_by_an_optimizer_is_derived_from_its_program(
