@@ -94,6 +94,8 @@ class StorageManager:
         tags: Iterable[str] | None = None,
         description: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        derived_from: str | SavedProgram | None = None,
     ) -> SavedProgram | None:
         """Save ``result.optimized_program`` with the result, tagged with ``tags``.
 
@@ -101,6 +103,9 @@ class StorageManager:
         checkpoint restored): it is saved as a new version of its program, with
         its result and metadata. Returns ``None`` (and saves nothing) when
         ``auto_save`` is off or the result has no optimized program.
+        ``derived_from`` is as for :meth:`ProgramStorage.save_program` (an
+        optimized program whose student was loaded from the registry is derived
+        from that program without it).
         """
         if not self.config.auto_save:
             return None
@@ -108,7 +113,9 @@ class StorageManager:
         item = _result_item(result, tag_names, description, metadata)
         if item is None:
             return None
-        return self.storage.save_program(*item, tags=tag_names, secrets=self.config.secrets)
+        return self.storage.save_program(
+            *item, tags=tag_names, secrets=self.config.secrets, derived_from=derived_from
+        )
 
     def save_optimization_results(
         self,

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from progreg.core.document import DEFAULT_MAX_PROGRAM_BYTES
 from progreg.core.labels import LabelMove
-from progreg.core.models import GcReport, LogEntry, ProgramHistory, ProgramSummary, SavedProgram
+from progreg.core.models import (
+    GcReport,
+    Lineage,
+    LogEntry,
+    ProgramHistory,
+    ProgramSummary,
+    SavedProgram,
+)
 from progreg.core.secrets import SecretsPolicy
 from progreg.registry import labels as _labels
 from progreg.registry.store import BatchItem, Registry
@@ -125,6 +132,8 @@ class ProgramStorage:
         *,
         tags: Iterable[str] | None = (),
         secrets: SecretsPolicy = "refuse",
+        derived_from: str | SavedProgram | None = None,
+        force: bool = False,
     ) -> SavedProgram:
         """Save ``program`` with its optimization result as one commit; return the saved record.
 
@@ -138,9 +147,25 @@ class ProgramStorage:
         ``program`` may be a ``SavedProgram`` (a version loaded, or a
         checkpoint restored): it is saved as a new version of its own program,
         with its optimization result and metadata unless others are given.
+
+        Lineage: ``derived_from`` names the program this one came from, as a
+        program id or a ``SavedProgram`` of it. Without it, a program loaded from
+        another id or an optimizer's copy of one, or a ``SavedProgram`` of another
+        id, is derived from that version; a new version of a program keeps its
+        ancestor. Content identity: when ``program_id`` is live with the same
+        program, result, metadata and ancestor, no commit is made and the live
+        version is returned with ``unchanged=True`` set, and ``tags`` are still
+        put on it; ``force=True`` commits anyway.
         """
         return self._registry.save_program(
-            program, optimization_result, metadata, program_id, tags=tags, secrets=secrets
+            program,
+            optimization_result,
+            metadata,
+            program_id,
+            tags=tags,
+            secrets=secrets,
+            derived_from=derived_from,
+            force=force,
         )
 
     def save_programs(
@@ -149,6 +174,7 @@ class ProgramStorage:
         *,
         tags: Iterable[str] | None = (),
         secrets: SecretsPolicy = "refuse",
+        force: bool = False,
     ) -> list[SavedProgram]:
         """Save many programs as ONE commit; return their records, in the order given.
 
@@ -158,9 +184,12 @@ class ProgramStorage:
         anything is written: an invalid item, or an id given twice, raises
         and leaves the registry unchanged. ``tags`` are put on every program,
         created together with the commit. No items: no commit, ``[]``.
-        ``secrets`` is as for :meth:`save_program`.
+        ``secrets`` is as for :meth:`save_program`; a mapping may name its
+        ``derived_from``. Items whose content is already live are not written
+        and come back with ``unchanged=True``, unless ``force=True``; when none
+        is written, no commit is made.
         """
-        return self._registry.save_programs(items, tags=tags, secrets=secrets)
+        return self._registry.save_programs(items, tags=tags, secrets=secrets, force=force)
 
     def load_program(self, program_id: str, *, into: object = None) -> SavedProgram | None:
         """The program with ``program_id``, or ``None`` when the registry does not hold it.
@@ -218,6 +247,18 @@ class ProgramStorage:
         decoded raises :class:`~progreg.CorruptProgramError` (naming its commit).
         """
         return self._registry.versions(program_id, limit)
+
+    def lineage(self, program_id: str) -> Lineage:
+        """Where a program came from and what was derived from it: ``progreg lineage``.
+
+        ``ancestors`` is the chain of ``derived_from`` links, nearest first;
+        ``descendants`` the programs derived from it, as a tree. Built from the
+        log, so deleted programs are shown too, with ``live=False``; raises
+        :class:`~progreg.ProgramNotFoundError` if the registry never held it.
+        """
+        from progreg.registry.lineage import lineage  # noqa: PLC0415 (a command loads what it uses)
+
+        return lineage(self._registry, program_id)
 
     def tags_of(self, program_id: str) -> list[str]:
         """The tags on a program (live or removed), sorted."""

@@ -38,6 +38,7 @@ SAVED_KEYS = {
     "metadata",
     "saved_at",
     "commit",
+    "unchanged",
 }
 SUMMARY_KEYS = {
     "program_id",

@@ -518,8 +518,11 @@ def test_a_loaded_version_is_saved_again_with_its_result_and_metadata(
     )
     loaded = manager.storage.load_program(first.program_id)
     assert loaded is not None
-    again = manager.storage.save_program(loaded)
-    assert again.program_id == first.program_id and again.commit != first.commit
+    again = manager.storage.save_program(loaded)  # the same content: no new commit
+    assert again.program_id == first.program_id and again.commit == first.commit
+    assert again.unchanged
+    forced = manager.storage.save_program(loaded, force=True)
+    assert forced.commit != first.commit and not forced.unchanged
     assert again.state == workload.program_state(2)
     assert again.optimization_result == first.optimization_result
     assert again.metadata["team"] == "support" and again.signature_class == "RouteIntent"

@@ -102,7 +102,9 @@ def summary_lines(comparison: ProgramComparison, color: bool) -> list[str]:
     changes = (diff.instructions, diff.demos, diff.fields, diff.predictors_added)
     if not any(changes) and not diff.predictors_removed:
         lines.append("no change to instructions, demos, fields or predictors")
-    if diff.unified:
+    if diff.bookkeeping_only:
+        lines.append("same content: the files differ only in id, saved_at and provenance")
+    elif diff.unified:
         lines.append(f"files: +{diff.added_lines} -{diff.removed_lines} lines")
     else:
         lines.append("the two program files are identical")
@@ -184,7 +186,8 @@ def diff(ctx: Context, first: str, second: str, color: bool | None, as_json: boo
 
     First a structural summary (score change, optimizer, instructions with a
     word-level diff, demos added and removed, fields, predictors), then the
-    unified diff of the two program files. --json prints {program_1,
+    unified diff of the two program files, left out when they hold the same
+    content (only ids, saved_at and provenance differ). --json prints {program_1,
     program_2, comparison, diff}. Exits with 3 if either is missing.
 
     \b
@@ -199,7 +202,7 @@ def diff(ctx: Context, first: str, second: str, color: bool | None, as_json: boo
     colored = use_color(color)
     for line in summary_lines(comparison, colored):
         click.echo(line, color=colored)
-    if comparison.diff.unified:
+    if comparison.diff.unified and not comparison.diff.bookkeeping_only:
         click.echo("", color=colored)
         patch = visible(comparison.diff.unified)
         for line in colored_patch(patch) if colored else patch.splitlines():

@@ -32,7 +32,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 WRAPPER_KEYS = frozenset({"program", "optimization_result", "metadata"})
 #: The keys of ``show --json``; a record has at least :data:`RECORD_REQUIRED`.
 RECORD_KEYS = frozenset(
-    {"program_id", "program_type", "state", "optimization_result", "metadata", "saved_at", "commit"}
+    {
+        "program_id",
+        "program_type",
+        "state",
+        "optimization_result",
+        "metadata",
+        "saved_at",
+        "commit",
+        "unchanged",
+    }
 )
 RECORD_REQUIRED = frozenset({"program_id", "state", "commit"})
 
@@ -46,6 +55,8 @@ class ProgramInput:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: The program a record names (it is saved as a new version of it).
     program_id: str | None = None
+    #: The commit a record names: the version it shows.
+    commit: str | None = None
     #: True for a bare state: it says nothing of a result or metadata.
     bare: bool = False
 
@@ -81,6 +92,7 @@ def parse_program(data: bytes, source: str) -> ProgramInput:
         _object(value.get("optimization_result"), "optimization_result", source),
         _object(value.get("metadata"), "metadata", source),
         program_id=program_id,
+        commit=value["commit"] if isinstance(value.get("commit"), str) else None,
     )
 
 

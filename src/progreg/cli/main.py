@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("transfer", "import_command"),
     "init": ("programs", "init"),
     "label": ("labels", "label"),
+    "lineage": ("lineage", "lineage"),
     "list": ("programs", "list_programs"),
     "log": ("analysis", "log"),
     "pull": ("remotes", "pull"),
@@ -95,6 +96,10 @@ def _command_module(module: str) -> ModuleType:
         from progreg.cli import hooks
 
         return hooks
+    if module == "lineage":
+        from progreg.cli import lineage
+
+        return lineage
     if module == "maintenance":
         from progreg.cli import maintenance
 

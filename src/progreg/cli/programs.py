@@ -17,7 +17,7 @@ import click
 
 from progreg import ProgramStorage, ProgramSummary, SavedProgram
 from progreg.cli.context import Context
-from progreg.cli.inputs import amended, read_program, result_options
+from progreg.cli.inputs import ProgramInput, amended, read_program, result_options
 from progreg.cli.output import (
     NotFound,
     ProgregCommand,
@@ -119,6 +119,18 @@ def init(ctx: Context, path: Path | None) -> None:
     help="Save a program holding credentials (API keys, tokens) with each replaced by"
     " [REDACTED] instead of refusing it.",
 )
+@click.option(
+    "--derived-from",
+    "derived_from",
+    type=PROGRAM_ID,
+    metavar="ID",
+    help="Record that the program was derived from program ID (see progreg lineage).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Commit even when the content equals the live version of --id (default: no commit).",
+)
 @json_option
 @click.pass_obj
 def save(
@@ -132,6 +144,8 @@ def save(
     description: str | None,
     program_id: str | None,
     redact_secrets: bool,
+    derived_from: str | None,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Save a program from a JSON file, or stdin (FILE omitted or -), as one commit.
@@ -143,7 +157,11 @@ def save(
     state saved with --id keeps the score, optimizer and metadata of that
     program's current version. The options override what the file says.
     Prints the new version's id, signature, score and commit; --json prints
-    it as show --json does.
+    it as show --json does. A record saved with another --id is derived from
+    the version it shows (see progreg lineage). When the program, result,
+    metadata and ancestor equal the live version of that id, nothing is
+    committed and that version is printed as unchanged (tags are still
+    added); --force commits anyway.
 
     \b
     Example:
@@ -167,6 +185,9 @@ def save(
             )
             info(f"kept the score, optimizer and metadata of {program_id}'s current version")
     given = amended(given, score, score_name, optimizer, signature)
+    ancestor: str | SavedProgram | None = derived_from
+    if ancestor is None and given.program_id not in (None, program_id):
+        ancestor = _record_version(storage, given)
     metadata = dict(given.metadata)
     if description is not None:
         metadata["description"] = description
@@ -177,14 +198,25 @@ def save(
         program_id,
         tags=tags,
         secrets="redact" if redact_secrets else "refuse",
+        derived_from=ancestor,
+        force=force,
     )
     if as_json:
         echo_json(saved_json(saved))
         return
     click.echo(
-        f"saved {saved.program_id}  {saved.signature_class or '-'}"
+        f"{'unchanged' if saved.unchanged else 'saved'} {saved.program_id}"
+        f"  {saved.signature_class or '-'}"
         f"  {format_score(saved.best_score)}  commit {saved.commit[:10]}"
     )
+
+
+def _record_version(storage: ProgramStorage, given: ProgramInput) -> SavedProgram | None:
+    """The version a show --json record names, when this registry holds that program."""
+    assert given.program_id is not None
+    versions = storage.versions(given.program_id)
+    exact = [version for version in versions if version.commit == given.commit]
+    return exact[0] if exact else (versions[0] if versions else None)
 
 
 @click.command(cls=ProgregCommand)

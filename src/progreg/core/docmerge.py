@@ -28,6 +28,7 @@ from typing import Any
 
 from progreg.core import canonical
 from progreg.core.document import ProgramDocument, decode_document
+from progreg.core.lineage import DERIVED_FROM
 
 #: The document field whose change marks a save by progreg (a version), not a hand edit.
 SAVED_AT = "saved_at"
@@ -41,6 +42,8 @@ class _Absent:
 
 
 ABSENT: Any = _Absent()
+#: Objects merged as one value: the id and commit of an ancestor name one version together.
+_WHOLE = frozenset({DERIVED_FROM})
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ def _merge(base: Any, ours: Any, theirs: Any, path: str, conflicts: list[FieldCo
         return theirs
     if theirs == base:
         return ours
-    if isinstance(ours, dict) and isinstance(theirs, dict):
+    if isinstance(ours, dict) and isinstance(theirs, dict) and path not in _WHOLE:
         below = base if isinstance(base, dict) else {}
         merged: dict[str, Any] = {}
         for key in sorted({*ours, *theirs}):

@@ -8,7 +8,8 @@ See ``docs/format.md`` for the contract. A document is::
       "saved_at": "<ISO 8601, UTC, microseconds>",
       "program_data": {"class_name": "<module.Class or null>", "state": {...}},
       "optimization_result": {...},
-      "metadata": {...}
+      "metadata": {...},
+      "derived_from": {"program_id": "<16 hex>", "commit": "<40 hex>"}   (optional)
     }
 
 Unknown top-level keys written by a later minor version are kept as they are.
@@ -24,6 +25,7 @@ from typing import Any
 
 from progreg.core import canonical
 from progreg.core.ids import is_program_id
+from progreg.core.lineage import DERIVED_FROM, Origin, origin_from_json
 from progreg.core.models import ProgramSummary
 from progreg.core.results import best_score_of, optimizer_of, score_name_of, signature_class_of
 from progreg.errors import CorruptProgramError, NotJSONError, UnsupportedFormatError
@@ -31,6 +33,9 @@ from progreg.errors import CorruptProgramError, NotJSONError, UnsupportedFormatE
 FORMAT_VERSION = 1
 #: The largest program document a registry accepts unless configured otherwise.
 DEFAULT_MAX_PROGRAM_BYTES = 16 * 1024 * 1024
+#: The metadata progreg adds to every save (see ``Registry.document_for``): provenance
+#: that says which progreg wrote a version, not what the program is.
+PROVENANCE_KEYS = ("progreg_version", "python_version", "saved_with")
 _REQUIRED = ("program_id", "saved_at", "program_data", "optimization_result", "metadata")
 #: Per thread, the last document encoded and its bytes (see ProgramDocument.encode).
 _LAST = threading.local()
@@ -92,6 +97,24 @@ class ProgramDocument:
             raise
         _LAST.encoded = (weakref.ref(self), data)
         return data
+
+    @property
+    def derived_from(self) -> Origin | None:
+        """The version this program was derived from (``derived_from``), if well-formed."""
+        return origin_from_json(self.extra.get(DERIVED_FROM))
+
+    def content_key(self) -> bytes:
+        """Canonical bytes of the document without what changes on every save.
+
+        ``saved_at`` and the provenance in metadata (:data:`PROVENANCE_KEYS`) are
+        left out: two documents with the same key hold the same program, result,
+        caller metadata and ancestor, and a re-save of one over the other changes
+        nothing.
+        """
+        metadata = {k: v for k, v in self.metadata.items() if k not in PROVENANCE_KEYS}
+        content = {**self.to_json(), "metadata": metadata}
+        del content["saved_at"]
+        return canonical.encode(content, where="program")
 
     @property
     def best_score(self) -> float | None:

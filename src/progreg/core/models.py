@@ -62,6 +62,10 @@ class SavedProgram(BaseModel):
     metadata: dict[str, Any]
     saved_at: datetime
     commit: str = Field(description="hex id of the commit that recorded this version")
+    unchanged: bool = Field(
+        default=False,
+        description="True when a save found this content already live and made no commit",
+    )
 
     @field_serializer("program", when_used="json")
     def _program_in_json(self, program: Any) -> Any:
@@ -153,3 +157,49 @@ class LogEntry(BaseModel):
     author: str
     author_email: str
     subject: str = Field(description="the first line of the commit message")
+
+
+class LineageNode(BaseModel):
+    """One program in a lineage: a version of it, and where it sits in the family."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    program_id: str = Field(description="16 lowercase hex characters")
+    commit: str | None = Field(
+        description="for an ancestor, the commit of the version derived from; otherwise the"
+        " commit of the program's latest version on main"
+    )
+    saved_at: datetime | None = Field(description="saved_at of that version, when known")
+    score: float | None = Field(description="best_score_value of that version, if any")
+    score_name: str | None = Field(description="best_score_name of that version, if any")
+    live: bool = Field(description="whether the program is on main now (False: deleted)")
+    derived_from: str | None = Field(
+        description="the id of the program it was derived from, as far as this lineage goes"
+    )
+    generation: int = Field(
+        description="0 for the program asked about, -1 its ancestor, -2 the one before,"
+        " 1 a program derived from it, 2 one derived from that..."
+    )
+
+
+class Lineage(BaseModel):
+    """Where a program came from and what came of it: ``ProgramStorage.lineage``.
+
+    The tree is flat, so that a long line of programs needs no deep nesting:
+    each node names its parent in ``derived_from``.
+    """
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    program: LineageNode = Field(description="the program asked about")
+    ancestors: list[LineageNode] = Field(
+        description="the chain of ancestors, the program's own ancestor first"
+    )
+    descendants: list[LineageNode] = Field(
+        description="the programs derived from it, depth first: each after its parent, and"
+        " before its own descendants"
+    )
+
+    def children(self, program_id: str) -> list[LineageNode]:
+        """The descendants derived directly from ``program_id``, in the order saved."""
+        return [node for node in self.descendants if node.derived_from == program_id]

@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from progreg.core import canonical
 from progreg.core import dspy as dspy_adapter
+from progreg.core.lineage import ORIGIN_ATTRIBUTE, Origin
 from progreg.errors import UnsupportedProgramError
 
 Factory = Callable[[dict[str, Any]], Any]
@@ -58,11 +59,22 @@ def export_state(program: object) -> tuple[str | None, dict[str, Any]]:
                 raise UnsupportedProgramError(
                     f"{type_name(program)}.{method}() returned a {type(state).__name__}, not a dict"
                 )
-            return type_name(program), state
+            return type_name(program), without_origin(state)
     raise UnsupportedProgramError(
         f"cannot store a {type_name(program)}: pass a dict, a pydantic model, or an object"
         " with dump_state() (DSPy modules) or to_dict()"
     )
+
+
+def without_origin(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` without the origin stamp a load put on the object (see core.lineage).
+
+    An exporter that copies the object's attributes (``dict(vars(self))``)
+    would otherwise store the stamp, which is no part of the program.
+    """
+    if isinstance(state.get(ORIGIN_ATTRIBUTE), Origin):
+        return {key: value for key, value in state.items() if key != ORIGIN_ATTRIBUTE}
+    return state
 
 
 def signature_name(program: object) -> str | None:

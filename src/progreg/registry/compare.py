@@ -31,6 +31,7 @@ demos count as added or removed.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -153,6 +154,11 @@ class ProgramDiff(BaseModel):
     predictors_added: list[str]
     predictors_removed: list[str]
     score_change: float | None = Field(description="score2 - score1; None if either is null")
+    bookkeeping_only: bool = Field(
+        default=False,
+        description="True when the files differ only in program_id, saved_at and the"
+        " provenance progreg adds to metadata: the same content",
+    )
     optimizer_change: tuple[str | None, str | None] | None = Field(
         description="(optimizer1, optimizer2) when they differ, else None"
     )
@@ -351,6 +357,11 @@ def diff_states(old: Mapping[str, Any], new: Mapping[str, Any]) -> StateDiff:
 # -- comparing documents ------------------------------------------------------------
 
 
+def same_content(doc1: ProgramDocument, doc2: ProgramDocument) -> bool:
+    """True when two documents differ at most in program_id, saved_at and provenance."""
+    return doc1.content_key() == dataclasses.replace(doc2, program_id=doc1.program_id).content_key()
+
+
 def compared_program(doc: ProgramDocument) -> ComparedProgram:
     """One side of a comparison, from its document."""
     return ComparedProgram(
@@ -389,6 +400,7 @@ def compare_documents(
         predictors_added=state.predictors_added,
         predictors_removed=state.predictors_removed,
         score_change=score_difference(program_2.score, program_1.score),
+        bookkeeping_only=bool(unified) and same_content(doc1, doc2),
         optimizer_change=optimizers if optimizers[0] != optimizers[1] else None,
     )
     comparison = Comparison(

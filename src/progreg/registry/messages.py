@@ -14,7 +14,11 @@ and its message ends with trailers (``git log --format='%(trailers)'``)::
     Saved-At: 2026-11-24T10:15:02.123456+00:00
     Progreg-Action: save
 
-A missing value is written as ``none``.
+A missing value is written as ``none``. A program derived from another
+(its document's ``derived_from``) has two more trailers, before the action::
+
+    Derived-From: 0f1e2d3c4b5a6978
+    Derived-From-Commit: 3f5c0a1e9b7d4c2a8e6f0b1d3c5a7e9f2b4d6c8a
 
 A batch save (:meth:`~progreg.ProgramStorage.save_programs`) is one commit
 for many programs; it names no single program, so its trailers are only::
@@ -37,6 +41,8 @@ NONE = "none"
 ACTION = "Progreg-Action"
 PROGRAM_ID = "Program-Id"
 SAVED_AT = "Saved-At"
+DERIVED_FROM = "Derived-From"
+DERIVED_FROM_COMMIT = "Derived-From-Commit"
 SAVED_COUNT = "Saved-Count"
 SAVE_BATCH = "save-batch"
 
@@ -61,6 +67,15 @@ def save_message(
 ) -> str:
     """The message of a commit that writes ``doc`` (a save, or ``action`` such as restore)."""
     verb = verb or action.capitalize()
+    origin = doc.derived_from
+    lineage = (
+        []
+        if origin is None
+        else [
+            (DERIVED_FROM, origin.program_id),
+            (DERIVED_FROM_COMMIT, origin.commit),
+        ]
+    )
     score = (
         f"{doc.score_name or 'score'}={_value(doc.best_score)}"
         if doc.best_score is not None
@@ -79,6 +94,7 @@ def save_message(
             ("Score", _value(doc.best_score)),
             ("Score-Name", _value(doc.score_name)),
             (SAVED_AT, format_time(doc.saved_at)),
+            *lineage,
             *(extra or []),
             (ACTION, action),
         ],

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from progreg.core import canonical
 from progreg.core.docmerge import differences
-from progreg.core.document import ProgramDocument, decode_document
+from progreg.core.document import PROVENANCE_KEYS, ProgramDocument, decode_document
 from progreg.core.ids import program_id_of_path
 from progreg.core.layout import LABELS_DIR, PROGRAMS_DIR
 from progreg.errors import InvalidInputError, ProgregError
@@ -38,7 +38,7 @@ from progreg.registry.labelfiles import all_labels
 from progreg.registry.validation import resolve_range, tree_files, validate_commits
 
 #: Values whose change is bookkeeping of a save, not a change to review.
-_BOOKKEEPING = ("saved_at", "metadata.progreg_version", "metadata.python_version")
+_BOOKKEEPING = ("saved_at", *(f"metadata.{key}" for key in PROVENANCE_KEYS))
 _WORDS = re.compile(r"\s+|\S+")
 
 

@@ -35,6 +35,7 @@ from progreg.core.ids import check_program_id, new_program_id, program_id_of_pat
 from progreg.core.ids import program_path as path_of
 from progreg.core.labels import LABEL_SEPARATOR, parse_label_reference
 from progreg.core.layout import ATTRIBUTES, ATTRIBUTES_TEXT, CHECKPOINTS_PREFIX, MAIN, MARKER
+from progreg.core.lineage import DERIVED_FROM, Origin, origin_of, stamp_origin
 from progreg.core.models import (
     GcReport,
     HistorySummary,
@@ -63,19 +64,26 @@ from progreg.git.failures import read_failure, write_failure
 from progreg.git.objects.trees import Edit, blob_at
 from progreg.git.permissions import adjust_ref_paths
 from progreg.registry.config import resolve_durable
+from progreg.registry.history import LogEntry as IndexedCommit
 from progreg.registry.history import LogIndex, ProgramRecord
 from progreg.registry.labelfiles import dangling_message, labels_naming, resolve_label
 from progreg.registry.locations import registry_path_from_environment
 from progreg.registry.log import check_limit, log_entries, program_versions
 from progreg.registry.messages import batch_message, delete_message, save_message
-from progreg.registry.tags import all_tags, check_tags, created_by_program, tag_plans
+from progreg.registry.tags import (
+    all_tags,
+    check_tags,
+    create_tags,
+    created_by_program,
+    tag_plans,
+)
 
 T = TypeVar("T")
 
 #: One program of :meth:`ProgramStorage.save_programs`: a
 #: ``(program, optimization_result, metadata[, program_id])`` tuple or a mapping.
 BatchItem = tuple[Any, ...] | Mapping[str, Any]
-_ITEM_KEYS = frozenset({"program", "optimization_result", "metadata", "program_id"})
+_ITEM_KEYS = frozenset({"program", "optimization_result", "metadata", "program_id", "derived_from"})
 
 
 class Registry:
@@ -182,15 +190,20 @@ class Registry:
         *,
         tags: Iterable[str] | None = (),
         secrets: SecretsPolicy = "refuse",
+        derived_from: str | SavedProgram | None = None,
+        force: bool = False,
     ) -> SavedProgram:
         """The operation behind :meth:`progreg.ProgramStorage.save_program`."""
+        given = program
         if isinstance(program, SavedProgram):
             program, optimization_result, metadata, program_id = _resave(
                 program, optimization_result, metadata, program_id
             )
         chosen_id = check_program_id(program_id) if program_id is not None else new_program_id()
         tag_names = check_tags(tags)
+        _check_force(force)
         with events.operation("progreg.storage.save", program_id=chosen_id) as timer:
+            origin = self.ancestor_of(given, derived_from, chosen_id, new=program_id is None)
             doc = self.document_for(
                 program,
                 optimization_result,
@@ -198,12 +211,24 @@ class Registry:
                 chosen_id,
                 secrets=secrets,
                 where=f"program {chosen_id}" if program_id is not None else "the program to save",
+                derived_from=origin,
             )
             data = doc.encode()
             self.check_size(len(data), chosen_id)
             commit = self._commit_document(
-                doc, data, must_be_new=program_id is None, tags=tag_names
+                doc, data, must_be_new=program_id is None, tags=tag_names, force=force
             )
+        if commit is None:
+            unchanged = self._unchanged(chosen_id, program, tag_names)
+            events.emit(
+                "progreg.storage.save_complete",
+                program_id=chosen_id,
+                commit=unchanged.commit,
+                unchanged=True,
+                size_bytes=len(data),
+                duration_ms=timer.ms,
+            )
+            return unchanged
         events.emit(
             "progreg.storage.save_complete",
             program_id=chosen_id,
@@ -219,9 +244,11 @@ class Registry:
         *,
         tags: Iterable[str] | None = (),
         secrets: SecretsPolicy = "refuse",
+        force: bool = False,
     ) -> list[SavedProgram]:
         """The operation behind :meth:`progreg.ProgramStorage.save_programs`."""
         tag_names = check_tags(tags)
+        _check_force(force)
         given = list(items)
         if not given:
             return []
@@ -241,26 +268,40 @@ class Registry:
                 seen.add(program_id)
             docs: list[ProgramDocument] = []
             encoded: list[bytes] = []
-            for (program, result, metadata, _), program_id in zip(requested, ids, strict=True):
-                doc = self.document_for(program, result, metadata, program_id, secrets=secrets)
+            for (program, result, metadata, given_id), program_id, item in zip(
+                requested, ids, given, strict=True
+            ):
+                explicit = item.get("derived_from") if isinstance(item, Mapping) else None
+                origin = self.ancestor_of(program, explicit, program_id, new=given_id is None)
+                doc = self.document_for(
+                    program, result, metadata, program_id, secrets=secrets, derived_from=origin
+                )
                 data = doc.encode()
                 self.check_size(len(data), program_id)
                 docs.append(doc)
                 encoded.append(data)
             generated = [i for i, (*_, pid) in zip(ids, requested, strict=True) if pid is None]
-            commit = self._commit_batch(docs, encoded, generated, tag_names)
-        size = sum(map(len, encoded))
+            commit, unchanged = self._commit_batch(docs, encoded, generated, tag_names, force)
         events.emit(
             "progreg.storage.save_batch_complete",
-            count=len(docs),
+            count=len(docs) - len(unchanged),
+            unchanged=len(unchanged),
             commit=commit,
-            size_bytes=size,
+            size_bytes=sum(
+                len(data)
+                for doc, data in zip(docs, encoded, strict=True)
+                if doc.program_id not in unchanged
+            ),
             duration_ms=timer.ms,
         )
-        return [
-            self.saved_program(doc, item[0], commit)
-            for doc, item in zip(docs, requested, strict=True)
-        ]
+        saved: list[SavedProgram] = []
+        for doc, item in zip(docs, requested, strict=True):
+            if doc.program_id in unchanged:
+                saved.append(self._unchanged(doc.program_id, item[0], tag_names))
+            else:
+                assert commit is not None
+                saved.append(self.saved_program(doc, item[0], commit))
+        return saved
 
     def _commit_batch(
         self,
@@ -268,17 +309,13 @@ class Registry:
         encoded: list[bytes],
         generated: list[str],
         tags: list[str],
-    ) -> str:
+        force: bool,
+    ) -> tuple[str | None, set[str]]:
+        """Commit the documents that change something; ``(commit or None, ids left unchanged)``."""
         author, committer = self.identity()  # before any write: a bad identity changes nothing
-        edits: dict[str, Edit] = {
-            path_of(doc.program_id): data for doc, data in zip(docs, encoded, strict=True)
-        }
-        message = batch_message(docs)
-        when = max(doc.saved_at for doc in docs)
+        fresh = set(generated)
 
-        tag_plan = [plan for doc in docs for plan in tag_plans(doc.program_id, tags, committer)]
-
-        def plan(tip: Tip | None) -> CommitPlan:
+        def plan(tip: Tip | None) -> tuple[CommitPlan | None, set[str]]:
             if tip is not None:
                 taken = [p for p in map(path_of, generated) if self._git.has_path(tip, p)]
                 if taken:
@@ -286,14 +323,165 @@ class Registry:
                         f"the generated program id {program_id_of_path(taken[0])} is already"
                         " taken; save again"
                     )
-            return CommitPlan(
-                self.with_marker(tip, edits), message, author, committer, when, tags=tag_plan
+            unchanged = (
+                set()
+                if force
+                else {
+                    doc.program_id
+                    for doc in docs
+                    if doc.program_id not in fresh and self._same_as_live(tip, doc)
+                }
             )
+            pairs = [
+                (doc, data)
+                for doc, data in zip(docs, encoded, strict=True)
+                if doc.program_id not in unchanged
+            ]
+            if not pairs:
+                return None, unchanged
+            written = [doc for doc, _ in pairs]
+            edits: dict[str, Edit] = {path_of(doc.program_id): data for doc, data in pairs}
+            tag_plan = [p for doc in written for p in tag_plans(doc.program_id, tags, committer)]
+            when = max(doc.saved_at for doc in written)
+            commit_plan = CommitPlan(
+                self.with_marker(tip, edits),
+                batch_message(written),
+                author,
+                committer,
+                when,
+                tags=tag_plan,
+            )
+            return commit_plan, unchanged
 
-        commit = self._write(lambda: self._git.update_ref(MAIN, plan, _tags_added))
-        assert commit is not None
+        commit, unchanged = self._write(
+            lambda: self._git.update_ref_returning(MAIN, plan, _tags_added)
+        )
+        if commit is None:
+            return None, unchanged
         self._maintain()
-        return str(commit)
+        return str(commit), unchanged
+
+    def _same_as_live(self, tip: Tip | None, doc: ProgramDocument) -> bool:
+        """True when ``doc`` holds what the live version of its program at ``tip`` holds.
+
+        One tree lookup and one decode: the two documents' canonical bytes are
+        compared without ``saved_at`` and progreg's provenance
+        (:meth:`ProgramDocument.content_key`). A damaged live file is never the same.
+        """
+        if tip is None:
+            return False
+        path = path_of(doc.program_id)
+        live = self._git.blob(tip.tree, path)
+        if live is None:
+            return False
+        try:
+            live_doc = decode_document(
+                live.data, self._where(doc.program_id, tip.id), doc.program_id
+            )
+            return live_doc.content_key() == doc.content_key()
+        except ProgregError:
+            return False
+
+    def _unchanged(self, program_id: str, program: object, tags: list[str]) -> SavedProgram:
+        """The live version a no-op save returns (``unchanged``), after putting ``tags`` on it."""
+        found = self.reread(f"program {program_id}", lambda: self._locate(program_id))
+        if found is None:  # deleted since the save compared: nothing to return but an error
+            raise ConflictError(f"program {program_id} was deleted while it was saved; save again")
+        data, where, commit = found
+        doc = decode_document(data, where, program_id)
+        if tags:
+            _, committer = self.identity()
+            created = self._write(
+                lambda: create_tags(self._git, program_id, commit, tags, committer)
+            )
+            if created:
+                events.emit("progreg.tag.add", program_id=program_id, tags=created)
+        return self.saved_program(doc, program, commit, unchanged=True)
+
+    def ancestor_of(
+        self, program: object, derived_from: object, program_id: str, *, new: bool = False
+    ) -> Origin | None:
+        """The version a program saved as ``program_id`` derives from, or ``None``.
+
+        ``derived_from`` (a program id or a :class:`SavedProgram`) wins and must
+        name a program on ``main`` or in its history. Otherwise a
+        :class:`SavedProgram` of another id, or an object stamped by a load from
+        another id (:func:`~progreg.core.lineage.origin_of`), is the ancestor when
+        this registry knows it; else a new version keeps the ancestor of the
+        live one (none for a ``new`` id). Deriving a program from itself is refused.
+        """
+        if derived_from is not None:
+            if isinstance(derived_from, SavedProgram):
+                wanted = Origin(check_program_id(derived_from.program_id), derived_from.commit)
+            elif isinstance(derived_from, str):
+                wanted = Origin(check_program_id(derived_from), "")
+            else:
+                raise InvalidInputError(
+                    "derived_from must be a program id or a SavedProgram, not a"
+                    f" {type(derived_from).__name__}"
+                )
+            if wanted.program_id == program_id:
+                raise InvalidInputError(
+                    f"program {program_id} cannot be derived from itself: name another program"
+                    " in derived_from (a new version of the same program needs none)"
+                )
+            origin = self._known_origin(wanted)
+            if origin is None:
+                raise ProgramNotFoundError(
+                    f"derived_from names program {wanted.program_id}, which is neither on main"
+                    " nor in its history: give the id of a program this registry holds or held"
+                )
+            return origin
+        if isinstance(program, SavedProgram):
+            stamped: Origin | None = Origin(program.program_id, program.commit)
+        else:
+            stamped = origin_of(program)
+        if stamped is not None and stamped.program_id != program_id:
+            return self._known_origin(stamped)
+        return None if new else self._live_ancestor(program_id)
+
+    def _live_ancestor(self, program_id: str) -> Origin | None:
+        """The ancestor the live version of ``program_id`` names: a new version keeps it.
+
+        One tree lookup at the tip of ``main`` (a save does not consult the log index).
+        """
+        path = path_of(program_id)
+
+        def read() -> Origin | None:
+            tip = self._git.tip(MAIN)
+            live = None if tip is None else self._git.blob(tip.tree, path)
+            if live is None or tip is None:
+                return None
+            where = self._where(program_id, tip.id)
+            return decode_document(live.data, where, program_id).derived_from
+
+        try:
+            return self.reread(f"program {program_id}", read)
+        except ProgregError:
+            return None  # a damaged live version: the new one fixes it, with no ancestor
+
+    def _known_origin(self, wanted: Origin) -> Origin | None:
+        """``wanted`` if its commit holds its program here; else the program's latest version.
+
+        The latest version is the live one, or the last in the history of
+        ``main``; ``None`` when the registry never held the program.
+        """
+        path = path_of(wanted.program_id)
+
+        def find() -> Origin | None:
+            if wanted.commit:
+                found = self._git.repo.get(wanted.commit) if len(wanted.commit) == 40 else None
+                if isinstance(found, pygit2.Commit) and self._git.has_path(found, path):
+                    return wanted
+            located = self._locate(wanted.program_id)
+            if located is not None:
+                return Origin(wanted.program_id, located[2])
+            for commit in self._git.walk(MAIN):
+                if path in commit.tree:
+                    return Origin(wanted.program_id, str(commit.id))
+            return None
+
+        return self.reread(f"the history of program {wanted.program_id}", find)
 
     def document_for(
         self,
@@ -304,13 +492,15 @@ class Registry:
         *,
         secrets: SecretsPolicy = "refuse",
         where: str | None = None,
+        derived_from: Origin | None = None,
     ) -> ProgramDocument:
         """The validated document that saving ``program`` would write (nothing is written).
 
         It is encoded once here (which checks it is JSON) and screened for
         credentials: refused, or redacted with ``secrets="redact"`` (see
         :mod:`progreg.core.secrets`). ``where`` names the program in that refusal
-        (default: ``program <id>``).
+        (default: ``program <id>``). ``derived_from`` names the version the
+        program came from (the document's ``derived_from`` key).
         """
         policy = check_policy(secrets)
         if policy == "redact" and is_dspy_module(program):
@@ -344,7 +534,7 @@ class Registry:
             state=state,
             optimization_result=normalize_result(optimization_result),
             metadata=meta,
-            extra={},
+            extra={} if derived_from is None else {DERIVED_FROM: derived_from.to_json()},
         )
         return screen_document(doc, policy, where)
 
@@ -357,17 +547,26 @@ class Registry:
             )
 
     def _commit_document(
-        self, doc: ProgramDocument, data: bytes, *, must_be_new: bool, tags: list[str]
-    ) -> str:
+        self,
+        doc: ProgramDocument,
+        data: bytes,
+        *,
+        must_be_new: bool,
+        tags: list[str],
+        force: bool = False,
+    ) -> str | None:
+        """Commit ``doc``; ``None`` (no commit) when it holds what its live version holds."""
         path = path_of(doc.program_id)
         author, committer = self.identity()  # before any write: a bad identity changes nothing
         message = save_message(doc)
 
-        def plan(tip: Tip | None) -> CommitPlan:
+        def plan(tip: Tip | None) -> CommitPlan | None:
             if must_be_new and tip is not None and self._git.has_path(tip, path):
                 raise ConflictError(
                     f"the generated program id {doc.program_id} is already taken; save again"
                 )
+            if not must_be_new and not force and self._same_as_live(tip, doc):
+                return None
             return CommitPlan(
                 self.with_marker(tip, {path: data}),
                 message,
@@ -378,7 +577,8 @@ class Registry:
             )
 
         commit = self._write(lambda: self._git.update_ref(MAIN, plan, _tags_added))
-        assert commit is not None
+        if commit is None:
+            return None
         self._maintain()
         return str(commit)
 
@@ -466,6 +666,7 @@ class Registry:
             data, where, commit = found
             doc = decode_document(data, where, program_id)
             program = self.rebuild(doc, into)
+            stamp_origin(program, Origin(program_id, commit))
         if events.listening():
             age_hours = (datetime.now(UTC) - doc.saved_at).total_seconds() / 3600
             events.emit(
@@ -524,7 +725,9 @@ class Registry:
         return f"{path_of(program_id)} (commit {str(commit)[:12]} of {self.path})"
 
     @staticmethod
-    def saved_program(doc: ProgramDocument, program: object, commit: str) -> SavedProgram:
+    def saved_program(
+        doc: ProgramDocument, program: object, commit: str, *, unchanged: bool = False
+    ) -> SavedProgram:
         """The :class:`SavedProgram` record of ``doc`` as written by ``commit``."""
         return SavedProgram(
             program_id=doc.program_id,
@@ -535,6 +738,7 @@ class Registry:
             metadata=doc.metadata,
             saved_at=doc.saved_at,
             commit=commit,
+            unchanged=unchanged,
         )
 
     def list_programs(self) -> list[ProgramSummary]:
@@ -577,6 +781,10 @@ class Registry:
         limit = check_limit(limit)
         return self.reread("the log of main", lambda: log_entries(self._git, limit))
 
+    def indexed_commits(self) -> list[IndexedCommit]:
+        """Every commit of the first-parent log of ``main``, oldest first, and what it changed."""
+        return self.reread("the log of main", self._log.entries)
+
     def versions(self, program_id: str, limit: int | None = None) -> list[SavedProgram]:
         """The operation behind :meth:`progreg.ProgramStorage.versions`."""
         check_program_id(program_id)
@@ -585,7 +793,12 @@ class Registry:
             f"the history of program {program_id}",
             lambda: program_versions(self._git, program_id, limit),
         )
-        return [self.saved_program(doc, self.rebuild(doc), commit) for doc, commit in found]
+        saved = []
+        for doc, commit in found:
+            program = self.rebuild(doc)
+            stamp_origin(program, Origin(program_id, commit))
+            saved.append(self.saved_program(doc, program, commit))
+        return saved
 
     # -- tags and checkpoints ------------------------------------------------------
 
@@ -705,7 +918,9 @@ class Registry:
             commit=str(commit),
             restored_from=str(source.id),
         )
-        return self.saved_program(doc, self.rebuild(doc), str(commit))
+        program = self.rebuild(doc)
+        stamp_origin(program, Origin(program_id, str(commit)))
+        return self.saved_program(doc, program, str(commit))
 
     # -- sharing -----------------------------------------------------------------
 
@@ -797,7 +1012,7 @@ def _batch_item(item: object, index: int) -> tuple[object, object, Any, str | No
             problem = f"unknown keys {sorted(map(str, unknown))}" if unknown else "no 'program'"
             raise InvalidInputError(
                 f"batch item {index}: {problem}; expected the keys program,"
-                " optimization_result, metadata and optionally program_id"
+                " optimization_result, metadata and optionally program_id and derived_from"
             )
         fields = (
             item["program"],
@@ -814,6 +1029,11 @@ def _batch_item(item: object, index: int) -> tuple[object, object, Any, str | No
         )
     program, result, metadata, program_id = fields
     return program, result, metadata, program_id
+
+
+def _check_force(force: object) -> None:
+    if not isinstance(force, bool):
+        raise InvalidInputError(f"force must be True or False, got {force!r}")
 
 
 def _tags_added(commit: pygit2.Oid, created: list[str]) -> None:

@@ -40,7 +40,9 @@ are not re-checked. A commit whose trailers claim a progreg action must do
 what they say, because progreg trusts them to index history: ``save`` and
 ``restore`` write exactly the program named by ``Program-Id`` (and their
 ``Signature``, ``Optimizer``, ``Score``, ``Score-Name`` and ``Saved-At``
-agree with its document), ``delete`` removes exactly that program,
+agree with its document, and so do its ``Derived-From`` and
+``Derived-From-Commit``: both or neither, a program id and a full commit id,
+naming what the document's ``derived_from`` names), ``delete`` removes exactly that program,
 ``checkpoint`` writes it, ``cleanup`` removes ``Removed-Count`` programs and
 writes none, ``save-batch`` writes ``Saved-Count`` programs, removes none and
 names no single program.
@@ -93,6 +95,7 @@ from progreg.core.layout import (
     PROGRAMS_DIR,
     TAGS_PREFIX,
 )
+from progreg.core.lineage import derived_from_problem
 from progreg.core.names import check_name
 from progreg.core.secrets import (
     credential_in_text,
@@ -105,7 +108,15 @@ from progreg.git import parse_trailers
 from progreg.git.objects.treediff import TreeDiffer
 from progreg.registry.checkpoints import MANIFEST
 from progreg.registry.labelfiles import label_files
-from progreg.registry.messages import ACTION, PROGRAM_ID, SAVE_BATCH, SAVED_COUNT, save_message
+from progreg.registry.messages import (
+    ACTION,
+    DERIVED_FROM,
+    DERIVED_FROM_COMMIT,
+    PROGRAM_ID,
+    SAVE_BATCH,
+    SAVED_COUNT,
+    save_message,
+)
 
 #: A ref update stops being checked once this many problems were found.
 MAX_PROBLEMS_PER_REF = 200
@@ -141,6 +152,7 @@ TreeKind = Literal["main", "checkpoint", "checkout"]
 _SCORED = ("save", "restore", "checkpoint")
 _CLAIMS = (*_SCORED, "delete", "cleanup", SAVE_BATCH)
 _DOCUMENT_TRAILERS = ("Signature", "Optimizer", "Score", "Score-Name", "Saved-At")
+_LINEAGE_TRAILERS = (DERIVED_FROM, DERIVED_FROM_COMMIT)
 _FIX = "run `progreg validate --fix` in your checkout, or re-save it with progreg"
 
 
@@ -381,6 +393,9 @@ def _check_program(path: str, data: bytes, limit: int) -> FileCheck:
                 f" move it to {program_path(doc.program_id)} (git mv) or correct its program_id",
             )
         )
+    lineage_problem = derived_from_problem(doc.extra)
+    if lineage_problem is not None:
+        return FileCheck((f"{path}: {lineage_problem}: correct it, or remove the key",))
     if fast:
         return _secrets_verdict(path, data, doc)
     return _canonical_verdict(path, data, value, doc)
@@ -943,6 +958,9 @@ def _disagreements(
         claimed, wanted = trailers.get(token), expected[token]
         if claimed is None or not _same(token, claimed, wanted):
             yield token, wanted
+    for token in _LINEAGE_TRAILERS:  # absent from both when the program names no ancestor
+        if trailers.get(token) != expected.get(token):
+            yield token, expected.get(token, "(no such trailer)")
 
 
 def _same(token: str, claimed: str, wanted: str) -> bool:
