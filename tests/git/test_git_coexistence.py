@@ -60,6 +60,15 @@ def _save(storage: ProgramStorage, i: int) -> str:
     return storage.save_program(state, {"score": i / 1000}).commit
 
 
+def _saves_with_a_pack_each(storage: ProgramStorage, count: int) -> list[str]:
+    """``count`` saves, each left in a pack of its own (the open pack closed after it)."""
+    commits = []
+    for i in range(count):
+        commits.append(_save(storage, i))
+        storage.registry.git.tail.close()
+    return commits
+
+
 def _exists(path: Path, oid: str) -> bool:
     """Whether a fresh ``git cat-file -e`` finds ``oid``."""
     command = ["git", "-C", os.fspath(path), "cat-file", "-e", oid]
@@ -154,10 +163,7 @@ def test_a_merge_that_makes_a_pack_already_there_keeps_its_sources(
     # "X" after the second merge had deleted its sources (one of them Git's own output),
     # and every object but the open pack's was gone. A pack that was there already may go
     # with such a repack at any time, so a merge into it keeps its sources.
-    commits = []
-    for i in range(3):  # three packs
-        commits.append(_save(storage, i))
-        storage.registry.git.tail.close()
+    commits = _saves_with_a_pack_each(storage, 3)
     sources = {path.name: path.read_bytes() for path in _pack_dir(storage).glob("pack-*")}
     storage.gc()
     [merged] = list(_pack_dir(storage).glob("pack-*.pack"))
@@ -295,9 +301,7 @@ def test_merges_remove_a_multi_pack_index_that_lists_merged_packs(
     monkeypatch.setattr(maintenance, "SMALL_PACKS", 3)
     git(storage.path, "config", "gc.auto", "0")  # no automatic merge before the file is written
     storage.registry.git.tail.close()
-    for i in range(4):
-        _save(storage, i)
-        storage.registry.git.tail.close()  # one pack per save
+    _saves_with_a_pack_each(storage, 4)
     git(storage.path, "maintenance", "run", "--task=incremental-repack")
     git(storage.path, "multi-pack-index", "write", "--bitmap")
     assert (_pack_dir(storage) / packdir.MIDX).exists()
@@ -376,10 +380,7 @@ def test_git_maintenance_skips_its_run_while_progreg_merges(
     # Seen in the loop below: git multi-pack-index expire, working from the file it read
     # at its start, deleted the pack a merge had just made, while the merge deleted the
     # packs the file gave the objects to. A merge now holds Git's own maintenance lock.
-    commits = []
-    for i in range(3):
-        commits.append(_save(storage, i))
-        storage.registry.git.tail.close()
+    commits = _saves_with_a_pack_each(storage, 3)
     runs: list[subprocess.CompletedProcess[str]] = []
     delete = packdir.delete_packs
 
@@ -423,9 +424,7 @@ def test_progreg_leaves_packs_alone_while_git_maintenance_runs(registry_path: Pa
 
 def test_a_maintenance_lock_a_killed_progreg_left_is_removed(registry_path: Path) -> None:
     storage = ProgramStorage(registry_path, lock_timeout=0.3)
-    for i in range(2):
-        _save(storage, i)
-        storage.registry.git.tail.close()
+    _saves_with_a_pack_each(storage, 2)
     lock = _git_maintenance_lock(storage)
     host = socket.gethostname()
     lock.write_text(f"progreg {os.getppid()} on {host}\n")  # a live holder: waited for
@@ -447,10 +446,7 @@ def test_a_multi_pack_index_gives_a_merged_pack_the_objects_of_the_packs_it_merg
     # seconds. A merged pack that is not newer than its sources (here they were freshened:
     # a second later, so that no tie can go the merged pack's way by its name) is given no
     # object; an expire that read that file deletes it once the merge deleted the sources.
-    commits = []
-    for i in range(3):
-        commits.append(_save(storage, i))
-        storage.registry.git.tail.close()
+    commits = _saves_with_a_pack_each(storage, 3)
     later = time.time() + 5
     for pack in _pack_dir(storage).glob("pack-*.pack"):
         os.utime(pack, (later, later))
@@ -515,9 +511,7 @@ def _dumb_http(directory: Path) -> Iterator[str]:
 def test_info_packs_stays_true_and_dumb_http_clones_work(
     storage: ProgramStorage, tmp_path: Path
 ) -> None:
-    for i in range(6):
-        _save(storage, i)
-        storage.registry.git.tail.close()
+    _saves_with_a_pack_each(storage, 6)
     git(storage.path, "update-server-info")
     for i in range(6, 9):
         _save(storage, i)
@@ -543,9 +537,7 @@ def _problems(storage: ProgramStorage) -> tuple[list[str], list[str]]:
 
 
 def test_verify_and_doctor_see_what_git_fsck_sees(storage: ProgramStorage) -> None:
-    for i in range(2):
-        _save(storage, i)
-        storage.registry.git.tail.close()
+    _saves_with_a_pack_each(storage, 2)
     git(storage.path, "multi-pack-index", "write")
     saved_midx = (_pack_dir(storage) / packdir.MIDX).read_bytes()
     git(storage.path, "update-server-info")
@@ -823,9 +815,7 @@ def test_a_write_heals_a_multi_pack_index_naming_deleted_packs(registry_path: Pa
     # What git multi-pack-index expire leaves for a moment (packs deleted, file not yet
     # rewritten), or a racing midx write for good: every object is in another pack.
     storage = ProgramStorage(registry_path)
-    for i in range(2):
-        _save(storage, i)
-        storage.registry.git.tail.close()
+    _saves_with_a_pack_each(storage, 2)
     git(registry_path, "multi-pack-index", "write")
     midx = registry_path / "objects" / "pack" / packdir.MIDX
     stale = midx.read_bytes()
@@ -905,10 +895,7 @@ def test_progreg_gc_lists_the_packs_again_when_git_repacks_under_it(
     storage: ProgramStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pack progreg gc was about to merge is deleted by git repack: gc still succeeds."""
-    commits = []
-    for i in range(6):
-        commits.append(_save(storage, i))
-        storage.registry.git.tail.close()  # a pack per save
+    commits = _saves_with_a_pack_each(storage, 6)
     real_merge = maintenance._merge
     repacked: list[int] = []
 
