@@ -26,6 +26,7 @@ from progreg.cli.output import (
     info,
     json_option,
     open_manager,
+    plot_option,
     progress,
     table,
     use_color,
@@ -41,17 +42,6 @@ _ACTION_COLORS = {
     "cleanup": "yellow",
     "merge": "magenta",
 }
-
-
-def _check_plot_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    if value is not None and value.suffix.lower() not in (".html", ".htm"):
-        raise click.BadParameter(
-            f"{value}: the plot is an HTML report (FILE.html); images need a plotting"
-            " library progreg does not depend on",
-            ctx,
-            param,
-        )
-    return value
 
 
 def history_lines(history: OptimizationHistory) -> list[str]:
@@ -81,13 +71,7 @@ def history_lines(history: OptimizationHistory) -> list[str]:
 
 
 @click.command(cls=ProgregCommand)
-@click.option(
-    "--plot",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=_check_plot_path,
-    metavar="FILE.html",
-    help="Also write an HTML report charting each signature's score over time.",
-)
+@plot_option("Also write an HTML report charting each signature's score over time.")
 @json_option
 @click.pass_obj
 def history(ctx: Context, plot: Path | None, as_json: bool) -> None:

@@ -264,6 +264,28 @@ def use_color(flag: bool | None) -> bool:
     return sys.stdout.isatty()
 
 
+def _check_plot_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and value.suffix.lower() not in (".html", ".htm"):
+        raise click.BadParameter(
+            f"{value}: the plot is an HTML report (FILE.html); images need a plotting"
+            " library progreg does not depend on",
+            ctx,
+            param,
+        )
+    return value
+
+
+def plot_option(help_text: str) -> Callable[[F], F]:
+    """Add ``--plot FILE.html`` (the ``plot`` parameter): where to write an HTML report."""
+    return click.option(
+        "--plot",
+        type=click.Path(dir_okay=False, path_type=Path),
+        callback=_check_plot_path,
+        metavar="FILE.html",
+        help=help_text,
+    )
+
+
 def json_option(func: F) -> F:
     """Add ``--json`` (stored in the ``as_json`` parameter)."""
     option = click.option(

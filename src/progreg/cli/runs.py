@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 
 from progreg import RunPoint, RunSummary
-from progreg.cli.analysis import _check_plot_path as check_plot_path
 from progreg.cli.context import Context
 from progreg.cli.output import (
     Failure,
@@ -22,6 +21,7 @@ from progreg.cli.output import (
     info,
     json_option,
     open_storage,
+    plot_option,
     table,
 )
 from progreg.cli.params import CHECKPOINT_NAME
@@ -80,13 +80,7 @@ def _describe(run: RunSummary) -> list[str]:
 
 @click.command(cls=ProgregCommand)
 @click.argument("name", required=False, type=CHECKPOINT_NAME)
-@click.option(
-    "--plot",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=check_plot_path,
-    metavar="FILE.html",
-    help="With NAME: also write an HTML report charting the run's scores per candidate.",
-)
+@plot_option("With NAME: also write an HTML report charting the run's scores per candidate.")
 @json_option
 @click.pass_obj
 def runs(ctx: Context, name: str | None, plot: Path | None, as_json: bool) -> None:
