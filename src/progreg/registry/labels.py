@@ -112,27 +112,16 @@ def _move(
         return CommitPlan(edits, message, author, committer, moment), (old, None)
 
     commit, (old, tip_id) = _write(registry, lambda: git.update_ref_returning(MAIN, plan))
-    if commit is None:
-        return LabelMove(
+    if commit is not None:
+        registry.maintain()
+        events.emit(
+            "progreg.label.move",
             signature=signature,
             label=label,
             from_program=old,
             to_program=program_id,
-            reason=reason,
-            author=str(author),
-            moved_at=moment,
-            commit=tip_id or "",
-            unchanged=True,
+            commit=str(commit),
         )
-    registry.maintain()
-    events.emit(
-        "progreg.label.move",
-        signature=signature,
-        label=label,
-        from_program=old,
-        to_program=program_id,
-        commit=str(commit),
-    )
     return LabelMove(
         signature=signature,
         label=label,
@@ -141,7 +130,8 @@ def _move(
         reason=reason,
         author=str(author),
         moved_at=moment,
-        commit=str(commit),
+        commit=str(commit) if commit is not None else tip_id or "",
+        unchanged=commit is None,
     )
 
 
