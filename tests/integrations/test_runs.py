@@ -177,6 +177,52 @@ def test_random_search_records_every_candidate_and_saves_the_best(
         assert validate_ref_update(repo, update, main_tip=main) == [], ref
 
 
+def test_mipro_v2_records_each_trial_and_saves_its_best(storage: ProgramStorage) -> None:
+    pytest.importorskip("optuna", reason="MIPROv2 searches with optuna")
+    counter = EvaluationCounter()
+    lm = toy_lm()
+    optimizer = dspy.MIPROv2(
+        metric=exact_match,
+        prompt_model=lm,
+        task_model=lm,
+        auto=None,
+        num_candidates=2,
+        max_bootstrapped_demos=2,
+        max_labeled_demos=2,
+        num_threads=1,
+        verbose=False,
+    )
+    run = track_run(storage, "mipro-1")
+    with dspy.context(lm=lm, callbacks=[counter]):
+        compiled = run.compile(
+            optimizer,
+            student(),
+            trainset=trainset(),
+            valset=trainset(),
+            num_trials=3,
+            minibatch=False,
+            requires_permission_to_run=False,
+        )
+
+    evaluations = len(counter.scores)
+    assert evaluations >= 3  # the default program and the trials, each on the whole valset
+    assert len(set(counter.scores)) > 1
+    assert checkpoint_commits(storage, "mipro-1") == evaluations + 2
+    points = storage.run_trajectory("mipro-1")
+    assert [p.score for p in points] == pytest.approx(counter.scores, abs=1e-4)
+    summary = storage.run("mipro-1")
+    assert (summary.status, summary.candidates) == ("finished", evaluations)
+    assert summary.optimizer == "MIPROv2"
+    assert summary.best_score == pytest.approx(max(counter.scores), abs=1e-4)
+    # MIPROv2 scores its best in percent: the same best as the run's
+    assert compiled.score == pytest.approx(100 * max(counter.scores), abs=0.01)
+    loaded = storage.load_program(summary.best_program_id or "", into=student())
+    assert loaded is not None
+    assert [d["question"] for d in loaded.program.demos] == [d["question"] for d in compiled.demos]
+    assert run.errors == []
+    assert_fsck_clean(storage.path)
+
+
 def test_bootstrap_fewshot_evaluates_nothing_and_its_result_is_saved(
     storage: ProgramStorage,
 ) -> None:

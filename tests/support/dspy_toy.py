@@ -9,6 +9,7 @@ deterministically, and the optimizers' candidates score differently.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -30,12 +31,27 @@ def trainset() -> list[Any]:
     return [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in QUESTIONS]
 
 
+#: The output fields a DSPy adapter's system message asks for (``1. `answer` (str)``).
+_OUTPUT_FIELDS = re.compile(r"Your output fields are:\n(?P<fields>(?:\d+\. `\w+`[^\n]*\n?)+)")
+
+
 class ToyLM(DummyLM):  # type: ignore[misc]  # DSPy has no type information
-    """``DummyLM(follow_examples=True)`` that answers "no idea" when no demo matches."""
+    """``DummyLM(follow_examples=True)`` that answers "no idea" when no demo matches.
+
+    Other signatures an optimizer asks the LM (MIPROv2's instruction proposer:
+    ``proposed_instruction``...) get "no idea" in each output field too, so
+    that the optimizer runs on.
+    """
 
     def _use_example(self, messages: Any) -> Any:
         found = super()._use_example(messages)
-        return found if found else self._format_answer_fields({"answer": "no idea"})
+        if found:
+            return found
+        names = ["answer"]
+        system = next((m.get("content", "") for m in messages if m.get("role") == "system"), "")
+        if match := _OUTPUT_FIELDS.search(system):
+            names = re.findall(r"`(\w+)`", match.group("fields")) or names
+        return self._format_answer_fields(dict.fromkeys(names, "no idea"))
 
 
 def toy_lm() -> Any:
