@@ -527,6 +527,22 @@ def test_info_packs_stays_true_and_dumb_http_clones_work(
     assert git(tmp_path / "clone", "rev-parse", "HEAD").strip() == _main(storage.path)
 
 
+def test_a_pull_lists_the_pack_it_fetched_for_dumb_http_clients(
+    storage: ProgramStorage, tmp_path: Path
+) -> None:
+    _save(storage, 0)
+    git(storage.path, "update-server-info")
+    git(tmp_path, "clone", "-q", "--bare", str(storage.path), "other")
+    other = ProgramStorage(tmp_path / "other")
+    _save(other, 1)
+    storage.add_remote("other", str(other.path))
+    assert storage.pull("other").commit is not None  # a fetch wrote a pack
+    info = (storage.path / "objects" / "info" / "packs").read_text()
+    listed = sorted(line[2:] for line in info.splitlines() if line.startswith("P "))
+    assert listed == sorted(p.name for p in _pack_dir(storage).glob("pack-*.pack"))
+    assert diagnose(storage.path, quick=True).ok
+
+
 # -- verify and doctor see what git fsck sees ---------------------------------------------
 
 

@@ -69,7 +69,7 @@ from progreg.git.locking import write_lock
 from progreg.git.maintenance import maintenance_lock
 from progreg.git.objects.fsck import IncomingObjects
 from progreg.git.pack.objectread import raw_reader
-from progreg.git.pack.packdir import heal_midx
+from progreg.git.pack.packdir import heal_midx, update_pack_info
 from progreg.git.pack.packsource import read_index
 from progreg.git.refs.refupdates import (
     ZERO,
@@ -270,6 +270,8 @@ def fetch(
                     )
             if heal_midx(pack_dir):  # it names packs deleted since: the handle has it too
                 git.forget_packs()
+            if _pack_names(pack_dir) != before:
+                update_pack_info(git.path / "objects")  # dumb-HTTP clients see the new pack
     except ProgregError:
         raise
     except (pygit2.GitError, OSError) as exc:
