@@ -4,8 +4,10 @@ gc in a loop.
 ``python coexistence_worker.py REGISTRY SEED [BUNDLE ...]`` opens the registry,
 prints ``ready``, then for each line read from stdin (a path, the round's
 stop file; an empty line ends the process) calls progreg until that file
-exists, then once more (so that the round's last call comes after the Git
-tool stopped), and prints ``done``. Each call prints one JSON line:
+exists, then saves once more (so that the round ends with a write that adds
+a pack after the Git tool stopped: such a write rewrites
+``objects/info/packs`` and removes a multi-pack-index naming a gone pack,
+which a Git tool may have left), and prints ``done``. Each call prints one JSON line:
 ``{"op", "ok": true, "objects": [ids the call returned as written]}`` or
 ``{"op", "ok": false, "error", "message"}`` for a progreg error; anything
 else is printed as ``{"crash": traceback}`` and ends the process. Bundles
@@ -77,7 +79,7 @@ def main() -> None:
             op = rng.choices(
                 ("save", "tag", "checkpoint", "import", "pull", "gc"), (50, 12, 12, 8, 8, 10)
             )[0]
-            if (op == "tag" and not mine) or (op == "import" and not pending):
+            if last or (op == "tag" and not mine) or (op == "import" and not pending):
                 op = "save"
             bundle = pending.pop(0) if op == "import" else ""
             try:
