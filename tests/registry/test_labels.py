@@ -343,6 +343,7 @@ def test_the_same_label_moved_on_both_sides_is_a_conflict(
     with pytest.raises(ConflictError) as caught:
         bob.pull()
     message = str(caught.value)
+    assert message.startswith("1 label(s) differ between this registry and origin")
     assert f"label production of {SIG}" in message
     assert f"moved to {third} (ours) / {second} (theirs)" in message
     assert git(tmp_path / "bob", "rev-parse", "main") == before  # nothing merged

@@ -1166,7 +1166,7 @@ def test_cli_pull_settles_with_ours_or_theirs(git_daemon: GitServer, tmp_path: P
     assert "--ours or --theirs" in refused.stderr
     settled = run("--theirs")
     assert settled.exit_code == 0, settled.output
-    assert f"settled 1 program(s) changed on both sides: {program_id}" in settled.stderr
+    assert f"settled 1 change(s) made on both sides: {program_id}" in settled.stderr
     loaded = bob.load_program(program_id)
     assert loaded is not None
     assert loaded.state["predict"]["signature"]["instructions"] == "Instruction 2"

@@ -164,7 +164,7 @@ def _show_pull(result: PullResult) -> None:
     )
     if result.resolved:
         settled = ", ".join(result.resolved)
-        info(f"settled {len(result.resolved)} program(s) changed on both sides: {settled}")
+        info(f"settled {len(result.resolved)} change(s) made on both sides: {settled}")
     for label in result.tags_kept:
         _warn(f"tag {label} differs on {result.remote}; kept ours")
     for run in result.checkpoints_diverged:

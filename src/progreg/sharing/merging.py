@@ -52,6 +52,10 @@ Resolution = Literal["ours", "theirs"]
 _SHOWN_FIELDS = 6
 
 
+#: How a conflicting label is named among :attr:`MergePlan.conflicts` (programs by id).
+_LABEL_CONFLICT = "label "
+
+
 @dataclass
 class MergePlan:
     """What merging ``theirs`` into ``ours`` would change."""
@@ -227,7 +231,7 @@ def _merge_label_file(
         elif ours == was:
             chosen = new
         elif resolve is None:
-            name = f"label {label} of {signature}"
+            name = f"{_LABEL_CONFLICT}{label} of {signature}"
             plan.conflicts.append(name)
             plan.conflict_fields[name] = [
                 f"moved to {ours or 'removed'} (ours) / {new or 'removed'} (theirs)"
@@ -322,8 +326,18 @@ def raise_conflicts(plan: MergePlan, source: str, theirs: str, settle: str = "")
             "To settle it, merge the two histories in a Git checkout, keep the version you"
             " want of each file, and push or import that result (see docs/sharing.md)."
         )
+        labels = sum(1 for name in plan.conflicts if name.startswith(_LABEL_CONFLICT))
+        programs = len(plan.conflicts) - labels
+        what = " and ".join(
+            part
+            for count, part in (
+                (programs, f"{programs} program(s)"),
+                (labels, f"{labels} label(s)"),
+            )
+            if count
+        )
         raise ConflictError(
-            f"{len(plan.conflicts)} program(s) differ between this registry and {source}"
+            f"{what} differ between this registry and {source}"
             f" (commit {theirs[:12]}): {listed}. Nothing was merged; both versions stay"
             f" reachable. {how}"
         )
