@@ -97,6 +97,7 @@ def test_runs_plot_writes_the_trajectory_as_html(recorded: ProgramStorage, tmp_p
     assert f"wrote {report}: run demos-1, 3 candidates" in result.stderr
     html = report.read_text()
     assert "<script" not in html
+    assert ">recorded at (UTC)</text>" in html and "saved at (UTC)" not in html
     lines = dict(re.findall(r'data-signature="([^"]+)">\s*<polyline[^>]*points="([^"]+)"', html))
     assert set(lines) == {"candidate score", "best so far"}
     assert len(lines["candidate score"].split()) == 3

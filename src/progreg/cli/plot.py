@@ -104,8 +104,9 @@ class _Axes:
         return [self.t0 + (self.t1 - self.t0) * i / (count - 1) for i in range(count)]
 
 
-def render_chart(series: dict[str, list[Point]]) -> str:
-    """The SVG chart: axes, grid, and one polyline with point markers per signature."""
+def render_chart(series: dict[str, list[Point]], x_label: str = "saved at (UTC)") -> str:
+    """The SVG chart: axes, grid, and one polyline with point markers per series; the time
+    axis is named ``x_label``."""
     points = [p for line in series.values() for p in line]
     svg = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}"'
@@ -134,7 +135,7 @@ def render_chart(series: dict[str, list[Point]]) -> str:
     svg.append(f'<line stroke="#888" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{bottom}"/>')
     svg.append(
         f'<text {LABEL} x="{(LEFT + right) / 2}" y="{HEIGHT - 12}"'
-        ' text-anchor="middle">saved at (UTC)</text>'
+        f' text-anchor="middle">{escape(x_label)}</text>'
     )
     svg.append(
         f'<text {LABEL} transform="translate(16 {(TOP + bottom) / 2}) rotate(-90)"'
@@ -304,7 +305,7 @@ def render_run_report(
         f" &middot; {summary.candidates} candidates &middot; best"
         f" {format_score(summary.best_score)} &middot; {escape(summary.optimizer or '-')}"
         f" &middot; generated {generated.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC</p>",
-        render_chart(series),
+        render_chart(series, "recorded at (UTC)"),
         _legend(series, "candidates"),
         "<h2>Candidates</h2>",
         _table(
