@@ -8,9 +8,8 @@ carries ``main`` (push, pull, bundles, review branches) carries the labels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TypeVar
 
 import pygit2
 
@@ -39,8 +38,6 @@ from progreg.registry.messages import (
     label_message,
 )
 from progreg.registry.store import Registry
-
-T = TypeVar("T")
 
 
 def set_label(
@@ -111,7 +108,7 @@ def _move(
         edits = registry.with_marker(tip, {path: content})
         return CommitPlan(edits, message, author, committer, moment), (old, None)
 
-    commit, (old, tip_id) = _write(registry, lambda: git.update_ref_returning(MAIN, plan))
+    commit, (old, tip_id) = registry.write(lambda: git.update_ref_returning(MAIN, plan))
     if commit is not None:
         registry.maintain()
         events.emit(
@@ -133,14 +130,6 @@ def _move(
         commit=str(commit) if commit is not None else tip_id or "",
         unchanged=commit is None,
     )
-
-
-def _write(registry: Registry, action: Callable[[], T]) -> T:
-    """``action()``, a failed Git write raised as the registry's error (disk full...)."""
-    try:
-        return action()
-    except (pygit2.GitError, OSError) as exc:
-        raise registry.write_error(exc) from exc
 
 
 def labels(registry: Registry, signature: str | None = None) -> dict[str, dict[str, str]]:

@@ -353,7 +353,7 @@ class Registry:
             )
             return commit_plan, unchanged
 
-        commit, unchanged = self._write(
+        commit, unchanged = self.write(
             lambda: self._git.update_ref_returning(MAIN, plan, _tags_added)
         )
         if commit is None:
@@ -391,7 +391,7 @@ class Registry:
         doc = decode_document(data, where, program_id)
         if tags:
             _, committer = self.identity()
-            created = self._write(
+            created = self.write(
                 lambda: create_tags(self._git, program_id, commit, tags, committer)
             )
             if created:
@@ -576,7 +576,7 @@ class Registry:
                 tags=tag_plans(doc.program_id, tags, committer),
             )
 
-        commit = self._write(lambda: self._git.update_ref(MAIN, plan, _tags_added))
+        commit = self.write(lambda: self._git.update_ref(MAIN, plan, _tags_added))
         if commit is None:
             return None
         self._maintain()
@@ -611,7 +611,8 @@ class Registry:
             self._identities = (author, committer)
         return self._identities
 
-    def _write(self, action: Callable[[], T]) -> T:
+    def write(self, action: Callable[[], T]) -> T:
+        """``action()``; a failed Git write is raised as the registry's error (disk full...)."""
         try:
             return action()
         except ProgregError:
@@ -841,7 +842,7 @@ class Registry:
 
         with events.operation("progreg.storage.delete", program_id=program_id) as timer:
             author, committer = self.identity()
-            commit = self._write(lambda: self._git.update_ref(MAIN, plan))
+            commit = self.write(lambda: self._git.update_ref(MAIN, plan))
         self._maintain()
         events.emit(
             "progreg.storage.delete_complete",
@@ -874,7 +875,7 @@ class Registry:
             edits = dict.fromkeys(map(path_of, present))
             return CommitPlan(edits, message, author, committer), present
 
-        commit, removed = self._write(lambda: self._git.update_ref_returning(MAIN, plan))
+        commit, removed = self.write(lambda: self._git.update_ref_returning(MAIN, plan))
         self._maintain()
         return removed, None if commit is None else str(commit)
 
@@ -906,7 +907,7 @@ class Registry:
                 return None
             return CommitPlan(self.with_marker(tip, {path: blob_id}), message, author, committer)
 
-        commit = self._write(lambda: self._git.update_ref(MAIN, plan))
+        commit = self.write(lambda: self._git.update_ref(MAIN, plan))
         self._maintain()
         if commit is None:
             loaded = self.load_program(program_id)
@@ -948,7 +949,7 @@ class Registry:
         from progreg.git.maintenance import pack_loose_objects  # noqa: PLC0415 (see _maintain)
 
         git = self._git
-        report = self._write(
+        report = self.write(
             lambda: pack_loose_objects(git, lock_timeout=git.lock_timeout, pack_limit=pack_limit)
         )
         return GcReport.model_validate(dataclasses.asdict(report))
