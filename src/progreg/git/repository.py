@@ -1010,7 +1010,7 @@ class GitRepository:
             deleted = []
             if pending.replaced:
                 deleted = self._delete_replaced(pending.replaced)
-                if len(deleted) != len(pending.replaced):
+                if any(pack not in deleted for pack in pending.replaced):
                     self.packs_left += 1  # one stays (a keep, the multi-pack-index): merged later
             if pending.added and not deleted:
                 update_pack_info(self._objects_dir)
